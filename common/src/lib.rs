@@ -1,1 +1,14 @@
-//! Shared.
+//! What `rke2-node-agent` and `rke2-hub` share.
+//!
+//! - [`certs`]: reading RKE2's TLS tree (and kubeconfigs) into a certificate inventory,
+//!   with RKE2's status words, chain and key checks, and never failing on a bad file.
+//! - [`renewal`]: the node's renewal deadline, the pure decision behind "restart due".
+//! - [`layout`]: where RKE2 keeps things, and how its backup folders are named.
+//! - [`report`]: the `check` renderings (RKE2's table, our JSON).
+//!
+//! Nothing here does network I/O or talks to systemd: those live in the binaries' crates.
+
+pub mod certs;
+pub mod layout;
+pub mod renewal;
+pub mod report;
