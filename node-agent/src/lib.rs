@@ -1,1 +1,14 @@
-//! agent
+//! `rke2-node-agent`: the per-node half of rke2-ops.
+//!
+//! - [`check`]: the one-shot `check` command (RKE2's table or JSON, and an exit code).
+//! - [`daemon`]: the `run` command: file watching, the inventory, `/metrics` and `/healthz`,
+//!   and the systemd notify protocol (READY, STATUS, WATCHDOG).
+//! - [`config`]: the TOML file and its flag/env overrides.
+//!
+//! Certificate parsing and the decisions about them live in `rke2ops-common`; this crate
+//! owns the process: I/O, timing and signals.
+
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod daemon;

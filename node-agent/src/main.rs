@@ -1,1 +1,47 @@
-fn main() {}
+//! Entry point: parse the command line, load the configuration (exit 64 when it is bad), run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use rke2_node_agent::cli::{Cli, Command};
+use rke2_node_agent::config::{Config, FileConfig};
+use rke2_node_agent::{check, daemon};
+
+/// sysexits' EX_USAGE / EX_CONFIG: kept apart from `check`'s 1 and 2.
+const EXIT_USAGE: u8 = 64;
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    let (common, metrics_addr) = match &cli.command {
+        Command::Check(args) => (&args.common, None),
+        Command::Run(args) => (&args.common, args.metrics_addr.clone()),
+    };
+    let (path, required) = common.config_path();
+    let config = match FileConfig::load(&path, required)
+        .and_then(|file| Config::resolve(file, common.overrides(metrics_addr)))
+    {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("rke2-node-agent: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let result = match cli.command {
+        Command::Check(args) => check::run(&config, args.output, &mut std::io::stdout().lock()),
+        Command::Run(_) => daemon::main(config).map(|()| 0),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("rke2-node-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

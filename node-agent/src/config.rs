@@ -1,0 +1,247 @@
+//! The agent's configuration: `/etc/rke2-ops/node-agent.toml`, then command-line flags (each
+//! with an environment variable) on top.
+//!
+//! Unknown keys are errors that name the key and the line, because a typo in a safety tool's
+//! configuration must not silently fall back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use rke2ops_common::certs::status::DEFAULT_WARN_DAYS;
+use rke2ops_common::layout::{DEFAULT_ADMIN_KUBECONFIG, DEFAULT_DATA_DIR};
+use serde::Deserialize;
+
+/// Where the agent looks for its configuration by default.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/rke2-ops/node-agent.toml";
+/// The metrics listener by default (all addresses: Prometheus scrapes nodes remotely; the
+/// endpoint carries no secrets).
+pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9810";
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists but cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (the message names key and line).
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, with line and column and the offending key.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The file's schema: every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// RKE2's data dir.
+    pub data_dir: Option<PathBuf>,
+    /// RKE2's admin kubeconfig (its embedded certificates are inspected when present).
+    pub admin_kubeconfig: Option<PathBuf>,
+    /// Further kubeconfig copies whose embedded certificates are inspected (must exist).
+    pub kubeconfigs: Option<Vec<PathBuf>>,
+    /// `host:port` of the metrics and health endpoint.
+    pub metrics_addr: Option<String>,
+    /// Days before expiry from which a certificate is WARNING.
+    pub warn_days: Option<u32>,
+}
+
+/// Values given on the command line (or their environment variables); they win over the file.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--admin-kubeconfig`.
+    pub admin_kubeconfig: Option<PathBuf>,
+    /// `--kubeconfig` (repeatable); replaces the file's list when given.
+    pub kubeconfigs: Vec<PathBuf>,
+    /// `--metrics-addr`.
+    pub metrics_addr: Option<String>,
+    /// `--warn-days`.
+    pub warn_days: Option<u32>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// RKE2's data dir.
+    pub data_dir: PathBuf,
+    /// RKE2's admin kubeconfig.
+    pub admin_kubeconfig: PathBuf,
+    /// Extra kubeconfigs.
+    pub kubeconfigs: Vec<PathBuf>,
+    /// Metrics listener.
+    pub metrics_addr: SocketAddr,
+    /// Warning window in days.
+    pub warn_days: u32,
+}
+
+impl FileConfig {
+    /// Parses TOML text; `path` only names the source in errors.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] naming the key and line.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+
+    /// Loads `path`. A missing file is an empty configuration only when `required` is false
+    /// (the default path may legitimately be absent; an explicit `--config` may not).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file.
+    pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Self::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+}
+
+impl Config {
+    /// Merges defaults, the file and the overrides (in rising priority).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for a bad address or window.
+    pub fn resolve(file: FileConfig, overrides: Overrides) -> Result<Self, ConfigError> {
+        let metrics_addr = overrides
+            .metrics_addr
+            .or(file.metrics_addr)
+            .unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_owned());
+        let metrics_addr = metrics_addr.parse().map_err(|e| ConfigError::Invalid {
+            key: "metrics_addr",
+            message: format!("{metrics_addr:?} is not host:port ({e})"),
+        })?;
+        let warn_days = overrides
+            .warn_days
+            .or(file.warn_days)
+            .unwrap_or(DEFAULT_WARN_DAYS);
+        if warn_days > 3650 {
+            return Err(ConfigError::Invalid {
+                key: "warn_days",
+                message: format!("{warn_days} days is more than 10 years"),
+            });
+        }
+        let kubeconfigs = if overrides.kubeconfigs.is_empty() {
+            file.kubeconfigs.unwrap_or_default()
+        } else {
+            overrides.kubeconfigs
+        };
+        Ok(Self {
+            data_dir: overrides
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            admin_kubeconfig: overrides
+                .admin_kubeconfig
+                .or(file.admin_kubeconfig)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_ADMIN_KUBECONFIG)),
+            kubeconfigs,
+            metrics_addr,
+            warn_days,
+        })
+    }
+
+    /// What the scanner should scan.
+    #[must_use]
+    pub fn scan_config(&self) -> rke2ops_common::certs::ScanConfig {
+        rke2ops_common::certs::ScanConfig::new(
+            self.data_dir.clone(),
+            Some(self.admin_kubeconfig.clone()),
+            &self.kubeconfigs,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        FileConfig::parse(text, Path::new("/etc/rke2-ops/node-agent.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let config =
+            Config::resolve(parse("").expect("parses"), Overrides::default()).expect("valid");
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/rancher/rke2"));
+        assert_eq!(config.metrics_addr.port(), 9810);
+        assert_eq!(config.warn_days, 120);
+    }
+
+    #[test]
+    fn unknown_key_names_key_line_and_file() {
+        let err = parse("warn_days = 30\ndata_dri = \"/x\"\n").expect_err("unknown key");
+        let msg = err.to_string();
+        assert!(msg.contains("data_dri"), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+        assert!(msg.contains("/etc/rke2-ops/node-agent.toml"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error_naming_the_key() {
+        let msg = parse("warn_days = \"ten\"\n")
+            .expect_err("bad type")
+            .to_string();
+        assert!(msg.contains("warn_days") || msg.contains("line 1"), "{msg}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = parse("data_dir = \"/a\"\nwarn_days = 30\nmetrics_addr = \"127.0.0.1:1\"\n")
+            .expect("parses");
+        let overrides = Overrides {
+            data_dir: Some("/b".into()),
+            metrics_addr: Some("127.0.0.2:2".into()),
+            ..Overrides::default()
+        };
+        let config = Config::resolve(file, overrides).expect("valid");
+        assert_eq!(config.data_dir, PathBuf::from("/b"));
+        assert_eq!(config.warn_days, 30);
+        assert_eq!(config.metrics_addr.to_string(), "127.0.0.2:2");
+    }
+
+    #[test]
+    fn bad_metrics_addr_names_the_key() {
+        let err = Config::resolve(
+            parse("metrics_addr = \"nope\"").expect("parses"),
+            Overrides::default(),
+        )
+        .expect_err("bad addr");
+        assert!(err.to_string().contains("metrics_addr"), "{err}");
+    }
+
+    #[test]
+    fn missing_default_file_is_empty_but_missing_explicit_file_is_an_error() {
+        let path = Path::new("/nonexistent/rke2-ops/node-agent.toml");
+        assert_eq!(
+            FileConfig::load(path, false).expect("optional"),
+            FileConfig::default()
+        );
+        assert!(FileConfig::load(path, true).is_err());
+    }
+}

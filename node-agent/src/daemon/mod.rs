@@ -1,0 +1,187 @@
+//! `rke2-node-agent run`: the daemon.
+//!
+//! One task owns the [`Scanner`] and the [`watch::FileWatcher`]; it publishes each new
+//! inventory as an immutable [`Snapshot`] on a `tokio::sync::watch` channel that the metrics
+//! collector reads at scrape time. The same loop feeds the systemd watchdog, so a stuck loop
+//! stops the pings and systemd restarts the agent.
+
+pub mod http;
+pub mod metrics;
+pub mod systemd;
+pub mod watch;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use rke2ops_common::certs::{Inventory, Scanner};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::watch as channel;
+
+use crate::config::Config;
+use metrics::Metrics;
+
+/// One published inventory.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// What the scan found.
+    pub inventory: Inventory,
+    /// When the scan finished.
+    pub scanned_at: OffsetDateTime,
+}
+
+/// Runs the daemon on a small tokio runtime until SIGTERM or SIGINT.
+///
+/// # Errors
+/// When the metrics address cannot be bound or inotify cannot start.
+pub fn main(config: Config) -> anyhow::Result<()> {
+    init_tracing();
+    // One worker: the agent's work is a few milliseconds per file event, and fewer threads
+    // keep the idle footprint small.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(config, shutdown_signal()))
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("RKE2OPS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // journald adds its own timestamps; keep lines short under systemd.
+    let under_systemd = std::env::var_os("INVOCATION_ID").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if under_systemd {
+        builder.without_time().with_ansi(false).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; only a kill will stop the agent");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+async fn scan(scanner: Scanner, metrics: &Metrics) -> anyhow::Result<(Scanner, Snapshot)> {
+    let started = Instant::now();
+    let (scanner, inventory) = tokio::task::spawn_blocking(move || {
+        let mut scanner = scanner;
+        let inventory = scanner.scan();
+        (scanner, inventory)
+    })
+    .await
+    .context("scan task failed")?;
+    metrics
+        .scan_duration
+        .observe(started.elapsed().as_secs_f64());
+    metrics.scans.inc();
+    Ok((
+        scanner,
+        Snapshot {
+            inventory,
+            scanned_at: OffsetDateTime::now_utc(),
+        },
+    ))
+}
+
+/// Runs the daemon until `shutdown` resolves. Binds the metrics address, scans once, tells
+/// systemd it is ready, then follows file events.
+///
+/// # Errors
+/// When the metrics address cannot be bound or inotify cannot start.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on metrics_addr {}", config.metrics_addr))?;
+    let mut watcher =
+        watch::FileWatcher::new(watch::targets(&config)).context("cannot start inotify")?;
+
+    let (tx, rx) = channel::channel(Arc::new(Snapshot {
+        inventory: Inventory::default(),
+        scanned_at: OffsetDateTime::now_utc(),
+    }));
+    let metrics = Arc::new(Metrics::new(rx, config.warn_days));
+    let (scanner, snapshot) = scan(Scanner::new(config.scan_config()), &metrics).await?;
+    let mut scanner = Some(scanner);
+    let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(listener, Arc::clone(&metrics), async {
+        let _ = stop_http_rx.await;
+    }));
+
+    let status = systemd::status_line(&snapshot.inventory, snapshot.scanned_at, config.warn_days);
+    tracing::info!(data_dir = %config.data_dir.display(), metrics_addr = %config.metrics_addr, %status, "agent ready");
+    let mut next_change =
+        systemd::next_status_change(&snapshot.inventory, snapshot.scanned_at, config.warn_days);
+    tx.send_replace(Arc::new(snapshot));
+    systemd::ready(&status);
+
+    let watchdog_every = systemd::watchdog_interval();
+    let mut watchdog =
+        tokio::time::interval(watchdog_every.unwrap_or(std::time::Duration::from_secs(3600)));
+    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        let until_change = next_change.map(|t| {
+            let secs = (t - OffsetDateTime::now_utc()).as_seconds_f64().max(0.0);
+            // Far-away changes are re-evaluated daily (long sleeps drift across suspends).
+            std::time::Duration::from_secs_f64(secs.min(86_400.0))
+        });
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = watchdog.tick(), if watchdog_every.is_some() => systemd::watchdog(),
+            batch = watcher.next_batch() => {
+                if batch.is_none() {
+                    anyhow::bail!("the file watcher stopped");
+                }
+                metrics.watch_batches.inc();
+                watcher.reconcile();
+                let current = scanner.take().context("scanner missing")?;
+                let (s, snapshot) = scan(current, &metrics).await?;
+                scanner = Some(s);
+                let status = systemd::status_line(&snapshot.inventory, snapshot.scanned_at, config.warn_days);
+                tracing::info!(%status, "certificates rescanned");
+                systemd::status(&status);
+                next_change = systemd::next_status_change(&snapshot.inventory, snapshot.scanned_at, config.warn_days);
+                tx.send_replace(Arc::new(snapshot));
+            }
+            () = tokio::time::sleep(until_change.unwrap_or_default()), if until_change.is_some() => {
+                let snapshot = Arc::clone(&tx.borrow());
+                let now = OffsetDateTime::now_utc();
+                systemd::status(&systemd::status_line(&snapshot.inventory, now, config.warn_days));
+                next_change = systemd::next_status_change(&snapshot.inventory, now, config.warn_days);
+            }
+        }
+    }
+    systemd::stopping();
+    let _ = stop_http_tx.send(());
+    match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "metrics server ended with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "metrics server task failed"),
+        Err(_) => tracing::warn!("metrics server did not stop within 5 s"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
