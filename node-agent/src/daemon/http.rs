@@ -4,14 +4,14 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
 use super::metrics::Metrics;
 
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+use rke2ops_common::exposition;
 
 /// Serves until `shutdown` resolves.
 ///
@@ -31,9 +31,26 @@ pub async fn serve(
         .await
 }
 
-async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+/// OpenMetrics for scrapers that ask for it (Prometheus does), the classic text format for
+/// the rest (curl, promtool).
+async fn metrics_handler(
+    State(metrics): State<Arc<Metrics>>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     match metrics.encode() {
-        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, OPENMETRICS)], body).into_response(),
+        Ok(body) if exposition::wants_openmetrics(accept) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, exposition::OPENMETRICS_CONTENT_TYPE)],
+            body,
+        )
+            .into_response(),
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, exposition::CLASSIC_CONTENT_TYPE)],
+            exposition::to_classic_text(&body),
+        )
+            .into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response(),
     }
 }

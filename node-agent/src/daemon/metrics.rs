@@ -51,6 +51,11 @@ fn gauge(
 ) -> Result<(), std::fmt::Error> {
     let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (labels, value) in series {
+        if labels.is_empty() {
+            // Encoded without a family so the sample has no empty `{}`.
+            ConstGauge::new(*value).encode(metric)?;
+            break;
+        }
         ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
     }
     Ok(())
@@ -90,13 +95,13 @@ impl Collector for InventoryCollector {
         gauge(
             &mut encoder,
             "rke2ops_cert_not_after_timestamp_seconds",
-            "NotAfter of each certificate (Unix seconds).",
+            "NotAfter of each certificate (Unix seconds)",
             &not_after,
         )?;
         gauge(
             &mut encoder,
             "rke2ops_cert_not_before_timestamp_seconds",
-            "NotBefore of each certificate (Unix seconds).",
+            "NotBefore of each certificate (Unix seconds)",
             &not_before,
         )?;
 
@@ -120,7 +125,7 @@ impl Collector for InventoryCollector {
         gauge(
             &mut encoder,
             "rke2ops_certificates",
-            "Certificates by RKE2 status word, evaluated at scrape time.",
+            "Certificates by RKE2 status word, evaluated at scrape time",
             &counts,
         )?;
 
@@ -141,7 +146,7 @@ impl Collector for InventoryCollector {
         gauge(
             &mut encoder,
             "rke2ops_cert_file_errors",
-            "1 for each certificate file that cannot be used, by reason.",
+            "1 for each certificate file that cannot be used, by reason",
             &errors,
         )?;
 
@@ -155,35 +160,35 @@ impl Collector for InventoryCollector {
             gauge(
                 &mut encoder,
                 "rke2ops_renewal_deadline_timestamp_seconds",
-                "Earliest leaf NotAfter: the last moment an RKE2 restart still renews.",
+                "Earliest leaf NotAfter: the last moment an RKE2 restart still renews",
                 &[(vec![], ts(deadline))],
             )?;
         }
         gauge(
             &mut encoder,
             "rke2ops_renewal_window_open",
-            "1 when the node is within 120 days of its renewal deadline (a restart renews).",
+            "1 when the node is within 120 days of its renewal deadline (a restart renews)",
             &[(vec![], f64::from(u8::from(state.in_window)))],
         )?;
 
         gauge(
             &mut encoder,
             "rke2ops_cert_backups",
-            "Rotation backup folders (tls-*) under server/ and agent/.",
+            "Rotation backup folders (tls-*) under server/ and agent/",
             &[(vec![], inventory.backups.len() as f64)],
         )?;
         if let Some(newest) = inventory.newest_backup() {
             gauge(
                 &mut encoder,
                 "rke2ops_cert_backup_newest_timestamp_seconds",
-                "Creation time of the newest rotation backup, from its name.",
+                "Creation time of the newest rotation backup, from its name",
                 &[(vec![], ts(newest.created))],
             )?;
         }
         gauge(
             &mut encoder,
             "rke2ops_last_scan_timestamp_seconds",
-            "When the inventory was last rebuilt.",
+            "When the inventory was last rebuilt",
             &[(vec![], ts(snapshot.scanned_at))],
         )?;
         Ok(())
@@ -204,26 +209,26 @@ impl Metrics {
             .set(1);
         registry.register(
             "rke2ops_build_info",
-            "Build of rke2-node-agent (value 1).",
+            "Build of rke2-node-agent (value 1)",
             build,
         );
         let scans = Counter::default();
         registry.register(
             "rke2ops_scans",
-            "Completed certificate scans.",
+            "Completed certificate scans",
             scans.clone(),
         );
         let scan_duration =
             Histogram::new([0.0005, 0.001, 0.002, 0.005, 0.01, 0.03, 0.1, 0.3, 1.0]);
         registry.register(
             "rke2ops_scan_duration_seconds",
-            "Wall time of one certificate scan.",
+            "Wall time of one certificate scan",
             scan_duration.clone(),
         );
         let watch_batches = Counter::default();
         registry.register(
             "rke2ops_watch_batches",
-            "Debounced batches of file events that caused a rescan.",
+            "Debounced batches of file events that caused a rescan",
             watch_batches.clone(),
         );
         registry.register_collector(Box::new(InventoryCollector {

@@ -54,11 +54,14 @@ fn init_tracing() {
     let filter = EnvFilter::try_from_env("RKE2OPS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // journald adds its own timestamps; keep lines short under systemd.
     let under_systemd = std::env::var_os("INVOCATION_ID").is_some();
+    // Colours only for a person at a terminal, never in journald or files.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let _ = if under_systemd {
-        builder.without_time().with_ansi(false).try_init()
+        builder.without_time().try_init()
     } else {
         builder.try_init()
     };

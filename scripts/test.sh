@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The README's test command: sets up this machine and runs every check and test.
+#
+#   scripts/test.sh
+#
+# 1. installs the Debian packages the tests need (systemd, dbus, promtool, etcd, ...);
+# 2. checks formatting and clippy (warnings are errors);
+# 3. builds every binary (the end-to-end tests run the real rke2-node-agent and the
+#    simulated rke2 from target/debug);
+# 4. runs every test of the workspace. End-to-end tests need root and a real systemd: they
+#    fail loudly, never skip, when something is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-test-deps.sh
+
+if ! command -v cargo >/dev/null; then
+  echo "test.sh: cargo not found (install the Rust toolchain with rustup)" >&2
+  exit 1
+fi
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build (binaries used by end-to-end tests)"
+cargo build --workspace --bins --locked
+echo "== cargo test"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-2}"
