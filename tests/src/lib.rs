@@ -1,1 +1,3 @@
 //! End-to-end tests and the RKE2 simulator.
+
+pub mod sim;

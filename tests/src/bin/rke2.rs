@@ -1,1 +1,144 @@
-fn main() {}
+//! The simulated `rke2` binary: `--version` and `certificate check` (see tests/SIMULATOR.md).
+//!
+//! Environment: `RKE2_SIM_VERSION` / `RKE2_SIM_COMMIT` (or `rke2.version` next to the binary)
+//! set the reported version; `RKE2_SIM_NOW` (RFC 3339) pins the check's reference time.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rke2ops_tests::sim::check::{self, OutputFormat};
+use rke2ops_tests::sim::version::SimVersion;
+use time::OffsetDateTime;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rke2",
+    disable_version_flag = true,
+    about = "Rancher Kubernetes Engine 2 (simulated)"
+)]
+struct Cli {
+    /// Print the version.
+    #[arg(short = 'v', long)]
+    version: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage RKE2 certificates.
+    Certificate {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+    /// Anything else RKE2 has (server, agent, etcd-snapshot, ...): not simulated here.
+    #[command(external_subcommand)]
+    Other(Vec<String>),
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// Check RKE2 component certificates on disk.
+    Check {
+        /// (data) Folder to hold state.
+        #[arg(short = 'd', long, default_value = "/var/lib/rancher/rke2")]
+        data_dir: PathBuf,
+        /// List of services to manage certificates for (repeatable).
+        #[arg(short = 's', long = "service")]
+        services: Vec<String>,
+        /// Output format: text, table, json or yaml.
+        #[arg(short = 'o', long, default_value = "text")]
+        output: String,
+        /// (config) Load configuration from FILE (accepted, not read by the simulator).
+        #[arg(short = 'c', long)]
+        config: Option<PathBuf>,
+        /// (logging) Turn on debug logs: also list files that gave no rows.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Not simulated yet.
+    #[command(external_subcommand)]
+    Other(Vec<String>),
+}
+
+fn fatal(msg: &str) -> ExitCode {
+    let now = check::go_rfc3339(
+        OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+    );
+    eprintln!("time=\"{now}\" level=fatal msg={msg:?}");
+    ExitCode::from(1)
+}
+
+fn now() -> Result<OffsetDateTime, String> {
+    match std::env::var("RKE2_SIM_NOW") {
+        Ok(t) if !t.is_empty() => {
+            OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| format!("RKE2_SIM_NOW={t}: {e}"))
+        }
+        _ => Ok(OffsetDateTime::now_utc()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.version {
+        let dir = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(PathBuf::from));
+        print!("{}", SimVersion::resolve(dir.as_deref()).banner());
+        return ExitCode::SUCCESS;
+    }
+    match cli.command {
+        None => {
+            let _ = <Cli as clap::CommandFactory>::command().print_help();
+            ExitCode::SUCCESS
+        }
+        Some(Command::Certificate {
+            command:
+                CertCommand::Check {
+                    data_dir,
+                    services,
+                    output,
+                    config: _,
+                    debug,
+                },
+        }) => {
+            let format: OutputFormat = match output.parse() {
+                Ok(f) => f,
+                Err(e) => return fatal(&format!("Error: {e}")),
+            };
+            let now = match now() {
+                Ok(t) => t,
+                Err(e) => return fatal(&format!("Error: {e}")),
+            };
+            let report = match check::check(&data_dir, &services, now) {
+                Ok(r) => r,
+                Err(e) => return fatal(&format!("Error: {e}")),
+            };
+            let (stdout, mut stderr) = check::render(&report, format);
+            if debug {
+                for skipped in &report.skipped {
+                    stderr.push_str(&format!("level=debug msg={:?}\n", skipped.reason));
+                }
+            }
+            // Failing to write to a closed pipe is not worth a panic in a test helper.
+            let _ = std::io::stderr().write_all(stderr.as_bytes());
+            let _ = std::io::stdout().write_all(stdout.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Certificate {
+            command: CertCommand::Other(args),
+        }) => fatal(&format!(
+            "Error: rke2 simulator: certificate {} is not simulated yet",
+            args.join(" ")
+        )),
+        Some(Command::Other(args)) => fatal(&format!(
+            "Error: rke2 simulator: {} is not simulated yet",
+            args.join(" ")
+        )),
+    }
+}
