@@ -15,7 +15,7 @@ mod breakage;
 mod cas;
 mod catalog;
 mod files;
-pub(crate) mod pem;
+pub mod pem;
 mod spec;
 
 use std::collections::BTreeMap;
