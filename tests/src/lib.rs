@@ -1,3 +1,4 @@
 //! End-to-end tests and the RKE2 simulator.
 
+pub mod ground;
 pub mod sim;

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what the proving ground (tests/src/ground) and the end-to-end tests need on a Debian
+# machine: a real systemd and D-Bus to boot simulated nodes, util-linux for unshare/nsenter,
+# iproute2, promtool (metrics lint), etcd (real etcd members), openssl and curl.
+#
+# Idempotent: exits at once when every tool is already present; otherwise runs
+# `apt-get update` once and installs only the missing packages. Must run as root.
+set -euo pipefail
+
+# package -> a file that proves it is installed
+declare -A probe=(
+  [systemd]=/lib/systemd/systemd
+  [dbus]=/usr/bin/dbus-daemon
+  [util-linux]=/usr/bin/nsenter
+  [iproute2]=/usr/bin/ip
+  [prometheus]=/usr/bin/promtool
+  [etcd-server]=/usr/bin/etcd
+  [etcd-client]=/usr/bin/etcdctl
+  [openssl]=/usr/bin/openssl
+  [curl]=/usr/bin/curl
+)
+
+missing=()
+for pkg in "${!probe[@]}"; do
+  [ -x "${probe[$pkg]}" ] || missing+=("$pkg")
+done
+# unshare ships in util-linux too; check it separately so a partial install is caught.
+[ -x /usr/bin/unshare ] || missing+=(util-linux)
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-test-deps: all present"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-test-deps: missing ${missing[*]}; run as root to install" >&2
+  exit 1
+fi
+
+# sort -u: util-linux may be listed twice
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+echo "install-test-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends "${missing[@]}"

@@ -1,0 +1,827 @@
+//! Booting a node and tearing it down again (see the module docs of [`super`] for the model).
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::error::{GroundError, Result, io_err};
+use super::lease::IpLease;
+use super::units::{JOURNALD_CONF, write_vendor_units};
+use super::{check_root_and_tools, systemd_binary};
+
+/// Folders every node gets privately (node path; the host keeps its own). A node's root
+/// usually lives under the host's `/tmp`, which the node's own `/tmp` hides, so `boot` mounts
+/// a folder that contains the root after all the others.
+const PRIVATE_DIRS: &[&str] = &[
+    // RKE2's data dir and config (/var/lib/rancher/rke2, /etc/rancher/rke2).
+    "/var/lib/rancher",
+    "/etc/rancher",
+    // rke2-ops' own config and state.
+    "/etc/rke2-ops",
+    "/var/lib/rke2-ops",
+    // The install prefix: binaries and unit files installed on one node stay on that node.
+    "/usr/local",
+    // Sockets of systemd, D-Bus and journald, and the volatile journal.
+    "/run",
+    // Where installed and enabled units (and test drop-ins) go.
+    "/etc/systemd/system",
+    // The node's vendor units: the stand-in targets plus D-Bus and journald (see `units`).
+    "/usr/lib/systemd/system",
+    // Empty: the host's generators (fstab, sysv, getty...) would pull in the host's services.
+    "/usr/lib/systemd/system-generators",
+    // PrivateTmp= folders are made here and would outlive a SIGKILLed node on the host.
+    "/var/tmp",
+    "/tmp",
+];
+
+/// Files every node gets privately when the host has them (node path, file under the root).
+const PRIVATE_FILES: &[(&str, &str)] = &[
+    // systemd sets the hostname from it at boot: each node has its own name (UTS namespace).
+    ("/etc/hostname", "hostname"),
+    // Journals and D-Bus are keyed by it; nodes are different machines.
+    ("/etc/machine-id", "machine-id"),
+];
+
+/// Device nodes bound into the node's private `/dev`. `/dev/kmsg` is left out on purpose so
+/// the node's systemd and journald neither write to nor read the host's kernel log.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// What `Node::boot` should build.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// Node name, also its hostname: lowercase letters, digits and `-`.
+    pub name: String,
+    /// Loopback address for the node; `None` leases the lowest free one of 127.0.10.0/24 up.
+    pub ip: Option<Ipv4Addr>,
+    /// Host folder for the node's files; `None` makes a temporary one that the node deletes on
+    /// teardown (kept when `RKE2OPS_GROUND_KEEP` is set, for debugging).
+    pub root: Option<PathBuf>,
+    /// More node folders to make private, beyond the standard set (`/var/lib/kubelet`...).
+    pub extra_private_dirs: Vec<PathBuf>,
+    /// How long systemd may take to reach `running`.
+    pub boot_timeout: Duration,
+}
+
+impl NodeSpec {
+    /// A node named `name` with a leased address and a temporary root.
+    #[must_use]
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ip: None,
+            root: None,
+            extra_private_dirs: Vec::new(),
+            boot_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Uses exactly `ip` (boot fails if another live node holds it).
+    #[must_use]
+    pub fn with_ip(mut self, ip: Ipv4Addr) -> Self {
+        self.ip = Some(ip);
+        self
+    }
+
+    /// Keeps the node's files in `root` (created if missing, never deleted by the harness).
+    #[must_use]
+    pub fn with_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.root = Some(root.into());
+        self
+    }
+
+    /// Makes the node folder `path` private as well.
+    #[must_use]
+    pub fn with_private_dir(mut self, path: impl Into<PathBuf>) -> Self {
+        self.extra_private_dirs.push(path.into());
+        self
+    }
+
+    /// Sets how long the boot may take.
+    #[must_use]
+    pub fn with_boot_timeout(mut self, timeout: Duration) -> Self {
+        self.boot_timeout = timeout;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 48
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !self.name.starts_with('-');
+        if !name_ok {
+            return Err(GroundError::InvalidSpec(format!(
+                "node name {:?} must be 1-48 of [a-z0-9-], not starting with '-'",
+                self.name
+            )));
+        }
+        if let Some(ip) = self.ip
+            && !ip.is_loopback()
+        {
+            return Err(GroundError::InvalidSpec(format!(
+                "node address {ip} is not a loopback address; nodes share the host's network"
+            )));
+        }
+        for dir in &self.extra_private_dirs {
+            if !is_clean_absolute(dir) || dir == Path::new("/") {
+                return Err(GroundError::InvalidSpec(format!(
+                    "private dir {} must be absolute, not /, and free of . and ..",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A booted node: its own systemd (PID 1 of a PID + mount + UTS namespace), D-Bus and journald.
+/// Dropping it SIGKILLs the node's init, which kills every process of the node, then removes its
+/// cgroups and (if temporary) its files.
+#[derive(Debug)]
+pub struct Node {
+    /// The node's name and hostname.
+    pub(super) name: String,
+    /// The node's loopback address, held for the node's lifetime.
+    pub(super) lease: IpLease,
+    /// Host folder with the node's files; `fs/` mirrors the node's private paths.
+    pub(super) root: PathBuf,
+    /// Present when the harness made `root` and must delete it.
+    owned_root: Option<tempfile::TempDir>,
+    /// Node paths whose contents are private (sorted as mounted).
+    pub(super) private_dirs: Vec<PathBuf>,
+    /// Private single files: (node path, host path).
+    pub(super) private_files: Vec<(PathBuf, PathBuf)>,
+    /// `unshare`, the parent of the node's init; reaped on teardown.
+    unshare: Child,
+    /// Kills the node if this process dies without tearing it down (see [`Reaper`]).
+    reaper: Option<Reaper>,
+    /// Host PID of the node's systemd.
+    pub(super) init_pid: i32,
+    /// Inode of the node's PID namespace: identifies the node's processes on the host.
+    pid_ns: u64,
+    /// The node's cgroup subtrees (one per mounted hierarchy).
+    cgroups: Vec<PathBuf>,
+    /// Set once teardown ran.
+    torn_down: bool,
+}
+
+/// A tiny shell process, outside the test's process group, that holds the read end of a pipe
+/// whose write end only this process holds. If the test process dies in any way (panic with
+/// abort, SIGKILL, Ctrl-C, timeout) the pipe closes and the reaper kills the node, removes its
+/// cgroups and its temporary root. A clean teardown first tells it "done".
+#[derive(Debug)]
+struct Reaper {
+    child: Child,
+    stdin: ChildStdin,
+}
+
+/// Distinguishes nodes of one process in cgroup names.
+static NODE_SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl Node {
+    /// Boots a node as `spec` says and waits until its systemd reports `running`.
+    pub fn boot(spec: NodeSpec) -> Result<Self> {
+        spec.validate()?;
+        check_root_and_tools().map_err(GroundError::Prerequisite)?;
+        let lease = match spec.ip {
+            Some(ip) => IpLease::exact(ip)?,
+            None => IpLease::any()?,
+        };
+
+        let (root, owned_root) = match &spec.root {
+            Some(root) => {
+                fs::create_dir_all(root).map_err(io_err("create folder", root))?;
+                (root.clone(), None)
+            }
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix(&format!("rke2ops-ground-{}-", spec.name))
+                    .tempdir()
+                    .map_err(io_err("create folder", std::env::temp_dir()))?;
+                (dir.path().to_path_buf(), Some(dir))
+            }
+        };
+
+        let mut private_dirs: Vec<PathBuf> = PRIVATE_DIRS.iter().map(PathBuf::from).collect();
+        private_dirs.extend(spec.extra_private_dirs.iter().cloned());
+        // Parents before children; folders that contain the root (usually /tmp) come last,
+        // because mounting them hides the sources of the other mounts (see PRIVATE_DIRS).
+        private_dirs.sort_by_key(|p| (root.starts_with(p), p.components().count()));
+        private_dirs.dedup();
+
+        let private_files = prepare_root(&root, &spec.name, &private_dirs)?;
+        // The script's and systemd's own stdout/stderr; /dev/console goes to console.log.
+        let boot_log = root.join("boot.log");
+        let log = fs::File::create(&boot_log).map_err(io_err("create", &boot_log))?;
+        let log2 = log.try_clone().map_err(io_err("open", &boot_log))?;
+        let id = format!(
+            "{}-{}-{}",
+            spec.name,
+            std::process::id(),
+            NODE_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let cgroups = make_cgroups(&id)?;
+        let systemd = systemd_binary().map_err(GroundError::Prerequisite)?;
+        let script = boot_script(
+            &root,
+            &spec.name,
+            &private_dirs,
+            &private_files,
+            &cgroups,
+            &systemd,
+        );
+
+        let mut command = Command::new("unshare");
+        command
+            .args([
+                "--pid",
+                "--fork",
+                // When unshare dies, the kernel SIGKILLs the node's init (PR_SET_PDEATHSIG).
+                "--kill-child=SIGKILL",
+                "--mount",
+                "--propagation=private",
+                "--uts",
+                "--mount-proc",
+                "sh",
+                "-c",
+                &script,
+                // $0 and $1 of the script: they mark the process for the reaper.
+                "rke2ops-ground-node",
+                &id,
+            ])
+            .env_clear()
+            .env("PATH", NODE_PATH)
+            .env("LANG", "C.UTF-8")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .current_dir("/")
+            // Its own process group: a Ctrl-C meant for the test does not reach the node;
+            // the reaper tears it down instead.
+            .process_group(0);
+        let unshare = match command.spawn() {
+            Ok(child) => child,
+            Err(source) => {
+                let _ = remove_cgroups(&cgroups, Duration::ZERO);
+                return Err(GroundError::Spawn {
+                    command: "unshare ... systemd".into(),
+                    source,
+                });
+            }
+        };
+        let reaper = spawn_reaper(
+            unshare.id(),
+            &id,
+            &cgroups,
+            owned_root.is_some().then_some(&root),
+        );
+
+        let mut node = Self {
+            name: spec.name.clone(),
+            lease,
+            root,
+            owned_root,
+            private_dirs,
+            private_files,
+            unshare,
+            reaper: None,
+            init_pid: 0,
+            pid_ns: 0,
+            cgroups,
+            torn_down: false,
+        };
+        // From here on every early return drops `node`, which tears down what was started.
+        node.reaper = Some(reaper?);
+        node.find_init()?;
+        node.wait_until_running(spec.boot_timeout)?;
+        Ok(node)
+    }
+
+    /// The node's name (also its hostname).
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The node's loopback address.
+    #[must_use]
+    pub fn ip(&self) -> Ipv4Addr {
+        self.lease.ip()
+    }
+
+    /// Host PID of the node's systemd (PID 1 inside the node).
+    #[must_use]
+    pub fn init_pid(&self) -> i32 {
+        self.init_pid
+    }
+
+    /// The host folder holding the node's files (`fs/` mirrors its private paths,
+    /// `boot.log` and `console.log` its systemd's output).
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// What the boot script and the node's systemd wrote to stdout/stderr and to the node's
+    /// `/dev/console` (early boot errors land here, before journald runs).
+    #[must_use]
+    pub fn console_log(&self) -> String {
+        let read = |f: &str| fs::read_to_string(self.root.join(f)).unwrap_or_default();
+        format!("{}{}", read("boot.log"), read("console.log"))
+    }
+
+    /// Kills the node now and reports what could not be cleaned up. Dropping the node does the
+    /// same and prints such problems instead.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.teardown()
+    }
+
+    /// Waits for the node's init (the child of `unshare`, once it has exec'd systemd).
+    fn find_init(&mut self) -> Result<()> {
+        let unshare_pid = self.unshare.id();
+        let children = format!("/proc/{unshare_pid}/task/{unshare_pid}/children");
+        let systemd = systemd_binary().map_err(GroundError::Prerequisite)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.unshare.try_wait() {
+                return Err(self.boot_error(format!("unshare exited with {status}")));
+            }
+            let pid = fs::read_to_string(&children).ok().and_then(|s| {
+                s.split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse::<i32>().ok())
+            });
+            if let Some(pid) = pid
+                && fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == systemd)
+            {
+                let ns = format!("/proc/{pid}/ns/pid");
+                self.pid_ns = fs::metadata(&ns).map_err(io_err("stat", &ns))?.ino();
+                self.init_pid = pid;
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(self.boot_error("systemd was not exec'd within 10s".into()));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn wait_until_running(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        loop {
+            // Fails (and prints "offline" or nothing) until systemd's private socket is up.
+            if let Ok(out) = self.exec(&["systemctl", "is-system-running"]) {
+                last = out.stdout.trim().to_string();
+                match last.as_str() {
+                    "running" => return Ok(()),
+                    "degraded" => {
+                        let failed = self
+                            .exec(&["systemctl", "--failed", "--plain", "--no-legend"])
+                            .map(|o| o.stdout)
+                            .unwrap_or_default();
+                        return Err(self.boot_error(format!("degraded; failed units:\n{failed}")));
+                    }
+                    _ => {}
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(self.boot_error(format!(
+                    "systemd did not reach `running` within {timeout:?} (last state {last:?})"
+                )));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn boot_error(&self, detail: String) -> GroundError {
+        let mut detail = detail;
+        let console = self.console_log();
+        let tail: Vec<&str> = console.lines().rev().take(40).collect();
+        let _ = write!(detail, "\n--- console (last 40 lines) ---");
+        for line in tail.iter().rev() {
+            let _ = write!(detail, "\n{line}");
+        }
+        GroundError::Boot {
+            node: self.name.clone(),
+            detail,
+        }
+    }
+
+    /// Kills the node and cleans up; safe to call twice.
+    fn teardown(&mut self) -> Result<()> {
+        if self.torn_down {
+            return Ok(());
+        }
+        self.torn_down = true;
+        let mut problems = Vec::new();
+
+        // Tell the reaper it is not needed, so it can never act on a stale PID later.
+        if let Some(mut reaper) = self.reaper.take() {
+            let _ = reaper.stdin.write_all(b"done\n");
+            drop(reaper.stdin);
+            let _ = reaper.child.wait();
+        }
+
+        // SIGKILL to a namespace's init kills every process of the namespace. Check that the
+        // PID is still the node's init first (it could be gone and the PID reused).
+        if self.init_pid > 0 && self.in_node_pid_ns(self.init_pid) {
+            let _ = kill(Pid::from_raw(self.init_pid), Signal::SIGKILL);
+        }
+        // unshare is our unreaped child, so its PID is safe to signal; killing it also kills
+        // init through --kill-child if the line above did not.
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+
+        if let Err(e) = self.wait_namespace_empty(Duration::from_secs(10)) {
+            problems.push(e.to_string());
+        }
+        if let Err(e) = remove_cgroups(&self.cgroups, Duration::from_secs(5)) {
+            problems.push(e);
+        }
+        if let Some(dir) = self.owned_root.take() {
+            if std::env::var_os("RKE2OPS_GROUND_KEEP").is_some() {
+                let kept = dir.keep();
+                eprintln!(
+                    "proving ground: kept node {} files in {}",
+                    self.name,
+                    kept.display()
+                );
+            } else {
+                let path = dir.path().to_path_buf();
+                if let Err(e) = dir.close() {
+                    problems.push(format!("remove {}: {e}", path.display()));
+                }
+            }
+        }
+
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(GroundError::Boot {
+                node: self.name.clone(),
+                detail: format!("teardown incomplete: {}", problems.join("; ")),
+            })
+        }
+    }
+
+    fn in_node_pid_ns(&self, host_pid: i32) -> bool {
+        fs::metadata(format!("/proc/{host_pid}/ns/pid")).is_ok_and(|m| m.ino() == self.pid_ns)
+    }
+
+    /// Host PIDs of every process in the node's PID namespace.
+    pub(super) fn host_pids(&self) -> Vec<i32> {
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| self.in_node_pid_ns(*pid))
+            .collect()
+    }
+
+    fn wait_namespace_empty(&self, timeout: Duration) -> Result<()> {
+        if self.pid_ns == 0 {
+            return Ok(());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = self.host_pids();
+            if left.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(GroundError::Timeout {
+                    what: format!("the processes of node {} to die", self.name),
+                    timeout,
+                    detail: format!("still alive (host PIDs): {left:?}"),
+                });
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Prints what helps debug a failed test: failed units and the node's journal tail.
+    fn dump_diagnostics(&self) {
+        let failed = self
+            .exec(&["systemctl", "--failed", "--plain", "--no-legend"])
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        let journal = self
+            .exec(&[
+                "journalctl",
+                "--no-pager",
+                "-n",
+                "80",
+                "-o",
+                "short-precise",
+            ])
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        eprintln!(
+            "--- proving ground: node {} ({}) at test failure ---\nfailed units:\n{failed}\n\
+             journal (last 80 lines):\n{journal}--- end of node {} ---",
+            self.name,
+            self.ip(),
+            self.name
+        );
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.torn_down {
+            return;
+        }
+        if thread::panicking() && self.init_pid > 0 {
+            self.dump_diagnostics();
+        }
+        if let Err(e) = self.teardown() {
+            eprintln!("proving ground: {e}");
+        }
+    }
+}
+
+/// PATH inside the node, as on a Debian machine.
+pub(super) const NODE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Creates the root layout: `fs/<node path>` for every private folder, the vendor units, the
+/// private files, the journald drop-in and the `/dev` mount point. Returns the private files
+/// that will be mounted.
+fn prepare_root(
+    root: &Path,
+    name: &str,
+    private_dirs: &[PathBuf],
+) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let fs_root = root.join("fs");
+    for dir in private_dirs {
+        let host = fs_root.join(relative(dir));
+        fs::create_dir_all(&host).map_err(io_err("create folder", &host))?;
+        // The mount point must exist: inside an outer private folder it is the folder just
+        // made; otherwise on the host (an empty folder; the bind itself is private).
+        let nested = private_dirs
+            .iter()
+            .any(|outer| outer != dir && dir.starts_with(outer));
+        if !nested {
+            fs::create_dir_all(dir).map_err(io_err("create mount point", dir))?;
+        }
+    }
+    for sub in ["bin", "sbin", "lib/systemd/system", "share"] {
+        let dir = fs_root.join("usr/local").join(sub);
+        fs::create_dir_all(&dir).map_err(io_err("create folder", &dir))?;
+    }
+    fs::set_permissions(
+        fs_root.join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .map_err(io_err("chmod", fs_root.join("tmp")))?;
+    fs::set_permissions(
+        fs_root.join("var/tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .map_err(io_err("chmod", fs_root.join("var/tmp")))?;
+    write_vendor_units(&fs_root.join("usr/lib/systemd/system"))?;
+
+    let journald = fs_root.join("run/systemd/journald.conf.d");
+    fs::create_dir_all(&journald).map_err(io_err("create folder", &journald))?;
+    let conf = journald.join("proving-ground.conf");
+    fs::write(&conf, JOURNALD_CONF).map_err(io_err("write", &conf))?;
+
+    let mut files = Vec::new();
+    for (node_path, file) in PRIVATE_FILES {
+        if !Path::new(node_path).is_file() {
+            continue; // nothing to cover on this host
+        }
+        let host = root.join(file);
+        let contents = match *file {
+            "hostname" => format!("{name}\n"),
+            _ => format!("{}\n", new_machine_id()?),
+        };
+        fs::write(&host, contents).map_err(io_err("write", &host))?;
+        files.push((PathBuf::from(node_path), host));
+    }
+    let dev = root.join("dev");
+    fs::create_dir_all(&dev).map_err(io_err("create folder", &dev))?;
+    Ok(files)
+}
+
+/// A random machine ID (32 lowercase hex digits), from the kernel's UUID generator.
+fn new_machine_id() -> Result<String> {
+    let path = "/proc/sys/kernel/random/uuid";
+    let uuid = fs::read_to_string(path).map_err(io_err("read", path))?;
+    Ok(uuid.trim().replace('-', ""))
+}
+
+/// `dir` without its leading `/`.
+pub(super) fn relative(dir: &Path) -> &Path {
+    dir.strip_prefix("/").unwrap_or(dir)
+}
+
+/// Whether `p` is absolute and has no `.`/`..` components.
+pub(super) fn is_clean_absolute(p: &Path) -> bool {
+    use std::path::Component;
+    p.is_absolute()
+        && p.components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+}
+
+/// Single-quotes `s` for sh.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn sh_path(p: &Path) -> String {
+    sh_quote(&p.to_string_lossy())
+}
+
+/// The script `unshare` runs as the namespace's first process before exec'ing systemd.
+fn boot_script(
+    root: &Path,
+    name: &str,
+    private_dirs: &[PathBuf],
+    private_files: &[(PathBuf, PathBuf)],
+    cgroups: &[PathBuf],
+    systemd: &Path,
+) -> String {
+    let mut s = String::from("set -eu\n");
+    // systemd takes the cgroup it starts in as its root: its units land below this node's own
+    // subtree, not in /system.slice shared with every other node.
+    for cg in cgroups {
+        let _ = writeln!(s, "echo 0 > {}", sh_path(&cg.join("cgroup.procs")));
+    }
+    let dev = root.join("dev");
+    let d = sh_path(&dev);
+    // A private /dev (like systemd-nspawn's): without it every node would write /dev/log into
+    // the host's devtmpfs and log to the host's /dev/kmsg. /dev/console is a plain file so the
+    // node's systemd console output lands in console.log.
+    let _ = writeln!(
+        s,
+        "mount -t tmpfs -o mode=755,nosuid,size=4m ground-dev {d}"
+    );
+    for dev_name in DEVICES {
+        let _ = writeln!(
+            s,
+            ": > {d}/{dev_name}; mount --bind /dev/{dev_name} {d}/{dev_name}"
+        );
+    }
+    let _ = writeln!(s, "mkdir {d}/pts {d}/shm");
+    let _ = writeln!(
+        s,
+        "mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 ground-devpts {d}/pts"
+    );
+    let _ = writeln!(s, "ln -s pts/ptmx {d}/ptmx");
+    let _ = writeln!(
+        s,
+        "mount -t tmpfs -o mode=1777,nosuid,nodev ground-shm {d}/shm"
+    );
+    let _ = writeln!(
+        s,
+        ": > {c}; : > {d}/console; mount --bind {c} {d}/console",
+        c = sh_path(&root.join("console.log"))
+    );
+    let _ = writeln!(s, "mount --move {d} /dev");
+
+    for (node_path, host) in private_files {
+        let _ = writeln!(s, "mount --bind {} {}", sh_path(host), sh_path(node_path));
+    }
+    for dir in private_dirs {
+        let source = root.join("fs").join(relative(dir));
+        let _ = writeln!(s, "mount --bind {} {}", sh_path(&source), sh_path(dir));
+    }
+    let _ = writeln!(s, "hostname {}", sh_quote(name));
+    let _ = writeln!(
+        s,
+        "exec {} --system --unit=multi-user.target",
+        sh_path(systemd)
+    );
+    s
+}
+
+/// The cgroup hierarchies systemd tracks processes in on this host: the unified one alone
+/// (cgroup v2), or the unified one and `name=systemd` (hybrid), or `name=systemd` (v1).
+pub(super) fn cgroup_hierarchies() -> std::result::Result<Vec<PathBuf>, String> {
+    let base = Path::new("/sys/fs/cgroup");
+    let mut hierarchies = Vec::new();
+    if base.join("cgroup.controllers").exists() {
+        hierarchies.push(base.to_path_buf());
+    } else {
+        if base.join("unified/cgroup.controllers").exists() {
+            hierarchies.push(base.join("unified"));
+        }
+        if base.join("systemd/cgroup.procs").exists() {
+            hierarchies.push(base.join("systemd"));
+        }
+    }
+    if hierarchies.is_empty() {
+        return Err("no cgroup hierarchy for systemd is mounted under /sys/fs/cgroup".into());
+    }
+    Ok(hierarchies)
+}
+
+/// Creates `rke2ops-ground/<id>` in each cgroup hierarchy systemd uses on this host.
+fn make_cgroups(id: &str) -> Result<Vec<PathBuf>> {
+    let mut made = Vec::new();
+    for h in cgroup_hierarchies().map_err(GroundError::Prerequisite)? {
+        let dir = h.join("rke2ops-ground").join(id);
+        fs::create_dir_all(&dir).map_err(io_err("create cgroup", &dir))?;
+        made.push(dir);
+    }
+    Ok(made)
+}
+
+/// Removes cgroup subtrees bottom-up, retrying while the kernel finishes killing processes.
+fn remove_cgroups(cgroups: &[PathBuf], timeout: Duration) -> std::result::Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut left = Vec::new();
+        for cg in cgroups {
+            if cg.exists() && remove_cgroup_tree(cg).is_err() {
+                left.push(cg.display().to_string());
+            }
+        }
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("cgroups not removed: {}", left.join(", ")));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// cgroup folders cannot be removed recursively; only empty leaves can be rmdir'ed.
+fn remove_cgroup_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            remove_cgroup_tree(&entry.path())?;
+        }
+    }
+    fs::remove_dir(dir)
+}
+
+/// Starts the [`Reaper`] for a node whose `unshare` has PID `unshare_pid`.
+fn spawn_reaper(
+    unshare_pid: u32,
+    marker: &str,
+    cgroups: &[PathBuf],
+    owned_root: Option<&PathBuf>,
+) -> Result<Reaper> {
+    let cg_list: Vec<String> = cgroups.iter().map(|c| sh_path(c)).collect();
+    let rm_root = owned_root.map_or(String::new(), |r| format!("rm -rf {}\n", sh_path(r)));
+    // The marker check makes sure $1 is still the node's unshare, not a reused PID.
+    let script = format!(
+        "trap '' INT HUP TERM QUIT\n\
+         read -r word || word=\n\
+         [ \"$word\" = done ] && exit 0\n\
+         grep -qaF -- \"$2\" \"/proc/$1/cmdline\" 2>/dev/null && kill -KILL \"$1\"\n\
+         i=0\n\
+         while [ $i -lt 100 ]; do\n\
+           left=0\n\
+           for d in {cgs}; do\n\
+             [ -d \"$d\" ] || continue\n\
+             find \"$d\" -depth -type d -exec rmdir {{}} + 2>/dev/null || left=1\n\
+           done\n\
+           [ $left = 0 ] && break\n\
+           sleep 0.1; i=$((i+1))\n\
+         done\n\
+         {rm_root}",
+        cgs = cg_list.join(" "),
+    );
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            &script,
+            "rke2ops-ground-reaper",
+            &unshare_pid.to_string(),
+            marker,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .current_dir("/")
+        .process_group(0)
+        .spawn()
+        .map_err(|source| GroundError::Spawn {
+            command: "sh (node reaper)".into(),
+            source,
+        })?;
+    let stdin = child.stdin.take().ok_or_else(|| GroundError::Spawn {
+        command: "sh (node reaper)".into(),
+        source: std::io::Error::other("no stdin pipe"),
+    })?;
+    Ok(Reaper { child, stdin })
+}
