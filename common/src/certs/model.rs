@@ -131,7 +131,7 @@ pub struct CertEntry {
     pub index: usize,
     /// Where it was found.
     pub origin: Origin,
-    /// Full subject, RFC 4514 style (`CN=system:admin, O=system:masters`).
+    /// Full subject in certificate order (`O=system:masters, CN=system:admin`).
     pub subject: String,
     /// The subject's common name (RKE2's SUBJECT column); empty if none.
     pub subject_cn: String,

@@ -146,7 +146,7 @@ impl Scanner {
                     used_chains.insert(key.clone());
                     self.chains
                         .entry(key)
-                        .or_insert_with(|| verify_leaf(&cert.der, &pool))
+                        .or_insert_with(|| verify_leaf(&cert.der, &nearest_first(&pool, &file.path)))
                         .clone()
                 } else {
                     ChainCheck::NotApplicable
@@ -411,6 +411,21 @@ fn ca_pool(files: &[FileCerts]) -> Vec<PoolCa> {
             })
         })
         .collect()
+}
+
+/// The pool ordered so CAs nearest to `path` come first: on a server, `agent/client-ca.crt`
+/// and `server/tls/client-ca.crt` hold the same CA, and an agent leaf should name the former.
+fn nearest_first(pool: &[PoolCa], path: &str) -> Vec<PoolCa> {
+    let shared = |ca: &PoolCa| {
+        ca.path
+            .split('/')
+            .zip(path.split('/'))
+            .take_while(|(a, b)| a == b)
+            .count()
+    };
+    let mut ordered = pool.to_vec();
+    ordered.sort_by_key(|ca| std::cmp::Reverse(shared(ca)));
+    ordered
 }
 
 fn pool_identity(pool: &[PoolCa]) -> String {
