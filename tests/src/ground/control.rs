@@ -8,7 +8,8 @@ use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use super::error::{GroundError, Result, io_err};
-use super::node::{NODE_PATH, Node, is_clean_absolute, relative};
+use super::layout::{NODE_PATH, is_clean_absolute, relative};
+use super::node::Node;
 use super::wait_until;
 
 /// What a command run inside a node produced.

@@ -75,6 +75,8 @@
 
 mod control;
 mod error;
+mod host;
+mod layout;
 mod lease;
 mod node;
 mod units;
@@ -126,7 +128,7 @@ pub fn check_root_and_tools() -> std::result::Result<(), String> {
             ));
         }
     }
-    for hierarchy in node::cgroup_hierarchies()? {
+    for hierarchy in host::cgroup_hierarchies()? {
         if nix::unistd::access(&hierarchy, nix::unistd::AccessFlags::W_OK).is_err() {
             return Err(format!(
                 "{} is not writable; nodes need their own cgroup subtree",
