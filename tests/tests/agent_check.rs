@@ -10,7 +10,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use rke2ops_tests::ground::built_binary;
-use rke2ops_tests::sim::tree::{Breakage, ClusterCas, GeneratedTree, Role, TreeSpec, Validity, generate};
+use rke2ops_tests::sim::tree::{
+    Breakage, ClusterCas, GeneratedTree, Role, TreeSpec, Validity, generate,
+};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -45,14 +47,22 @@ fn rke2_check(tree: &GeneratedTree) -> String {
         .arg(&tree.data_dir)
         .output()
         .expect("simulated rke2 runs");
-    assert!(out.status.success(), "rke2 check failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "rke2 check failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
 /// Table rows (after the empty line, header and dashes) split into trimmed cells.
 fn rows(table: &str) -> Vec<Vec<String>> {
     let lines: Vec<&str> = table.lines().collect();
-    assert_eq!(lines.first(), Some(&""), "table starts with an empty line:\n{table}");
+    assert_eq!(
+        lines.first(),
+        Some(&""),
+        "table starts with an empty line:\n{table}"
+    );
     assert!(lines[1].starts_with("FILENAME"), "header:\n{table}");
     assert!(lines[2].starts_with("--------"), "dashes:\n{table}");
     lines[3..]
@@ -69,9 +79,8 @@ fn rows(table: &str) -> Vec<Vec<String>> {
 }
 
 fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
-    })
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 fn status_of(doc: &Value, path: &str, index: u64) -> String {
@@ -103,7 +112,10 @@ fn assert_agent_covers_rke2(tree: &GeneratedTree) {
         let n = remaining.get_mut(row).unwrap_or_else(|| {
             panic!("rke2 row {row:?} missing from the agent's table:\n{agent_table}")
         });
-        assert!(*n > 0, "rke2 row {row:?} appears more often than in the agent's table");
+        assert!(
+            *n > 0,
+            "rke2 row {row:?} appears more often than in the agent's table"
+        );
         *n -= 1;
     }
 }
@@ -112,9 +124,18 @@ fn assert_agent_covers_rke2(tree: &GeneratedTree) {
 fn server_table_agrees_with_rke2_for_every_status() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tree = tree(dir.path(), Role::Server, |s| {
-        s.with_validity("server/tls/serving-kube-apiserver.crt", Validity::ExpiresIn(Duration::from_secs(30 * 86_400)))
-            .with_validity("server/tls/client-admin.crt", Validity::Expired(Duration::from_secs(2 * 86_400)))
-            .with_validity("server/tls/etcd/client.crt", Validity::NotYetValid(Duration::from_secs(3 * 86_400)))
+        s.with_validity(
+            "server/tls/serving-kube-apiserver.crt",
+            Validity::ExpiresIn(Duration::from_secs(30 * 86_400)),
+        )
+        .with_validity(
+            "server/tls/client-admin.crt",
+            Validity::Expired(Duration::from_secs(2 * 86_400)),
+        )
+        .with_validity(
+            "server/tls/etcd/client.crt",
+            Validity::NotYetValid(Duration::from_secs(3 * 86_400)),
+        )
     });
     assert_agent_covers_rke2(&tree);
 }
@@ -123,7 +144,10 @@ fn server_table_agrees_with_rke2_for_every_status() {
 fn agent_node_table_agrees_with_rke2() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tree = tree(dir.path(), Role::Agent, |s| {
-        s.with_validity("agent/client-kubelet.crt", Validity::ExpiresIn(Duration::from_secs(100 * 86_400)))
+        s.with_validity(
+            "agent/client-kubelet.crt",
+            Validity::ExpiresIn(Duration::from_secs(100 * 86_400)),
+        )
     });
     assert_agent_covers_rke2(&tree);
     let out = agent_check(&tree, &["--output", "json"]);
@@ -139,22 +163,37 @@ fn exit_codes_follow_the_worst_status() {
     assert_eq!(agent_check(&ok, &[]).status.code(), Some(0));
 
     let warn = tree(&dir.path().join("warn"), Role::Server, |s| {
-        s.with_validity("server/tls/client-scheduler.crt", Validity::ExpiresIn(Duration::from_secs(60 * 86_400)))
+        s.with_validity(
+            "server/tls/client-scheduler.crt",
+            Validity::ExpiresIn(Duration::from_secs(60 * 86_400)),
+        )
     });
     assert_eq!(agent_check(&warn, &[]).status.code(), Some(1));
     // A narrower warning window makes the same tree OK.
-    assert_eq!(agent_check(&warn, &["--warn-days", "30"]).status.code(), Some(0));
+    assert_eq!(
+        agent_check(&warn, &["--warn-days", "30"]).status.code(),
+        Some(0)
+    );
 
     let expired = tree(&dir.path().join("expired"), Role::Server, |s| {
-        s.with_validity("server/tls/client-scheduler.crt", Validity::Expired(Duration::from_secs(86_400)))
+        s.with_validity(
+            "server/tls/client-scheduler.crt",
+            Validity::Expired(Duration::from_secs(86_400)),
+        )
     });
     assert_eq!(agent_check(&expired, &[]).status.code(), Some(2));
 
     let future = tree(&dir.path().join("future"), Role::Agent, |s| {
-        s.with_validity("agent/serving-kubelet.crt", Validity::NotYetValid(Duration::from_secs(86_400)))
+        s.with_validity(
+            "agent/serving-kubelet.crt",
+            Validity::NotYetValid(Duration::from_secs(86_400)),
+        )
     });
     let out = agent_check(&future, &["-o", "json"]);
-    assert_eq!(status_of(&json(&out), "agent/serving-kubelet.crt", 0), "NOT YET VALID");
+    assert_eq!(
+        status_of(&json(&out), "agent/serving-kubelet.crt", 0),
+        "NOT YET VALID"
+    );
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -162,15 +201,51 @@ fn exit_codes_follow_the_worst_status() {
 fn every_kind_of_broken_file_is_an_error_entry_and_the_scan_goes_on() {
     let expected: [(&str, Breakage, &str); 10] = [
         ("server/tls/client-admin.crt", Breakage::Empty, "empty"),
-        ("server/tls/client-controller.crt", Breakage::NoPemData, "no_pem_data"),
-        ("server/tls/client-scheduler.crt", Breakage::BadDer, "bad_der"),
-        ("server/tls/client-supervisor.crt", Breakage::Truncated, "bad_der"),
-        ("server/tls/client-kube-proxy.crt", Breakage::Unreadable, "unreadable"),
-        ("server/tls/client-auth-proxy.crt", Breakage::DanglingSymlink, "dangling_symlink"),
-        ("server/tls/client-rke2-controller.crt", Breakage::LoopingSymlink, "symlink_loop"),
-        ("server/tls/etcd/client.crt", Breakage::Oversized, "too_large"),
-        ("server/tls/etcd/server-client.crt", Breakage::KeyMismatch, "key_mismatch"),
-        ("server/tls/serving-kube-apiserver.crt", Breakage::ForeignIssuer, "chain_invalid"),
+        (
+            "server/tls/client-controller.crt",
+            Breakage::NoPemData,
+            "no_pem_data",
+        ),
+        (
+            "server/tls/client-scheduler.crt",
+            Breakage::BadDer,
+            "bad_der",
+        ),
+        (
+            "server/tls/client-supervisor.crt",
+            Breakage::Truncated,
+            "bad_der",
+        ),
+        (
+            "server/tls/client-kube-proxy.crt",
+            Breakage::Unreadable,
+            "unreadable",
+        ),
+        (
+            "server/tls/client-auth-proxy.crt",
+            Breakage::DanglingSymlink,
+            "dangling_symlink",
+        ),
+        (
+            "server/tls/client-rke2-controller.crt",
+            Breakage::LoopingSymlink,
+            "symlink_loop",
+        ),
+        (
+            "server/tls/etcd/client.crt",
+            Breakage::Oversized,
+            "too_large",
+        ),
+        (
+            "server/tls/etcd/server-client.crt",
+            Breakage::KeyMismatch,
+            "key_mismatch",
+        ),
+        (
+            "server/tls/serving-kube-apiserver.crt",
+            Breakage::ForeignIssuer,
+            "chain_invalid",
+        ),
     ];
     let dir = tempfile::tempdir().expect("tempdir");
     let tree = tree(dir.path(), Role::Server, |mut s| {
@@ -185,7 +260,9 @@ fn every_kind_of_broken_file_is_an_error_entry_and_the_scan_goes_on() {
     let errors = doc["errors"].as_array().expect("errors");
     for (path, _, kind) in expected {
         assert!(
-            errors.iter().any(|e| e["path"] == path && e["kind"] == kind && !e["reason"].as_str().unwrap_or("").is_empty()),
+            errors.iter().any(|e| e["path"] == path
+                && e["kind"] == kind
+                && !e["reason"].as_str().unwrap_or("").is_empty()),
             "no {kind} error for {path}: {errors:#?}"
         );
     }
@@ -202,7 +279,10 @@ fn every_kind_of_broken_file_is_an_error_entry_and_the_scan_goes_on() {
     // The table lists the same problems after the rows.
     let table = String::from_utf8(agent_check(&tree, &[]).stdout).expect("utf-8");
     for (path, _, _) in expected {
-        assert!(table.contains(&format!("error: {path}: ")), "table lacks {path}:\n{table}");
+        assert!(
+            table.contains(&format!("error: {path}: ")),
+            "table lacks {path}:\n{table}"
+        );
     }
 }
 
@@ -210,7 +290,10 @@ fn every_kind_of_broken_file_is_an_error_entry_and_the_scan_goes_on() {
 fn json_has_the_contract_fields_and_the_renewal_deadline() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tree = tree(dir.path(), Role::Server, |s| {
-        s.with_validity("server/tls/client-supervisor.crt", Validity::ExpiresIn(Duration::from_secs(90 * 86_400)))
+        s.with_validity(
+            "server/tls/client-supervisor.crt",
+            Validity::ExpiresIn(Duration::from_secs(90 * 86_400)),
+        )
     });
     // Backups under both names; the newest must be reported first.
     std::fs::create_dir_all(tree.data_dir.join("server/tls-1700000000")).expect("backup");
@@ -220,19 +303,38 @@ fn json_has_the_contract_fields_and_the_renewal_deadline() {
     let doc = json(&out);
     let cert = &doc["certificates"][0];
     for key in [
-        "path", "filename", "subject", "issuer", "serial", "usages", "is_ca", "sans", "not_before",
-        "not_after", "residual_seconds", "status",
+        "path",
+        "filename",
+        "subject",
+        "issuer",
+        "serial",
+        "usages",
+        "is_ca",
+        "sans",
+        "not_before",
+        "not_after",
+        "residual_seconds",
+        "status",
     ] {
         assert!(cert.get(key).is_some(), "certificate lacks {key}: {cert:#}");
     }
-    assert!(doc["errors"].as_array().expect("errors").is_empty(), "{:#}", doc["errors"]);
-    let supervisor = tree.cert("server/tls/client-supervisor.crt").expect("generated");
+    assert!(
+        doc["errors"].as_array().expect("errors").is_empty(),
+        "{:#}",
+        doc["errors"]
+    );
+    let supervisor = tree
+        .cert("server/tls/client-supervisor.crt")
+        .expect("generated");
     let deadline = OffsetDateTime::parse(
         doc["renewal_deadline"].as_str().expect("deadline"),
         &time::format_description::well_known::Rfc3339,
     )
     .expect("RFC 3339");
-    assert_eq!(deadline, supervisor.not_after, "deadline = earliest leaf NotAfter");
+    assert_eq!(
+        deadline, supervisor.not_after,
+        "deadline = earliest leaf NotAfter"
+    );
     assert_eq!(doc["in_renewal_window"], true);
     assert_eq!(doc["backups"][0]["path"], "server/tls-2025-01-02T03-04-05");
     assert_eq!(doc["backups"][1]["path"], "server/tls-1700000000");
@@ -265,10 +367,23 @@ fn configured_kubeconfig_that_is_missing_is_an_error_naming_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tree = tree(dir.path(), Role::Server, |s| s);
     let missing = dir.path().join("copies/admin.yaml");
-    let out = agent_check(&tree, &["--kubeconfig", missing.to_str().expect("utf-8"), "-o", "json"]);
+    let out = agent_check(
+        &tree,
+        &[
+            "--kubeconfig",
+            missing.to_str().expect("utf-8"),
+            "-o",
+            "json",
+        ],
+    );
     let doc = json(&out);
     let errors = doc["errors"].as_array().expect("errors");
-    assert!(errors.iter().any(|e| e["path"] == missing.display().to_string()), "{errors:#?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["path"] == missing.display().to_string()),
+        "{errors:#?}"
+    );
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -284,7 +399,10 @@ fn bad_config_names_the_key_and_line_and_exits_78() {
         .expect("runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{stderr}");
-    assert!(stderr.contains("metrics_adr") && stderr.contains("line 2"), "{stderr}");
+    assert!(
+        stderr.contains("metrics_adr") && stderr.contains("line 2"),
+        "{stderr}"
+    );
     assert!(stderr.contains(&config.display().to_string()), "{stderr}");
 }
 
