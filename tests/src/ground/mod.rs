@@ -33,7 +33,7 @@
 //! `dbus.service` and journald units, so unit files with default dependencies work unchanged
 //! and `journalctl -u` works. journald keeps the journal in the node's `/run` (volatile) and
 //! never rate-limits. Boot waits until `systemctl is-system-running` says `running` (a
-//! `degraded` boot is an error listing the failed units); it takes about half a second.
+//! `degraded` boot is an error listing the failed units); it takes about 0.2 s here.
 //!
 //! Everything else is done from the host: [`Node::exec`] runs a command inside the node with
 //! `nsenter --mount --pid --uts`; [`Node::systemctl`], [`Node::unit_property`],
