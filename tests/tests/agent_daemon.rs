@@ -3,13 +3,14 @@
 //! recreated, never exports key material, and exits 0 on SIGTERM. (The same binary under a
 //! real systemd: `agent_systemd.rs`.)
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rke2ops_tests::ground::built_binary;
+use rke2ops_tests::http;
 use rke2ops_tests::sim::tree::{ClusterCas, GeneratedTree, Role, TreeSpec, Validity, generate};
 use time::OffsetDateTime;
 
@@ -60,18 +61,7 @@ fn start_agent(data_dir: &Path, kubeconfig: &Path, octet: u8) -> Agent {
 }
 
 fn http_get(addr: SocketAddr, path: &str, accept: Option<&str>) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let accept = accept
-        .map(|a| format!("Accept: {a}\r\n"))
-        .unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: agent\r\n{accept}\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.0 200")
-        .then(|| body.to_owned())
-        .or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_owned()))
+    http::get(addr, path, accept)
 }
 
 fn metrics(agent: &Agent) -> String {
@@ -89,13 +79,8 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// The value of the first sample of `metric` whose labels contain `label_fragment`.
 fn sample(text: &str, metric: &str, label_fragment: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
-        .find(|l| l.contains(label_fragment))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    http::sample(text, metric, label_fragment)
 }
 
 fn cas() -> &'static ClusterCas {

@@ -146,7 +146,9 @@ impl Scanner {
                     used_chains.insert(key.clone());
                     self.chains
                         .entry(key)
-                        .or_insert_with(|| verify_leaf(&cert.der, &nearest_first(&pool, &file.path)))
+                        .or_insert_with(|| {
+                            verify_leaf(&cert.der, &nearest_first(&pool, &file.path))
+                        })
                         .clone()
                 } else {
                     ChainCheck::NotApplicable
