@@ -12,24 +12,44 @@ pub struct PoolCa {
     pub path: String,
     /// Its DER.
     pub der: Vec<u8>,
+    /// Its raw subject name, compared with a leaf's raw issuer before any parsing.
+    pub subject_raw: Vec<u8>,
+}
+
+impl PoolCa {
+    /// A pool entry for the CA certificate `der` found in `path`; `None` if it does not parse.
+    #[must_use]
+    pub fn new(path: String, der: Vec<u8>) -> Option<Self> {
+        let subject_raw = X509Certificate::from_der(&der)
+            .ok()?
+            .1
+            .subject()
+            .as_raw()
+            .to_vec();
+        Some(Self {
+            path,
+            der,
+            subject_raw,
+        })
+    }
 }
 
 /// Checks `leaf_der` against `pool`: [`ChainCheck::Verified`] when a CA of the same subject
 /// as the leaf's issuer verifies its signature, [`ChainCheck::BadSignature`] when such CAs
 /// exist but none verifies, [`ChainCheck::UnknownIssuer`] when none has that name.
 #[must_use]
-pub fn verify_leaf(leaf_der: &[u8], pool: &[PoolCa]) -> ChainCheck {
+pub fn verify_leaf<'a>(leaf_der: &[u8], pool: impl IntoIterator<Item = &'a PoolCa>) -> ChainCheck {
     let Ok((_, leaf)) = X509Certificate::from_der(leaf_der) else {
         return ChainCheck::UnknownIssuer;
     };
     let mut tried: Option<&str> = None;
     for ca in pool {
+        if ca.subject_raw != leaf.issuer().as_raw() {
+            continue;
+        }
         let Ok((_, ca_cert)) = X509Certificate::from_der(&ca.der) else {
             continue;
         };
-        if ca_cert.subject().as_raw() != leaf.issuer().as_raw() {
-            continue;
-        }
         if leaf.verify_signature(Some(ca_cert.public_key())).is_ok() {
             return ChainCheck::Verified {
                 ca_path: ca.path.clone(),
@@ -51,10 +71,7 @@ mod tests {
     use crate::certs::test_support::ca_and_leaf;
 
     fn pool(der: Vec<u8>) -> Vec<PoolCa> {
-        vec![PoolCa {
-            path: "server/tls/client-ca.crt".into(),
-            der,
-        }]
+        vec![PoolCa::new("server/tls/client-ca.crt".into(), der).expect("CA parses")]
     }
 
     #[test]

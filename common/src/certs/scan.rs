@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::chain::{PoolCa, verify_leaf};
-use super::keys::public_key_bits;
+use super::keys::key_matches;
 use super::kubeconfig::embedded_certs;
 use super::model::{
     Backup, CertEntry, ChainCheck, ErrorKind, FileError, Inventory, KeyCheck, Origin,
@@ -135,31 +135,85 @@ impl Scanner {
 
         let pool = ca_pool(&files);
         let pool_id = pool_identity(&pool);
-        let mut certificates = Vec::new();
+
+        // Pass 1 (sequential, I/O): what each checked leaf needs, answered from the caches
+        // where the same certificate, key and CA pool were checked before.
         let mut used_chains = HashSet::new();
         let mut used_keys = HashSet::new();
-        for file in files {
+        let mut chain_jobs: Vec<((String, String), &ParsedCert, &str)> = Vec::new();
+        let mut key_jobs: Vec<((String, String), Vec<u8>, &ParsedCert)> = Vec::new();
+        // Per leaf: its key's cache entry, or the verdict when there is no key to compare.
+        let mut leaf_keys: HashMap<String, Result<(String, String), KeyCheck>> = HashMap::new();
+        for file in &files {
+            let Some(cert) = file.certs.first().filter(|c| !c.is_ca) else {
+                continue;
+            };
+            let chain_key = (cert.fingerprint.clone(), pool_id.clone());
+            if used_chains.insert(chain_key.clone()) && !self.chains.contains_key(&chain_key) {
+                chain_jobs.push((chain_key, cert, &file.path));
+            }
+            match self.key_bytes(&file.key) {
+                Ok(bytes) => {
+                    let key = (
+                        hex::encode(Sha256::digest(&bytes)),
+                        cert.fingerprint.clone(),
+                    );
+                    leaf_keys.insert(leaf_id(file), Ok(key.clone()));
+                    if used_keys.insert(key.clone()) && !self.keys.contains_key(&key) {
+                        key_jobs.push((key, bytes, cert));
+                    }
+                }
+                Err(verdict) => {
+                    leaf_keys.insert(leaf_id(file), Err(verdict));
+                }
+            }
+        }
+
+        // Pass 2 (parallel, CPU): signature checks and key derivations of what is new.
+        let chain_results = parallel_map(&chain_jobs, |(_, cert, path)| {
+            verify_leaf(&cert.der, nearest_first(&pool, path))
+        });
+        let key_results = parallel_map(&key_jobs, |(_, bytes, cert)| {
+            match key_matches(bytes, &cert.public_key_bits) {
+                Ok(true) => KeyCheck::Matches,
+                Ok(false) => KeyCheck::Mismatch,
+                Err(e) => KeyCheck::Unusable {
+                    reason: e.to_string(),
+                },
+            }
+        });
+        for ((key, _, _), verdict) in chain_jobs.into_iter().zip(chain_results) {
+            self.chains.insert(key, verdict);
+        }
+        for ((key, _, _), verdict) in key_jobs.into_iter().zip(key_results) {
+            self.keys.insert(key, verdict);
+        }
+
+        // Pass 3: entries and problems, in file order.
+        let mut certificates = Vec::new();
+        for file in &files {
             for (index, cert) in file.certs.iter().enumerate() {
-                let is_checked_leaf = index == 0 && !cert.is_ca;
-                let chain = if is_checked_leaf {
-                    let key = (cert.fingerprint.clone(), pool_id.clone());
-                    used_chains.insert(key.clone());
-                    self.chains
-                        .entry(key)
-                        .or_insert_with(|| {
-                            verify_leaf(&cert.der, &nearest_first(&pool, &file.path))
-                        })
-                        .clone()
+                let (chain, key) = if index == 0 && !cert.is_ca {
+                    let chain = self
+                        .chains
+                        .get(&(cert.fingerprint.clone(), pool_id.clone()))
+                        .cloned()
+                        .expect("pass 2 left a chain verdict for every checked leaf");
+                    let key = match leaf_keys.remove(&leaf_id(file)) {
+                        Some(Ok(cache_key)) => self
+                            .keys
+                            .get(&cache_key)
+                            .cloned()
+                            .expect("pass 2 left a key verdict for every read key"),
+                        Some(Err(verdict)) => verdict,
+                        None => KeyCheck::Missing,
+                    };
+                    (chain, key)
                 } else {
-                    ChainCheck::NotApplicable
-                };
-                let key = if is_checked_leaf {
-                    self.check_key(&file.key, cert, &mut used_keys)
-                } else {
-                    KeyCheck::NotApplicable
+                    (ChainCheck::NotApplicable, KeyCheck::NotApplicable)
                 };
                 report_leaf_problems(&file.path, cert, &chain, &key, &mut errors);
-                certificates.push(entry_of(&file, index, cert, chain, key));
+                certificates.push(entry_of(file, index, cert, chain, key));
             }
         }
         self.chains.retain(|k, _| used_chains.contains(k));
@@ -310,36 +364,17 @@ impl Scanner {
         bundle
     }
 
-    fn check_key(
-        &mut self,
-        source: &KeySource,
-        cert: &ParsedCert,
-        used: &mut HashSet<(String, String)>,
-    ) -> KeyCheck {
-        let bytes = match source {
-            KeySource::None => return KeyCheck::Missing,
-            KeySource::Embedded(bytes) => bytes.clone(),
+    /// The bytes of a leaf's key, or the verdict when there is nothing to compare.
+    fn key_bytes(&self, source: &KeySource) -> Result<Vec<u8>, KeyCheck> {
+        match source {
+            KeySource::None => Err(KeyCheck::Missing),
+            KeySource::Embedded(bytes) => Ok(bytes.clone()),
             KeySource::Sibling(abs) => match read_limited(abs, self.config.max_file_size) {
-                Ok(bytes) => bytes,
-                Err(_) if !abs.exists() && !is_symlink(abs) => return KeyCheck::Missing,
-                Err((_, reason)) => return KeyCheck::Unusable { reason },
+                Ok(bytes) => Ok(bytes),
+                Err(_) if !abs.exists() && !is_symlink(abs) => Err(KeyCheck::Missing),
+                Err((_, reason)) => Err(KeyCheck::Unusable { reason }),
             },
-        };
-        let cache_key = (
-            hex::encode(Sha256::digest(&bytes)),
-            cert.fingerprint.clone(),
-        );
-        used.insert(cache_key.clone());
-        self.keys
-            .entry(cache_key)
-            .or_insert_with(|| match public_key_bits(&bytes) {
-                Ok(bits) if bits == cert.public_key_bits => KeyCheck::Matches,
-                Ok(_) => KeyCheck::Mismatch,
-                Err(e) => KeyCheck::Unusable {
-                    reason: e.to_string(),
-                },
-            })
-            .clone()
+        }
     }
 
     fn backups(&self, errors: &mut Vec<FileError>) -> Vec<Backup> {
@@ -375,6 +410,40 @@ impl Scanner {
     }
 }
 
+/// Identifies a leaf file within one scan (a kubeconfig holds several payloads).
+fn leaf_id(file: &FileCerts) -> String {
+    match &file.origin {
+        Origin::File => file.path.clone(),
+        Origin::Kubeconfig { field, entry } => format!("{}#{field}#{entry}", file.path),
+    }
+}
+
+/// Below this many jobs, threads cost more than they save.
+const PARALLEL_THRESHOLD: usize = 64;
+
+/// `f` over `items`, split across the machine's cores when there are many (a first scan
+/// of a large tree); order is kept.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if items.len() < PARALLEL_THRESHOLD || threads < 2 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
 fn file_certs(
     path: String,
     filename: String,
@@ -407,17 +476,18 @@ fn ca_pool(files: &[FileCerts]) -> Vec<PoolCa> {
         .filter(|f| f.origin == Origin::File)
         .filter_map(|f| {
             let first = f.certs.first()?;
-            first.is_ca.then(|| PoolCa {
-                path: f.path.clone(),
-                der: first.der.clone(),
-            })
+            if first.is_ca {
+                PoolCa::new(f.path.clone(), first.der.clone())
+            } else {
+                None
+            }
         })
         .collect()
 }
 
 /// The pool ordered so CAs nearest to `path` come first: on a server, `agent/client-ca.crt`
 /// and `server/tls/client-ca.crt` hold the same CA, and an agent leaf should name the former.
-fn nearest_first(pool: &[PoolCa], path: &str) -> Vec<PoolCa> {
+fn nearest_first<'a>(pool: &'a [PoolCa], path: &str) -> Vec<&'a PoolCa> {
     let shared = |ca: &PoolCa| {
         ca.path
             .split('/')
@@ -425,7 +495,7 @@ fn nearest_first(pool: &[PoolCa], path: &str) -> Vec<PoolCa> {
             .take_while(|(a, b)| a == b)
             .count()
     };
-    let mut ordered = pool.to_vec();
+    let mut ordered: Vec<&PoolCa> = pool.iter().collect();
     ordered.sort_by_key(|ca| std::cmp::Reverse(shared(ca)));
     ordered
 }
