@@ -49,6 +49,7 @@ fn start_agent(data_dir: &Path, kubeconfig: &Path, octet: u8) -> Agent {
         .arg(addr.to_string())
         .env("RKE2OPS_CONFIG", "/dev/null")
         .env_remove("NOTIFY_SOCKET")
+        .env("RKE2OPS_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
