@@ -4,6 +4,8 @@
 //! - [`daemon`]: the `run` command: file watching, the inventory, `/metrics` and `/healthz`,
 //!   and the systemd notify protocol (READY, STATUS, WATCHDOG).
 //! - [`config`]: the TOML file and its flag/env overrides.
+//! - [`service`]: what operations need from systemd (a trait); [`dbus`] implements it over
+//!   systemd's D-Bus API.
 //!
 //! Certificate parsing and the decisions about them live in `rke2ops-common`; this crate
 //! owns the process: I/O, timing and signals.
@@ -12,3 +14,5 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dbus;
+pub mod service;

@@ -1,0 +1,1 @@
+//! systemd's D-Bus API (placeholder: being written).
