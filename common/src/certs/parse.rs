@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
+use x509_parser::asn1_rs::Oid;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::pem::Pem;
@@ -137,8 +138,8 @@ fn fields_of(cert: &X509Certificate<'_>, der: &[u8]) -> ParsedCert {
     }
 }
 
-/// RKE2's usage words: `CertSign` from KeyUsage, then `ServerAuth`/`ClientAuth` from
-/// ExtKeyUsage, in that order.
+/// RKE2's usage words (k3s `GetCertUsages`): `CertSign` from KeyUsage, then `ServerAuth` /
+/// `ClientAuth` for each ExtKeyUsage *in the certificate's order* (others ignored).
 fn usages_of(cert: &X509Certificate<'_>) -> Vec<Usage> {
     let mut usages = Vec::with_capacity(3);
     if let Ok(Some(ku)) = cert.key_usage()
@@ -146,16 +147,28 @@ fn usages_of(cert: &X509Certificate<'_>) -> Vec<Usage> {
     {
         usages.push(Usage::CertSign);
     }
-    if let Ok(Some(eku)) = cert.extended_key_usage() {
-        if eku.value.server_auth {
-            usages.push(Usage::ServerAuth);
-        }
-        if eku.value.client_auth {
-            usages.push(Usage::ClientAuth);
+    let eku = cert
+        .extensions()
+        .iter()
+        .find(|ext| ext.oid == x509_parser::oid_registry::OID_X509_EXT_EXTENDED_KEY_USAGE);
+    if let Some(ext) = eku
+        && let Ok((_, oids)) = <Vec<Oid<'_>>>::from_der(ext.value)
+    {
+        for oid in oids {
+            match oid.to_id_string().as_str() {
+                SERVER_AUTH => usages.push(Usage::ServerAuth),
+                CLIENT_AUTH => usages.push(Usage::ClientAuth),
+                _ => {}
+            }
         }
     }
     usages
 }
+
+/// id-kp-serverAuth.
+const SERVER_AUTH: &str = "1.3.6.1.5.5.7.3.1";
+/// id-kp-clientAuth.
+const CLIENT_AUTH: &str = "1.3.6.1.5.5.7.3.2";
 
 fn sans_of(cert: &X509Certificate<'_>) -> Vec<String> {
     let Ok(Some(san)) = cert.subject_alternative_name() else {
@@ -198,6 +211,20 @@ mod tests {
         assert!(bundle.certs[1].is_ca);
         assert_eq!(bundle.certs[1].usages, vec![Usage::CertSign]);
         assert_eq!(bundle.certs[0].sans, vec!["localhost", "127.0.0.1"]);
+    }
+
+    #[test]
+    fn extended_usages_keep_the_certificates_order() {
+        use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair};
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ClientAuth,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ];
+        let cert = params.self_signed(&key).expect("cert");
+        let parsed = parse_der(cert.der()).expect("parses");
+        assert_eq!(parsed.usages, vec![Usage::ClientAuth, Usage::ServerAuth]);
     }
 
     #[test]
