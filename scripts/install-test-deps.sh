@@ -18,6 +18,8 @@ declare -A probe=(
   [etcd-client]=/usr/bin/etcdctl
   [openssl]=/usr/bin/openssl
   [curl]=/usr/bin/curl
+  # etcd-client generates its gRPC code at build time with protoc
+  [protobuf-compiler]=/usr/bin/protoc
 )
 
 missing=()

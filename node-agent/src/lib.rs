@@ -15,4 +15,5 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dbus;
+pub mod health;
 pub mod service;

@@ -173,7 +173,9 @@ pub trait ServiceManager {
 ///
 /// # Errors
 /// When systemd cannot be asked.
-pub async fn detect_rke2_unit(manager: &impl ServiceManager) -> Result<Option<Rke2Unit>, ServiceError> {
+pub async fn detect_rke2_unit(
+    manager: &impl ServiceManager,
+) -> Result<Option<Rke2Unit>, ServiceError> {
     let mut loaded = None;
     for unit in Rke2Unit::ALL {
         let state = manager.state(unit.name()).await?;
