@@ -1,1 +1,0 @@
-//! systemd's D-Bus API (placeholder: being written).
