@@ -26,6 +26,51 @@ pub const BACKUP_PARENTS: [&str; 2] = ["server", "agent"];
 /// File extensions of certificate files.
 pub const CERT_EXTENSIONS: [&str; 2] = ["crt", "pem"];
 
+/// `rke2 certificate rotate --service` names (k3s `services.All`), in RKE2's order.
+pub const SERVICES: [&str; 12] = [
+    "api-server",
+    "admin",
+    "auth-proxy",
+    "cloud-controller",
+    "controller-manager",
+    "etcd",
+    "scheduler",
+    "supervisor",
+    "rke2-server",
+    "kube-proxy",
+    "kubelet",
+    "rke2-controller",
+];
+
+/// Leaf certificate files (relative to the data dir) that belong to `service`, as k3s'
+/// `FilesForServices` lists them; `None` for an unknown service. `rke2-server` owns no file
+/// of its own (it regenerates the dynamic listener certificate).
+#[must_use]
+pub fn service_certs(service: &str) -> Option<&'static [&'static str]> {
+    Some(match service {
+        "admin" => &["server/tls/client-admin.crt"],
+        "api-server" => &["server/tls/client-kube-apiserver.crt", "server/tls/serving-kube-apiserver.crt"],
+        "controller-manager" => &[
+            "server/tls/client-controller.crt",
+            "server/tls/kube-controller-manager/kube-controller-manager.crt",
+        ],
+        "scheduler" => &["server/tls/client-scheduler.crt", "server/tls/kube-scheduler/kube-scheduler.crt"],
+        "etcd" => &[
+            "server/tls/etcd/client.crt",
+            "server/tls/etcd/server-client.crt",
+            "server/tls/etcd/peer-server-client.crt",
+        ],
+        "cloud-controller" => &["server/tls/client-rke2-cloud-controller.crt"],
+        "rke2-controller" => &["server/tls/client-rke2-controller.crt", "agent/client-rke2-controller.crt"],
+        "supervisor" => &["server/tls/client-supervisor.crt"],
+        "auth-proxy" => &["server/tls/client-auth-proxy.crt"],
+        "kubelet" => &["agent/client-kubelet.crt", "agent/serving-kubelet.crt"],
+        "kube-proxy" => &["server/tls/client-kube-proxy.crt", "agent/client-kube-proxy.crt"],
+        "rke2-server" => &[],
+        _ => return None,
+    })
+}
+
 /// When a backup folder named `name` was made, or `None` if `name` is not a backup.
 ///
 /// RKE2's source names backups `tls-<unix seconds>`; an operations runbook says
@@ -63,6 +108,15 @@ mod tests {
             backup_time("tls-2025-01-02T03-04-05"),
             Some(datetime!(2025-01-02 03:04:05 UTC))
         );
+    }
+
+    #[test]
+    fn every_service_has_a_file_list_and_unknown_ones_none() {
+        for service in SERVICES {
+            assert!(service_certs(service).is_some(), "{service}");
+        }
+        assert_eq!(service_certs("certificate-authority"), None);
+        assert_eq!(service_certs("kubelet").map(<[_]>::len), Some(2));
     }
 
     #[test]

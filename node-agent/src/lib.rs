@@ -16,4 +16,5 @@ pub mod config;
 pub mod daemon;
 pub mod dbus;
 pub mod health;
+pub mod ops;
 pub mod service;

@@ -1,0 +1,330 @@
+//! The crash-safe operation journal under the agent's state dir.
+//!
+//! `current.json` holds the operation in progress; every update is written to a temporary
+//! file, fsynced, renamed over it, and the folder fsynced, so a crash leaves either the old or
+//! the new record, never a torn one. A finished operation moves to `last.json` and is
+//! appended to `history.jsonl`. A lock file keeps two operations (daemon and CLI) apart.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::steps::{OpKind, Role, Step};
+
+/// One operation's durable state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpRecord {
+    /// Unique id (reported to the hub as the same id after a restart).
+    pub id: String,
+    /// What it does.
+    pub kind: OpKind,
+    /// The node's role when it began.
+    pub role: Role,
+    /// The RKE2 unit it drives.
+    pub unit: String,
+    /// The step about to run (or running when the agent died).
+    pub step: Step,
+    /// When it began.
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// Unix time written just before `rke2 certificate rotate` ran: a backup named at or
+    /// after it was made by this operation.
+    pub rotate_started_unix: Option<i64>,
+    /// The backup folder this operation made, relative to the data dir.
+    pub backup: Option<String>,
+    /// renew-by-restart: leaves inside the renewal window before the restart, with their
+    /// NotAfter (Unix seconds); each must have a later NotAfter afterwards.
+    #[serde(default)]
+    pub due_for_renewal: Vec<(String, i64)>,
+    /// Why it failed (first failure), once it did.
+    pub failure: Option<String>,
+    /// The unit's last journal lines at the failure.
+    pub unit_journal: Vec<String>,
+    /// Completed steps with their one-line results, in order.
+    pub log: Vec<StepLog>,
+    /// When it ended.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+/// One completed step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepLog {
+    /// The step.
+    pub step: Step,
+    /// `ok` or `failed`.
+    pub ok: bool,
+    /// What it found or did.
+    pub detail: String,
+    /// How long it took, in milliseconds.
+    pub millis: u64,
+}
+
+/// Why the journal could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// I/O on a journal file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A journal file that is not a valid record.
+    #[error("{path}: not a valid operation record: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        reason: String,
+    },
+    /// Another operation holds the lock.
+    #[error("another operation is running on this node (lock {path} is held)")]
+    Busy {
+        /// The lock file.
+        path: PathBuf,
+    },
+}
+
+/// The journal folder.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    dir: PathBuf,
+}
+
+/// Held while an operation runs; dropping it releases the lock.
+#[derive(Debug)]
+pub struct OpLock {
+    _file: File,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
+    move |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Journal {
+    /// The journal in `dir` (created 0700 when missing).
+    ///
+    /// # Errors
+    /// When the folder cannot be created.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, JournalError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        // Records name files and units only, but nobody else needs to read them.
+        fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(io(&dir))?;
+        Ok(Self { dir })
+    }
+
+    /// Where the journal lives.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn current_path(&self) -> PathBuf {
+        self.dir.join("current.json")
+    }
+
+    /// Takes the operations lock (flock) without waiting.
+    ///
+    /// # Errors
+    /// [`JournalError::Busy`] when another process holds it.
+    pub fn lock(&self) -> Result<OpLock, JournalError> {
+        let path = self.dir.join("ops.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(OpLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(JournalError::Busy { path }),
+            Err(fs::TryLockError::Error(source)) => Err(JournalError::Io { path, source }),
+        }
+    }
+
+    /// The unfinished operation, if any.
+    ///
+    /// # Errors
+    /// When the file exists but cannot be read or parsed (it is kept for inspection).
+    pub fn current(&self) -> Result<Option<OpRecord>, JournalError> {
+        let path = self.current_path();
+        match fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| JournalError::Corrupt {
+                        path,
+                        reason: e.to_string(),
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(JournalError::Io { path, source: e }),
+        }
+    }
+
+    /// The last finished operation, if any.
+    ///
+    /// # Errors
+    /// As [`Journal::current`].
+    pub fn last(&self) -> Result<Option<OpRecord>, JournalError> {
+        let path = self.dir.join("last.json");
+        match fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| JournalError::Corrupt {
+                        path,
+                        reason: e.to_string(),
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(JournalError::Io { path, source: e }),
+        }
+    }
+
+    /// Durably records `record` as the operation in progress.
+    ///
+    /// # Errors
+    /// On I/O failure (the operation must then stop: its progress is not durable).
+    pub fn save(&self, record: &OpRecord) -> Result<(), JournalError> {
+        let bytes = serde_json::to_vec_pretty(record).map_err(|e| JournalError::Corrupt {
+            path: self.current_path(),
+            reason: e.to_string(),
+        })?;
+        write_atomically(&self.current_path(), &bytes)
+    }
+
+    /// Moves a finished `record` to `last.json` and `history.jsonl`.
+    ///
+    /// # Errors
+    /// On I/O failure.
+    pub fn finish(&self, record: &OpRecord) -> Result<(), JournalError> {
+        let bytes = serde_json::to_vec_pretty(record).map_err(|e| JournalError::Corrupt {
+            path: self.dir.join("last.json"),
+            reason: e.to_string(),
+        })?;
+        write_atomically(&self.dir.join("last.json"), &bytes)?;
+        let history = self.dir.join("history.jsonl");
+        let mut line = serde_json::to_vec(record).unwrap_or_default();
+        line.push(b'\n');
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&history)
+            .map_err(io(&history))?;
+        file.write_all(&line).map_err(io(&history))?;
+        file.sync_all().map_err(io(&history))?;
+        let current = self.current_path();
+        match fs::remove_file(&current) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(JournalError::Io {
+                    path: current,
+                    source: e,
+                });
+            }
+        }
+        sync_dir(&self.dir)
+    }
+}
+
+/// temp file → fsync → rename → fsync folder.
+///
+/// # Errors
+/// On I/O failure.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .map_or_else(|| "journal".into(), |n| n.to_string_lossy())
+    ));
+    {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        file.write_all(bytes).map_err(io(&tmp))?;
+        file.sync_all().map_err(io(&tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(io(path))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> OpRecord {
+        OpRecord {
+            id: "op-1".into(),
+            kind: OpKind::Rotate {
+                services: vec!["kubelet".into()],
+            },
+            role: Role::Server,
+            unit: "rke2-server.service".into(),
+            step: Step::StopUnit,
+            started_at: OffsetDateTime::UNIX_EPOCH,
+            rotate_started_unix: None,
+            backup: None,
+            due_for_renewal: vec![],
+            failure: None,
+            unit_journal: vec![],
+            log: vec![],
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn save_then_current_round_trips_and_finish_moves_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = Journal::open(dir.path().join("ops")).expect("open");
+        assert_eq!(journal.current().expect("read"), None);
+        let mut r = record();
+        journal.save(&r).expect("save");
+        assert_eq!(journal.current().expect("read"), Some(r.clone()));
+        r.step = Step::Done;
+        journal.finish(&r).expect("finish");
+        assert_eq!(journal.current().expect("read"), None);
+        assert_eq!(journal.last().expect("read"), Some(r));
+        let history =
+            std::fs::read_to_string(dir.path().join("ops/history.jsonl")).expect("history");
+        assert_eq!(history.lines().count(), 1);
+    }
+
+    #[test]
+    fn corrupt_current_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = Journal::open(dir.path()).expect("open");
+        std::fs::write(dir.path().join("current.json"), b"{not json").expect("write");
+        let err = journal.current().expect_err("corrupt").to_string();
+        assert!(err.contains("current.json"), "{err}");
+    }
+
+    #[test]
+    fn a_second_lock_is_refused_while_the_first_is_held() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = Journal::open(dir.path()).expect("open");
+        let held = journal.lock().expect("first lock");
+        assert!(matches!(journal.lock(), Err(JournalError::Busy { .. })));
+        drop(held);
+        assert!(journal.lock().is_ok());
+    }
+}

@@ -1,0 +1,326 @@
+//! The operations' step machines, as pure data and transitions.
+//!
+//! A step is written to the journal *before* its side effect, so after a crash the agent
+//! re-runs the recorded step; every step is therefore safe to run twice (see the runner).
+//! Failures before anything was changed only make sure the unit runs again; failures after
+//! the certificates were touched restore the backup first.
+
+use serde::{Deserialize, Serialize};
+
+/// What an operation does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum OpKind {
+    /// `rke2 certificate rotate` (all services, or the listed ones), then restart.
+    Rotate {
+        /// `--service` names; empty = all.
+        services: Vec<String>,
+    },
+    /// Restart the unit so RKE2 reissues leaves inside the renewal window.
+    RenewByRestart,
+}
+
+impl OpKind {
+    /// Short name for logs and reports.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Rotate { .. } => "rotate",
+            Self::RenewByRestart => "renew-by-restart",
+        }
+    }
+}
+
+/// Every step of every operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// Servers: etcd healthy, no alarms, quorum kept without this member.
+    Preflight,
+    /// Stop the unit (D-Bus) and wait for the job.
+    StopUnit,
+    /// `rke2 certificate rotate [--service ...]`.
+    Rotate,
+    /// The backup folder exists and holds the old certificates.
+    VerifyBackup,
+    /// Start the unit and wait for the job.
+    StartUnit,
+    /// Restart the unit (renew-by-restart).
+    RestartUnit,
+    /// Unit active, apiserver ready with the new certificates (servers), kubelet healthy.
+    WaitReady,
+    /// Every rotated leaf is fresh (NotBefore ≈ now, ~365 days) and every file parses.
+    VerifyFresh,
+    /// Leaves that were inside the renewal window were reissued (renew-by-restart).
+    VerifyRenewed,
+    /// Configured kubeconfig copies refreshed from `rke2.yaml`, keeping their `server:`.
+    RefreshKubeconfigs,
+    /// The apiserver serves the certificate that is in the file (servers).
+    VerifyServed,
+    /// Finished successfully.
+    Done,
+    /// Put the backup back and remove RKE2's regeneration triggers.
+    RestoreBackup,
+    /// Start the unit again after a failure.
+    StartAfterFailure,
+    /// Wait for it to be ready again (bounded).
+    WaitAfterFailure,
+    /// Finished with a failure (reason in the record).
+    Failed,
+}
+
+impl Step {
+    /// Terminal steps.
+    #[must_use]
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Done | Self::Failed)
+    }
+
+    /// The kebab-case name used in the journal and progress lines.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Preflight => "preflight",
+            Self::StopUnit => "stop-unit",
+            Self::Rotate => "rotate",
+            Self::VerifyBackup => "verify-backup",
+            Self::StartUnit => "start-unit",
+            Self::RestartUnit => "restart-unit",
+            Self::WaitReady => "wait-ready",
+            Self::VerifyFresh => "verify-fresh",
+            Self::VerifyRenewed => "verify-renewed",
+            Self::RefreshKubeconfigs => "refresh-kubeconfigs",
+            Self::VerifyServed => "verify-served",
+            Self::Done => "done",
+            Self::RestoreBackup => "restore-backup",
+            Self::StartAfterFailure => "start-after-failure",
+            Self::WaitAfterFailure => "wait-after-failure",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Parses a name (used by the test-only crash switch).
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        ALL_STEPS.iter().copied().find(|s| s.name() == name)
+    }
+}
+
+/// Every step, for lookups.
+pub const ALL_STEPS: [Step; 16] = [
+    Step::Preflight,
+    Step::StopUnit,
+    Step::Rotate,
+    Step::VerifyBackup,
+    Step::StartUnit,
+    Step::RestartUnit,
+    Step::WaitReady,
+    Step::VerifyFresh,
+    Step::VerifyRenewed,
+    Step::RefreshKubeconfigs,
+    Step::VerifyServed,
+    Step::Done,
+    Step::RestoreBackup,
+    Step::StartAfterFailure,
+    Step::WaitAfterFailure,
+    Step::Failed,
+];
+
+/// The node's role, which decides the server-only steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Runs rke2-server (apiserver, etcd).
+    Server,
+    /// Runs rke2-agent.
+    Agent,
+}
+
+/// The first step of `kind`.
+#[must_use]
+pub fn first_step(kind: &OpKind) -> Step {
+    let _ = kind;
+    Step::Preflight
+}
+
+/// The step after `step` succeeded.
+#[must_use]
+pub fn on_success(kind: &OpKind, role: Role, step: Step) -> Step {
+    match (kind, step) {
+        (OpKind::Rotate { .. }, Step::Preflight) => Step::StopUnit,
+        (OpKind::Rotate { .. }, Step::StopUnit) => Step::Rotate,
+        (OpKind::Rotate { .. }, Step::Rotate) => Step::VerifyBackup,
+        (OpKind::Rotate { .. }, Step::VerifyBackup) => Step::StartUnit,
+        (OpKind::Rotate { .. }, Step::StartUnit) => Step::WaitReady,
+        (OpKind::Rotate { .. }, Step::WaitReady) => Step::VerifyFresh,
+        (OpKind::Rotate { .. }, Step::VerifyFresh) => Step::RefreshKubeconfigs,
+        (OpKind::Rotate { .. }, Step::RefreshKubeconfigs) if role == Role::Server => {
+            Step::VerifyServed
+        }
+        (OpKind::Rotate { .. }, Step::RefreshKubeconfigs | Step::VerifyServed) => Step::Done,
+        (OpKind::RenewByRestart, Step::Preflight) => Step::RestartUnit,
+        (OpKind::RenewByRestart, Step::RestartUnit) => Step::WaitReady,
+        (OpKind::RenewByRestart, Step::WaitReady) => Step::VerifyRenewed,
+        (OpKind::RenewByRestart, Step::VerifyRenewed) => Step::RefreshKubeconfigs,
+        (OpKind::RenewByRestart, Step::RefreshKubeconfigs) => Step::Done,
+        // The failure path ends in Failed whatever happens.
+        (_, Step::RestoreBackup) => Step::StartAfterFailure,
+        (_, Step::StartAfterFailure) => Step::WaitAfterFailure,
+        (_, Step::WaitAfterFailure) => Step::Failed,
+        (_, terminal @ (Step::Done | Step::Failed)) => terminal,
+        // Steps that do not belong to this kind cannot succeed into anything sensible.
+        _ => Step::Failed,
+    }
+}
+
+/// The step after `step` failed. `backup_exists`: whether this operation's backup was made
+/// (certificates may have been changed, so they are restored).
+#[must_use]
+pub fn on_failure(step: Step, backup_exists: bool) -> Step {
+    match step {
+        // Nothing changed yet: the unit was never stopped.
+        Step::Preflight => Step::Failed,
+        // The unit may be down: bring it back, nothing to restore.
+        Step::StopUnit | Step::RestartUnit => Step::StartAfterFailure,
+        // Certificates changed and RKE2 did not come back healthy with them.
+        Step::Rotate
+        | Step::VerifyBackup
+        | Step::StartUnit
+        | Step::WaitReady
+        | Step::VerifyFresh
+        | Step::VerifyServed
+            if backup_exists =>
+        {
+            Step::RestoreBackup
+        }
+        Step::Rotate
+        | Step::VerifyBackup
+        | Step::StartUnit
+        | Step::WaitReady
+        | Step::VerifyFresh
+        | Step::VerifyServed => Step::StartAfterFailure,
+        // RKE2 runs with new certificates; only the copies or the check failed: report.
+        Step::VerifyRenewed | Step::RefreshKubeconfigs => Step::Failed,
+        // A failing restore still tries to start the unit; a failing start after failure
+        // ends the operation (the report carries the unit's journal).
+        Step::RestoreBackup => Step::StartAfterFailure,
+        Step::StartAfterFailure | Step::WaitAfterFailure | Step::Done | Step::Failed => {
+            Step::Failed
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn walk(kind: &OpKind, role: Role) -> Vec<Step> {
+        let mut steps = vec![first_step(kind)];
+        while !steps.last().is_some_and(|s| s.is_terminal()) {
+            let last = *steps.last().expect("non-empty");
+            steps.push(on_success(kind, role, last));
+            assert!(steps.len() < 20, "no loop");
+        }
+        steps
+    }
+
+    #[test]
+    fn rotate_on_a_server_verifies_the_served_certificate() {
+        let steps = walk(&OpKind::Rotate { services: vec![] }, Role::Server);
+        assert_eq!(
+            steps,
+            vec![
+                Step::Preflight,
+                Step::StopUnit,
+                Step::Rotate,
+                Step::VerifyBackup,
+                Step::StartUnit,
+                Step::WaitReady,
+                Step::VerifyFresh,
+                Step::RefreshKubeconfigs,
+                Step::VerifyServed,
+                Step::Done
+            ]
+        );
+    }
+
+    #[test]
+    fn rotate_on_an_agent_has_no_apiserver_step() {
+        let steps = walk(&OpKind::Rotate { services: vec![] }, Role::Agent);
+        assert!(!steps.contains(&Step::VerifyServed));
+        assert_eq!(steps.last(), Some(&Step::Done));
+    }
+
+    #[test]
+    fn renew_by_restart_restarts_and_verifies_renewal() {
+        let steps = walk(&OpKind::RenewByRestart, Role::Server);
+        assert_eq!(
+            steps,
+            vec![
+                Step::Preflight,
+                Step::RestartUnit,
+                Step::WaitReady,
+                Step::VerifyRenewed,
+                Step::RefreshKubeconfigs,
+                Step::Done
+            ]
+        );
+    }
+
+    #[test]
+    fn failed_preflight_touches_nothing() {
+        assert_eq!(on_failure(Step::Preflight, false), Step::Failed);
+    }
+
+    #[test]
+    fn failure_after_rotation_restores_the_backup_then_starts_and_fails() {
+        for step in [
+            Step::StartUnit,
+            Step::WaitReady,
+            Step::VerifyFresh,
+            Step::VerifyServed,
+        ] {
+            assert_eq!(on_failure(step, true), Step::RestoreBackup, "{step:?}");
+        }
+        let kind = OpKind::Rotate { services: vec![] };
+        assert_eq!(
+            on_success(&kind, Role::Server, Step::RestoreBackup),
+            Step::StartAfterFailure
+        );
+        assert_eq!(
+            on_success(&kind, Role::Server, Step::StartAfterFailure),
+            Step::WaitAfterFailure
+        );
+        assert_eq!(
+            on_success(&kind, Role::Server, Step::WaitAfterFailure),
+            Step::Failed
+        );
+    }
+
+    #[test]
+    fn failure_to_stop_only_restarts_the_unit() {
+        assert_eq!(on_failure(Step::StopUnit, false), Step::StartAfterFailure);
+    }
+
+    #[test]
+    fn failing_recovery_still_ends_failed() {
+        assert_eq!(
+            on_failure(Step::RestoreBackup, true),
+            Step::StartAfterFailure
+        );
+        assert_eq!(on_failure(Step::StartAfterFailure, true), Step::Failed);
+        assert_eq!(on_failure(Step::WaitAfterFailure, true), Step::Failed);
+    }
+
+    #[test]
+    fn stale_kubeconfig_copy_is_reported_without_undoing_a_good_rotation() {
+        assert_eq!(on_failure(Step::RefreshKubeconfigs, true), Step::Failed);
+    }
+
+    #[test]
+    fn step_names_round_trip() {
+        for step in ALL_STEPS {
+            assert_eq!(Step::from_name(step.name()), Some(step));
+        }
+    }
+}
