@@ -1,14 +1,28 @@
-//! The RKE2 simulator: realistic data dirs and a faithful `rke2 certificate check`.
+//! The RKE2 simulator: realistic data dirs, a faithful `rke2 certificate check` and
+//! `rotate`, and `rke2 server` / `rke2 agent` as real `Type=notify` services.
 //!
 //! - [`tree`] writes RKE2 server/agent data dirs (certificates, keys, kubeconfigs, config)
 //!   from cluster CAs that several simulated nodes share, with per-file validity overrides and
 //!   breakages for failure tests.
 //! - [`check`] is the simulated `rke2 certificate check` (used by the `rke2` binary), an
 //!   implementation independent of `rke2ops-common` so end-to-end tests can compare the two.
+//! - [`rotate`] is `rke2 certificate rotate`: backup, trigger files, deletion.
+//! - [`renew`] is what a start does to certificates (120-day window, triggers).
+//! - [`server`] runs `rke2 server` / `rke2 agent`: listeners, a real etcd member, sd-notify;
+//!   [`faults`] are the switches that make a start fail, hang or corrupt a file;
+//!   [`node_config`] reads `config.yaml`.
+//! - [`cluster`] sets simulated servers and agents up on proving-ground nodes.
 //! - [`version`] resolves what `rke2 --version` prints.
 //!
 //! `tests/SIMULATOR.md` records the RKE2 facts these follow and where they differ.
 
 pub mod check;
+pub mod cluster;
+pub mod faults;
+pub mod logrus;
+pub mod node_config;
+pub mod renew;
+pub mod rotate;
+pub mod server;
 pub mod tree;
 pub mod version;

@@ -17,8 +17,8 @@ use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 
 pub use output::{
-    OutputFormat, detection_log_line, go_duration_string, go_rfc3339, render, render_json,
-    render_table, render_text, render_yaml,
+    OutputFormat, detection_log_line, go_duration_string, go_rfc3339, logrus_line, render,
+    render_json, render_table, render_text, render_yaml,
 };
 
 /// k3s `config.CertificateRenewDays`: certificates expiring within this many days are WARNING.

@@ -308,7 +308,8 @@ fn go_quote(s: &str) -> String {
 }
 
 /// One line of logrus' text formatter when stderr is not a terminal.
-fn logrus_line(now: OffsetDateTime, level: &str, msg: &str) -> String {
+#[must_use]
+pub fn logrus_line(now: OffsetDateTime, level: &str, msg: &str) -> String {
     let needs_quoting = msg.chars().any(|c| {
         !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '/' | '@' | '^' | '+'))
     });

@@ -14,7 +14,7 @@
 mod breakage;
 mod cas;
 mod catalog;
-mod files;
+pub(crate) mod files;
 pub mod pem;
 mod spec;
 
@@ -30,7 +30,7 @@ use rcgen::{
 use time::OffsetDateTime;
 
 pub use cas::{CA_LIFETIME_DAYS, CaKind, ClusterCa, ClusterCas, NodeKey};
-pub use catalog::{Eku, LeafDef, leaves};
+pub use catalog::{Eku, LeafDef, SERVER_ONLY_KEYS, leaves, supervisor_cert};
 pub use spec::{Breakage, LEAF_LIFETIME, Validity, parse_assignment, parse_duration};
 
 /// Where the supervisor's dynamiclistener certificate is cached on servers.
@@ -319,7 +319,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TreeError + '_ {
     }
 }
 
-fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TreeError> {
+pub(crate) fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TreeError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
@@ -327,8 +327,10 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TreeError> 
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err(path))
 }
 
-const CERT_MODE: u32 = 0o644;
-const SECRET_MODE: u32 = 0o600;
+/// Mode RKE2 gives certificate files.
+pub(crate) const CERT_MODE: u32 = 0o644;
+/// Mode RKE2 gives keys, kubeconfigs, the token and the config.
+pub(crate) const SECRET_MODE: u32 = 0o600;
 
 fn ca_info(ca: &ClusterCa) -> CertInfo {
     CertInfo {
@@ -349,7 +351,7 @@ fn random_serial() -> u64 {
 
 /// Sign `def` with `ca` for `key`, valid over `window`; returns the file content (leaf + CA)
 /// and the facts.
-fn issue(
+pub(crate) fn issue(
     def: &LeafDef,
     key: &NodeKey,
     ca: &ClusterCa,
@@ -680,7 +682,21 @@ fn write_server_static(w: &mut Writer<'_>, cas: &ClusterCas) -> Result<(), TreeE
 
 /// `server/cred/*.kubeconfig` (servers) and the agent kubeconfigs, pointing at files by path.
 fn write_kubeconfigs(w: &mut Writer<'_>) -> Result<(), TreeError> {
-    let spec = w.spec;
+    for (rel, text) in kubeconfig_files(w.spec) {
+        w.write(
+            rel,
+            text.as_bytes(),
+            SECRET_MODE,
+            FileKind::Kubeconfig,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// The kubeconfigs of a node (path relative to the data dir, content): `server/cred/*` on
+/// servers, the agent's three everywhere.
+pub(crate) fn kubeconfig_files(spec: &TreeSpec) -> Vec<(&'static str, String)> {
     let mut configs: Vec<(&str, &str, &str)> = Vec::new();
     if spec.role == Role::Server {
         configs.extend([
@@ -733,20 +749,16 @@ fn write_kubeconfigs(w: &mut Writer<'_>) -> Result<(), TreeError> {
             "agent/client-rke2-controller",
         ),
     ]);
-    for (rel, ca, base) in configs {
-        let text = files::path_kubeconfig(
-            LOCAL_APISERVER,
-            &spec.node_path(ca),
-            &spec.node_path(&format!("{base}.crt")),
-            &spec.node_path(&format!("{base}.key")),
-        );
-        w.write(
-            rel,
-            text.as_bytes(),
-            SECRET_MODE,
-            FileKind::Kubeconfig,
-            None,
-        )?;
-    }
-    Ok(())
+    configs
+        .into_iter()
+        .map(|(rel, ca, base)| {
+            let text = files::path_kubeconfig(
+                LOCAL_APISERVER,
+                &spec.node_path(ca),
+                &spec.node_path(&format!("{base}.crt")),
+                &spec.node_path(&format!("{base}.key")),
+            );
+            (rel, text)
+        })
+        .collect()
 }

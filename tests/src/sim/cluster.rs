@@ -1,0 +1,304 @@
+//! Simulated RKE2 clusters on proving-ground nodes ([`crate::ground`]): data dirs from shared
+//! cluster CAs, `config.yaml`, the simulated `rke2` binary and RKE2's unit files installed as
+//! RKE2's tarball installs them, and the services started through systemd.
+//!
+//! Two levels:
+//! - per node, for tests that drive each step: [`install`], [`write_node`], [`start`],
+//!   [`stop`], [`set_fault`], [`set_env`], [`set_version`];
+//! - [`SimCluster::boot`]: boots 1 or 3 (or any number of) servers and optional agents and
+//!   starts them in RKE2's order (first server, then each joining server once the previous is
+//!   active, then agents).
+//!
+//! Layout on a node: `/usr/local/bin/rke2` (built `rke2`), units in
+//! `/usr/local/lib/systemd/system/` (tarball method), enabled for `multi-user.target`;
+//! data dir `/var/lib/rancher/rke2`; config `/etc/rancher/rke2/config.yaml` with `node-name`,
+//! `node-ip`, and on joining servers and agents `server: https://<first server>:9345` and
+//! `token:`; agents also get the CAs in `/var/lib/rancher/rke2/agent/.sim-ca/` (simulator
+//! only, see [`crate::sim::server`]).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+
+use super::faults::FAULTS_DIR;
+use super::server::AGENT_SIM_CA_DIR;
+use super::tree::{self, Breakage, ClusterCas, GeneratedTree, Role, TreeError, TreeSpec, Validity};
+use super::version::VERSION_FILE;
+use crate::ground::{GroundError, Node, NodeSpec, built_binary};
+
+/// Where the binary goes on a node.
+pub const RKE2_BIN: &str = "/usr/local/bin/rke2";
+/// Where RKE2's tarball puts its units.
+pub const UNIT_DIR: &str = "/usr/local/lib/systemd/system";
+/// The data dir on a node.
+pub const DATA_DIR: &str = "/var/lib/rancher/rke2";
+/// The config dir on a node.
+pub const CONFIG_DIR: &str = "/etc/rancher/rke2";
+/// Default time [`start`] waits for `active`.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Failures of the helper.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The proving ground failed (boot, exec, file, timeout).
+    #[error(transparent)]
+    Ground(#[from] GroundError),
+    /// Writing a data dir failed.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+}
+
+/// The unit name for a role.
+#[must_use]
+pub fn unit_name(role: Role) -> &'static str {
+    match role {
+        Role::Server => "rke2-server.service",
+        Role::Agent => "rke2-agent.service",
+    }
+}
+
+/// The unit file in this repository (`tests/units/`).
+#[must_use]
+pub fn unit_file(role: Role) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("units")
+        .join(unit_name(role))
+}
+
+/// Installs the built `rke2` as `/usr/local/bin/rke2` and both unit files into
+/// `/usr/local/lib/systemd/system/`, reloads systemd and enables the role's unit (not
+/// started). Needs `cargo build -p rke2ops-tests` first.
+pub fn install(node: &Node, role: Role) -> Result<(), ClusterError> {
+    node.install_binary(built_binary("rke2"), RKE2_BIN)?;
+    for r in [Role::Server, Role::Agent] {
+        let file = unit_file(r);
+        let text = std::fs::read_to_string(&file).map_err(|source| TreeError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        node.write_file(Path::new(UNIT_DIR).join(unit_name(r)), text)?;
+    }
+    node.systemctl(&["daemon-reload"])?;
+    node.systemctl(&["enable", unit_name(role)])?;
+    Ok(())
+}
+
+/// What to write for one node.
+#[derive(Debug, Clone)]
+pub struct NodeSetup {
+    /// Server or agent.
+    pub role: Role,
+    /// The server to join (joining servers) or to use (agents); `None` for the first server.
+    pub server: Option<Ipv4Addr>,
+    /// "Now" for the generated certificates.
+    pub now: OffsetDateTime,
+    /// Validity overrides (paths relative to the data dir).
+    pub validity: BTreeMap<String, Validity>,
+    /// Breakages (paths relative to the data dir).
+    pub breakages: BTreeMap<String, Breakage>,
+    /// Extra `tls-san` values.
+    pub tls_sans: Vec<String>,
+}
+
+impl NodeSetup {
+    /// A node of `role` with fresh certificates issued now.
+    #[must_use]
+    pub fn new(role: Role, server: Option<Ipv4Addr>) -> Self {
+        Self {
+            role,
+            server,
+            now: OffsetDateTime::now_utc(),
+            validity: BTreeMap::new(),
+            breakages: BTreeMap::new(),
+            tls_sans: Vec::new(),
+        }
+    }
+
+    /// Overrides one certificate's validity.
+    #[must_use]
+    pub fn with_validity(mut self, rel: &str, validity: Validity) -> Self {
+        self.validity.insert(rel.to_owned(), validity);
+        self
+    }
+}
+
+/// Writes the node's data dir and `config.yaml` from `cas` (agents: plus `agent/.sim-ca/`).
+pub fn write_node(
+    node: &Node,
+    setup: &NodeSetup,
+    cas: &ClusterCas,
+) -> Result<GeneratedTree, ClusterError> {
+    let mut spec = TreeSpec::new(
+        setup.role,
+        node.name(),
+        IpAddr::V4(node.ip()),
+        node.host_path(DATA_DIR)?,
+        setup.now,
+    )
+    .with_config_dir(node.host_path(CONFIG_DIR)?);
+    spec.node_data_dir = Some(DATA_DIR.into());
+    spec.server_url = setup.server.map(|ip| format!("https://{ip}:9345"));
+    spec.validity = setup.validity.clone();
+    spec.breakages = setup.breakages.clone();
+    spec.tls_sans = setup.tls_sans.clone();
+    let generated = tree::generate(&spec, cas)?;
+    if setup.role == Role::Agent {
+        cas.save(&node.host_path(Path::new(DATA_DIR).join(AGENT_SIM_CA_DIR))?)?;
+    }
+    Ok(generated)
+}
+
+/// Starts the role's unit without blocking (`TimeoutStartSec=0` would let `systemctl start`
+/// wait forever) and waits until it is `active`, i.e. the simulated RKE2 sent `READY=1`.
+pub fn start(node: &Node, role: Role, timeout: Duration) -> Result<(), ClusterError> {
+    node.systemctl(&["start", "--no-block", unit_name(role)])?;
+    node.wait_for_unit_state(unit_name(role), "active", timeout)?;
+    Ok(())
+}
+
+/// Stops the role's unit and waits until it is `inactive`.
+pub fn stop(node: &Node, role: Role) -> Result<(), ClusterError> {
+    node.systemctl(&["stop", unit_name(role)])?;
+    node.wait_for_unit_state(unit_name(role), "inactive", Duration::from_secs(20))?;
+    Ok(())
+}
+
+/// Sets fault switch `name` (`fail-start`, `slow-start`, `never-ready`, `empty-pem`) with
+/// `content`; see [`crate::sim::faults`].
+pub fn set_fault(node: &Node, name: &str, content: &str) -> Result<(), ClusterError> {
+    node.write_file(Path::new(DATA_DIR).join(FAULTS_DIR).join(name), content)?;
+    Ok(())
+}
+
+/// Removes fault switch `name` (no error when it is not set).
+pub fn clear_fault(node: &Node, name: &str) -> Result<(), ClusterError> {
+    let host = node.host_path(Path::new(DATA_DIR).join(FAULTS_DIR).join(name))?;
+    match std::fs::remove_file(&host) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(TreeError::Io { path: host, source }.into()),
+    }
+}
+
+/// Writes the unit's environment file (`/usr/local/lib/systemd/system/<unit>.env`), e.g.
+/// `RKE2_SIM_NOW` or `CATTLE_NEW_SIGNED_CERT_EXPIRATION_DAYS`; read at the next start.
+pub fn set_env(node: &Node, role: Role, vars: &[(&str, &str)]) -> Result<(), ClusterError> {
+    let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    let name = unit_name(role).trim_end_matches(".service");
+    node.write_file(Path::new(UNIT_DIR).join(format!("{name}.env")), text)?;
+    Ok(())
+}
+
+/// Makes the installed `rke2` report `version` (`rke2 --version`, apiserver `/version`) from
+/// its next start on: writes `/usr/local/bin/rke2.version`, as a simulated upgrade would.
+pub fn set_version(node: &Node, version: &str) -> Result<(), ClusterError> {
+    node.write_file(
+        Path::new(RKE2_BIN).with_file_name(VERSION_FILE),
+        format!("{version}\n"),
+    )?;
+    Ok(())
+}
+
+/// One simulated RKE2 node.
+#[derive(Debug)]
+pub struct SimNode {
+    /// The proving-ground node.
+    pub node: Node,
+    /// Server or agent.
+    pub role: Role,
+    /// What was generated into its data dir.
+    pub tree: GeneratedTree,
+}
+
+impl SimNode {
+    /// The unit this node runs.
+    #[must_use]
+    pub fn unit(&self) -> &'static str {
+        unit_name(self.role)
+    }
+}
+
+/// A running simulated cluster. Dropping it tears every node down.
+#[derive(Debug)]
+pub struct SimCluster {
+    /// The cluster CAs every node shares.
+    pub cas: ClusterCas,
+    /// Servers, the first one bootstrapped etcd.
+    pub servers: Vec<SimNode>,
+    /// Agents.
+    pub agents: Vec<SimNode>,
+}
+
+impl SimCluster {
+    /// Boots `servers` servers (`server-1`...) and `agents` agents (`agent-1`...), each with
+    /// fresh certificates from new cluster CAs, installs everything and starts them in order,
+    /// waiting for each to be `active`.
+    pub fn boot(servers: usize, agents: usize) -> Result<SimCluster, ClusterError> {
+        let cas = ClusterCas::generate(OffsetDateTime::now_utc() - time::Duration::days(30))?;
+        Self::boot_with(cas, servers, agents, |_, setup| setup)
+    }
+
+    /// Like [`SimCluster::boot`] with the given CAs; `customize(name, setup)` may change each
+    /// node's setup (validity overrides...) before its data dir is written.
+    pub fn boot_with(
+        cas: ClusterCas,
+        servers: usize,
+        agents: usize,
+        mut customize: impl FnMut(&str, NodeSetup) -> NodeSetup,
+    ) -> Result<SimCluster, ClusterError> {
+        let started = Instant::now();
+        let mut cluster = SimCluster {
+            cas,
+            servers: Vec::new(),
+            agents: Vec::new(),
+        };
+        let mut first: Option<Ipv4Addr> = None;
+        for i in 1..=servers {
+            let name = format!("server-{i}");
+            let node = Node::boot(NodeSpec::new(&name))?;
+            let setup = customize(&name, NodeSetup::new(Role::Server, first));
+            let tree = write_node(&node, &setup, &cluster.cas)?;
+            install(&node, Role::Server)?;
+            start(&node, Role::Server, START_TIMEOUT)?;
+            first.get_or_insert(node.ip());
+            cluster.servers.push(SimNode {
+                node,
+                role: Role::Server,
+                tree,
+            });
+        }
+        let mut pending = Vec::new();
+        for i in 1..=agents {
+            let name = format!("agent-{i}");
+            let node = Node::boot(NodeSpec::new(&name))?;
+            let setup = customize(&name, NodeSetup::new(Role::Agent, first));
+            let tree = write_node(&node, &setup, &cluster.cas)?;
+            install(&node, Role::Agent)?;
+            node.systemctl(&["start", "--no-block", unit_name(Role::Agent)])?;
+            pending.push(SimNode {
+                node,
+                role: Role::Agent,
+                tree,
+            });
+        }
+        for agent in pending {
+            agent
+                .node
+                .wait_for_unit_state(agent.unit(), "active", START_TIMEOUT)?;
+            cluster.agents.push(agent);
+        }
+        eprintln!(
+            "sim cluster: {servers} server(s), {agents} agent(s) active after {:?}",
+            started.elapsed()
+        );
+        Ok(cluster)
+    }
+
+    /// Every node, servers first.
+    pub fn nodes(&self) -> impl Iterator<Item = &SimNode> {
+        self.servers.iter().chain(self.agents.iter())
+    }
+}
