@@ -23,6 +23,52 @@ pub enum Command {
     Check(CheckArgs),
     /// Run the daemon: watch the certificates, serve /metrics and /healthz, notify systemd.
     Run(RunArgs),
+    /// Rotate this node's certificates: stop RKE2, `rke2 certificate rotate`, start, verify;
+    /// restores the backup when RKE2 does not come back healthy. Exit 0 only after a
+    /// verified success.
+    Rotate(RotateArgs),
+    /// Restart RKE2 so it renews leaves inside the 120-day window, and verify they were.
+    Restart(OpArgs),
+    /// Unit state, health and renewal deadline of this node.
+    Status(StatusArgs),
+    /// Finish an operation that was interrupted (the daemon also does this when it starts).
+    Resume(OpArgs),
+}
+
+/// `rotate` options.
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Rotate only this service's certificates (repeatable; RKE2's names, e.g. kubelet).
+    #[arg(long = "service", short = 's')]
+    pub services: Vec<String>,
+    /// Print what would happen and run the read-only preflight; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Options of `restart` and `resume`.
+#[derive(Debug, Args)]
+pub struct OpArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Print what would happen; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `status` options.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 /// Options every subcommand shares.
@@ -47,6 +93,21 @@ pub struct CommonArgs {
     /// Days before expiry from which a certificate is WARNING [default: 120].
     #[arg(long, env = "RKE2OPS_WARN_DAYS")]
     pub warn_days: Option<u32>,
+    /// Journal and identity folder [default: /var/lib/rke2-ops/node-agent].
+    #[arg(long, env = "RKE2OPS_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The rke2 binary [default: /usr/local/bin/rke2].
+    #[arg(long, env = "RKE2OPS_RKE2_BIN")]
+    pub rke2_bin: Option<PathBuf>,
+    /// RKE2's config.yaml, for node-ip [default: /etc/rancher/rke2/config.yaml].
+    #[arg(long, env = "RKE2OPS_NODE_CONFIG")]
+    pub node_config: Option<PathBuf>,
+    /// kubelet's health endpoint host:port [default: 127.0.0.1:10248].
+    #[arg(long, env = "RKE2OPS_KUBELET_HEALTHZ_ADDR")]
+    pub kubelet_healthz_addr: Option<String>,
+    /// Seconds RKE2 may take to become ready after a start [default: 600].
+    #[arg(long, env = "RKE2OPS_READY_TIMEOUT_SECS")]
+    pub ready_timeout_secs: Option<u64>,
 }
 
 impl CommonArgs {
@@ -68,6 +129,11 @@ impl CommonArgs {
             kubeconfigs: self.kubeconfigs.clone(),
             metrics_addr,
             warn_days: self.warn_days,
+            state_dir: self.state_dir.clone(),
+            rke2_bin: self.rke2_bin.clone(),
+            node_config: self.node_config.clone(),
+            kubelet_healthz_addr: self.kubelet_healthz_addr.clone(),
+            ready_timeout_secs: self.ready_timeout_secs,
         }
     }
 }

@@ -60,6 +60,16 @@ pub struct FileConfig {
     pub metrics_addr: Option<String>,
     /// Days before expiry from which a certificate is WARNING.
     pub warn_days: Option<u32>,
+    /// Where the agent keeps its operation journal and identity.
+    pub state_dir: Option<PathBuf>,
+    /// The `rke2` binary (`certificate rotate`).
+    pub rke2_bin: Option<PathBuf>,
+    /// RKE2's node options (`node-ip`).
+    pub node_config: Option<PathBuf>,
+    /// kubelet's health endpoint, `host:port`.
+    pub kubelet_healthz_addr: Option<String>,
+    /// How long RKE2 may take to become ready after a start, in seconds.
+    pub ready_timeout_secs: Option<u64>,
 }
 
 /// Values given on the command line (or their environment variables); they win over the file.
@@ -75,6 +85,16 @@ pub struct Overrides {
     pub metrics_addr: Option<String>,
     /// `--warn-days`.
     pub warn_days: Option<u32>,
+    /// `--state-dir`.
+    pub state_dir: Option<PathBuf>,
+    /// `--rke2-bin`.
+    pub rke2_bin: Option<PathBuf>,
+    /// `--node-config`.
+    pub node_config: Option<PathBuf>,
+    /// `--kubelet-healthz-addr`.
+    pub kubelet_healthz_addr: Option<String>,
+    /// `--ready-timeout-secs`.
+    pub ready_timeout_secs: Option<u64>,
 }
 
 /// The effective configuration.
@@ -90,7 +110,24 @@ pub struct Config {
     pub metrics_addr: SocketAddr,
     /// Warning window in days.
     pub warn_days: u32,
+    /// Journal and identity folder.
+    pub state_dir: PathBuf,
+    /// The `rke2` binary.
+    pub rke2_bin: PathBuf,
+    /// RKE2's config.yaml.
+    pub node_config: PathBuf,
+    /// kubelet health endpoint.
+    pub kubelet_healthz_addr: String,
+    /// Readiness deadline after a start.
+    pub ready_timeout: std::time::Duration,
 }
+
+/// Default journal and identity folder (the unit's `StateDirectory=rke2-ops`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/rke2-ops/node-agent";
+/// RKE2's binary as the tarball installer puts it.
+pub const DEFAULT_RKE2_BIN: &str = "/usr/local/bin/rke2";
+/// kubelet's default health endpoint.
+pub const DEFAULT_KUBELET_HEALTHZ: &str = "127.0.0.1:10248";
 
 impl FileConfig {
     /// Parses TOML text; `path` only names the source in errors.
@@ -162,6 +199,28 @@ impl Config {
             kubeconfigs,
             metrics_addr,
             warn_days,
+            state_dir: overrides
+                .state_dir
+                .or(file.state_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            rke2_bin: overrides
+                .rke2_bin
+                .or(file.rke2_bin)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_RKE2_BIN)),
+            node_config: overrides
+                .node_config
+                .or(file.node_config)
+                .unwrap_or_else(|| PathBuf::from(rke2ops_common::layout::DEFAULT_NODE_CONFIG)),
+            kubelet_healthz_addr: overrides
+                .kubelet_healthz_addr
+                .or(file.kubelet_healthz_addr)
+                .unwrap_or_else(|| DEFAULT_KUBELET_HEALTHZ.to_owned()),
+            ready_timeout: std::time::Duration::from_secs(
+                overrides
+                    .ready_timeout_secs
+                    .or(file.ready_timeout_secs)
+                    .unwrap_or(600),
+            ),
         })
     }
 

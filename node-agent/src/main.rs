@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use rke2_node_agent::cli::{Cli, Command};
 use rke2_node_agent::config::{Config, FileConfig};
-use rke2_node_agent::{check, daemon};
+use rke2_node_agent::{check, commands, daemon};
 
 /// sysexits' EX_USAGE / EX_CONFIG: kept apart from `check`'s 1 and 2.
 const EXIT_USAGE: u8 = 64;
@@ -22,6 +22,9 @@ fn main() -> ExitCode {
     let (common, metrics_addr) = match &cli.command {
         Command::Check(args) => (&args.common, None),
         Command::Run(args) => (&args.common, args.metrics_addr.clone()),
+        Command::Rotate(args) => (&args.common, None),
+        Command::Restart(args) | Command::Resume(args) => (&args.common, None),
+        Command::Status(args) => (&args.common, None),
     };
     let (path, required) = common.config_path();
     let config = match FileConfig::load(&path, required)
@@ -36,6 +39,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => check::run(&config, args.output, &mut std::io::stdout().lock()),
         Command::Run(_) => daemon::main(config).map(|()| 0),
+        Command::Rotate(args) => commands::rotate(&config, args.services, args.dry_run),
+        Command::Restart(args) => commands::restart(&config, args.dry_run),
+        Command::Resume(_) => commands::resume(&config),
+        Command::Status(args) => commands::status(&config, args.output),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -13,19 +13,29 @@ use super::metrics::Metrics;
 
 use rke2ops_common::exposition;
 
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The registry.
+    pub metrics: Arc<Metrics>,
+    /// systemd, when the system bus is reachable: the RKE2 unit's state is read on each
+    /// scrape (no polling when nobody scrapes).
+    pub systemd: Option<Arc<crate::dbus::Systemd>>,
+}
+
 /// Serves until `shutdown` resolves.
 ///
 /// # Errors
 /// When the server fails.
 pub async fn serve(
     listener: TcpListener,
-    metrics: Arc<Metrics>,
+    state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(metrics);
+        .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -33,10 +43,11 @@ pub async fn serve(
 
 /// OpenMetrics for scrapers that ask for it (Prometheus does), the classic text format for
 /// the rest (curl, promtool).
-async fn metrics_handler(
-    State(metrics): State<Arc<Metrics>>,
-    headers: HeaderMap,
-) -> impl IntoResponse {
+async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    if let Some(systemd) = &state.systemd {
+        refresh_service(systemd, &state.metrics).await;
+    }
+    let metrics = &state.metrics;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     match metrics.encode() {
         Ok(body) if exposition::wants_openmetrics(accept) => (
@@ -52,5 +63,23 @@ async fn metrics_handler(
         )
             .into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response(),
+    }
+}
+
+/// Reads the RKE2 unit's state into the metrics (bounded: a stuck bus must not stall the
+/// scrape).
+async fn refresh_service(systemd: &crate::dbus::Systemd, metrics: &Metrics) {
+    use crate::service::{ServiceManager, detect_rke2_unit};
+    let read = async {
+        let unit = detect_rke2_unit(systemd).await.ok().flatten()?;
+        let state = systemd.state(unit.name()).await.ok()?;
+        Some((unit.name().to_owned(), state))
+    };
+    let fresh = tokio::time::timeout(std::time::Duration::from_secs(2), read)
+        .await
+        .ok()
+        .flatten();
+    if let Ok(mut slot) = metrics.service.lock() {
+        *slot = fresh;
     }
 }

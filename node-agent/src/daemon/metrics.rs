@@ -33,14 +33,20 @@ pub struct Metrics {
     pub scan_duration: Histogram,
     /// Debounced batches of file events that triggered a rescan.
     pub watch_batches: Counter,
+    /// The RKE2 unit's last read state.
+    pub service: ServiceSlot,
 }
 
 type Labels = Vec<(&'static str, String)>;
+
+/// The RKE2 unit's state as last read (on a scrape), shared with the collector.
+pub type ServiceSlot = Arc<std::sync::Mutex<Option<(String, crate::service::UnitState)>>>;
 
 #[derive(Debug)]
 struct InventoryCollector {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     warn_days: u32,
+    service: ServiceSlot,
 }
 
 fn gauge(
@@ -150,12 +156,45 @@ impl Collector for InventoryCollector {
             &errors,
         )?;
 
+        let service = self.service.lock().ok().and_then(|slot| slot.clone());
+        let started = service
+            .as_ref()
+            .and_then(|(_, s)| s.active_enter.filter(|_| s.is_active()));
         let state = renewal::assess(
             inventory.leaves().map(|c| c.not_after),
             now,
             renewal::window(renewal::RENEW_WINDOW_DAYS),
-            None,
+            started,
         );
+        if let Some((unit, unit_state)) = &service {
+            let labels: Labels = vec![("unit", unit.clone())];
+            gauge(
+                &mut encoder,
+                "rke2ops_service_active",
+                "1 when the RKE2 unit is active (read from systemd on each scrape)",
+                &[(labels.clone(), f64::from(u8::from(unit_state.is_active())))],
+            )?;
+            if let Some(since) = unit_state.active_enter {
+                gauge(
+                    &mut encoder,
+                    "rke2ops_service_active_since_timestamp_seconds",
+                    "When the RKE2 unit last became active (systemd ActiveEnterTimestamp)",
+                    &[(labels.clone(), ts(since))],
+                )?;
+            }
+            gauge(
+                &mut encoder,
+                "rke2ops_service_restarts",
+                "systemd's NRestarts of the RKE2 unit",
+                &[(labels, f64::from(unit_state.n_restarts))],
+            )?;
+            gauge(
+                &mut encoder,
+                "rke2ops_renewal_restart_due",
+                "1 when inside the renewal window and RKE2 has not started since it opened",
+                &[(vec![], f64::from(u8::from(state.restart_due)))],
+            )?;
+        }
         if let Some(deadline) = state.deadline {
             gauge(
                 &mut encoder,
@@ -231,15 +270,18 @@ impl Metrics {
             "Debounced batches of file events that caused a rescan",
             watch_batches.clone(),
         );
+        let service = ServiceSlot::default();
         registry.register_collector(Box::new(InventoryCollector {
             snapshots,
             warn_days,
+            service: Arc::clone(&service),
         }));
         Self {
             registry,
             scans,
             scan_duration,
             watch_batches,
+            service,
         }
     }
 

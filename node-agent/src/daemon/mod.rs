@@ -129,7 +129,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let (scanner, snapshot) = scan(Scanner::new(config.scan_config()), &metrics).await?;
     let mut scanner = Some(scanner);
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(http::serve(listener, Arc::clone(&metrics), async {
+    // The system bus is optional: outside systemd (or without D-Bus) the agent still
+    // watches certificates; operations and service metrics need it.
+    let systemd = match crate::dbus::Systemd::connect().await {
+        Ok(systemd) => Some(Arc::new(systemd.with_job_timeout(config.ready_timeout))),
+        Err(e) => {
+            tracing::info!(error = %e, "no systemd on the system bus: service metrics and operations are off");
+            None
+        }
+    };
+    let state = http::AppState {
+        metrics: Arc::clone(&metrics),
+        systemd: systemd.clone(),
+    };
+    let server = tokio::spawn(http::serve(listener, state, async {
         let _ = stop_http_rx.await;
     }));
 
@@ -139,6 +152,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         systemd::next_status_change(&snapshot.inventory, snapshot.scanned_at, config.warn_days);
     tx.send_replace(Arc::new(snapshot));
     systemd::ready(&status);
+    if systemd.is_some() {
+        tokio::spawn(resume_interrupted(config.clone()));
+    }
 
     let watchdog_every = systemd::watchdog_interval();
     let mut watchdog =
@@ -187,4 +203,40 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Finishes an operation a previous agent process left unfinished (killed mid-step): the
+/// journal says where it was; the runner re-runs that step (steps are idempotent).
+async fn resume_interrupted(config: Config) {
+    let runner = async {
+        let systemd = crate::dbus::Systemd::connect()
+            .await?
+            .with_job_timeout(config.ready_timeout);
+        let journal = crate::ops::journal::Journal::open(config.state_dir.join("ops"))?;
+        if journal.current()?.is_none() {
+            return Ok::<_, anyhow::Error>(None);
+        }
+        let setup = crate::commands::node_setup(&config)?;
+        let runner = crate::ops::runner::Runner::new(systemd, setup, journal);
+        Ok(runner
+            .resume(|p| match p.outcome {
+                None => tracing::info!(op = %p.record.id, step = p.step.name(), "resuming step"),
+                Some(Ok(detail)) => {
+                    tracing::info!(op = %p.record.id, step = p.step.name(), detail, "step done")
+                }
+                Some(Err(reason)) => {
+                    tracing::warn!(op = %p.record.id, step = p.step.name(), reason, "step failed")
+                }
+            })
+            .await?)
+    };
+    match runner.await {
+        Ok(Some(record)) => {
+            tracing::info!(op = %record.id, outcome = record.step.name(), failure = ?record.failure, "interrupted operation finished")
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "cannot finish the interrupted operation")
+        }
+    }
 }
