@@ -27,8 +27,8 @@
 //!
 //! [`ServiceManager::state`] resolves the unit with `LoadUnit` (which, unlike `GetUnit`, also
 //! answers for units that have no unit file: their object reads `LoadState=not-found`) and
-//! reads each interface with one `Properties.GetAll`, so `ActiveState` and `SubState` come from
-//! the same instant. The typed [`UnitProxy`] and [`ServiceProxy`] are there for single reads.
+//! reads the `Unit` interface with one `Properties.GetAll`, so `LoadState`, `ActiveState` and
+//! `SubState` come from the same instant; the four `Service` properties are read beside it.
 //!
 //! # Errors
 //!
@@ -69,8 +69,6 @@ const MANAGER_SUBJECT: &str = "systemd";
 
 const UNIT_INTERFACE: InterfaceName<'static> =
     InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Unit");
-const SERVICE_INTERFACE: InterfaceName<'static> =
-    InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Service");
 
 /// systemd's error when `Subscribe` is called twice from one connection.
 const ALREADY_SUBSCRIBED: &str = "org.freedesktop.systemd1.AlreadySubscribed";
@@ -178,7 +176,6 @@ impl Systemd {
     }
 
     /// The bus connection (for proxies of other interfaces).
-    #[must_use]
     pub fn connection(&self) -> &Connection {
         &self.connection
     }
@@ -297,28 +294,45 @@ impl Systemd {
         })?;
         let properties = PropertiesProxy::builder(&self.connection)
             .destination(SYSTEMD_SERVICE)
+            .path(path.clone())
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(call_error(unit, ACTION))?;
+        let service = ServiceProxy::builder(&self.connection)
             .path(path)
             .cache_properties(CacheProperties::No)
             .build()
             .await
             .map_err(call_error(unit, ACTION))?;
-        // Only service units have the Service interface; asking another unit type for it is
-        // an `UnknownInterface` error.
+        // Only service units have the Service interface (asking another unit type is an
+        // `UnknownInterface` error). Its four properties are read one by one: a GetAll of
+        // `Service` returns ~250 properties (exec, cgroup and kill settings) and took twice as
+        // long as all of these calls together.
         let is_service = unit.ends_with(".service");
-        let (unit_props, service_props) = tokio::join!(properties.get_all(UNIT_INTERFACE), async {
-            if is_service {
-                properties.get_all(SERVICE_INTERFACE).await.map(Some)
-            } else {
-                Ok(None)
-            }
-        });
+        let (unit_props, service_fields) =
+            tokio::join!(properties.get_all(UNIT_INTERFACE), async {
+                if !is_service {
+                    return Ok(None);
+                }
+                let (result, n_restarts, exec_main_status, main_pid) = tokio::try_join!(
+                    service.result(),
+                    service.n_restarts(),
+                    service.exec_main_status(),
+                    service.main_pid(),
+                )?;
+                Ok(Some(state::ServiceFields {
+                    result,
+                    n_restarts,
+                    exec_main_status,
+                    main_pid,
+                }))
+            });
         let unit_props = unit_props
             .map_err(zbus::Error::from)
             .map_err(call_error(unit, ACTION))?;
-        let service_props = service_props
-            .map_err(zbus::Error::from)
-            .map_err(call_error(unit, ACTION))?;
-        state::unit_state(&unit_props, service_props.as_ref()).map_err(|why| ServiceError::Call {
+        let service_fields = service_fields.map_err(call_error(unit, ACTION))?;
+        state::unit_state(&unit_props, service_fields).map_err(|why| ServiceError::Call {
             unit: unit.to_owned(),
             action: ACTION,
             error: why,

@@ -1,4 +1,4 @@
-//! Turning the `Properties.GetAll` answers of a unit into a [`UnitState`] (pure; no D-Bus).
+//! Turning what systemd said about a unit into a [`UnitState`] (pure; no D-Bus).
 
 use std::collections::HashMap;
 
@@ -10,34 +10,45 @@ use crate::service::UnitState;
 /// A `GetAll` answer: property name → value.
 pub(super) type Properties = HashMap<String, OwnedVariant>;
 
-/// Builds a [`UnitState`] from the `Unit` interface's properties and, for service units, the
-/// `Service` interface's. Units of other types read `result` empty and the numbers 0.
+/// The four `Service` properties a [`UnitState`] carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ServiceFields {
+    /// `Result`.
+    pub(super) result: String,
+    /// `NRestarts`.
+    pub(super) n_restarts: u32,
+    /// `ExecMainStatus`.
+    pub(super) exec_main_status: i32,
+    /// `MainPID`.
+    pub(super) main_pid: u32,
+}
+
+/// Builds a [`UnitState`] from the `Unit` interface's properties (one `GetAll`) and, for
+/// service units, the `Service` fields. Units of other types read `result` empty and the
+/// numbers 0.
 ///
 /// # Errors
-/// A missing property or one of an unexpected type, named.
+/// A missing `Unit` property or one of an unexpected type, named.
 pub(super) fn unit_state(
     unit: &Properties,
-    service: Option<&Properties>,
+    service: Option<ServiceFields>,
 ) -> Result<UnitState, String> {
     let active_enter_us: u64 = read(unit, "ActiveEnterTimestamp")?;
-    let (result, n_restarts, exec_main_status, main_pid) = match service {
-        Some(service) => (
-            read::<&str>(service, "Result")?.to_owned(),
-            read(service, "NRestarts")?,
-            read(service, "ExecMainStatus")?,
-            read(service, "MainPID")?,
-        ),
-        None => (String::new(), 0, 0, 0),
-    };
+    let service = service.unwrap_or(ServiceFields {
+        result: String::new(),
+        n_restarts: 0,
+        exec_main_status: 0,
+        main_pid: 0,
+    });
     Ok(UnitState {
         load_state: read::<&str>(unit, "LoadState")?.to_owned(),
         active_state: read::<&str>(unit, "ActiveState")?.to_owned(),
         sub_state: read::<&str>(unit, "SubState")?.to_owned(),
-        result,
+        result: service.result,
         active_enter: timestamp(active_enter_us),
-        n_restarts,
-        exec_main_status,
-        main_pid,
+        n_restarts: service.n_restarts,
+        exec_main_status: service.exec_main_status,
+        main_pid: service.main_pid,
     })
 }
 
@@ -89,13 +100,13 @@ mod tests {
 
     #[test]
     fn running_service_reads_all_fields() {
-        let service = props(&[
-            ("Result", Variant::from("success")),
-            ("NRestarts", Variant::from(2_u32)),
-            ("ExecMainStatus", Variant::from(0_i32)),
-            ("MainPID", Variant::from(4242_u32)),
-        ]);
-        let state = unit_state(&unit_props(1_700_000_000_123_456), Some(&service))
+        let service = ServiceFields {
+            result: "success".into(),
+            n_restarts: 2,
+            exec_main_status: 0,
+            main_pid: 4242,
+        };
+        let state = unit_state(&unit_props(1_700_000_000_123_456), Some(service))
             .expect("complete properties");
         assert!(state.is_loaded() && state.is_active());
         assert_eq!(state.sub_state, "running");
@@ -124,13 +135,12 @@ mod tests {
         let err = unit_state(&unit, None).expect_err("SubState missing");
         assert!(err.contains("SubState"), "{err}");
 
-        let service = props(&[
-            ("Result", Variant::from("success")),
-            ("NRestarts", Variant::from("two")),
-            ("ExecMainStatus", Variant::from(0_i32)),
-            ("MainPID", Variant::from(1_u32)),
-        ]);
-        let err = unit_state(&unit_props(0), Some(&service)).expect_err("NRestarts mistyped");
-        assert!(err.contains("NRestarts"), "{err}");
+        let mut unit = unit_props(0);
+        unit.insert(
+            "ActiveEnterTimestamp".into(),
+            OwnedVariant::try_from(Variant::from("yesterday")).expect("owned"),
+        );
+        let err = unit_state(&unit, None).expect_err("timestamp mistyped");
+        assert!(err.contains("ActiveEnterTimestamp"), "{err}");
     }
 }
