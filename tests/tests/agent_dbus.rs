@@ -368,6 +368,16 @@ fn a_missing_unit_reads_not_found_and_calls_on_it_name_the_unit_and_the_dbus_err
 
     let detect = probe_ok(&node, &["detect"]);
     assert_eq!(detect["unit"], Value::Null, "no RKE2 unit here");
+
+    let version = probe_ok(&node, &["version"]);
+    let systemctl = node
+        .exec_ok(&["systemctl", "--version"])
+        .expect("systemctl --version");
+    let number = version["version"].as_str().expect("a version");
+    assert!(
+        systemctl.contains(number.split(['.', '-']).next().unwrap_or("?")),
+        "{number} vs {systemctl}"
+    );
 }
 
 #[test]
@@ -501,7 +511,7 @@ fn state_read_latency_micro_benchmark() {
         let bench = probe_ok(&node, &args);
         eprintln!(
             "state() read latency [{}]: {} reads, mean {} µs, p50 {} µs, p90 {} µs, p99 {} µs, \
-             min {} µs, max {} µs (connect + Subscribe {} µs)",
+             min {} µs, max {} µs (connect + Version {} µs)",
             bench["mode"].as_str().unwrap_or("?"),
             bench["reads"],
             bench["mean_us"],

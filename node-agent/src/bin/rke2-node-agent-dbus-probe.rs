@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! rke2-node-agent-dbus-probe [--job-timeout SECS] [--address ADDR] start|stop|restart|state UNIT
-//! rke2-node-agent-dbus-probe reload | detect
+//! rke2-node-agent-dbus-probe reload | detect | version
 //! rke2-node-agent-dbus-probe steps reload start:UNIT state:UNIT ...
 //! rke2-node-agent-dbus-probe journal UNIT LINES
 //! rke2-node-agent-dbus-probe bench-state UNIT [READS] [--typed]
@@ -50,6 +50,8 @@ enum Command {
     Reload,
     /// Which RKE2 unit this node runs.
     Detect,
+    /// systemd's version.
+    Version,
     /// The unit's last journal lines.
     Journal { unit: String, lines: usize },
     /// Several steps over one connection, in order: `reload`, `start:UNIT`, `stop:UNIT`,
@@ -117,6 +119,10 @@ async fn run(args: Args) -> anyhow::Result<Value> {
         },
         Command::Detect => match detect_rke2_unit(&systemd).await {
             Ok(unit) => json!({ "ok": true, "unit": unit.map(|u| u.name()) }),
+            Err(e) => failure(&e),
+        },
+        Command::Version => match systemd.version().await {
+            Ok(version) => json!({ "ok": true, "version": version }),
             Err(e) => failure(&e),
         },
         Command::Journal { unit, lines } => {

@@ -11,8 +11,10 @@
 //! once. The job's outcome comes later as the manager's `JobRemoved(id, job, unit, result)`
 //! signal. The agent therefore
 //!
-//! 1. calls `Subscribe` once per connection (at [`Systemd::connect`]): systemd emits its
-//!    manager signals on the system bus only while some client is subscribed;
+//! 1. calls `Subscribe` once per connection, before its first job: systemd emits its manager
+//!    signals on the system bus only while some client is subscribed. Not at connect: a
+//!    subscribed client makes systemd broadcast every unit change (on a Kubernetes node, every
+//!    container scope), which a client that only reads state has no use for;
 //! 2. adds its `JobRemoved` match rule *before* issuing the call, so a job that ends before the
 //!    call's reply has been read is still seen;
 //! 3. takes the first `JobRemoved` whose job path is the one the call returned, and maps its
@@ -40,9 +42,11 @@ mod journal;
 mod proxies;
 mod state;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
+use tokio::sync::OnceCell;
 use tracing::{debug, warn};
 use zbus::connection::Builder;
 use zbus::fdo::PropertiesProxy;
@@ -96,11 +100,12 @@ impl JobKind {
 /// Cheap to clone: clones share the connection.
 #[derive(Debug, Clone)]
 pub struct Systemd {
-    /// The bus connection every proxy of this client uses; subscribed to manager signals for
-    /// as long as it is open.
+    /// The bus connection every proxy of this client uses.
     connection: Connection,
     /// The manager object, `/org/freedesktop/systemd1`.
     manager: ManagerProxy<'static>,
+    /// Set once `Subscribe` succeeded on `connection` (it lasts as long as the connection).
+    subscribed: Arc<OnceCell<()>>,
     /// Deadline for a whole start/stop/restart (call and job) and for daemon-reload.
     job_timeout: Duration,
     /// Deadline for reads.
@@ -109,7 +114,7 @@ pub struct Systemd {
 
 impl Systemd {
     /// Connects to systemd on the system bus (`$DBUS_SYSTEM_BUS_ADDRESS`, else
-    /// `/var/run/dbus/system_bus_socket`) and subscribes to its manager signals.
+    /// `/var/run/dbus/system_bus_socket`) and checks that systemd answers there.
     ///
     /// # Errors
     /// [`ServiceError::Connect`] when the bus cannot be reached or systemd is not on it.
@@ -136,20 +141,18 @@ impl Systemd {
             .build()
             .await
             .map_err(|e| ServiceError::Connect(format!("{bus}: manager proxy: {e}")))?;
-        // Also proves systemd is on the bus: the call goes to it, not to the bus daemon.
-        match manager.subscribe().await {
-            Ok(()) => {}
-            Err(zbus::Error::MethodError(name, _, _)) if name.as_str() == ALREADY_SUBSCRIBED => {}
-            Err(e) => {
-                return Err(ServiceError::Connect(format!(
-                    "{bus}: subscribing to systemd's signals: {}",
-                    dbus_error_text(&e)
-                )));
-            }
-        }
+        // A call that systemd itself answers (not the bus daemon): proves it is on the bus.
+        let version = manager.version().await.map_err(|e| {
+            ServiceError::Connect(format!(
+                "{bus}: systemd does not answer: {}",
+                dbus_error_text(&e)
+            ))
+        })?;
+        debug!(bus, version, "connected to systemd");
         Ok(Self {
             connection,
             manager,
+            subscribed: Arc::new(OnceCell::new()),
             job_timeout: DEFAULT_JOB_TIMEOUT,
             call_timeout: DEFAULT_CALL_TIMEOUT,
         })
@@ -226,11 +229,42 @@ impl Systemd {
             .map_err(call_error(unit, "load unit"))
     }
 
+    /// systemd's version (`Version`, e.g. `252.38-1~deb12u1`).
+    ///
+    /// # Errors
+    /// [`ServiceError::Call`] with the D-Bus error.
+    pub async fn version(&self) -> Result<String, ServiceError> {
+        self.manager
+            .version()
+            .await
+            .map_err(call_error(MANAGER_SUBJECT, "read version"))
+    }
+
+    /// `Subscribe`s this connection once; later calls return at once.
+    async fn ensure_subscribed(&self) -> Result<(), zbus::Error> {
+        self.subscribed
+            .get_or_try_init(|| async {
+                match self.manager.subscribe().await {
+                    Err(zbus::Error::MethodError(name, _, _))
+                        if name.as_str() == ALREADY_SUBSCRIBED =>
+                    {
+                        Ok(())
+                    }
+                    other => other,
+                }
+            })
+            .await
+            .map(drop)
+    }
+
     /// Queues the job `kind` for `unit` and waits for its `JobRemoved`, all within
     /// `job_timeout`.
     async fn run_job(&self, unit: &str, kind: JobKind) -> Result<JobResult, ServiceError> {
         let action = kind.action();
         let job = async {
+            self.ensure_subscribed()
+                .await
+                .map_err(call_error(unit, action))?;
             // Listen first: the job may end before the call's reply is read.
             let mut removed = self
                 .manager

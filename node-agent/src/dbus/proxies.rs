@@ -47,6 +47,10 @@ pub trait Manager {
     #[zbus(name = "Subscribe")]
     fn subscribe(&self) -> zbus::Result<()>;
 
+    /// systemd's version string.
+    #[zbus(property, name = "Version")]
+    fn version(&self) -> zbus::Result<String>;
+
     /// A job ended: its numeric id, object path, unit and result word (`done`, `failed`...).
     #[zbus(signal, name = "JobRemoved")]
     fn job_removed(
