@@ -117,7 +117,8 @@ impl Systemd {
     /// `/var/run/dbus/system_bus_socket`) and checks that systemd answers there.
     ///
     /// # Errors
-    /// [`ServiceError::Connect`] when the bus cannot be reached or systemd is not on it.
+    /// [`ServiceError::Connect`] when the bus cannot be reached or systemd is not on it
+    /// (within [`DEFAULT_CALL_TIMEOUT`]).
     pub async fn connect() -> Result<Self, ServiceError> {
         Self::connect_with(Builder::system(), "the system bus").await
     }
@@ -132,6 +133,18 @@ impl Systemd {
     }
 
     async fn connect_with(builder: Builder<'_>, bus: &str) -> Result<Self, ServiceError> {
+        // A socket that accepts but never answers must not hang the caller.
+        tokio::time::timeout(DEFAULT_CALL_TIMEOUT, Self::handshake(builder, bus))
+            .await
+            .unwrap_or_else(|_elapsed| {
+                Err(ServiceError::Connect(format!(
+                    "{bus}: no answer within {} s",
+                    whole_seconds(DEFAULT_CALL_TIMEOUT)
+                )))
+            })
+    }
+
+    async fn handshake(builder: Builder<'_>, bus: &str) -> Result<Self, ServiceError> {
         let connection = builder
             .build()
             .await
