@@ -202,6 +202,85 @@ pub fn set_version(node: &Node, version: &str) -> Result<(), ClusterError> {
     Ok(())
 }
 
+/// The serial number of the first certificate in `rel` (relative to the data dir), or `None`
+/// when the file is missing or holds no certificate.
+#[must_use]
+pub fn serial_of(node: &Node, rel: &str) -> Option<u64> {
+    let path = node.host_path(Path::new(DATA_DIR).join(rel)).ok()?;
+    let pem = std::fs::read(path).ok()?;
+    let der = super::check::gopem::parse_certs(&pem)
+        .ok()?
+        .into_iter()
+        .next()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let raw = cert.tbs_certificate.raw_serial();
+    (raw.len() <= 9).then(|| raw.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+}
+
+/// `GET https://<node-ip>:<port><path>` from inside the node with curl, trusting the server
+/// CA; with `client` (a data-dir-relative base like `server/tls/client-admin`) the client
+/// certificate `<base>.crt`/`<base>.key` is presented. Returns the HTTP status (0 when the
+/// connection or handshake failed) and the body.
+pub fn https_get(
+    node: &Node,
+    port: u16,
+    path: &str,
+    client: Option<&str>,
+) -> Result<(u16, String), ClusterError> {
+    let ca = format!("{DATA_DIR}/agent/server-ca.crt");
+    let url = format!("https://{}:{port}{path}", node.ip());
+    let mut argv: Vec<String> = [
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        "-w",
+        "\n%{http_code}",
+        "--cacert",
+        &ca,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    if let Some(base) = client {
+        argv.extend([
+            "--cert".to_owned(),
+            format!("{DATA_DIR}/{base}.crt"),
+            "--key".to_owned(),
+            format!("{DATA_DIR}/{base}.key"),
+        ]);
+    }
+    argv.push(url);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let out = node.exec(&argv)?;
+    let (body, code) = out.stdout.rsplit_once('\n').unwrap_or(("", &out.stdout));
+    Ok((code.trim().parse().unwrap_or(0), body.to_owned()))
+}
+
+/// `etcdctl ARGS` inside the node against its own member (`https://<node-ip>:2379`, or
+/// `--endpoints` given in `args`), authenticated with `etcd/client.crt`.
+pub fn etcdctl(node: &Node, args: &[&str]) -> Result<crate::ground::ExecOutput, ClusterError> {
+    let tls = format!("{DATA_DIR}/server/tls/etcd");
+    let endpoint = format!("--endpoints=https://{}:2379", node.ip());
+    let (cacert, cert, key) = (
+        format!("--cacert={tls}/server-ca.crt"),
+        format!("--cert={tls}/client.crt"),
+        format!("--key={tls}/client.key"),
+    );
+    let mut argv = vec!["env", "ETCDCTL_API=3", super::server::etcd::ETCDCTL];
+    if !args.iter().any(|a| a.starts_with("--endpoints")) {
+        argv.push(&endpoint);
+    }
+    argv.extend([
+        cacert.as_str(),
+        cert.as_str(),
+        key.as_str(),
+        "--dial-timeout=3s",
+    ]);
+    argv.extend_from_slice(args);
+    Ok(node.exec(&argv)?)
+}
+
 /// One simulated RKE2 node.
 #[derive(Debug)]
 pub struct SimNode {

@@ -16,6 +16,7 @@
 //! kubelet restarts a static pod.
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -254,7 +255,11 @@ impl EtcdMember {
     }
 
     fn spawn(&self, flags: &ClusterFlags) -> Result<Child, String> {
-        std::fs::create_dir_all(&self.data_dir)
+        // etcd wants its data dir private (it warns about anything wider than 0700).
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.data_dir)
             .map_err(|e| format!("{}: {e}", self.data_dir.display()))?;
         let mut command = if Path::new(SETPRIV).is_file() {
             let mut c = Command::new(SETPRIV);
@@ -266,6 +271,8 @@ impl EtcdMember {
         };
         command
             .args(self.args(flags))
+            // etcd speaks sd_notify itself; only rke2 (the unit's main PID) may.
+            .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())
             .kill_on_drop(true);
         command.spawn().map_err(|e| format!("{ETCD}: {e}"))
