@@ -77,6 +77,16 @@ fn server_becomes_active_through_notify_and_serves_health_with_client_certs() {
     assert_eq!(props["ActiveState"], "active");
     assert_eq!(props["NRestarts"], "0");
     assert!(props["StatusText"].contains("ready"), "{props:?}");
+    for unit in ["rke2-server.service", "rke2-agent.service"] {
+        let path = format!("{}/{unit}", cluster::UNIT_DIR);
+        let verify = node
+            .exec(&["systemd-analyze", "verify", &path])
+            .expect("systemd-analyze");
+        assert!(
+            verify.success() && verify.stderr.trim().is_empty(),
+            "{unit}: {verify:?}"
+        );
+    }
 
     // kube-apiserver with --anonymous-auth=false: no client certificate, 401.
     let (code, body) = https_get(node, 6443, "/readyz?verbose", None).expect("curl");
