@@ -49,23 +49,35 @@ pub const SERVICES: [&str; 12] = [
 pub fn service_certs(service: &str) -> Option<&'static [&'static str]> {
     Some(match service {
         "admin" => &["server/tls/client-admin.crt"],
-        "api-server" => &["server/tls/client-kube-apiserver.crt", "server/tls/serving-kube-apiserver.crt"],
+        "api-server" => &[
+            "server/tls/client-kube-apiserver.crt",
+            "server/tls/serving-kube-apiserver.crt",
+        ],
         "controller-manager" => &[
             "server/tls/client-controller.crt",
             "server/tls/kube-controller-manager/kube-controller-manager.crt",
         ],
-        "scheduler" => &["server/tls/client-scheduler.crt", "server/tls/kube-scheduler/kube-scheduler.crt"],
+        "scheduler" => &[
+            "server/tls/client-scheduler.crt",
+            "server/tls/kube-scheduler/kube-scheduler.crt",
+        ],
         "etcd" => &[
             "server/tls/etcd/client.crt",
             "server/tls/etcd/server-client.crt",
             "server/tls/etcd/peer-server-client.crt",
         ],
         "cloud-controller" => &["server/tls/client-rke2-cloud-controller.crt"],
-        "rke2-controller" => &["server/tls/client-rke2-controller.crt", "agent/client-rke2-controller.crt"],
+        "rke2-controller" => &[
+            "server/tls/client-rke2-controller.crt",
+            "agent/client-rke2-controller.crt",
+        ],
         "supervisor" => &["server/tls/client-supervisor.crt"],
         "auth-proxy" => &["server/tls/client-auth-proxy.crt"],
         "kubelet" => &["agent/client-kubelet.crt", "agent/serving-kubelet.crt"],
-        "kube-proxy" => &["server/tls/client-kube-proxy.crt", "agent/client-kube-proxy.crt"],
+        "kube-proxy" => &[
+            "server/tls/client-kube-proxy.crt",
+            "agent/client-kube-proxy.crt",
+        ],
         "rke2-server" => &[],
         _ => return None,
     })

@@ -165,6 +165,9 @@ pub trait ServiceManager {
     async fn restart(&self, unit: &str) -> Result<JobResult, ServiceError>;
     /// The unit's current state (works for units that are not loaded: `not-found`).
     async fn state(&self, unit: &str) -> Result<UnitState, ServiceError>;
+    /// `ResetFailedUnit`: clears the failed state and the start-rate counter, so a unit that
+    /// hit `StartLimitBurst` during a rollback can be started again.
+    async fn reset_failed(&self, unit: &str) -> Result<(), ServiceError>;
     /// `Reload` (daemon-reload), waiting until systemd has finished it.
     async fn daemon_reload(&self) -> Result<(), ServiceError>;
 }

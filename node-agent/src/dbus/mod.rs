@@ -415,6 +415,17 @@ impl ServiceManager for Systemd {
             })
     }
 
+    async fn reset_failed(&self, unit: &str) -> Result<(), ServiceError> {
+        tokio::time::timeout(self.call_timeout, self.manager.reset_failed_unit(unit))
+            .await
+            .map_err(|_elapsed| ServiceError::JobTimeout {
+                unit: unit.to_owned(),
+                action: "reset-failed",
+                seconds: whole_seconds(self.call_timeout),
+            })?
+            .map_err(call_error(unit, "reset-failed"))
+    }
+
     async fn daemon_reload(&self) -> Result<(), ServiceError> {
         const ACTION: &str = "daemon-reload";
         tokio::time::timeout(self.job_timeout, self.manager.reload())

@@ -38,6 +38,10 @@ pub trait Manager {
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
 
     /// daemon-reload. The reply is sent only after systemd has finished reloading.
+    /// Clears a unit's failed state and start-rate counter (`systemctl reset-failed`).
+    #[zbus(name = "ResetFailedUnit")]
+    fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
+
     #[zbus(name = "Reload")]
     fn reload(&self) -> zbus::Result<()>;
 

@@ -61,6 +61,74 @@ pub fn backup_cert_count(dir: &Path) -> usize {
         .sum()
 }
 
+/// Copies `server/tls` (with sub-folders) and the certificates and keys of `agent/` into
+/// `snapshot` (0700), preserving relative paths.
+///
+/// # Errors
+/// A message naming the file that could not be copied.
+pub fn take_snapshot(data_dir: &Path, snapshot: &Path) -> Result<usize, String> {
+    fs::create_dir_all(snapshot).map_err(|e| format!("{}: {e}", snapshot.display()))?;
+    fs::set_permissions(
+        snapshot,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .map_err(|e| format!("{}: {e}", snapshot.display()))?;
+    let mut copied = 0;
+    let server_tls = data_dir.join("server/tls");
+    if server_tls.is_dir() {
+        copied += copy_tree(&server_tls, &snapshot.join("server/tls"))?;
+    }
+    let agent = data_dir.join("agent");
+    if let Ok(entries) = fs::read_dir(&agent) {
+        fs::create_dir_all(snapshot.join("agent"))
+            .map_err(|e| format!("{}: {e}", snapshot.display()))?;
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            let is_pki = path.extension().is_some_and(|x| x == "crt" || x == "key");
+            if is_pki && path.is_file() {
+                let to = snapshot.join("agent").join(entry.file_name());
+                fs::copy(&path, &to)
+                    .map_err(|e| format!("{} -> {}: {e}", path.display(), to.display()))?;
+                copied += 1;
+            }
+        }
+    }
+    Ok(copied)
+}
+
+/// Puts a [`take_snapshot`] copy back exactly and removes RKE2's regeneration triggers.
+///
+/// # Errors
+/// A message naming the file that could not be restored.
+pub fn restore_snapshot(data_dir: &Path, snapshot: &Path) -> Result<usize, String> {
+    if !snapshot.is_dir() {
+        return Err(format!("snapshot {} is missing", snapshot.display()));
+    }
+    let mut restored = 0;
+    for part in ["server/tls", "agent"] {
+        let from = snapshot.join(part);
+        if from.is_dir() {
+            restored += copy_tree(&from, &data_dir.join(part))?;
+        }
+    }
+    remove_triggers(data_dir)?;
+    Ok(restored)
+}
+
+fn remove_triggers(data_dir: &Path) -> Result<(), String> {
+    for trigger in [
+        data_dir.join("server/tls/dynamic-cert-regenerate"),
+        data_dir.join("force-restart"),
+    ] {
+        match fs::remove_file(&trigger) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot remove {}: {e}", trigger.display())),
+        }
+    }
+    Ok(())
+}
+
 /// Puts the backup `backup` (relative to the data dir) back: `server/tls-*` over
 /// `server/tls` (with sub-folders), `agent/tls-*` (flat) over `agent/`. Removes RKE2's
 /// regeneration triggers so the next start keeps the restored certificates.

@@ -35,6 +35,11 @@ pub struct OpRecord {
     pub rotate_started_unix: Option<i64>,
     /// The backup folder this operation made, relative to the data dir.
     pub backup: Option<String>,
+    /// The agent's own exact copy of the certificates taken just before the rotation (RKE2's
+    /// backup flattens agent files into the server backup by name, so it cannot be restored
+    /// exactly).
+    #[serde(default)]
+    pub snapshot: Option<PathBuf>,
     /// renew-by-restart: leaves inside the renewal window before the restart, with their
     /// NotAfter (Unix seconds); each must have a later NotAfter afterwards.
     #[serde(default)]
@@ -284,6 +289,7 @@ mod tests {
             started_at: OffsetDateTime::UNIX_EPOCH,
             rotate_started_unix: None,
             backup: None,
+            snapshot: None,
             due_for_renewal: vec![],
             failure: None,
             unit_journal: vec![],

@@ -165,6 +165,7 @@ impl<M: ServiceManager> Runner<M> {
             started_at: now,
             rotate_started_unix: None,
             backup: None,
+            snapshot: None,
             due_for_renewal: vec![],
             failure: None,
             unit_journal: vec![],
@@ -247,6 +248,13 @@ impl<M: ServiceManager> Runner<M> {
             }
         }
         record.finished_at = Some(OffsetDateTime::now_utc());
+        if record.step == Step::Done
+            && let Some(snapshot) = &record.snapshot
+            && let Some(op_dir) = snapshot.parent()
+        {
+            // Verified success: RKE2's own backup stays; the key copies are not needed.
+            let _ = std::fs::remove_dir_all(op_dir);
+        }
         self.journal.finish(&record)?;
         Ok(record)
     }
@@ -359,6 +367,15 @@ impl<M: ServiceManager> Runner<M> {
                 }
             }
             Step::RestoreBackup => {
+                // Stop first: with Restart=always the unit may be starting again meanwhile.
+                let _ = self.manager.stop(&record.unit).await;
+                if let Some(snapshot) = &record.snapshot {
+                    let n = files::restore_snapshot(&setup.data_dir, snapshot)?;
+                    return Ok(format!(
+                        "restored {n} files from the agent's snapshot {}",
+                        snapshot.display()
+                    ));
+                }
                 let backup = record
                     .backup
                     .clone()
@@ -368,8 +385,6 @@ impl<M: ServiceManager> Runner<M> {
                             .and_then(|t| files::backup_since(&setup.data_dir, t))
                     })
                     .ok_or("no backup to restore")?;
-                // Stop first: with Restart=always the unit may be starting again meanwhile.
-                let _ = self.manager.stop(&record.unit).await;
                 let n = files::restore_backup(&setup.data_dir, &backup)?;
                 Ok(format!("restored {n} files from {backup}"))
             }
@@ -378,6 +393,15 @@ impl<M: ServiceManager> Runner<M> {
     }
 
     async fn job(&self, action: &'static str, unit: &str) -> Result<String, String> {
+        if action != "stop" {
+            // Earlier starts (RKE2's own restarts and a rollback's included) may have used up
+            // the unit's start-rate limit, even while it looks inactive; a deliberate start
+            // must not be refused for that (`systemctl reset-failed` resets the counter).
+            self.manager
+                .reset_failed(unit)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         let result = match action {
             "stop" => self.manager.stop(unit).await,
             "restart" => self.manager.restart(unit).await,
@@ -420,25 +444,33 @@ impl<M: ServiceManager> Runner<M> {
                 return Err(format!("etcd alarms active: {}", health.alarms.join(", ")));
             }
             let verdict = etcd::quorum_without(&health, health.local_member);
-            if !verdict.survives {
-                return Err(format!(
-                    "etcd quorum would be lost: {} of {} other members healthy, quorum is {} (unhealthy: {})",
-                    verdict.healthy_others,
-                    verdict.members.saturating_sub(1),
-                    verdict.quorum,
-                    unhealthy.join(", ")
-                ));
-            }
-            if !unhealthy.is_empty() {
+            if !unhealthy.is_empty() && verdict.survives {
                 return Err(format!("etcd members unhealthy: {}", unhealthy.join(", ")));
             }
-            detail.push(format!(
-                "etcd {}/{} healthy, no alarms, quorum kept without this member ({} ≥ {})",
-                health.members.len(),
-                health.members.len(),
-                verdict.healthy_others,
-                verdict.quorum
-            ));
+            match verdict.members {
+                // A single-server cluster cannot keep its API up while its only member
+                // restarts; nothing else depends on a quorum here, so it may proceed.
+                1 if unhealthy.is_empty() => detail.push(
+                    "etcd: single healthy member (the API is down while it restarts), no alarms"
+                        .to_owned(),
+                ),
+                _ if !verdict.survives => {
+                    return Err(format!(
+                        "etcd quorum would be lost: {} of {} other members healthy, quorum is {} (unhealthy: {})",
+                        verdict.healthy_others,
+                        verdict.members.saturating_sub(1),
+                        verdict.quorum,
+                        unhealthy.join(", ")
+                    ));
+                }
+                _ => detail.push(format!(
+                    "etcd {}/{} healthy, no alarms, quorum kept without this member ({} ≥ {})",
+                    health.members.len(),
+                    health.members.len(),
+                    verdict.healthy_others,
+                    verdict.quorum
+                )),
+            }
         }
         if record.kind == OpKind::RenewByRestart {
             let inventory = files::scan(&setup.data_dir, &setup.admin_kubeconfig);
@@ -473,6 +505,13 @@ impl<M: ServiceManager> Runner<M> {
         {
             // Re-run after a crash: the rotation already happened.
             return Ok(format!("already rotated (backup {backup})"));
+        }
+        if record.snapshot.is_none() {
+            // Taken once: a re-run after a crash must not snapshot an already-rotated tree.
+            let snapshot = self.journal.dir().join(&record.id).join("snapshot");
+            let n = files::take_snapshot(&setup.data_dir, &snapshot)?;
+            tracing::info!(files = n, snapshot = %snapshot.display(), "certificates snapshotted");
+            record.snapshot = Some(snapshot);
         }
         record.rotate_started_unix = Some(OffsetDateTime::now_utc().unix_timestamp());
         self.journal.save(record).map_err(|e| e.to_string())?;
