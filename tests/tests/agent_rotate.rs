@@ -413,3 +413,85 @@ fn restart_renews_leaves_inside_the_renewal_window() {
     let doc: serde_json::Value = serde_json::from_str(&status.stdout).expect("status json");
     assert_eq!(doc["renewal"]["in_window"], false, "{doc:#}");
 }
+
+#[test]
+fn daemon_under_the_shipped_unit_finishes_an_interrupted_rotation_and_reports_the_service() {
+    require_root_and_tools();
+    let cluster = SimCluster::boot(1, 0).expect("cluster");
+    let server = &cluster.servers[0];
+    install_agent(server);
+    let unit_file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/rke2-node-agent.service");
+    server
+        .node
+        .install_unit_file(&unit_file)
+        .expect("install the shipped unit");
+
+    // The operator's rotation dies right after `rke2 certificate rotate` deleted the certs
+    // (RKE2 is stopped, nothing regenerated yet).
+    let out = server
+        .node
+        .exec(&["env", "RKE2OPS_TEST_CRASH_AT=start-unit", AGENT, "rotate"])
+        .expect("exec");
+    assert_eq!(out.status.code(), None, "killed\n{}", out.stdout);
+    assert_eq!(
+        server
+            .node
+            .unit_property(server.unit(), "ActiveState")
+            .expect("state"),
+        "inactive"
+    );
+
+    // The agent service (hardened, shipped unit) starts and finishes it.
+    server
+        .node
+        .systemctl(&["start", "rke2-node-agent.service"])
+        .expect("start agent");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = agent(&server.node, &["status", "--output", "json"]);
+        let doc: serde_json::Value = serde_json::from_str(&status.stdout).expect("status json");
+        if doc["last_operation"]["step"] == "done" && doc["interrupted_operation"].is_null() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not finish the rotation: {doc:#}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_active(server);
+    assert_tree_consistent(&server.node);
+
+    let metrics = server
+        .node
+        .exec(&[
+            "curl",
+            "-sS",
+            &format!("http://{}:9810/metrics", server.node.ip()),
+        ])
+        .expect("curl")
+        .stdout;
+    assert!(
+        metrics.contains("rke2ops_service_active{unit=\"rke2-server.service\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "rke2ops_service_active_since_timestamp_seconds{unit=\"rke2-server.service\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rke2ops_renewal_restart_due 0"),
+        "{metrics}"
+    );
+    let status_text = server
+        .node
+        .unit_property("rke2-node-agent.service", "StatusText")
+        .expect("status");
+    assert!(
+        status_text.contains("rke2-server.service active since"),
+        "{status_text}"
+    );
+}

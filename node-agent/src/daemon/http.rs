@@ -45,7 +45,7 @@ pub async fn serve(
 /// the rest (curl, promtool).
 async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
     if let Some(systemd) = &state.systemd {
-        refresh_service(systemd, &state.metrics).await;
+        super::refresh_service(systemd, &state.metrics).await;
     }
     let metrics = &state.metrics;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
@@ -63,23 +63,5 @@ async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) -> i
         )
             .into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response(),
-    }
-}
-
-/// Reads the RKE2 unit's state into the metrics (bounded: a stuck bus must not stall the
-/// scrape).
-async fn refresh_service(systemd: &crate::dbus::Systemd, metrics: &Metrics) {
-    use crate::service::{ServiceManager, detect_rke2_unit};
-    let read = async {
-        let unit = detect_rke2_unit(systemd).await.ok().flatten()?;
-        let state = systemd.state(unit.name()).await.ok()?;
-        Some((unit.name().to_owned(), state))
-    };
-    let fresh = tokio::time::timeout(std::time::Duration::from_secs(2), read)
-        .await
-        .ok()
-        .flatten();
-    if let Ok(mut slot) = metrics.service.lock() {
-        *slot = fresh;
     }
 }

@@ -131,7 +131,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     // The system bus is optional: outside systemd (or without D-Bus) the agent still
     // watches certificates; operations and service metrics need it.
-    let systemd = match crate::dbus::Systemd::connect().await {
+    let connect = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        crate::dbus::Systemd::connect(),
+    );
+    let bus = match connect.await.unwrap_or_else(|_| {
+        Err(crate::service::ServiceError::Connect(
+            "no answer within 5 s".to_owned(),
+        ))
+    }) {
         Ok(systemd) => Some(Arc::new(systemd.with_job_timeout(config.ready_timeout))),
         Err(e) => {
             tracing::info!(error = %e, "no systemd on the system bus: service metrics and operations are off");
@@ -140,19 +148,28 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     };
     let state = http::AppState {
         metrics: Arc::clone(&metrics),
-        systemd: systemd.clone(),
+        systemd: bus.clone(),
     };
     let server = tokio::spawn(http::serve(listener, state, async {
         let _ = stop_http_rx.await;
     }));
 
-    let status = systemd::status_line(&snapshot.inventory, snapshot.scanned_at, config.warn_days);
+    let service = match &bus {
+        Some(s) => refresh_service(s, &metrics).await,
+        None => None,
+    };
+    let status = systemd::status_line(
+        &snapshot.inventory,
+        snapshot.scanned_at,
+        config.warn_days,
+        service.as_ref(),
+    );
     tracing::info!(data_dir = %config.data_dir.display(), metrics_addr = %config.metrics_addr, %status, "agent ready");
     let mut next_change =
         systemd::next_status_change(&snapshot.inventory, snapshot.scanned_at, config.warn_days);
     tx.send_replace(Arc::new(snapshot));
     systemd::ready(&status);
-    if systemd.is_some() {
+    if bus.is_some() {
         tokio::spawn(resume_interrupted(config.clone()));
     }
 
@@ -179,7 +196,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 let current = scanner.take().context("scanner missing")?;
                 let (s, snapshot) = scan(current, &metrics).await?;
                 scanner = Some(s);
-                let status = systemd::status_line(&snapshot.inventory, snapshot.scanned_at, config.warn_days);
+                let service = match &bus {
+                    Some(s) => refresh_service(s, &metrics).await,
+                    None => None,
+                };
+                let status = systemd::status_line(&snapshot.inventory, snapshot.scanned_at, config.warn_days, service.as_ref());
                 tracing::info!(%status, "certificates rescanned");
                 systemd::status(&status);
                 next_change = systemd::next_status_change(&snapshot.inventory, snapshot.scanned_at, config.warn_days);
@@ -188,7 +209,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             () = tokio::time::sleep(until_change.unwrap_or_default()), if until_change.is_some() => {
                 let snapshot = Arc::clone(&tx.borrow());
                 let now = OffsetDateTime::now_utc();
-                systemd::status(&systemd::status_line(&snapshot.inventory, now, config.warn_days));
+                let service = match &bus {
+                    Some(s) => refresh_service(s, &metrics).await,
+                    None => None,
+                };
+                systemd::status(&systemd::status_line(&snapshot.inventory, now, config.warn_days, service.as_ref()));
                 next_change = systemd::next_status_change(&snapshot.inventory, now, config.warn_days);
             }
         }
@@ -239,4 +264,27 @@ async fn resume_interrupted(config: Config) {
             tracing::error!(error = %format!("{e:#}"), "cannot finish the interrupted operation")
         }
     }
+}
+
+/// Reads the RKE2 unit's state (bounded: a stuck bus must not stall the agent), stores it for
+/// the metrics and returns it. Called on scrapes and when the STATUS line is rebuilt, never
+/// on a timer.
+pub(crate) async fn refresh_service(
+    systemd: &crate::dbus::Systemd,
+    metrics: &Metrics,
+) -> Option<(String, crate::service::UnitState)> {
+    use crate::service::{ServiceManager, detect_rke2_unit};
+    let read = async {
+        let unit = detect_rke2_unit(systemd).await.ok().flatten()?;
+        let state = systemd.state(unit.name()).await.ok()?;
+        Some((unit.name().to_owned(), state))
+    };
+    let fresh = tokio::time::timeout(std::time::Duration::from_secs(2), read)
+        .await
+        .ok()
+        .flatten();
+    if let Ok(mut slot) = metrics.service.lock() {
+        slot.clone_from(&fresh);
+    }
+    fresh
 }

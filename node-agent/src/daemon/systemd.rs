@@ -10,6 +10,8 @@ use rke2ops_common::renewal;
 use sd_notify::NotifyState;
 use time::OffsetDateTime;
 
+use crate::service::UnitState;
+
 /// Tells systemd the agent is ready, with its first status line.
 pub fn ready(status: &str) {
     notify(&[NotifyState::Ready, NotifyState::Status(status)]);
@@ -44,7 +46,12 @@ fn notify(states: &[NotifyState<'_>]) {
 
 /// One line: counts by status, file errors, and the renewal deadline.
 #[must_use]
-pub fn status_line(inventory: &Inventory, now: OffsetDateTime, warn_days: u32) -> String {
+pub fn status_line(
+    inventory: &Inventory,
+    now: OffsetDateTime,
+    warn_days: u32,
+    service: Option<&(String, UnitState)>,
+) -> String {
     let warn = warn_window(warn_days);
     let count = |s: CertStatus| {
         inventory
@@ -62,12 +69,19 @@ pub fn status_line(inventory: &Inventory, now: OffsetDateTime, warn_days: u32) -
         count(CertStatus::NotYetValid),
         inventory.errors.len(),
     );
+    let started = service.and_then(|(_, s)| s.active_enter.filter(|_| s.is_active()));
     let state = renewal::assess(
         inventory.leaves().map(|c| c.not_after),
         now,
         renewal::window(renewal::RENEW_WINDOW_DAYS),
-        None,
+        started,
     );
+    if let Some((unit, unit_state)) = service {
+        line.push_str(&format!("; {unit} {}", unit_state.active_state));
+        if let Some(since) = started {
+            line.push_str(&format!(" since {}", since.date()));
+        }
+    }
     if let Some(deadline) = state.deadline {
         let days = (deadline - now).whole_days();
         line.push_str(&format!(
@@ -76,6 +90,9 @@ pub fn status_line(inventory: &Inventory, now: OffsetDateTime, warn_days: u32) -
         ));
         if state.in_window {
             line.push_str(", inside the renewal window");
+        }
+        if state.restart_due {
+            line.push_str(": restart due");
         }
     }
     line
