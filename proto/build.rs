@@ -2,7 +2,7 @@
 //! the workspace never needs a system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["rke2ops/v1/agent.proto"];
+    let files = ["rke2ops/v1/agent.proto", "rke2ops/v1/admin.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }
