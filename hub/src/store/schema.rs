@@ -1,0 +1,111 @@
+//! The schema, as numbered migrations. `PRAGMA user_version` holds the number of the last one
+//! applied; each runs in its own IMMEDIATE transaction together with the version bump, so a crash
+//! leaves the file either before or after a migration, never half-way. Append new migrations;
+//! never edit one that has shipped.
+//!
+//! Timestamps are INTEGER Unix seconds (UTC): they compare and index as numbers, and cover
+//! certificates that claim to be valid until 9999. Lists (usages, SANs) are JSON arrays.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// The migrations, in order; `MIGRATIONS[i]` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: nodes, the latest certificate snapshot per node, join tokens, audit log.
+    r"
+    CREATE TABLE nodes (
+        name              TEXT PRIMARY KEY NOT NULL,
+        role              TEXT NOT NULL CHECK (role IN ('server', 'agent')),
+        rke2_version      TEXT NOT NULL,
+        agent_version     TEXT NOT NULL,
+        service_state     TEXT NOT NULL DEFAULT 'unknown',
+        worst_status      TEXT CHECK (worst_status IN ('OK', 'WARNING', 'EXPIRED', 'NOT YET VALID')),
+        renewal_deadline  INTEGER,
+        online            INTEGER NOT NULL CHECK (online IN (0, 1)),
+        online_changed_at INTEGER NOT NULL,
+        first_seen        INTEGER NOT NULL,
+        last_seen         INTEGER NOT NULL,
+        certificates_at   INTEGER
+    ) STRICT;
+
+    CREATE TABLE certificates (
+        node       TEXT NOT NULL REFERENCES nodes (name) ON DELETE CASCADE,
+        path       TEXT NOT NULL,
+        idx        INTEGER NOT NULL CHECK (idx >= 0),
+        subject    TEXT NOT NULL,
+        issuer     TEXT NOT NULL,
+        serial     TEXT NOT NULL,
+        usages     TEXT NOT NULL,
+        is_ca      INTEGER NOT NULL CHECK (is_ca IN (0, 1)),
+        sans       TEXT NOT NULL,
+        not_before INTEGER NOT NULL,
+        not_after  INTEGER NOT NULL,
+        status     TEXT NOT NULL CHECK (status IN ('OK', 'WARNING', 'EXPIRED', 'NOT YET VALID')),
+        PRIMARY KEY (node, path, idx)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX certificates_by_not_after ON certificates (not_after);
+
+    CREATE TABLE file_errors (
+        node   TEXT NOT NULL REFERENCES nodes (name) ON DELETE CASCADE,
+        path   TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (node, path)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE join_tokens (
+        id          TEXT PRIMARY KEY NOT NULL,
+        secret_hash TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        created_by  TEXT NOT NULL,
+        used_at     INTEGER,
+        used_by     TEXT,
+        CHECK ((used_at IS NULL) = (used_by IS NULL))
+    ) STRICT;
+
+    CREATE TABLE audit_log (
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        at     INTEGER NOT NULL,
+        actor  TEXT NOT NULL,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL
+    ) STRICT;
+    ",
+];
+
+/// The schema version this build writes.
+pub(crate) fn latest_version() -> u32 {
+    u32::try_from(MIGRATIONS.len()).expect("fewer than 2^32 migrations")
+}
+
+/// Applies every migration the database has not seen yet. Idempotent: a database already at
+/// the latest version is left untouched. Two processes migrating at once are serialized by the
+/// IMMEDIATE transaction, and the second finds the work done.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let supported = latest_version();
+    for (done, sql) in MIGRATIONS.iter().enumerate() {
+        let version = u32::try_from(done + 1).expect("fewer than 2^32 migrations");
+        let wrap = |source| StoreError::Migrate { version, source };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(wrap)?;
+        let current: u32 = tx
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(wrap)?;
+        if current > supported {
+            return Err(StoreError::SchemaTooNew {
+                found: current,
+                supported,
+            });
+        }
+        if current >= version {
+            continue; // dropping `tx` ends the read-only transaction
+        }
+        tx.execute_batch(sql).map_err(wrap)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(wrap)?;
+        tx.commit().map_err(wrap)?;
+    }
+    Ok(())
+}
