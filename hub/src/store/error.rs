@@ -21,7 +21,7 @@ pub enum StoreError {
 
     /// The database file (or a file SQLite keeps beside it) could not be created or restricted
     /// to mode 0600.
-    #[error("restricting the hub database {path} to mode 0600: {source}")]
+    #[error("creating or restricting the hub database file {path} (mode 0600): {source}")]
     Permissions {
         /// The file whose mode could not be set.
         path: PathBuf,
