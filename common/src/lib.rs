@@ -5,12 +5,14 @@
 //! - [`renewal`]: the node's renewal deadline, the pure decision behind "restart due".
 //! - [`layout`]: where RKE2 keeps things, and how its backup folders are named.
 //! - [`report`]: the `check` renderings (RKE2's table, our JSON).
+//! - [`identity`]: the node's enrolled identity (key, CSR, hub CA pin, 0600 files).
 //! - [`exposition`]: content negotiation between OpenMetrics and the classic Prometheus text.
 //!
 //! Nothing here does network I/O or talks to systemd: those live in the binaries' crates.
 
 pub mod certs;
 pub mod exposition;
+pub mod identity;
 pub mod layout;
 pub mod renewal;
 pub mod report;
