@@ -4,4 +4,5 @@
 //! - [`store`]: the hub's durable state (nodes, latest certificate snapshot per node, join
 //!   tokens, audit log) in an embedded SQLite database.
 
+pub mod pki;
 pub mod store;
