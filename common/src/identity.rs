@@ -11,9 +11,9 @@
 //! ([`validate_node_name`]), renewal decision ([`renewal_due`]) and the secret-file writer
 //! ([`write_secret_file`]) live here so both sides share one definition.
 //!
-//! - [`names`]: what a node name may be (a DNS-1123 subdomain, as Kubernetes requires).
-//! - [`pin`]: the CA pin and the check that the pinned CA issued the presented chain.
-//! - [`files`]: 0600 files written atomically, a crash-safe key+certificate pair, and the
+//! - `names`: what a node name may be (a DNS-1123 subdomain, as Kubernetes requires).
+//! - `pin`: the CA pin and the check that the pinned CA issued the presented chain.
+//! - `files`: 0600 files written atomically, a crash-safe key+certificate pair, and the
 //!   identity folder.
 //!
 //! This module never logs and never puts key material in an error or a `Debug` output.

@@ -108,6 +108,7 @@ impl HubCa {
         let key_path = dir.join(CA_KEY_FILE);
         let cert_path = dir.join(CA_CERT_FILE);
         finish_interrupted_write(&[&key_path, &cert_path])?;
+        let mut created = false;
         match (key_path.exists(), cert_path.exists()) {
             (true, true) => {}
             (false, false) => {
@@ -116,7 +117,7 @@ impl HubCa {
                     (&key_path, key_pem.as_bytes()),
                     (&cert_path, cert_pem.as_bytes()),
                 ])?;
-                tracing::info!(path = %cert_path.display(), "created the hub CA");
+                created = true;
             }
             (true, false) => {
                 return Err(PkiError::HalfCa {
@@ -131,7 +132,11 @@ impl HubCa {
                 });
             }
         }
-        Self::load(&key_path, &cert_path, now)
+        let ca = Self::load(&key_path, &cert_path, now)?;
+        if created {
+            tracing::info!(path = %cert_path.display(), pin = %ca.pin, "created the hub CA");
+        }
+        Ok(ca)
     }
 
     /// Reads and checks an existing CA.
@@ -203,7 +208,7 @@ impl HubCa {
         self.not_after
     }
 
-    /// Signs a node's CSR: after [`check_node_csr`](super::csr::check_node_csr) passes, a
+    /// Signs a node's CSR: after [`check_node_csr`] passes, a
     /// client certificate for the node's own key with CN = node name, O = `rke2-ops:nodes`,
     /// extended key usage clientAuth only, 90 days (never past the CA's end), random serial.
     ///
@@ -258,8 +263,8 @@ impl HubCa {
     }
 
     /// Issues the hub's gRPC server certificate and its new key: the given DNS names and IP
-    /// addresses as SANs, serverAuth only, 1 year. Prefer
-    /// [`Self::load_or_issue_server`](super::server), which keeps it across restarts.
+    /// addresses as SANs, serverAuth only, 1 year. Prefer [`Self::load_or_issue_server`],
+    /// which keeps it across restarts.
     ///
     /// # Errors
     /// [`PkiError::NoServerNames`] or [`PkiError::InvalidServerName`]; otherwise as
