@@ -1,8 +1,20 @@
 //! `rke2-hub`: the fleet hub. One per fleet; node agents dial it over gRPC with mutual TLS, and
 //! operators drive it with the `rke2-hub` CLI.
 //!
+//! - [`serve`]: `rke2-hub serve`: the TLS listener for agents, the admin socket, liveness.
+//! - [`grpc`]: the services and their authorization; [`convert`]: wire ↔ domain.
+//! - [`registry`]: live agent streams; [`config`]: hub.toml and flags.
+//! - [`cli`], [`client`]: the operator commands.
 //! - [`store`]: the hub's durable state (nodes, latest certificate snapshot per node, join
 //!   tokens, audit log) in an embedded SQLite database.
 
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod convert;
+pub mod grpc;
+pub mod metrics;
 pub mod pki;
+pub mod registry;
+pub mod serve;
 pub mod store;

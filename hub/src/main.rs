@@ -1,25 +1,94 @@
-//! `rke2-hub`: the fleet hub. This first version only parses its command line; the
-//! gRPC server, inventory and plan engine arrive with their issues.
+//! Entry point of `rke2-hub`: parse, configure (exit 78 on a bad configuration), run.
 
-use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
-/// Fleet hub for rke2-ops: inventory of node agents and rolling maintenance.
-#[derive(Debug, Parser)]
-#[command(name = "rke2-hub", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
+use clap::Parser;
+use rke2_hub::cli::{Cli, Command, ServeArgs, TokenCommand};
+use rke2_hub::config::{Config, DEFAULT_CONFIG_PATH, FileConfig, Overrides};
+use rke2_hub::{client, serve};
+
+const EXIT_USAGE: u8 = 64;
+const EXIT_CONFIG: u8 = 78;
+
+fn config(args: &ServeArgs) -> Result<Config, rke2_hub::config::ConfigError> {
+    let (path, required) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (DEFAULT_CONFIG_PATH.into(), false),
+    };
+    let file = FileConfig::load(&path, required)?;
+    Config::resolve(
+        file,
+        Overrides {
+            listen_addr: args.listen_addr.clone(),
+            advertise_address: args.advertise_address.clone(),
+            server_sans: args.server_sans.clone(),
+            metrics_addr: args.metrics_addr.clone(),
+            state_dir: args.state_dir.clone(),
+            admin_socket: args.admin_socket.clone(),
+            heartbeat_timeout_secs: args.heartbeat_timeout_secs,
+        },
+    )
 }
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the hub server (not implemented yet).
-    Serve,
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    if let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    } else {
+        std::future::pending::<()>().await;
+    }
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Serve => anyhow::bail!("`rke2-hub serve` is not implemented yet (see issue 4)"),
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RKE2_HUB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rke2-hub: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => match config(&args) {
+            Ok(config) => runtime.block_on(serve::run(config, shutdown_signal())),
+            Err(e) => {
+                eprintln!("rke2-hub: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        Command::Token {
+            command: TokenCommand::Create(args),
+        } => runtime.block_on(client::token_create(&args)),
+        Command::Nodes(args) => runtime.block_on(client::nodes(&args)),
+        Command::Certs(args) => runtime.block_on(client::certs(&args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rke2-hub: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -108,6 +108,22 @@ pub struct CommonArgs {
     /// Seconds RKE2 may take to become ready after a start [default: 600].
     #[arg(long, env = "RKE2OPS_READY_TIMEOUT_SECS")]
     pub ready_timeout_secs: Option<u64>,
+    /// The hub's host:port (no hub link when unset).
+    #[arg(long, env = "RKE2OPS_HUB_ADDRESS")]
+    pub hub_address: Option<String>,
+    /// Join token for the first enrollment (prefer the config file or the environment: a
+    /// flag is visible in the process list).
+    #[arg(long, env = "RKE2OPS_HUB_TOKEN", hide_env_values = true)]
+    pub hub_token: Option<String>,
+    /// sha256:<hex> pin of the hub CA, for the first enrollment.
+    #[arg(long, env = "RKE2OPS_HUB_CA_PIN")]
+    pub hub_ca_pin: Option<String>,
+    /// This node's name at the hub [default: the host name].
+    #[arg(long, env = "RKE2OPS_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Seconds between heartbeats to the hub [default: 10].
+    #[arg(long, env = "RKE2OPS_HEARTBEAT_SECS")]
+    pub heartbeat_secs: Option<u64>,
 }
 
 impl CommonArgs {
@@ -134,6 +150,11 @@ impl CommonArgs {
             node_config: self.node_config.clone(),
             kubelet_healthz_addr: self.kubelet_healthz_addr.clone(),
             ready_timeout_secs: self.ready_timeout_secs,
+            hub_address: self.hub_address.clone(),
+            hub_token: self.hub_token.clone(),
+            hub_ca_pin: self.hub_ca_pin.clone(),
+            node_name: self.node_name.clone(),
+            heartbeat_secs: self.heartbeat_secs,
         }
     }
 }

@@ -70,6 +70,16 @@ pub struct FileConfig {
     pub kubelet_healthz_addr: Option<String>,
     /// How long RKE2 may take to become ready after a start, in seconds.
     pub ready_timeout_secs: Option<u64>,
+    /// `host:port` of the hub; no hub link when unset.
+    pub hub_address: Option<String>,
+    /// Join token for the first enrollment (a secret: keep this file root-only).
+    pub hub_token: Option<String>,
+    /// `sha256:<hex>` pin of the hub CA, for the first enrollment.
+    pub hub_ca_pin: Option<String>,
+    /// This node's name at the hub [default: the host name].
+    pub node_name: Option<String>,
+    /// Seconds between heartbeats to the hub.
+    pub heartbeat_secs: Option<u64>,
 }
 
 /// Values given on the command line (or their environment variables); they win over the file.
@@ -95,6 +105,16 @@ pub struct Overrides {
     pub kubelet_healthz_addr: Option<String>,
     /// `--ready-timeout-secs`.
     pub ready_timeout_secs: Option<u64>,
+    /// `--hub-address`.
+    pub hub_address: Option<String>,
+    /// `--hub-token`.
+    pub hub_token: Option<String>,
+    /// `--hub-ca-pin`.
+    pub hub_ca_pin: Option<String>,
+    /// `--node-name`.
+    pub node_name: Option<String>,
+    /// `--heartbeat-secs`.
+    pub heartbeat_secs: Option<u64>,
 }
 
 /// The effective configuration.
@@ -120,6 +140,35 @@ pub struct Config {
     pub kubelet_healthz_addr: String,
     /// Readiness deadline after a start.
     pub ready_timeout: std::time::Duration,
+    /// The hub link, when configured.
+    pub hub: Option<HubConfig>,
+}
+
+/// The hub link's settings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HubConfig {
+    /// `host:port`.
+    pub address: String,
+    /// Join token (secret; not shown by Debug).
+    pub token: Option<String>,
+    /// CA pin.
+    pub ca_pin: Option<String>,
+    /// Node name.
+    pub node_name: String,
+    /// Heartbeat interval.
+    pub heartbeat: std::time::Duration,
+}
+
+impl std::fmt::Debug for HubConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubConfig")
+            .field("address", &self.address)
+            .field("token", &self.token.as_ref().map(|_| "<secret>"))
+            .field("ca_pin", &self.ca_pin)
+            .field("node_name", &self.node_name)
+            .field("heartbeat", &self.heartbeat)
+            .finish()
+    }
 }
 
 /// Default journal and identity folder (the unit's `StateDirectory=rke2-ops`).
@@ -221,6 +270,31 @@ impl Config {
                     .or(file.ready_timeout_secs)
                     .unwrap_or(600),
             ),
+            hub: match overrides.hub_address.or(file.hub_address) {
+                None => None,
+                Some(address) => Some(HubConfig {
+                    address,
+                    token: overrides.hub_token.or(file.hub_token),
+                    ca_pin: overrides.hub_ca_pin.or(file.hub_ca_pin),
+                    node_name: match overrides.node_name.or(file.node_name) {
+                        Some(name) => name,
+                        None => nix::unistd::gethostname()
+                            .ok()
+                            .and_then(|h| h.into_string().ok())
+                            .ok_or(ConfigError::Invalid {
+                                key: "node_name",
+                                message: "not set and the host name is unreadable".to_owned(),
+                            })?,
+                    },
+                    heartbeat: std::time::Duration::from_secs(
+                        overrides
+                            .heartbeat_secs
+                            .or(file.heartbeat_secs)
+                            .unwrap_or(10)
+                            .max(1),
+                    ),
+                }),
+            },
         })
     }
 

@@ -17,5 +17,6 @@ pub mod config;
 pub mod daemon;
 pub mod dbus;
 pub mod health;
+pub mod link;
 pub mod ops;
 pub mod service;

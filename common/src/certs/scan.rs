@@ -93,6 +93,9 @@ struct FileCerts {
     certs: Vec<ParsedCert>,
     /// Where to find the leaf's key: a sibling file, or bytes from a kubeconfig.
     key: KeySource,
+    /// Index of the first certificate: 0 for a file; for the payloads of one kubeconfig
+    /// the count of certificates before it, so (path, index) stays unique.
+    first_index: usize,
 }
 
 enum KeySource {
@@ -213,7 +216,7 @@ impl Scanner {
                     (ChainCheck::NotApplicable, KeyCheck::NotApplicable)
                 };
                 report_leaf_problems(&file.path, cert, &chain, &key, &mut errors);
-                certificates.push(entry_of(file, index, cert, chain, key));
+                certificates.push(entry_of(file, file.first_index + index, cert, chain, key));
             }
         }
         self.chains.retain(|k, _| used_chains.contains(k));
@@ -330,6 +333,7 @@ impl Scanner {
                 return;
             }
         };
+        let mut emitted = 0;
         for item in embedded {
             let mut bundle = parse_bundle(&item.pem);
             // Name the field and entry: a kubeconfig holds several payloads.
@@ -337,18 +341,22 @@ impl Scanner {
                 *reason = format!("{} of {:?}: {reason}", item.field, item.entry);
             }
             let key = item.key_pem.map_or(KeySource::None, KeySource::Embedded);
+            let first_index = emitted;
+            emitted += bundle.certs.len();
             let origin = Origin::Kubeconfig {
                 field: item.field.to_owned(),
                 entry: item.entry,
             };
-            files.push(file_certs(
+            let mut file = file_certs(
                 path_str.clone(),
                 filename.clone(),
                 origin,
                 bundle,
                 key,
                 errors,
-            ));
+            );
+            file.first_index = first_index;
+            files.push(file);
         }
     }
 
@@ -465,6 +473,7 @@ fn file_certs(
         origin,
         certs: bundle.certs,
         key,
+        first_index: 0,
     }
 }
 

@@ -125,6 +125,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         inventory: Inventory::default(),
         scanned_at: OffsetDateTime::now_utc(),
     }));
+    let rx_for_link = rx.clone();
     let metrics = Arc::new(Metrics::new(rx, config.warn_days));
     let (scanner, snapshot) = scan(Scanner::new(config.scan_config()), &metrics).await?;
     let mut scanner = Some(scanner);
@@ -172,6 +173,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     if bus.is_some() {
         tokio::spawn(resume_interrupted(config.clone()));
     }
+    let link = config.hub.as_ref().map(|hub| {
+        let settings = crate::link::HubSettings {
+            address: hub.address.clone(),
+            token: hub.token.clone(),
+            ca_pin: hub.ca_pin.clone(),
+            node_name: hub.node_name.clone(),
+            identity_dir: config.state_dir.join("identity"),
+            heartbeat: hub.heartbeat,
+            warn_days: config.warn_days,
+            rke2_bin: config.rke2_bin.clone(),
+            data_dir: config.data_dir.clone(),
+        };
+        tokio::spawn(crate::link::run(
+            settings,
+            rx_for_link.clone(),
+            std::sync::Arc::clone(&metrics.service),
+        ))
+    });
 
     let watchdog_every = systemd::watchdog_interval();
     let mut watchdog =
@@ -219,6 +238,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     }
     systemd::stopping();
+    if let Some(link) = link {
+        link.abort();
+    }
     let _ = stop_http_tx.send(());
     match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
         Ok(Ok(Ok(()))) => {}

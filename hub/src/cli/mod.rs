@@ -1,0 +1,131 @@
+//! The command line of `rke2-hub`: `serve`, and the operator commands that talk to a running
+//! hub over its admin socket (or over TLS with an admin certificate).
+
+pub mod render;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// rke2-ops fleet hub: inventory of node agents and rolling maintenance.
+#[derive(Debug, Parser)]
+#[command(name = "rke2-hub", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the hub: gRPC for agents (mutual TLS), the admin socket, metrics.
+    Serve(ServeArgs),
+    /// Join tokens for agents.
+    Token {
+        /// What to do with tokens.
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Every node: role, versions, service state, worst certificate status, renewal deadline,
+    /// last seen.
+    Nodes(ListArgs),
+    /// Every node's certificates (the agent's table with a NODE column).
+    Certs(CertsArgs),
+}
+
+/// Token subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a single-use join token; prints it with the hub CA's pin.
+    Create(TokenCreateArgs),
+}
+
+/// Where the running hub is.
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// The hub's admin socket.
+    #[arg(long, env = "RKE2_HUB_SOCKET", default_value = crate::config::DEFAULT_ADMIN_SOCKET)]
+    pub socket: PathBuf,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// `token create` options.
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// Connection and output.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Lifetime (e.g. `1h`, `24h`, `7d`).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub ttl: std::time::Duration,
+    /// Show what would be created; create nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Options of listing commands.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Connection and output.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `certs` options.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Connection and output.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Only this node.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Only certificates expiring within this time (e.g. `30d`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub expiring_within: Option<std::time::Duration>,
+}
+
+/// `serve` options (each overrides the config file).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML) [default: /etc/rke2-ops/hub.toml, may be absent].
+    #[arg(long, env = "RKE2_HUB_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// host:port of the agents' gRPC listener [default: 0.0.0.0:9811].
+    #[arg(long, env = "RKE2_HUB_LISTEN_ADDR")]
+    pub listen_addr: Option<String>,
+    /// host:port agents dial, printed with tokens [default: the listener].
+    #[arg(long, env = "RKE2_HUB_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<String>,
+    /// Extra SAN for the hub's server certificate (repeatable).
+    #[arg(
+        long = "server-san",
+        env = "RKE2_HUB_SERVER_SANS",
+        value_delimiter = ','
+    )]
+    pub server_sans: Vec<String>,
+    /// host:port of /metrics [default: 0.0.0.0:9812].
+    #[arg(long, env = "RKE2_HUB_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// State dir [default: /var/lib/rke2-ops-hub].
+    #[arg(long, env = "RKE2_HUB_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Admin socket [default: /run/rke2-ops/hub.sock].
+    #[arg(long, env = "RKE2_HUB_ADMIN_SOCKET")]
+    pub admin_socket: Option<PathBuf>,
+    /// Seconds of silence after which a node is offline [default: 35].
+    #[arg(long, env = "RKE2_HUB_HEARTBEAT_TIMEOUT_SECS")]
+    pub heartbeat_timeout_secs: Option<u64>,
+}
+
+/// `--output` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns.
+    Table,
+    /// JSON.
+    Json,
+}

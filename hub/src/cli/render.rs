@@ -1,0 +1,131 @@
+//! Tables for the operator commands, laid out like the agent's (Go tabwriter, padding 3).
+
+use rke2ops_common::report::{humanize, tabwriter};
+use time::OffsetDateTime;
+
+use crate::store::model::{CertRow, FileErrorRow, NodeRecord};
+
+fn date(t: Option<OffsetDateTime>) -> String {
+    t.map_or_else(
+        || "-".to_owned(),
+        |t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        },
+    )
+}
+
+fn ago(t: OffsetDateTime, now: OffsetDateTime) -> String {
+    let text = humanize::residual(now - t);
+    if text == "now" {
+        text
+    } else {
+        format!("{}ago", text)
+    }
+}
+
+/// `rke2-hub nodes`.
+#[must_use]
+pub fn nodes(nodes: &[(NodeRecord, u32)], now: OffsetDateTime) -> String {
+    let mut lines = vec![
+        [
+            "NAME",
+            "ROLE",
+            "VERSION",
+            "SERVICE",
+            "CERTS",
+            "RENEWAL DEADLINE",
+            "LAST SEEN",
+            "STATE",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for (node, errors) in nodes {
+        let certs = match (&node.worst_status, errors) {
+            (_, n) if *n > 0 => format!(
+                "{} ({n} errors)",
+                node.worst_status.as_deref().unwrap_or("-")
+            ),
+            (Some(worst), _) => worst.clone(),
+            (None, _) => "-".to_owned(),
+        };
+        lines.push(vec![
+            node.name.clone(),
+            node.role.clone(),
+            node.rke2_version.clone(),
+            node.service_state.clone(),
+            certs,
+            date(node.renewal_deadline),
+            ago(node.last_seen, now),
+            if node.online {
+                "online".to_owned()
+            } else {
+                "offline".to_owned()
+            },
+        ]);
+    }
+    tabwriter::layout(&lines, 3)
+}
+
+/// `rke2-hub certs`: the agent's columns with a NODE column first.
+#[must_use]
+pub fn certs(
+    rows: &[(String, CertRow)],
+    errors: &[(String, FileErrorRow)],
+    now: OffsetDateTime,
+) -> String {
+    let mut lines = vec![
+        [
+            "NODE",
+            "FILENAME",
+            "SUBJECT",
+            "USAGES",
+            "EXPIRES",
+            "RESIDUAL TIME",
+            "STATUS",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    let expires =
+        time::macros::format_description!("[month repr:short] [day], [year] [hour]:[minute] UTC");
+    for (node, row) in rows {
+        let filename = row.path.rsplit('/').next().unwrap_or(&row.path).to_owned();
+        let cn = row
+            .subject
+            .split(", ")
+            .find_map(|part| part.strip_prefix("CN="))
+            .unwrap_or(&row.subject)
+            .to_owned();
+        let when = if row.status == "NOT YET VALID" {
+            row.not_before
+        } else {
+            row.not_after
+        };
+        lines.push(vec![
+            node.clone(),
+            filename,
+            cn,
+            if row.usages.is_empty() {
+                "Unknown".to_owned()
+            } else {
+                row.usages.join(",")
+            },
+            when.format(expires).unwrap_or_default(),
+            humanize::residual(row.not_after - now),
+            row.status.clone(),
+        ]);
+    }
+    let mut out = tabwriter::layout(&lines, 3);
+    if !errors.is_empty() {
+        out.push('\n');
+        for (node, error) in errors {
+            out.push_str(&format!(
+                "error: {node}: {}: {}\n",
+                error.path, error.reason
+            ));
+        }
+    }
+    out
+}

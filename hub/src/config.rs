@@ -1,0 +1,217 @@
+//! The hub's configuration: `/etc/rke2-ops/hub.toml`, then flags (each with an environment
+//! variable) on top. Unknown keys are errors naming the key and the line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default config file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/rke2-ops/hub.toml";
+/// Agents' gRPC listener.
+pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:9811";
+/// Prometheus endpoint.
+pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9812";
+/// State (database, CA) — the unit's `StateDirectory=rke2-ops-hub`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/rke2-ops-hub";
+/// Admin socket — the unit's `RuntimeDirectory=rke2-ops`.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/rke2-ops/hub.sock";
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid for this schema (names the key and line).
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message.
+        message: String,
+    },
+    /// A value out of range.
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The file's schema.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `host:port` the agents' gRPC listener binds.
+    pub listen_addr: Option<String>,
+    /// `host:port` agents dial (printed with join tokens); defaults to the listener.
+    pub advertise_address: Option<String>,
+    /// DNS names and IPs for the hub's server certificate (besides the advertised host).
+    pub server_sans: Option<Vec<String>>,
+    /// `host:port` of `/metrics`.
+    pub metrics_addr: Option<String>,
+    /// Database, CA and server certificate.
+    pub state_dir: Option<PathBuf>,
+    /// The admin Unix socket.
+    pub admin_socket: Option<PathBuf>,
+    /// A node whose stream is silent this long is offline.
+    pub heartbeat_timeout_secs: Option<u64>,
+}
+
+/// Flag overrides.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Overrides {
+    pub listen_addr: Option<String>,
+    pub advertise_address: Option<String>,
+    pub server_sans: Vec<String>,
+    pub metrics_addr: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub admin_socket: Option<PathBuf>,
+    pub heartbeat_timeout_secs: Option<u64>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Agents' gRPC listener.
+    pub listen_addr: SocketAddr,
+    /// What agents dial.
+    pub advertise_address: String,
+    /// Server certificate SANs.
+    pub server_sans: Vec<String>,
+    /// Metrics listener.
+    pub metrics_addr: SocketAddr,
+    /// State dir.
+    pub state_dir: PathBuf,
+    /// Admin socket.
+    pub admin_socket: PathBuf,
+    /// Offline threshold.
+    pub heartbeat_timeout: Duration,
+}
+
+fn addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|e| ConfigError::Invalid {
+        key,
+        message: format!("{value:?} is not host:port ({e})"),
+    })
+}
+
+impl FileConfig {
+    /// Loads `path`; a missing file is empty only when not `required`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, key and line.
+    pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string().trim_end().to_owned(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Self::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults < file < flags.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for bad addresses.
+    pub fn resolve(file: FileConfig, o: Overrides) -> Result<Self, ConfigError> {
+        let listen = o
+            .listen_addr
+            .or(file.listen_addr)
+            .unwrap_or_else(|| DEFAULT_LISTEN_ADDR.to_owned());
+        let listen_addr = addr("listen_addr", &listen)?;
+        let advertise_address = o
+            .advertise_address
+            .or(file.advertise_address)
+            .unwrap_or_else(|| listen.clone());
+        let mut server_sans = if o.server_sans.is_empty() {
+            file.server_sans.unwrap_or_default()
+        } else {
+            o.server_sans
+        };
+        if let Some((host, _)) = advertise_address.rsplit_once(':') {
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            if !server_sans.contains(&host) && host != "0.0.0.0" {
+                server_sans.push(host);
+            }
+        }
+        let metrics = o
+            .metrics_addr
+            .or(file.metrics_addr)
+            .unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_owned());
+        Ok(Self {
+            listen_addr,
+            advertise_address,
+            server_sans,
+            metrics_addr: addr("metrics_addr", &metrics)?,
+            state_dir: o
+                .state_dir
+                .or(file.state_dir)
+                .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+            admin_socket: o
+                .admin_socket
+                .or(file.admin_socket)
+                .unwrap_or_else(|| DEFAULT_ADMIN_SOCKET.into()),
+            heartbeat_timeout: Duration::from_secs(
+                o.heartbeat_timeout_secs
+                    .or(file.heartbeat_timeout_secs)
+                    .unwrap_or(35),
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused_with_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hub.toml");
+        std::fs::write(&path, "listen_addr = \"0.0.0.0:1\"\nlisten_adr = \"x\"\n").expect("write");
+        let msg = FileConfig::load(&path, true)
+            .expect_err("unknown")
+            .to_string();
+        assert!(
+            msg.contains("listen_adr") && msg.contains("line 2") && msg.contains("hub.toml"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn advertised_host_becomes_a_san_and_flags_win() {
+        let file = FileConfig {
+            advertise_address: Some("hub.example:9811".into()),
+            ..FileConfig::default()
+        };
+        let o = Overrides {
+            metrics_addr: Some("127.0.0.1:1".into()),
+            ..Overrides::default()
+        };
+        let c = Config::resolve(file, o).expect("valid");
+        assert_eq!(c.server_sans, vec!["hub.example"]);
+        assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:1");
+        assert_eq!(c.listen_addr.to_string(), "0.0.0.0:9811");
+    }
+}

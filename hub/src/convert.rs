@@ -1,0 +1,232 @@
+//! Wire (`rke2ops.v1`) ↔ domain conversions: the only hub module that touches prost structs
+//! besides the service glue. Malformed messages become errors naming the field.
+
+use prost_types::Timestamp;
+use rke2ops_proto::v1 as pb;
+use time::OffsetDateTime;
+
+use crate::store::model::{CertRow, FileErrorRow, NodeRecord};
+
+/// A message field that is missing or out of range.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid {field}: {reason}")]
+pub struct ConvertError {
+    /// The field, e.g. `status.certificates[3].not_after`.
+    pub field: String,
+    /// Why.
+    pub reason: String,
+}
+
+fn bad(field: impl Into<String>, reason: impl Into<String>) -> ConvertError {
+    ConvertError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A protobuf timestamp → time.
+///
+/// # Errors
+/// Out of range.
+pub fn time_of(ts: &Timestamp, field: &str) -> Result<OffsetDateTime, ConvertError> {
+    OffsetDateTime::from_unix_timestamp(ts.seconds).map_err(|e| bad(field, e.to_string()))
+}
+
+/// time → protobuf timestamp.
+#[must_use]
+pub fn timestamp(t: OffsetDateTime) -> Timestamp {
+    Timestamp {
+        seconds: t.unix_timestamp(),
+        nanos: 0,
+    }
+}
+
+/// The RKE2 word of a status enum value.
+#[must_use]
+pub fn status_word(value: i32) -> Option<&'static str> {
+    match pb::CertStatus::try_from(value).ok()? {
+        pb::CertStatus::Ok => Some("OK"),
+        pb::CertStatus::Warning => Some("WARNING"),
+        pb::CertStatus::Expired => Some("EXPIRED"),
+        pb::CertStatus::NotYetValid => Some("NOT YET VALID"),
+        pb::CertStatus::Unspecified => None,
+    }
+}
+
+/// An RKE2 status word → enum value.
+#[must_use]
+pub fn status_value(word: Option<&str>) -> i32 {
+    match word {
+        Some("OK") => pb::CertStatus::Ok,
+        Some("WARNING") => pb::CertStatus::Warning,
+        Some("EXPIRED") => pb::CertStatus::Expired,
+        Some("NOT YET VALID") => pb::CertStatus::NotYetValid,
+        _ => pb::CertStatus::Unspecified,
+    }
+    .into()
+}
+
+/// Role enum → the store's word.
+#[must_use]
+pub fn role_word(value: i32) -> &'static str {
+    match pb::NodeRole::try_from(value) {
+        Ok(pb::NodeRole::Server) => "server",
+        Ok(pb::NodeRole::Agent) => "agent",
+        _ => "unknown",
+    }
+}
+
+/// The store's role word → enum value.
+#[must_use]
+pub fn role_value(word: &str) -> i32 {
+    match word {
+        "server" => pb::NodeRole::Server,
+        "agent" => pb::NodeRole::Agent,
+        _ => pb::NodeRole::Unspecified,
+    }
+    .into()
+}
+
+/// One reported certificate → a row.
+///
+/// # Errors
+/// Missing validity times or an unknown status.
+pub fn cert_row(c: &pb::Certificate, field: &str) -> Result<CertRow, ConvertError> {
+    let not_before = time_of(
+        c.not_before
+            .as_ref()
+            .ok_or_else(|| bad(format!("{field}.not_before"), "missing"))?,
+        field,
+    )?;
+    let not_after = time_of(
+        c.not_after
+            .as_ref()
+            .ok_or_else(|| bad(format!("{field}.not_after"), "missing"))?,
+        field,
+    )?;
+    let status = status_word(c.status).ok_or_else(|| {
+        bad(
+            format!("{field}.status"),
+            format!("unknown value {}", c.status),
+        )
+    })?;
+    if c.path.is_empty() {
+        return Err(bad(format!("{field}.path"), "empty"));
+    }
+    Ok(CertRow {
+        path: c.path.clone(),
+        index: c.index,
+        subject: c.subject.clone(),
+        issuer: c.issuer.clone(),
+        serial: c.serial.clone(),
+        usages: c.usages.clone(),
+        is_ca: c.is_ca,
+        sans: c.sans.clone(),
+        not_before,
+        not_after,
+        status: status.to_owned(),
+    })
+}
+
+/// A row → the wire.
+#[must_use]
+pub fn cert_message(row: &CertRow) -> pb::Certificate {
+    pb::Certificate {
+        path: row.path.clone(),
+        index: row.index,
+        subject: row.subject.clone(),
+        issuer: row.issuer.clone(),
+        serial: row.serial.clone(),
+        usages: row.usages.clone(),
+        is_ca: row.is_ca,
+        sans: row.sans.clone(),
+        not_before: Some(timestamp(row.not_before)),
+        not_after: Some(timestamp(row.not_after)),
+        status: status_value(Some(&row.status)),
+    }
+}
+
+/// A file error → row.
+#[must_use]
+pub fn error_row(e: &pb::FileError) -> FileErrorRow {
+    FileErrorRow {
+        path: e.path.clone(),
+        reason: e.reason.clone(),
+    }
+}
+
+/// A node → the wire.
+#[must_use]
+pub fn node_message(node: &NodeRecord, error_count: u32) -> pb::NodeInfo {
+    pb::NodeInfo {
+        name: node.name.clone(),
+        role: role_value(&node.role),
+        rke2_version: node.rke2_version.clone(),
+        agent_version: node.agent_version.clone(),
+        service_state: node.service_state.clone(),
+        worst_status: status_value(node.worst_status.as_deref()),
+        renewal_deadline: node.renewal_deadline.map(timestamp),
+        last_seen: Some(timestamp(node.last_seen)),
+        online: node.online,
+        error_count,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert() -> pb::Certificate {
+        pb::Certificate {
+            path: "server/tls/client-admin.crt".into(),
+            index: 0,
+            subject: "CN=system:admin".into(),
+            issuer: "CN=ca".into(),
+            serial: "01".into(),
+            usages: vec!["ClientAuth".into()],
+            is_ca: false,
+            sans: vec![],
+            not_before: Some(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            not_after: Some(Timestamp {
+                seconds: 1_731_536_000,
+                nanos: 0,
+            }),
+            status: pb::CertStatus::Warning.into(),
+        }
+    }
+
+    #[test]
+    fn certificates_round_trip() {
+        let row = cert_row(&cert(), "status.certificates[0]").expect("valid");
+        assert_eq!(row.status, "WARNING");
+        assert_eq!(cert_message(&row), cert());
+    }
+
+    #[test]
+    fn missing_time_names_the_field() {
+        let mut c = cert();
+        c.not_after = None;
+        let err = cert_row(&c, "status.certificates[2]").expect_err("invalid");
+        assert_eq!(err.field, "status.certificates[2].not_after");
+    }
+
+    #[test]
+    fn unknown_status_value_is_refused() {
+        let mut c = cert();
+        c.status = 42;
+        assert!(cert_row(&c, "x").is_err());
+        c.status = 0;
+        assert!(cert_row(&c, "x").is_err(), "unspecified is not a status");
+    }
+
+    #[test]
+    fn roles_and_words_round_trip() {
+        for word in ["server", "agent"] {
+            assert_eq!(role_word(role_value(word)), word);
+        }
+        assert_eq!(role_word(99), "unknown");
+    }
+}

@@ -1,0 +1,119 @@
+//! The hub's gRPC services: [`agent::AgentApi`] (enrollment, renewal, the agents' streams)
+//! and [`admin::AdminApi`] (the CLI's). Authorization is decided here from the transport:
+//! the TLS peer certificate (node or admin, by the hub CA's issuance) or the Unix socket's
+//! peer uid.
+
+pub mod admin;
+pub mod agent;
+
+use std::sync::Arc;
+
+use tonic::{Request, Status};
+
+use crate::pki::{HubCa, PeerIdentity, peer_identity};
+use crate::registry::Registry;
+use crate::store::Store;
+
+/// What the services share.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    /// Durable state.
+    pub store: Store,
+    /// Live streams.
+    pub registry: Arc<Registry>,
+    /// The hub CA.
+    pub ca: Arc<HubCa>,
+    /// What agents dial (for token output).
+    pub advertise_address: String,
+    /// Heartbeat silence after which a node is offline.
+    pub heartbeat_timeout: std::time::Duration,
+    /// RPC counters and latencies.
+    pub metrics: Arc<crate::metrics::HubMetrics>,
+}
+
+/// Records `result` of `method` that started at `started`, and passes it through.
+pub fn observed<T>(
+    hub: &Hub,
+    method: &str,
+    started: std::time::Instant,
+    result: Result<T, Status>,
+) -> Result<T, Status> {
+    let code = result
+        .as_ref()
+        .map_or_else(Status::code, |_| tonic::Code::Ok);
+    hub.metrics
+        .observe(method, code, started.elapsed().as_secs_f64());
+    result
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A node certificate (CN = node name).
+    Node(String),
+    /// An admin certificate, or a permitted local user on the admin socket.
+    Admin(String),
+    /// No client certificate over TLS.
+    Anonymous,
+}
+
+impl Caller {
+    /// The audit-log actor.
+    #[must_use]
+    pub fn actor(&self) -> String {
+        match self {
+            Self::Node(name) => format!("node:{name}"),
+            Self::Admin(name) => name.clone(),
+            Self::Anonymous => "anonymous".to_owned(),
+        }
+    }
+}
+
+/// Identifies the caller of `request`.
+///
+/// Over the Unix socket only root and the hub's own user are admins (the socket's mode says
+/// the same; this is the second lock). Over TLS the client certificate decides; rustls has
+/// already verified it was issued by the hub CA.
+///
+/// # Errors
+/// `Unauthenticated` for an unusable certificate, `PermissionDenied` for a local user who is
+/// neither root nor the hub.
+pub fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    if let Some(info) = request
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+    {
+        let uid = info.peer_cred.map(|c| c.uid());
+        let own = nix::unistd::getuid().as_raw();
+        return match uid {
+            Some(0) => Ok(Caller::Admin("uid:0".to_owned())),
+            Some(u) if u == own => Ok(Caller::Admin(format!("uid:{u}"))),
+            Some(u) => Err(Status::permission_denied(format!(
+                "local uid {u} may not use the admin socket"
+            ))),
+            None => Err(Status::permission_denied(
+                "cannot tell who is on the admin socket",
+            )),
+        };
+    }
+    let Some(certs) = request.peer_certs() else {
+        return Ok(Caller::Anonymous);
+    };
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
+    match peer_identity(leaf.as_ref()) {
+        Ok(PeerIdentity::Node(name)) => Ok(Caller::Node(name)),
+        Ok(PeerIdentity::Admin(name)) => Ok(Caller::Admin(format!("admin:{name}"))),
+        Err(e) => Err(Status::unauthenticated(format!(
+            "client certificate not usable here: {e}"
+        ))),
+    }
+}
+
+/// Maps a store failure to a gRPC status without leaking internals beyond the message.
+#[must_use]
+pub fn internal(e: impl std::fmt::Display) -> Status {
+    tracing::error!(error = %e, "store failure");
+    Status::internal(format!("hub store: {e}"))
+}

@@ -1,0 +1,223 @@
+//! The hub's Prometheus metrics. Fleet gauges are computed from the store at scrape time
+//! (so they are never stale and cost nothing between scrapes); RPC counters and latencies
+//! are updated by the services.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use time::OffsetDateTime;
+
+use crate::registry::Registry as Streams;
+use crate::store::Store;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Registry and the handles the services update.
+#[derive(Debug)]
+pub struct HubMetrics {
+    registry: Registry,
+    /// RPCs by method and gRPC code.
+    pub rpcs: Family<Labels, Counter>,
+    /// RPC handling time by method (unary calls, and each message on a stream).
+    pub rpc_seconds: Family<Labels, Histogram>,
+}
+
+#[derive(Debug)]
+struct FleetCollector {
+    store: Store,
+    streams: Arc<Streams>,
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn gauge(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    series: &[(Labels, f64)],
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in series {
+        if labels.is_empty() {
+            ConstGauge::new(*value).encode(metric)?;
+            break;
+        }
+        ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for FleetCollector {
+    #[allow(clippy::cast_precision_loss)]
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Ok(nodes) = self.store.nodes() else {
+            return Ok(());
+        };
+        let mut by_group: std::collections::BTreeMap<(String, String, String), usize> =
+            Default::default();
+        for n in &nodes {
+            let state = if n.online { "online" } else { "offline" };
+            *by_group
+                .entry((state.to_owned(), n.role.clone(), n.rke2_version.clone()))
+                .or_default() += 1;
+        }
+        let series: Vec<(Labels, f64)> = by_group
+            .into_iter()
+            .map(|((state, role, version), count)| {
+                (
+                    vec![("state", state), ("role", role), ("version", version)],
+                    count as f64,
+                )
+            })
+            .collect();
+        gauge(
+            &mut encoder,
+            "rke2ops_hub_nodes",
+            "Known nodes by state, role and RKE2 version",
+            &series,
+        )?;
+        gauge(
+            &mut encoder,
+            "rke2ops_hub_connected_agents",
+            "Agents with a live stream",
+            &[(vec![], self.streams.connected().len() as f64)],
+        )?;
+        let deadlines: Vec<(Labels, f64)> = nodes
+            .iter()
+            .filter_map(|n| {
+                Some((
+                    vec![("node", n.name.clone())],
+                    n.renewal_deadline?.unix_timestamp() as f64,
+                ))
+            })
+            .collect();
+        gauge(
+            &mut encoder,
+            "rke2ops_hub_renewal_deadline_timestamp_seconds",
+            "Each node's renewal deadline (earliest leaf NotAfter)",
+            &deadlines,
+        )?;
+        let now = OffsetDateTime::now_utc();
+        if let Ok(certs) = self.store.certificates(None, None, now)
+            && let Some(earliest) = certs.iter().map(|(_, c)| c.not_after).min()
+        {
+            gauge(
+                &mut encoder,
+                "rke2ops_hub_fleet_earliest_cert_expiry_timestamp_seconds",
+                "The fleet's earliest certificate NotAfter",
+                &[(vec![], earliest.unix_timestamp() as f64)],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl HubMetrics {
+    /// Registers everything.
+    #[must_use]
+    pub fn new(store: Store, streams: Arc<Streams>) -> Self {
+        let mut registry = Registry::default();
+        let build = Family::<Labels, prometheus_client::metrics::gauge::Gauge>::default();
+        build
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())])
+            .set(1);
+        registry.register(
+            "rke2ops_hub_build_info",
+            "Build of rke2-hub (value 1)",
+            build,
+        );
+        let rpcs = Family::<Labels, Counter>::default();
+        registry.register(
+            "rke2ops_hub_rpcs",
+            "gRPC calls and stream messages by method and code",
+            rpcs.clone(),
+        );
+        let rpc_seconds = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0])
+        });
+        registry.register(
+            "rke2ops_hub_rpc_duration_seconds",
+            "Time to handle a call or a stream message",
+            rpc_seconds.clone(),
+        );
+        registry.register_collector(Box::new(FleetCollector { store, streams }));
+        Self {
+            registry,
+            rpcs,
+            rpc_seconds,
+        }
+    }
+
+    /// Records one handled call or message.
+    pub fn observe(&self, method: &str, code: tonic::Code, seconds: f64) {
+        let code = format!("{code:?}");
+        self.rpcs
+            .get_or_create(&vec![("method", method.to_owned()), ("code", code)])
+            .inc();
+        self.rpc_seconds
+            .get_or_create(&vec![("method", method.to_owned())])
+            .observe(seconds);
+    }
+
+    /// OpenMetrics text.
+    ///
+    /// # Errors
+    /// Only if formatting fails.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// Serves `/metrics` (OpenMetrics when asked, classic text otherwise) and `/healthz`.
+///
+/// # Errors
+/// When the server fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<HubMetrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse;
+    use rke2ops_common::exposition;
+
+    async fn handler(
+        State(metrics): State<Arc<HubMetrics>>,
+        headers: HeaderMap,
+    ) -> axum::response::Response {
+        let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+        match metrics.encode() {
+            Ok(body) if exposition::wants_openmetrics(accept) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, exposition::OPENMETRICS_CONTENT_TYPE)],
+                body,
+            )
+                .into_response(),
+            Ok(body) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, exposition::CLASSIC_CONTENT_TYPE)],
+                exposition::to_classic_text(&body),
+            )
+                .into_response(),
+            Err(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response()
+            }
+        }
+    }
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(handler))
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .with_state(metrics);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

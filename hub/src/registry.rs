@@ -1,0 +1,164 @@
+//! Which agents are connected now, and when each was last heard from. In memory: the store
+//! keeps the durable inventory; this keeps the live streams (to send them requests) and the
+//! liveness decision.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rke2ops_proto::v1 as pb;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+
+/// One live stream.
+#[derive(Debug)]
+struct Session {
+    id: u64,
+    last_seen: OffsetDateTime,
+    to_agent: mpsc::Sender<Result<pb::HubMessage, tonic::Status>>,
+}
+
+/// The live streams, by node name.
+#[derive(Debug, Default)]
+pub struct Registry {
+    sessions: Mutex<HashMap<String, Session>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// Pure: a node silent since `last_seen` is offline at `now` after `timeout`.
+#[must_use]
+pub fn is_stale(last_seen: OffsetDateTime, now: OffsetDateTime, timeout: Duration) -> bool {
+    now - last_seen > timeout
+}
+
+impl Registry {
+    /// Registers a new stream for `node`, replacing an older one (an agent that reconnected
+    /// before the hub noticed its old stream died). Returns the session id.
+    pub fn connect(
+        &self,
+        node: &str,
+        to_agent: mpsc::Sender<Result<pb::HubMessage, tonic::Status>>,
+        now: OffsetDateTime,
+    ) -> u64 {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if let Ok(mut sessions) = self.sessions.lock() {
+            sessions.insert(
+                node.to_owned(),
+                Session {
+                    id,
+                    last_seen: now,
+                    to_agent,
+                },
+            );
+        }
+        id
+    }
+
+    /// Records that `node` spoke.
+    pub fn seen(&self, node: &str, now: OffsetDateTime) {
+        if let Ok(mut sessions) = self.sessions.lock()
+            && let Some(session) = sessions.get_mut(node)
+        {
+            session.last_seen = now;
+        }
+    }
+
+    /// Ends session `id` of `node`; returns whether it was the current one (a replaced
+    /// session ending must not mark the node offline).
+    pub fn disconnect(&self, node: &str, id: u64) -> bool {
+        let Ok(mut sessions) = self.sessions.lock() else {
+            return false;
+        };
+        if sessions.get(node).is_some_and(|s| s.id == id) {
+            sessions.remove(node);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Nodes whose streams went silent; their sessions are dropped (which ends the streams).
+    pub fn reap_stale(&self, now: OffsetDateTime, timeout: Duration) -> Vec<String> {
+        let Ok(mut sessions) = self.sessions.lock() else {
+            return Vec::new();
+        };
+        let stale: Vec<String> = sessions
+            .iter()
+            .filter(|(_, s)| is_stale(s.last_seen, now, timeout))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &stale {
+            sessions.remove(name);
+        }
+        stale
+    }
+
+    /// Names of connected nodes.
+    #[must_use]
+    pub fn connected(&self) -> Vec<String> {
+        self.sessions
+            .lock()
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Sends `message` to `node`'s agent; false if it is not connected.
+    pub fn send(&self, node: &str, message: pb::HubMessage) -> bool {
+        let sender = self
+            .sessions
+            .lock()
+            .ok()
+            .and_then(|s| s.get(node).map(|s| s.to_agent.clone()));
+        sender.is_some_and(|tx| tx.try_send(Ok(message)).is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: OffsetDateTime = time::macros::datetime!(2026-11-24 12:00 UTC);
+
+    #[test]
+    fn silence_longer_than_the_timeout_is_offline() {
+        assert!(!is_stale(
+            T0,
+            T0 + time::Duration::seconds(30),
+            Duration::from_secs(35)
+        ));
+        assert!(is_stale(
+            T0,
+            T0 + time::Duration::seconds(36),
+            Duration::from_secs(35)
+        ));
+    }
+
+    #[test]
+    fn a_replaced_session_ending_does_not_disconnect_the_node() {
+        let registry = Registry::default();
+        let (tx, _rx) = mpsc::channel(1);
+        let old = registry.connect("n1", tx.clone(), T0);
+        let new = registry.connect("n1", tx, T0);
+        assert!(!registry.disconnect("n1", old));
+        assert_eq!(registry.connected(), vec!["n1".to_owned()]);
+        assert!(registry.disconnect("n1", new));
+        assert!(registry.connected().is_empty());
+    }
+
+    #[test]
+    fn stale_sessions_are_reaped() {
+        let registry = Registry::default();
+        let (tx, _rx) = mpsc::channel(1);
+        registry.connect("quiet", tx.clone(), T0);
+        registry.connect("chatty", tx, T0);
+        registry.seen("chatty", T0 + time::Duration::seconds(40));
+        assert_eq!(
+            registry.reap_stale(T0 + time::Duration::seconds(41), Duration::from_secs(35)),
+            vec!["quiet".to_owned()]
+        );
+        assert_eq!(registry.connected(), vec!["chatty".to_owned()]);
+    }
+}

@@ -1,0 +1,161 @@
+//! `rke2-hub serve`: opens the store, loads (or creates) the hub CA and its server
+//! certificate, serves the agents' TLS listener (AgentService, AdminService for admin
+//! certificates, health) and the admin Unix socket (AdminService, health), marks silent
+//! nodes offline, and tells systemd when it is ready. SIGTERM stops it cleanly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rke2ops_proto::v1::admin_service_server::AdminServiceServer;
+use rke2ops_proto::v1::agent_service_server::AgentServiceServer;
+use time::OffsetDateTime;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::config::Config;
+use crate::grpc::Hub;
+use crate::grpc::admin::AdminApi;
+use crate::grpc::agent::AgentApi;
+use crate::pki::HubCa;
+use crate::registry::Registry;
+use crate::store::Store;
+
+/// Largest message accepted from an agent (a full status of a large node is ~100 KiB).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Runs the hub until SIGTERM/SIGINT.
+///
+/// # Errors
+/// When the state dir, store, CA or listeners cannot be set up.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("cannot create state dir {}", config.state_dir.display()))?;
+    let now = OffsetDateTime::now_utc();
+    let store =
+        Store::open(&config.state_dir.join("hub.db")).context("cannot open the hub store")?;
+    let offline = store.mark_all_offline(now)?;
+    let ca = Arc::new(HubCa::load_or_create(&config.state_dir, now)?);
+    let server = ca.load_or_issue_server(&config.state_dir, &config.server_sans, now)?;
+    let registry = Arc::new(Registry::default());
+    let metrics = Arc::new(crate::metrics::HubMetrics::new(
+        store.clone(),
+        Arc::clone(&registry),
+    ));
+    let hub = Hub {
+        metrics: Arc::clone(&metrics),
+        store: store.clone(),
+        registry,
+        ca: Arc::clone(&ca),
+        advertise_address: config.advertise_address.clone(),
+        heartbeat_timeout: config.heartbeat_timeout,
+    };
+
+    let tls = ServerTlsConfig::new()
+        // The chain carries the CA so an enrolling agent can match it against its pin.
+        .identity(Identity::from_pem(&server.cert_chain_pem, &server.key_pem))
+        .client_ca_root(Certificate::from_pem(ca.cert_pem()))
+        // Enroll is the one method without a client certificate; the services check the rest.
+        .client_auth_optional(true);
+    let tcp = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("cannot listen on listen_addr {}", config.listen_addr))?;
+    if let Some(dir) = config.admin_socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(&config.admin_socket);
+    let uds = tokio::net::UnixListener::bind(&config.admin_socket).with_context(|| {
+        format!(
+            "cannot listen on admin_socket {}",
+            config.admin_socket.display()
+        )
+    })?;
+    std::fs::set_permissions(
+        &config.admin_socket,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .with_context(|| format!("cannot restrict {}", config.admin_socket.display()))?;
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<AgentServiceServer<AgentApi>>()
+        .await;
+    let agent_api = AgentServiceServer::new(AgentApi::new(hub.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let admin_api = AdminServiceServer::new(AdminApi::new(hub.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let tcp_server = Server::builder()
+        .tls_config(tls)?
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .concurrency_limit_per_connection(32)
+        .add_service(health.clone())
+        .add_service(agent_api)
+        .add_service(admin_api.clone())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(tcp), stopped(stop_rx.clone()));
+    let uds_server = Server::builder()
+        .add_service(health)
+        .add_service(admin_api)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(uds), stopped(stop_rx.clone()));
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on metrics_addr {}", config.metrics_addr))?;
+    let metrics_task = tokio::spawn(crate::metrics::serve(
+        metrics_listener,
+        metrics,
+        stopped(stop_rx.clone()),
+    ));
+    let tcp_task = tokio::spawn(tcp_server);
+    let uds_task = tokio::spawn(uds_server);
+    let sweeper = tokio::spawn(sweep(hub.clone()));
+
+    tracing::info!(
+        listen = %config.listen_addr,
+        admin_socket = %config.admin_socket.display(),
+        ca_pin = %ca.ca_pin(),
+        nodes_marked_offline = offline,
+        "hub ready"
+    );
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
+    shutdown.await;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = stop_tx.send(true);
+    sweeper.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(5), metrics_task).await;
+    for task in [tcp_task, uds_task] {
+        match tokio::time::timeout(Duration::from_secs(10), task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+            Err(_) => tracing::warn!("server did not stop within 10 s"),
+        }
+    }
+    let _ = std::fs::remove_file(&config.admin_socket);
+    let _ = store.mark_all_offline(OffsetDateTime::now_utc());
+    tracing::info!("hub stopped");
+    Ok(())
+}
+
+/// Marks nodes whose streams went silent offline.
+async fn sweep(hub: Hub) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let now = OffsetDateTime::now_utc();
+        for node in hub.registry.reap_stale(now, hub.heartbeat_timeout) {
+            tracing::warn!(%node, "no heartbeat: marking offline");
+            let _ = hub.store.set_online(&node, false, now);
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The agent's link to the hub: enrollment, then one long-lived gRPC stream.
+//!
+//! - First start: no identity under the state dir → enroll with the join token over TLS that
+//!   trusts only the pinned hub CA; the agent's key never leaves the node.
+//! - Then: mutual TLS with the stored identity; `Connect` carries a Hello, the full status,
+//!   a full status again whenever the inventory changes, and a heartbeat every
+//!   `heartbeat` otherwise. The hub may ask for a full status.
+//! - Any failure: reconnect after a jittered exponential backoff ([`backoff`]).
+//! - The client certificate is renewed over the authenticated channel long before it expires.
+
+pub mod backoff;
+pub mod convert;
+pub mod tls;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rke2ops_common::certs::status::warn_window;
+use rke2ops_common::identity;
+use rke2ops_proto::v1 as pb;
+use rke2ops_proto::v1::agent_service_client::AgentServiceClient;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::daemon::Snapshot;
+use crate::daemon::metrics::ServiceSlot;
+
+/// Where and how to reach the hub.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    /// `host:port` of the hub's gRPC listener.
+    pub address: String,
+    /// Join token (`<id>.<secret>`), needed only until enrolled. Never logged.
+    pub token: Option<String>,
+    /// `sha256:<hex>` pin of the hub CA, needed only until enrolled.
+    pub ca_pin: Option<String>,
+    /// This node's name (the certificate CN).
+    pub node_name: String,
+    /// Where the enrolled identity lives.
+    pub identity_dir: PathBuf,
+    /// Interval of heartbeats between status changes.
+    pub heartbeat: Duration,
+    /// Certificate warning window (days) for the statuses sent.
+    pub warn_days: u32,
+    /// The rke2 binary (for the version in Hello).
+    pub rke2_bin: PathBuf,
+    /// RKE2's data dir (the role when systemd cannot tell).
+    pub data_dir: PathBuf,
+}
+
+impl HubSettings {
+    fn host_port(&self) -> anyhow::Result<(String, u16)> {
+        let (host, port) = self
+            .address
+            .rsplit_once(':')
+            .with_context(|| format!("hub_address {:?} is not host:port", self.address))?;
+        let port = port
+            .parse()
+            .with_context(|| format!("hub_address {:?}: bad port", self.address))?;
+        Ok((
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port,
+        ))
+    }
+}
+
+/// Runs the link until the task is dropped.
+pub async fn run(
+    settings: HubSettings,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    service: ServiceSlot,
+) {
+    let mut attempt = 0u32;
+    loop {
+        let started = tokio::time::Instant::now();
+        match session(&settings, snapshots.clone(), &service).await {
+            Ok(()) => tracing::info!(hub = %settings.address, "hub stream ended"),
+            Err(e) => {
+                tracing::warn!(hub = %settings.address, error = %format!("{e:#}"), "hub link failed")
+            }
+        }
+        // A session that lasted a while resets the backoff.
+        if started.elapsed() > Duration::from_secs(60) {
+            attempt = 0;
+        }
+        let wait = backoff::delay(
+            attempt,
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+            backoff::random_unit(),
+        );
+        attempt = attempt.saturating_add(1);
+        tracing::info!(retry_in = ?wait, "reconnecting to the hub");
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Loads the identity, enrolling first when there is none.
+async fn ensure_identity(settings: &HubSettings) -> anyhow::Result<identity::Identity> {
+    if let Some(found) = identity::load_identity(&settings.identity_dir)? {
+        return Ok(found);
+    }
+    let token = settings
+        .token
+        .as_deref()
+        .context("not enrolled and no hub_token configured")?;
+    let pin = settings
+        .ca_pin
+        .as_deref()
+        .context("not enrolled and no hub_ca_pin configured")?;
+    let (host, port) = settings.host_port()?;
+    let channel = tls::channel(&host, port, tls::enrollment_config(pin)?)?;
+    let key = identity::NodeKey::generate()?;
+    let csr_pem = key.csr_pem(&settings.node_name)?;
+    let response = AgentServiceClient::new(channel)
+        .enroll(pb::EnrollRequest {
+            token: token.to_owned(),
+            node_name: settings.node_name.clone(),
+            csr_pem,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("enrollment refused: {} ({:?})", s.message(), s.code()))?
+        .into_inner();
+    // The CA the hub returns must be the pinned one (the TLS layer already checked the CA
+    // it presented); otherwise a compromised hub could hand over another trust anchor.
+    let ca_ders: Vec<Vec<u8>> =
+        rustls_pki_types::pem::PemObject::pem_slice_iter(response.ca_pem.as_bytes())
+            .map(|c: Result<rustls_pki_types::CertificateDer<'static>, _>| {
+                c.map(|c| c.as_ref().to_vec())
+            })
+            .collect::<Result<_, _>>()
+            .context("the hub returned an unreadable CA")?;
+    identity::verify_pin(&ca_ders, pin)?;
+    let saved = identity::save_identity(
+        &settings.identity_dir,
+        &key.to_pem(),
+        &response.certificate_pem,
+        &response.ca_pem,
+    )?;
+    tracing::info!(node = %settings.node_name, hub = %settings.address, "enrolled with the hub");
+    Ok(saved)
+}
+
+fn rke2_version(bin: &std::path::Path) -> String {
+    std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        })
+        .unwrap_or_default()
+}
+
+async fn session(
+    settings: &HubSettings,
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    service: &ServiceSlot,
+) -> anyhow::Result<()> {
+    let mut id = ensure_identity(settings).await?;
+    let (host, port) = settings.host_port()?;
+    let mut client = AgentServiceClient::new(tls::channel(
+        &host,
+        port,
+        tls::mutual_config(&id.ca_pem, &id.cert_pem, &id.key_pem)?,
+    )?);
+    if identity::renewal_due(id.not_before, id.not_after, OffsetDateTime::now_utc()) {
+        let key = identity::NodeKey::generate()?;
+        let renewed = client
+            .renew_certificate(pb::RenewRequest {
+                csr_pem: key.csr_pem(&settings.node_name)?,
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("certificate renewal refused: {}", s.message()))?
+            .into_inner();
+        id = identity::save_identity(
+            &settings.identity_dir,
+            &key.to_pem(),
+            &renewed.certificate_pem,
+            &id.ca_pem,
+        )?;
+        tracing::info!("client certificate renewed");
+        client = AgentServiceClient::new(tls::channel(
+            &host,
+            port,
+            tls::mutual_config(&id.ca_pem, &id.cert_pem, &id.key_pem)?,
+        )?);
+    }
+
+    let (tx, rx) = mpsc::channel::<pb::AgentMessage>(16);
+    // The unit systemd runs says it; without systemd, RKE2's own rule: a node with a
+    // `server/` folder in its data dir is a server.
+    let unit = service
+        .lock()
+        .ok()
+        .and_then(|s| s.as_ref().map(|(unit, _)| unit.clone()));
+    let is_server = unit.map_or_else(
+        || settings.data_dir.join("server").is_dir(),
+        |u| u.starts_with("rke2-server"),
+    );
+    let role = if is_server {
+        pb::NodeRole::Server
+    } else {
+        pb::NodeRole::Agent
+    };
+    let hello = pb::Hello {
+        node_name: settings.node_name.clone(),
+        role: role.into(),
+        rke2_version: rke2_version(&settings.rke2_bin),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    tx.send(pb::AgentMessage {
+        body: Some(pb::agent_message::Body::Hello(hello)),
+    })
+    .await?;
+    let status = |full: bool, snapshot: &Snapshot| {
+        let state = service
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(|(_, st)| st.active_state.clone()))
+            .unwrap_or_default();
+        pb::AgentMessage {
+            body: Some(pb::agent_message::Body::Status(convert::status_message(
+                &snapshot.inventory,
+                OffsetDateTime::now_utc(),
+                warn_window(settings.warn_days),
+                &state,
+                full,
+            ))),
+        }
+    };
+    let current = Arc::clone(&snapshots.borrow_and_update());
+    tx.send(status(true, &current)).await?;
+
+    let mut inbound = client
+        .connect(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| anyhow::anyhow!("hub refused the stream: {}", s.message()))?
+        .into_inner();
+    tracing::info!(hub = %settings.address, node = %settings.node_name, "connected to the hub");
+    let mut heartbeat = tokio::time::interval(settings.heartbeat);
+    heartbeat.tick().await;
+    loop {
+        tokio::select! {
+            changed = snapshots.changed() => {
+                changed.context("inventory channel closed")?;
+                let snapshot = Arc::clone(&snapshots.borrow_and_update());
+                tx.send(status(true, &snapshot)).await?;
+            }
+            _ = heartbeat.tick() => {
+                tx.send(pb::AgentMessage { body: Some(pb::agent_message::Body::Heartbeat(pb::Heartbeat {})) }).await?;
+            }
+            message = inbound.message() => {
+                match message.map_err(|s| anyhow::anyhow!("stream error: {}", s.message()))? {
+                    None => return Ok(()),
+                    Some(pb::HubMessage { body: Some(pb::hub_message::Body::RequestStatus(_)) }) => {
+                        let snapshot = Arc::clone(&snapshots.borrow());
+                        tx.send(status(true, &snapshot)).await?;
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The hub with real agents: three simulated RKE2 nodes enroll with single-use tokens and a
+//! pinned hub CA, appear in `rke2-hub nodes` with their roles, versions and certificate
+//! status; a certificate replaced on a node shows up in `rke2-hub certs` within seconds; a
+//! node whose agent stops is offline; a hub restart keeps the inventory.
+//!
+//! Needs root and `cargo build --workspace --bins` first.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rke2ops_tests::ground::{built_binary, require_root_and_tools};
+use rke2ops_tests::sim::cluster::{self, SimCluster, SimNode};
+use rke2ops_tests::sim::tree::{Role, Validity};
+use serde_json::Value;
+
+const HUB_ADDR: &str = "127.0.30.10:9811";
+const AGENT: &str = "/usr/local/bin/rke2-node-agent";
+
+struct Hub {
+    child: Child,
+    state: PathBuf,
+}
+
+impl Hub {
+    fn start(state: &Path) -> Hub {
+        let child = Command::new(built_binary("rke2-hub"))
+            .args([
+                "serve",
+                "--listen-addr",
+                HUB_ADDR,
+                "--advertise-address",
+                HUB_ADDR,
+            ])
+            .args([
+                "--metrics-addr",
+                "127.0.30.10:9812",
+                "--heartbeat-timeout-secs",
+                "6",
+            ])
+            .arg("--state-dir")
+            .arg(state)
+            .arg("--admin-socket")
+            .arg(state.join("hub.sock"))
+            .env("RKE2_HUB_CONFIG", "/dev/null")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("hub starts");
+        let hub = Hub {
+            child,
+            state: state.to_path_buf(),
+        };
+        wait_until("the hub answers", Duration::from_secs(20), || {
+            hub.cli(&["nodes", "--output", "json"]).is_some()
+        });
+        hub
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.state.join("hub.sock")
+    }
+
+    /// Runs an operator command; `Some(stdout)` on success.
+    fn cli(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new(built_binary("rke2-hub"))
+            .args(args)
+            .arg("--socket")
+            .arg(self.socket())
+            .output()
+            .expect("rke2-hub runs");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        serde_json::from_str(&self.cli(&all).expect("command succeeds")).expect("json")
+    }
+
+    fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "hub exits 0 on SIGTERM: {status}");
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn enroll(sim: &SimNode, hub: &Hub) {
+    let token = hub.json(&["token", "create", "--ttl", "10m"]);
+    let node = &sim.node;
+    node.install_binary(built_binary("rke2-node-agent"), AGENT)
+        .expect("agent");
+    node.write_file(
+        "/etc/rke2-ops/node-agent.toml",
+        format!(
+            "metrics_addr = \"{ip}:9810\"\nkubelet_healthz_addr = \"{ip}:10248\"\nhub_address = \"{HUB_ADDR}\"\nhub_token = \"{}\"\nhub_ca_pin = \"{}\"\nnode_name = \"{}\"\nheartbeat_secs = 2\n",
+            token["token"].as_str().expect("token"),
+            token["ca_pin"].as_str().expect("pin"),
+            node.name(),
+            ip = node.ip(),
+        ),
+    )
+    .expect("config");
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/rke2-node-agent.service");
+    node.install_unit_file(&unit).expect("unit");
+    node.systemctl(&["start", "rke2-node-agent.service"])
+        .expect("start agent");
+}
+
+fn node<'a>(nodes: &'a Value, name: &str) -> Option<&'a Value> {
+    nodes["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["name"] == name)
+}
+
+#[test]
+fn three_nodes_enroll_report_and_survive_a_hub_restart() {
+    require_root_and_tools();
+    let state = tempfile::tempdir().expect("state");
+    let hub = Hub::start(state.path());
+    let cluster = SimCluster::boot(1, 2).expect("cluster");
+    for sim in cluster.nodes() {
+        enroll(sim, &hub);
+    }
+    wait_until(
+        "three nodes online with status",
+        Duration::from_secs(60),
+        || {
+            let nodes = hub.json(&["nodes"]);
+            cluster.nodes().all(|sim| {
+                node(&nodes, sim.node.name())
+                    .is_some_and(|n| n["online"] == true && n["worst_status"] == "OK")
+            })
+        },
+    );
+    let nodes = hub.json(&["nodes"]);
+    for sim in cluster.nodes() {
+        let n = node(&nodes, sim.node.name()).expect("listed");
+        let role = if sim.role == Role::Server {
+            "server"
+        } else {
+            "agent"
+        };
+        assert_eq!(n["role"], role, "{n:#}");
+        assert_eq!(n["rke2_version"], "v1.34.1+rke2r1", "{n:#}");
+        assert_eq!(n["service_state"], "active", "{n:#}");
+        assert!(n["renewal_deadline"].is_string(), "{n:#}");
+    }
+    let table = hub.cli(&["nodes"]).expect("table");
+    assert!(table.starts_with("NAME"), "{table}");
+
+    // A certificate replaced on agent-1 shows up at the hub.
+    let worker = &cluster.agents[0];
+    let setup = cluster::NodeSetup::new(Role::Agent, Some(cluster.servers[0].node.ip()))
+        .with_validity(
+            "agent/client-kubelet.crt",
+            Validity::ExpiresIn(Duration::from_secs(30 * 86_400)),
+        );
+    let started = Instant::now();
+    cluster::write_node(&worker.node, &setup, &cluster.cas).expect("replace certificates");
+    wait_until(
+        "the hub sees the expiring kubelet certificate",
+        Duration::from_secs(20),
+        || {
+            let certs = hub.json(&[
+                "certs",
+                "--node",
+                worker.node.name(),
+                "--expiring-within",
+                "40d",
+            ]);
+            certs["certificates"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["path"] == "agent/client-kubelet.crt" && c["status"] == "WARNING")
+            })
+        },
+    );
+    eprintln!(
+        "certificate change reached the hub after {:?}",
+        started.elapsed()
+    );
+    let certs = hub.cli(&["certs"]).expect("certs table");
+    assert!(certs.starts_with("NODE"), "{certs}");
+    assert!(
+        hub.cli(&["certs", "--node", "no-such-node"]).is_none(),
+        "unknown node is an error"
+    );
+
+    // agent-2's agent stops: offline.
+    let quiet = &cluster.agents[1];
+    quiet
+        .node
+        .systemctl(&["stop", "rke2-node-agent.service"])
+        .expect("stop agent");
+    wait_until("agent-2 is offline", Duration::from_secs(20), || {
+        node(&hub.json(&["nodes"]), quiet.node.name()).is_some_and(|n| n["online"] == false)
+    });
+
+    // A hub restart keeps the inventory; running agents come back online.
+    hub.stop();
+    let hub = Hub::start(state.path());
+    let nodes = hub.json(&["nodes"]);
+    for sim in cluster.nodes() {
+        assert!(
+            node(&nodes, sim.node.name()).is_some(),
+            "{} kept after restart",
+            sim.node.name()
+        );
+    }
+    wait_until("server-1 reconnects", Duration::from_secs(90), || {
+        node(&hub.json(&["nodes"]), cluster.servers[0].node.name())
+            .is_some_and(|n| n["online"] == true)
+    });
+    assert_eq!(
+        node(&hub.json(&["nodes"]), quiet.node.name()).map(|n| n["online"].clone()),
+        Some(Value::Bool(false))
+    );
+}
