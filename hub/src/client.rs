@@ -12,7 +12,42 @@ use crate::cli::{CertsArgs, ListArgs, Output, TokenCreateArgs, render};
 use crate::convert;
 use crate::store::model::{CertRow, FileErrorRow, NodeRecord};
 
-async fn connect(socket: &Path) -> anyhow::Result<AdminServiceClient<Channel>> {
+async fn connect(args: &crate::cli::ClientArgs) -> anyhow::Result<AdminServiceClient<Channel>> {
+    match (&args.hub, &args.admin_dir) {
+        (Some(hub), Some(dir)) => connect_tls(hub, dir).await,
+        (Some(hub), None) => {
+            anyhow::bail!("--hub {hub} needs --admin-dir with an admin certificate")
+        }
+        _ => connect_socket(&args.socket).await,
+    }
+}
+
+/// Remote admin access: mutual TLS with an admin certificate, the hub verified against its CA.
+async fn connect_tls(hub: &str, dir: &Path) -> anyhow::Result<AdminServiceClient<Channel>> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let host = hub
+        .rsplit_once(':')
+        .map_or(hub, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.crt")?))
+        .identity(Identity::from_pem(read("admin.crt")?, read("admin.key")?))
+        .domain_name(host);
+    let channel = Endpoint::from_shared(format!("https://{hub}"))
+        .with_context(|| format!("bad hub address {hub:?}"))?
+        .tls_config(tls)?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the hub at {hub}"))?;
+    Ok(AdminServiceClient::new(channel))
+}
+
+async fn connect_socket(socket: &Path) -> anyhow::Result<AdminServiceClient<Channel>> {
     let path = socket.to_path_buf();
     // The URI is a placeholder: the connector dials the Unix socket.
     let channel = tonic::transport::Endpoint::from_static("http://hub.invalid")
@@ -54,7 +89,7 @@ pub async fn token_create(args: &TokenCreateArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let mut client = connect(&args.client.socket).await?;
+    let mut client = connect(&args.client).await?;
     let response = client
         .create_token(pb::CreateTokenRequest {
             ttl_seconds: args.ttl.as_secs(),
@@ -115,7 +150,7 @@ fn node_record(n: &pb::NodeInfo) -> NodeRecord {
 /// # Errors
 /// When the hub is unreachable or refuses.
 pub async fn nodes(args: &ListArgs) -> anyhow::Result<()> {
-    let mut client = connect(&args.client.socket).await?;
+    let mut client = connect(&args.client).await?;
     let response = client
         .list_nodes(pb::ListNodesRequest {})
         .await
@@ -151,7 +186,7 @@ pub async fn nodes(args: &ListArgs) -> anyhow::Result<()> {
 /// # Errors
 /// When the hub is unreachable or refuses (e.g. an unknown node).
 pub async fn certs(args: &CertsArgs) -> anyhow::Result<()> {
-    let mut client = connect(&args.client.socket).await?;
+    let mut client = connect(&args.client).await?;
     let response = client
         .list_certificates(pb::ListCertificatesRequest {
             node: args.node.clone().unwrap_or_default(),
@@ -201,5 +236,54 @@ pub async fn certs(args: &CertsArgs) -> anyhow::Result<()> {
             render::certs(&rows, &errors, OffsetDateTime::now_utc())
         ),
     }
+    Ok(())
+}
+
+/// `rke2-hub admin-cert create`: issues an admin client certificate with the hub CA and
+/// records it in the audit log.
+///
+/// # Errors
+/// When the CA cannot be loaded, the name is invalid, or the files cannot be written.
+pub fn admin_cert_create(args: &crate::cli::AdminCertArgs) -> anyhow::Result<()> {
+    let now = OffsetDateTime::now_utc();
+    if args.dry_run {
+        crate::pki::validate_admin_name(&args.name)?;
+        println!(
+            "dry run: would issue admin certificate CN=admin:{} (1 year) into {}",
+            args.name,
+            args.out.display()
+        );
+        return Ok(());
+    }
+    let ca = crate::pki::HubCa::load_or_create(&args.state_dir, now)?;
+    let issued = ca.issue_admin_cert(&args.name, now)?;
+    rke2ops_common::identity::create_private_dir(&args.out)?;
+    rke2ops_common::identity::write_secret_file(
+        &args.out.join("admin.key"),
+        issued.key_pem.as_bytes(),
+    )?;
+    rke2ops_common::identity::write_secret_file(
+        &args.out.join("admin.crt"),
+        issued.cert_pem.as_bytes(),
+    )?;
+    rke2ops_common::identity::write_secret_file(
+        &args.out.join("ca.crt"),
+        ca.cert_pem().as_bytes(),
+    )?;
+    let store = crate::store::Store::open(&args.state_dir.join("hub.db"))?;
+    let actor = format!("uid:{}", nix::unistd::getuid().as_raw());
+    store.audit(
+        &actor,
+        "admin-cert.create",
+        &format!("admin:{} serial {}", args.name, issued.serial),
+        now,
+    )?;
+    println!(
+        "issued admin:{} (serial {}, until {}) into {}",
+        args.name,
+        issued.serial,
+        issued.not_after,
+        args.out.display()
+    );
     Ok(())
 }

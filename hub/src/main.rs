@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use rke2_hub::cli::{Cli, Command, ServeArgs, TokenCommand};
+use rke2_hub::cli::{AdminCertCommand, Cli, Command, ServeArgs, TokenCommand};
 use rke2_hub::config::{Config, DEFAULT_CONFIG_PATH, FileConfig, Overrides};
 use rke2_hub::{client, serve};
 
@@ -83,6 +83,9 @@ fn main() -> ExitCode {
         } => runtime.block_on(client::token_create(&args)),
         Command::Nodes(args) => runtime.block_on(client::nodes(&args)),
         Command::Certs(args) => runtime.block_on(client::certs(&args)),
+        Command::AdminCert {
+            command: AdminCertCommand::Create(args),
+        } => client::admin_cert_create(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

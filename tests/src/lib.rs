@@ -2,4 +2,5 @@
 
 pub mod ground;
 pub mod http;
+pub mod hub;
 pub mod sim;

@@ -5,94 +5,18 @@
 //!
 //! Needs root and `cargo build --workspace --bins` first.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rke2ops_tests::ground::{built_binary, require_root_and_tools};
+use rke2ops_tests::hub::HubProcess as Hub;
 use rke2ops_tests::sim::cluster::{self, SimCluster, SimNode};
 use rke2ops_tests::sim::tree::{Role, Validity};
 use serde_json::Value;
 
+const HUB_IP: &str = "127.0.30.10";
 const HUB_ADDR: &str = "127.0.30.10:9811";
 const AGENT: &str = "/usr/local/bin/rke2-node-agent";
-
-struct Hub {
-    child: Child,
-    state: PathBuf,
-}
-
-impl Hub {
-    fn start(state: &Path) -> Hub {
-        let child = Command::new(built_binary("rke2-hub"))
-            .args([
-                "serve",
-                "--listen-addr",
-                HUB_ADDR,
-                "--advertise-address",
-                HUB_ADDR,
-            ])
-            .args([
-                "--metrics-addr",
-                "127.0.30.10:9812",
-                "--heartbeat-timeout-secs",
-                "6",
-            ])
-            .arg("--state-dir")
-            .arg(state)
-            .arg("--admin-socket")
-            .arg(state.join("hub.sock"))
-            .env("RKE2_HUB_CONFIG", "/dev/null")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("hub starts");
-        let hub = Hub {
-            child,
-            state: state.to_path_buf(),
-        };
-        wait_until("the hub answers", Duration::from_secs(20), || {
-            hub.cli(&["nodes", "--output", "json"]).is_some()
-        });
-        hub
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.state.join("hub.sock")
-    }
-
-    /// Runs an operator command; `Some(stdout)` on success.
-    fn cli(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new(built_binary("rke2-hub"))
-            .args(args)
-            .arg("--socket")
-            .arg(self.socket())
-            .output()
-            .expect("rke2-hub runs");
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["--output", "json"]);
-        serde_json::from_str(&self.cli(&all).expect("command succeeds")).expect("json")
-    }
-
-    fn stop(mut self) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-        let status = self.child.wait().expect("wait");
-        assert!(status.success(), "hub exits 0 on SIGTERM: {status}");
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -138,7 +62,7 @@ fn node<'a>(nodes: &'a Value, name: &str) -> Option<&'a Value> {
 fn three_nodes_enroll_report_and_survive_a_hub_restart() {
     require_root_and_tools();
     let state = tempfile::tempdir().expect("state");
-    let hub = Hub::start(state.path());
+    let hub = Hub::start(state.path(), HUB_IP);
     let cluster = SimCluster::boot(1, 2).expect("cluster");
     for sim in cluster.nodes() {
         enroll(sim, &hub);
@@ -219,7 +143,7 @@ fn three_nodes_enroll_report_and_survive_a_hub_restart() {
 
     // A hub restart keeps the inventory; running agents come back online.
     hub.stop();
-    let hub = Hub::start(state.path());
+    let hub = Hub::start(state.path(), HUB_IP);
     let nodes = hub.json(&["nodes"]);
     for sim in cluster.nodes() {
         assert!(

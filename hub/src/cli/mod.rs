@@ -32,6 +32,37 @@ pub enum Command {
     Nodes(ListArgs),
     /// Every node's certificates (the agent's table with a NODE column).
     Certs(CertsArgs),
+    /// Admin client certificates for remote CLI use over TLS (run on the hub's machine: it
+    /// needs the hub CA's key).
+    AdminCert {
+        /// What to do.
+        #[command(subcommand)]
+        command: AdminCertCommand,
+    },
+}
+
+/// Admin certificate subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AdminCertCommand {
+    /// Issue a certificate for admin NAME into a folder (admin.crt, admin.key, ca.crt; 0600).
+    Create(AdminCertArgs),
+}
+
+/// `admin-cert create` options.
+#[derive(Debug, Args)]
+pub struct AdminCertArgs {
+    /// The admin's name (the certificate CN becomes `admin:NAME`; audited).
+    #[arg(long)]
+    pub name: String,
+    /// Folder to write admin.crt, admin.key and ca.crt into (created 0700).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The hub's state dir.
+    #[arg(long, env = "RKE2_HUB_STATE_DIR", default_value = crate::config::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Show what would be issued; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Token subcommands.
@@ -41,12 +72,19 @@ pub enum TokenCommand {
     Create(TokenCreateArgs),
 }
 
-/// Where the running hub is.
+/// Where the running hub is: its admin socket (default), or `--hub host:port` over TLS with
+/// an admin certificate from `rke2-hub admin-cert create`.
 #[derive(Debug, Args, Clone)]
 pub struct ClientArgs {
     /// The hub's admin socket.
     #[arg(long, env = "RKE2_HUB_SOCKET", default_value = crate::config::DEFAULT_ADMIN_SOCKET)]
     pub socket: PathBuf,
+    /// A remote hub's host:port (TLS with `--admin-dir`).
+    #[arg(long, env = "RKE2_HUB_ADDRESS")]
+    pub hub: Option<String>,
+    /// Folder with admin.crt, admin.key and ca.crt from `rke2-hub admin-cert create`.
+    #[arg(long, env = "RKE2_HUB_ADMIN_DIR", requires = "hub")]
+    pub admin_dir: Option<PathBuf>,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
     pub output: Output,

@@ -1,0 +1,127 @@
+//! A `rke2-hub serve` child process for end-to-end tests, and its CLI.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::ground::built_binary;
+
+/// A running hub; killed on drop.
+#[derive(Debug)]
+pub struct HubProcess {
+    child: Child,
+    state: PathBuf,
+    /// Its gRPC address.
+    pub addr: String,
+}
+
+impl HubProcess {
+    /// Starts a hub on `ip` (gRPC :9811, metrics :9812) with `state` as its state dir and
+    /// waits until its admin socket answers.
+    ///
+    /// # Panics
+    /// When it does not come up within 20 s.
+    #[must_use]
+    pub fn start(state: &Path, ip: &str) -> HubProcess {
+        let addr = format!("{ip}:9811");
+        let child = Command::new(built_binary("rke2-hub"))
+            .args([
+                "serve",
+                "--listen-addr",
+                &addr,
+                "--advertise-address",
+                &addr,
+            ])
+            .args([
+                "--metrics-addr",
+                &format!("{ip}:9812"),
+                "--heartbeat-timeout-secs",
+                "6",
+            ])
+            .arg("--state-dir")
+            .arg(state)
+            .arg("--admin-socket")
+            .arg(state.join("hub.sock"))
+            .env("RKE2_HUB_CONFIG", "/dev/null")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("hub starts");
+        let hub = HubProcess {
+            child,
+            state: state.to_path_buf(),
+            addr,
+        };
+        let start = Instant::now();
+        while hub.cli(&["nodes", "--output", "json"]).is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the hub did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        hub
+    }
+
+    /// The admin socket.
+    #[must_use]
+    pub fn socket(&self) -> PathBuf {
+        self.state.join("hub.sock")
+    }
+
+    /// The hub's process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Runs `rke2-hub ARGS --socket <socket>`; its output.
+    #[must_use]
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new(built_binary("rke2-hub"))
+            .args(args)
+            .arg("--socket")
+            .arg(self.socket())
+            .output()
+            .expect("rke2-hub runs")
+    }
+
+    /// `Some(stdout)` when the command succeeds.
+    #[must_use]
+    pub fn cli(&self, args: &[&str]) -> Option<String> {
+        let out = self.run(args);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The command's `--output json`.
+    ///
+    /// # Panics
+    /// When it fails or prints no JSON.
+    #[must_use]
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        serde_json::from_str(&self.cli(&all).expect("command succeeds")).expect("json")
+    }
+
+    /// SIGTERM, and asserts a clean exit.
+    ///
+    /// # Panics
+    /// When it does not exit 0.
+    pub fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "hub exits 0 on SIGTERM: {status}");
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,85 @@
+//! Operator access to the hub: the admin socket is root-only (0600), remote access works over
+//! TLS with an admin certificate from `rke2-hub admin-cert create`, and the CLI fails clearly
+//! when the hub is unreachable or the options are incomplete.
+
+use std::os::unix::fs::PermissionsExt;
+
+use rke2ops_tests::ground::built_binary;
+use rke2ops_tests::hub::HubProcess;
+
+#[test]
+fn remote_admin_over_tls_with_an_admin_certificate() {
+    let state = tempfile::tempdir().expect("state");
+    let hub = HubProcess::start(state.path(), "127.0.30.20");
+    let mode = std::fs::metadata(hub.socket())
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "admin socket is root-only");
+
+    let admin = state.path().join("alice");
+    let out = std::process::Command::new(built_binary("rke2-hub"))
+        .args(["admin-cert", "create", "--name", "alice", "--out"])
+        .arg(&admin)
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in ["admin.crt", "admin.key", "ca.crt"] {
+        let mode = std::fs::metadata(admin.join(file))
+            .expect("file")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{file} is private");
+    }
+    let remote = |args: &[&str]| {
+        std::process::Command::new(built_binary("rke2-hub"))
+            .args(args)
+            .args(["--hub", &hub.addr, "--admin-dir"])
+            .arg(&admin)
+            .output()
+            .expect("runs")
+    };
+    let nodes = remote(&["nodes", "--output", "json"]);
+    assert!(
+        nodes.status.success(),
+        "{}",
+        String::from_utf8_lossy(&nodes.stderr)
+    );
+    let token = remote(&["token", "create", "--ttl", "1h", "--output", "json"]);
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&token.stdout).expect("json");
+    assert!(
+        doc["ca_pin"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("sha256:"))
+    );
+
+    // Incomplete remote options and an unreachable hub are clear errors.
+    let out = std::process::Command::new(built_binary("rke2-hub"))
+        .args(["nodes", "--hub", &hub.addr])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let out = std::process::Command::new(built_binary("rke2-hub"))
+        .args(["nodes", "--socket", "/nonexistent/hub.sock"])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("/nonexistent/hub.sock"),
+        "{stderr}"
+    );
+    hub.stop();
+}
