@@ -156,7 +156,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }));
 
     let service = match &bus {
-        Some(s) => refresh_service(s, &metrics).await,
+        Some(s) => refresh_service(s, &metrics.service).await,
         None => None,
     };
     let status = systemd::status_line(
@@ -189,6 +189,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             settings,
             rx_for_link.clone(),
             std::sync::Arc::clone(&metrics.service),
+            bus.clone(),
         ))
     });
 
@@ -216,7 +217,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 let (s, snapshot) = scan(current, &metrics).await?;
                 scanner = Some(s);
                 let service = match &bus {
-                    Some(s) => refresh_service(s, &metrics).await,
+                    Some(s) => refresh_service(s, &metrics.service).await,
                     None => None,
                 };
                 let status = systemd::status_line(&snapshot.inventory, snapshot.scanned_at, config.warn_days, service.as_ref());
@@ -229,7 +230,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 let snapshot = Arc::clone(&tx.borrow());
                 let now = OffsetDateTime::now_utc();
                 let service = match &bus {
-                    Some(s) => refresh_service(s, &metrics).await,
+                    Some(s) => refresh_service(s, &metrics.service).await,
                     None => None,
                 };
                 systemd::status(&systemd::status_line(&snapshot.inventory, now, config.warn_days, service.as_ref()));
@@ -293,7 +294,7 @@ async fn resume_interrupted(config: Config) {
 /// on a timer.
 pub(crate) async fn refresh_service(
     systemd: &crate::dbus::Systemd,
-    metrics: &Metrics,
+    slot: &metrics::ServiceSlot,
 ) -> Option<(String, crate::service::UnitState)> {
     use crate::service::{ServiceManager, detect_rke2_unit};
     let read = async {
@@ -305,7 +306,7 @@ pub(crate) async fn refresh_service(
         .await
         .ok()
         .flatten();
-    if let Ok(mut slot) = metrics.service.lock() {
+    if let Ok(mut slot) = slot.lock() {
         slot.clone_from(&fresh);
     }
     fresh

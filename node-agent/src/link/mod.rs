@@ -69,16 +69,18 @@ impl HubSettings {
     }
 }
 
-/// Runs the link until the task is dropped.
+/// Runs the link until the task is dropped. `bus` (systemd) refreshes the RKE2 unit's state
+/// at each heartbeat, so the hub learns of a unit that stopped or restarted.
 pub async fn run(
     settings: HubSettings,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     service: ServiceSlot,
+    bus: Option<Arc<crate::dbus::Systemd>>,
 ) {
     let mut attempt = 0u32;
     loop {
         let started = tokio::time::Instant::now();
-        match session(&settings, snapshots.clone(), &service).await {
+        match session(&settings, snapshots.clone(), &service, bus.as_deref()).await {
             Ok(()) => tracing::info!(hub = %settings.address, "hub stream ended"),
             Err(e) => {
                 tracing::warn!(hub = %settings.address, error = %format!("{e:#}"), "hub link failed")
@@ -164,6 +166,7 @@ async fn session(
     settings: &HubSettings,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     service: &ServiceSlot,
+    bus: Option<&crate::dbus::Systemd>,
 ) -> anyhow::Result<()> {
     let mut id = ensure_identity(settings).await?;
     let (host, port) = settings.host_port()?;
@@ -238,7 +241,9 @@ async fn session(
         }
     };
     let current = Arc::clone(&snapshots.borrow_and_update());
-    tx.send(status(true, &current)).await?;
+    let first = status(true, &current);
+    let mut last_summary = summary(&first);
+    tx.send(first).await?;
 
     let mut inbound = client
         .connect(ReceiverStream::new(rx))
@@ -253,10 +258,25 @@ async fn session(
             changed = snapshots.changed() => {
                 changed.context("inventory channel closed")?;
                 let snapshot = Arc::clone(&snapshots.borrow_and_update());
-                tx.send(status(true, &snapshot)).await?;
+                let message = status(true, &snapshot);
+                last_summary = summary(&message);
+                tx.send(message).await?;
             }
             _ = heartbeat.tick() => {
-                tx.send(pb::AgentMessage { body: Some(pb::agent_message::Body::Heartbeat(pb::Heartbeat {})) }).await?;
+                if let Some(bus) = bus {
+                    crate::daemon::refresh_service(bus, service).await;
+                }
+                // A summary status when the unit's state or the worst status moved (cheap for
+                // the hub: no certificate list), a bare heartbeat otherwise.
+                let snapshot = Arc::clone(&snapshots.borrow());
+                let message = status(false, &snapshot);
+                let now_summary = summary(&message);
+                if now_summary == last_summary {
+                    tx.send(pb::AgentMessage { body: Some(pb::agent_message::Body::Heartbeat(pb::Heartbeat {})) }).await?;
+                } else {
+                    last_summary = now_summary;
+                    tx.send(message).await?;
+                }
             }
             message = inbound.message() => {
                 match message.map_err(|s| anyhow::anyhow!("stream error: {}", s.message()))? {
@@ -269,5 +289,18 @@ async fn session(
                 }
             }
         }
+    }
+}
+
+/// What a summary status carries, to tell whether it changed.
+fn summary(message: &pb::AgentMessage) -> Option<(String, i32, Option<i64>, u32)> {
+    match &message.body {
+        Some(pb::agent_message::Body::Status(s)) => Some((
+            s.service_state.clone(),
+            s.worst_status,
+            s.renewal_deadline.as_ref().map(|t| t.seconds),
+            s.error_count,
+        )),
+        _ => None,
     }
 }

@@ -1,216 +1,209 @@
 //! `rke2-demo`: the README's demo on the proving ground (run by `scripts/demo.sh`).
 //!
-//! Boots simulated RKE2 nodes, each a real systemd + D-Bus in its own namespaces, writes
-//! realistic RKE2 data dirs (one server whose leaves are already inside RKE2's 120-day renewal
-//! window, one agent node), installs the real `rke2-node-agent` with the shipped unit file,
-//! and walks through what an operator sees: systemd's status line, RKE2's check table, the
-//! metrics, and the agent following a renewal within a second. The hub and the rolling
-//! rotation/upgrade join this demo with their issues.
+//! Starts `rke2-hub`, boots a simulated RKE2 cluster (3 servers + 2 workers, each a real
+//! systemd + D-Bus in its own namespaces, real etcd, simulated RKE2), installs the real
+//! `rke2-node-agent` with the shipped unit on every node and enrolls it with a single-use
+//! token and the pinned hub CA. Then it shows the fleet at the hub and rotates every node's
+//! certificates one at a time, servers first, each verified before the next (driven node by
+//! node from here: the hub's own plan engine arrives with its issue), while the hub's
+//! inventory follows.
 
 use std::io::IsTerminal;
-use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use rke2ops_tests::ground::{Node, NodeSpec, built_binary, require_root_and_tools};
-use rke2ops_tests::http;
-use rke2ops_tests::sim::tree::{ClusterCas, Role, TreeSpec, Validity, generate};
+use rke2ops_tests::ground::{built_binary, require_root_and_tools};
+use rke2ops_tests::hub::HubProcess;
+use rke2ops_tests::sim::cluster::{self, SimCluster, SimNode};
+use rke2ops_tests::sim::tree::{Role, Validity};
 use time::OffsetDateTime;
 
-const UNIT: &str = "rke2-node-agent.service";
-const PORT: u16 = 9810;
+const AGENT: &str = "/usr/local/bin/rke2-node-agent";
+const HUB_IP: &str = "127.0.30.1";
 
 /// Demo of rke2-ops on simulated RKE2 nodes.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Keep the nodes up this many seconds after the walkthrough (default: until Enter is
+    /// Keep everything up this many seconds after the walkthrough (default: until Enter is
     /// pressed when run from a terminal, else 0).
     #[arg(long)]
     hold_secs: Option<u64>,
+    /// Simulated servers.
+    #[arg(long, default_value_t = 3)]
+    servers: usize,
+    /// Simulated workers.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
 }
 
 fn step(title: &str) {
     println!("\n\x1b[1m== {title}\x1b[0m");
 }
 
-struct DemoNode {
-    node: Node,
-    role: Role,
+fn indent(text: &str) {
+    for line in text.lines() {
+        println!("  {line}");
+    }
 }
 
-fn boot(
-    name: &str,
-    role: Role,
-    cas: &ClusterCas,
-    expiring_in_days: Option<u64>,
-) -> Result<DemoNode> {
-    let node = Node::boot(NodeSpec::new(name)).with_context(|| format!("boot {name}"))?;
-    let now = OffsetDateTime::now_utc();
-    let mut spec = TreeSpec::new(
-        role,
-        name,
-        IpAddr::V4(node.ip()),
-        node.host_path("/var/lib/rancher/rke2")?,
-        now,
-    )
-    .with_config_dir(node.host_path("/etc/rancher/rke2")?);
-    spec.node_data_dir = Some("/var/lib/rancher/rke2".into());
-    if let Some(days) = expiring_in_days {
-        // A server that has run for ~9 months: its leaves expire within RKE2's window.
-        for leaf in [
-            "server/tls/serving-kube-apiserver.crt",
-            "server/tls/client-admin.crt",
-            "agent/serving-kubelet.crt",
-        ] {
-            spec = spec.with_validity(
-                leaf,
-                Validity::ExpiresIn(Duration::from_secs(days * 86_400)),
-            );
-        }
-    }
-    generate(&spec, cas).with_context(|| format!("data dir of {name}"))?;
+fn enroll(sim: &SimNode, hub: &HubProcess) -> Result<()> {
+    let token = hub.json(&["token", "create", "--ttl", "15m"]);
+    let node = &sim.node;
+    node.install_binary(built_binary("rke2-node-agent"), AGENT)?;
     node.write_file(
         "/etc/rke2-ops/node-agent.toml",
-        format!("metrics_addr = \"{}:{PORT}\"\n", node.ip()),
+        format!(
+            "metrics_addr = \"{ip}:9810\"\nkubelet_healthz_addr = \"{ip}:10248\"\nready_timeout_secs = 60\n\
+             hub_address = \"{}\"\nhub_token = \"{}\"\nhub_ca_pin = \"{}\"\nnode_name = \"{}\"\nheartbeat_secs = 5\n",
+            hub.addr,
+            token["token"].as_str().context("token")?,
+            token["ca_pin"].as_str().context("pin")?,
+            node.name(),
+            ip = node.ip(),
+        ),
     )?;
-    node.install_binary(
-        built_binary("rke2-node-agent"),
-        "/usr/local/bin/rke2-node-agent",
-    )?;
-    node.install_binary(built_binary("rke2"), "/usr/local/bin/rke2")?;
-    let unit = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../systemd")
-        .join(UNIT);
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/rke2-node-agent.service");
     node.install_unit_file(&unit)?;
-    node.systemctl(&["enable", "--now", UNIT])?;
-    Ok(DemoNode { node, role })
+    node.systemctl(&["enable", "--now", "rke2-node-agent.service"])?;
+    Ok(())
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     require_root_and_tools();
     let started = Instant::now();
-    step("Booting simulated RKE2 nodes (a real systemd + D-Bus each, own loopback address)");
-    let cas = ClusterCas::generate(OffsetDateTime::now_utc() - time::Duration::days(400))
-        .context("cluster CAs")?;
-    let nodes = vec![
-        boot("server-1", Role::Server, &cas, Some(40))?,
-        boot("agent-1", Role::Agent, &cas, None)?,
-    ];
-    for n in &nodes {
-        println!(
-            "  {:<9} {:<6} {}  rke2-node-agent: {} — {}",
-            n.node.name(),
-            if n.role == Role::Server {
-                "server"
-            } else {
-                "agent"
-            },
-            n.node.ip(),
-            n.node.unit_property(UNIT, "ActiveState")?,
-            n.node.unit_property(UNIT, "StatusText")?,
-        );
-    }
+    let state = tempfile::tempdir()?;
 
-    let server = &nodes[0].node;
-    step("server-1: `rke2-node-agent check` (RKE2's table; exit 1 = something is WARNING)");
-    let check = server.exec(&["/usr/local/bin/rke2-node-agent", "check"])?;
-    let rows: Vec<&str> = check.stdout.lines().collect();
-    for line in rows
-        .iter()
-        .take(3)
-        .chain(rows.iter().filter(|l| l.contains("WARNING")))
-    {
-        println!("  {line}");
-    }
-    println!(
-        "  ... {} rows in all, exit code {:?}",
-        rows.len().saturating_sub(3),
-        check.status.code()
+    step(
+        "Starting rke2-hub (gRPC with mutual TLS on 127.0.30.1:9811, admin socket, metrics :9812)",
     );
+    let hub = HubProcess::start(state.path(), HUB_IP);
+    println!("  hub state: {}", state.path().display());
 
-    step("server-1: metrics (curl http://<node-ip>:9810/metrics)");
-    let addr = std::net::SocketAddr::new(IpAddr::V4(server.ip()), PORT);
-    let metrics = http::get(addr, "/metrics", None).context("metrics")?;
-    for line in metrics.lines().filter(|l| {
-        l.starts_with("rke2ops_renewal") || l.starts_with("rke2ops_certificates{") || l.starts_with("rke2ops_cert_not_after_timestamp_seconds{path=\"server/tls/serving-kube-apiserver.crt\"")
-    }) {
-        println!("  {line}");
-    }
-    let deadline = http::sample(&metrics, "rke2ops_renewal_deadline_timestamp_seconds", "")
-        .context("deadline")?;
-
-    step("RKE2 restarts on server-1 and renews its expiring leaves (simulated); the agent follows");
-    let t0 = Instant::now();
-    let mut spec = TreeSpec::new(
-        Role::Server,
-        "server-1",
-        IpAddr::V4(server.ip()),
-        server.host_path("/var/lib/rancher/rke2")?,
-        OffsetDateTime::now_utc(),
+    step(&format!(
+        "Booting {} simulated servers and {} workers (real systemd, D-Bus, etcd each)",
+        args.servers, args.workers
+    ));
+    let cas = rke2ops_tests::sim::tree::ClusterCas::generate(
+        OffsetDateTime::now_utc() - time::Duration::days(400),
     )
-    .with_config_dir(server.host_path("/etc/rancher/rke2")?);
-    spec.node_data_dir = Some("/var/lib/rancher/rke2".into());
-    generate(&spec, &cas).context("renew")?;
-    let renewed = loop {
-        let text = http::get(addr, "/metrics", None).context("metrics")?;
-        let now = http::sample(&text, "rke2ops_renewal_deadline_timestamp_seconds", "")
-            .context("deadline")?;
-        if now > deadline {
-            break now;
+    .context("cluster CAs")?;
+    let cluster = SimCluster::boot_with(cas, args.servers, args.workers, |_, setup| setup)
+        .context("cluster")?;
+    // server-1 has been running for ~9 months: its leaves are inside RKE2's renewal window.
+    let aged = cluster::NodeSetup::new(Role::Server, None)
+        .with_validity(
+            "server/tls/serving-kube-apiserver.crt",
+            Validity::ExpiresIn(Duration::from_secs(40 * 86_400)),
+        )
+        .with_validity(
+            "server/tls/client-admin.crt",
+            Validity::ExpiresIn(Duration::from_secs(40 * 86_400)),
+        );
+    cluster::write_node(&cluster.servers[0].node, &aged, &cluster.cas)?;
+
+    step(
+        "Enrolling every node's agent (single-use token + pinned hub CA; the key never leaves the node)",
+    );
+    for sim in cluster.nodes() {
+        enroll(sim, &hub)?;
+        println!("  {} ({}) enrolled", sim.node.name(), sim.node.ip());
+    }
+    let total = cluster.nodes().count();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let nodes = hub.json(&["nodes"]);
+        let online = nodes["nodes"].as_array().map_or(0, |n| {
+            n.iter()
+                .filter(|n| n["online"] == true && !n["worst_status"].is_null())
+                .count()
+        });
+        if online == total {
+            break;
         }
         anyhow::ensure!(
-            t0.elapsed() < Duration::from_secs(10),
-            "agent did not follow the renewal"
+            Instant::now() < deadline,
+            "only {online} of {total} agents reported"
         );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let days = |ts: f64| (ts - OffsetDateTime::now_utc().unix_timestamp() as f64) / 86_400.0;
-    println!(
-        "  renewal deadline moved from {:.0} to {:.0} days ahead, seen by the agent {:?} after the files changed",
-        days(deadline),
-        days(renewed),
-        t0.elapsed()
-    );
-    println!(
-        "  systemd status: {}",
-        server.unit_property(UNIT, "StatusText")?
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    step("The fleet at the hub: rke2-hub nodes");
+    indent(&hub.cli(&["nodes"]).context("nodes")?);
+    step("Certificates expiring within 60 days: rke2-hub certs --expiring-within 60d");
+    indent(
+        &hub.cli(&["certs", "--expiring-within", "60d"])
+            .context("certs")?,
     );
 
-    step("Explore");
-    for n in &nodes {
+    step("Rolling rotation: one node at a time, servers first, each verified before the next");
+    for sim in cluster.servers.iter().chain(cluster.agents.iter()) {
+        println!("\n  -- {} --", sim.node.name());
+        let t0 = Instant::now();
+        let out = sim.node.exec(&[AGENT, "rotate"])?;
+        for line in out
+            .stdout
+            .lines()
+            .filter(|l| l.contains(" ok ") || l.contains("FAILED") || l.contains("succeeded"))
+        {
+            println!("  {line}");
+        }
+        anyhow::ensure!(
+            out.status.success(),
+            "rotation on {} failed; stopping the roll:\n{}",
+            sim.node.name(),
+            out.stdout
+        );
         println!(
-            "  {}: http://{}:{PORT}/metrics   sudo nsenter -t {} -m -p systemctl status {UNIT}",
-            n.node.name(),
-            n.node.ip(),
-            n.node.init_pid()
+            "  {} rotated in {:.1} s",
+            sim.node.name(),
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    // One heartbeat (5 s) lets every agent report its unit's state after the restart.
+    std::thread::sleep(Duration::from_secs(6));
+    step("After the roll: every node fresh (rke2-hub nodes)");
+    indent(&hub.cli(&["nodes"]).context("nodes")?);
+
+    step("Explore");
+    println!(
+        "  rke2-hub nodes|certs [--output json] --socket {}",
+        hub.socket().display()
+    );
+    println!("  hub metrics:  curl http://{HUB_IP}:9812/metrics");
+    for sim in cluster.nodes() {
+        println!(
+            "  {:<9} agent metrics http://{}:9810/metrics   shell: nsenter -t {} -m -p -u bash",
+            sim.node.name(),
+            sim.node.ip(),
+            sim.node.init_pid()
         );
     }
     println!(
-        "  inside a node: rke2-node-agent check --output json; rke2 certificate check -o table; journalctl -u {UNIT}"
+        "  inside a node: rke2-node-agent status | check | rotate --dry-run; systemctl status rke2-server"
     );
     println!(
-        "  ready in {:?}. The hub and rolling rotation/upgrade plans join this demo with their issues.",
-        started.elapsed()
+        "  everything was up after {:.0} s",
+        started.elapsed().as_secs_f64()
     );
 
-    let hold = args.hold_secs.map(Duration::from_secs);
-    match hold {
+    match args.hold_secs.map(Duration::from_secs) {
         Some(d) if !d.is_zero() => {
-            println!("\nNodes stay up for {d:?}; Ctrl-C tears them down earlier.");
+            println!("\nUp for {d:?}; Ctrl-C tears everything down earlier.");
             std::thread::sleep(d);
         }
         None if std::io::stdin().is_terminal() => {
-            println!("\nPress Enter to tear the nodes down.");
+            println!("\nPress Enter to tear everything down.");
             let mut line = String::new();
             let _ = std::io::stdin().read_line(&mut line);
         }
         _ => {}
     }
-    step("Tearing down (SIGKILL to each node's init)");
-    drop(nodes);
+    step("Tearing down (SIGKILL to each node's init, SIGTERM to the hub)");
+    drop(cluster);
+    hub.stop();
     println!("  done");
     Ok(())
 }
