@@ -81,5 +81,40 @@ fn remote_admin_over_tls_with_an_admin_certificate() {
         !out.status.success() && stderr.contains("/nonexistent/hub.sock"),
         "{stderr}"
     );
+    // Hub metrics are promtool-clean and carry the fleet gauges.
+    let addr: std::net::SocketAddr = "127.0.30.20:9812".parse().expect("addr");
+    let metrics = rke2ops_tests::http::get(addr, "/metrics", None).expect("metrics");
+    for name in [
+        "rke2ops_hub_connected_agents 0",
+        "rke2ops_hub_build_info{",
+        "rke2ops_hub_rpcs_total{",
+    ] {
+        assert!(metrics.contains(name), "missing {name}:\n{metrics}");
+    }
+    let promtool = promtool_check(&metrics);
+    assert!(
+        promtool.status.success(),
+        "promtool: {}",
+        String::from_utf8_lossy(&promtool.stdout)
+    );
     hub.stop();
+}
+
+/// `promtool check metrics` on `text`.
+fn promtool_check(text: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (scripts/install-test-deps.sh)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("wait")
 }

@@ -7,7 +7,7 @@ use rke2ops_proto::v1::admin_service_server::AdminService;
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
-use super::{Caller, Hub, caller, internal};
+use super::{Caller, Hub, caller, internal, observed};
 use crate::convert;
 use crate::pki::token::JoinToken;
 
@@ -47,6 +47,35 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let started = std::time::Instant::now();
+        let result = self.create_token_inner(request).await;
+        observed(&self.hub, "CreateToken", started, result)
+    }
+
+    async fn list_nodes(
+        &self,
+        request: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let started = std::time::Instant::now();
+        let result = self.list_nodes_inner(request).await;
+        observed(&self.hub, "ListNodes", started, result)
+    }
+
+    async fn list_certificates(
+        &self,
+        request: Request<pb::ListCertificatesRequest>,
+    ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
+        let started = std::time::Instant::now();
+        let result = self.list_certificates_inner(request).await;
+        observed(&self.hub, "ListCertificates", started, result)
+    }
+}
+
+impl AdminApi {
+    async fn create_token_inner(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
         let actor = admin_of(&request)?;
         let ttl = match request.get_ref().ttl_seconds {
             0 => DEFAULT_TTL_SECS,
@@ -82,7 +111,7 @@ impl AdminService for AdminApi {
         }))
     }
 
-    async fn list_nodes(
+    async fn list_nodes_inner(
         &self,
         request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
@@ -99,7 +128,7 @@ impl AdminService for AdminApi {
         Ok(Response::new(pb::ListNodesResponse { nodes: out }))
     }
 
-    async fn list_certificates(
+    async fn list_certificates_inner(
         &self,
         request: Request<pb::ListCertificatesRequest>,
     ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
