@@ -53,6 +53,18 @@ pub fn status_word(value: i32) -> Option<&'static str> {
     }
 }
 
+/// The RKE2 word of a node's worst status: `None` for unspecified (a node without
+/// certificates).
+///
+/// # Errors
+/// A value outside the enum.
+pub fn worst_status_word(value: i32, field: &str) -> Result<Option<&'static str>, ConvertError> {
+    match pb::CertStatus::try_from(value) {
+        Ok(_) => Ok(status_word(value)),
+        Err(_) => Err(bad(field, format!("unknown value {value}"))),
+    }
+}
+
 /// An RKE2 status word → enum value.
 #[must_use]
 pub fn status_value(word: Option<&str>) -> i32 {
@@ -220,6 +232,17 @@ mod tests {
         assert!(cert_row(&c, "x").is_err());
         c.status = 0;
         assert!(cert_row(&c, "x").is_err(), "unspecified is not a status");
+    }
+
+    #[test]
+    fn worst_status_may_be_unspecified_but_not_unknown() {
+        assert_eq!(worst_status_word(0, "w"), Ok(None));
+        assert_eq!(
+            worst_status_word(pb::CertStatus::Expired.into(), "w"),
+            Ok(Some("EXPIRED"))
+        );
+        let err = worst_status_word(99, "status.worst_status").expect_err("out of the enum");
+        assert_eq!(err.field, "status.worst_status");
     }
 
     #[test]

@@ -196,7 +196,13 @@ impl AgentApi {
             let reason = loop {
                 match inbound.next().await {
                     None => break "stream closed".to_owned(),
-                    Some(Err(e)) => break format!("stream error: {}", e.message()),
+                    Some(Err(e)) => {
+                        // Tell the agent why (e.g. a message over the size limit) instead of
+                        // ending its stream as if all were well.
+                        let reason = format!("stream error: {}", e.message());
+                        let _ = tx.send(Err(e)).await;
+                        break reason;
+                    }
                     Some(Ok(message)) => {
                         let started = std::time::Instant::now();
                         let now = OffsetDateTime::now_utc();
@@ -239,38 +245,42 @@ fn handle(
 ) -> Result<(), Status> {
     match message.body {
         Some(pb::agent_message::Body::Status(status)) => {
-            if status.full {
+            // Everything is checked before anything is written: a refused message changes
+            // nothing.
+            let invalid = |e: convert::ConvertError| Status::invalid_argument(e.to_string());
+            let snapshot = if status.full {
                 let rows = status
                     .certificates
                     .iter()
                     .enumerate()
                     .map(|(i, c)| convert::cert_row(c, &format!("status.certificates[{i}]")))
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    .map_err(invalid)?;
                 let errors: Vec<_> = status.errors.iter().map(convert::error_row).collect();
-                store
-                    .replace_certificates(node, &rows, &errors, now)
-                    .map_err(internal)?;
-            }
+                Some((rows, errors))
+            } else {
+                None
+            };
             let deadline = status
                 .renewal_deadline
                 .as_ref()
                 .map(|t| convert::time_of(t, "status.renewal_deadline"))
                 .transpose()
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                .map_err(invalid)?;
+            let worst = convert::worst_status_word(status.worst_status, "status.worst_status")
+                .map_err(invalid)?;
             let state = if status.service_state.is_empty() {
                 "unknown"
             } else {
                 &status.service_state
             };
+            if let Some((rows, errors)) = snapshot {
+                store
+                    .replace_certificates(node, &rows, &errors, now)
+                    .map_err(internal)?;
+            }
             store
-                .update_node_status(
-                    node,
-                    state,
-                    convert::status_word(status.worst_status),
-                    deadline,
-                    now,
-                )
+                .update_node_status(node, state, worst, deadline, now)
                 .map_err(internal)
         }
         Some(pb::agent_message::Body::Heartbeat(_)) => Ok(()),
