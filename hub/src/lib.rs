@@ -15,6 +15,7 @@ pub mod convert;
 pub mod grpc;
 pub mod metrics;
 pub mod pki;
+pub mod plan;
 pub mod registry;
 pub mod serve;
 pub mod store;

@@ -1,0 +1,212 @@
+//! RKE2 versions (`v1.34.1+rke2r1`) and the upgrade guards: never downgrade, never skip a
+//! minor version (unless explicitly allowed).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// An RKE2 version: Kubernetes `major.minor.patch` plus RKE2's release number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rke2Version {
+    /// Kubernetes major.
+    pub major: u32,
+    /// Kubernetes minor.
+    pub minor: u32,
+    /// Kubernetes patch.
+    pub patch: u32,
+    /// RKE2 release (`rke2rN`).
+    pub release: u32,
+}
+
+/// A string that is not an RKE2 version.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0:?} is not an RKE2 version like v1.34.1+rke2r1")]
+pub struct VersionError(pub String);
+
+impl FromStr for Rke2Version {
+    type Err = VersionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || VersionError(s.to_owned());
+        let rest = s.strip_prefix('v').ok_or_else(bad)?;
+        let (k8s, rke2) = rest.split_once('+').ok_or_else(bad)?;
+        let release = rke2
+            .strip_prefix("rke2r")
+            .ok_or_else(bad)?
+            .parse()
+            .map_err(|_| bad())?;
+        let mut parts = k8s.split('.').map(|p| p.parse::<u32>().map_err(|_| bad()));
+        let (Some(major), Some(minor), Some(patch), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        Ok(Self {
+            major: major?,
+            minor: minor?,
+            patch: patch?,
+            release,
+        })
+    }
+}
+
+impl fmt::Display for Rke2Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "v{}.{}.{}+rke2r{}",
+            self.major, self.minor, self.patch, self.release
+        )
+    }
+}
+
+/// Why an upgrade to a target is refused for a node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuardError {
+    /// The target is older than what runs.
+    #[error("{node} runs {current}, newer than the target {target}: rke2-ops never downgrades")]
+    Downgrade {
+        /// The node.
+        node: String,
+        /// What it runs.
+        current: Rke2Version,
+        /// The target.
+        target: Rke2Version,
+    },
+    /// The target skips a minor version.
+    #[error("{node} runs {current}; {target} skips a minor version (go through v{}.{} first, or pass --allow-minor-skip)", current.major, current.minor + 1)]
+    MinorSkip {
+        /// The node.
+        node: String,
+        /// What it runs.
+        current: Rke2Version,
+        /// The target.
+        target: Rke2Version,
+    },
+}
+
+/// What an upgrade plan does with one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpgradeStep {
+    /// Already at the target (or above it, refused separately): nothing to do.
+    AlreadyAtTarget,
+    /// Upgrade this node.
+    Upgrade,
+}
+
+/// Pure guard for one node: at the target → skip; older → upgrade unless it skips a minor;
+/// newer → refuse (downgrade).
+///
+/// # Errors
+/// [`GuardError`] naming the node and both versions.
+pub fn guard(
+    node: &str,
+    current: Rke2Version,
+    target: Rke2Version,
+    allow_minor_skip: bool,
+) -> Result<UpgradeStep, GuardError> {
+    use std::cmp::Ordering;
+    match current.cmp(&target) {
+        Ordering::Equal => Ok(UpgradeStep::AlreadyAtTarget),
+        Ordering::Greater => Err(GuardError::Downgrade {
+            node: node.to_owned(),
+            current,
+            target,
+        }),
+        Ordering::Less => {
+            let skips = target.major != current.major || target.minor > current.minor + 1;
+            if skips && !allow_minor_skip {
+                Err(GuardError::MinorSkip {
+                    node: node.to_owned(),
+                    current,
+                    target,
+                })
+            } else {
+                Ok(UpgradeStep::Upgrade)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Rke2Version {
+        s.parse().expect("valid version")
+    }
+
+    #[test]
+    fn parses_and_prints_rke2_versions() {
+        assert_eq!(
+            v("v1.34.1+rke2r1"),
+            Rke2Version {
+                major: 1,
+                minor: 34,
+                patch: 1,
+                release: 1
+            }
+        );
+        assert_eq!(v("v1.33.5+rke2r2").to_string(), "v1.33.5+rke2r2");
+        for bad in [
+            "1.34.1+rke2r1",
+            "v1.34+rke2r1",
+            "v1.34.1",
+            "v1.34.1+k3s1",
+            "v1.34.x+rke2r1",
+            "v1.34.1.2+rke2r1",
+        ] {
+            assert!(bad.parse::<Rke2Version>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn orders_by_kubernetes_then_rke2_release() {
+        assert!(v("v1.33.5+rke2r1") < v("v1.33.5+rke2r2"));
+        assert!(v("v1.33.5+rke2r9") < v("v1.33.6+rke2r1"));
+        assert!(v("v1.33.10+rke2r1") > v("v1.33.9+rke2r1"));
+    }
+
+    #[test]
+    fn next_minor_and_patches_are_allowed() {
+        assert_eq!(
+            guard("n", v("v1.33.5+rke2r1"), v("v1.34.1+rke2r1"), false),
+            Ok(UpgradeStep::Upgrade)
+        );
+        assert_eq!(
+            guard("n", v("v1.33.5+rke2r1"), v("v1.33.6+rke2r1"), false),
+            Ok(UpgradeStep::Upgrade)
+        );
+        assert_eq!(
+            guard("n", v("v1.33.5+rke2r1"), v("v1.33.5+rke2r2"), false),
+            Ok(UpgradeStep::Upgrade)
+        );
+    }
+
+    #[test]
+    fn at_target_is_skipped() {
+        assert_eq!(
+            guard("n", v("v1.34.1+rke2r1"), v("v1.34.1+rke2r1"), false),
+            Ok(UpgradeStep::AlreadyAtTarget)
+        );
+    }
+
+    #[test]
+    fn downgrades_are_refused_naming_the_node() {
+        let err = guard("server-2", v("v1.34.1+rke2r1"), v("v1.33.5+rke2r1"), true)
+            .expect_err("downgrade");
+        assert!(
+            err.to_string().contains("server-2") && err.to_string().contains("never downgrades"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn minor_skips_need_the_explicit_flag() {
+        let err = guard("n", v("v1.32.9+rke2r1"), v("v1.34.1+rke2r1"), false).expect_err("skip");
+        assert!(err.to_string().contains("v1.33"), "{err}");
+        assert_eq!(
+            guard("n", v("v1.32.9+rke2r1"), v("v1.34.1+rke2r1"), true),
+            Ok(UpgradeStep::Upgrade)
+        );
+    }
+}
