@@ -2,6 +2,8 @@
 //! operators drive it with the `rke2-hub` CLI.
 //!
 //! - [`serve`]: `rke2-hub serve`: the TLS listener for agents, the admin socket, liveness.
+//! - [`listener`]: the agents' TCP/TLS accept loop: a per-peer cap on connections without a
+//!   hub certificate and a handshake deadline.
 //! - [`grpc`]: the services and their authorization; [`convert`]: wire ↔ domain.
 //! - [`registry`]: live agent streams; [`config`]: hub.toml and flags.
 //! - [`cli`], [`client`]: the operator commands.
@@ -13,6 +15,7 @@ pub mod client;
 pub mod config;
 pub mod convert;
 pub mod grpc;
+pub mod listener;
 pub mod metrics;
 pub mod pki;
 pub mod plan;

@@ -1,7 +1,8 @@
 //! `rke2-hub serve`: opens the store, loads (or creates) the hub CA and its server
 //! certificate, serves the agents' TLS listener (AgentService, AdminService for admin
-//! certificates, health) and the admin Unix socket (AdminService, health), marks silent
-//! nodes offline, and tells systemd when it is ready. SIGTERM stops it cleanly.
+//! certificates, health; connections admitted and handshaken by [`crate::listener`]) and the
+//! admin Unix socket (AdminService, health), marks silent nodes offline, and tells systemd
+//! when it is ready. SIGTERM stops it cleanly.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +11,8 @@ use anyhow::Context as _;
 use rke2ops_proto::v1::admin_service_server::AdminServiceServer;
 use rke2ops_proto::v1::agent_service_server::AgentServiceServer;
 use time::OffsetDateTime;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::Server;
 
 use crate::config::Config;
 use crate::grpc::Hub;
@@ -54,12 +55,13 @@ pub async fn run(
         heartbeat_timeout: config.heartbeat_timeout,
     };
 
-    let tls = ServerTlsConfig::new()
-        // The chain carries the CA so an enrolling agent can match it against its pin.
-        .identity(Identity::from_pem(&server.cert_chain_pem, &server.key_pem))
-        .client_ca_root(Certificate::from_pem(ca.cert_pem()))
-        // Enroll is the one method without a client certificate; the services check the rest.
-        .client_auth_optional(true);
+    // The chain carries the CA so an enrolling agent can match it against its pin. Client
+    // certificates are optional: Enroll is the one method without one; the services check
+    // the rest.
+    let tls = Arc::new(
+        crate::listener::server_config(&server.cert_chain_pem, &server.key_pem, ca.cert_pem())
+            .context("cannot set up TLS for listen_addr")?,
+    );
     let tcp = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("cannot listen on listen_addr {}", config.listen_addr))?;
@@ -93,14 +95,16 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
     let tcp_server = Server::builder()
-        .tls_config(tls)?
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .concurrency_limit_per_connection(32)
         .add_service(health.clone())
         .add_service(agent_api)
         .add_service(admin_api.clone())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(tcp), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(
+            crate::listener::incoming(tcp, tls),
+            stopped(stop_rx.clone()),
+        );
     let uds_server = Server::builder()
         .add_service(health)
         .add_service(admin_api)
