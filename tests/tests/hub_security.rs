@@ -1,0 +1,1404 @@
+//! The hub's security, end to end: a real `rke2-hub serve` child per test (each on its own
+//! loopback address, so the tests run in parallel), attacked through its TLS listener with the
+//! agent's own TLS helpers, or with hand-made rustls configurations for the hostile cases.
+//!
+//! Every refusal is checked three ways:
+//! - the gRPC status: its code, and a message that names the problem;
+//! - the store: nothing written (`rke2-hub nodes` / `certs` while the hub runs, and the SQLite
+//!   file opened read-only after it stopped);
+//! - the hub's log (its stderr): no join-token secret (nor its hash), no private key.
+//!
+//! No root needed. Run `cargo build --workspace --bins` first: the tests start the built
+//! `rke2-hub`.
+
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rke2_node_agent::link::{convert, tls};
+use rke2ops_common::identity::NodeKey;
+use rke2ops_proto::v1 as pb;
+use rke2ops_proto::v1::admin_service_client::AdminServiceClient;
+use rke2ops_proto::v1::agent_service_client::AgentServiceClient;
+use rke2ops_tests::ground::built_binary;
+use serde_json::Value;
+use sha2::Digest as _;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// The hub's gRPC port on every test's own address.
+const GRPC_PORT: u16 = 9811;
+/// The hub's metrics port.
+const METRICS_PORT: u16 = 9812;
+/// The hub's message limit (`rke2_hub::serve::MAX_MESSAGE_BYTES`).
+const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// How long a refusal on an open stream may take.
+const STREAM_VERDICT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// The hub process.
+
+/// A running `rke2-hub serve`; killed on drop.
+struct Hub {
+    child: Child,
+    /// Holds the state dir, the admin socket and the log; removed on drop.
+    dir: tempfile::TempDir,
+    /// The address it listens on (gRPC :9811, metrics :9812).
+    ip: &'static str,
+}
+
+/// A hub that stopped cleanly: its log and its database, to inspect.
+struct Stopped {
+    dir: tempfile::TempDir,
+    log: String,
+}
+
+impl Hub {
+    /// Starts a hub on `ip` and waits until its admin socket answers.
+    fn start(ip: &'static str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = File::create(dir.path().join("hub.log")).expect("log file");
+        let grpc = format!("{ip}:{GRPC_PORT}");
+        let child = Command::new(built_binary("rke2-hub"))
+            .args([
+                "serve",
+                "--listen-addr",
+                &grpc,
+                "--advertise-address",
+                &grpc,
+            ])
+            .args(["--metrics-addr", &format!("{ip}:{METRICS_PORT}")])
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--admin-socket")
+            .arg(dir.path().join("hub.sock"))
+            .env("RKE2_HUB_CONFIG", "/dev/null")
+            .env("RKE2_HUB_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("rke2-hub starts");
+        let hub = Self { child, dir, ip };
+        let started = Instant::now();
+        while !hub.cli(&["nodes", "--output", "json"]).status.success() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the hub did not come up:\n{}",
+                hub.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        hub
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn ip(&self) -> IpAddr {
+        self.ip.parse().expect("an IP address")
+    }
+
+    /// `rke2-hub ARGS --socket <the admin socket>`.
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(built_binary("rke2-hub"))
+            .args(args)
+            .arg("--socket")
+            .arg(self.dir.path().join("hub.sock"))
+            .output()
+            .expect("rke2-hub runs")
+    }
+
+    /// The command's `--output json`; panics when it fails.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = self.cli(&all);
+        assert!(
+            out.status.success(),
+            "rke2-hub {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    }
+
+    /// The inventory's node names.
+    fn node_names(&self) -> Vec<String> {
+        self.json(&["nodes"])["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| n["name"].as_str().expect("name").to_owned())
+            .collect()
+    }
+
+    /// One node of the inventory, without what changes on every contact (last seen, online).
+    fn node_facts(&self, name: &str) -> Value {
+        let nodes = self.json(&["nodes"]);
+        let node = nodes["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is in the inventory: {nodes:#}"))
+            .clone();
+        let keep = [
+            "name",
+            "role",
+            "rke2_version",
+            "agent_version",
+            "service_state",
+            "worst_status",
+            "renewal_deadline",
+            "file_errors",
+        ];
+        keep.iter()
+            .map(|k| ((*k).to_owned(), node[k].clone()))
+            .collect()
+    }
+
+    /// A new join token (`token create --ttl TTL`).
+    fn token(&self, ttl: &str) -> Token {
+        let doc = self.json(&["token", "create", "--ttl", ttl]);
+        Token {
+            token: doc["token"].as_str().expect("token").to_owned(),
+            pin: doc["ca_pin"].as_str().expect("pin").to_owned(),
+        }
+    }
+
+    /// The hub's pin, from a token the test then throws away.
+    fn pin(&self) -> String {
+        self.token("1m").pin
+    }
+
+    /// Everything the hub has logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("hub.log")).expect("hub log")
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM; asserts a clean exit.
+    fn stop(mut self) -> Stopped {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let status = self.child.wait().expect("wait for the hub");
+        let log = self.log();
+        assert!(
+            status.success(),
+            "hub exits 0 on SIGTERM ({status}):\n{log}"
+        );
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        Stopped { dir, log }
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Stopped {
+    /// Rows of `query` on the hub's database, opened read-only, as JSON objects.
+    fn rows(&self, query: &str) -> Vec<Value> {
+        use rusqlite::types::ValueRef;
+        let db = rusqlite::Connection::open_with_flags(
+            self.dir.path().join("state/hub.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("the hub's database opens read-only");
+        let mut statement = db.prepare(query).expect("query");
+        let columns: Vec<String> = statement.column_names().map(str::to_owned).collect();
+        statement
+            .query_map([], |row| {
+                let mut doc = serde_json::Map::new();
+                for (i, column) in columns.iter().enumerate() {
+                    let value = match row.get_ref(i)? {
+                        ValueRef::Null => Value::Null,
+                        ValueRef::Integer(n) => n.into(),
+                        ValueRef::Real(x) => x.into(),
+                        ValueRef::Text(t) => String::from_utf8_lossy(t).into(),
+                        ValueRef::Blob(b) => hex::encode(b).into(),
+                    };
+                    doc.insert(column.clone(), value);
+                }
+                Ok(Value::Object(doc))
+            })
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("row")
+    }
+
+    /// Asserts the log holds none of `secrets` (nor their SHA-256, the form the store keeps),
+    /// no PEM private key, and no line of the hub's own keys.
+    fn assert_log_keeps(&self, secrets: &[&str]) {
+        assert!(
+            !self.log.contains("PRIVATE KEY"),
+            "a private key in the log:\n{}",
+            self.log
+        );
+        for secret in secrets {
+            let hash = hex::encode(sha2::Sha256::digest(secret.as_bytes()));
+            assert!(
+                !self.log.contains(secret) && !self.log.contains(&hash),
+                "secret {secret:?} (or its hash) in the log:\n{}",
+                self.log
+            );
+        }
+        for key in ["ca.key", "server.key"] {
+            let pem = std::fs::read_to_string(self.dir.path().join("state/pki").join(key))
+                .expect("hub key");
+            for line in pem
+                .lines()
+                .filter(|l| !l.starts_with("-----") && l.len() > 16)
+            {
+                assert!(!self.log.contains(line), "a line of {key} in the log");
+            }
+        }
+    }
+}
+
+/// A join token and the hub CA's pin, as `token create` prints them.
+struct Token {
+    token: String,
+    pin: String,
+}
+
+impl Token {
+    /// The secret half (after the dot).
+    fn secret(&self) -> &str {
+        self.token.split_once('.').expect("id.secret").1
+    }
+
+    /// The public id (before the dot).
+    fn id(&self) -> &str {
+        self.token.split_once('.').expect("id.secret").0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients.
+
+/// An enrolled node's identity.
+struct Identity {
+    key_pem: String,
+    cert_pem: String,
+    ca_pem: String,
+}
+
+/// An anonymous client that trusts the pinned hub CA (what an enrolling agent uses).
+fn anonymous(hub: &Hub, pin: &str) -> Channel {
+    let config = tls::enrollment_config(pin).expect("enrollment TLS");
+    tls::channel(hub.ip, GRPC_PORT, config).expect("channel")
+}
+
+/// A mutual-TLS client with a client certificate the hub CA signed.
+fn authenticated(hub: &Hub, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Channel {
+    let config = tls::mutual_config(ca_pem, cert_pem, key_pem).expect("mutual TLS");
+    tls::channel(hub.ip, GRPC_PORT, config).expect("channel")
+}
+
+fn as_node(hub: &Hub, id: &Identity) -> AgentServiceClient<Channel> {
+    AgentServiceClient::new(authenticated(hub, &id.ca_pem, &id.cert_pem, &id.key_pem))
+}
+
+async fn enroll_with(
+    hub: &Hub,
+    pin: &str,
+    token: &str,
+    node_name: &str,
+    csr_pem: String,
+) -> Result<tonic::Response<pb::EnrollResponse>, tonic::Status> {
+    AgentServiceClient::new(anonymous(hub, pin))
+        .enroll(pb::EnrollRequest {
+            token: token.to_owned(),
+            node_name: node_name.to_owned(),
+            csr_pem,
+        })
+        .await
+}
+
+/// Enrolls `name` as an agent does (own key, CSR with CN = name).
+async fn enroll(hub: &Hub, token: &Token, name: &str) -> Result<Identity, tonic::Status> {
+    let key = NodeKey::generate().expect("key");
+    let csr = key.csr_pem(name).expect("csr");
+    let response = enroll_with(hub, &token.pin, &token.token, name, csr)
+        .await?
+        .into_inner();
+    Ok(Identity {
+        key_pem: key.to_pem(),
+        cert_pem: response.certificate_pem,
+        ca_pem: response.ca_pem,
+    })
+}
+
+/// Asserts `result` is a refusal with `code` whose message holds every one of `needles`.
+fn refused<T>(
+    what: &str,
+    result: Result<T, tonic::Status>,
+    code: Code,
+    needles: &[&str],
+) -> tonic::Status {
+    let Err(status) = result else {
+        panic!("{what}: accepted, but must be refused with {code:?}");
+    };
+    assert_eq!(status.code(), code, "{what}: {status:?}");
+    for needle in needles {
+        assert!(
+            status.message().contains(needle),
+            "{what}: the message {:?} does not name {needle:?}",
+            status.message()
+        );
+    }
+    status
+}
+
+fn hello(name: &str) -> pb::AgentMessage {
+    pb::AgentMessage {
+        body: Some(pb::agent_message::Body::Hello(pb::Hello {
+            node_name: name.to_owned(),
+            role: pb::NodeRole::Server.into(),
+            rke2_version: "v1.34.1+rke2r1".to_owned(),
+            agent_version: "security-test".to_owned(),
+        })),
+    }
+}
+
+fn certificate(path: &str, serial: &str) -> pb::Certificate {
+    let now = OffsetDateTime::now_utc();
+    pb::Certificate {
+        path: path.to_owned(),
+        index: 0,
+        subject: format!("CN={path}"),
+        issuer: "CN=rke2-server-ca".to_owned(),
+        serial: serial.to_owned(),
+        usages: vec!["ClientAuth".to_owned()],
+        is_ca: false,
+        sans: Vec::new(),
+        not_before: Some(convert::timestamp(now - time::Duration::days(10))),
+        not_after: Some(convert::timestamp(now + time::Duration::days(300))),
+        status: pb::CertStatus::Ok.into(),
+    }
+}
+
+fn full_status(certificates: Vec<pb::Certificate>) -> pb::Status {
+    let now = OffsetDateTime::now_utc();
+    pb::Status {
+        full: true,
+        certificates,
+        errors: Vec::new(),
+        renewal_deadline: Some(convert::timestamp(now + time::Duration::days(200))),
+        service_state: "active".to_owned(),
+        worst_status: pb::CertStatus::Ok.into(),
+        error_count: 0,
+    }
+}
+
+fn status_message(status: pb::Status) -> pb::AgentMessage {
+    pb::AgentMessage {
+        body: Some(pb::agent_message::Body::Status(status)),
+    }
+}
+
+/// A request stream of `messages` that then stays open while the returned sender lives: until
+/// the test drops it, whatever ends the call is the hub's doing.
+fn held_open(
+    messages: Vec<pb::AgentMessage>,
+) -> (
+    mpsc::Sender<pb::AgentMessage>,
+    ReceiverStream<pb::AgentMessage>,
+) {
+    let (open, rx) = mpsc::channel(messages.len().max(1));
+    for message in messages {
+        open.try_send(message).expect("room for every message");
+    }
+    (open, ReceiverStream::new(rx))
+}
+
+/// Opens a `Connect` stream that sends `messages` and stays open; the status the hub ends it
+/// with. Panics when the hub accepts everything (no verdict within [`STREAM_VERDICT`]) or
+/// closes the stream without an error.
+async fn stream_refusal(
+    client: &mut AgentServiceClient<Channel>,
+    messages: Vec<pb::AgentMessage>,
+) -> Result<(), tonic::Status> {
+    let (_open, messages) = held_open(messages);
+    let mut inbound = client.connect(messages).await?.into_inner();
+    let verdict = tokio::time::timeout(STREAM_VERDICT, async {
+        loop {
+            match inbound.message().await {
+                Ok(Some(_request)) => {}
+                Ok(None) => return Ok(()),
+                Err(status) => return Err(status),
+            }
+        }
+    })
+    .await;
+    match verdict {
+        Err(_) => panic!("the hub neither refused nor closed the stream"),
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(status)) => Err(status),
+    }
+}
+
+/// Polls `done` every 100 ms until it holds or `timeout` passes.
+async fn eventually(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_without_a_client_certificate_is_unauthenticated() {
+    let hub = Hub::start("127.0.40.1");
+    let pin = hub.pin();
+    let mut agent = AgentServiceClient::new(anonymous(&hub, &pin));
+    let needs_node = "a node client certificate is required";
+    refused(
+        "anonymous Connect",
+        stream_refusal(&mut agent, vec![hello("alpha")]).await,
+        Code::Unauthenticated,
+        &[needs_node],
+    );
+    let key = NodeKey::generate().expect("key");
+    refused(
+        "anonymous RenewCertificate",
+        agent
+            .renew_certificate(pb::RenewRequest {
+                csr_pem: key.csr_pem("alpha").expect("csr"),
+            })
+            .await,
+        Code::Unauthenticated,
+        &[needs_node],
+    );
+    let mut admin = AdminServiceClient::new(anonymous(&hub, &pin));
+    let needs_admin = "an admin certificate is required";
+    refused(
+        "anonymous ListNodes",
+        admin.list_nodes(pb::ListNodesRequest {}).await,
+        Code::Unauthenticated,
+        &[needs_admin],
+    );
+    refused(
+        "anonymous CreateToken",
+        admin
+            .create_token(pb::CreateTokenRequest { ttl_seconds: 60 })
+            .await,
+        Code::Unauthenticated,
+        &[needs_admin],
+    );
+    refused(
+        "anonymous ListCertificates",
+        admin
+            .list_certificates(pb::ListCertificatesRequest::default())
+            .await,
+        Code::Unauthenticated,
+        &[needs_admin],
+    );
+    assert!(hub.node_names().is_empty());
+
+    let stopped = hub.stop();
+    assert!(stopped.rows("SELECT name FROM nodes").is_empty());
+    let tokens = stopped.rows("SELECT created_by FROM join_tokens");
+    assert_eq!(tokens.len(), 1, "only the test's own token: {tokens:?}");
+    assert!(
+        tokens[0]["created_by"]
+            .as_str()
+            .is_some_and(|by| by.starts_with("uid:"))
+    );
+    let actions = stopped.rows("SELECT actor, action FROM audit_log");
+    assert!(
+        actions
+            .iter()
+            .all(|a| a["actor"].as_str().is_some_and(|by| by.starts_with("uid:"))),
+        "{actions:?}"
+    );
+    stopped.assert_log_keeps(&[]);
+}
+
+/// A client certificate that says "node alpha" but was signed by a CA the hub does not trust.
+struct RogueCert {
+    cert_pem: String,
+    key_pem: String,
+}
+
+/// A CA named `ca_name` (made here, with its own key) and a leaf it signs with a node
+/// certificate's subject (`CN=<node>`, `O=rke2-ops:nodes`) and clientAuth.
+fn rogue_node_cert(ca_name: &str, node: &str) -> RogueCert {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.distinguished_name.push(DnType::CommonName, ca_name);
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("leaf key");
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).expect("leaf params");
+    leaf.distinguished_name.push(DnType::CommonName, node);
+    leaf.distinguished_name
+        .push(DnType::OrganizationName, "rke2-ops:nodes");
+    leaf.is_ca = IsCa::ExplicitNoCa;
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    leaf.use_authority_key_identifier_extension = true;
+    let cert = leaf.signed_by(&key, &ca).expect("leaf");
+    RogueCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+/// A client configuration that verifies the hub by its pin (so the hub side is genuine) and
+/// presents `rogue`.
+fn rogue_config(pin: &str, rogue: &RogueCert) -> rustls::ClientConfig {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = vec![CertificateDer::from_pem_slice(rogue.cert_pem.as_bytes()).expect("cert")];
+    let key = PrivateKeyDer::from_pem_slice(rogue.key_pem.as_bytes()).expect("key");
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(tls::PinnedCaVerifier::new(pin)))
+    .with_client_auth_cert(chain, key)
+    .expect("client auth");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    config
+}
+
+/// What the hub's TLS listener says to `rogue`: the error the client ends with (in TLS 1.3 the
+/// server judges the client's certificate after the client has finished, so the refusal comes
+/// as an alert on the first read).
+async fn handshake_verdict(hub: &Hub, pin: &str, rogue: &RogueCert) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(rogue_config(pin, rogue)));
+    let tcp = tokio::net::TcpStream::connect((hub.ip(), GRPC_PORT))
+        .await
+        .expect("TCP connect");
+    let name = rustls::pki_types::ServerName::try_from(hub.ip.to_owned()).expect("name");
+    let mut tls = match connector.connect(name, tcp).await {
+        Ok(tls) => tls,
+        Err(e) => return e.to_string(),
+    };
+    let _ = tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await {
+        Err(_) => panic!("the hub neither refused nor answered"),
+        Ok(Ok(0)) => "closed without an alert".to_owned(),
+        Ok(Ok(n)) => panic!("the hub answered {n} bytes to a certificate it does not trust"),
+        Ok(Err(e)) => e.to_string(),
+    }
+}
+
+/// Asserts `result` failed in the transport (the connection was refused or cut), not with a
+/// status the hub's services chose.
+fn transport_failure<T>(what: &str, result: Result<T, tonic::Status>) {
+    let Err(status) = result else {
+        panic!("{what}: accepted");
+    };
+    assert!(
+        matches!(
+            status.code(),
+            Code::Unavailable | Code::Cancelled | Code::Unknown
+        ) && std::error::Error::source(&status).is_some(),
+        "{what}: not a transport failure: {status:?}"
+    );
+}
+
+/// The hub CA's subject CN, from its certificate.
+fn hub_ca_name(hub: &Hub) -> String {
+    let pem = std::fs::read(hub.state().join("pki/ca.crt")).expect("ca.crt");
+    let (_, block) = x509_parser::pem::parse_x509_pem(&pem).expect("PEM");
+    let cert = block.parse_x509().expect("X.509");
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .expect("CN")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_another_ca_fails_the_handshake() {
+    let hub = Hub::start("127.0.40.2");
+    let pin = hub.pin();
+    // A stranger's CA (the hub knows no such issuer), and a look-alike with the hub CA's very
+    // name but its own key (the issuer is found by name; the signature does not verify).
+    let cases = [
+        (
+            "another CA",
+            rogue_node_cert("rogue-ca", "alpha"),
+            "UnknownCA",
+        ),
+        (
+            "a CA named like the hub's",
+            rogue_node_cert(&hub_ca_name(&hub), "alpha"),
+            "DecryptError",
+        ),
+    ];
+    for (what, rogue, alert) in &cases {
+        let verdict = handshake_verdict(&hub, &pin, rogue).await;
+        eprintln!("TLS with a certificate from {what}: {verdict}");
+        assert_eq!(
+            verdict,
+            format!("received fatal alert: {alert}"),
+            "a certificate from {what}"
+        );
+        let channel =
+            || tls::channel(hub.ip, GRPC_PORT, rogue_config(&pin, rogue)).expect("channel");
+        transport_failure(
+            &format!("Connect with a certificate from {what}"),
+            stream_refusal(
+                &mut AgentServiceClient::new(channel()),
+                vec![hello("alpha")],
+            )
+            .await,
+        );
+        transport_failure(
+            &format!("ListNodes with a certificate from {what}"),
+            AdminServiceClient::new(channel())
+                .list_nodes(pb::ListNodesRequest {})
+                .await,
+        );
+    }
+    assert!(hub.node_names().is_empty());
+    let stopped = hub.stop();
+    assert!(stopped.rows("SELECT name FROM nodes").is_empty());
+    assert!(stopped.rows("SELECT node FROM certificates").is_empty());
+    let keys: Vec<&str> = cases.iter().map(|(_, r, _)| r.key_pem.as_str()).collect();
+    stopped.assert_log_keeps(&keys);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_reused_unknown_and_malformed_join_tokens_are_refused() {
+    let hub = Hub::start("127.0.40.3");
+    let expiring = hub.token("1s");
+    let expiring_made = Instant::now();
+    let reused = hub.token("10m");
+    let guessed = hub.token("10m");
+    let pin = reused.pin.clone();
+
+    // Reused: the first enrollment works, the second is refused.
+    enroll(&hub, &reused, "first").await.expect("first use");
+    let generic = ["join token refused"];
+    refused(
+        "a second use of a token",
+        enroll(&hub, &reused, "second").await,
+        Code::PermissionDenied,
+        &generic,
+    );
+    // Unknown: well-formed, never issued.
+    let unknown = Token {
+        token: "zz9zz9.q1w2e3r4t5y6u7i8".to_owned(),
+        pin: pin.clone(),
+    };
+    refused(
+        "a token never issued",
+        enroll(&hub, &unknown, "third").await,
+        Code::PermissionDenied,
+        &generic,
+    );
+    // A real id with a guessed secret; the guess does not burn the token.
+    let wrong = Token {
+        token: format!("{}.0000aaaa1111bbbb", guessed.id()),
+        pin: pin.clone(),
+    };
+    refused(
+        "a guessed secret",
+        enroll(&hub, &wrong, "fourth").await,
+        Code::PermissionDenied,
+        &generic,
+    );
+    enroll(&hub, &guessed, "fourth")
+        .await
+        .expect("the real token still works after a wrong guess");
+    // Malformed: refused before any lookup, without echoing the text.
+    let malformed = [
+        ("not-a-token", "'.'"),
+        ("ABCDEF.0123456789abcdef", "id"),
+        ("abcdef.0123456789abcdefXYZ", "secret"),
+    ];
+    for (text, part) in malformed {
+        let status = refused(
+            &format!("malformed token {text:?}"),
+            enroll(
+                &hub,
+                &Token {
+                    token: text.to_owned(),
+                    pin: pin.clone(),
+                },
+                "fifth",
+            )
+            .await,
+            Code::InvalidArgument,
+            &["join token", part],
+        );
+        assert!(!status.message().contains(text), "{status:?}");
+    }
+    // Expired: its 1 s is over (the store keeps whole seconds).
+    tokio::time::sleep(Duration::from_millis(2_100).saturating_sub(expiring_made.elapsed())).await;
+    refused(
+        "an expired token",
+        enroll(&hub, &expiring, "sixth").await,
+        Code::PermissionDenied,
+        &generic,
+    );
+
+    // The reasons are in the hub's log, by token id.
+    let log = hub.log();
+    for (id, reason) in [
+        (reused.id(), "already used"),
+        (unknown.id(), "is unknown"),
+        (guessed.id(), "does not match"),
+        (expiring.id(), "expired at"),
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains("join token refused")
+                && l.contains(&format!("token={id}"))
+                && l.contains(reason)),
+            "no log line for token {id} ({reason}):\n{log}"
+        );
+    }
+    assert!(hub.node_names().is_empty(), "enrollment alone adds no node");
+
+    let stopped = hub.stop();
+    let tokens = stopped.rows("SELECT id, used_by FROM join_tokens ORDER BY id");
+    let used: Vec<(String, Value)> = tokens
+        .iter()
+        .map(|t| {
+            (
+                t["id"].as_str().expect("id").to_owned(),
+                t["used_by"].clone(),
+            )
+        })
+        .collect();
+    for (token, by) in [
+        (&reused, Value::from("first")),
+        (&guessed, Value::from("fourth")),
+        (&expiring, Value::Null),
+    ] {
+        assert!(
+            used.contains(&(token.id().to_owned(), by.clone())),
+            "token {} used by {by}: {used:?}",
+            token.id()
+        );
+    }
+    let enrolled = stopped.rows("SELECT detail FROM audit_log WHERE action = 'node.enroll'");
+    assert_eq!(enrolled.len(), 2, "{enrolled:?}");
+    stopped.assert_log_keeps(&[
+        reused.secret(),
+        unknown.secret(),
+        guessed.secret(),
+        wrong.secret(),
+        expiring.secret(),
+        "0123456789abcdef",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_certificate_cannot_speak_for_another_node() {
+    let hub = Hub::start("127.0.40.4");
+    let token = hub.token("10m");
+    let alpha = enroll(&hub, &token, "alpha").await.expect("enroll alpha");
+    let mut client = as_node(&hub, &alpha);
+    refused(
+        "alpha's certificate saying hello as beta",
+        stream_refusal(&mut client, vec![hello("beta")]).await,
+        Code::PermissionDenied,
+        &["\"alpha\"", "\"beta\""],
+    );
+    // Nor can it get a certificate for beta by renewal.
+    let key = NodeKey::generate().expect("key");
+    refused(
+        "alpha renewing with a CSR for beta",
+        client
+            .renew_certificate(pb::RenewRequest {
+                csr_pem: key.csr_pem("beta").expect("csr"),
+            })
+            .await,
+        Code::InvalidArgument,
+        &["\"alpha\"", "\"beta\""],
+    );
+    assert!(hub.node_names().is_empty(), "neither node is stored");
+    let log = hub.log();
+    assert!(
+        log.lines().any(|l| l.contains("hello claims another node")
+            && l.contains("alpha")
+            && l.contains("beta")),
+        "{log}"
+    );
+
+    // As itself, alpha is welcome.
+    let (open, messages) = held_open(vec![hello("alpha")]);
+    let inbound = client
+        .connect(messages)
+        .await
+        .expect("alpha as alpha")
+        .into_inner();
+    eventually("alpha is online", Duration::from_secs(10), || {
+        hub.node_names() == ["alpha"]
+    })
+    .await;
+    drop((open, inbound));
+
+    let stopped = hub.stop();
+    let names = stopped.rows("SELECT name FROM nodes");
+    assert_eq!(names, [serde_json::json!({"name": "alpha"})]);
+    stopped.assert_log_keeps(&[token.secret(), &alpha.key_pem, &key.to_pem()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_certificate_cannot_call_admin_methods() {
+    let hub = Hub::start("127.0.40.5");
+    let token = hub.token("10m");
+    let alpha = enroll(&hub, &token, "alpha").await.expect("enroll alpha");
+    let mut admin = AdminServiceClient::new(authenticated(
+        &hub,
+        &alpha.ca_pem,
+        &alpha.cert_pem,
+        &alpha.key_pem,
+    ));
+    let denied = ["node \"alpha\" may not call admin methods"];
+    refused(
+        "ListNodes with a node certificate",
+        admin.list_nodes(pb::ListNodesRequest {}).await,
+        Code::PermissionDenied,
+        &denied,
+    );
+    refused(
+        "CreateToken with a node certificate",
+        admin
+            .create_token(pb::CreateTokenRequest { ttl_seconds: 3600 })
+            .await,
+        Code::PermissionDenied,
+        &denied,
+    );
+    refused(
+        "ListCertificates with a node certificate",
+        admin
+            .list_certificates(pb::ListCertificatesRequest::default())
+            .await,
+        Code::PermissionDenied,
+        &denied,
+    );
+
+    // The other way round: an admin certificate cannot act as a node.
+    let out_dir = hub.dir.path().join("eve");
+    let out = Command::new(built_binary("rke2-hub"))
+        .args(["admin-cert", "create", "--name", "eve", "--out"])
+        .arg(&out_dir)
+        .arg("--state-dir")
+        .arg(hub.state())
+        .output()
+        .expect("admin-cert runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |name: &str| std::fs::read_to_string(out_dir.join(name)).expect("admin file");
+    let eve_key = read("admin.key");
+    let mut eve = AgentServiceClient::new(authenticated(
+        &hub,
+        &read("ca.crt"),
+        &read("admin.crt"),
+        &eve_key,
+    ));
+    refused(
+        "Connect with an admin certificate",
+        stream_refusal(&mut eve, vec![hello("eve")]).await,
+        Code::PermissionDenied,
+        &["admin certificates cannot act as a node"],
+    );
+    assert!(hub.node_names().is_empty());
+    let log = hub.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("node certificate tried an admin method") && l.contains("alpha")),
+        "{log}"
+    );
+
+    let stopped = hub.stop();
+    let tokens = stopped.rows("SELECT created_by FROM join_tokens");
+    assert_eq!(tokens.len(), 1, "no token made by the node: {tokens:?}");
+    let by_node = stopped
+        .rows("SELECT action FROM audit_log WHERE actor LIKE 'node:%' AND action != 'node.enroll'");
+    assert!(by_node.is_empty(), "{by_node:?}");
+    assert!(stopped.rows("SELECT name FROM nodes").is_empty());
+    stopped.assert_log_keeps(&[token.secret(), &alpha.key_pem, &eve_key]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_certificate_request_is_refused_without_burning_the_token() {
+    let hub = Hub::start("127.0.40.6");
+    let token = hub.token("10m");
+    let key = NodeKey::generate().expect("key");
+    let request =
+        |node: &'static str, csr: String| enroll_with(&hub, &token.pin, &token.token, node, csr);
+    refused(
+        "a CSR for gamma, enrolling as delta",
+        request("delta", key.csr_pem("gamma").expect("csr")).await,
+        Code::InvalidArgument,
+        &["certificate request", "\"delta\"", "\"gamma\""],
+    );
+    refused(
+        "a node name that is not one",
+        request("Delta_1", key.csr_pem("delta").expect("csr")).await,
+        Code::InvalidArgument,
+        &["Delta_1"],
+    );
+    refused(
+        "no CSR at all",
+        request("delta", "not a CSR".to_owned()).await,
+        Code::InvalidArgument,
+        &["\"delta\"", "no CERTIFICATE REQUEST block"],
+    );
+    refused(
+        "a CSR over the size limit",
+        request("delta", "A".repeat(64 * 1024)).await,
+        Code::InvalidArgument,
+        &["\"delta\"", "16384"],
+    );
+    // A CSR whose signature was not made with its key: the CN swapped after signing.
+    let tampered = {
+        let pem = key.csr_pem("deltb").expect("csr");
+        let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).expect("PEM");
+        let mut der = block.contents;
+        let at = der
+            .windows(5)
+            .position(|w| w == b"deltb")
+            .expect("CN in the DER");
+        der[at + 4] = b'a';
+        let body = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &der);
+        format!("-----BEGIN CERTIFICATE REQUEST-----\n{body}\n-----END CERTIFICATE REQUEST-----\n")
+    };
+    refused(
+        "a tampered CSR",
+        request("delta", tampered).await,
+        Code::InvalidArgument,
+        &["\"delta\"", "invalid signature"],
+    );
+    assert!(hub.log().lines().all(|l| !l.contains("join token refused")));
+
+    // The token is still good.
+    let response = request("delta", key.csr_pem("delta").expect("csr"))
+        .await
+        .expect("a correct request with the same token");
+    assert!(
+        response
+            .get_ref()
+            .certificate_pem
+            .contains("BEGIN CERTIFICATE")
+    );
+
+    let stopped = hub.stop();
+    let tokens = stopped.rows("SELECT used_by FROM join_tokens WHERE used_by IS NOT NULL");
+    assert_eq!(tokens, [serde_json::json!({"used_by": "delta"})]);
+    stopped.assert_log_keeps(&[token.secret(), &key.to_pem()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_malformed_messages_are_refused_and_change_nothing() {
+    let hub = Hub::start("127.0.40.7");
+    let token = hub.token("10m");
+    let node = enroll(&hub, &token, "alpha").await.expect("enroll alpha");
+    let mut client = as_node(&hub, &node);
+
+    // A good snapshot first.
+    let good = vec![
+        certificate("server/tls/client-admin.crt", "01"),
+        certificate("server/tls/serving-kube-apiserver.crt", "02"),
+    ];
+    let (open, messages) = held_open(vec![
+        hello("alpha"),
+        status_message(full_status(good.clone())),
+    ]);
+    let inbound = client
+        .connect(messages)
+        .await
+        .expect("alpha connects")
+        .into_inner();
+    let certs = || hub.json(&["certs", "--node", "alpha"]);
+    eventually(
+        "alpha's snapshot is stored",
+        Duration::from_secs(10),
+        || {
+            certs()["certificates"]
+                .as_array()
+                .is_some_and(|c| c.len() == 2)
+        },
+    )
+    .await;
+    drop((open, inbound));
+    let snapshot = certs();
+    let facts = hub.node_facts("alpha");
+    assert_eq!(facts["worst_status"], "OK", "{facts:#}");
+
+    let other = |serial: &str| vec![certificate("agent/client-kubelet.crt", serial)];
+    let mut cases: Vec<(&str, Vec<pb::AgentMessage>, Code, Vec<&str>)> = Vec::new();
+    // > 4 MiB of certificates in one status.
+    let big = {
+        let mut certs = other("03");
+        let mut fat = certificate("agent/fat.crt", "04");
+        fat.subject = "x".repeat(64 * 1024);
+        let count = MAX_MESSAGE_BYTES / fat.subject.len() + 2;
+        certs.extend(std::iter::repeat_n(fat, count));
+        status_message(full_status(certs))
+    };
+    cases.push((
+        "a status over 4 MiB",
+        vec![hello("alpha"), big.clone()],
+        Code::OutOfRange,
+        vec!["too large", "4194304"],
+    ));
+    cases.push((
+        "a status over 4 MiB as the first message",
+        vec![big],
+        Code::OutOfRange,
+        vec!["too large", "4194304"],
+    ));
+    let mut no_end = other("05");
+    no_end[0].not_after = None;
+    cases.push((
+        "a certificate without not_after",
+        vec![hello("alpha"), status_message(full_status(no_end))],
+        Code::InvalidArgument,
+        vec!["status.certificates[0].not_after", "missing"],
+    ));
+    let mut odd_status = other("06");
+    odd_status[0].status = 42;
+    cases.push((
+        "a certificate status out of the enum",
+        vec![hello("alpha"), status_message(full_status(odd_status))],
+        Code::InvalidArgument,
+        vec!["status.certificates[0].status", "42"],
+    ));
+    let mut odd_worst = full_status(other("07"));
+    odd_worst.worst_status = 99;
+    cases.push((
+        "a worst status out of the enum",
+        vec![hello("alpha"), status_message(odd_worst)],
+        Code::InvalidArgument,
+        vec!["worst_status", "99"],
+    ));
+    let mut far_deadline = full_status(other("08"));
+    let mut never = convert::timestamp(OffsetDateTime::now_utc());
+    never.seconds = i64::MAX;
+    far_deadline.renewal_deadline = Some(never);
+    cases.push((
+        "a renewal deadline out of range",
+        vec![hello("alpha"), status_message(far_deadline)],
+        Code::InvalidArgument,
+        vec!["status.renewal_deadline"],
+    ));
+    let mut odd_role = hello("alpha");
+    if let Some(pb::agent_message::Body::Hello(h)) = &mut odd_role.body {
+        h.role = 7;
+    }
+    cases.push((
+        "a role out of the enum",
+        vec![odd_role],
+        Code::InvalidArgument,
+        vec!["hello.role"],
+    ));
+    cases.push((
+        "a status before the hello",
+        vec![status_message(full_status(other("09")))],
+        Code::InvalidArgument,
+        vec!["first message must be a hello"],
+    ));
+    cases.push((
+        "a second hello",
+        vec![hello("alpha"), hello("alpha")],
+        Code::InvalidArgument,
+        vec!["hello may only be the first message"],
+    ));
+    cases.push((
+        "an empty message",
+        vec![hello("alpha"), pb::AgentMessage { body: None }],
+        Code::InvalidArgument,
+        vec!["empty message"],
+    ));
+    for (what, messages, code, needles) in cases {
+        let started = Instant::now();
+        refused(
+            what,
+            stream_refusal(&mut client, messages).await,
+            code,
+            &needles,
+        );
+        eprintln!("{what}: refused in {:?}", started.elapsed());
+        assert_eq!(certs(), snapshot, "{what} changed the snapshot");
+        assert_eq!(hub.node_facts("alpha"), facts, "{what} changed the node");
+    }
+    // An oversized request without any certificate (an enrollment) is refused as early.
+    refused(
+        "an Enroll over 4 MiB",
+        enroll_with(
+            &hub,
+            &token.pin,
+            &"x".repeat(MAX_MESSAGE_BYTES),
+            "beta",
+            String::new(),
+        )
+        .await,
+        Code::OutOfRange,
+        &["too large"],
+    );
+    assert_eq!(hub.node_names(), ["alpha"]);
+
+    let stopped = hub.stop();
+    let stored =
+        stopped.rows("SELECT serial FROM certificates WHERE node = 'alpha' ORDER BY serial");
+    assert_eq!(
+        stored,
+        [
+            serde_json::json!({"serial": "01"}),
+            serde_json::json!({"serial": "02"})
+        ]
+    );
+    stopped.assert_log_keeps(&[token.secret(), &node.key_pem]);
+}
+
+/// What the hub lets a peer without a hub certificate hold (handshakes in progress and
+/// anonymous connections): `rke2_hub::listener::MAX_UNAUTHENTICATED_PER_PEER`.
+const MAX_UNAUTHENTICATED_PER_PEER: usize = 32;
+/// How long the hub waits for a TLS handshake: `rke2_hub::listener::HANDSHAKE_TIMEOUT`.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TCP connection from `source` to the hub's gRPC port.
+async fn tcp_from(source: IpAddr, hub: &Hub) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(SocketAddr::new(hub.ip(), GRPC_PORT)).await
+}
+
+/// `tls::channel`, but from the local address `source` (every 127.0.0.0/8 address is ours on
+/// loopback: one test plays several peers).
+fn channel_from(source: IpAddr, hub: &Hub, config: rustls::ClientConfig) -> Channel {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let server_name = rustls::pki_types::ServerName::try_from(hub.ip.to_owned()).expect("name");
+    let target = SocketAddr::new(hub.ip(), GRPC_PORT);
+    tonic::transport::Endpoint::from_shared(format!("http://{target}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(10))
+        .connect_with_connector_lazy(tower::service_fn(move |_| {
+            let (connector, server_name) = (connector.clone(), server_name.clone());
+            async move {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::new(source, 0))?;
+                let tcp = socket.connect(target).await?;
+                let tls = connector.connect(server_name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+}
+
+/// Whether the hub closed `tcp` (end of file or reset) within `wait`; `false` when it is
+/// still open (the hub waits for our TLS hello).
+async fn closed_within(tcp: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 16];
+    match tokio::time::timeout(wait, tcp.read(&mut buf)).await {
+        Err(_) => false,
+        Ok(Ok(0) | Err(_)) => true,
+        Ok(Ok(n)) => panic!("the hub sent {n} bytes before our TLS hello"),
+    }
+}
+
+/// The hub's resident memory, from `/proc/<pid>/status`.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("hub alive");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_from_one_peer_leaves_the_hub_serving_others() {
+    let hub = Hub::start("127.0.40.8");
+    let token = hub.token("10m");
+    let rss_before = rss_kib(hub.pid());
+    let idle_peer: IpAddr = "127.0.41.8".parse().expect("IP");
+    let enroll_peer: IpAddr = "127.0.42.8".parse().expect("IP");
+
+    // 1. 300 idle TCP connections from one peer: the hub keeps what one peer may hold and
+    //    closes the rest at once.
+    let flood_started = Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tcp_from(idle_peer, &hub).await.expect("TCP connect"));
+    }
+    let mut checks = tokio::task::JoinSet::new();
+    for mut tcp in idle {
+        checks.spawn(async move {
+            let closed = closed_within(&mut tcp, Duration::from_secs(2)).await;
+            (closed, tcp)
+        });
+    }
+    let mut held = Vec::new();
+    let mut refused_at_once = 0;
+    while let Some(joined) = checks.join_next().await {
+        match joined.expect("check") {
+            (true, _) => refused_at_once += 1,
+            (false, tcp) => held.push(tcp),
+        }
+    }
+    eprintln!(
+        "idle flood: {} held, {refused_at_once} closed at once ({:?})",
+        held.len(),
+        flood_started.elapsed()
+    );
+    assert_eq!(held.len(), MAX_UNAUTHENTICATED_PER_PEER);
+
+    // 2. Meanwhile the hub serves everyone else: the operator, and an agent that enrolls and
+    //    reports.
+    let started = Instant::now();
+    assert!(hub.node_names().is_empty());
+    let answered = started.elapsed();
+    let alpha = enroll(&hub, &token, "alpha")
+        .await
+        .expect("enroll during the flood");
+    let (open, messages) = held_open(vec![
+        hello("alpha"),
+        status_message(full_status(vec![certificate(
+            "agent/client-kubelet.crt",
+            "01",
+        )])),
+    ]);
+    let inbound = as_node(&hub, &alpha)
+        .connect(messages)
+        .await
+        .expect("Connect during the flood")
+        .into_inner();
+    eventually("alpha is listed", Duration::from_secs(5), || {
+        hub.node_names() == ["alpha"]
+    })
+    .await;
+    eprintln!(
+        "during the flood: `nodes` answered in {answered:?}; alpha enrolled and listed after {:?}",
+        started.elapsed()
+    );
+    assert!(answered < Duration::from_secs(3), "{answered:?}");
+
+    // 3. 300 concurrent enrollments with tokens never issued, each on its own connection, from
+    //    another peer: refused by the token check, or at the door when over the peer's share.
+    let started = Instant::now();
+    let mut attempts = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let channel = channel_from(
+            enroll_peer,
+            &hub,
+            tls::enrollment_config(&token.pin).expect("TLS"),
+        );
+        let key = NodeKey::generate().expect("key");
+        attempts.spawn(async move {
+            AgentServiceClient::new(channel)
+                .enroll(pb::EnrollRequest {
+                    token: format!("fl{i:04}.0123456789abcdef"),
+                    node_name: format!("flood-{i}"),
+                    csr_pem: key.csr_pem(&format!("flood-{i}")).expect("csr"),
+                })
+                .await
+        });
+    }
+    let (mut denied, mut at_the_door) = (0, 0);
+    while let Some(joined) = attempts.join_next().await {
+        match joined.expect("attempt") {
+            Ok(_) => panic!("an enrollment with a token never issued succeeded"),
+            Err(s) if s.code() == Code::PermissionDenied => {
+                assert_eq!(s.message(), "join token refused");
+                denied += 1;
+            }
+            refused_there => {
+                transport_failure("an enrollment over the peer's share", refused_there);
+                at_the_door += 1;
+            }
+        }
+    }
+    let took = started.elapsed();
+    eprintln!(
+        "enroll flood: {denied} refused by the token check, {at_the_door} at the door, in {took:?}"
+    );
+    assert!(denied >= MAX_UNAUTHENTICATED_PER_PEER, "{denied}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+
+    // 4. The hub is alive, answers at once, and its memory did not run away.
+    let started = Instant::now();
+    assert_eq!(hub.node_names(), ["alpha"]);
+    let answered = started.elapsed();
+    let rss = rss_kib(hub.pid());
+    eprintln!(
+        "after the floods: `nodes` answered in {answered:?}; RSS {rss_before} KiB before, {rss} KiB after"
+    );
+    assert!(answered < Duration::from_secs(3), "{answered:?}");
+    assert!(rss < 300 * 1024, "RSS {rss} KiB");
+
+    // 5. The held connections never sent a TLS hello: the hub drops them at its handshake
+    //    deadline, and the peer may connect again.
+    for tcp in &mut held {
+        let left =
+            (HANDSHAKE_TIMEOUT + Duration::from_secs(5)).saturating_sub(flood_started.elapsed());
+        assert!(
+            closed_within(tcp, left).await,
+            "an idle connection outlived the handshake deadline"
+        );
+    }
+    eprintln!(
+        "idle connections dropped after {:?}",
+        flood_started.elapsed()
+    );
+    refused(
+        "the flooding peer, once its connections are gone",
+        AdminServiceClient::new(channel_from(
+            idle_peer,
+            &hub,
+            tls::enrollment_config(&token.pin).expect("TLS"),
+        ))
+        .list_nodes(pb::ListNodesRequest {})
+        .await,
+        Code::Unauthenticated,
+        &["an admin certificate is required"],
+    );
+    let log = hub.log();
+    let refusals = |peer: &str| {
+        log.lines()
+            .filter(|l| l.contains("refusing connections") && l.contains(peer))
+            .count()
+    };
+    assert_eq!(refusals("127.0.41.8"), 1, "logged once per peer:\n{log}");
+    assert!(refusals("127.0.42.8") >= 1, "{log}");
+    drop((open, inbound));
+
+    let stopped = hub.stop();
+    let nodes = stopped.rows("SELECT name FROM nodes");
+    assert_eq!(nodes, [serde_json::json!({"name": "alpha"})]);
+    let used = stopped.rows("SELECT used_by FROM join_tokens WHERE used_by IS NOT NULL");
+    assert_eq!(used, [serde_json::json!({"used_by": "alpha"})]);
+    stopped.assert_log_keeps(&[token.secret(), &alpha.key_pem, "0123456789abcdef"]);
+}
