@@ -12,7 +12,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use time::OffsetDateTime;
 
 use crate::registry::Registry as Streams;
 use crate::store::Store;
@@ -103,10 +102,7 @@ impl Collector for FleetCollector {
             "Each node's renewal deadline (earliest leaf NotAfter)",
             &deadlines,
         )?;
-        let now = OffsetDateTime::now_utc();
-        if let Ok(certs) = self.store.certificates(None, None, now)
-            && let Some(earliest) = certs.iter().map(|(_, c)| c.not_after).min()
-        {
+        if let Ok(Some(earliest)) = self.store.earliest_not_after() {
             gauge(
                 &mut encoder,
                 "rke2ops_hub_fleet_earliest_cert_expiry_timestamp_seconds",

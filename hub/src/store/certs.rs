@@ -6,7 +6,7 @@ use std::time::Duration;
 use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 use time::OffsetDateTime;
 
-use super::{CertRow, FileErrorRow, Store, StoreError, check_status, from_db, to_db};
+use super::{CertRow, FileErrorRow, Store, StoreError, check_status, from_db, from_db_opt, to_db};
 
 impl Store {
     /// Replaces `node`'s certificate snapshot with `certs` and `file_errors`, received `now`.
@@ -132,6 +132,29 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()
             .map_err(sql_err)?;
         raw.into_iter().map(RawCert::into_row).collect()
+    }
+
+    /// The earliest NotAfter over every node's certificates; `None` when there are none.
+    ///
+    /// One lookup in the `not_after` index: the metrics scrape needs this one value, and
+    /// reading every row instead (100,000 for 2,000 servers) held the store for ~130 ms and
+    /// left ~40 MiB of heap behind per scrape.
+    ///
+    /// # Errors
+    /// [`StoreError::Sql`] if the read fails; [`StoreError::Corrupt`] for an out-of-range value.
+    pub fn earliest_not_after(&self) -> Result<Option<OffsetDateTime>, StoreError> {
+        let sql_err = |source| StoreError::Sql {
+            table: "certificates",
+            action: "finding the earliest expiry",
+            source,
+        };
+        let earliest: Option<i64> = self
+            .conn()
+            .prepare_cached("SELECT MIN(not_after) FROM certificates")
+            .map_err(sql_err)?
+            .query_row([], |row| row.get(0))
+            .map_err(sql_err)?;
+        from_db_opt(earliest, "certificates", || "MIN".to_owned(), "not_after")
     }
 
     /// The unreadable certificate files of `node` (every node when `None`), sorted by node and
@@ -308,6 +331,22 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(store.node("a").unwrap().unwrap().certificates_at, Some(NOW));
+    }
+
+    #[test]
+    fn earliest_not_after_is_the_fleet_minimum_or_none() {
+        let store = store_with(&["a", "b"]);
+        assert_eq!(store.earliest_not_after().unwrap(), None);
+        store
+            .replace_certificates("a", &[cert("/a.crt", 0, 90, "01")], &[], NOW)
+            .unwrap();
+        store
+            .replace_certificates("b", &[cert("/b.crt", 0, 12, "02")], &[], NOW)
+            .unwrap();
+        assert_eq!(
+            store.earliest_not_after().unwrap(),
+            Some(NOW + time::Duration::days(12))
+        );
     }
 
     #[test]
