@@ -3,17 +3,13 @@
 //! never returns it.
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use super::{Store, StoreError, TokenError, TokenRecord, from_db, from_db_opt, to_db};
 
-/// The SHA-256 of a token secret, lowercase hex: the only form of a secret the store accepts.
-#[must_use]
-pub fn hash_secret(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
-}
+/// The stored form of a join token's secret: one formula, owned by the token module.
+pub use crate::pki::token::secret_hash as hash_secret;
 
 /// Whether `hash` looks like [`hash_secret`]'s output, so a plain secret passed by mistake is
 /// refused instead of stored.
