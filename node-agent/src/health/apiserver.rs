@@ -8,9 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -145,28 +142,12 @@ pub async fn get(
             .peer_certificates()
             .map(|certs| certs.iter().map(|c| c.as_ref().to_vec()).collect())
             .unwrap_or_default();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (status, body) = super::kubelet::get_over(tls, &addr.to_string(), path)
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        tokio::spawn(conn);
-        let request = hyper::Request::get(path)
-            .header(hyper::header::HOST, addr.to_string())
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| unreachable(e.to_string()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?
-            .to_bytes();
+            .map_err(unreachable)?;
         Ok(Readyz {
             status,
-            body: String::from_utf8_lossy(&body).into_owned(),
+            body,
             served_chain,
         })
     };

@@ -8,6 +8,36 @@ use hyper_util::rt::TokioIo;
 
 use super::HealthError;
 
+/// One HTTP/1.1 GET over an already connected stream (plain TCP or TLS); status and body.
+///
+/// # Errors
+/// The hyper error's text.
+pub async fn get_over<S>(stream: S, host: &str, path: &str) -> Result<(u16, String), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, host)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
 /// One plain-HTTP GET; returns status and body.
 ///
 /// # Errors
@@ -26,26 +56,7 @@ pub async fn http_get(
         let stream = tokio::net::TcpStream::connect(url_host)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        tokio::spawn(conn);
-        let request = hyper::Request::get(path)
-            .header(hyper::header::HOST, url_host)
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| unreachable(e.to_string()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?
-            .to_bytes();
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        get_over(stream, url_host, path).await.map_err(unreachable)
     };
     tokio::time::timeout(timeout, fetch)
         .await
