@@ -284,6 +284,8 @@ fn handle(
                 .map_err(internal)
         }
         Some(pb::agent_message::Body::Heartbeat(_)) => Ok(()),
+        // Operation reports are for the plan engine (issue 5); accepted and ignored here.
+        Some(pb::agent_message::Body::Progress(_) | pb::agent_message::Body::Result(_)) => Ok(()),
         Some(pb::agent_message::Body::Hello(_)) => Err(Status::invalid_argument(
             "hello may only be the first message",
         )),
