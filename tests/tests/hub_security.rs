@@ -401,6 +401,7 @@ fn full_status(certificates: Vec<pb::Certificate>) -> pb::Status {
         service_state: "active".to_owned(),
         worst_status: pb::CertStatus::Ok.into(),
         error_count: 0,
+        ..pb::Status::default()
     }
 }
 

@@ -80,6 +80,7 @@ pub fn status_message(
             .map_or(pb::CertStatus::Unspecified, status)
             .into(),
         error_count: u32::try_from(inventory.errors.len()).unwrap_or(u32::MAX),
+        ..pb::Status::default()
     }
 }
 
