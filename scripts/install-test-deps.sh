@@ -20,11 +20,14 @@ declare -A probe=(
   [curl]=/usr/bin/curl
   # etcd-client generates its gRPC code at build time with protoc
   [protobuf-compiler]=/usr/bin/protoc
+  # ... and needs the well-known types (descriptor.proto), which --no-install-recommends
+  # leaves out
+  [libprotobuf-dev]=/usr/include/google/protobuf/descriptor.proto
 )
 
 missing=()
 for pkg in "${!probe[@]}"; do
-  [ -x "${probe[$pkg]}" ] || missing+=("$pkg")
+  [ -e "${probe[$pkg]}" ] || missing+=("$pkg")
 done
 # unshare ships in util-linux too; check it separately so a partial install is caught.
 [ -x /usr/bin/unshare ] || missing+=(util-linux)
