@@ -7,6 +7,7 @@
 //! - [`report`]: the `check` renderings (RKE2's table, our JSON).
 //! - [`identity`]: the node's enrolled identity (key, CSR, hub CA pin, 0600 files).
 //! - [`exposition`]: content negotiation between OpenMetrics and the classic Prometheus text.
+//! - [`version`]: RKE2 versions (`v1.34.1+rke2r1`), parsed and ordered.
 //!
 //! Nothing here does network I/O or talks to systemd: those live in the binaries' crates.
 
@@ -16,3 +17,4 @@ pub mod identity;
 pub mod layout;
 pub mod renewal;
 pub mod report;
+pub mod version;

@@ -1,63 +1,7 @@
 //! RKE2 versions (`v1.34.1+rke2r1`) and the upgrade guards: never downgrade, never skip a
 //! minor version (unless explicitly allowed).
 
-use std::fmt;
-use std::str::FromStr;
-
-/// An RKE2 version: Kubernetes `major.minor.patch` plus RKE2's release number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Rke2Version {
-    /// Kubernetes major.
-    pub major: u32,
-    /// Kubernetes minor.
-    pub minor: u32,
-    /// Kubernetes patch.
-    pub patch: u32,
-    /// RKE2 release (`rke2rN`).
-    pub release: u32,
-}
-
-/// A string that is not an RKE2 version.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0:?} is not an RKE2 version like v1.34.1+rke2r1")]
-pub struct VersionError(pub String);
-
-impl FromStr for Rke2Version {
-    type Err = VersionError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || VersionError(s.to_owned());
-        let rest = s.strip_prefix('v').ok_or_else(bad)?;
-        let (k8s, rke2) = rest.split_once('+').ok_or_else(bad)?;
-        let release = rke2
-            .strip_prefix("rke2r")
-            .ok_or_else(bad)?
-            .parse()
-            .map_err(|_| bad())?;
-        let mut parts = k8s.split('.').map(|p| p.parse::<u32>().map_err(|_| bad()));
-        let (Some(major), Some(minor), Some(patch), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(bad());
-        };
-        Ok(Self {
-            major: major?,
-            minor: minor?,
-            patch: patch?,
-            release,
-        })
-    }
-}
-
-impl fmt::Display for Rke2Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "v{}.{}.{}+rke2r{}",
-            self.major, self.minor, self.patch, self.release
-        )
-    }
-}
+pub use rke2ops_common::version::{Rke2Version, VersionError};
 
 /// Why an upgrade to a target is refused for a node.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
