@@ -65,6 +65,21 @@ pub struct FileConfig {
     pub admin_socket: Option<PathBuf>,
     /// A node whose stream is silent this long is offline.
     pub heartbeat_timeout_secs: Option<u64>,
+    /// Kubeconfig for cordon/drain (e.g. a copy of a server's `rke2.yaml`); none = no
+    /// cordon or drain.
+    pub kubeconfig: Option<PathBuf>,
+    /// apiserver URLs tried in order with failover (default: the kubeconfig's server).
+    pub apiserver_endpoints: Option<Vec<String>>,
+    /// RKE2's channels JSON, for `upgrade --channel`.
+    pub channel_url: Option<String>,
+    /// Default artifact source for upgrades: URL prefix (GitHub release layout) or a folder
+    /// on the nodes; empty = each agent's own `artifact_source`.
+    pub artifact_mirror: Option<String>,
+    /// Auto-maintenance: create `restart` plans for nodes whose renewal deadline is this
+    /// many days away or closer (unset = off).
+    pub auto_restart_within_days: Option<u64>,
+    /// Auto-maintenance: the window those plans run in (e.g. `Sat,Sun 02:00-05:00 UTC`).
+    pub auto_restart_window: Option<String>,
 }
 
 /// Flag overrides.
@@ -78,7 +93,18 @@ pub struct Overrides {
     pub state_dir: Option<PathBuf>,
     pub admin_socket: Option<PathBuf>,
     pub heartbeat_timeout_secs: Option<u64>,
+    pub kubeconfig: Option<PathBuf>,
+    pub apiserver_endpoints: Vec<String>,
+    pub channel_url: Option<String>,
+    pub artifact_mirror: Option<String>,
+    pub auto_restart_within_days: Option<u64>,
+    pub auto_restart_window: Option<String>,
 }
+
+/// RKE2's release channels.
+pub const DEFAULT_CHANNEL_URL: &str = "https://update.rke2.io/v1-release/channels";
+/// RKE2's release artifacts (`<prefix>/<version>/rke2.linux-<arch>.tar.gz`).
+pub const DEFAULT_ARTIFACT_MIRROR: &str = "https://github.com/rancher/rke2/releases/download";
 
 /// The effective configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +123,18 @@ pub struct Config {
     pub admin_socket: PathBuf,
     /// Offline threshold.
     pub heartbeat_timeout: Duration,
+    /// Kubeconfig for cordon/drain.
+    pub kubeconfig: Option<PathBuf>,
+    /// apiserver endpoints with failover.
+    pub apiserver_endpoints: Vec<String>,
+    /// Channels JSON URL.
+    pub channel_url: String,
+    /// Default artifact source for upgrades.
+    pub artifact_mirror: String,
+    /// Auto-maintenance lead time.
+    pub auto_restart_within: Option<Duration>,
+    /// Auto-maintenance window.
+    pub auto_restart_window: Option<String>,
 }
 
 fn addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -177,6 +215,36 @@ impl Config {
                     .or(file.heartbeat_timeout_secs)
                     .unwrap_or(35),
             ),
+            kubeconfig: o.kubeconfig.or(file.kubeconfig),
+            apiserver_endpoints: if o.apiserver_endpoints.is_empty() {
+                file.apiserver_endpoints.unwrap_or_default()
+            } else {
+                o.apiserver_endpoints
+            },
+            channel_url: o
+                .channel_url
+                .or(file.channel_url)
+                .unwrap_or_else(|| DEFAULT_CHANNEL_URL.to_owned()),
+            artifact_mirror: o
+                .artifact_mirror
+                .or(file.artifact_mirror)
+                .unwrap_or_else(|| DEFAULT_ARTIFACT_MIRROR.to_owned()),
+            auto_restart_within: o
+                .auto_restart_within_days
+                .or(file.auto_restart_within_days)
+                .map(|d| Duration::from_secs(d * 86_400)),
+            auto_restart_window: match o.auto_restart_window.or(file.auto_restart_window) {
+                Some(w) => {
+                    crate::plan::window::MaintenanceWindow::parse(&w).map_err(|e| {
+                        ConfigError::Invalid {
+                            key: "auto_restart_window",
+                            message: e.to_string(),
+                        }
+                    })?;
+                    Some(w)
+                }
+                None => None,
+            },
         })
     }
 }

@@ -253,3 +253,98 @@ mod tests {
         assert_eq!(role_word(99), "unknown");
     }
 }
+
+/// The wire word for a plan kind.
+#[must_use]
+pub fn plan_kind_value(kind: crate::plan::model::PlanKind) -> i32 {
+    use crate::plan::model::PlanKind;
+    match kind {
+        PlanKind::Rotate => pb::PlanKind::Rotate,
+        PlanKind::Restart => pb::PlanKind::Restart,
+        PlanKind::Upgrade => pb::PlanKind::Upgrade,
+    }
+    .into()
+}
+
+/// A plan kind from the wire.
+///
+/// # Errors
+/// [`ConvertError`] for an unspecified or unknown kind.
+pub fn plan_kind(value: i32) -> Result<crate::plan::model::PlanKind, ConvertError> {
+    use crate::plan::model::PlanKind;
+    match pb::PlanKind::try_from(value) {
+        Ok(pb::PlanKind::Rotate) => Ok(PlanKind::Rotate),
+        Ok(pb::PlanKind::Restart) => Ok(PlanKind::Restart),
+        Ok(pb::PlanKind::Upgrade) => Ok(PlanKind::Upgrade),
+        _ => Err(ConvertError {
+            field: "kind".to_owned(),
+            reason: format!("{value} is not rotate, restart or upgrade"),
+        }),
+    }
+}
+
+/// The wire value for a plan state.
+#[must_use]
+pub fn plan_state_value(state: crate::plan::model::PlanState) -> i32 {
+    use crate::plan::model::PlanState;
+    match state {
+        PlanState::Running => pb::PlanState::Running,
+        PlanState::Paused => pb::PlanState::Paused,
+        PlanState::Halted => pb::PlanState::Halted,
+        PlanState::Completed => pb::PlanState::Completed,
+        PlanState::Aborted => pb::PlanState::Aborted,
+    }
+    .into()
+}
+
+/// One plan node on the wire.
+#[must_use]
+pub fn plan_node_message(n: &crate::plan::model::PlanNode) -> pb::PlanNodeView {
+    pb::PlanNodeView {
+        name: n.node.clone(),
+        role: role_value(crate::plan::model::role_word(n.role)),
+        phase: n.phase.name().to_owned(),
+        step: n.step.clone(),
+        detail: n.detail.clone(),
+        started_at: n.started_at.map(timestamp),
+        finished_at: n.finished_at.map(timestamp),
+        from_version: n.from_version.clone(),
+        cordoned_by_plan: n.cordoned,
+        attempt: n.attempt,
+        operation_id: n.operation_id.clone(),
+        phase_since: n.phase_at.map(timestamp),
+    }
+}
+
+/// A plan on the wire.
+#[must_use]
+pub fn plan_message(
+    plan: &crate::plan::model::Plan,
+    nodes: &[crate::plan::model::PlanNode],
+    events: &[crate::plan::model::PlanEvent],
+    gates: Vec<String>,
+) -> pb::PlanView {
+    pb::PlanView {
+        id: plan.id.to_string(),
+        kind: plan_kind_value(plan.kind),
+        target_version: plan.target_version.clone(),
+        channel: plan.channel.clone(),
+        state: plan_state_value(plan.state),
+        reason: plan.reason.clone(),
+        created_by: plan.created_by.clone(),
+        created_at: Some(timestamp(plan.created_at)),
+        finished_at: plan.finished_at.map(timestamp),
+        policy: plan.policy.describe(plan.kind),
+        nodes: nodes.iter().map(plan_node_message).collect(),
+        gates,
+        events: events
+            .iter()
+            .map(|e| pb::PlanEvent {
+                at: Some(timestamp(e.at)),
+                node: e.node.clone(),
+                message: e.message.clone(),
+            })
+            .collect(),
+        origin: plan.origin.clone(),
+    }
+}

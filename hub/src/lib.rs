@@ -6,6 +6,8 @@
 //!   hub certificate and a handshake deadline.
 //! - [`grpc`]: the services and their authorization; [`convert`]: wire ↔ domain.
 //! - [`registry`]: live agent streams; [`config`]: hub.toml and flags.
+//! - [`kube`]: the Kubernetes API for plans (Node readiness, cordon, drain, Events) with
+//!   failover between the servers' apiservers.
 //! - [`cli`], [`client`]: the operator commands.
 //! - [`store`]: the hub's durable state (nodes, latest certificate snapshot per node, join
 //!   tokens, audit log) in an embedded SQLite database.
@@ -14,7 +16,9 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod convert;
+pub mod engine;
 pub mod grpc;
+pub mod kube;
 pub mod listener;
 pub mod metrics;
 pub mod pki;

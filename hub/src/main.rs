@@ -26,6 +26,12 @@ fn config(args: &ServeArgs) -> Result<Config, rke2_hub::config::ConfigError> {
             state_dir: args.state_dir.clone(),
             admin_socket: args.admin_socket.clone(),
             heartbeat_timeout_secs: args.heartbeat_timeout_secs,
+            kubeconfig: args.kubeconfig.clone(),
+            apiserver_endpoints: args.apiserver_endpoints.clone(),
+            channel_url: args.channel_url.clone(),
+            artifact_mirror: args.artifact_mirror.clone(),
+            auto_restart_within_days: args.auto_restart_within_days,
+            auto_restart_window: args.auto_restart_window.clone(),
         },
     )
 }

@@ -46,7 +46,19 @@ pub async fn run(
         store.clone(),
         Arc::clone(&registry),
     ));
+    let cluster = crate::engine::kube_cluster::from_config(&config)?;
+    let engine = crate::engine::Engine::new(
+        store.clone(),
+        Arc::clone(&registry),
+        cluster,
+        crate::engine::EngineSettings {
+            artifact_mirror: config.artifact_mirror.clone(),
+            ..crate::engine::EngineSettings::default()
+        },
+    );
     let hub = Hub {
+        engine: Arc::clone(&engine),
+        channel_url: config.channel_url.clone(),
         metrics: Arc::clone(&metrics),
         store: store.clone(),
         registry,
@@ -120,6 +132,7 @@ pub async fn run(
     let tcp_task = tokio::spawn(tcp_server);
     let uds_task = tokio::spawn(uds_server);
     let sweeper = tokio::spawn(sweep(hub.clone()));
+    let engine_task = tokio::spawn(Arc::clone(&engine).run());
 
     tracing::info!(
         listen = %config.listen_addr,
@@ -136,6 +149,7 @@ pub async fn run(
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     sweeper.abort();
+    engine_task.abort();
     let _ = tokio::time::timeout(Duration::from_secs(5), metrics_task).await;
     for task in [tcp_task, uds_task] {
         match tokio::time::timeout(Duration::from_secs(10), task).await {

@@ -157,6 +157,30 @@ pub struct ServeArgs {
     /// Seconds of silence after which a node is offline [default: 35].
     #[arg(long, env = "RKE2_HUB_HEARTBEAT_TIMEOUT_SECS")]
     pub heartbeat_timeout_secs: Option<u64>,
+    /// Kubeconfig for cordon/drain (e.g. a copy of a server's rke2.yaml) [default: none,
+    /// no cordon/drain].
+    #[arg(long, env = "RKE2_HUB_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// apiserver URL tried in order with failover (repeatable) [default: the kubeconfig's].
+    #[arg(
+        long = "apiserver-endpoint",
+        env = "RKE2_HUB_APISERVER_ENDPOINTS",
+        value_delimiter = ','
+    )]
+    pub apiserver_endpoints: Vec<String>,
+    /// RKE2 channels JSON [default: https://update.rke2.io/v1-release/channels].
+    #[arg(long, env = "RKE2_HUB_CHANNEL_URL")]
+    pub channel_url: Option<String>,
+    /// Default artifact source for upgrades [default: RKE2's GitHub releases].
+    #[arg(long, env = "RKE2_HUB_ARTIFACT_MIRROR")]
+    pub artifact_mirror: Option<String>,
+    /// Auto-maintenance: restart plans for nodes whose renewal deadline is this many days
+    /// away or closer [default: off].
+    #[arg(long, env = "RKE2_HUB_AUTO_RESTART_WITHIN_DAYS")]
+    pub auto_restart_within_days: Option<u64>,
+    /// Auto-maintenance window, e.g. "Sat,Sun 02:00-05:00 Europe/Berlin".
+    #[arg(long, env = "RKE2_HUB_AUTO_RESTART_WINDOW")]
+    pub auto_restart_window: Option<String>,
 }
 
 /// `--output` values.

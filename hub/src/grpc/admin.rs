@@ -69,6 +69,71 @@ impl AdminService for AdminApi {
         let result = self.list_certificates_inner(request).await;
         observed(&self.hub, "ListCertificates", started, result)
     }
+
+    async fn create_plan(
+        &self,
+        request: Request<pb::CreatePlanRequest>,
+    ) -> Result<Response<pb::PlanView>, Status> {
+        let started = std::time::Instant::now();
+        let result = async {
+            let actor = admin_of(&request)?;
+            super::plans::create(&self.hub, &actor, request.into_inner())
+                .await
+                .map(Response::new)
+        }
+        .await;
+        observed(&self.hub, "CreatePlan", started, result)
+    }
+
+    async fn list_plans(
+        &self,
+        request: Request<pb::ListPlansRequest>,
+    ) -> Result<Response<pb::ListPlansResponse>, Status> {
+        let started = std::time::Instant::now();
+        let result = admin_of(&request)
+            .and_then(|_| super::plans::list(&self.hub))
+            .map(Response::new);
+        observed(&self.hub, "ListPlans", started, result)
+    }
+
+    async fn get_plan(
+        &self,
+        request: Request<pb::GetPlanRequest>,
+    ) -> Result<Response<pb::PlanView>, Status> {
+        let started = std::time::Instant::now();
+        let result = admin_of(&request)
+            .and_then(|_| super::plans::get(&self.hub, &request.get_ref().id))
+            .map(Response::new);
+        observed(&self.hub, "GetPlan", started, result)
+    }
+
+    type WatchPlanStream = super::plans::PlanStream;
+
+    async fn watch_plan(
+        &self,
+        request: Request<pb::WatchPlanRequest>,
+    ) -> Result<Response<Self::WatchPlanStream>, Status> {
+        let started = std::time::Instant::now();
+        let result = admin_of(&request)
+            .and_then(|_| super::plans::watch(&self.hub, request.get_ref()))
+            .map(Response::new);
+        observed(&self.hub, "WatchPlan", started, result)
+    }
+
+    async fn plan_action(
+        &self,
+        request: Request<pb::PlanActionRequest>,
+    ) -> Result<Response<pb::PlanView>, Status> {
+        let started = std::time::Instant::now();
+        let result = async {
+            let actor = admin_of(&request)?;
+            super::plans::act(&self.hub, &actor, request.into_inner())
+                .await
+                .map(Response::new)
+        }
+        .await;
+        observed(&self.hub, "PlanAction", started, result)
+    }
 }
 
 impl AdminApi {

@@ -188,9 +188,11 @@ impl AgentApi {
         store.set_online(&node, true, now).map_err(internal)?;
         let (tx, rx) = mpsc::channel(16);
         let session = self.hub.registry.connect(&node, tx.clone(), now);
+        self.hub.engine.on_connected(&node, &hello.rke2_version);
         tracing::info!(%node, role = convert::role_word(hello.role), version = %hello.rke2_version, "agent connected");
 
         let registry = std::sync::Arc::clone(&self.hub.registry);
+        let engine = std::sync::Arc::clone(&self.hub.engine);
         let metrics = std::sync::Arc::clone(&self.hub.metrics);
         tokio::spawn(async move {
             let reason = loop {
@@ -215,7 +217,7 @@ impl AgentApi {
                             Some(pb::agent_message::Body::Heartbeat(_)) => "Connect/heartbeat",
                             _ => "Connect/other",
                         };
-                        let result = handle(&store, &node, message, now);
+                        let result = handle(&store, &engine, &node, message, now);
                         let code = result
                             .as_ref()
                             .map_or_else(Status::code, |()| tonic::Code::Ok);
@@ -236,9 +238,13 @@ impl AgentApi {
     }
 }
 
+/// Longest version or unit-state string accepted from an agent.
+const MAX_FIELD: usize = 256;
+
 /// Applies one agent message to the store.
 fn handle(
     store: &crate::store::Store,
+    engine: &crate::engine::Engine,
     node: &str,
     message: pb::AgentMessage,
     now: OffsetDateTime,
@@ -274,9 +280,20 @@ fn handle(
             } else {
                 &status.service_state
             };
+            if status.rke2_version.len() > MAX_FIELD || status.service_state.len() > MAX_FIELD {
+                return Err(Status::invalid_argument(format!(
+                    "status.rke2_version / status.service_state: longer than {MAX_FIELD} bytes"
+                )));
+            }
             if let Some((rows, errors)) = snapshot {
                 store
                     .replace_certificates(node, &rows, &errors, now)
+                    .map_err(internal)?;
+            }
+            engine.on_status(node, &status);
+            if !status.rke2_version.is_empty() {
+                store
+                    .set_rke2_version(node, &status.rke2_version)
                     .map_err(internal)?;
             }
             store
@@ -284,8 +301,19 @@ fn handle(
                 .map_err(internal)
         }
         Some(pb::agent_message::Body::Heartbeat(_)) => Ok(()),
-        // Operation reports are for the plan engine (issue 5); accepted and ignored here.
-        Some(pb::agent_message::Body::Progress(_) | pb::agent_message::Body::Result(_)) => Ok(()),
+        Some(pb::agent_message::Body::Progress(progress)) => {
+            engine.on_progress(node, progress);
+            Ok(())
+        }
+        Some(pb::agent_message::Body::Result(result)) => {
+            if !result.rke2_version.is_empty() && result.rke2_version.len() <= MAX_FIELD {
+                store
+                    .set_rke2_version(node, &result.rke2_version)
+                    .map_err(internal)?;
+            }
+            engine.on_result(node, result);
+            Ok(())
+        }
         Some(pb::agent_message::Body::Hello(_)) => Err(Status::invalid_argument(
             "hello may only be the first message",
         )),

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod plans;
 
 use std::sync::Arc;
 
@@ -29,6 +30,10 @@ pub struct Hub {
     pub heartbeat_timeout: std::time::Duration,
     /// RPC counters and latencies.
     pub metrics: Arc<crate::metrics::HubMetrics>,
+    /// The plan engine (agents' reports and operations go through it).
+    pub engine: Arc<crate::engine::Engine>,
+    /// RKE2's channels JSON (for `upgrade --channel`).
+    pub channel_url: String,
 }
 
 /// Records `result` of `method` that started at `started`, and passes it through.

@@ -47,7 +47,7 @@ pub struct PlanNode {
 }
 
 /// The plan's policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     /// Workers in maintenance at once (at least 1).
     pub concurrency: usize,
@@ -210,7 +210,7 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::{datetime, time};
+    use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-11-24 10:00 UTC);
 
@@ -322,12 +322,7 @@ mod tests {
             Decision::Wait("paused".into())
         );
         let night = Policy {
-            window: Some(MaintenanceWindow {
-                days: vec![],
-                start: time!(22:00),
-                end: time!(04:00),
-                offset: time::UtcOffset::UTC,
-            }),
+            window: Some(MaintenanceWindow::parse("daily 22:00-04:00 UTC").expect("window")),
             ..policy(1)
         };
         assert!(

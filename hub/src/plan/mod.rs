@@ -1,8 +1,12 @@
-//! Rolling maintenance plans (issue 5), started with their pure parts: the decision which
-//! node goes next ([`decide`]), RKE2 versions and the upgrade guards ([`version`]), and
-//! maintenance windows ([`window`]). The engine that persists plans and drives agents and
-//! the Kubernetes API builds on these.
+//! Rolling maintenance plans. The pure parts: the decision which node goes next
+//! ([`decide`]), which nodes a plan holds ([`create`]), RKE2 versions and the upgrade guards
+//! ([`version`]), maintenance windows ([`window`]) and health gates ([`health`]); the
+//! durable shape ([`model`]). [`crate::engine`] drives them against agents and Kubernetes.
 
+pub mod channel;
+pub mod create;
 pub mod decide;
+pub mod health;
+pub mod model;
 pub mod version;
 pub mod window;

@@ -87,6 +87,31 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
 
+    /// A statement about one plan failed.
+    #[error("{action} for plan {plan}: {source}")]
+    PlanSql {
+        /// The plan's id.
+        plan: i64,
+        /// What the statement was for.
+        action: &'static str,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// Another plan is still active; one plan at a time keeps "one node at a time" true.
+    #[error("plan {id} is still {state}; finish, resume or abort it before creating another")]
+    PlanActive {
+        /// The active plan.
+        id: i64,
+        /// Its state.
+        state: String,
+    },
+
+    /// No plan with this id.
+    #[error("no plan {0}")]
+    UnknownPlan(i64),
+
     /// A statement about one join token failed.
     #[error("{action} for join token {id} in table join_tokens: {source}")]
     TokenSql {

@@ -24,6 +24,7 @@ mod certs;
 mod error;
 pub mod model;
 mod nodes;
+mod plans;
 mod schema;
 mod tokens;
 
@@ -38,6 +39,7 @@ use time::OffsetDateTime;
 
 pub use error::{StoreError, TokenError};
 pub use model::{AuditEntry, CertRow, FileErrorRow, NodeRecord, TokenRecord};
+pub use plans::NewPlan;
 pub use tokens::hash_secret;
 
 /// How long a statement waits for another connection's write lock before failing with

@@ -115,6 +115,21 @@ impl Store {
         found(name, changed)
     }
 
+    /// Records the RKE2 version a node runs now (after an upgrade), without a write when it
+    /// is unchanged.
+    ///
+    /// # Errors
+    /// [`StoreError::NodeSql`] if the write fails.
+    pub fn set_rke2_version(&self, name: &str, version: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE nodes SET rke2_version = ?2 WHERE name = ?1 AND rke2_version <> ?2",
+                params![name, version],
+            )
+            .map_err(|source| node_err(name, "recording the RKE2 version", source))?;
+        Ok(())
+    }
+
     /// Marks every node offline, as of `now`: called when the hub starts, since no stream
     /// survives a hub restart. Returns how many nodes were online.
     ///

@@ -72,6 +72,53 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL
     ) STRICT;
     ",
+    // 2: rolling plans, their nodes and their history.
+    r"
+    CREATE TABLE plans (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind           TEXT NOT NULL CHECK (kind IN ('rotate', 'restart', 'upgrade')),
+        target_version TEXT NOT NULL,
+        channel        TEXT NOT NULL,
+        policy         TEXT NOT NULL,
+        state          TEXT NOT NULL
+                       CHECK (state IN ('running', 'paused', 'halted', 'completed', 'aborted')),
+        reason         TEXT NOT NULL,
+        origin         TEXT NOT NULL,
+        created_by     TEXT NOT NULL,
+        created_at     INTEGER NOT NULL,
+        updated_at     INTEGER NOT NULL,
+        finished_at    INTEGER
+    ) STRICT;
+    CREATE INDEX plans_by_state ON plans (state);
+
+    CREATE TABLE plan_nodes (
+        plan_id      INTEGER NOT NULL REFERENCES plans (id) ON DELETE CASCADE,
+        node         TEXT NOT NULL,
+        position     INTEGER NOT NULL,
+        role         TEXT NOT NULL CHECK (role IN ('server', 'agent')),
+        phase        TEXT NOT NULL,
+        cordoned     INTEGER NOT NULL CHECK (cordoned IN (0, 1)),
+        attempt      INTEGER NOT NULL,
+        operation_id TEXT NOT NULL,
+        step         TEXT NOT NULL,
+        detail       TEXT NOT NULL,
+        from_version TEXT NOT NULL,
+        started_at   INTEGER,
+        phase_at     INTEGER,
+        finished_at  INTEGER,
+        settle_until INTEGER,
+        PRIMARY KEY (plan_id, node)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE plan_events (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        plan_id INTEGER NOT NULL REFERENCES plans (id) ON DELETE CASCADE,
+        at      INTEGER NOT NULL,
+        node    TEXT NOT NULL,
+        message TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX plan_events_by_plan ON plan_events (plan_id, id);
+    ",
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,610 @@
+//! The plan engine: one loop that, for the active plan, asks the pure decision which nodes
+//! may start now and starts them; one task per node in maintenance that walks it through
+//! cordon → drain → operation on its agent → verify → uncordon → settle ([`node`]).
+//!
+//! Durability: a node's phase is written to the store before the phase's side effect, and
+//! the plan's state before the plan acts on it. A restarted hub finds in-progress nodes in the
+//! store and adopts them (re-entering their phase: cordon and drain are idempotent, the
+//! operation id is stable so the agent reports instead of re-running, the settle deadline is
+//! stored) before it considers starting anything else, so it never has two servers down at
+//! once.
+
+pub mod cluster;
+pub mod kube_cluster;
+pub mod live;
+mod node;
+pub mod ops;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rke2ops_proto::v1 as pb;
+use time::OffsetDateTime;
+use tokio::sync::{Notify, watch};
+
+use crate::plan::create::{Candidate, plan_nodes};
+use crate::plan::decide::{Decision, Policy, decide};
+use crate::plan::health::{KubeNode, NodeLive, cluster_health};
+use crate::plan::model::{NodePhase, Plan, PlanKind, PlanNode, PlanPolicy, PlanState, role_of};
+use crate::plan::version::Rke2Version;
+use crate::plan::window::MaintenanceWindow;
+use crate::registry::Registry;
+use crate::store::{NewPlan, Store, StoreError};
+use cluster::Cluster;
+use live::Live;
+use ops::{OpEvent, Ops};
+
+/// How old an etcd report may be and still open a gate.
+const REPORT_MAX_AGE: Duration = Duration::from_secs(45);
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// How often the loop looks at the plan when nothing wakes it.
+    pub tick: Duration,
+    /// Default artifact source for upgrades (URL prefix or folder on the nodes).
+    pub artifact_mirror: String,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            tick: Duration::from_secs(1),
+            artifact_mirror: String::new(),
+        }
+    }
+}
+
+/// What an operator asks for.
+#[derive(Debug, Clone)]
+pub struct PlanRequest {
+    /// What to do.
+    pub kind: PlanKind,
+    /// Upgrade target (already resolved from a channel).
+    pub target_version: Option<Rke2Version>,
+    /// The channel it came from.
+    pub channel: String,
+    /// Nodes (empty = all).
+    pub nodes: Vec<String>,
+    /// How.
+    pub policy: PlanPolicy,
+    /// `operator` or `auto-maintenance`.
+    pub origin: String,
+}
+
+/// Why a plan request or action is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The request is not valid (the message says which field).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store refused (another plan active, unknown plan) or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An operator's action on a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// No new node starts.
+    Pause,
+    /// Continue, retrying a failed node.
+    Resume,
+    /// Pass over a node.
+    Skip(String),
+    /// End the plan, uncordoning what it cordoned.
+    Abort,
+}
+
+/// The engine. Shared (`Arc`) by the gRPC services and its own tasks.
+#[derive(Debug)]
+pub struct Engine {
+    store: Store,
+    registry: Arc<Registry>,
+    cluster: Option<Arc<dyn Cluster>>,
+    settings: EngineSettings,
+    /// Agents' health reports.
+    pub live: Live,
+    ops: Ops,
+    running: Mutex<HashSet<(i64, String)>>,
+    changed: watch::Sender<u64>,
+    wake: Notify,
+}
+
+impl Engine {
+    /// An engine over `store`, reaching agents through `registry` and Kubernetes through
+    /// `cluster` (none: no cordon/drain).
+    #[must_use]
+    pub fn new(
+        store: Store,
+        registry: Arc<Registry>,
+        cluster: Option<Arc<dyn Cluster>>,
+        settings: EngineSettings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            registry,
+            cluster,
+            settings,
+            live: Live::default(),
+            ops: Ops::default(),
+            running: Mutex::new(HashSet::new()),
+            changed: watch::channel(0).0,
+            wake: Notify::new(),
+        })
+    }
+
+    /// Whether the hub can cordon and drain.
+    #[must_use]
+    pub fn has_cluster_access(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// Changes to any plan bump this counter (for watchers).
+    #[must_use]
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        self.wake.notify_one();
+    }
+
+    /// The store.
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    // ---- agents' reports -------------------------------------------------------------
+
+    /// An agent connected (after its hello): pending operations are sent again.
+    pub fn on_connected(&self, node: &str, version: &str) {
+        self.live.hello(node, version);
+        self.ops.resend(&self.registry, node);
+        self.wake.notify_one();
+    }
+
+    /// An agent's status.
+    pub fn on_status(&self, node: &str, status: &pb::Status) {
+        self.live.status(node, status, OffsetDateTime::now_utc());
+        if status.etcd.is_some() || status.readiness.is_some() {
+            self.wake.notify_one();
+        }
+    }
+
+    /// An agent's operation progress.
+    pub fn on_progress(&self, node: &str, progress: pb::OperationProgress) {
+        let id = progress.operation_id.clone();
+        if !self.ops.deliver(node, &id, OpEvent::Progress(progress)) {
+            tracing::warn!(%node, operation = %id, "progress for another node's operation ignored");
+        }
+    }
+
+    /// An agent's operation result.
+    pub fn on_result(&self, node: &str, result: pb::OperationResult) {
+        self.live.version(node, &result.rke2_version);
+        let id = result.operation_id.clone();
+        if !self.ops.deliver(node, &id, OpEvent::Result(result)) {
+            tracing::warn!(%node, operation = %id, "result for another node's operation ignored");
+        }
+    }
+
+    // ---- operator requests -------------------------------------------------------------
+
+    /// The nodes a request would hold, in order, with skips (nothing stored).
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`] naming the field or node.
+    pub fn preview(&self, request: &PlanRequest) -> Result<Vec<PlanNode>, EngineError> {
+        validate(request)?;
+        let inventory = self
+            .store
+            .nodes()?
+            .into_iter()
+            .filter_map(|n| {
+                Some(Candidate {
+                    role: role_of(&n.role).ok()?,
+                    rke2_version: {
+                        let live = self.live.get(&n.name).rke2_version;
+                        if live.is_empty() {
+                            n.rke2_version
+                        } else {
+                            live
+                        }
+                    },
+                    name: n.name,
+                })
+            })
+            .collect::<Vec<_>>();
+        plan_nodes(
+            request.kind,
+            request.target_version,
+            &inventory,
+            &request.nodes,
+            request.policy.allow_minor_skip,
+        )
+        .map_err(|e| EngineError::Invalid(e.to_string()))
+    }
+
+    /// Creates the plan; the loop starts it.
+    ///
+    /// # Errors
+    /// [`EngineError`]: invalid request, another plan active.
+    pub fn create(&self, request: &PlanRequest, actor: &str) -> Result<i64, EngineError> {
+        let nodes = self.preview(request)?;
+        let target = request
+            .target_version
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let id = self.store.create_plan(
+            &NewPlan {
+                kind: request.kind,
+                target_version: &target,
+                channel: &request.channel,
+                policy: &request.policy,
+                origin: &request.origin,
+                created_by: actor,
+            },
+            &nodes,
+            OffsetDateTime::now_utc(),
+        )?;
+        tracing::info!(plan = id, kind = %request.kind, %target, nodes = nodes.len(), %actor, "plan created");
+        self.notify();
+        Ok(id)
+    }
+
+    /// Applies an operator's action.
+    ///
+    /// # Errors
+    /// [`EngineError`]: unknown plan or node, or an action the plan's state does not allow.
+    pub async fn act(&self, id: i64, action: &Action, actor: &str) -> Result<(), EngineError> {
+        let plan = self.store.plan(id)?;
+        let now = OffsetDateTime::now_utc();
+        let refuse = |why: &str| {
+            Err(EngineError::Invalid(format!(
+                "plan {id} is {}: {why}",
+                plan.state
+            )))
+        };
+        if plan.state.is_final() {
+            return refuse("it will not act again");
+        }
+        let word = match action {
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Skip(_) => "skip",
+            Action::Abort => "abort",
+        };
+        match action {
+            Action::Pause => {
+                if plan.state == PlanState::Paused {
+                    return refuse("already paused");
+                }
+                self.store.set_plan_state(
+                    id,
+                    PlanState::Paused,
+                    &format!("paused by {actor}"),
+                    now,
+                )?;
+            }
+            Action::Resume => {
+                if plan.state == PlanState::Running {
+                    return refuse("nothing to resume");
+                }
+                for mut node in self.store.plan_nodes(id)? {
+                    if node.phase == NodePhase::Failed {
+                        node.phase = NodePhase::Pending;
+                        node.detail = format!("retrying (resumed by {actor})");
+                        node.finished_at = None;
+                        self.store
+                            .save_plan_node(id, &node, Some("resumed: will retry"), now)?;
+                    }
+                }
+                self.store.set_plan_state(id, PlanState::Running, "", now)?;
+            }
+            Action::Skip(name) => {
+                let mut node = self
+                    .store
+                    .plan_nodes(id)?
+                    .into_iter()
+                    .find(|n| &n.node == name)
+                    .ok_or_else(|| {
+                        EngineError::Invalid(format!("plan {id} has no node {name:?}"))
+                    })?;
+                if !matches!(node.phase, NodePhase::Pending | NodePhase::Failed) {
+                    return Err(EngineError::Invalid(format!(
+                        "node {name} is {}: only pending or failed nodes can be skipped",
+                        node.phase
+                    )));
+                }
+                self.release(id, &mut node).await;
+                node.phase = NodePhase::Skipped;
+                node.detail = format!("skipped by {actor}");
+                node.finished_at = Some(now);
+                self.store
+                    .save_plan_node(id, &node, Some(&format!("skipped by {actor}")), now)?;
+                if plan.state == PlanState::Halted {
+                    self.store.set_plan_state(id, PlanState::Running, "", now)?;
+                }
+            }
+            Action::Abort => {
+                self.store.set_plan_state(
+                    id,
+                    PlanState::Aborted,
+                    &format!("aborted by {actor}"),
+                    now,
+                )?;
+                for mut node in self.store.plan_nodes(id)? {
+                    let running = self
+                        .running
+                        .lock()
+                        .map(|r| r.contains(&(id, node.node.clone())))
+                        .unwrap_or(false);
+                    if running {
+                        if node.phase == NodePhase::Operate && !node.operation_id.is_empty() {
+                            self.ops
+                                .cancel(&self.registry, &node.node, &node.operation_id);
+                        }
+                        continue; // its task uncordons it at the next phase boundary
+                    }
+                    if node.cordoned || node.phase == NodePhase::Failed {
+                        self.release(id, &mut node).await;
+                        self.store.save_plan_node(id, &node, None, now)?;
+                    }
+                }
+            }
+        }
+        self.store.audit(
+            actor,
+            &format!("plan.{word}"),
+            &format!("plan {id} {action:?}"),
+            now,
+        )?;
+        self.store
+            .plan_event(id, "", &format!("{word} by {actor}"), now)?;
+        tracing::info!(plan = id, action = word, %actor, "plan action");
+        self.notify();
+        Ok(())
+    }
+
+    /// Uncordons `node` if the plan cordoned it.
+    async fn release(&self, id: i64, node: &mut PlanNode) {
+        if !node.cordoned {
+            return;
+        }
+        if let Some(cluster) = &self.cluster {
+            match cluster.uncordon(&node.node).await {
+                Ok(()) => {
+                    node.cordoned = false;
+                    let _ = self.store.plan_event(
+                        id,
+                        &node.node,
+                        "uncordoned",
+                        OffsetDateTime::now_utc(),
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(plan = id, node = %node.node, error = %e, "uncordon failed");
+                }
+            }
+        } else {
+            node.cordoned = false;
+        }
+    }
+
+    // ---- the loop ----------------------------------------------------------------------
+
+    /// Runs the engine until the task is dropped.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            if let Err(e) = Arc::clone(&self).pass().await {
+                tracing::error!(error = %e, "plan engine pass failed");
+            }
+            let _ = tokio::time::timeout(self.settings.tick, self.wake.notified()).await;
+        }
+    }
+
+    /// One look at every active plan.
+    async fn pass(self: Arc<Self>) -> Result<(), StoreError> {
+        for plan in self.store.plans(true)? {
+            Arc::clone(&self).drive(plan).await?;
+        }
+        Ok(())
+    }
+
+    fn spawn_node(self: &Arc<Self>, id: i64, node: &str) {
+        let key = (id, node.to_owned());
+        let fresh = self
+            .running
+            .lock()
+            .map(|mut r| r.insert(key.clone()))
+            .unwrap_or(false);
+        if !fresh {
+            return;
+        }
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            node::run(&engine, key.0, &key.1).await;
+            if let Ok(mut r) = engine.running.lock() {
+                r.remove(&key);
+            }
+            engine.notify();
+        });
+    }
+
+    async fn drive(self: Arc<Self>, plan: Plan) -> Result<(), StoreError> {
+        let id = plan.id;
+        let nodes = self.store.plan_nodes(id)?;
+        // Adopt nodes in maintenance that have no task (the hub restarted mid-node).
+        for node in nodes.iter().filter(|n| n.phase.in_progress()) {
+            self.spawn_node(id, &node.node);
+        }
+        if plan.state != PlanState::Running {
+            return Ok(());
+        }
+        let now = OffsetDateTime::now_utc();
+        let window = match plan.policy.window.as_deref().map(MaintenanceWindow::parse) {
+            Some(Ok(w)) => Some(w),
+            Some(Err(e)) => {
+                self.halt(&plan, &e.to_string(), now)?;
+                return Ok(());
+            }
+            None => None,
+        };
+        let policy = Policy {
+            concurrency: usize::try_from(plan.policy.concurrency.max(1)).unwrap_or(1),
+            window,
+            paused: false,
+        };
+        let views: Vec<_> = nodes.iter().map(PlanNode::decision_view).collect();
+        let health = self.cluster_health(now).await;
+        let decision = match (
+            decide(&views, &policy, &health.clone().unwrap_or_default(), now),
+            health,
+        ) {
+            (Decision::Start(_), Err(why)) => Decision::Wait(why),
+            (d, _) => d,
+        };
+        match decision {
+            Decision::Start(names) => {
+                for name in names {
+                    let Some(mut node) = nodes.iter().find(|n| n.node == name).cloned() else {
+                        continue;
+                    };
+                    if !self.registry.connected().contains(&name) {
+                        self.set_reason(
+                            &plan,
+                            &format!("waiting for {name}'s agent to connect"),
+                            now,
+                        )?;
+                        return Ok(());
+                    }
+                    node.attempt += 1;
+                    node.phase = NodePhase::Cordon;
+                    node.started_at = Some(now);
+                    node.phase_at = Some(now);
+                    node.finished_at = None;
+                    node.step.clear();
+                    node.detail.clear();
+                    node.operation_id.clear();
+                    self.store.save_plan_node(
+                        id,
+                        &node,
+                        Some(&format!("maintenance starts (attempt {})", node.attempt)),
+                        now,
+                    )?;
+                    self.spawn_node(id, &name);
+                }
+                self.set_reason(&plan, "", now)?;
+                self.notify();
+            }
+            Decision::Wait(why) => self.set_reason(&plan, &why, now)?,
+            Decision::Halted(why) => self.halt(&plan, &why, now)?,
+            Decision::Complete => {
+                self.store.set_plan_state(
+                    id,
+                    PlanState::Completed,
+                    "every node done or skipped",
+                    now,
+                )?;
+                self.store.plan_event(id, "", "completed", now)?;
+                tracing::info!(plan = id, "plan completed");
+                self.notify();
+            }
+        }
+        Ok(())
+    }
+
+    fn set_reason(&self, plan: &Plan, why: &str, now: OffsetDateTime) -> Result<(), StoreError> {
+        if plan.reason != why {
+            self.store
+                .set_plan_state(plan.id, PlanState::Running, why, now)?;
+            self.notify();
+        }
+        Ok(())
+    }
+
+    fn halt(&self, plan: &Plan, why: &str, now: OffsetDateTime) -> Result<(), StoreError> {
+        self.store
+            .set_plan_state(plan.id, PlanState::Halted, why, now)?;
+        self.store
+            .plan_event(plan.id, "", &format!("halted: {why}"), now)?;
+        tracing::warn!(plan = plan.id, reason = %why, "plan halted");
+        self.notify();
+        Ok(())
+    }
+
+    /// What the hub knows live about every node.
+    fn node_lives(&self) -> Vec<NodeLive> {
+        let connected = self.registry.connected();
+        self.store
+            .nodes()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|n| {
+                let reports = self.live.get(&n.name);
+                Some(NodeLive {
+                    role: role_of(&n.role).ok()?,
+                    online: connected.contains(&n.name),
+                    rke2_version: if reports.rke2_version.is_empty() {
+                        n.rke2_version
+                    } else {
+                        reports.rke2_version
+                    },
+                    etcd: reports.etcd,
+                    readiness: reports.readiness,
+                    name: n.name,
+                })
+            })
+            .collect()
+    }
+
+    async fn kube_nodes(&self) -> Result<Option<Vec<KubeNode>>, String> {
+        match &self.cluster {
+            Some(c) => c.nodes().await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn cluster_health(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<crate::plan::decide::Health, String> {
+        let kube = self
+            .kube_nodes()
+            .await
+            .map_err(|e| format!("Kubernetes API: {e}"))?;
+        cluster_health(&self.node_lives(), kube.as_deref(), now, REPORT_MAX_AGE)
+    }
+}
+
+/// Checks a request's fields.
+fn validate(request: &PlanRequest) -> Result<(), EngineError> {
+    let invalid = |m: String| Err(EngineError::Invalid(m));
+    if request.kind == PlanKind::Upgrade && request.target_version.is_none() {
+        return invalid("upgrade: a --version or --channel is required".to_owned());
+    }
+    if request.kind != PlanKind::Upgrade && request.target_version.is_some() {
+        return invalid(format!("{}: takes no version", request.kind));
+    }
+    if let Some(w) = &request.policy.window
+        && let Err(e) = MaintenanceWindow::parse(w)
+    {
+        return invalid(e.to_string());
+    }
+    for service in &request.policy.services {
+        if rke2ops_common::layout::service_certs(service).is_none() {
+            return invalid(format!(
+                "services: unknown RKE2 service {service:?} (known: {})",
+                rke2ops_common::layout::SERVICES.join(", ")
+            ));
+        }
+    }
+    if request.policy.concurrency > 100 {
+        return invalid("concurrency: at most 100 workers at once".to_owned());
+    }
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! The plan methods of `AdminService`: create (or preview), list, show, watch, act.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use rke2ops_proto::v1 as pb;
+use time::OffsetDateTime;
+use tokio_stream::Stream;
+use tonic::Status;
+
+use super::{Hub, internal};
+use crate::convert;
+use crate::engine::{Action, EngineError, PlanRequest};
+use crate::plan::model::{NodePhase, Plan, PlanKind, PlanPolicy, PlanState};
+use crate::store::StoreError;
+
+/// Stream of plan views.
+pub type PlanStream = Pin<Box<dyn Stream<Item = Result<pb::PlanView, Status>> + Send>>;
+
+/// Events shown with a plan.
+const EVENTS: u32 = 30;
+
+fn engine_status(e: EngineError) -> Status {
+    match e {
+        EngineError::Invalid(m) => Status::invalid_argument(m),
+        EngineError::Store(StoreError::PlanActive { id, state }) => {
+            Status::failed_precondition(format!(
+                "plan {id} is still {state}; finish, resume or abort it before creating another"
+            ))
+        }
+        EngineError::Store(StoreError::UnknownPlan(id)) => {
+            Status::not_found(format!("no plan {id}"))
+        }
+        EngineError::Store(e) => internal(e),
+    }
+}
+
+fn plan_id(id: &str) -> Result<i64, Status> {
+    id.trim()
+        .trim_start_matches("plan")
+        .parse()
+        .map_err(|_| Status::invalid_argument(format!("plan id {id:?} is not a number")))
+}
+
+/// The gates of a plan, in words.
+fn gates(kind: PlanKind, policy: &PlanPolicy, kube: bool) -> Vec<String> {
+    let mut before = vec![
+        "every etcd member healthy, no alarms".to_owned(),
+        "servers: etcd keeps quorum with this member down".to_owned(),
+        "every server's apiserver ready".to_owned(),
+        if kube {
+            "every Node Ready (except those in maintenance)".to_owned()
+        } else {
+            "every node's kubelet healthy (no Kubernetes access configured)".to_owned()
+        },
+    ];
+    if let Some(w) = &policy.window {
+        before.push(format!("inside the window {w}"));
+    }
+    before.push("plan not paused".to_owned());
+    let mut out = vec![format!("before each node: {}", before.join("; "))];
+    let per_node = if policy.drain && kube {
+        "per node: cordon, drain (evictions honour PodDisruptionBudgets), operation on its agent"
+    } else {
+        "per node: operation on its agent (no cordon/drain)"
+    };
+    out.push(per_node.to_owned());
+    let mut after = vec!["agent connected with apiserver/kubelet probes passing".to_owned()];
+    if kube {
+        after.push("Node Ready".to_owned());
+    }
+    after.push("servers: every etcd member healthy".to_owned());
+    if kind == PlanKind::Upgrade {
+        after.push("the target version running (agent and kubelet)".to_owned());
+    }
+    out.push(format!(
+        "after each node: {} (within {} s), then uncordon what the plan cordoned and settle {} s",
+        after.join("; "),
+        policy.ready_timeout_secs,
+        policy.settle_secs
+    ));
+    out.push("a failure halts the plan before the next node".to_owned());
+    out
+}
+
+/// Builds a policy and request from the wire request, resolving a channel.
+async fn request_of(hub: &Hub, req: &pb::CreatePlanRequest) -> Result<PlanRequest, Status> {
+    let kind = convert::plan_kind(req.kind).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let (target, channel) = match (kind, req.version.is_empty(), req.channel.is_empty()) {
+        (PlanKind::Upgrade, false, true) => (
+            Some(
+                req.version
+                    .parse()
+                    .map_err(|e| Status::invalid_argument(format!("version: {e}")))?,
+            ),
+            String::new(),
+        ),
+        (PlanKind::Upgrade, true, false) => (
+            Some(
+                crate::plan::channel::fetch_and_resolve(&hub.channel_url, &req.channel)
+                    .await
+                    .map_err(|e| Status::failed_precondition(e.to_string()))?,
+            ),
+            req.channel.clone(),
+        ),
+        (PlanKind::Upgrade, _, _) => {
+            return Err(Status::invalid_argument(
+                "upgrade: exactly one of --version and --channel",
+            ));
+        }
+        (_, true, true) => (None, String::new()),
+        (other, _, _) => {
+            return Err(Status::invalid_argument(format!(
+                "{other}: --version and --channel are for upgrades"
+            )));
+        }
+    };
+    let defaults = PlanPolicy::default();
+    let policy = PlanPolicy {
+        concurrency: req.concurrency.max(1),
+        drain: !req.no_drain,
+        drain_timeout_secs: if req.drain_timeout_seconds == 0 {
+            defaults.drain_timeout_secs
+        } else {
+            req.drain_timeout_seconds
+        },
+        grace_period_secs: (req.grace_period_seconds >= 0).then_some(req.grace_period_seconds),
+        settle_secs: req.settle_seconds,
+        window: (!req.window.trim().is_empty()).then(|| req.window.trim().to_owned()),
+        allow_minor_skip: req.allow_minor_skip,
+        allow_rollback: !req.no_rollback,
+        services: req.services.clone(),
+        artifact_source: req.artifact_source.clone(),
+        ready_timeout_secs: if req.ready_timeout_seconds == 0 {
+            defaults.ready_timeout_secs
+        } else {
+            req.ready_timeout_seconds
+        },
+        operation_timeout_secs: defaults.operation_timeout_secs,
+    };
+    Ok(PlanRequest {
+        kind,
+        target_version: target,
+        channel,
+        nodes: req.nodes.clone(),
+        policy,
+        origin: "operator".to_owned(),
+    })
+}
+
+/// `CreatePlan`.
+pub async fn create(
+    hub: &Hub,
+    actor: &str,
+    req: pb::CreatePlanRequest,
+) -> Result<pb::PlanView, Status> {
+    let request = request_of(hub, &req).await?;
+    let kube = hub.engine.has_cluster_access();
+    if req.dry_run {
+        let nodes = hub.engine.preview(&request).map_err(engine_status)?;
+        let now = OffsetDateTime::now_utc();
+        let plan = Plan {
+            id: 0,
+            kind: request.kind,
+            target_version: request
+                .target_version
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            channel: request.channel.clone(),
+            policy: request.policy.clone(),
+            state: PlanState::Running,
+            reason: "dry run: nothing stored or done".to_owned(),
+            origin: request.origin.clone(),
+            created_by: actor.to_owned(),
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+        };
+        let mut view =
+            convert::plan_message(&plan, &nodes, &[], gates(plan.kind, &plan.policy, kube));
+        view.state = pb::PlanState::Preview.into();
+        return Ok(view);
+    }
+    let id = hub.engine.create(&request, actor).map_err(engine_status)?;
+    show(hub, id)
+}
+
+/// `GetPlan`.
+pub fn get(hub: &Hub, id: &str) -> Result<pb::PlanView, Status> {
+    show(hub, plan_id(id)?)
+}
+
+fn show(hub: &Hub, id: i64) -> Result<pb::PlanView, Status> {
+    let store = hub.engine.store();
+    let plan = store.plan(id).map_err(|e| engine_status(e.into()))?;
+    let nodes = store.plan_nodes(id).map_err(internal)?;
+    let events = store.plan_events(id, EVENTS).map_err(internal)?;
+    let gates = gates(plan.kind, &plan.policy, hub.engine.has_cluster_access());
+    Ok(convert::plan_message(&plan, &nodes, &events, gates))
+}
+
+/// `ListPlans`.
+pub fn list(hub: &Hub) -> Result<pb::ListPlansResponse, Status> {
+    let store = hub.engine.store();
+    let plans = store.plans(false).map_err(internal)?;
+    let mut out = Vec::with_capacity(plans.len());
+    for plan in plans {
+        let nodes = store.plan_nodes(plan.id).map_err(internal)?;
+        out.push(convert::plan_message(&plan, &nodes, &[], Vec::new()));
+    }
+    Ok(pb::ListPlansResponse { plans: out })
+}
+
+/// `WatchPlan`: the plan now, then after every change (at most every 200 ms).
+pub fn watch(hub: &Hub, req: &pb::WatchPlanRequest) -> Result<PlanStream, Status> {
+    let id = plan_id(&req.id)?;
+    let first = show(hub, id)?;
+    let until_halted = req.until_halted;
+    let hub = hub.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        let mut changes = hub.engine.subscribe();
+        let mut view = first;
+        loop {
+            let state = pb::PlanState::try_from(view.state).unwrap_or_default();
+            let end = matches!(state, pb::PlanState::Completed | pb::PlanState::Aborted)
+                || (until_halted && state == pb::PlanState::Halted);
+            if tx.send(Ok(view)).await.is_err() || end {
+                return;
+            }
+            // Wake on a change, or every few seconds anyway (elapsed times move).
+            let _ = tokio::time::timeout(Duration::from_secs(5), changes.changed()).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = changes.borrow_and_update();
+            view = match show(&hub, id) {
+                Ok(v) => v,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+        }
+    });
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+/// `PlanAction`.
+pub async fn act(
+    hub: &Hub,
+    actor: &str,
+    req: pb::PlanActionRequest,
+) -> Result<pb::PlanView, Status> {
+    let id = plan_id(&req.id)?;
+    let action = match pb::PlanAction::try_from(req.action) {
+        Ok(pb::PlanAction::Pause) => Action::Pause,
+        Ok(pb::PlanAction::Resume) => Action::Resume,
+        Ok(pb::PlanAction::Skip) if !req.node.is_empty() => Action::Skip(req.node.clone()),
+        Ok(pb::PlanAction::Skip) => {
+            return Err(Status::invalid_argument("skip: which node (--node)"));
+        }
+        Ok(pb::PlanAction::Abort) => Action::Abort,
+        _ => {
+            return Err(Status::invalid_argument(
+                "action: pause, resume, skip or abort",
+            ));
+        }
+    };
+    if req.dry_run {
+        let mut view = show(hub, id)?;
+        let node_ok = match &action {
+            Action::Skip(name) => view
+                .nodes
+                .iter()
+                .find(|n| &n.name == name)
+                .map(|n| {
+                    n.phase == NodePhase::Pending.name() || n.phase == NodePhase::Failed.name()
+                })
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!("plan {id} has no node {name:?}"))
+                })?,
+            _ => true,
+        };
+        view.reason = format!(
+            "dry run: would {action:?}{}",
+            if node_ok {
+                ""
+            } else {
+                " (refused: the node is neither pending nor failed)"
+            }
+        );
+        return Ok(view);
+    }
+    hub.engine
+        .act(id, &action, actor)
+        .await
+        .map_err(engine_status)?;
+    show(hub, id)
+}

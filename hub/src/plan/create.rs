@@ -1,0 +1,206 @@
+//! Which nodes a new plan holds, in which order, and which of them it skips: pure, from the
+//! inventory and the request. Servers come first (by name), then workers (by name); for an
+//! upgrade every node is checked against the target with the version guards.
+
+use super::decide::Role;
+use super::model::{NodePhase, PlanKind, PlanNode};
+use super::version::{GuardError, Rke2Version, UpgradeStep, guard};
+
+/// A node the hub knows, as plan creation sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Node name.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// Running RKE2 version as last reported (may be empty).
+    pub rke2_version: String,
+}
+
+/// Why a plan cannot be created as asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CreateError {
+    /// Names that the hub has never seen.
+    #[error("unknown nodes: {}", .0.join(", "))]
+    UnknownNodes(Vec<String>),
+    /// Nothing to include.
+    #[error("no nodes to include (the hub knows none, or none matched)")]
+    NoNodes,
+    /// A node's reported version cannot be compared with the target.
+    #[error("node {node}: cannot compare its RKE2 version {version:?} with the target: {reason}")]
+    BadVersion {
+        /// The node.
+        node: String,
+        /// What it reported.
+        version: String,
+        /// Why.
+        reason: String,
+    },
+    /// The upgrade guards refuse the target for a node.
+    #[error(transparent)]
+    Guard(#[from] GuardError),
+    /// Every node runs something newer than the target.
+    #[error("every node runs a version newer than {0}: rke2-ops never downgrades")]
+    Downgrade(String),
+}
+
+/// The plan's nodes in order, pending or skipped with the reason.
+///
+/// # Errors
+/// [`CreateError`] naming the node or nodes at fault.
+pub fn plan_nodes(
+    kind: PlanKind,
+    target: Option<Rke2Version>,
+    inventory: &[Candidate],
+    selection: &[String],
+    allow_minor_skip: bool,
+) -> Result<Vec<PlanNode>, CreateError> {
+    let unknown: Vec<String> = selection
+        .iter()
+        .filter(|s| !inventory.iter().any(|c| &c.name == *s))
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        return Err(CreateError::UnknownNodes(unknown));
+    }
+    let mut chosen: Vec<&Candidate> = inventory
+        .iter()
+        .filter(|c| selection.is_empty() || selection.contains(&c.name))
+        .collect();
+    if chosen.is_empty() {
+        return Err(CreateError::NoNodes);
+    }
+    chosen
+        .sort_by(|a, b| (a.role != Role::Server, &a.name).cmp(&(b.role != Role::Server, &b.name)));
+    let mut nodes = Vec::with_capacity(chosen.len());
+    let mut newer = 0usize;
+    for (i, c) in chosen.iter().enumerate() {
+        let position = u32::try_from(i).unwrap_or(u32::MAX);
+        let mut node = PlanNode::pending(&c.name, position, c.role, &c.rke2_version);
+        if let (PlanKind::Upgrade, Some(target)) = (kind, target) {
+            let current: Rke2Version =
+                c.rke2_version
+                    .parse()
+                    .map_err(|e: super::version::VersionError| CreateError::BadVersion {
+                        node: c.name.clone(),
+                        version: c.rke2_version.clone(),
+                        reason: e.to_string(),
+                    })?;
+            match guard(&c.name, current, target, allow_minor_skip) {
+                Ok(UpgradeStep::AlreadyAtTarget) => {
+                    node.phase = NodePhase::Skipped;
+                    node.detail = format!("already at {target}");
+                }
+                Ok(UpgradeStep::Upgrade) => {}
+                Err(GuardError::Downgrade { current, .. }) => {
+                    newer += 1;
+                    node.phase = NodePhase::Skipped;
+                    node.detail =
+                        format!("runs {current}, newer than the target: never downgraded");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        nodes.push(node);
+    }
+    if let Some(target) = target
+        && newer == nodes.len()
+    {
+        return Err(CreateError::Downgrade(target.to_string()));
+    }
+    Ok(nodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(name: &str, role: Role, version: &str) -> Candidate {
+        Candidate {
+            name: name.into(),
+            role,
+            rke2_version: version.into(),
+        }
+    }
+
+    fn fleet() -> Vec<Candidate> {
+        vec![
+            c("w2", Role::Agent, "v1.33.5+rke2r1"),
+            c("s2", Role::Server, "v1.33.5+rke2r1"),
+            c("w1", Role::Agent, "v1.34.1+rke2r1"),
+            c("s1", Role::Server, "v1.33.5+rke2r1"),
+        ]
+    }
+
+    fn v(s: &str) -> Option<Rke2Version> {
+        Some(s.parse().expect("version"))
+    }
+
+    #[test]
+    fn servers_first_then_workers_by_name() {
+        let nodes = plan_nodes(PlanKind::Rotate, None, &fleet(), &[], false).expect("plan");
+        let order: Vec<&str> = nodes.iter().map(|n| n.node.as_str()).collect();
+        assert_eq!(order, ["s1", "s2", "w1", "w2"]);
+        assert!(nodes.iter().all(|n| n.phase == NodePhase::Pending));
+        assert_eq!(
+            nodes.iter().map(|n| n.position).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn upgrade_skips_nodes_at_or_above_the_target() {
+        let nodes =
+            plan_nodes(PlanKind::Upgrade, v("v1.34.1+rke2r1"), &fleet(), &[], false).expect("plan");
+        let w1 = nodes.iter().find(|n| n.node == "w1").expect("w1");
+        assert_eq!(w1.phase, NodePhase::Skipped);
+        assert_eq!(w1.detail, "already at v1.34.1+rke2r1");
+        let newer =
+            plan_nodes(PlanKind::Upgrade, v("v1.33.6+rke2r1"), &fleet(), &[], false).expect("plan");
+        let w1 = newer.iter().find(|n| n.node == "w1").expect("w1");
+        assert!(w1.detail.contains("never downgraded"), "{}", w1.detail);
+        assert_eq!(
+            newer
+                .iter()
+                .filter(|n| n.phase == NodePhase::Pending)
+                .count(),
+            3
+        );
+    }
+
+    #[test]
+    fn guards_refuse_minor_skips_and_pure_downgrades() {
+        let err = plan_nodes(PlanKind::Upgrade, v("v1.35.0+rke2r1"), &fleet(), &[], false)
+            .expect_err("skips 1.34");
+        assert!(err.to_string().contains("--allow-minor-skip"), "{err}");
+        assert!(plan_nodes(PlanKind::Upgrade, v("v1.35.0+rke2r1"), &fleet(), &[], true).is_ok());
+        let err = plan_nodes(PlanKind::Upgrade, v("v1.32.0+rke2r1"), &fleet(), &[], false)
+            .expect_err("downgrade");
+        assert!(matches!(err, CreateError::Downgrade(_)), "{err}");
+    }
+
+    #[test]
+    fn selection_is_checked() {
+        let err = plan_nodes(
+            PlanKind::Restart,
+            None,
+            &fleet(),
+            &["s1".into(), "nope".into()],
+            false,
+        )
+        .expect_err("unknown");
+        assert_eq!(err, CreateError::UnknownNodes(vec!["nope".into()]));
+        let nodes =
+            plan_nodes(PlanKind::Restart, None, &fleet(), &["w2".into()], false).expect("plan");
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(
+            plan_nodes(PlanKind::Restart, None, &[], &[], false),
+            Err(CreateError::NoNodes)
+        );
+        let mut bad = fleet();
+        bad[0].rke2_version = String::new();
+        let err = plan_nodes(PlanKind::Upgrade, v("v1.34.1+rke2r1"), &bad, &[], false)
+            .expect_err("bad version");
+        assert!(err.to_string().contains("node w2"), "{err}");
+    }
+}
