@@ -12,7 +12,9 @@ use crate::cli::{CertsArgs, ListArgs, Output, TokenCreateArgs, render};
 use crate::convert;
 use crate::store::model::{CertRow, FileErrorRow, NodeRecord};
 
-async fn connect(args: &crate::cli::ClientArgs) -> anyhow::Result<AdminServiceClient<Channel>> {
+pub(crate) async fn connect(
+    args: &crate::cli::ClientArgs,
+) -> anyhow::Result<AdminServiceClient<Channel>> {
     match (&args.hub, &args.admin_dir) {
         (Some(hub), Some(dir)) => connect_tls(hub, dir).await,
         (Some(hub), None) => {
@@ -69,7 +71,7 @@ async fn connect_socket(socket: &Path) -> anyhow::Result<AdminServiceClient<Chan
     Ok(AdminServiceClient::new(channel))
 }
 
-fn refused(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn refused(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!(
         "the hub refused: {} ({:?})",
         status.message(),

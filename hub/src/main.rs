@@ -3,9 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use rke2_hub::cli::plans::PlanCommand;
 use rke2_hub::cli::{AdminCertCommand, Cli, Command, ServeArgs, TokenCommand};
 use rke2_hub::config::{Config, DEFAULT_CONFIG_PATH, FileConfig, Overrides};
-use rke2_hub::{client, serve};
+use rke2_hub::{client, plan_client, serve};
 
 const EXIT_USAGE: u8 = 64;
 const EXIT_CONFIG: u8 = 78;
@@ -76,9 +77,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
+    let code = |r: anyhow::Result<()>| r.map(|()| 0u8);
+    let result: anyhow::Result<u8> = match cli.command {
         Command::Serve(args) => match config(&args) {
-            Ok(config) => runtime.block_on(serve::run(config, shutdown_signal())),
+            Ok(config) => code(runtime.block_on(serve::run(config, shutdown_signal()))),
             Err(e) => {
                 eprintln!("rke2-hub: {e}");
                 return ExitCode::from(EXIT_CONFIG);
@@ -86,15 +88,30 @@ fn main() -> ExitCode {
         },
         Command::Token {
             command: TokenCommand::Create(args),
-        } => runtime.block_on(client::token_create(&args)),
-        Command::Nodes(args) => runtime.block_on(client::nodes(&args)),
-        Command::Certs(args) => runtime.block_on(client::certs(&args)),
+        } => code(runtime.block_on(client::token_create(&args))),
+        Command::Nodes(args) => code(runtime.block_on(client::nodes(&args))),
+        Command::Certs(args) => code(runtime.block_on(client::certs(&args))),
         Command::AdminCert {
             command: AdminCertCommand::Create(args),
-        } => client::admin_cert_create(&args),
+        } => code(client::admin_cert_create(&args)),
+        Command::Rotate(args) => runtime.block_on(plan_client::rotate(&args)),
+        Command::Restart(args) => runtime.block_on(plan_client::restart(&args)),
+        Command::Upgrade(args) => runtime.block_on(plan_client::upgrade(&args)),
+        Command::Plans(args) => runtime.block_on(plan_client::plans(&args)),
+        Command::Plan {
+            command: PlanCommand::Show(args),
+        } => runtime.block_on(plan_client::show(&args)),
+        Command::Plan {
+            command: PlanCommand::Watch(args),
+        } => runtime.block_on(plan_client::watch(&args)),
+        Command::Pause(args) => runtime.block_on(plan_client::pause(&args)),
+        Command::Resume(args) => runtime.block_on(plan_client::resume(&args)),
+        Command::Skip(args) => runtime.block_on(plan_client::skip(&args)),
+        Command::Abort(args) => runtime.block_on(plan_client::abort(&args)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(n) => ExitCode::from(n),
         Err(e) => {
             eprintln!("rke2-hub: {e:#}");
             ExitCode::FAILURE

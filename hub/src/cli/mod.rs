@@ -1,6 +1,7 @@
 //! The command line of `rke2-hub`: `serve`, and the operator commands that talk to a running
 //! hub over its admin socket (or over TLS with an admin certificate).
 
+pub mod plans;
 pub mod render;
 
 use std::path::PathBuf;
@@ -39,6 +40,28 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCertCommand,
     },
+    /// Rotate every node's certificates (`rke2 certificate rotate`), one node at a time.
+    Rotate(plans::RotateArgs),
+    /// Restart every node's RKE2 so leaves inside the renewal window are reissued.
+    Restart(plans::PlanArgs),
+    /// Upgrade RKE2 across the cluster: servers one at a time, then workers.
+    Upgrade(plans::UpgradeArgs),
+    /// Every plan, newest first.
+    Plans(ListArgs),
+    /// One plan.
+    Plan {
+        /// What to do.
+        #[command(subcommand)]
+        command: plans::PlanCommand,
+    },
+    /// Pause a plan: no new node starts (a node in maintenance finishes).
+    Pause(plans::ActionArgs),
+    /// Resume a paused plan, or retry the failed node of a halted one.
+    Resume(plans::ActionArgs),
+    /// Pass over a pending or failed node of a plan.
+    Skip(plans::SkipArgs),
+    /// End a plan: nothing new starts and what it cordoned is uncordoned.
+    Abort(plans::ActionArgs),
 }
 
 /// Admin certificate subcommands.

@@ -1,0 +1,126 @@
+//! Plan commands: `rotate`, `restart`, `upgrade`, `plans`, `plan show|watch`,
+//! `pause|resume|skip|abort`.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::ClientArgs;
+
+/// How a plan treats each node (shared by `rotate`, `restart` and `upgrade`).
+#[derive(Debug, Args, Clone)]
+pub struct PlanArgs {
+    /// Connection and output.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Only these nodes (repeatable; default: every node the hub knows).
+    #[arg(long = "node")]
+    pub nodes: Vec<String>,
+    /// Workers in maintenance at once (servers always go one at a time).
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: u32,
+    /// Wait after each node is healthy again (e.g. `30s`).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub settle: Duration,
+    /// Do not cordon and drain nodes.
+    #[arg(long)]
+    pub no_drain: bool,
+    /// Give up draining a node after this long (PDB refusals are retried meanwhile).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+    /// Grace period for evicted pods [default: each pod's own].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub grace_period: Option<Duration>,
+    /// Maintenance window: `[days] HH:MM-HH:MM [time zone]`, e.g. "Sat,Sun 22:00-04:00
+    /// Europe/Berlin" [default: any time].
+    #[arg(long)]
+    pub window: Option<String>,
+    /// How long a node may take to be healthy after its operation.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub ready_timeout: Duration,
+    /// Print the exact order and gates; create nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Follow the plan's progress after creating it (like `plan watch`).
+    #[arg(long)]
+    pub watch: bool,
+}
+
+/// `rotate` options.
+#[derive(Debug, Args, Clone)]
+pub struct RotateArgs {
+    /// Plan options.
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Only these RKE2 services (repeatable; e.g. `etcd`, `kube-apiserver`) [default: all].
+    #[arg(long = "service")]
+    pub services: Vec<String>,
+}
+
+/// `upgrade` options.
+#[derive(Debug, Args, Clone)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["channel", "version"])))]
+pub struct UpgradeArgs {
+    /// Plan options.
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// A release channel (`stable`, `latest`, `v1.34`), resolved now, once.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// A version, e.g. `v1.34.1+rke2r1`.
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Allow skipping a minor version.
+    #[arg(long)]
+    pub allow_minor_skip: bool,
+    /// Keep the new binary even when a node does not become ready with it.
+    #[arg(long)]
+    pub no_rollback: bool,
+    /// Artifact URL prefix or air-gap folder on the nodes [default: the hub's
+    /// `artifact_mirror`].
+    #[arg(long)]
+    pub artifact_source: Option<String>,
+}
+
+/// `plan` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// The plan, its nodes, gates and recent events.
+    Show(PlanIdArgs),
+    /// Follow the plan live until it completes, halts or is aborted.
+    Watch(PlanIdArgs),
+}
+
+/// A plan id with connection options.
+#[derive(Debug, Args)]
+pub struct PlanIdArgs {
+    /// Connection and output.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The plan's id.
+    pub id: String,
+}
+
+/// `pause`, `resume`, `abort` options.
+#[derive(Debug, Args)]
+pub struct ActionArgs {
+    /// Connection and output.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The plan's id.
+    pub id: String,
+    /// Say what would happen; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `skip` options.
+#[derive(Debug, Args)]
+pub struct SkipArgs {
+    /// Plan and connection.
+    #[command(flatten)]
+    pub action: ActionArgs,
+    /// The node to pass over.
+    #[arg(long)]
+    pub node: String,
+}

@@ -1,0 +1,448 @@
+//! The plan commands' client side: build the request, call the hub, print the plan (a table,
+//! or JSON), and follow it live.
+//!
+//! Exit codes of `plan watch` (and `--watch`): 0 completed, 1 halted (the reason is printed),
+//! 2 aborted.
+
+use std::collections::HashSet;
+use std::io::IsTerminal as _;
+
+use rke2ops_common::report::tabwriter;
+use rke2ops_proto::v1 as pb;
+use time::OffsetDateTime;
+
+use crate::cli::plans::{ActionArgs, PlanArgs, PlanIdArgs, RotateArgs, SkipArgs, UpgradeArgs};
+use crate::cli::{ClientArgs, ListArgs, Output};
+use crate::client::{connect, refused};
+use crate::convert;
+
+fn base_request(kind: pb::PlanKind, args: &PlanArgs) -> pb::CreatePlanRequest {
+    pb::CreatePlanRequest {
+        kind: kind.into(),
+        nodes: args.nodes.clone(),
+        concurrency: args.concurrency,
+        settle_seconds: args.settle.as_secs(),
+        no_drain: args.no_drain,
+        drain_timeout_seconds: args.drain_timeout.as_secs(),
+        grace_period_seconds: args
+            .grace_period
+            .map_or(-1, |g| i64::try_from(g.as_secs()).unwrap_or(i64::MAX)),
+        window: args.window.clone().unwrap_or_default(),
+        ready_timeout_seconds: args.ready_timeout.as_secs(),
+        dry_run: args.dry_run,
+        ..pb::CreatePlanRequest::default()
+    }
+}
+
+/// `rke2-hub rotate`.
+///
+/// # Errors
+/// Unreachable or refusing hub.
+pub async fn rotate(args: &RotateArgs) -> anyhow::Result<u8> {
+    let mut req = base_request(pb::PlanKind::Rotate, &args.plan);
+    req.services.clone_from(&args.services);
+    create(&args.plan, req).await
+}
+
+/// `rke2-hub restart`.
+///
+/// # Errors
+/// Unreachable or refusing hub.
+pub async fn restart(args: &PlanArgs) -> anyhow::Result<u8> {
+    create(args, base_request(pb::PlanKind::Restart, args)).await
+}
+
+/// `rke2-hub upgrade`.
+///
+/// # Errors
+/// Unreachable or refusing hub.
+pub async fn upgrade(args: &UpgradeArgs) -> anyhow::Result<u8> {
+    let mut req = base_request(pb::PlanKind::Upgrade, &args.plan);
+    req.version = args.version.clone().unwrap_or_default();
+    req.channel = args.channel.clone().unwrap_or_default();
+    req.allow_minor_skip = args.allow_minor_skip;
+    req.no_rollback = args.no_rollback;
+    req.artifact_source = args.artifact_source.clone().unwrap_or_default();
+    create(&args.plan, req).await
+}
+
+async fn create(args: &PlanArgs, req: pb::CreatePlanRequest) -> anyhow::Result<u8> {
+    let mut client = connect(&args.client).await?;
+    let view = client.create_plan(req).await.map_err(refused)?.into_inner();
+    print_view(&view, args.client.output);
+    if args.watch && !args.dry_run {
+        return follow(&args.client, &view.id, args.client.output).await;
+    }
+    Ok(0)
+}
+
+/// `rke2-hub plans`.
+///
+/// # Errors
+/// Unreachable or refusing hub.
+pub async fn plans(args: &ListArgs) -> anyhow::Result<u8> {
+    let mut client = connect(&args.client).await?;
+    let plans = client
+        .list_plans(pb::ListPlansRequest {})
+        .await
+        .map_err(refused)?
+        .into_inner()
+        .plans;
+    match args.client.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::Value::Array(plans.iter().map(json).collect())
+        ),
+        Output::Table => {
+            let mut lines = vec![
+                [
+                    "ID", "KIND", "TARGET", "STATE", "NODES", "CREATED", "BY", "REASON",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+            ];
+            for p in &plans {
+                let done = p
+                    .nodes
+                    .iter()
+                    .filter(|n| n.phase == "done" || n.phase == "skipped")
+                    .count();
+                lines.push(vec![
+                    p.id.clone(),
+                    kind_word(p.kind).to_owned(),
+                    if p.target_version.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        p.target_version.clone()
+                    },
+                    state_word(p.state).to_owned(),
+                    format!("{done}/{}", p.nodes.len()),
+                    time_word(p.created_at.as_ref()),
+                    p.created_by.clone(),
+                    p.reason.clone(),
+                ]);
+            }
+            print!("{}", tabwriter::layout(&lines, 3));
+        }
+    }
+    Ok(0)
+}
+
+/// `rke2-hub plan show`.
+///
+/// # Errors
+/// Unreachable or refusing hub.
+pub async fn show(args: &PlanIdArgs) -> anyhow::Result<u8> {
+    let mut client = connect(&args.client).await?;
+    let view = client
+        .get_plan(pb::GetPlanRequest {
+            id: args.id.clone(),
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    print_view(&view, args.client.output);
+    Ok(0)
+}
+
+/// `rke2-hub plan watch`.
+///
+/// # Errors
+/// Unreachable or refusing hub.
+pub async fn watch(args: &PlanIdArgs) -> anyhow::Result<u8> {
+    follow(&args.client, &args.id, args.client.output).await
+}
+
+async fn follow(client_args: &ClientArgs, id: &str, output: Output) -> anyhow::Result<u8> {
+    let mut client = connect(client_args).await?;
+    let mut stream = client
+        .watch_plan(pb::WatchPlanRequest {
+            id: id.to_owned(),
+            until_halted: true,
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let tty = output == Output::Table && std::io::stdout().is_terminal();
+    let mut seen: HashSet<(i64, String, String)> = HashSet::new();
+    let mut last_state = None;
+    let mut last = None;
+    while let Some(view) = stream.message().await.map_err(refused)? {
+        match output {
+            Output::Json => println!("{}", json(&view)),
+            Output::Table if tty => {
+                print!("\x1b[H\x1b[2J");
+                print_view(&view, Output::Table);
+            }
+            Output::Table => {
+                // Not a terminal (a log, CI): one line per new event or state change.
+                for e in &view.events {
+                    let key = (
+                        e.at.as_ref().map_or(0, |t| t.seconds),
+                        e.node.clone(),
+                        e.message.clone(),
+                    );
+                    if seen.insert(key) {
+                        println!(
+                            "{}  plan {}  {:<12} {}",
+                            time_word(e.at.as_ref()),
+                            view.id,
+                            if e.node.is_empty() { "-" } else { &e.node },
+                            e.message
+                        );
+                    }
+                }
+                let state = (view.state, view.reason.clone());
+                if last_state.as_ref() != Some(&state) {
+                    println!(
+                        "{}  plan {}  {:<12} {}{}",
+                        time_word(Some(&convert::timestamp(OffsetDateTime::now_utc()))),
+                        view.id,
+                        state_word(view.state),
+                        if view.reason.is_empty() { "" } else { "why: " },
+                        view.reason
+                    );
+                    last_state = Some(state);
+                }
+            }
+        }
+        last = Some(view);
+    }
+    let Some(view) = last else {
+        anyhow::bail!("the hub ended the watch without sending the plan");
+    };
+    Ok(
+        match pb::PlanState::try_from(view.state).unwrap_or_default() {
+            pb::PlanState::Completed => 0,
+            pb::PlanState::Halted => {
+                eprintln!("plan {} halted: {}", view.id, view.reason);
+                1
+            }
+            pb::PlanState::Aborted => 2,
+            _ => 0,
+        },
+    )
+}
+
+async fn act(args: &ActionArgs, action: pb::PlanAction, node: &str) -> anyhow::Result<u8> {
+    let mut client = connect(&args.client).await?;
+    let view = client
+        .plan_action(pb::PlanActionRequest {
+            id: args.id.clone(),
+            action: action.into(),
+            node: node.to_owned(),
+            dry_run: args.dry_run,
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    print_view(&view, args.client.output);
+    Ok(0)
+}
+
+/// `rke2-hub pause`.
+///
+/// # Errors
+/// Unreachable or refusing hub.
+pub async fn pause(args: &ActionArgs) -> anyhow::Result<u8> {
+    act(args, pb::PlanAction::Pause, "").await
+}
+
+/// `rke2-hub resume`.
+///
+/// # Errors
+/// Unreachable or refusing hub.
+pub async fn resume(args: &ActionArgs) -> anyhow::Result<u8> {
+    act(args, pb::PlanAction::Resume, "").await
+}
+
+/// `rke2-hub abort`.
+///
+/// # Errors
+/// Unreachable or refusing hub.
+pub async fn abort(args: &ActionArgs) -> anyhow::Result<u8> {
+    act(args, pb::PlanAction::Abort, "").await
+}
+
+/// `rke2-hub skip`.
+///
+/// # Errors
+/// Unreachable or refusing hub.
+pub async fn skip(args: &SkipArgs) -> anyhow::Result<u8> {
+    act(&args.action, pb::PlanAction::Skip, &args.node).await
+}
+
+fn kind_word(kind: i32) -> &'static str {
+    match pb::PlanKind::try_from(kind) {
+        Ok(pb::PlanKind::Rotate) => "rotate",
+        Ok(pb::PlanKind::Restart) => "restart",
+        Ok(pb::PlanKind::Upgrade) => "upgrade",
+        _ => "unknown",
+    }
+}
+
+fn state_word(state: i32) -> &'static str {
+    match pb::PlanState::try_from(state) {
+        Ok(pb::PlanState::Running) => "running",
+        Ok(pb::PlanState::Paused) => "paused",
+        Ok(pb::PlanState::Halted) => "halted",
+        Ok(pb::PlanState::Completed) => "completed",
+        Ok(pb::PlanState::Aborted) => "aborted",
+        Ok(pb::PlanState::Preview) => "dry-run",
+        _ => "unknown",
+    }
+}
+
+fn time_word(t: Option<&prost_types::Timestamp>) -> String {
+    t.and_then(|t| convert::time_of(t, "at").ok())
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second]"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+fn elapsed(n: &pb::PlanNodeView) -> String {
+    let Some(start) = n
+        .started_at
+        .as_ref()
+        .and_then(|t| convert::time_of(t, "s").ok())
+    else {
+        return "-".to_owned();
+    };
+    let end = n
+        .finished_at
+        .as_ref()
+        .and_then(|t| convert::time_of(t, "f").ok())
+        .unwrap_or_else(OffsetDateTime::now_utc);
+    let secs = (end - start).whole_seconds().max(0);
+    if secs >= 60 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+fn role_word(role: i32) -> &'static str {
+    convert::role_word(role)
+}
+
+/// Prints a plan as a table or JSON.
+fn print_view(view: &pb::PlanView, output: Output) {
+    if output == Output::Json {
+        println!("{}", json(view));
+        return;
+    }
+    let title = if state_word(view.state) == "dry-run" {
+        "PLAN (dry run: nothing created)".to_owned()
+    } else {
+        format!("PLAN {}", view.id)
+    };
+    let target = match (view.target_version.is_empty(), view.channel.is_empty()) {
+        (true, _) => String::new(),
+        (false, true) => format!(" {}", view.target_version),
+        (false, false) => format!(" {} (channel {})", view.target_version, view.channel),
+    };
+    println!(
+        "{title}: {}{target}, {}, created {} by {} ({})",
+        kind_word(view.kind),
+        state_word(view.state),
+        time_word(view.created_at.as_ref()),
+        view.created_by,
+        view.origin
+    );
+    println!("policy: {}", view.policy);
+    if !view.reason.is_empty() {
+        println!("why: {}", view.reason);
+    }
+    println!();
+    let mut lines = vec![
+        [
+            "#", "NODE", "ROLE", "FROM", "PHASE", "STEP", "ELAPSED", "CORDONED", "DETAIL",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for (i, n) in view.nodes.iter().enumerate() {
+        lines.push(vec![
+            (i + 1).to_string(),
+            n.name.clone(),
+            role_word(n.role).to_owned(),
+            n.from_version.clone(),
+            n.phase.clone(),
+            if n.step.is_empty() {
+                "-".to_owned()
+            } else {
+                n.step.clone()
+            },
+            elapsed(n),
+            if n.cordoned_by_plan { "yes" } else { "-" }.to_owned(),
+            n.detail.clone(),
+        ]);
+    }
+    print!("{}", tabwriter::layout(&lines, 3));
+    if !view.gates.is_empty() {
+        println!("\ngates:");
+        for g in &view.gates {
+            println!("  - {g}");
+        }
+    }
+    if !view.events.is_empty() {
+        println!("\nevents:");
+        for e in &view.events {
+            println!(
+                "  {}  {:<12} {}",
+                time_word(e.at.as_ref()),
+                if e.node.is_empty() { "-" } else { &e.node },
+                e.message
+            );
+        }
+    }
+}
+
+fn ts_json(t: Option<&prost_types::Timestamp>) -> serde_json::Value {
+    t.and_then(|t| convert::time_of(t, "t").ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .map_or(serde_json::Value::Null, serde_json::Value::String)
+}
+
+/// A plan as JSON (stable keys, snake_case).
+fn json(view: &pb::PlanView) -> serde_json::Value {
+    serde_json::json!({
+        "id": view.id,
+        "kind": kind_word(view.kind),
+        "target_version": view.target_version,
+        "channel": view.channel,
+        "state": state_word(view.state),
+        "reason": view.reason,
+        "origin": view.origin,
+        "created_by": view.created_by,
+        "created_at": ts_json(view.created_at.as_ref()),
+        "finished_at": ts_json(view.finished_at.as_ref()),
+        "policy": view.policy,
+        "gates": view.gates,
+        "nodes": view.nodes.iter().map(|n| serde_json::json!({
+            "name": n.name,
+            "role": role_word(n.role),
+            "phase": n.phase,
+            "step": n.step,
+            "detail": n.detail,
+            "from_version": n.from_version,
+            "cordoned_by_plan": n.cordoned_by_plan,
+            "attempt": n.attempt,
+            "operation_id": n.operation_id,
+            "started_at": ts_json(n.started_at.as_ref()),
+            "finished_at": ts_json(n.finished_at.as_ref()),
+        })).collect::<Vec<_>>(),
+        "events": view.events.iter().map(|e| serde_json::json!({
+            "at": ts_json(e.at.as_ref()),
+            "node": e.node,
+            "message": e.message,
+        })).collect::<Vec<_>>(),
+    })
+}
