@@ -23,6 +23,7 @@ pub mod listener;
 pub mod metrics;
 pub mod pki;
 pub mod plan;
+pub mod plan_client;
 pub mod registry;
 pub mod serve;
 pub mod store;

@@ -133,6 +133,15 @@ pub async fn run(
     let uds_task = tokio::spawn(uds_server);
     let sweeper = tokio::spawn(sweep(hub.clone()));
     let engine_task = tokio::spawn(Arc::clone(&engine).run());
+    let auto_task = config.auto_restart_within.map(|lead| {
+        tokio::spawn(
+            Arc::clone(&engine).auto_maintenance(crate::engine::AutoMaintenance {
+                lead,
+                window: config.auto_restart_window.clone(),
+                every: Duration::from_secs(300),
+            }),
+        )
+    });
 
     tracing::info!(
         listen = %config.listen_addr,
@@ -150,6 +159,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     sweeper.abort();
     engine_task.abort();
+    if let Some(task) = auto_task {
+        task.abort();
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), metrics_task).await;
     for task in [tcp_task, uds_task] {
         match tokio::time::timeout(Duration::from_secs(10), task).await {

@@ -1,20 +1,93 @@
-//! The hub's Kubernetes access for the engine, from the configuration.
+//! The engine's [`Cluster`] on the hub's kube-rs client ([`crate::kube::KubeAccess`], which
+//! fails over between the servers' API endpoints), built from the configuration.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::cluster::Cluster;
+use anyhow::Context as _;
+
+use super::cluster::{BoxFut, Cluster};
 use crate::config::Config;
+use crate::kube::{DrainOptions, KubeAccess, KubeSettings};
+use crate::plan::health::KubeNode;
+use crate::plan::model::PlanPolicy;
 
 /// The cluster access `config` asks for (none without a kubeconfig).
 ///
 /// # Errors
-/// When the kubeconfig cannot be used.
+/// When the kubeconfig cannot be used (names the file).
 pub fn from_config(config: &Config) -> anyhow::Result<Option<Arc<dyn Cluster>>> {
-    match &config.kubeconfig {
-        None => Ok(None),
-        Some(path) => anyhow::bail!(
-            "kubeconfig {}: Kubernetes access not wired yet",
-            path.display()
-        ),
+    let Some(path) = &config.kubeconfig else {
+        return Ok(None);
+    };
+    let access = KubeAccess::new(&KubeSettings {
+        kubeconfig: path.clone(),
+        endpoints: config.apiserver_endpoints.clone(),
+    })
+    .with_context(|| format!("kubeconfig {}", path.display()))?;
+    Ok(Some(Arc::new(Kube(access))))
+}
+
+/// [`KubeAccess`] as the engine's [`Cluster`].
+#[derive(Debug, Clone)]
+pub struct Kube(pub KubeAccess);
+
+impl Cluster for Kube {
+    fn nodes(&self) -> BoxFut<'_, Result<Vec<KubeNode>, String>> {
+        Box::pin(async move {
+            self.0
+                .nodes()
+                .await
+                .map(|nodes| {
+                    nodes
+                        .into_iter()
+                        .map(|n| KubeNode {
+                            name: n.name,
+                            ready: n.ready,
+                            kubelet_version: n.kubelet_version,
+                        })
+                        .collect()
+                })
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn cordon<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<bool, String>> {
+        Box::pin(async move { self.0.cordon(node).await.map_err(|e| e.to_string()) })
+    }
+
+    fn uncordon<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<(), String>> {
+        Box::pin(async move { self.0.uncordon(node).await.map_err(|e| e.to_string()) })
+    }
+
+    fn drain<'a>(
+        &'a self,
+        node: &'a str,
+        policy: &'a PlanPolicy,
+        progress: &'a mut (dyn FnMut(String) + Send),
+    ) -> BoxFut<'a, Result<String, String>> {
+        Box::pin(async move {
+            let opts = DrainOptions {
+                grace_period: policy
+                    .grace_period_secs
+                    .map(|g| Duration::from_secs(u64::try_from(g).unwrap_or(0))),
+                timeout: Duration::from_secs(policy.drain_timeout_secs),
+                ..DrainOptions::default()
+            };
+            let report = self
+                .0
+                .drain(node, &opts, progress)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(format!(
+                "{} pods evicted, {} left (DaemonSet/mirror/finished)",
+                report.evicted.len(),
+                report.skipped.len()
+            ))
+        })
+    }
+
+    fn event<'a>(&'a self, node: &'a str, reason: &'a str, message: &'a str) -> BoxFut<'a, ()> {
+        Box::pin(async move { self.0.event(node, reason, message).await })
     }
 }
