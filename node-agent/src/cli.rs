@@ -33,6 +33,32 @@ pub enum Command {
     Status(StatusArgs),
     /// Finish an operation that was interrupted (the daemon also does this when it starts).
     Resume(OpArgs),
+    /// Upgrade RKE2 on this node from a release tarball (mirror URL or air-gap folder):
+    /// verify its sha256, install keeping the previous files, restart, wait ready, check the
+    /// version; roll back when the new release does not become ready. Already at or above
+    /// the target: skipped (exit 0).
+    Upgrade(UpgradeArgs),
+}
+
+/// `upgrade` options.
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Target version, e.g. v1.34.1+rke2r1.
+    #[arg(long)]
+    pub version: String,
+    /// Artifact source for this run (URL prefix or absolute folder) [default: the configured
+    /// `artifact_source`].
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Leave the new release in place when it does not become ready (report only).
+    #[arg(long)]
+    pub no_rollback: bool,
+    /// Print what would happen and where from; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `rotate` options.
@@ -124,6 +150,12 @@ pub struct CommonArgs {
     /// Seconds between heartbeats to the hub [default: 10].
     #[arg(long, env = "RKE2OPS_HEARTBEAT_SECS")]
     pub heartbeat_secs: Option<u64>,
+    /// Where upgrades fetch RKE2 releases: http(s) URL prefix or absolute folder.
+    #[arg(long, env = "RKE2OPS_ARTIFACT_SOURCE")]
+    pub artifact_source: Option<String>,
+    /// Where RKE2's tarball is installed [default: /usr/local].
+    #[arg(long, env = "RKE2OPS_INSTALL_PREFIX")]
+    pub install_prefix: Option<PathBuf>,
 }
 
 impl CommonArgs {
@@ -155,6 +187,8 @@ impl CommonArgs {
             hub_ca_pin: self.hub_ca_pin.clone(),
             node_name: self.node_name.clone(),
             heartbeat_secs: self.heartbeat_secs,
+            artifact_source: self.artifact_source.clone(),
+            install_prefix: self.install_prefix.clone(),
         }
     }
 }

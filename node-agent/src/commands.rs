@@ -41,6 +41,8 @@ pub fn node_setup(config: &Config) -> anyhow::Result<NodeSetup> {
         node_ip: node.node_ip,
         kubelet_healthz: config.kubelet_healthz_addr.clone(),
         ready_timeout: config.ready_timeout,
+        install_prefix: config.install_prefix.clone(),
+        artifact_source: config.artifact_source.clone(),
     })
 }
 
@@ -75,6 +77,15 @@ fn print_progress(progress: &Progress<'_>) {
 }
 
 fn report(record: &OpRecord) -> u8 {
+    if record.step == Step::Skipped {
+        println!(
+            "{} {} skipped: {}",
+            record.kind.name(),
+            record.id,
+            record.skipped.as_deref().unwrap_or("nothing to do")
+        );
+        return 0;
+    }
     if record.step == Step::Done {
         println!(
             "{} {} succeeded on {}",
@@ -153,8 +164,91 @@ async fn dry_run_plan(config: &Config, kind: &OpKind) -> anyhow::Result<u8> {
             config.data_dir.display()
         );
     }
+    if let OpKind::Upgrade {
+        version,
+        source,
+        allow_rollback,
+    } = kind
+    {
+        let installed =
+            crate::ops::runner::binary_version(&config.install_prefix.join("bin/rke2")).await;
+        let arch = crate::ops::artifacts::arch();
+        println!(
+            "installed: {} ({}); target {version}{}",
+            installed.as_deref().unwrap_or("unknown"),
+            config.install_prefix.join("bin/rke2").display(),
+            match &installed {
+                Some(v) if crate::ops::runner::at_or_above(v, version, false) =>
+                    " (at or above: would be skipped)",
+                _ => "",
+            }
+        );
+        let source = source.clone().or_else(|| config.artifact_source.clone());
+        match source.as_deref().map(crate::ops::artifacts::Source::parse) {
+            Some(Ok(crate::ops::artifacts::Source::Url(prefix))) => {
+                for file in [
+                    crate::ops::artifacts::sums_name(arch),
+                    crate::ops::artifacts::tarball_name(arch),
+                ] {
+                    println!(
+                        "fetch: {}",
+                        crate::ops::artifacts::artifact_url(&prefix, version, &file)
+                    );
+                }
+            }
+            Some(Ok(crate::ops::artifacts::Source::Dir(dir))) => println!(
+                "copy: {} and {} from {} (or its {version}/ folder)",
+                crate::ops::artifacts::tarball_name(arch),
+                crate::ops::artifacts::sums_name(arch),
+                dir.display()
+            ),
+            Some(Err(e)) => anyhow::bail!("{e}"),
+            None => anyhow::bail!("{}", crate::ops::artifacts::ArtifactError::NoSource),
+        }
+        println!(
+            "install into {}, previous files kept under {}/<operation id>/previous",
+            config.install_prefix.display(),
+            config.state_dir.join("ops").display()
+        );
+        println!(
+            "on failure after the restart: {}",
+            if *allow_rollback {
+                "restore the previous files, daemon-reload, start again, report"
+            } else {
+                "report only (--no-rollback)"
+            }
+        );
+        return Ok(0);
+    }
     println!("on failure: restore the backup, start {unit} again, report the unit's journal");
     Ok(0)
+}
+
+/// What `rke2-node-agent upgrade` asks for.
+#[derive(Debug, Clone)]
+pub struct UpgradeRequest {
+    /// Target version.
+    pub version: String,
+    /// Artifact source for this run, else the configured one.
+    pub source: Option<String>,
+    /// Restore the previous files when the new release does not become ready.
+    pub allow_rollback: bool,
+}
+
+/// `rke2-node-agent upgrade`.
+///
+/// # Errors
+/// As [`rotate`], plus a bad version or source.
+pub fn upgrade(config: &Config, request: UpgradeRequest, dry_run: bool) -> anyhow::Result<u8> {
+    run_op(
+        config,
+        OpKind::Upgrade {
+            version: request.version,
+            source: request.source,
+            allow_rollback: request.allow_rollback,
+        },
+        dry_run,
+    )
 }
 
 /// `rke2-node-agent rotate`.

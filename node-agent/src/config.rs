@@ -80,6 +80,11 @@ pub struct FileConfig {
     pub node_name: Option<String>,
     /// Seconds between heartbeats to the hub.
     pub heartbeat_secs: Option<u64>,
+    /// Where upgrades fetch RKE2 releases: an http(s) URL prefix (`<prefix>/<version>/...`,
+    /// GitHub's release layout) or an absolute folder (air-gap).
+    pub artifact_source: Option<String>,
+    /// Where RKE2's tarball is installed (install.sh's `INSTALL_RKE2_TAR_PREFIX`).
+    pub install_prefix: Option<PathBuf>,
 }
 
 /// Values given on the command line (or their environment variables); they win over the file.
@@ -115,6 +120,10 @@ pub struct Overrides {
     pub node_name: Option<String>,
     /// `--heartbeat-secs`.
     pub heartbeat_secs: Option<u64>,
+    /// `--artifact-source`.
+    pub artifact_source: Option<String>,
+    /// `--install-prefix`.
+    pub install_prefix: Option<PathBuf>,
 }
 
 /// The effective configuration.
@@ -142,6 +151,10 @@ pub struct Config {
     pub ready_timeout: std::time::Duration,
     /// The hub link, when configured.
     pub hub: Option<HubConfig>,
+    /// Upgrades' artifact source (validated when used: a hub may send its own).
+    pub artifact_source: Option<String>,
+    /// RKE2's install prefix.
+    pub install_prefix: PathBuf,
 }
 
 /// The hub link's settings.
@@ -177,6 +190,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/rke2-ops/node-agent";
 pub const DEFAULT_RKE2_BIN: &str = "/usr/local/bin/rke2";
 /// kubelet's default health endpoint.
 pub const DEFAULT_KUBELET_HEALTHZ: &str = "127.0.0.1:10248";
+/// install.sh's default tarball prefix.
+pub const DEFAULT_INSTALL_PREFIX: &str = "/usr/local";
 
 impl FileConfig {
     /// Parses TOML text; `path` only names the source in errors.
@@ -236,7 +251,31 @@ impl Config {
         } else {
             overrides.kubeconfigs
         };
+        let install_prefix = overrides
+            .install_prefix
+            .or(file.install_prefix)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_INSTALL_PREFIX));
+        if !install_prefix.is_absolute() {
+            return Err(ConfigError::Invalid {
+                key: "install_prefix",
+                message: format!("{} is not an absolute path", install_prefix.display()),
+            });
+        }
+        let artifact_source = overrides
+            .artifact_source
+            .or(file.artifact_source)
+            .filter(|s| !s.trim().is_empty());
+        if let Some(source) = &artifact_source
+            && let Err(e) = crate::ops::artifacts::Source::parse(source)
+        {
+            return Err(ConfigError::Invalid {
+                key: "artifact_source",
+                message: e.to_string(),
+            });
+        }
         Ok(Self {
+            artifact_source,
+            install_prefix,
             data_dir: overrides
                 .data_dir
                 .or(file.data_dir)
@@ -366,6 +405,34 @@ mod tests {
         )
         .expect_err("bad addr");
         assert!(err.to_string().contains("metrics_addr"), "{err}");
+    }
+
+    #[test]
+    fn upgrade_keys_have_install_sh_defaults_and_are_checked() {
+        let config =
+            Config::resolve(parse("").expect("parses"), Overrides::default()).expect("valid");
+        assert_eq!(config.install_prefix, PathBuf::from("/usr/local"));
+        assert_eq!(config.artifact_source, None);
+        let config = Config::resolve(
+            parse("artifact_source = \"/srv/rke2\"\ninstall_prefix = \"/opt/rke2\"\n")
+                .expect("parses"),
+            Overrides {
+                artifact_source: Some("https://mirror.example/rke2".into()),
+                ..Overrides::default()
+            },
+        )
+        .expect("valid");
+        assert_eq!(
+            config.artifact_source.as_deref(),
+            Some("https://mirror.example/rke2")
+        );
+        assert_eq!(config.install_prefix, PathBuf::from("/opt/rke2"));
+        let err = Config::resolve(
+            parse("artifact_source = \"mirror\"").expect("parses"),
+            Overrides::default(),
+        )
+        .expect_err("relative");
+        assert!(err.to_string().contains("artifact_source"), "{err}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Command::Rotate(args) => (&args.common, None),
         Command::Restart(args) | Command::Resume(args) => (&args.common, None),
         Command::Status(args) => (&args.common, None),
+        Command::Upgrade(args) => (&args.common, None),
     };
     let (path, required) = common.config_path();
     let config = match FileConfig::load(&path, required)
@@ -43,6 +44,15 @@ fn main() -> ExitCode {
         Command::Restart(args) => commands::restart(&config, args.dry_run),
         Command::Resume(_) => commands::resume(&config),
         Command::Status(args) => commands::status(&config, args.output),
+        Command::Upgrade(args) => commands::upgrade(
+            &config,
+            commands::UpgradeRequest {
+                version: args.version,
+                source: args.source,
+                allow_rollback: !args.no_rollback,
+            },
+            args.dry_run,
+        ),
     };
     match result {
         Ok(code) => ExitCode::from(code),

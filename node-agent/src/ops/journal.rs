@@ -44,6 +44,18 @@ pub struct OpRecord {
     /// NotAfter (Unix seconds); each must have a later NotAfter afterwards.
     #[serde(default)]
     pub due_for_renewal: Vec<(String, i64)>,
+    /// Upgrades: the files the release installs (relative to the prefix), once staged.
+    #[serde(default)]
+    pub installed_files: Vec<String>,
+    /// Upgrades: the version installed before (what a rollback returns to).
+    #[serde(default)]
+    pub previous_version: Option<String>,
+    /// Why there was nothing to do (the operation ended `skipped`).
+    #[serde(default)]
+    pub skipped: Option<String>,
+    /// Cancelled (by the hub) before its first side effect; ends `failed` with this set.
+    #[serde(default)]
+    pub cancelled: bool,
     /// Why it failed (first failure), once it did.
     pub failure: Option<String>,
     /// The unit's last journal lines at the failure.
@@ -209,6 +221,25 @@ impl Journal {
         write_atomically(&self.current_path(), &bytes)
     }
 
+    /// The finished operation with this id (the newest, from `history.jsonl`), if any.
+    ///
+    /// # Errors
+    /// When the history cannot be read.
+    pub fn finished(&self, id: &str) -> Result<Option<OpRecord>, JournalError> {
+        let path = self.dir.join("history.jsonl");
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(JournalError::Io { path, source: e }),
+        };
+        // Lines are independent: a torn last line (crash while appending) is skipped.
+        Ok(text
+            .lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<OpRecord>(l).ok())
+            .find(|r| r.id == id))
+    }
+
     /// Moves a finished `record` to `last.json` and `history.jsonl`.
     ///
     /// # Errors
@@ -291,6 +322,10 @@ mod tests {
             backup: None,
             snapshot: None,
             due_for_renewal: vec![],
+            installed_files: vec![],
+            previous_version: None,
+            skipped: None,
+            cancelled: false,
             failure: None,
             unit_journal: vec![],
             log: vec![],
@@ -313,6 +348,11 @@ mod tests {
         let history =
             std::fs::read_to_string(dir.path().join("ops/history.jsonl")).expect("history");
         assert_eq!(history.lines().count(), 1);
+        assert_eq!(
+            journal.finished("op-1").expect("read").map(|r| r.step),
+            Some(Step::Done)
+        );
+        assert_eq!(journal.finished("op-2").expect("read"), None);
     }
 
     #[test]

@@ -3,18 +3,20 @@
 //! Every step is idempotent, because a crash between a side effect and the next journal
 //! write re-runs it: stopping and starting units, probing and verifying are naturally so;
 //! `rotate` records when it began and, on a re-run, recognises its own backup instead of
-//! rotating twice; restoring copies the same files again.
+//! rotating twice; restoring copies the same files again; an upgrade's fetch replaces its
+//! download, and its install keeps the previous files once (see [`super::install`]).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rke2ops_common::renewal;
 use time::OffsetDateTime;
 
-use super::files;
 use super::journal::{Journal, JournalError, OpRecord, StepLog};
-use super::steps::{OpKind, Role, Step, first_step, on_failure, on_success};
+use super::steps::{OpKind, Role, Step, first_step, on_failure_of, on_skip, on_success};
+use super::{artifacts, files, install};
 use crate::health::apiserver::{self, ApiserverCredentials};
 use crate::health::etcd::{self, EtcdCredentials};
 use crate::health::kubelet;
@@ -38,6 +40,10 @@ pub struct NodeSetup {
     pub kubelet_healthz: String,
     /// How long RKE2 may take to become ready after a start.
     pub ready_timeout: Duration,
+    /// Where RKE2's tarball is installed (`<prefix>/bin/rke2`...).
+    pub install_prefix: PathBuf,
+    /// Upgrades' artifact source when the request names none.
+    pub artifact_source: Option<String>,
 }
 
 impl NodeSetup {
@@ -82,6 +88,48 @@ pub enum OpError {
     /// A `--service` name RKE2 does not know.
     #[error("unknown service {0:?} (known: {list})", list = rke2ops_common::layout::SERVICES.join(", "))]
     UnknownService(String),
+    /// An upgrade target that is not an RKE2 version.
+    #[error(transparent)]
+    BadVersion(#[from] rke2ops_common::version::VersionError),
+    /// An upgrade without a usable artifact source.
+    #[error(transparent)]
+    BadSource(#[from] artifacts::ArtifactError),
+}
+
+/// The version `bin --version` reports (`rke2 version v1.34.1+rke2r1 (<commit>)`), if it runs.
+pub async fn binary_version(bin: &Path) -> Option<String> {
+    let output = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::process::Command::new(bin).arg("--version").output(),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    parse_version_banner(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// The version in RKE2's `--version` banner.
+#[must_use]
+pub fn parse_version_banner(stdout: &str) -> Option<String> {
+    let line = stdout.lines().next()?;
+    let mut words = line.split_whitespace();
+    (words.next()? == "rke2" && words.next()? == "version")
+        .then(|| words.next().map(str::to_owned))
+        .flatten()
+}
+
+/// Whether an upgrade to `target` has nothing to do: the installed version is at or above it
+/// and the unit does not still run a replaced binary.
+#[must_use]
+pub fn at_or_above(installed: &str, target: &str, running_replaced: bool) -> bool {
+    use rke2ops_common::version::Rke2Version;
+    match (
+        installed.parse::<Rke2Version>(),
+        target.parse::<Rke2Version>(),
+    ) {
+        (Ok(installed), Ok(target)) => installed >= target && !running_replaced,
+        _ => false,
+    }
 }
 
 /// A test-only crash switch: `RKE2OPS_TEST_CRASH_AT=<step>` SIGKILLs the agent right after
@@ -134,8 +182,34 @@ impl<M: ServiceManager> Runner<M> {
     pub async fn run(
         &self,
         kind: OpKind,
+        progress: impl FnMut(&Progress<'_>),
+    ) -> Result<OpRecord, OpError> {
+        self.run_with(None, kind, None, progress).await
+    }
+
+    /// [`Runner::run`] with the journal id chosen by the caller (the hub's operation id) and a
+    /// cancel flag honoured until the first step that changes the node.
+    ///
+    /// # Errors
+    /// As [`Runner::run`].
+    pub async fn run_with(
+        &self,
+        id: Option<String>,
+        kind: OpKind,
+        cancel: Option<&AtomicBool>,
         mut progress: impl FnMut(&Progress<'_>),
     ) -> Result<OpRecord, OpError> {
+        if let OpKind::Upgrade {
+            version, source, ..
+        } = &kind
+        {
+            version.parse::<rke2ops_common::version::Rke2Version>()?;
+            let source = source
+                .clone()
+                .or_else(|| self.setup.artifact_source.clone())
+                .ok_or(artifacts::ArtifactError::NoSource)?;
+            artifacts::Source::parse(&source)?;
+        }
         if let OpKind::Rotate { services } = &kind
             && let Some(bad) = services
                 .iter()
@@ -146,7 +220,7 @@ impl<M: ServiceManager> Runner<M> {
         let _lock = self.journal.lock()?;
         if let Some(interrupted) = self.journal.current()? {
             tracing::warn!(id = %interrupted.id, step = interrupted.step.name(), "finishing an interrupted operation first");
-            self.drive(interrupted, &mut progress).await?;
+            self.drive(interrupted, None, &mut progress).await?;
         }
         let unit = detect_rke2_unit(&self.manager)
             .await?
@@ -157,7 +231,9 @@ impl<M: ServiceManager> Runner<M> {
         };
         let now = OffsetDateTime::now_utc();
         let record = OpRecord {
-            id: format!("{}-{}", kind.name(), now.unix_timestamp_nanos() / 1_000_000),
+            id: id.unwrap_or_else(|| {
+                format!("{}-{}", kind.name(), now.unix_timestamp_nanos() / 1_000_000)
+            }),
             step: first_step(&kind),
             kind,
             role,
@@ -167,12 +243,16 @@ impl<M: ServiceManager> Runner<M> {
             backup: None,
             snapshot: None,
             due_for_renewal: vec![],
+            installed_files: vec![],
+            previous_version: None,
+            skipped: None,
+            cancelled: false,
             failure: None,
             unit_journal: vec![],
             log: vec![],
             finished_at: None,
         };
-        self.drive(record, &mut progress).await
+        self.drive(record, cancel, &mut progress).await
     }
 
     /// Finishes an interrupted operation, if the journal holds one.
@@ -185,7 +265,7 @@ impl<M: ServiceManager> Runner<M> {
     ) -> Result<Option<OpRecord>, OpError> {
         let _lock = self.journal.lock()?;
         match self.journal.current()? {
-            Some(record) => Ok(Some(self.drive(record, &mut progress).await?)),
+            Some(record) => Ok(Some(self.drive(record, None, &mut progress).await?)),
             None => Ok(None),
         }
     }
@@ -193,10 +273,22 @@ impl<M: ServiceManager> Runner<M> {
     async fn drive(
         &self,
         mut record: OpRecord,
+        cancel: Option<&AtomicBool>,
         progress: &mut impl FnMut(&Progress<'_>),
     ) -> Result<OpRecord, OpError> {
+        let mut cancel_noted = false;
         while !record.step.is_terminal() {
             let step = record.step;
+            if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) && !cancel_noted {
+                if may_cancel(&record) {
+                    record.cancelled = true;
+                    record.failure = Some("cancelled".to_owned());
+                    record.step = Step::Failed;
+                    break;
+                }
+                cancel_noted = true;
+                tracing::info!(op = %record.id, step = step.name(), "cancel ignored: the operation already changed the node");
+            }
             self.journal.save(&record)?;
             crash_point(step, false);
             progress(&Progress {
@@ -224,7 +316,11 @@ impl<M: ServiceManager> Runner<M> {
                         detail,
                         millis,
                     });
-                    record.step = on_success(&record.kind, record.role, step);
+                    record.step = if record.skipped.is_some() {
+                        on_skip(&record.kind, step)
+                    } else {
+                        on_success(&record.kind, record.role, step)
+                    };
                 }
                 Err(reason) => {
                     progress(&Progress {
@@ -243,7 +339,7 @@ impl<M: ServiceManager> Runner<M> {
                         detail: reason,
                         millis,
                     });
-                    record.step = on_failure(step, record.backup.is_some());
+                    record.step = on_failure_of(&record.kind, step, record.backup.is_some());
                 }
             }
         }
@@ -254,6 +350,13 @@ impl<M: ServiceManager> Runner<M> {
         {
             // Verified success: RKE2's own backup stays; the key copies are not needed.
             let _ = std::fs::remove_dir_all(op_dir);
+        }
+        if matches!(record.kind, OpKind::Upgrade { .. }) {
+            // The download and its extraction are not needed any more; `previous/` stays (the
+            // files the release replaced, for a manual rollback).
+            let op_dir = self.op_dir(&record);
+            let _ = std::fs::remove_dir_all(op_dir.join("artifacts"));
+            let _ = std::fs::remove_dir_all(op_dir.join("staged"));
         }
         self.journal.finish(&record)?;
         Ok(record)
@@ -293,7 +396,7 @@ impl<M: ServiceManager> Runner<M> {
                 let inventory = files::scan(&setup.data_dir, &setup.admin_kubeconfig);
                 let services = match &record.kind {
                     OpKind::Rotate { services } => services.clone(),
-                    OpKind::RenewByRestart => vec![],
+                    OpKind::RenewByRestart | OpKind::Upgrade { .. } => vec![],
                 };
                 let leaves = files::rotated_leaves(&inventory, &services);
                 let since =
@@ -388,7 +491,165 @@ impl<M: ServiceManager> Runner<M> {
                 let n = files::restore_backup(&setup.data_dir, &backup)?;
                 Ok(format!("restored {n} files from {backup}"))
             }
-            Step::Done | Step::Failed => Ok(String::new()),
+            Step::CheckVersion => self.check_version(record).await,
+            Step::FetchArtifacts => {
+                let (version, source) = self.upgrade_target(record)?;
+                artifacts::fetch(
+                    &source,
+                    &version,
+                    artifacts::arch(),
+                    &self.op_dir(record).join("artifacts"),
+                )
+                .await
+                .map_err(|e| e.to_string())
+            }
+            Step::VerifyChecksum => {
+                let hash =
+                    artifacts::verify(&self.op_dir(record).join("artifacts"), artifacts::arch())
+                        .map_err(|e| e.to_string())?;
+                Ok(format!(
+                    "{} sha256 {hash} matches {}",
+                    artifacts::tarball_name(artifacts::arch()),
+                    artifacts::sums_name(artifacts::arch())
+                ))
+            }
+            Step::InstallFiles => {
+                let dir = self.op_dir(record);
+                let tarball = dir
+                    .join("artifacts")
+                    .join(artifacts::tarball_name(artifacts::arch()));
+                let files =
+                    install::stage(&tarball, &dir.join("staged")).map_err(|e| e.to_string())?;
+                record.installed_files.clone_from(&files);
+                let previous = dir.join("previous");
+                let kept = install::keep_previous(&setup.install_prefix, &files, &previous)
+                    .map_err(|e| e.to_string())?;
+                record.backup = Some(previous.display().to_string());
+                self.journal.save(record).map_err(|e| e.to_string())?;
+                install::install(&dir.join("staged"), &setup.install_prefix, &files)
+                    .map_err(|e| e.to_string())?;
+                Ok(format!(
+                    "{} files installed into {} ({kept} previous kept in {})",
+                    files.len(),
+                    setup.install_prefix.display(),
+                    previous.display()
+                ))
+            }
+            Step::DaemonReload => {
+                self.manager
+                    .daemon_reload()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok("systemd reloaded its units".to_owned())
+            }
+            Step::VerifyVersion => self.verify_version(record).await,
+            Step::RestorePrevious => {
+                // Stop first: a release that never gets ready may still be starting.
+                let _ = self.manager.stop(&record.unit).await;
+                let previous = self.op_dir(record).join("previous");
+                let n = install::restore(&previous, &setup.install_prefix, &record.installed_files)
+                    .map_err(|e| e.to_string())?;
+                self.manager
+                    .daemon_reload()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(format!(
+                    "restored {n} previous files into {}{}, systemd reloaded",
+                    setup.install_prefix.display(),
+                    record
+                        .previous_version
+                        .as_deref()
+                        .map(|v| format!(" ({v})"))
+                        .unwrap_or_default()
+                ))
+            }
+            Step::Done | Step::Failed | Step::Skipped => Ok(String::new()),
+        }
+    }
+
+    /// The operation's own folder under the journal.
+    fn op_dir(&self, record: &OpRecord) -> PathBuf {
+        self.journal.dir().join(&record.id)
+    }
+
+    fn installed_bin(&self) -> PathBuf {
+        self.setup.install_prefix.join("bin/rke2")
+    }
+
+    fn upgrade_target(&self, record: &OpRecord) -> Result<(String, artifacts::Source), String> {
+        let OpKind::Upgrade {
+            version, source, ..
+        } = &record.kind
+        else {
+            return Err("not an upgrade".to_owned());
+        };
+        let source = source
+            .clone()
+            .or_else(|| self.setup.artifact_source.clone())
+            .ok_or_else(|| artifacts::ArtifactError::NoSource.to_string())?;
+        let source = artifacts::Source::parse(&source).map_err(|e| e.to_string())?;
+        Ok((version.clone(), source))
+    }
+
+    /// Whether the unit's main process runs an executable that was replaced on disk.
+    async fn running_replaced(&self, unit: &str) -> Option<bool> {
+        let state = self.manager.state(unit).await.ok()?;
+        if state.main_pid == 0 {
+            return None;
+        }
+        let exe = std::fs::read_link(format!("/proc/{}/exe", state.main_pid)).ok()?;
+        Some(exe.to_string_lossy().ends_with(" (deleted)"))
+    }
+
+    async fn check_version(&self, record: &mut OpRecord) -> Result<String, String> {
+        let (target, source) = self.upgrade_target(record)?;
+        let bin = self.installed_bin();
+        let installed = binary_version(&bin)
+            .await
+            .ok_or_else(|| format!("{} --version did not print a version", bin.display()))?;
+        if record.previous_version.is_none() {
+            record.previous_version = Some(installed.clone());
+        }
+        let replaced = self.running_replaced(&record.unit).await.unwrap_or(false);
+        if at_or_above(&installed, &target, replaced) {
+            let why =
+                format!("{installed} is installed and running, at or above the target {target}");
+            record.skipped = Some(why.clone());
+            return Ok(why);
+        }
+        Ok(format!(
+            "{installed} installed{}; upgrading to {target} from {source}",
+            if replaced {
+                " (the unit runs a replaced binary)"
+            } else {
+                ""
+            }
+        ))
+    }
+
+    async fn verify_version(&self, record: &OpRecord) -> Result<String, String> {
+        let (target, _) = self.upgrade_target(record)?;
+        let bin = self.installed_bin();
+        let installed = binary_version(&bin)
+            .await
+            .ok_or_else(|| format!("{} --version did not print a version", bin.display()))?;
+        if installed != target {
+            return Err(format!(
+                "{} reports {installed}, not {target}",
+                bin.display()
+            ));
+        }
+        match self.running_replaced(&record.unit).await {
+            Some(true) => Err(format!(
+                "{} still runs the binary that was replaced",
+                record.unit
+            )),
+            Some(false) => Ok(format!(
+                "{} reports {installed}; {} runs it",
+                bin.display(),
+                record.unit
+            )),
+            None => Err(format!("{} has no main process", record.unit)),
         }
     }
 
@@ -621,6 +882,12 @@ impl<M: ServiceManager> Runner<M> {
         detail.push("kubelet healthy".to_owned());
         Ok(detail.join(", "))
     }
+}
+
+/// Whether a cancel may still end `record`: none of its steps so far changed the node.
+#[must_use]
+pub fn may_cancel(record: &OpRecord) -> bool {
+    !record.step.changes_node() && record.log.iter().all(|l| !l.step.changes_node())
 }
 
 /// Readiness verdicts: keep waiting, or give up now (the unit failed).

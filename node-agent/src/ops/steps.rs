@@ -18,6 +18,16 @@ pub enum OpKind {
     },
     /// Restart the unit so RKE2 reissues leaves inside the renewal window.
     RenewByRestart,
+    /// Install another RKE2 release from its tarball and restart into it.
+    Upgrade {
+        /// Target version, e.g. `v1.34.1+rke2r1`.
+        version: String,
+        /// Artifact source (URL prefix or absolute folder); `None`: the configured one.
+        #[serde(default)]
+        source: Option<String>,
+        /// Put the previous files back when the new release does not become ready.
+        allow_rollback: bool,
+    },
 }
 
 impl OpKind {
@@ -27,6 +37,7 @@ impl OpKind {
         match self {
             Self::Rotate { .. } => "rotate",
             Self::RenewByRestart => "renew-by-restart",
+            Self::Upgrade { .. } => "upgrade",
         }
     }
 }
@@ -67,13 +78,47 @@ pub enum Step {
     WaitAfterFailure,
     /// Finished with a failure (reason in the record).
     Failed,
+    /// Upgrade: compare the installed version with the target (at or above: skipped).
+    CheckVersion,
+    /// Upgrade: download (or copy, air-gap) the tarball and the checksum file.
+    FetchArtifacts,
+    /// Upgrade: the tarball's sha256 matches its line in the checksum file.
+    VerifyChecksum,
+    /// Upgrade: keep the previous files, then install the new ones atomically.
+    InstallFiles,
+    /// Upgrade: systemd reloads the (possibly new) unit files.
+    DaemonReload,
+    /// Upgrade: the installed binary reports the target and the unit runs it.
+    VerifyVersion,
+    /// Upgrade failure: put the previous files back and reload systemd.
+    RestorePrevious,
+    /// Nothing to do (already at or above the target); terminal.
+    Skipped,
 }
 
 impl Step {
     /// Terminal steps.
     #[must_use]
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Done | Self::Failed)
+        matches!(self, Self::Done | Self::Failed | Self::Skipped)
+    }
+
+    /// Whether the step changes the node (units, RKE2's files). An operation may be cancelled
+    /// only while none of these has run.
+    #[must_use]
+    pub fn changes_node(self) -> bool {
+        matches!(
+            self,
+            Self::StopUnit
+                | Self::Rotate
+                | Self::StartUnit
+                | Self::RestartUnit
+                | Self::RestoreBackup
+                | Self::StartAfterFailure
+                | Self::InstallFiles
+                | Self::DaemonReload
+                | Self::RestorePrevious
+        )
     }
 
     /// The kebab-case name used in the journal and progress lines.
@@ -96,6 +141,14 @@ impl Step {
             Self::StartAfterFailure => "start-after-failure",
             Self::WaitAfterFailure => "wait-after-failure",
             Self::Failed => "failed",
+            Self::CheckVersion => "check-version",
+            Self::FetchArtifacts => "fetch-artifacts",
+            Self::VerifyChecksum => "verify-checksum",
+            Self::InstallFiles => "install-files",
+            Self::DaemonReload => "daemon-reload",
+            Self::VerifyVersion => "verify-version",
+            Self::RestorePrevious => "restore-previous",
+            Self::Skipped => "skipped",
         }
     }
 
@@ -107,7 +160,7 @@ impl Step {
 }
 
 /// Every step, for lookups.
-pub const ALL_STEPS: [Step; 16] = [
+pub const ALL_STEPS: [Step; 24] = [
     Step::Preflight,
     Step::StopUnit,
     Step::Rotate,
@@ -124,6 +177,14 @@ pub const ALL_STEPS: [Step; 16] = [
     Step::StartAfterFailure,
     Step::WaitAfterFailure,
     Step::Failed,
+    Step::CheckVersion,
+    Step::FetchArtifacts,
+    Step::VerifyChecksum,
+    Step::InstallFiles,
+    Step::DaemonReload,
+    Step::VerifyVersion,
+    Step::RestorePrevious,
+    Step::Skipped,
 ];
 
 /// The node's role, which decides the server-only steps.
@@ -139,8 +200,19 @@ pub enum Role {
 /// The first step of `kind`.
 #[must_use]
 pub fn first_step(kind: &OpKind) -> Step {
-    let _ = kind;
-    Step::Preflight
+    match kind {
+        OpKind::Upgrade { .. } => Step::CheckVersion,
+        _ => Step::Preflight,
+    }
+}
+
+/// The step after `step` found nothing to do (only the upgrade's version check can).
+#[must_use]
+pub fn on_skip(kind: &OpKind, step: Step) -> Step {
+    match (kind, step) {
+        (OpKind::Upgrade { .. }, Step::CheckVersion) => Step::Skipped,
+        (_, s) => s,
+    }
 }
 
 /// The step after `step` succeeded.
@@ -163,13 +235,58 @@ pub fn on_success(kind: &OpKind, role: Role, step: Step) -> Step {
         (OpKind::RenewByRestart, Step::WaitReady) => Step::VerifyRenewed,
         (OpKind::RenewByRestart, Step::VerifyRenewed) => Step::RefreshKubeconfigs,
         (OpKind::RenewByRestart, Step::RefreshKubeconfigs) => Step::Done,
+        (OpKind::Upgrade { .. }, Step::CheckVersion) => Step::Preflight,
+        (OpKind::Upgrade { .. }, Step::Preflight) => Step::FetchArtifacts,
+        (OpKind::Upgrade { .. }, Step::FetchArtifacts) => Step::VerifyChecksum,
+        (OpKind::Upgrade { .. }, Step::VerifyChecksum) => Step::InstallFiles,
+        (OpKind::Upgrade { .. }, Step::InstallFiles) => Step::DaemonReload,
+        (OpKind::Upgrade { .. }, Step::DaemonReload) => Step::RestartUnit,
+        (OpKind::Upgrade { .. }, Step::RestartUnit) => Step::WaitReady,
+        (OpKind::Upgrade { .. }, Step::WaitReady) => Step::VerifyVersion,
+        (OpKind::Upgrade { .. }, Step::VerifyVersion) => Step::Done,
+        (_, Step::RestorePrevious) => Step::StartAfterFailure,
         // The failure path ends in Failed whatever happens.
         (_, Step::RestoreBackup) => Step::StartAfterFailure,
         (_, Step::StartAfterFailure) => Step::WaitAfterFailure,
         (_, Step::WaitAfterFailure) => Step::Failed,
-        (_, terminal @ (Step::Done | Step::Failed)) => terminal,
+        (_, terminal @ (Step::Done | Step::Failed | Step::Skipped)) => terminal,
         // Steps that do not belong to this kind cannot succeed into anything sensible.
         _ => Step::Failed,
+    }
+}
+
+/// The step after `step` of `kind` failed; `backup_exists` as in [`on_failure`] (for upgrades:
+/// the previous files were kept).
+#[must_use]
+pub fn on_failure_of(kind: &OpKind, step: Step, backup_exists: bool) -> Step {
+    match kind {
+        OpKind::Upgrade { allow_rollback, .. } => {
+            upgrade_on_failure(step, backup_exists, *allow_rollback)
+        }
+        _ => on_failure(step, backup_exists),
+    }
+}
+
+/// Upgrade failures: before anything is installed, just report (nothing changed); a failed
+/// install is undone whatever the policy (the unit still runs the old release, so this is
+/// cleanup, not a rollback); after the restart the previous files come back only when
+/// rollback is allowed, else the node is left as it is and the failure reported.
+fn upgrade_on_failure(step: Step, previous_kept: bool, allow_rollback: bool) -> Step {
+    match step {
+        Step::CheckVersion | Step::Preflight | Step::FetchArtifacts | Step::VerifyChecksum => {
+            Step::Failed
+        }
+        Step::InstallFiles if previous_kept => Step::RestorePrevious,
+        Step::InstallFiles => Step::Failed,
+        Step::DaemonReload | Step::RestartUnit | Step::WaitReady | Step::VerifyVersion => {
+            if previous_kept && allow_rollback {
+                Step::RestorePrevious
+            } else {
+                Step::Failed
+            }
+        }
+        Step::RestorePrevious => Step::StartAfterFailure,
+        other => on_failure(other, previous_kept),
     }
 }
 
@@ -207,6 +324,15 @@ pub fn on_failure(step: Step, backup_exists: bool) -> Step {
         Step::StartAfterFailure | Step::WaitAfterFailure | Step::Done | Step::Failed => {
             Step::Failed
         }
+        // Upgrade steps (handled by `on_failure_of`; here for completeness).
+        Step::RestorePrevious => Step::StartAfterFailure,
+        Step::CheckVersion
+        | Step::FetchArtifacts
+        | Step::VerifyChecksum
+        | Step::InstallFiles
+        | Step::DaemonReload
+        | Step::VerifyVersion
+        | Step::Skipped => Step::Failed,
     }
 }
 
@@ -315,6 +441,100 @@ mod tests {
     #[test]
     fn stale_kubeconfig_copy_is_reported_without_undoing_a_good_rotation() {
         assert_eq!(on_failure(Step::RefreshKubeconfigs, true), Step::Failed);
+    }
+
+    fn upgrade(allow_rollback: bool) -> OpKind {
+        OpKind::Upgrade {
+            version: "v1.34.1+rke2r1".into(),
+            source: None,
+            allow_rollback,
+        }
+    }
+
+    #[test]
+    fn upgrade_fetches_verifies_installs_restarts_and_checks_the_version() {
+        assert_eq!(
+            walk(&upgrade(true), Role::Server),
+            vec![
+                Step::CheckVersion,
+                Step::Preflight,
+                Step::FetchArtifacts,
+                Step::VerifyChecksum,
+                Step::InstallFiles,
+                Step::DaemonReload,
+                Step::RestartUnit,
+                Step::WaitReady,
+                Step::VerifyVersion,
+                Step::Done
+            ]
+        );
+    }
+
+    #[test]
+    fn upgrade_already_at_target_is_skipped() {
+        let kind = upgrade(true);
+        assert_eq!(on_skip(&kind, Step::CheckVersion), Step::Skipped);
+        assert!(Step::Skipped.is_terminal());
+        assert_eq!(on_success(&kind, Role::Agent, Step::Skipped), Step::Skipped);
+    }
+
+    #[test]
+    fn checksum_mismatch_installs_nothing() {
+        for step in [
+            Step::CheckVersion,
+            Step::Preflight,
+            Step::FetchArtifacts,
+            Step::VerifyChecksum,
+        ] {
+            assert_eq!(on_failure_of(&upgrade(true), step, false), Step::Failed);
+        }
+    }
+
+    #[test]
+    fn release_that_never_gets_ready_is_rolled_back_when_allowed() {
+        for step in [Step::RestartUnit, Step::WaitReady, Step::VerifyVersion] {
+            assert_eq!(
+                on_failure_of(&upgrade(true), step, true),
+                Step::RestorePrevious
+            );
+            assert_eq!(on_failure_of(&upgrade(false), step, true), Step::Failed);
+        }
+        let kind = upgrade(true);
+        assert_eq!(
+            on_success(&kind, Role::Server, Step::RestorePrevious),
+            Step::StartAfterFailure
+        );
+        assert_eq!(
+            on_failure_of(&kind, Step::RestorePrevious, true),
+            Step::StartAfterFailure
+        );
+    }
+
+    #[test]
+    fn half_done_install_is_undone_even_without_rollback() {
+        assert_eq!(
+            on_failure_of(&upgrade(false), Step::InstallFiles, true),
+            Step::RestorePrevious
+        );
+        assert_eq!(
+            on_failure_of(&upgrade(false), Step::InstallFiles, false),
+            Step::Failed
+        );
+    }
+
+    #[test]
+    fn only_read_only_steps_leave_room_to_cancel() {
+        for step in [
+            Step::CheckVersion,
+            Step::Preflight,
+            Step::FetchArtifacts,
+            Step::VerifyChecksum,
+        ] {
+            assert!(!step.changes_node(), "{step:?}");
+        }
+        for step in [Step::StopUnit, Step::InstallFiles, Step::RestartUnit] {
+            assert!(step.changes_node(), "{step:?}");
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!     [--break FILE=empty|no-pem-data|bad-der|truncated|unreadable|dangling-symlink|
 //!                   looping-symlink|oversized|key-mismatch|foreign-issuer]...
 //! rke2-sim cas --out DIR [--now RFC3339]
+//! rke2-sim release --out DIR --version V...
+//! rke2-sim mirror --dir D --listen ADDR [--channel NAME=VERSION]... [--build V]...
 //! ```
 //! `tree` prints a JSON summary of what it wrote on stdout.
 
@@ -42,6 +44,32 @@ enum Command {
         /// Creation time of the CAs (RFC 3339; default now).
         #[arg(long)]
         now: Option<String>,
+    },
+    /// Write simulated RKE2 releases (`<out>/<version>/rke2.linux-amd64.tar.gz` and
+    /// `sha256sum-amd64.txt`) from the built simulated `rke2` next to this binary.
+    Release {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Versions to write (repeatable), e.g. v1.34.1+rke2r1.
+        #[arg(long = "version", required = true)]
+        versions: Vec<String>,
+    },
+    /// Serve releases under DIR (`/<version>/<file>`) and a channel server
+    /// (`/v1-release/channels`) until killed.
+    Mirror {
+        /// Folder holding `<version>/` release folders.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Address to listen on, e.g. 127.0.50.1:8080.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// A channel, NAME=VERSION (repeatable).
+        #[arg(long = "channel")]
+        channels: Vec<rke2ops_tests::sim::release::Channel>,
+        /// Build this release into DIR first (repeatable).
+        #[arg(long = "build")]
+        build: Vec<String>,
     },
 }
 
@@ -123,8 +151,53 @@ fn summary(tree: &GeneratedTree) -> serde_json::Value {
     })
 }
 
+/// The simulated `rke2` built beside this binary.
+fn sibling_rke2() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find this binary")?;
+    let rke2 = exe.with_file_name("rke2");
+    if !rke2.is_file() {
+        bail!(
+            "{} is missing: run `cargo build -p rke2ops-tests --bins`",
+            rke2.display()
+        );
+    }
+    Ok(rke2)
+}
+
 fn main() -> Result<()> {
+    use rke2ops_tests::sim::{mirror::Mirror, release};
     match Cli::parse().command {
+        Command::Release { out, versions } => {
+            let rke2 = sibling_rke2()?;
+            for version in versions {
+                let r = release::build_release_from(&out, &version, &rke2)?;
+                println!("{}  {}", r.sha256, r.tarball.display());
+            }
+            Ok(())
+        }
+        Command::Mirror {
+            dir,
+            listen,
+            channels,
+            build,
+        } => {
+            if !build.is_empty() {
+                let rke2 = sibling_rke2()?;
+                for version in build {
+                    release::build_release_from(&dir, &version, &rke2)?;
+                }
+            }
+            let handle = Mirror::serve(&dir, listen, channels)?;
+            println!(
+                "serving {} on {} (channels at {}/v1-release/channels)",
+                dir.display(),
+                handle.base_url(),
+                handle.base_url()
+            );
+            loop {
+                std::thread::park();
+            }
+        }
         Command::Cas { out, now } => {
             let now = parse_now(now.as_deref())?;
             ClusterCas::generate(now)?.save(&out)?;

@@ -8,6 +8,8 @@
 //! | `slow-start` | seconds (e.g. `8` or `2.5`) | sleep that long before binding listeners, so READY comes late | until removed |
 //! | `never-ready` | anything | listeners up, apiserver `/readyz` fails, READY never sent (unit stays `activating`) | until removed |
 //! | `empty-pem` | a path relative to the data dir | truncate that file to 0 bytes, then exit 1 like a rotation that died half-way | consumed when it fires (the empty file stays, and later starts fail on it until it is restored) |
+//! | `never-ready-version` | an RKE2 version | as `never-ready`, only while the running binary reports that version (a bad release: the previous binary, put back, starts fine) | until removed |
+//! | `fail-start-version` | an RKE2 version | as an empty `fail-start`, only for that version | until removed |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -107,6 +109,19 @@ impl Faults {
         }
 
         faults.never_ready = read(&dir.join("never-ready"))?.is_some();
+        // Version-bound switches: a release that is broken, not a node.
+        let running = || {
+            let exe_dir = std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf));
+            super::version::SimVersion::resolve(exe_dir.as_deref()).version
+        };
+        if read(&dir.join("never-ready-version"))?.is_some_and(|v| v == running()) {
+            faults.never_ready = true;
+        }
+        if read(&dir.join("fail-start-version"))?.is_some_and(|v| v == running()) {
+            faults.fail_start = true;
+        }
 
         let empty = dir.join("empty-pem");
         if let Some(text) = read(&empty)? {

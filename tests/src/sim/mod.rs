@@ -12,7 +12,9 @@
 //!   [`faults`] are the switches that make a start fail, hang or corrupt a file;
 //!   [`node_config`] reads `config.yaml`.
 //! - [`cluster`] sets simulated servers and agents up on proving-ground nodes.
-//! - [`version`] resolves what `rke2 --version` prints.
+//! - [`version`] resolves what `rke2 --version` prints (also from a trailer in the binary).
+//! - [`release`] builds simulated RKE2 releases (tarball + sha256sum) and [`mirror`] serves
+//!   them with a channel server, for upgrades.
 //!
 //! `tests/SIMULATOR.md` records the RKE2 facts these follow and where they differ.
 
@@ -20,7 +22,9 @@ pub mod check;
 pub mod cluster;
 pub mod faults;
 pub mod logrus;
+pub mod mirror;
 pub mod node_config;
+pub mod release;
 pub mod renew;
 pub mod rotate;
 pub mod server;

@@ -1,0 +1,355 @@
+//! Where an upgrade's release artifacts come from and whether they are the published ones.
+//!
+//! RKE2's tarball install method (install.sh) downloads `rke2.linux-<arch>.tar.gz` and
+//! `sha256sum-<arch>.txt` from `<artifact url>/<version>/` (GitHub's release layout, `+` in the
+//! version written `%2B`), or copies them from a local folder on air-gapped sites, and refuses
+//! a tarball whose sha256 differs from its line in the sum file. The agent does the same, into
+//! its own operation folder, before anything of RKE2 is touched.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt as _;
+
+/// Why artifacts could not be fetched or verified.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// No source given and none configured.
+    #[error(
+        "no artifact source: set `artifact_source` (URL prefix or absolute folder) or pass --source"
+    )]
+    NoSource,
+    /// A source that is neither an http(s) URL nor an absolute folder.
+    #[error("artifact source {0:?} is neither an http(s) URL nor an absolute folder")]
+    BadSource(String),
+    /// The HTTP request failed or did not answer 200.
+    #[error("GET {url}: {reason}")]
+    Http {
+        /// The URL.
+        url: String,
+        /// Status or transport error.
+        reason: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The air-gap folder lacks a file.
+    #[error("{file} not found in {} (nor under {version}/)", dir.display())]
+    Missing {
+        /// The folder.
+        dir: PathBuf,
+        /// The version sub-folder also looked at.
+        version: String,
+        /// The file.
+        file: String,
+    },
+    /// The sum file has no line for the tarball.
+    #[error("{sums} has no sha256 line for {file}")]
+    NoSumLine {
+        /// The sum file's name.
+        sums: String,
+        /// The tarball's name.
+        file: String,
+    },
+    /// The tarball is not the published one.
+    #[error("checksum mismatch for {file}: expected {expected}, got {actual}")]
+    Mismatch {
+        /// The tarball's name.
+        file: String,
+        /// The sum file's value.
+        expected: String,
+        /// What the download hashes to.
+        actual: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArtifactError + '_ {
+    move |source| ArtifactError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// An artifact source, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `http(s)://host/prefix` (no trailing slash).
+    Url(String),
+    /// An absolute folder on the node.
+    Dir(PathBuf),
+}
+
+impl Source {
+    /// Parses `artifact_source`.
+    ///
+    /// # Errors
+    /// [`ArtifactError::BadSource`] for anything else.
+    pub fn parse(text: &str) -> Result<Self, ArtifactError> {
+        let text = text.trim();
+        if text.starts_with("http://") || text.starts_with("https://") {
+            Ok(Self::Url(text.trim_end_matches('/').to_owned()))
+        } else if text.starts_with('/') {
+            Ok(Self::Dir(PathBuf::from(text)))
+        } else {
+            Err(ArtifactError::BadSource(text.to_owned()))
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Url(u) => f.write_str(u),
+            Self::Dir(d) => write!(f, "{}", d.display()),
+        }
+    }
+}
+
+/// RKE2's architecture name for this machine (`amd64`, `arm64`, `s390x`).
+#[must_use]
+pub fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        "s390x" => "s390x",
+        _ => "amd64",
+    }
+}
+
+/// `rke2.linux-<arch>.tar.gz`.
+#[must_use]
+pub fn tarball_name(arch: &str) -> String {
+    format!("rke2.linux-{arch}.tar.gz")
+}
+
+/// `sha256sum-<arch>.txt`.
+#[must_use]
+pub fn sums_name(arch: &str) -> String {
+    format!("sha256sum-{arch}.txt")
+}
+
+/// `<prefix>/<version, + as %2B>/<file>`.
+#[must_use]
+pub fn artifact_url(prefix: &str, version: &str, file: &str) -> String {
+    format!(
+        "{}/{}/{file}",
+        prefix.trim_end_matches('/'),
+        version.replace('+', "%2B")
+    )
+}
+
+/// The sha256 (lower-case hex) of `file` in a `sha256sum` listing (`<hex>  <name>` or
+/// `<hex> *<name>` in binary mode), if listed.
+#[must_use]
+pub fn sum_for(listing: &str, file: &str) -> Option<String> {
+    listing.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        let hash = words.next()?;
+        let name = words.next()?.trim_start_matches('*');
+        let valid = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+        (valid && name == file && words.next().is_none()).then(|| hash.to_ascii_lowercase())
+    })
+}
+
+/// The sha256 (hex) of a file, read in blocks.
+///
+/// # Errors
+/// When the file cannot be read.
+pub fn sha256_file(path: &Path) -> Result<String, ArtifactError> {
+    let mut file = std::fs::File::open(path).map_err(io(path))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(io(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Checks the tarball in `dir` against the sum file in `dir`; returns the hash.
+///
+/// # Errors
+/// [`ArtifactError::NoSumLine`] or [`ArtifactError::Mismatch`].
+pub fn verify(dir: &Path, arch: &str) -> Result<String, ArtifactError> {
+    let tarball = tarball_name(arch);
+    let sums = sums_name(arch);
+    let sums_path = dir.join(&sums);
+    let listing = std::fs::read_to_string(&sums_path).map_err(io(&sums_path))?;
+    let expected = sum_for(&listing, &tarball).ok_or_else(|| ArtifactError::NoSumLine {
+        sums,
+        file: tarball.clone(),
+    })?;
+    let actual = sha256_file(&dir.join(&tarball))?;
+    if actual == expected {
+        Ok(actual)
+    } else {
+        Err(ArtifactError::Mismatch {
+            file: tarball,
+            expected,
+            actual,
+        })
+    }
+}
+
+/// Fetches both artifacts of `version` from `source` into `dest` (created); returns a one-line
+/// description. Re-running replaces what an interrupted run left.
+///
+/// # Errors
+/// [`ArtifactError`] naming the URL or file.
+pub async fn fetch(
+    source: &Source,
+    version: &str,
+    arch: &str,
+    dest: &Path,
+) -> Result<String, ArtifactError> {
+    tokio::fs::create_dir_all(dest).await.map_err(io(dest))?;
+    let files = [sums_name(arch), tarball_name(arch)];
+    let mut bytes_total = 0u64;
+    match source {
+        Source::Url(prefix) => {
+            let client = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(15))
+                .read_timeout(Duration::from_secs(60))
+                .user_agent(concat!("rke2-node-agent/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| ArtifactError::Http {
+                    url: prefix.clone(),
+                    reason: e.to_string(),
+                })?;
+            for file in &files {
+                let url = artifact_url(prefix, version, file);
+                bytes_total += download(&client, &url, &dest.join(file)).await?;
+            }
+        }
+        Source::Dir(dir) => {
+            for file in &files {
+                let candidates = [dir.join(version).join(file), dir.join(file)];
+                let found = candidates.iter().find(|p| p.is_file()).ok_or_else(|| {
+                    ArtifactError::Missing {
+                        dir: dir.clone(),
+                        version: version.to_owned(),
+                        file: file.clone(),
+                    }
+                })?;
+                let target = dest.join(file);
+                bytes_total += tokio::fs::copy(found, &target).await.map_err(io(found))?;
+            }
+        }
+    }
+    Ok(format!(
+        "{} and {} from {source} ({bytes_total} bytes)",
+        files[1], files[0]
+    ))
+}
+
+/// Streams `url` into `target` (temp file + rename); returns the size.
+async fn download(
+    client: &reqwest::Client,
+    url: &str,
+    target: &Path,
+) -> Result<u64, ArtifactError> {
+    let http = |reason: String| ArtifactError::Http {
+        url: url.to_owned(),
+        reason,
+    };
+    let mut response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| http(format!("{e:#}")))?;
+    if !response.status().is_success() {
+        return Err(http(format!("HTTP {}", response.status())));
+    }
+    let tmp = target.with_extension("part");
+    let mut file = tokio::fs::File::create(&tmp).await.map_err(io(&tmp))?;
+    let mut size = 0u64;
+    while let Some(chunk) = response.chunk().await.map_err(|e| http(format!("{e:#}")))? {
+        size += chunk.len() as u64;
+        file.write_all(&chunk).await.map_err(io(&tmp))?;
+    }
+    file.sync_all().await.map_err(io(&tmp))?;
+    drop(file);
+    tokio::fs::rename(&tmp, target).await.map_err(io(target))?;
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "3f5a9c0e1b2d4c6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60";
+
+    #[test]
+    fn urls_follow_githubs_release_layout() {
+        assert_eq!(
+            artifact_url(
+                "https://mirror.example/rke2/",
+                "v1.34.1+rke2r1",
+                "sha256sum-amd64.txt"
+            ),
+            "https://mirror.example/rke2/v1.34.1%2Brke2r1/sha256sum-amd64.txt"
+        );
+    }
+
+    #[test]
+    fn sources_are_urls_or_absolute_folders() {
+        assert_eq!(
+            Source::parse("http://127.0.50.1:8080/").expect("url"),
+            Source::Url("http://127.0.50.1:8080".into())
+        );
+        assert_eq!(
+            Source::parse("/srv/rke2-artifacts").expect("dir"),
+            Source::Dir("/srv/rke2-artifacts".into())
+        );
+        assert!(Source::parse("ftp://x").is_err());
+        assert!(Source::parse("relative/dir").is_err());
+    }
+
+    #[test]
+    fn sum_file_lines_are_matched_by_exact_name() {
+        let listing = format!(
+            "{HASH}  rke2.linux-amd64\n{}  rke2.linux-amd64.tar.gz\n{HASH} *rke2-images.linux-amd64.tar.zst\n",
+            HASH.to_uppercase().replace('3', "4")
+        );
+        assert_eq!(
+            sum_for(&listing, "rke2.linux-amd64.tar.gz"),
+            Some(HASH.replace('3', "4"))
+        );
+        assert_eq!(
+            sum_for(&listing, "rke2-images.linux-amd64.tar.zst"),
+            Some(HASH.to_owned())
+        );
+        assert_eq!(sum_for(&listing, "rke2.linux-arm64.tar.gz"), None);
+        assert_eq!(
+            sum_for("nothex  rke2.linux-amd64.tar.gz", "rke2.linux-amd64.tar.gz"),
+            None
+        );
+    }
+
+    #[test]
+    fn verify_refuses_a_tarball_that_is_not_the_published_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(tarball_name("amd64")), b"release").expect("write");
+        let good = hex::encode(Sha256::digest(b"release"));
+        std::fs::write(
+            dir.path().join(sums_name("amd64")),
+            format!("{good}  rke2.linux-amd64.tar.gz\n"),
+        )
+        .expect("write");
+        assert_eq!(verify(dir.path(), "amd64").expect("matches"), good);
+        std::fs::write(dir.path().join(tarball_name("amd64")), b"tampered").expect("write");
+        let err = verify(dir.path(), "amd64")
+            .expect_err("mismatch")
+            .to_string();
+        assert!(err.contains("checksum mismatch"), "{err}");
+    }
+}
