@@ -13,6 +13,7 @@ use hyper::StatusCode;
 use serde::Serialize;
 
 use super::listen::{Handler, Reply, RequestInfo, reply};
+use crate::sim::kube::handlers::KubeApi;
 use crate::sim::version::{GO_VERSION, SimVersion};
 
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -175,11 +176,16 @@ fn is_verbose(query: &str) -> bool {
 
 /// kube-apiserver on :6443 (RKE2 runs it with `--anonymous-auth=false`: no client
 /// certificate, 401).
-pub fn apiserver(version: SimVersion, health: Arc<dyn HealthSource>) -> Handler {
+pub fn apiserver(
+    version: SimVersion,
+    health: Arc<dyn HealthSource>,
+    kube_api: Option<Arc<KubeApi>>,
+) -> Handler {
     let version = Arc::new(version);
     Arc::new(move |req: RequestInfo| {
         let version = version.clone();
         let health = health.clone();
+        let kube_api = kube_api.clone();
         Box::pin(async move {
             if !req.client_cert {
                 return unauthorized();
@@ -200,7 +206,13 @@ pub fn apiserver(version: SimVersion, health: Arc<dyn HealthSource>) -> Handler 
                     reply(status, TEXT, body)
                 }
                 "/version" => reply(StatusCode::OK, JSON, version_json(&version)),
-                _ => not_found(&req.path),
+                _ => match &kube_api {
+                    Some(api) => match api.handle(&req).await {
+                        Some(answer) => answer,
+                        None => not_found(&req.path),
+                    },
+                    None => not_found(&req.path),
+                },
             }
         })
     })

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -33,7 +33,15 @@ pub struct RequestInfo {
     /// Whether the client presented a certificate that verified against the listener's
     /// client CA (always false on listeners without client auth).
     pub client_cert: bool,
+    /// The `Content-Type` header (patch flavours differ by it), empty when absent.
+    pub content_type: String,
+    /// The request body (at most [`MAX_BODY`] bytes; a larger one is cut off and the
+    /// handler sees invalid JSON, as a real apiserver would refuse it).
+    pub body: Bytes,
 }
+
+/// The largest request body read (kube-apiserver's limit is 3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
 /// A response body and status.
 pub type Reply = Response<Full<Bytes>>;
@@ -109,14 +117,30 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-        let info = RequestInfo {
-            method: req.method().to_string(),
-            path: req.uri().path().to_owned(),
-            query: req.uri().query().unwrap_or_default().to_owned(),
-            client_cert,
-        };
         let handler = handler.clone();
-        async move { Ok::<_, Infallible>(handler(info).await) }
+        async move {
+            let (parts, body) = req.into_parts();
+            let limited = http_body_util::Limited::new(body, MAX_BODY);
+            let body = limited
+                .collect()
+                .await
+                .map(http_body_util::Collected::to_bytes)
+                .unwrap_or_default();
+            let info = RequestInfo {
+                method: parts.method.to_string(),
+                path: parts.uri.path().to_owned(),
+                query: parts.uri.query().unwrap_or_default().to_owned(),
+                client_cert,
+                content_type: parts
+                    .headers
+                    .get(hyper::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned(),
+                body,
+            };
+            Ok::<_, Infallible>(handler(info).await)
+        }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(io), service)

@@ -39,6 +39,9 @@ use tokio_rustls::TlsAcceptor;
 use self::endpoints::HealthSource;
 use self::etcd::EtcdMember;
 use super::faults::Faults;
+use super::kube::{
+    self, client::ApiClient, handlers::KubeApi, kubelet::KubeletIdentity, store::Store,
+};
 use super::logrus;
 use super::node_config::NodeConfig;
 use super::renew::{self, RenewInput};
@@ -219,6 +222,7 @@ async fn serve(launch: Launch) -> Result<(), Fatal> {
         }
     }
 
+    let kube_settings = kube::Settings::from_env();
     let etcd = (launch.role == Role::Server).then(|| {
         EtcdMember::new(
             &config.node_name,
@@ -231,8 +235,17 @@ async fn serve(launch: Launch) -> Result<(), Fatal> {
         etcd: etcd.clone(),
         started: !faults.never_ready,
     });
+    let kube_api = match &etcd {
+        Some(member) => Some(Arc::new(KubeApi {
+            store: Store::new(member.client_url(), &member.tls_dir).map_err(Fatal)?,
+            settings: kube_settings,
+        })),
+        None => None,
+    };
     let mut tasks = tokio::task::JoinSet::new();
-    for (addr, tls, handler) in listeners(&launch, &data_dir, &cas, health.clone())? {
+    for (addr, tls, handler) in
+        listeners(&launch, &data_dir, &cas, health.clone(), kube_api.clone())?
+    {
         let listener = listen::bind(addr, "listener").await?;
         tasks.spawn(listen::serve(listener, tls, handler, shutdown.clone()));
     }
@@ -247,6 +260,15 @@ async fn serve(launch: Launch) -> Result<(), Fatal> {
     if let Some(member) = etcd {
         tasks.spawn(member.supervise(shutdown.clone()));
     }
+    if let Some(api) = kube_api {
+        tasks.spawn(kube::controller::run(api, shutdown.clone()));
+    }
+    tasks.spawn(kube::kubelet::run(
+        kubelet_identity(&launch),
+        kubelet_client(&launch, &data_dir)?,
+        kube_settings,
+        shutdown.clone(),
+    ));
 
     let program = launch.program();
     let version = &launch.version.version;
@@ -274,6 +296,39 @@ async fn serve(launch: Launch) -> Result<(), Fatal> {
     while tasks.join_next().await.is_some() {}
     logrus::info(&format!("rke2 {program} stopped"));
     Ok(())
+}
+
+/// Who the node's kubelet registers as.
+fn kubelet_identity(launch: &Launch) -> KubeletIdentity {
+    KubeletIdentity {
+        name: launch.config.node_name.clone(),
+        ip: launch.config.node_ip,
+        role: launch.role,
+        version: launch.version.version.clone(),
+    }
+}
+
+/// The kubelet's API client: its own client certificate; servers talk to their own
+/// apiserver, agents to the configured server first and then to every server they learn.
+fn kubelet_client(launch: &Launch, data_dir: &Path) -> Result<ApiClient, Fatal> {
+    let identity = tls::load_identity(
+        &data_dir.join("agent/client-kubelet.crt"),
+        &data_dir.join("agent/client-kubelet.key"),
+    )
+    .map_err(|e| Fatal(format!("kubelet: {e}")))?;
+    let roots = tls::roots(&data_dir.join("agent/server-ca.crt")).map_err(Fatal)?;
+    let config = tls::client_config(roots, Some(identity)).map_err(Fatal)?;
+    let (servers, balance) = match launch.role {
+        Role::Server => (vec![launch.config.node_ip], false),
+        Role::Agent => {
+            let first = launch
+                .config
+                .server_host()
+                .and_then(|h| h.parse::<std::net::IpAddr>().ok());
+            (first.into_iter().collect(), true)
+        }
+    };
+    Ok(ApiClient::new(config, servers, balance))
 }
 
 /// The apiserver's view of its health.
@@ -397,6 +452,7 @@ fn listeners(
     data_dir: &Path,
     cas: &ClusterCas,
     health: Arc<Health>,
+    kube_api: Option<Arc<KubeApi>>,
 ) -> Result<Vec<ListenerSpec>, Fatal> {
     let ip = launch.config.node_ip;
     let path = |rel: &str| -> PathBuf { data_dir.join(rel) };
@@ -423,7 +479,7 @@ fn listeners(
         out.push((
             SocketAddr::new(ip, APISERVER_PORT),
             Some(acceptor(id, Some(&client_ca))?),
-            endpoints::apiserver(launch.version.clone(), health),
+            endpoints::apiserver(launch.version.clone(), health, kube_api),
         ));
     }
     out.push((

@@ -1,0 +1,450 @@
+//! The simulated Kubernetes API (`rke2ops_tests::sim::kube`, `tests/SIMULATOR.md` §6) driven
+//! by kube-rs, and the hub's Kubernetes module (`rke2_hub::kube`) end to end against it:
+//! Nodes registered by the simulated kubelets, cordon, pods by node, evictions against
+//! PodDisruptionBudgets, the ReplicaSet replacement, a silent node turning NotReady, writes
+//! and failover with one of three servers down, and a PDB-blocked drain.
+//!
+//! Needs root, systemd, etcd and curl (`scripts/install-test-deps.sh`) and
+//! `cargo build --workspace --bins` first.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, Event, Node, Pod, PodSpec};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use rke2ops_tests::ground::{Node as GroundNode, require_root_and_tools};
+use rke2ops_tests::sim::cluster::{self, CONFIG_DIR, SimCluster};
+use rke2ops_tests::sim::tree::Role;
+
+/// The admin kubeconfig of `server` (RKE2's `rke2.yaml`) with `server:` set to its IP, as an
+/// operator copies it off a server.
+fn kubeconfig_text(server: &GroundNode) -> String {
+    let raw = server
+        .read_file(format!("{CONFIG_DIR}/rke2.yaml"))
+        .expect("read rke2.yaml");
+    String::from_utf8(raw).expect("utf-8").replace(
+        "https://127.0.0.1:6443",
+        &format!("https://{}:6443", server.ip()),
+    )
+}
+
+async fn client_for(server: &GroundNode) -> Client {
+    let kc = Kubeconfig::from_yaml(&kubeconfig_text(server)).expect("kubeconfig parses");
+    let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kube config");
+    // Our assertions want to see 429s, not kube-rs' automatic retries.
+    config.default_retry = false;
+    Client::try_from(config).expect("client")
+}
+
+async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn ready_status(node: &Node) -> String {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.status.clone())
+        .unwrap_or_default()
+}
+
+/// A ReplicaSet-owned workload pod labelled `app=<app>` on `node`.
+fn workload_pod(name: &str, app: &str, node: &str) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(BTreeMap::from([("app".to_owned(), app.to_owned())])),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "ReplicaSet".into(),
+                name: format!("{app}-7d4b9c"),
+                uid: "0b6f2a52-1c3e-4f0a-9d38-3c1b2a7e5f10".into(),
+                controller: Some(true),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some(node.to_owned()),
+            containers: vec![Container {
+                name: "app".into(),
+                image: Some("registry.example/app:1".into()),
+                ..Default::default()
+            }],
+            termination_grace_period_seconds: Some(30),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn pdb(name: &str, app: &str, min_available: i32) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        spec: Some(PodDisruptionBudgetSpec {
+            min_available: Some(IntOrString::Int(min_available)),
+            selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([("app".to_owned(), app.to_owned())])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+async fn pods_on(client: &Client, node: &str) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::all(client.clone());
+    pods.list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+        .await
+        .expect("list pods by node")
+        .items
+}
+
+fn names(pods: &[Pod]) -> Vec<String> {
+    pods.iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_pods_evictions_and_budgets_behave_like_kubernetes() {
+    require_root_and_tools();
+    let cluster = SimCluster::boot(1, 2).expect("boot 1 server + 2 agents");
+    let server = &cluster.servers[0].node;
+    let client = client_for(server).await;
+    let version = client.apiserver_version().await.expect("/version");
+    assert_eq!(version.git_version, "v1.34.1+rke2r1");
+
+    // Every kubelet registered its Node: Ready, kubeletVersion = the RKE2 version, roles.
+    let nodes: Api<Node> = Api::all(client.clone());
+    let listed = wait_for("three Ready nodes", Duration::from_secs(20), async || {
+        let list = nodes.list(&ListParams::default()).await.ok()?;
+        (list.items.len() == 3 && list.items.iter().all(|n| ready_status(n) == "True"))
+            .then_some(list)
+    })
+    .await;
+    assert!(listed.metadata.resource_version.is_some());
+    for node in &listed.items {
+        let info = node
+            .status
+            .as_ref()
+            .and_then(|s| s.node_info.as_ref())
+            .expect("nodeInfo");
+        assert_eq!(info.kubelet_version, "v1.34.1+rke2r1");
+        let labels = node.metadata.labels.clone().unwrap_or_default();
+        let is_server = node.metadata.name.as_deref() == Some("server-1");
+        assert_eq!(
+            labels
+                .get("node-role.kubernetes.io/control-plane")
+                .map(String::as_str),
+            is_server.then_some("true"),
+            "{labels:?}"
+        );
+        assert_eq!(
+            labels.get("node-role.kubernetes.io/etcd").is_some(),
+            is_server
+        );
+    }
+    let by_role = nodes
+        .list(&ListParams::default().labels("node-role.kubernetes.io/control-plane=true"))
+        .await
+        .expect("label selector");
+    assert_eq!(names_of(&by_role.items), vec!["server-1"]);
+
+    // Cordon / uncordon through kube-rs (a patch of spec.unschedulable).
+    let cordoned = nodes.cordon("agent-1").await.expect("cordon");
+    assert_eq!(cordoned.spec.and_then(|s| s.unschedulable), Some(true));
+    let merge = Patch::Merge(serde_json::json!({"metadata": {"labels": {"plan": "p1"}}}));
+    let patched = nodes
+        .patch("agent-1", &PatchParams::default(), &merge)
+        .await
+        .expect("merge patch");
+    assert_eq!(
+        patched
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("plan"))
+            .map(String::as_str),
+        Some("p1")
+    );
+    assert_eq!(
+        patched.spec.and_then(|s| s.unschedulable),
+        Some(true),
+        "other fields kept"
+    );
+    nodes.uncordon("agent-1").await.expect("uncordon");
+
+    // System pods: mirror pods on the server, kube-proxy and canal on every node.
+    let server_pods = pods_on(&client, "server-1").await;
+    let mirror = server_pods
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some("etcd-server-1"))
+        .expect("etcd mirror pod");
+    assert!(
+        mirror
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"))
+    );
+    let agent_pods = names(&pods_on(&client, "agent-2").await);
+    assert!(
+        agent_pods.contains(&"kube-proxy-agent-2".to_owned()),
+        "{agent_pods:?}"
+    );
+    assert!(
+        agent_pods.iter().any(|p| p.starts_with("rke2-canal-")),
+        "{agent_pods:?}"
+    );
+    assert!(
+        !agent_pods.iter().any(|p| p.starts_with("etcd-")),
+        "{agent_pods:?}"
+    );
+
+    // Workload: two web pods on agent-1 and agent-2, a PDB needing both.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for (name, node) in [("web-a", "agent-1"), ("web-b", "agent-2")] {
+        pods.create(&PostParams::default(), &workload_pod(name, "web", node))
+            .await
+            .expect("create pod");
+    }
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
+    budgets
+        .create(&PostParams::default(), &pdb("web-pdb", "web", 2))
+        .await
+        .expect("create pdb");
+    let status = budgets
+        .get("web-pdb")
+        .await
+        .expect("get pdb")
+        .status
+        .expect("status filled");
+    assert_eq!(
+        (
+            status.current_healthy,
+            status.desired_healthy,
+            status.disruptions_allowed
+        ),
+        (2, 2, 0)
+    );
+
+    // Eviction blocked: 429 naming the budget.
+    let err = pods
+        .evict("web-a", &EvictParams::default())
+        .await
+        .expect_err("blocked by PDB");
+    match &err {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 429, "{s:?}");
+            assert_eq!(s.reason, "TooManyRequests");
+            assert_eq!(
+                s.message,
+                "Cannot evict pod as it would violate the pod's disruption budget."
+            );
+        }
+        other => panic!("expected a 429 Status, got {other:?}"),
+    }
+    // Unknown pod: 404.
+    let err = pods
+        .evict("nope", &EvictParams::default())
+        .await
+        .expect_err("404");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 404),
+        "{err:?}"
+    );
+
+    // Loosen the budget to 1: eviction allowed, the pod goes, a replacement appears on
+    // another node, and the budget allows a disruption again.
+    budgets
+        .delete("web-pdb", &DeleteParams::default())
+        .await
+        .expect("delete pdb");
+    budgets
+        .create(&PostParams::default(), &pdb("web-pdb", "web", 1))
+        .await
+        .expect("recreate pdb");
+    let evicted = pods
+        .evict("web-a", &EvictParams::default())
+        .await
+        .expect("eviction allowed");
+    assert_eq!(evicted.code, 201);
+    let err = pods
+        .evict("web-b", &EvictParams::default())
+        .await
+        .expect_err("second eviction blocked");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 429),
+        "{err:?}"
+    );
+    wait_for("web-a gone", Duration::from_secs(10), async || {
+        matches!(pods.get_opt("web-a").await, Ok(None)).then_some(())
+    })
+    .await;
+    let replacement = wait_for("a replacement pod", Duration::from_secs(15), async || {
+        let list = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .ok()?;
+        list.items
+            .into_iter()
+            .find(|p| !["web-a", "web-b"].contains(&p.metadata.name.as_deref().unwrap_or("")))
+    })
+    .await;
+    let replacement_node = replacement
+        .spec
+        .and_then(|s| s.node_name)
+        .unwrap_or_default();
+    assert_ne!(
+        replacement_node, "agent-1",
+        "replacement avoids the evicting node"
+    );
+    let status = wait_for(
+        "budget satisfiable again",
+        Duration::from_secs(10),
+        async || {
+            let s = budgets.get("web-pdb").await.ok()?.status?;
+            (s.disruptions_allowed == 1).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(status.current_healthy, 2);
+    pods.evict("web-b", &EvictParams::default())
+        .await
+        .expect("allowed again");
+
+    // Events: posted and listed.
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let event: Event = serde_json::from_value(serde_json::json!({
+        "metadata": {"generateName": "agent-1."},
+        "involvedObject": {"kind": "Node", "name": "agent-1", "apiVersion": "v1"},
+        "reason": "Rke2OpsCordon", "message": "cordoned for plan 1", "type": "Normal",
+    }))
+    .expect("event json");
+    events
+        .create(&PostParams::default(), &event)
+        .await
+        .expect("create event");
+    let listed = events
+        .list(&ListParams::default())
+        .await
+        .expect("list events");
+    assert!(
+        listed
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Rke2OpsCordon"))
+    );
+
+    // A stopped node's heartbeats stop: Ready turns Unknown after the grace period (10 s).
+    cluster::stop(&cluster.agents[1].node, Role::Agent).expect("stop agent-2");
+    let started = Instant::now();
+    let node = wait_for("agent-2 NotReady", Duration::from_secs(25), async || {
+        let n = nodes.get("agent-2").await.ok()?;
+        (ready_status(&n) == "Unknown").then_some(n)
+    })
+    .await;
+    eprintln!(
+        "agent-2 turned Ready=Unknown {:?} after its stop",
+        started.elapsed()
+    );
+    let reason = node
+        .status
+        .and_then(|s| s.conditions)
+        .and_then(|c| c.into_iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.reason);
+    assert_eq!(reason.as_deref(), Some("NodeStatusUnknown"));
+    assert_eq!(
+        ready_status(&nodes.get("agent-1").await.expect("agent-1")),
+        "True"
+    );
+}
+
+fn names_of(nodes: &[Node]) -> Vec<String> {
+    nodes
+        .iter()
+        .filter_map(|n| n.metadata.name.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_kubelets_survive_one_of_three_servers_down() {
+    require_root_and_tools();
+    let cluster = SimCluster::boot(3, 1).expect("boot 3 servers + 1 agent");
+    let client = client_for(&cluster.servers[1].node).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    wait_for("four Ready nodes", Duration::from_secs(20), async || {
+        let list = nodes.list(&ListParams::default()).await.ok()?;
+        (list.items.len() == 4 && list.items.iter().all(|n| ready_status(n) == "True"))
+            .then_some(())
+    })
+    .await;
+
+    // server-1 is the agent's configured server: stop it.
+    cluster::stop(&cluster.servers[0].node, Role::Server).expect("stop server-1");
+    nodes
+        .cordon("agent-1")
+        .await
+        .expect("cordon with 2 of 3 servers");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(
+        &PostParams::default(),
+        &workload_pod("db-0", "db", "agent-1"),
+    )
+    .await
+    .expect("create pod");
+    // The agent's kubelet fails over to another server; server-1 turns NotReady.
+    let grace = Duration::from_secs(10);
+    tokio::time::sleep(grace + Duration::from_secs(3)).await;
+    assert_eq!(
+        ready_status(&nodes.get("agent-1").await.expect("agent-1")),
+        "True",
+        "agent heartbeats through server-2/3"
+    );
+    wait_for("server-1 NotReady", Duration::from_secs(10), async || {
+        (ready_status(&nodes.get("server-1").await.ok()?) == "Unknown").then_some(())
+    })
+    .await;
+    // What was written while server-1 was down is there when it comes back.
+    cluster::start(
+        &cluster.servers[0].node,
+        Role::Server,
+        cluster::START_TIMEOUT,
+    )
+    .expect("start server-1");
+    let back = client_for(&cluster.servers[0].node).await;
+    let pods_back: Api<Pod> = Api::namespaced(back.clone(), "default");
+    assert!(pods_back.get("db-0").await.is_ok());
+    let agent = Api::<Node>::all(back)
+        .get("agent-1")
+        .await
+        .expect("agent-1");
+    assert_eq!(agent.spec.and_then(|s| s.unschedulable), Some(true));
+}
