@@ -11,6 +11,9 @@
 //! - [`server`] runs `rke2 server` / `rke2 agent`: listeners, a real etcd member, sd-notify;
 //!   [`faults`] are the switches that make a start fail, hang or corrupt a file;
 //!   [`node_config`] reads `config.yaml`.
+//! - [`kube`] is a small Kubernetes API stand-in (nodes, pods, evictions with
+//!   PodDisruptionBudgets, events) kept in the servers' etcd, with simulated kubelets and
+//!   controllers.
 //! - [`cluster`] sets simulated servers and agents up on proving-ground nodes.
 //! - [`version`] resolves what `rke2 --version` prints (also from a trailer in the binary).
 //! - [`release`] builds simulated RKE2 releases (tarball + sha256sum) and [`mirror`] serves
@@ -21,6 +24,7 @@
 pub mod check;
 pub mod cluster;
 pub mod faults;
+pub mod kube;
 pub mod logrus;
 pub mod mirror;
 pub mod node_config;
