@@ -97,8 +97,26 @@ pub fn commit_of(version: &str) -> String {
 /// # Errors
 /// When the built binary cannot be read.
 pub fn rke2_binary(simulator: &Path, version: &str) -> Result<Vec<u8>, ReleaseError> {
-    let bytes = std::fs::read(simulator).map_err(io(simulator))?;
+    let bytes =
+        stripped(simulator).map_or_else(|| std::fs::read(simulator).map_err(io(simulator)), Ok)?;
     Ok(with_trailer(&bytes, version, &commit_of(version)))
+}
+
+/// The simulator without debug information (`strip`, when installed): a debug build is
+/// ~340 MB, stripped ~15 MB, and every test copies it several times.
+fn stripped(simulator: &Path) -> Option<Vec<u8>> {
+    let out = tempfile::NamedTempFile::new().ok()?;
+    let status = std::process::Command::new("strip")
+        .arg("-o")
+        .arg(out.path())
+        .arg(simulator)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    status
+        .success()
+        .then(|| std::fs::read(out.path()).ok())
+        .flatten()
 }
 
 const KILLALL: &str = "#!/bin/sh\n# rke2-killall.sh (simulated release): stops what rke2 started.\n\

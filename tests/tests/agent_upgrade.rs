@@ -1,0 +1,359 @@
+//! RKE2 upgrades by the real `rke2-node-agent` on simulated RKE2 nodes (real systemd + D-Bus
+//! per node, real etcd): a node runs the simulated v1.33.5+rke2r1 release and is upgraded to
+//! v1.34.1+rke2r1 from the simulated artifact mirror (or an air-gap folder). The version lives
+//! in the `rke2` binary itself (`sim::version` trailer), so what runs is what was installed.
+//!
+//! Needs root and `cargo build --workspace --bins` first. The mirrors listen on 127.0.50.1.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rke2ops_tests::ground::{ExecOutput, Node, built_binary, require_root_and_tools};
+use rke2ops_tests::sim::cluster::{self, RKE2_BIN, SimCluster, SimNode};
+use rke2ops_tests::sim::mirror::{Mirror, MirrorHandle};
+use rke2ops_tests::sim::release::{self, NEW_VERSION, OLD_VERSION, Release};
+
+const AGENT: &str = "/usr/local/bin/rke2-node-agent";
+const JOURNAL: &str = "/var/lib/rke2-ops/node-agent/ops";
+const MIRROR_IP: &str = "127.0.50.1";
+
+/// Both releases, built once per test binary.
+fn releases() -> &'static (PathBuf, Release, Release) {
+    static RELEASES: OnceLock<(PathBuf, Release, Release)> = OnceLock::new();
+    RELEASES.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("rke2ops-releases-")
+            .tempdir()
+            .expect("tempdir")
+            .keep();
+        let started = Instant::now();
+        let old = release::build_release(&dir, OLD_VERSION).expect("old release");
+        let new = release::build_release(&dir, NEW_VERSION).expect("new release");
+        eprintln!("two releases built in {:?}", started.elapsed());
+        (dir, old, new)
+    })
+}
+
+/// The shared mirror of the good releases.
+fn mirror() -> &'static MirrorHandle {
+    static MIRROR: OnceLock<MirrorHandle> = OnceLock::new();
+    MIRROR.get_or_init(|| {
+        let (dir, _, _) = releases();
+        let addr: SocketAddr = format!("{MIRROR_IP}:0").parse().expect("addr");
+        Mirror::serve(
+            dir,
+            addr,
+            vec![
+                "stable=v1.33.5+rke2r1".parse().expect("channel"),
+                "v1.34=v1.34.1+rke2r1".parse().expect("channel"),
+            ],
+        )
+        .expect("mirror")
+    })
+}
+
+fn agent(node: &Node, args: &[&str]) -> ExecOutput {
+    let mut argv = vec![AGENT];
+    argv.extend_from_slice(args);
+    let out = node.exec(&argv).expect("exec agent");
+    eprintln!(
+        "$ rke2-node-agent {}\n{}{}",
+        args.join(" "),
+        out.stdout,
+        out.stderr
+    );
+    out
+}
+
+fn running_version(node: &Node) -> String {
+    let out = node.exec(&[RKE2_BIN, "--version"]).expect("rke2 --version");
+    out.stdout
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The version the unit's process reports on the apiserver's `/version` (what really runs).
+fn served_version(sim: &SimNode) -> String {
+    let (status, body) =
+        cluster::https_get(&sim.node, 6443, "/version", Some("server/tls/client-admin"))
+            .expect("GET /version");
+    assert_eq!(status, 200, "{body}");
+    let doc: serde_json::Value = serde_json::from_str(&body).expect("version json");
+    doc["gitVersion"].as_str().unwrap_or_default().to_owned()
+}
+
+/// A one-server cluster running the old release, with the agent installed and pointed at
+/// `source`.
+fn old_server(source: &str) -> SimCluster {
+    let cluster = SimCluster::boot(1, 0).expect("cluster");
+    let sim = &cluster.servers[0];
+    release::install_rke2(&sim.node, OLD_VERSION).expect("install old rke2");
+    sim.node
+        .systemctl(&["restart", sim.unit()])
+        .expect("restart on the old release");
+    assert_eq!(running_version(&sim.node), OLD_VERSION);
+    assert_eq!(served_version(sim), OLD_VERSION);
+    sim.node
+        .install_binary(built_binary("rke2-node-agent"), AGENT)
+        .expect("install agent");
+    let config = format!(
+        "metrics_addr = \"{ip}:9810\"\nkubelet_healthz_addr = \"{ip}:10248\"\nready_timeout_secs = 20\nartifact_source = \"{source}\"\n",
+        ip = sim.node.ip()
+    );
+    sim.node
+        .write_file("/etc/rke2-ops/node-agent.toml", config)
+        .expect("config");
+    cluster
+}
+
+fn assert_active(sim: &SimNode) {
+    sim.node
+        .wait_for_unit_state(sim.unit(), "active", Duration::from_secs(30))
+        .expect("RKE2 active");
+}
+
+/// The `previous/` folder of the newest operation.
+fn previous_binary(node: &Node) -> Option<Vec<u8>> {
+    let journal = node.host_path(JOURNAL).expect("path");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&journal)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join("previous/bin/rke2").is_file())
+        .collect();
+    dirs.sort();
+    std::fs::read(dirs.last()?.join("previous/bin/rke2")).ok()
+}
+
+fn trailer_version(bytes: &[u8]) -> Option<String> {
+    let tail = &bytes[bytes.len().saturating_sub(256)..];
+    rke2ops_tests::sim::version::parse_trailer(tail).map(|(v, _)| v)
+}
+
+#[test]
+fn upgrade_installs_the_new_release_keeps_the_previous_binary_and_runs_it() {
+    require_root_and_tools();
+    let cluster = old_server(&mirror().base_url());
+    let sim = &cluster.servers[0];
+
+    let dry = agent(
+        &sim.node,
+        &["upgrade", "--version", NEW_VERSION, "--dry-run"],
+    );
+    assert_eq!(dry.status.code(), Some(0));
+    assert!(
+        dry.stdout
+            .contains("v1.34.1%2Brke2r1/rke2.linux-amd64.tar.gz"),
+        "dry run names the URL:\n{}",
+        dry.stdout
+    );
+    assert_eq!(
+        running_version(&sim.node),
+        OLD_VERSION,
+        "dry run changed nothing"
+    );
+
+    let started = Instant::now();
+    let out = agent(&sim.node, &["upgrade", "--version", NEW_VERSION]);
+    eprintln!("upgrade took {:?}", started.elapsed());
+    assert_eq!(out.status.code(), Some(0), "upgrade succeeded");
+    for step in [
+        "check-version ok",
+        "preflight ok",
+        "fetch-artifacts ok",
+        "verify-checksum ok",
+        "install-files ok",
+        "daemon-reload ok",
+        "restart-unit ok",
+        "wait-ready ok",
+        "verify-version ok",
+    ] {
+        assert!(out.stdout.contains(step), "{step}:\n{}", out.stdout);
+    }
+    assert_active(sim);
+    assert_eq!(running_version(&sim.node), NEW_VERSION);
+    assert_eq!(
+        served_version(sim),
+        NEW_VERSION,
+        "the unit runs the new binary"
+    );
+    let previous = previous_binary(&sim.node).expect("previous binary kept");
+    assert_eq!(trailer_version(&previous).as_deref(), Some(OLD_VERSION));
+    let requests = mirror().requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r == "/v1.34.1%2Brke2r1/sha256sum-amd64.txt"),
+        "{requests:?}"
+    );
+
+    // Again: already at the target → skipped, nothing fetched.
+    let before = mirror().requests().len();
+    let again = agent(&sim.node, &["upgrade", "--version", NEW_VERSION]);
+    assert_eq!(again.status.code(), Some(0));
+    assert!(again.stdout.contains("skipped"), "{}", again.stdout);
+    assert_eq!(mirror().requests().len(), before, "nothing fetched");
+    // Above the target → skipped too (never a downgrade).
+    let lower = agent(&sim.node, &["upgrade", "--version", OLD_VERSION]);
+    assert_eq!(lower.status.code(), Some(0));
+    assert!(lower.stdout.contains("skipped"), "{}", lower.stdout);
+    assert_eq!(running_version(&sim.node), NEW_VERSION);
+}
+
+#[test]
+fn checksum_mismatch_is_refused_and_nothing_is_installed() {
+    require_root_and_tools();
+    let (_, _, new) = releases();
+    let bad_dir = tempfile::tempdir().expect("tempdir");
+    let bad = bad_dir.path().join(NEW_VERSION);
+    std::fs::create_dir_all(&bad).expect("mkdir");
+    std::fs::copy(&new.tarball, bad.join("rke2.linux-amd64.tar.gz")).expect("copy");
+    let sums = std::fs::read_to_string(&new.sums).expect("sums");
+    std::fs::write(
+        bad.join("sha256sum-amd64.txt"),
+        sums.replace(&new.sha256, &"0".repeat(64)),
+    )
+    .expect("write");
+    let bad_mirror = Mirror::serve(
+        bad_dir.path(),
+        format!("{MIRROR_IP}:0").parse().expect("addr"),
+        vec![],
+    )
+    .expect("mirror");
+    let cluster = old_server(&bad_mirror.base_url());
+    let sim = &cluster.servers[0];
+    let binary_before = sim.node.read_file(RKE2_BIN).expect("read");
+    let out = agent(&sim.node, &["upgrade", "--version", NEW_VERSION]);
+    assert_eq!(out.status.code(), Some(1), "refused");
+    assert!(
+        out.stdout.contains("checksum mismatch"),
+        "the reason is named:\n{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("install-files"), "{}", out.stdout);
+    assert_eq!(
+        sim.node.read_file(RKE2_BIN).expect("read"),
+        binary_before,
+        "nothing installed"
+    );
+    assert_active(sim);
+    assert_eq!(served_version(sim), OLD_VERSION);
+}
+
+#[test]
+fn release_that_never_gets_ready_is_rolled_back_and_reported_failed() {
+    require_root_and_tools();
+    let cluster = old_server(&mirror().base_url());
+    let sim = &cluster.servers[0];
+    cluster::set_fault(&sim.node, "never-ready-version", NEW_VERSION).expect("fault");
+    let started = Instant::now();
+    let out = agent(&sim.node, &["upgrade", "--version", NEW_VERSION]);
+    eprintln!("failed upgrade with rollback took {:?}", started.elapsed());
+    assert_eq!(out.status.code(), Some(1), "reported failed");
+    assert!(out.stdout.contains("restore-previous ok"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("start-after-failure ok"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("FAILED"), "{}", out.stdout);
+    assert_active(sim);
+    assert_eq!(
+        running_version(&sim.node),
+        OLD_VERSION,
+        "previous binary back"
+    );
+    assert_eq!(
+        served_version(sim),
+        OLD_VERSION,
+        "the old release runs again"
+    );
+}
+
+#[test]
+fn air_gap_folder_is_an_artifact_source() {
+    require_root_and_tools();
+    let (_, _, new) = releases();
+    let cluster = old_server("/var/tmp/rke2-artifacts");
+    let sim = &cluster.servers[0];
+    for file in [&new.tarball, &new.sums] {
+        let name = file
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let target = sim
+            .node
+            .host_path(Path::new("/var/tmp/rke2-artifacts").join(name))
+            .expect("path");
+        std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(file, target).expect("copy");
+    }
+    let out = agent(&sim.node, &["upgrade", "--version", NEW_VERSION]);
+    assert_eq!(out.status.code(), Some(0), "upgrade succeeded");
+    assert!(
+        out.stdout.contains("/var/tmp/rke2-artifacts"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(served_version(sim), NEW_VERSION);
+}
+
+#[test]
+fn agent_killed_mid_upgrade_finishes_it_after_restart() {
+    require_root_and_tools();
+    let cluster = old_server(&mirror().base_url());
+    let sim = &cluster.servers[0];
+    for point in [
+        "fetch-artifacts:after",
+        "install-files",
+        "install-files:after",
+        "restart-unit:after",
+        "verify-version",
+    ] {
+        let out = sim
+            .node
+            .exec(&[
+                "env",
+                &format!("RKE2OPS_TEST_CRASH_AT={point}"),
+                AGENT,
+                "upgrade",
+                "--version",
+                NEW_VERSION,
+            ])
+            .expect("exec");
+        assert_eq!(
+            out.status.code(),
+            None,
+            "{point}: killed by a signal\n{}{}",
+            out.stdout,
+            out.stderr
+        );
+        let resumed = agent(&sim.node, &["resume"]);
+        assert_eq!(
+            resumed.status.code(),
+            Some(0),
+            "{point}: resumed to success\n{}",
+            resumed.stdout
+        );
+        assert_active(sim);
+        assert_eq!(running_version(&sim.node), NEW_VERSION, "{point}");
+        assert_eq!(served_version(sim), NEW_VERSION, "{point}");
+        let previous = previous_binary(&sim.node).expect("previous kept");
+        assert_eq!(
+            trailer_version(&previous).as_deref(),
+            Some(OLD_VERSION),
+            "{point}: the previous binary is the old one, never the new"
+        );
+        // Back to the old release for the next point.
+        release::install_rke2(&sim.node, OLD_VERSION).expect("reinstall old");
+        sim.node
+            .systemctl(&["restart", sim.unit()])
+            .expect("restart");
+        assert_eq!(served_version(sim), OLD_VERSION, "{point}: reset");
+    }
+}
