@@ -170,7 +170,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         systemd::next_status_change(&snapshot.inventory, snapshot.scanned_at, config.warn_days);
     tx.send_replace(Arc::new(snapshot));
     systemd::ready(&status);
-    if bus.is_some() {
+    // With a hub, the link resumes an interrupted operation itself, so its result reaches the
+    // hub under the same id.
+    if bus.is_some() && config.hub.is_none() {
         tokio::spawn(resume_interrupted(config.clone()));
     }
     let link = config.hub.as_ref().map(|hub| {
@@ -184,6 +186,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             warn_days: config.warn_days,
             rke2_bin: config.rke2_bin.clone(),
             data_dir: config.data_dir.clone(),
+            agent: config.clone(),
         };
         tokio::spawn(crate::link::run(
             settings,

@@ -7,9 +7,13 @@
 //!   `heartbeat` otherwise. The hub may ask for a full status.
 //! - Any failure: reconnect after a jittered exponential backoff ([`backoff`]).
 //! - The client certificate is renewed over the authenticated channel long before it expires.
+//! - Operations the hub sends run through [`ops::OpsDriver`] (idempotent by operation id);
+//!   statuses carry the node's health ([`probe`]), probed at each heartbeat.
 
 pub mod backoff;
 pub mod convert;
+pub mod ops;
+pub mod probe;
 pub mod tls;
 
 use std::path::PathBuf;
@@ -49,6 +53,8 @@ pub struct HubSettings {
     pub rke2_bin: PathBuf,
     /// RKE2's data dir (the role when systemd cannot tell).
     pub data_dir: PathBuf,
+    /// The agent's configuration: operations and health probes need all of it.
+    pub agent: crate::config::Config,
 }
 
 impl HubSettings {
@@ -77,10 +83,20 @@ pub async fn run(
     service: ServiceSlot,
     bus: Option<Arc<crate::dbus::Systemd>>,
 ) {
+    let (driver, mut events) = ops::OpsDriver::new(settings.agent.clone());
+    // An operation the hub started and a restart interrupted finishes now; its result waits in
+    // the event channel for the first session.
+    driver.resume_interrupted();
     let mut attempt = 0u32;
     loop {
         let started = tokio::time::Instant::now();
-        match session(&settings, snapshots.clone(), &service, bus.as_deref()).await {
+        let link = Link {
+            settings: &settings,
+            service: &service,
+            bus: bus.as_deref(),
+            driver: &driver,
+        };
+        match session(link, snapshots.clone(), &mut events).await {
             Ok(()) => tracing::info!(hub = %settings.address, "hub stream ended"),
             Err(e) => {
                 tracing::warn!(hub = %settings.address, error = %format!("{e:#}"), "hub link failed")
@@ -162,12 +178,25 @@ fn rke2_version(bin: &std::path::Path) -> String {
         .unwrap_or_default()
 }
 
+/// What one session borrows from the link.
+struct Link<'a> {
+    settings: &'a HubSettings,
+    service: &'a ServiceSlot,
+    bus: Option<&'a crate::dbus::Systemd>,
+    driver: &'a Arc<ops::OpsDriver>,
+}
+
 async fn session(
-    settings: &HubSettings,
+    link: Link<'_>,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
-    service: &ServiceSlot,
-    bus: Option<&crate::dbus::Systemd>,
+    events: &mut mpsc::UnboundedReceiver<pb::AgentMessage>,
 ) -> anyhow::Result<()> {
+    let Link {
+        settings,
+        service,
+        bus,
+        driver,
+    } = link;
     let mut id = ensure_identity(settings).await?;
     let (host, port) = settings.host_port()?;
     let mut client = AgentServiceClient::new(tls::channel(
@@ -224,24 +253,27 @@ async fn session(
         body: Some(pb::agent_message::Body::Hello(hello)),
     })
     .await?;
-    let status = |full: bool, snapshot: &Snapshot| {
+    let status = |full: bool, snapshot: &Snapshot, health: &probe::Probe| {
         let state = service
             .lock()
             .ok()
             .and_then(|s| s.as_ref().map(|(_, st)| st.active_state.clone()))
             .unwrap_or_default();
+        let mut message = convert::status_message(
+            &snapshot.inventory,
+            OffsetDateTime::now_utc(),
+            warn_window(settings.warn_days),
+            &state,
+            full,
+        );
+        health.fill(&mut message);
         pb::AgentMessage {
-            body: Some(pb::agent_message::Body::Status(convert::status_message(
-                &snapshot.inventory,
-                OffsetDateTime::now_utc(),
-                warn_window(settings.warn_days),
-                &state,
-                full,
-            ))),
+            body: Some(pb::agent_message::Body::Status(message)),
         }
     };
+    let mut health = probe::probe(&settings.agent, is_server).await;
     let current = Arc::clone(&snapshots.borrow_and_update());
-    let first = status(true, &current);
+    let first = status(true, &current, &health);
     let mut last_summary = summary(&first);
     tx.send(first).await?;
 
@@ -258,9 +290,23 @@ async fn session(
             changed = snapshots.changed() => {
                 changed.context("inventory channel closed")?;
                 let snapshot = Arc::clone(&snapshots.borrow_and_update());
-                let message = status(true, &snapshot);
+                let message = status(true, &snapshot, &health);
                 last_summary = summary(&message);
                 tx.send(message).await?;
+            }
+            Some(event) = events.recv() => {
+                if matches!(event.body, Some(pb::agent_message::Body::Result(_))) {
+                    // The hub gates its next node on this: fresh health right before the result.
+                    if let Some(bus) = bus {
+                        crate::daemon::refresh_service(bus, service).await;
+                    }
+                    health = probe::probe(&settings.agent, is_server).await;
+                    let snapshot = Arc::clone(&snapshots.borrow());
+                    let message = status(false, &snapshot, &health);
+                    last_summary = summary(&message);
+                    tx.send(message).await?;
+                }
+                tx.send(event).await?;
             }
             _ = heartbeat.tick() => {
                 if let Some(bus) = bus {
@@ -268,8 +314,9 @@ async fn session(
                 }
                 // A summary status when the unit's state or the worst status moved (cheap for
                 // the hub: no certificate list), a bare heartbeat otherwise.
+                health = probe::probe(&settings.agent, is_server).await;
                 let snapshot = Arc::clone(&snapshots.borrow());
-                let message = status(false, &snapshot);
+                let message = status(false, &snapshot, &health);
                 let now_summary = summary(&message);
                 if now_summary == last_summary {
                     tx.send(pb::AgentMessage { body: Some(pb::agent_message::Body::Heartbeat(pb::Heartbeat {})) }).await?;
@@ -283,7 +330,14 @@ async fn session(
                     None => return Ok(()),
                     Some(pb::HubMessage { body: Some(pb::hub_message::Body::RequestStatus(_)) }) => {
                         let snapshot = Arc::clone(&snapshots.borrow());
-                        tx.send(status(true, &snapshot)).await?;
+                        tx.send(status(true, &snapshot, &health)).await?;
+                    }
+                    Some(pb::HubMessage { body: Some(pb::hub_message::Body::Run(run)) }) => {
+                        tracing::info!(op = %run.operation_id, "operation requested by the hub");
+                        driver.handle_run(run).await;
+                    }
+                    Some(pb::HubMessage { body: Some(pb::hub_message::Body::Cancel(cancel)) }) => {
+                        driver.handle_cancel(&cancel.operation_id);
                     }
                     Some(_) => {}
                 }
@@ -292,14 +346,23 @@ async fn session(
     }
 }
 
-/// What a summary status carries, to tell whether it changed.
-fn summary(message: &pb::AgentMessage) -> Option<(String, i32, Option<i64>, u32)> {
+/// What a summary status carries (unit state, worst status, deadline, errors, and the health
+/// probes without their timestamps), to tell whether it changed.
+type Summary = (String, i32, Option<i64>, u32, probe::HealthSummary);
+
+fn summary(message: &pb::AgentMessage) -> Option<Summary> {
     match &message.body {
         Some(pb::agent_message::Body::Status(s)) => Some((
             s.service_state.clone(),
             s.worst_status,
             s.renewal_deadline.as_ref().map(|t| t.seconds),
             s.error_count,
+            probe::Probe {
+                readiness: s.readiness.clone().unwrap_or_default(),
+                etcd: s.etcd.clone(),
+                rke2_version: s.rke2_version.clone(),
+            }
+            .summary(),
         )),
         _ => None,
     }

@@ -1,0 +1,432 @@
+//! Operations the hub asks for over the stream (`RunOperation`, `CancelOperation`).
+//!
+//! The hub re-sends a `RunOperation` after every reconnect until it has the result, so the
+//! agent is idempotent by operation id ([`decide_run`], pure): a finished id is reported again
+//! from the journal's history, the id being run continues, an interrupted one (the agent was
+//! restarted) is resumed, another id is refused while one runs. Operations run in a task of
+//! their own, so heartbeats go on; their progress and result go into a channel that outlives
+//! any one stream and is drained by whichever session is connected.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rke2ops_proto::v1 as pb;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+
+use super::convert::timestamp;
+use crate::config::Config;
+use crate::ops::journal::{Journal, JournalError, OpRecord};
+use crate::ops::runner::{OpError, Progress, Runner};
+use crate::ops::steps::{OpKind, Step};
+
+/// What to do with a `RunOperation`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunDecision {
+    /// It finished earlier: send its result again.
+    Report(Box<OpRecord>),
+    /// It is running in this process: its progress and result will come.
+    Continue,
+    /// It was interrupted (agent restart): resume it from the journal.
+    Resume,
+    /// Refuse it, saying why.
+    Reject(String),
+    /// Start it with this id.
+    Start,
+}
+
+/// The pure idempotence decision for operation `id`, given the operation running in this
+/// process, the journal's unfinished operation and the finished one with that id.
+#[must_use]
+pub fn decide_run(
+    id: &str,
+    running: Option<&str>,
+    current: Option<&OpRecord>,
+    finished: Option<&OpRecord>,
+) -> RunDecision {
+    if id.is_empty() {
+        return RunDecision::Reject("bad request: empty operation_id".to_owned());
+    }
+    if let Some(done) = finished {
+        return RunDecision::Report(Box::new(done.clone()));
+    }
+    match (running, current) {
+        (Some(r), _) if r == id => RunDecision::Continue,
+        (Some(r), _) => RunDecision::Reject(format!("busy with {r}")),
+        (None, Some(c)) if c.id == id => RunDecision::Resume,
+        (None, Some(c)) => RunDecision::Reject(format!("busy with {}", c.id)),
+        (None, None) => RunDecision::Start,
+    }
+}
+
+/// The wire request as an operation.
+///
+/// # Errors
+/// A message for the REJECTED result when the request names no operation.
+pub fn kind_of(run: &pb::RunOperation) -> Result<OpKind, String> {
+    use pb::run_operation::Kind;
+    match &run.kind {
+        Some(Kind::Rotate(r)) => Ok(OpKind::Rotate {
+            services: r.services.clone(),
+        }),
+        Some(Kind::Restart(_)) => Ok(OpKind::RenewByRestart),
+        Some(Kind::Upgrade(u)) => Ok(OpKind::Upgrade {
+            version: u.version.clone(),
+            source: Some(u.artifact_source.clone()).filter(|s| !s.is_empty()),
+            allow_rollback: u.allow_rollback,
+        }),
+        None => Err("bad request: no operation kind".to_owned()),
+    }
+}
+
+/// The result of a finished operation (pure): succeeded, skipped, failed, or rejected when it
+/// was cancelled before changing anything.
+#[must_use]
+pub fn result_of(record: &OpRecord, rke2_version: String) -> pb::OperationResult {
+    let (outcome, detail) = match record.step {
+        Step::Done => (
+            pb::OperationOutcome::Succeeded,
+            format!(
+                "{} succeeded: {}",
+                record.kind.name(),
+                record
+                    .log
+                    .iter()
+                    .rev()
+                    .find(|l| l.ok && !l.detail.is_empty())
+                    .map_or("", |l| l.detail.as_str())
+            ),
+        ),
+        Step::Skipped => (
+            pb::OperationOutcome::Skipped,
+            record.skipped.clone().unwrap_or_default(),
+        ),
+        _ if record.cancelled => (pb::OperationOutcome::Rejected, "cancelled".to_owned()),
+        _ => (
+            pb::OperationOutcome::Failed,
+            record
+                .failure
+                .clone()
+                .unwrap_or_else(|| "failed".to_owned()),
+        ),
+    };
+    pb::OperationResult {
+        operation_id: record.id.clone(),
+        outcome: outcome.into(),
+        detail,
+        unit_journal: record.unit_journal.clone(),
+        rke2_version,
+        finished_at: record.finished_at.map(timestamp),
+    }
+}
+
+/// A REJECTED result.
+#[must_use]
+pub fn rejected(id: &str, why: String, rke2_version: String) -> pb::OperationResult {
+    pb::OperationResult {
+        operation_id: id.to_owned(),
+        outcome: pb::OperationOutcome::Rejected.into(),
+        detail: why,
+        unit_journal: vec![],
+        rke2_version,
+        finished_at: Some(timestamp(OffsetDateTime::now_utc())),
+    }
+}
+
+fn progress_message(p: &Progress<'_>) -> pb::AgentMessage {
+    let (phase, detail) = match p.outcome {
+        None => (pb::StepPhase::Started, String::new()),
+        Some(Ok(d)) => (pb::StepPhase::Succeeded, d.to_owned()),
+        Some(Err(d)) => (pb::StepPhase::Failed, d.to_owned()),
+    };
+    pb::AgentMessage {
+        body: Some(pb::agent_message::Body::Progress(pb::OperationProgress {
+            operation_id: p.record.id.clone(),
+            step: p.step.name().to_owned(),
+            phase: phase.into(),
+            detail,
+            elapsed_ms: u64::try_from(p.elapsed.as_millis()).unwrap_or(u64::MAX),
+        })),
+    }
+}
+
+fn result_message(result: pb::OperationResult) -> pb::AgentMessage {
+    pb::AgentMessage {
+        body: Some(pb::agent_message::Body::Result(result)),
+    }
+}
+
+/// The operation running in this process: its id and cancel flag.
+type Running = Option<(String, Arc<AtomicBool>)>;
+
+/// Runs the hub's operations, one at a time.
+#[derive(Debug)]
+pub struct OpsDriver {
+    /// The agent's configuration (node setup, journal, binary).
+    config: Config,
+    /// Progress and results, drained by the connected session.
+    events: mpsc::UnboundedSender<pb::AgentMessage>,
+    /// The operation running now.
+    running: Mutex<Running>,
+}
+
+impl OpsDriver {
+    /// A driver and the receiving end of its events.
+    #[must_use]
+    pub fn new(config: Config) -> (Arc<Self>, mpsc::UnboundedReceiver<pb::AgentMessage>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        (
+            Arc::new(Self {
+                config,
+                events,
+                running: Mutex::new(None),
+            }),
+            rx,
+        )
+    }
+
+    fn journal(&self) -> Result<Journal, JournalError> {
+        Journal::open(self.config.state_dir.join("ops"))
+    }
+
+    fn running_id(&self) -> Option<String> {
+        self.running
+            .lock()
+            .ok()
+            .and_then(|r| r.as_ref().map(|(id, _)| id.clone()))
+    }
+
+    /// Resumes an operation a previous agent process left unfinished, reporting it under its
+    /// own id (the daemon calls this at start when the hub link is configured).
+    pub fn resume_interrupted(self: &Arc<Self>) {
+        match self.journal().and_then(|j| j.current()) {
+            Ok(Some(record)) => {
+                tracing::warn!(op = %record.id, step = record.step.name(), "resuming an interrupted operation");
+                self.spawn(record.id, None);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "cannot read the operation journal"),
+        }
+    }
+
+    /// Handles a `RunOperation`.
+    pub async fn handle_run(self: &Arc<Self>, run: pb::RunOperation) {
+        let id = run.operation_id.clone();
+        let journal = match self.journal() {
+            Ok(j) => j,
+            Err(e) => return self.reject(&id, format!("journal unusable: {e}")).await,
+        };
+        let current = journal.current().ok().flatten();
+        let finished = journal.finished(&id).ok().flatten();
+        let running = self.running_id();
+        match decide_run(&id, running.as_deref(), current.as_ref(), finished.as_ref()) {
+            RunDecision::Report(record) => {
+                tracing::info!(op = %id, "operation already finished: reporting its result again");
+                let version = self.version().await;
+                let _ = self
+                    .events
+                    .send(result_message(result_of(&record, version)));
+            }
+            RunDecision::Continue => tracing::debug!(op = %id, "operation already running"),
+            RunDecision::Resume => self.spawn(id, None),
+            RunDecision::Reject(why) => self.reject(&id, why).await,
+            RunDecision::Start => match kind_of(&run) {
+                Ok(kind) => self.spawn(id, Some(kind)),
+                Err(why) => self.reject(&id, why).await,
+            },
+        }
+    }
+
+    /// Handles a `CancelOperation`: honoured until the operation's first change to the node.
+    pub fn handle_cancel(&self, id: &str) {
+        let guard = self.running.lock().ok();
+        match guard.as_ref().and_then(|r| r.as_ref()) {
+            Some((running, flag)) if running == id => {
+                flag.store(true, Ordering::SeqCst);
+                tracing::info!(op = %id, "cancel requested (honoured only before the first change to the node)");
+            }
+            _ => tracing::info!(op = %id, "cancel ignored: that operation is not running"),
+        }
+    }
+
+    async fn version(&self) -> String {
+        crate::ops::runner::binary_version(&self.config.rke2_bin)
+            .await
+            .unwrap_or_default()
+    }
+
+    async fn reject(&self, id: &str, why: String) {
+        tracing::warn!(op = %id, reason = %why, "operation rejected");
+        let version = self.version().await;
+        let _ = self.events.send(result_message(rejected(id, why, version)));
+    }
+
+    /// Runs (`kind`) or resumes (`None`) operation `id` in a task.
+    fn spawn(self: &Arc<Self>, id: String, kind: Option<OpKind>) {
+        let cancel = Arc::new(AtomicBool::new(false));
+        if let Ok(mut running) = self.running.lock() {
+            *running = Some((id.clone(), Arc::clone(&cancel)));
+        }
+        let driver = Arc::clone(self);
+        let span = tracing::info_span!("operation", op = %id);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let outcome = driver.execute(&id, kind, &cancel).await;
+                if let Ok(mut running) = driver.running.lock() {
+                    *running = None;
+                }
+                let version = driver.version().await;
+                let result = match outcome {
+                    Ok(Some(record)) => result_of(&record, version),
+                    Ok(None) => return,
+                    Err(OpError::Journal(JournalError::Busy { .. })) => rejected(
+                        &id,
+                        "busy: another operation holds this node's lock (a local rke2-node-agent command?)"
+                            .to_owned(),
+                        version,
+                    ),
+                    Err(e) => rejected(&id, e.to_string(), version),
+                };
+                tracing::info!(outcome = result.outcome, detail = %result.detail, "operation ended");
+                let _ = driver.events.send(result_message(result));
+            },
+            span,
+        ));
+    }
+
+    async fn execute(
+        &self,
+        id: &str,
+        kind: Option<OpKind>,
+        cancel: &AtomicBool,
+    ) -> Result<Option<OpRecord>, OpError> {
+        let systemd = crate::dbus::Systemd::connect()
+            .await?
+            .with_job_timeout(self.config.ready_timeout);
+        let setup = crate::commands::node_setup(&self.config).map_err(|e| {
+            OpError::Service(crate::service::ServiceError::Connect(format!("{e:#}")))
+        })?;
+        let runner = Runner::new(systemd, setup, self.journal()?);
+        let events = self.events.clone();
+        let progress = move |p: &Progress<'_>| {
+            let _ = events.send(progress_message(p));
+        };
+        match kind {
+            Some(kind) => runner
+                .run_with(Some(id.to_owned()), kind, Some(cancel), progress)
+                .await
+                .map(Some),
+            None => runner.resume(progress).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::steps::Role;
+
+    fn record(id: &str, step: Step) -> OpRecord {
+        OpRecord {
+            id: id.into(),
+            kind: OpKind::RenewByRestart,
+            role: Role::Server,
+            unit: "rke2-server.service".into(),
+            step,
+            started_at: OffsetDateTime::UNIX_EPOCH,
+            rotate_started_unix: None,
+            backup: None,
+            snapshot: None,
+            due_for_renewal: vec![],
+            installed_files: vec![],
+            previous_version: None,
+            skipped: None,
+            cancelled: false,
+            failure: None,
+            unit_journal: vec![],
+            log: vec![],
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn a_finished_operation_is_reported_again() {
+        let done = record("plan-1-n1-1", Step::Done);
+        assert_eq!(
+            decide_run("plan-1-n1-1", None, None, Some(&done)),
+            RunDecision::Report(Box::new(done))
+        );
+    }
+
+    #[test]
+    fn the_running_or_interrupted_operation_continues() {
+        assert_eq!(
+            decide_run("a", Some("a"), None, None),
+            RunDecision::Continue
+        );
+        let interrupted = record("a", Step::WaitReady);
+        assert_eq!(
+            decide_run("a", None, Some(&interrupted), None),
+            RunDecision::Resume
+        );
+    }
+
+    #[test]
+    fn another_operation_is_refused_while_one_holds_the_node() {
+        assert_eq!(
+            decide_run("b", Some("a"), None, None),
+            RunDecision::Reject("busy with a".into())
+        );
+        let interrupted = record("a", Step::StopUnit);
+        assert_eq!(
+            decide_run("b", None, Some(&interrupted), None),
+            RunDecision::Reject("busy with a".into())
+        );
+        assert_eq!(decide_run("b", None, None, None), RunDecision::Start);
+        assert!(matches!(
+            decide_run("", None, None, None),
+            RunDecision::Reject(_)
+        ));
+    }
+
+    #[test]
+    fn outcomes_map_to_the_wire() {
+        let mut skipped = record("s", Step::Skipped);
+        skipped.skipped = Some("v1.34.1+rke2r1 is installed".into());
+        let r = result_of(&skipped, "v1.34.1+rke2r1".into());
+        assert_eq!(r.outcome, i32::from(pb::OperationOutcome::Skipped));
+        assert_eq!(r.detail, "v1.34.1+rke2r1 is installed");
+        let mut cancelled = record("c", Step::Failed);
+        cancelled.cancelled = true;
+        cancelled.failure = Some("cancelled".into());
+        let r = result_of(&cancelled, String::new());
+        assert_eq!(r.outcome, i32::from(pb::OperationOutcome::Rejected));
+        assert_eq!(r.detail, "cancelled");
+        let mut failed = record("f", Step::Failed);
+        failed.failure = Some("wait-ready: not ready within 20 s".into());
+        let r = result_of(&failed, String::new());
+        assert_eq!(r.outcome, i32::from(pb::OperationOutcome::Failed));
+        assert!(r.detail.contains("wait-ready"));
+    }
+
+    #[test]
+    fn upgrade_requests_take_the_configured_source_when_empty() {
+        let run = pb::RunOperation {
+            operation_id: "u".into(),
+            kind: Some(pb::run_operation::Kind::Upgrade(pb::UpgradeOperation {
+                version: "v1.34.1+rke2r1".into(),
+                artifact_source: String::new(),
+                allow_rollback: true,
+            })),
+        };
+        assert_eq!(
+            kind_of(&run),
+            Ok(OpKind::Upgrade {
+                version: "v1.34.1+rke2r1".into(),
+                source: None,
+                allow_rollback: true
+            })
+        );
+        assert!(kind_of(&pb::RunOperation::default()).is_err());
+    }
+}

@@ -1,0 +1,233 @@
+//! The node's own health as the hub wants it in a status: apiserver `/readyz` (servers),
+//! kubelet `/healthz`, etcd as this member sees it (servers), and the installed RKE2 version.
+//! Probed at each heartbeat and right before an operation's result; every probe is bounded so a
+//! hung endpoint never stalls the stream.
+
+use std::time::Duration;
+
+use rke2ops_proto::v1 as pb;
+use time::OffsetDateTime;
+
+use super::convert::timestamp;
+use crate::config::Config;
+use crate::health::node_config::{APISERVER_PORT, ETCD_CLIENT_PORT, NodeConfig};
+use crate::health::{apiserver, etcd, kubelet};
+
+/// How long one probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One round of probes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Probe {
+    /// apiserver and kubelet.
+    pub readiness: pb::Readiness,
+    /// etcd (servers only).
+    pub etcd: Option<pb::EtcdHealth>,
+    /// `rke2 --version` of the configured binary; empty when unknown.
+    pub rke2_version: String,
+}
+
+/// The part of a probe whose change is worth a summary status (timestamps and wording left
+/// out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSummary {
+    apiserver_ready: bool,
+    kubelet_healthy: bool,
+    rke2_version: String,
+    etcd_members: Vec<(String, bool)>,
+    etcd_alarms: Vec<String>,
+    etcd_unreachable: bool,
+}
+
+impl Probe {
+    /// What a change of which is worth a summary status.
+    #[must_use]
+    pub fn summary(&self) -> HealthSummary {
+        let (members, alarms, etcd_error) = self.etcd.as_ref().map_or_else(
+            || (Vec::new(), Vec::new(), false),
+            |e| {
+                (
+                    e.members
+                        .iter()
+                        .map(|m| (m.name.clone(), m.healthy))
+                        .collect(),
+                    e.alarms.clone(),
+                    !e.error.is_empty(),
+                )
+            },
+        );
+        HealthSummary {
+            apiserver_ready: self.readiness.apiserver_ready,
+            kubelet_healthy: self.readiness.kubelet_healthy,
+            rke2_version: self.rke2_version.clone(),
+            etcd_members: members,
+            etcd_alarms: alarms,
+            etcd_unreachable: etcd_error,
+        }
+    }
+
+    /// Puts the probe into a status message.
+    pub fn fill(&self, status: &mut pb::Status) {
+        status.readiness = Some(self.readiness.clone());
+        status.etcd.clone_from(&self.etcd);
+        status.rke2_version.clone_from(&self.rke2_version);
+    }
+}
+
+/// Probes the node. `is_server` decides the apiserver and etcd probes.
+pub async fn probe(config: &Config, is_server: bool) -> Probe {
+    let now = OffsetDateTime::now_utc();
+    let rke2_version = crate::ops::runner::binary_version(&config.rke2_bin)
+        .await
+        .unwrap_or_default();
+    let node = match NodeConfig::load(&config.node_config) {
+        Ok(n) => n,
+        Err(e) => {
+            return Probe {
+                readiness: pb::Readiness {
+                    detail: e.to_string(),
+                    checked_at: Some(timestamp(now)),
+                    ..pb::Readiness::default()
+                },
+                etcd: None,
+                rke2_version,
+            };
+        }
+    };
+    let mut detail = Vec::new();
+    let apiserver_ready = if is_server {
+        let addr = std::net::SocketAddr::new(node.node_ip, APISERVER_PORT);
+        match apiserver::readyz(
+            addr,
+            &apiserver::ApiserverCredentials::rke2(&config.data_dir),
+            PROBE_TIMEOUT,
+        )
+        .await
+        {
+            Ok(r) if r.is_ready() => true,
+            Ok(r) => {
+                detail.push(format!(
+                    "apiserver /readyz {}: {}",
+                    r.status,
+                    r.failures().join(", ")
+                ));
+                false
+            }
+            Err(e) => {
+                detail.push(format!("apiserver: {e}"));
+                false
+            }
+        }
+    } else {
+        false
+    };
+    let kubelet_healthy = match kubelet::healthz(&config.kubelet_healthz_addr, PROBE_TIMEOUT).await
+    {
+        Ok(true) => true,
+        Ok(false) => {
+            detail.push("kubelet /healthz not ok".to_owned());
+            false
+        }
+        Err(e) => {
+            detail.push(format!("kubelet: {e}"));
+            false
+        }
+    };
+    let etcd = if is_server {
+        let endpoint = format!(
+            "https://{}",
+            std::net::SocketAddr::new(node.node_ip, ETCD_CLIENT_PORT)
+        );
+        let health = tokio::time::timeout(
+            PROBE_TIMEOUT * 3,
+            etcd::health(
+                &endpoint,
+                &etcd::EtcdCredentials::rke2(&config.data_dir),
+                PROBE_TIMEOUT,
+            ),
+        )
+        .await;
+        Some(match health {
+            Ok(Ok(h)) => pb::EtcdHealth {
+                members: h
+                    .members
+                    .iter()
+                    .map(|m| pb::EtcdMember {
+                        name: m.name.clone(),
+                        healthy: m.healthy,
+                    })
+                    .collect(),
+                alarms: h.alarms,
+                checked_at: Some(timestamp(now)),
+                error: String::new(),
+            },
+            Ok(Err(e)) => etcd_error(now, e.to_string()),
+            Err(_) => etcd_error(
+                now,
+                format!("no answer within {} s", (PROBE_TIMEOUT * 3).as_secs()),
+            ),
+        })
+    } else {
+        None
+    };
+    Probe {
+        readiness: pb::Readiness {
+            apiserver_ready,
+            kubelet_healthy,
+            detail: detail.join("; "),
+            checked_at: Some(timestamp(now)),
+        },
+        etcd,
+        rke2_version,
+    }
+}
+
+fn etcd_error(now: OffsetDateTime, error: String) -> pb::EtcdHealth {
+    pb::EtcdHealth {
+        members: vec![],
+        alarms: vec![],
+        checked_at: Some(timestamp(now)),
+        error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_ignores_timestamps_and_wording_but_not_health() {
+        let at = |s| {
+            Some(prost_types::Timestamp {
+                seconds: s,
+                nanos: 0,
+            })
+        };
+        let a = Probe {
+            readiness: pb::Readiness {
+                apiserver_ready: true,
+                kubelet_healthy: true,
+                detail: String::new(),
+                checked_at: at(1),
+            },
+            etcd: Some(pb::EtcdHealth {
+                members: vec![pb::EtcdMember {
+                    name: "server-1".into(),
+                    healthy: true,
+                }],
+                alarms: vec![],
+                checked_at: at(1),
+                error: String::new(),
+            }),
+            rke2_version: "v1.34.1+rke2r1".into(),
+        };
+        let mut b = a.clone();
+        b.readiness.checked_at = at(2);
+        assert_eq!(a.summary(), b.summary());
+        b.etcd.as_mut().expect("etcd").members[0].healthy = false;
+        assert_ne!(a.summary(), b.summary());
+        let mut c = a.clone();
+        c.rke2_version = "v1.33.5+rke2r1".into();
+        assert_ne!(a.summary(), c.summary());
+    }
+}
