@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
+use rke2_hub::kube::{DrainOptions, KubeAccess, KubeError, KubeSettings};
 use rke2ops_tests::ground::{Node as GroundNode, require_root_and_tools};
 use rke2ops_tests::sim::cluster::{self, CONFIG_DIR, SimCluster};
 use rke2ops_tests::sim::tree::Role;
@@ -167,7 +168,7 @@ async fn nodes_pods_evictions_and_budgets_behave_like_kubernetes() {
             "{labels:?}"
         );
         assert_eq!(
-            labels.get("node-role.kubernetes.io/etcd").is_some(),
+            labels.contains_key("node-role.kubernetes.io/etcd"),
             is_server
         );
     }
@@ -447,4 +448,197 @@ async fn writes_and_kubelets_survive_one_of_three_servers_down() {
         .await
         .expect("agent-1");
     assert_eq!(agent.spec.and_then(|s| s.unschedulable), Some(true));
+}
+
+/// The hub's settings for `cluster`: RKE2's `rke2.yaml` as written (server
+/// `https://127.0.0.1:6443`) and the servers' apiservers as endpoints.
+fn hub_settings(cluster: &SimCluster, dir: &std::path::Path) -> KubeSettings {
+    let kubeconfig = dir.join("rke2.yaml");
+    let raw = cluster.servers[0]
+        .node
+        .read_file(format!("{CONFIG_DIR}/rke2.yaml"))
+        .expect("read rke2.yaml");
+    std::fs::write(&kubeconfig, raw).expect("write kubeconfig");
+    KubeSettings {
+        kubeconfig,
+        endpoints: cluster
+            .servers
+            .iter()
+            .map(|s| format!("https://{}:6443", s.node.ip()))
+            .collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_drain_waits_for_budgets_and_names_the_blocking_one() {
+    require_root_and_tools();
+    let cluster = SimCluster::boot(1, 2).expect("boot 1 server + 2 agents");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let access = KubeAccess::new(&hub_settings(&cluster, dir.path())).expect("kube access");
+    let all = wait_for("three Ready nodes", Duration::from_secs(20), async || {
+        let nodes = access.nodes().await.ok()?;
+        (nodes.len() == 3 && nodes.iter().all(|n| n.ready)).then_some(nodes)
+    })
+    .await;
+    let server = all.iter().find(|n| n.name == "server-1").expect("server-1");
+    assert!(server.control_plane);
+    assert_eq!(server.kubelet_version, "v1.34.1+rke2r1");
+    assert!(matches!(access.node("nope").await, Ok(None)));
+
+    let client = client_for(&cluster.servers[0].node).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for (name, node) in [
+        ("web-a", "agent-1"),
+        ("web-b", "agent-1"),
+        ("web-c", "agent-2"),
+    ] {
+        pods.create(&PostParams::default(), &workload_pod(name, "web", node))
+            .await
+            .expect("create pod");
+    }
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
+    budgets
+        .create(&PostParams::default(), &pdb("web-pdb", "web", 2))
+        .await
+        .expect("create pdb");
+
+    // Cordon: true the first time, false when already cordoned (the plan must not undo it).
+    assert!(access.cordon("agent-1").await.expect("cordon"));
+    assert!(!access.cordon("agent-1").await.expect("cordon again"));
+    assert!(matches!(
+        access.cordon("nope").await,
+        Err(KubeError::NodeNotFound(n)) if n == "nope"
+    ));
+
+    // 3 healthy, 2 needed: one eviction now, the second only once web-a's replacement runs
+    // elsewhere (agent-1 is cordoned).
+    let started = Instant::now();
+    let mut lines = Vec::new();
+    let opts = DrainOptions {
+        grace_period: Some(Duration::from_secs(5)),
+        timeout: Duration::from_secs(60),
+        retry_interval: Duration::from_secs(1),
+    };
+    let report = access
+        .drain("agent-1", &opts, &mut |l: String| lines.push(l))
+        .await
+        .unwrap_or_else(|e| panic!("drain agent-1: {e}"));
+    eprintln!("drain of agent-1 took {:?}: {lines:#?}", started.elapsed());
+    let mut evicted = report.evicted.clone();
+    evicted.sort();
+    assert_eq!(evicted, vec!["default/web-a", "default/web-b"]);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("refused by PodDisruptionBudget web-pdb")),
+        "{lines:?}"
+    );
+    let skipped: Vec<&str> = report.skipped.iter().map(|(p, _)| p.as_str()).collect();
+    assert!(
+        skipped.contains(&"kube-system/kube-proxy-agent-1"),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped
+            .iter()
+            .any(|p| p.starts_with("kube-system/rke2-canal-")),
+        "{skipped:?}"
+    );
+    let left = names(&pods_on(&client, "agent-1").await);
+    assert!(!left.iter().any(|p| p.starts_with("web-")), "{left:?}");
+
+    // A budget that can never allow a disruption: DrainBlocked naming it.
+    pods.create(
+        &PostParams::default(),
+        &workload_pod("solo-0", "solo", "agent-2"),
+    )
+    .await
+    .expect("create solo pod");
+    budgets
+        .create(&PostParams::default(), &pdb("solo-pdb", "solo", 1))
+        .await
+        .expect("create solo pdb");
+    let opts = DrainOptions {
+        grace_period: None,
+        timeout: Duration::from_secs(4),
+        retry_interval: Duration::from_secs(1),
+    };
+    let err = access
+        .drain("agent-2", &opts, &mut |_| {})
+        .await
+        .expect_err("blocked by solo-pdb");
+    match err {
+        KubeError::DrainBlocked { pod, pdb, attempts } => {
+            assert_eq!(pod, "default/solo-0");
+            assert_eq!(pdb.as_deref(), Some("solo-pdb"));
+            assert!(attempts >= 3, "{attempts}");
+        }
+        other => panic!("expected DrainBlocked, got {other}"),
+    }
+
+    access.uncordon("agent-1").await.expect("uncordon");
+    let view = access.node("agent-1").await.expect("node").expect("exists");
+    assert!(!view.unschedulable);
+    access
+        .event("agent-1", "Rke2OpsDrained", "drained for plan 7")
+        .await;
+    let events: Api<Event> = Api::namespaced(client, "default");
+    let listed = events.list(&ListParams::default()).await.expect("events");
+    let event = listed
+        .items
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("Rke2OpsDrained"))
+        .expect("event recorded");
+    assert_eq!(event.involved_object.name.as_deref(), Some("agent-1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_keeps_kubernetes_access_with_one_of_three_servers_down() {
+    require_root_and_tools();
+    let cluster = SimCluster::boot(3, 1).expect("boot 3 servers + 1 agent");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let access = KubeAccess::new(&hub_settings(&cluster, dir.path())).expect("kube access");
+    wait_for("four Ready nodes", Duration::from_secs(20), async || {
+        let nodes = access.nodes().await.ok()?;
+        (nodes.len() == 4 && nodes.iter().all(|n| n.ready)).then_some(())
+    })
+    .await;
+
+    // The first endpoint goes away: every call still works, through server-2 or -3.
+    cluster::stop(&cluster.servers[0].node, Role::Server).expect("stop server-1");
+    let started = Instant::now();
+    assert_eq!(
+        access
+            .nodes()
+            .await
+            .expect("nodes with server-1 down")
+            .len(),
+        4
+    );
+    eprintln!("first call after server-1 stopped: {:?}", started.elapsed());
+    assert!(access.cordon("agent-1").await.expect("cordon"));
+    let mut lines = Vec::new();
+    let report = access
+        .drain("agent-1", &DrainOptions::default(), &mut |l: String| {
+            lines.push(l)
+        })
+        .await
+        .expect("drain with server-1 down");
+    assert!(report.evicted.is_empty(), "{report:?}");
+    access.uncordon("agent-1").await.expect("uncordon");
+    let started = Instant::now();
+    let view = access.node("agent-1").await.expect("node").expect("exists");
+    assert!(!view.unschedulable && view.ready);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the good endpoint is remembered"
+    );
+
+    // Two of three down: no quorum, so no server can serve: Unreachable names every endpoint.
+    cluster::stop(&cluster.servers[1].node, Role::Server).expect("stop server-2");
+    let err = access.cordon("agent-1").await.expect_err("no quorum");
+    match err {
+        KubeError::Unreachable { tried, .. } => assert_eq!(tried.len(), 3, "{tried:?}"),
+        other => panic!("expected Unreachable, got {other}"),
+    }
 }

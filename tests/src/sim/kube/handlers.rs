@@ -596,10 +596,7 @@ impl KubeApi {
                         // that counted the same disruption fails its compare and recounts.
                         let pdb_key = PDBS.key(
                             Some(ns),
-                            &pdb.object["metadata"]["name"]
-                                .as_str()
-                                .unwrap_or_default()
-                                .to_owned(),
+                            pdb.object["metadata"]["name"].as_str().unwrap_or_default(),
                         );
                         compares.push(Compare::mod_revision(
                             pdb_key.as_str(),

@@ -363,6 +363,7 @@ async fn register(id: &KubeletIdentity, client: &ApiClient) -> Result<(), String
             expect_ok("create system pod", status, &answer)?;
         }
     }
+    learn_servers(client).await;
     Ok(())
 }
 
