@@ -341,6 +341,33 @@ async fn nodes_pods_evictions_and_budgets_behave_like_kubernetes() {
         .await
         .expect("allowed again");
 
+    // A pod without a node is placed on a schedulable Ready node; DELETE with grace 0
+    // removes it at once, and a pod without a ReplicaSet gets no replacement.
+    nodes.cordon("agent-2").await.expect("cordon agent-2");
+    let mut loose = workload_pod("loose", "loose", "");
+    loose.metadata.owner_references = None;
+    if let Some(spec) = loose.spec.as_mut() {
+        spec.node_name = None;
+    }
+    let created = pods
+        .create(&PostParams::default(), &loose)
+        .await
+        .expect("create unscheduled pod");
+    let placed = created.spec.and_then(|s| s.node_name).unwrap_or_default();
+    assert!(
+        ["server-1", "agent-1"].contains(&placed.as_str()),
+        "{placed}"
+    );
+    assert_eq!(
+        created.status.and_then(|s| s.phase).as_deref(),
+        Some("Running")
+    );
+    pods.delete("loose", &DeleteParams::default().grace_period(0))
+        .await
+        .expect("delete");
+    assert!(matches!(pods.get_opt("loose").await, Ok(None)));
+    nodes.uncordon("agent-2").await.expect("uncordon agent-2");
+
     // Events: posted and listed.
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
     let event: Event = serde_json::from_value(serde_json::json!({
