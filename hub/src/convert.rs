@@ -184,76 +184,6 @@ pub fn node_message(node: &NodeRecord, error_count: u32) -> pb::NodeInfo {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cert() -> pb::Certificate {
-        pb::Certificate {
-            path: "server/tls/client-admin.crt".into(),
-            index: 0,
-            subject: "CN=system:admin".into(),
-            issuer: "CN=ca".into(),
-            serial: "01".into(),
-            usages: vec!["ClientAuth".into()],
-            is_ca: false,
-            sans: vec![],
-            not_before: Some(Timestamp {
-                seconds: 1_700_000_000,
-                nanos: 0,
-            }),
-            not_after: Some(Timestamp {
-                seconds: 1_731_536_000,
-                nanos: 0,
-            }),
-            status: pb::CertStatus::Warning.into(),
-        }
-    }
-
-    #[test]
-    fn certificates_round_trip() {
-        let row = cert_row(&cert(), "status.certificates[0]").expect("valid");
-        assert_eq!(row.status, "WARNING");
-        assert_eq!(cert_message(&row), cert());
-    }
-
-    #[test]
-    fn missing_time_names_the_field() {
-        let mut c = cert();
-        c.not_after = None;
-        let err = cert_row(&c, "status.certificates[2]").expect_err("invalid");
-        assert_eq!(err.field, "status.certificates[2].not_after");
-    }
-
-    #[test]
-    fn unknown_status_value_is_refused() {
-        let mut c = cert();
-        c.status = 42;
-        assert!(cert_row(&c, "x").is_err());
-        c.status = 0;
-        assert!(cert_row(&c, "x").is_err(), "unspecified is not a status");
-    }
-
-    #[test]
-    fn worst_status_may_be_unspecified_but_not_unknown() {
-        assert_eq!(worst_status_word(0, "w"), Ok(None));
-        assert_eq!(
-            worst_status_word(pb::CertStatus::Expired.into(), "w"),
-            Ok(Some("EXPIRED"))
-        );
-        let err = worst_status_word(99, "status.worst_status").expect_err("out of the enum");
-        assert_eq!(err.field, "status.worst_status");
-    }
-
-    #[test]
-    fn roles_and_words_round_trip() {
-        for word in ["server", "agent"] {
-            assert_eq!(role_word(role_value(word)), word);
-        }
-        assert_eq!(role_word(99), "unknown");
-    }
-}
-
 /// The wire word for a plan kind.
 #[must_use]
 pub fn plan_kind_value(kind: crate::plan::model::PlanKind) -> i32 {
@@ -346,5 +276,75 @@ pub fn plan_message(
             })
             .collect(),
         origin: plan.origin.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert() -> pb::Certificate {
+        pb::Certificate {
+            path: "server/tls/client-admin.crt".into(),
+            index: 0,
+            subject: "CN=system:admin".into(),
+            issuer: "CN=ca".into(),
+            serial: "01".into(),
+            usages: vec!["ClientAuth".into()],
+            is_ca: false,
+            sans: vec![],
+            not_before: Some(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            not_after: Some(Timestamp {
+                seconds: 1_731_536_000,
+                nanos: 0,
+            }),
+            status: pb::CertStatus::Warning.into(),
+        }
+    }
+
+    #[test]
+    fn certificates_round_trip() {
+        let row = cert_row(&cert(), "status.certificates[0]").expect("valid");
+        assert_eq!(row.status, "WARNING");
+        assert_eq!(cert_message(&row), cert());
+    }
+
+    #[test]
+    fn missing_time_names_the_field() {
+        let mut c = cert();
+        c.not_after = None;
+        let err = cert_row(&c, "status.certificates[2]").expect_err("invalid");
+        assert_eq!(err.field, "status.certificates[2].not_after");
+    }
+
+    #[test]
+    fn unknown_status_value_is_refused() {
+        let mut c = cert();
+        c.status = 42;
+        assert!(cert_row(&c, "x").is_err());
+        c.status = 0;
+        assert!(cert_row(&c, "x").is_err(), "unspecified is not a status");
+    }
+
+    #[test]
+    fn worst_status_may_be_unspecified_but_not_unknown() {
+        assert_eq!(worst_status_word(0, "w"), Ok(None));
+        assert_eq!(
+            worst_status_word(pb::CertStatus::Expired.into(), "w"),
+            Ok(Some("EXPIRED"))
+        );
+        let err = worst_status_word(99, "status.worst_status").expect_err("out of the enum");
+        assert_eq!(err.field, "status.worst_status");
+    }
+
+    #[test]
+    fn roles_and_words_round_trip() {
+        for word in ["server", "agent"] {
+            assert_eq!(role_word(role_value(word)), word);
+        }
+        assert_eq!(role_word(99), "unknown");
     }
 }

@@ -25,6 +25,15 @@ impl HubProcess {
     /// When it does not come up within 20 s.
     #[must_use]
     pub fn start(state: &Path, ip: &str) -> HubProcess {
+        Self::start_with(state, ip, &[])
+    }
+
+    /// [`HubProcess::start`] with extra `serve` arguments (e.g. `--kubeconfig`).
+    ///
+    /// # Panics
+    /// When it does not come up within 20 s.
+    #[must_use]
+    pub fn start_with(state: &Path, ip: &str, extra: &[&str]) -> HubProcess {
         let addr = format!("{ip}:9811");
         let child = Command::new(built_binary("rke2-hub"))
             .args([
@@ -44,6 +53,7 @@ impl HubProcess {
             .arg(state)
             .arg("--admin-socket")
             .arg(state.join("hub.sock"))
+            .args(extra)
             .env("RKE2_HUB_CONFIG", "/dev/null")
             .stdout(Stdio::null())
             .spawn()
@@ -105,6 +115,12 @@ impl HubProcess {
         let mut all = args.to_vec();
         all.extend(["--output", "json"]);
         serde_json::from_str(&self.cli(&all).expect("command succeeds")).expect("json")
+    }
+
+    /// SIGKILL (no clean shutdown), and waits for it to be gone.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM, and asserts a clean exit.

@@ -1,5 +1,6 @@
 //! End-to-end tests and the RKE2 simulator.
 
+pub mod fleet;
 pub mod ground;
 pub mod http;
 pub mod hub;

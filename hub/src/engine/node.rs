@@ -14,6 +14,8 @@ use crate::plan::model::{NodePhase, Plan, PlanKind, PlanNode, PlanState};
 
 /// How often a waiting phase looks again.
 const POLL: Duration = Duration::from_millis(250);
+/// How often an operation without a result is asked for again.
+const RESEND: Duration = Duration::from_secs(10);
 
 /// Walks `node` of plan `id` to done, failed, or (plan aborted) released.
 pub async fn run(engine: &Engine, id: i64, name: &str) {
@@ -235,13 +237,10 @@ async fn phase(
         NodePhase::Verify => verify(engine, plan, node).await,
         NodePhase::Uncordon => {
             if node.cordoned {
-                match engine.cluster.as_ref() {
-                    Some(cluster) => {
-                        if let Err(e) = cluster.uncordon(&node.node).await {
-                            return fail(engine, id, node, format!("uncordon: {e}")).await;
-                        }
-                    }
-                    None => {}
+                if let Some(cluster) = engine.cluster.as_ref()
+                    && let Err(e) = cluster.uncordon(&node.node).await
+                {
+                    return fail(engine, id, node, format!("uncordon: {e}")).await;
                 }
                 node.cordoned = false;
             }
@@ -293,7 +292,14 @@ async fn operate(
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(plan.policy.operation_timeout_secs);
     let result = loop {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
+        // Re-ask now and then: a result sent on a stream that broke (hub or network
+        // restart) is lost, and agents answer a known id with its result.
+        let wait = (tokio::time::Instant::now() + RESEND).min(deadline);
+        match tokio::time::timeout_at(wait, rx.recv()).await {
+            Err(_) if wait < deadline => {
+                engine.ops.resend_one(&engine.registry, &node.node, &op);
+                continue;
+            }
             Ok(Some(OpEvent::Progress(p))) => {
                 node.step.clone_from(&p.step);
                 let ended = p.phase == i32::from(pb::StepPhase::Succeeded)

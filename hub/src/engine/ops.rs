@@ -98,6 +98,23 @@ impl Ops {
         }
     }
 
+    /// Sends operation `id` to `node` again (the agent reports its result if it finished).
+    pub fn resend_one(&self, registry: &Registry, node: &str, id: &str) {
+        let run = self
+            .slots
+            .lock()
+            .ok()
+            .and_then(|s| s.get(id).map(|s| s.run.clone()));
+        if let Some(run) = run {
+            registry.send(
+                node,
+                pb::HubMessage {
+                    body: Some(pb::hub_message::Body::Run(run)),
+                },
+            );
+        }
+    }
+
     /// Cancels `id` on `node` (the agent refuses if it already began).
     pub fn cancel(&self, registry: &Registry, node: &str, id: &str) {
         registry.send(

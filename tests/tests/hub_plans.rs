@@ -1,0 +1,338 @@
+//! The plan engine against a real hub process and a fake fleet (lightweight agents on the real
+//! protocol, `rke2ops_tests::fleet`): ordering, one server at a time, worker concurrency,
+//! halts, pause/resume/skip/abort, guards, dry runs, and a hub SIGKILLed mid-plan. No root and
+//! no systemd needed; the same rules run against simulated RKE2 nodes in `plans_e2e.rs`.
+
+use std::time::{Duration, Instant};
+
+use rke2ops_tests::fleet::{Behaviour, FakeFleet, FleetSpec, OpSpan, max_overlap};
+use rke2ops_tests::hub::HubProcess;
+use serde_json::Value;
+
+fn spec(servers: usize, agents: usize, op_ms: u64) -> FleetSpec {
+    FleetSpec {
+        servers,
+        agents,
+        version: "v1.33.5+rke2r1".to_owned(),
+        op_time: Duration::from_millis(op_ms),
+        heartbeat: Duration::from_millis(300),
+    }
+}
+
+fn json(hub: &HubProcess, args: &[&str]) -> Value {
+    tokio::task::block_in_place(|| hub.json(args))
+}
+
+fn run(hub: &HubProcess, args: &[&str]) -> std::process::Output {
+    tokio::task::block_in_place(|| hub.run(args))
+}
+
+fn plan(hub: &HubProcess, id: &str) -> Value {
+    json(hub, &["plan", "show", id])
+}
+
+/// Waits until plan `id` is in `state` (or fails naming what it is).
+async fn wait_state(hub: &HubProcess, id: &str, state: &str, within: Duration) -> Value {
+    let started = Instant::now();
+    loop {
+        let view = plan(hub, id);
+        if view["state"] == state {
+            return view;
+        }
+        assert!(
+            started.elapsed() < within,
+            "plan {id} not {state} within {within:?}: {view:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn phases(view: &Value) -> Vec<(String, String)> {
+    view["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap_or_default().to_owned(),
+                n["phase"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn of(spans: &[OpSpan], prefix: &str) -> Vec<OpSpan> {
+    spans
+        .iter()
+        .filter(|s| s.node.starts_with(prefix))
+        .cloned()
+        .collect()
+}
+
+async fn setup(ip: &str, fleet: &FleetSpec) -> (tempfile::TempDir, HubProcess, FakeFleet) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hub = tokio::task::block_in_place(|| HubProcess::start(dir.path(), ip));
+    let addr = hub.addr.parse().expect("addr");
+    let fleet = FakeFleet::start(addr, &hub.socket(), fleet).await;
+    (dir, hub, fleet)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotation_goes_server_by_server_then_workers_in_pairs() {
+    let (_dir, hub, fleet) = setup("127.0.60.1", &spec(3, 4, 300)).await;
+    let view = json(&hub, &["rotate", "--concurrency", "2"]);
+    let id = view["id"].as_str().expect("id").to_owned();
+    let order: Vec<String> = phases(&view).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        order,
+        [
+            "server-1", "server-2", "server-3", "agent-1", "agent-2", "agent-3", "agent-4"
+        ]
+    );
+    let done = wait_state(&hub, &id, "completed", Duration::from_secs(60)).await;
+    assert!(phases(&done).iter().all(|(_, p)| p == "done"), "{done:#}");
+
+    let spans = fleet.spans();
+    assert_eq!(
+        spans.len(),
+        7,
+        "every node operated exactly once: {spans:?}"
+    );
+    assert!(spans.iter().all(|s| s.kind == "rotate"));
+    let servers = of(&spans, "server-");
+    let agents = of(&spans, "agent-");
+    assert_eq!(max_overlap(&servers), 1, "servers one at a time");
+    let last_server = servers.iter().filter_map(|s| s.end).max().expect("ends");
+    assert!(
+        agents.iter().all(|a| a.start >= last_server),
+        "workers only after every server"
+    );
+    assert_eq!(max_overlap(&agents), 2, "workers two at a time");
+    // Servers went in plan order.
+    let mut by_start = servers.clone();
+    by_start.sort_by_key(|s| s.start);
+    assert_eq!(
+        by_start.iter().map(|s| s.node.as_str()).collect::<Vec<_>>(),
+        ["server-1", "server-2", "server-3"]
+    );
+    // The listing shows it.
+    let plans = json(&hub, &["plans"]);
+    assert_eq!(plans[0]["state"], "completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_guards_skips_and_versions() {
+    let (_dir, hub, fleet) = setup("127.0.60.2", &spec(1, 3, 200)).await;
+    // Guards: a minor skip and a downgrade are refused with the reason.
+    let skip = run(&hub, &["upgrade", "--version", "v1.35.0+rke2r1"]);
+    assert!(!skip.status.success());
+    let err = String::from_utf8_lossy(&skip.stderr);
+    assert!(err.contains("--allow-minor-skip"), "{err}");
+    let down = run(&hub, &["upgrade", "--version", "v1.32.9+rke2r1"]);
+    assert!(String::from_utf8_lossy(&down.stderr).contains("never downgrades"));
+    let neither = run(&hub, &["upgrade"]);
+    assert!(!neither.status.success());
+
+    // A dry run prints the order and the gates and creates nothing.
+    let dry = json(
+        &hub,
+        &["upgrade", "--version", "v1.34.1+rke2r1", "--dry-run"],
+    );
+    assert_eq!(dry["state"], "dry-run");
+    assert!(
+        dry["gates"].as_array().expect("gates").len() >= 3,
+        "{dry:#}"
+    );
+    assert!(json(&hub, &["plans"]).as_array().expect("plans").is_empty());
+
+    let view = json(&hub, &["upgrade", "--version", "v1.34.1+rke2r1"]);
+    let id = view["id"].as_str().expect("id").to_owned();
+    wait_state(&hub, &id, "completed", Duration::from_secs(60)).await;
+    for name in &fleet.names {
+        assert_eq!(fleet.version(name), "v1.34.1+rke2r1", "{name}");
+    }
+    let nodes = json(&hub, &["nodes"]);
+    for n in nodes.as_array().expect("nodes") {
+        assert_eq!(n["rke2_version"], "v1.34.1+rke2r1", "{n}");
+    }
+    // Everything at the target now: a second plan skips every node and completes at once.
+    let again = json(&hub, &["upgrade", "--version", "v1.34.1+rke2r1"]);
+    assert!(
+        phases(&again).iter().all(|(_, p)| p == "skipped"),
+        "{again:#}"
+    );
+    let id = again["id"].as_str().expect("id").to_owned();
+    wait_state(&hub, &id, "completed", Duration::from_secs(10)).await;
+    assert_eq!(fleet.spans().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failure_halts_then_resume_retries_and_skip_passes() {
+    let (_dir, hub, fleet) = setup("127.0.60.3", &spec(3, 2, 200)).await;
+    fleet.set_behaviour(
+        "server-2",
+        Behaviour::Fail("certificate rotate exited 1".into()),
+    );
+    let view = json(&hub, &["restart", "--ready-timeout", "10s"]);
+    let id = view["id"].as_str().expect("id").to_owned();
+    let halted = wait_state(&hub, &id, "halted", Duration::from_secs(30)).await;
+    let reason = halted["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("server-2") && reason.contains("certificate rotate exited 1"),
+        "{reason}"
+    );
+    // Nothing after the failed node was touched.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let touched: Vec<String> = fleet.spans().into_iter().map(|s| s.node).collect();
+    assert_eq!(touched, ["server-1", "server-2"]);
+    // `plan watch` ends on a halted plan with exit code 1 and the reason.
+    let watch = run(&hub, &["plan", "watch", &id]);
+    assert_eq!(watch.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&watch.stderr).contains("server-2"));
+
+    // Resume retries the failed node (it works now).
+    fleet.set_behaviour("server-2", Behaviour::Succeed);
+    assert!(run(&hub, &["resume", &id]).status.success());
+    // Make a worker fail; skip it; the plan completes.
+    fleet.set_behaviour("agent-1", Behaviour::Fail("kubelet never came back".into()));
+    let halted = wait_state(&hub, &id, "halted", Duration::from_secs(30)).await;
+    assert!(halted["reason"].as_str().expect("r").contains("agent-1"));
+    let out = run(&hub, &["skip", &id, "--node", "agent-1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = wait_state(&hub, &id, "completed", Duration::from_secs(30)).await;
+    let p = phases(&done);
+    assert!(p.contains(&("agent-1".into(), "skipped".into())), "{p:?}");
+    assert!(p.contains(&("server-2".into(), "done".into())), "{p:?}");
+    let server2 = done["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["name"] == "server-2")
+        .expect("server-2")
+        .clone();
+    assert_eq!(server2["attempt"], 2);
+    // Only one plan at a time; actions on a finished plan are refused.
+    let refused = run(&hub, &["pause", &id]);
+    assert!(!refused.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pause_holds_new_nodes_and_abort_ends_the_plan() {
+    let (_dir, hub, fleet) = setup("127.0.60.4", &spec(1, 3, 800)).await;
+    let view = json(&hub, &["rotate"]);
+    let id = view["id"].as_str().expect("id").to_owned();
+    // A second plan is refused while this one runs.
+    let second = run(&hub, &["restart"]);
+    assert!(String::from_utf8_lossy(&second.stderr).contains(&format!("plan {id}")));
+    // Pause while server-1 operates: server-1 finishes, nothing new starts.
+    while fleet.spans().is_empty() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(run(&hub, &["pause", &id]).status.success());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let paused = plan(&hub, &id);
+    assert_eq!(paused["state"], "paused");
+    assert_eq!(fleet.spans().len(), 1, "nothing new starts while paused");
+    assert!(run(&hub, &["resume", &id]).status.success());
+    // Abort once a worker is in maintenance: nothing new starts afterwards.
+    let started = Instant::now();
+    while !fleet.spans().iter().any(|s| s.node.starts_with("agent-")) {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(run(&hub, &["abort", &id]).status.success());
+    let aborted = wait_state(&hub, &id, "aborted", Duration::from_secs(5)).await;
+    let count = fleet.spans().len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(fleet.spans().len(), count, "nothing starts after abort");
+    // The node in maintenance finishes its operation and is released.
+    let started = Instant::now();
+    loop {
+        let view = plan(&hub, &id);
+        if view["nodes"].as_array().expect("nodes").iter().all(|n| {
+            !["cordon", "drain", "operate", "verify", "uncordon", "settle"]
+                .contains(&n["phase"].as_str().unwrap_or_default())
+        }) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{view:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        aborted["reason"]
+            .as_str()
+            .expect("r")
+            .contains("aborted by")
+    );
+    // A new plan may start now.
+    assert!(run(&hub, &["restart", "--dry-run"]).status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_never_becomes_ready_halts_the_plan() {
+    let (_dir, hub, fleet) = setup("127.0.60.5", &spec(3, 1, 200)).await;
+    fleet.set_behaviour("server-1", Behaviour::NeverReady);
+    let view = json(&hub, &["rotate", "--ready-timeout", "3s"]);
+    let id = view["id"].as_str().expect("id").to_owned();
+    let halted = wait_state(&hub, &id, "halted", Duration::from_secs(30)).await;
+    let reason = halted["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("server-1") && reason.contains("not healthy within 3 s"),
+        "{reason}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(fleet.spans().len(), 1, "no further node touched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hub_killed_mid_plan_finishes_it_after_a_restart() {
+    let ip = "127.0.60.6";
+    let (dir, hub, fleet) = setup(ip, &spec(3, 2, 1500)).await;
+    let view = json(&hub, &["rotate", "--settle", "1s"]);
+    let id = view["id"].as_str().expect("id").to_owned();
+    let mut hub = Some(hub);
+    // Kill -9 at several points: while server-1 operates, while server-2 operates, and while
+    // a worker settles.
+    for (wait_for, phase) in [
+        ("server-1", "operate"),
+        ("server-2", "operate"),
+        ("agent-1", "settle"),
+    ] {
+        let started = Instant::now();
+        loop {
+            let h = hub.as_ref().expect("hub");
+            let view = plan(h, &id);
+            let at = view["nodes"]
+                .as_array()
+                .expect("nodes")
+                .iter()
+                .any(|n| n["name"] == wait_for && n["phase"] == phase);
+            if at {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "{view:#}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        hub.take().expect("hub").kill();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        hub = Some(tokio::task::block_in_place(|| {
+            HubProcess::start(dir.path(), ip)
+        }));
+    }
+    let hub = hub.expect("hub");
+    let done = wait_state(&hub, &id, "completed", Duration::from_secs(90)).await;
+    assert!(phases(&done).iter().all(|(_, p)| p == "done"), "{done:#}");
+    let spans = fleet.spans();
+    for name in &fleet.names {
+        let n = spans.iter().filter(|s| &s.node == name).count();
+        assert_eq!(
+            n, 1,
+            "{name} operated exactly once across hub restarts: {spans:?}"
+        );
+    }
+    assert_eq!(max_overlap(&spans), 1, "never two nodes at once");
+}
