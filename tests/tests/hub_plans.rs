@@ -152,7 +152,7 @@ async fn upgrade_guards_skips_and_versions() {
         assert_eq!(fleet.version(name), "v1.34.1+rke2r1", "{name}");
     }
     let nodes = json(&hub, &["nodes"]);
-    for n in nodes.as_array().expect("nodes") {
+    for n in nodes["nodes"].as_array().expect("nodes") {
         assert_eq!(n["rke2_version"], "v1.34.1+rke2r1", "{n}");
     }
     // Everything at the target now: a second plan skips every node and completes at once.
