@@ -1,0 +1,611 @@
+//! Rolling plans end to end on the proving ground: 3 simulated servers + 2 workers (real
+//! systemd + D-Bus per node, real etcd, the Kubernetes API stand-in), the real
+//! `rke2-node-agent` under its shipped unit on every node, and a real `rke2-hub` with the
+//! servers' `rke2.yaml` for cordon/drain (failing over between the three apiservers).
+//!
+//! Needs root and `cargo build --workspace --bins` first. Hubs listen on 127.0.32.x, mirrors
+//! on 127.0.33.x.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use rke2ops_tests::ground::{built_binary, require_root_and_tools};
+use rke2ops_tests::hub::HubProcess as Hub;
+use rke2ops_tests::sim::cluster::{self, CONFIG_DIR, SimCluster, SimNode};
+use rke2ops_tests::sim::mirror::{Mirror, MirrorHandle};
+use rke2ops_tests::sim::release::{self, NEW_VERSION, OLD_VERSION, Release};
+use rke2ops_tests::sim::tree::Role;
+use serde_json::Value;
+
+const AGENT: &str = "/usr/local/bin/rke2-node-agent";
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Both simulated releases, built once per test binary.
+fn releases() -> &'static (PathBuf, Release, Release) {
+    static RELEASES: OnceLock<(PathBuf, Release, Release)> = OnceLock::new();
+    RELEASES.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("rke2ops-plan-releases-")
+            .tempdir()
+            .expect("tempdir")
+            .keep();
+        let old = release::build_release(&dir, OLD_VERSION).expect("old release");
+        let new = release::build_release(&dir, NEW_VERSION).expect("new release");
+        (dir, old, new)
+    })
+}
+
+fn mirror(ip: &str) -> MirrorHandle {
+    let (dir, _, _) = releases();
+    Mirror::serve(
+        dir,
+        format!("{ip}:0").parse::<SocketAddr>().expect("addr"),
+        vec![
+            "stable=v1.33.5+rke2r1".parse().expect("channel"),
+            "v1.34=v1.34.1+rke2r1".parse().expect("channel"),
+        ],
+    )
+    .expect("mirror")
+}
+
+/// The hub's kubeconfig: server-1's `rke2.yaml`, as an operator copies it.
+fn kubeconfig(cluster: &SimCluster, dir: &Path) -> PathBuf {
+    let path = dir.join("rke2.yaml");
+    let raw = cluster.servers[0]
+        .node
+        .read_file(format!("{CONFIG_DIR}/rke2.yaml"))
+        .expect("read rke2.yaml");
+    std::fs::write(&path, raw).expect("write kubeconfig");
+    path
+}
+
+fn endpoints(cluster: &SimCluster) -> String {
+    cluster
+        .servers
+        .iter()
+        .map(|s| format!("https://{}:6443", s.node.ip()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Starts (or restarts) the hub with Kubernetes access and the mirror.
+fn start_hub(state: &Path, ip: &str, cluster: &SimCluster, mirror: Option<&MirrorHandle>) -> Hub {
+    let kubeconfig = kubeconfig(cluster, state);
+    let endpoints = endpoints(cluster);
+    let mut args = vec![
+        "--kubeconfig".to_owned(),
+        kubeconfig.display().to_string(),
+        "--apiserver-endpoint".to_owned(),
+        endpoints,
+    ];
+    if let Some(m) = mirror {
+        args.extend([
+            "--artifact-mirror".to_owned(),
+            m.base_url(),
+            "--channel-url".to_owned(),
+            format!("{}/v1-release/channels", m.base_url()),
+        ]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Hub::start_with(state, ip, &args)
+}
+
+fn enroll(sim: &SimNode, hub: &Hub) {
+    let token = hub.json(&["token", "create", "--ttl", "10m"]);
+    let node = &sim.node;
+    node.install_binary(built_binary("rke2-node-agent"), AGENT)
+        .expect("agent");
+    node.write_file(
+        "/etc/rke2-ops/node-agent.toml",
+        format!(
+            "metrics_addr = \"{ip}:9810\"\nkubelet_healthz_addr = \"{ip}:10248\"\nhub_address = \"{}\"\nhub_token = \"{}\"\nhub_ca_pin = \"{}\"\nnode_name = \"{}\"\nheartbeat_secs = 2\nready_timeout_secs = 20\n",
+            hub.addr,
+            token["token"].as_str().expect("token"),
+            token["ca_pin"].as_str().expect("pin"),
+            node.name(),
+            ip = node.ip(),
+        ),
+    )
+    .expect("config");
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/rke2-node-agent.service");
+    node.install_unit_file(&unit).expect("unit");
+    node.systemctl(&["start", "rke2-node-agent.service"])
+        .expect("start agent");
+}
+
+fn enroll_all(cluster: &SimCluster, hub: &Hub) {
+    for sim in cluster.nodes() {
+        enroll(sim, hub);
+    }
+    wait_until("five nodes online", Duration::from_secs(90), || {
+        hub.json(&["nodes"])["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == 5 && n.iter().all(|n| n["online"] == true))
+    });
+}
+
+async fn kube_client(cluster: &SimCluster) -> Client {
+    let raw = cluster.servers[0]
+        .node
+        .read_file(format!("{CONFIG_DIR}/rke2.yaml"))
+        .expect("read rke2.yaml");
+    let text = String::from_utf8(raw).expect("utf-8").replace(
+        "https://127.0.0.1:6443",
+        &format!("https://{}:6443", cluster.servers[0].node.ip()),
+    );
+    let kc = Kubeconfig::from_yaml(&text).expect("kubeconfig");
+    let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kube config");
+    config.default_retry = false;
+    Client::try_from(config).expect("client")
+}
+
+fn workload_pod(name: &str, app: &str, node: &str) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(BTreeMap::from([("app".to_owned(), app.to_owned())])),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "ReplicaSet".into(),
+                name: format!("{app}-5f7c9d"),
+                uid: "6c1f0d2e-3b4a-4e59-8f61-2a7d9e0b4c13".into(),
+                controller: Some(true),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some(node.to_owned()),
+            containers: vec![Container {
+                name: "app".into(),
+                image: Some("registry.example/app:1".into()),
+                ..Default::default()
+            }],
+            termination_grace_period_seconds: Some(5),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn pdb(name: &str, app: &str, min_available: i32) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        spec: Some(PodDisruptionBudgetSpec {
+            min_available: Some(IntOrString::Int(min_available)),
+            selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([("app".to_owned(), app.to_owned())])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+async fn cordoned(client: &Client) -> Vec<String> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .list(&ListParams::default())
+        .await
+        .expect("list nodes")
+        .items
+        .into_iter()
+        .filter(|n| n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true))
+        .filter_map(|n| n.metadata.name)
+        .collect()
+}
+
+fn plan(hub: &Hub, id: &str) -> Value {
+    hub.json(&["plan", "show", id])
+}
+
+fn wait_state(hub: &Hub, id: &str, state: &str, within: Duration) -> Value {
+    let started = Instant::now();
+    loop {
+        let view = plan(hub, id);
+        if view["state"] == state {
+            return view;
+        }
+        assert!(
+            started.elapsed() < within,
+            "plan {id} not {state} within {within:?}: {view:#}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+const IN_MAINTENANCE: [&str; 6] = ["cordon", "drain", "operate", "verify", "uncordon", "settle"];
+
+/// Samples the plan and etcd throughout: the most nodes ever in maintenance at once, and the
+/// fewest healthy etcd members ever seen (from the servers still up).
+struct Recorder {
+    stop: Arc<AtomicBool>,
+    max_busy: Arc<Mutex<usize>>,
+    min_healthy: Arc<Mutex<usize>>,
+    order: Arc<Mutex<Vec<String>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Recorder {
+    fn start(hub_socket: PathBuf, id: String, cluster: &SimCluster) -> Recorder {
+        let stop = Arc::new(AtomicBool::new(false));
+        let max_busy = Arc::new(Mutex::new(0));
+        let min_healthy = Arc::new(Mutex::new(usize::MAX));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        // etcd's client credentials, copied to the host (rotations keep the CA, so the copy
+        // stays valid), and every server's endpoint.
+        let creds = tempfile::tempdir().expect("tempdir").keep();
+        let tls = format!("{}/server/tls/etcd", cluster::DATA_DIR);
+        for file in ["server-ca.crt", "client.crt", "client.key"] {
+            let bytes = cluster.servers[0]
+                .node
+                .read_file(format!("{tls}/{file}"))
+                .expect("etcd credentials");
+            std::fs::write(creds.join(file), bytes).expect("copy");
+        }
+        let endpoints: String = cluster
+            .servers
+            .iter()
+            .map(|s| format!("https://{}:2379", s.node.ip()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let (s, b, h, o) = (
+            Arc::clone(&stop),
+            Arc::clone(&max_busy),
+            Arc::clone(&min_healthy),
+            Arc::clone(&order),
+        );
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let out = std::process::Command::new(built_binary("rke2-hub"))
+                    .args(["plan", "show", &id, "--output", "json", "--socket"])
+                    .arg(&hub_socket)
+                    .output();
+                if let Ok(out) = out
+                    && out.status.success()
+                    && let Ok(view) = serde_json::from_slice::<Value>(&out.stdout)
+                {
+                    let busy: Vec<String> = view["nodes"]
+                        .as_array()
+                        .map(|nodes| {
+                            nodes
+                                .iter()
+                                .filter(|n| {
+                                    IN_MAINTENANCE.contains(&n["phase"].as_str().unwrap_or(""))
+                                })
+                                .filter_map(|n| n["name"].as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    if let Ok(mut m) = b.lock() {
+                        *m = (*m).max(busy.len());
+                    }
+                    if let Ok(mut o) = o.lock() {
+                        for name in busy {
+                            if !o.contains(&name) {
+                                o.push(name);
+                            }
+                        }
+                    }
+                }
+                // Healthy etcd members, asked from the host.
+                let out = std::process::Command::new("etcdctl")
+                    .env("ETCDCTL_API", "3")
+                    .arg(format!("--endpoints={endpoints}"))
+                    .arg(format!("--cacert={}", creds.join("server-ca.crt").display()))
+                    .arg(format!("--cert={}", creds.join("client.crt").display()))
+                    .arg(format!("--key={}", creds.join("client.key").display()))
+                    .args(["--dial-timeout=2s", "--command-timeout=2s", "endpoint", "health"])
+                    .output();
+                if let Ok(out) = out {
+                    let text = format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    let n = text.matches("is healthy").count();
+                    if let Ok(mut m) = h.lock() {
+                        *m = (*m).min(n);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+        Recorder {
+            stop,
+            max_busy,
+            min_healthy,
+            order,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> (usize, usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        let busy = *self.max_busy.lock().expect("lock");
+        let healthy = *self.min_healthy.lock().expect("lock");
+        let order = self.order.lock().expect("lock").clone();
+        (busy, healthy, order)
+    }
+}
+
+fn serials(cluster: &SimCluster) -> Vec<(String, Option<u64>)> {
+    cluster
+        .nodes()
+        .map(|sim| {
+            let rel = if sim.role == Role::Server {
+                "server/tls/serving-kube-apiserver.crt"
+            } else {
+                "agent/client-kubelet.crt"
+            };
+            (sim.node.name().to_owned(), cluster::serial_of(&sim.node, rel))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_plan_keeps_quorum_one_node_at_a_time_and_survives_a_hub_kill() {
+    require_root_and_tools();
+    let cluster = tokio::task::block_in_place(|| SimCluster::boot(3, 2).expect("3+2 cluster"));
+    let state = tempfile::tempdir().expect("state");
+    let ip = "127.0.32.1";
+    let hub = tokio::task::block_in_place(|| start_hub(state.path(), ip, &cluster, None));
+    tokio::task::block_in_place(|| enroll_all(&cluster, &hub));
+    // A workload on the workers, guarded by a budget that allows one disruption.
+    let client = kube_client(&cluster).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for (name, node) in [("web-a", "agent-1"), ("web-b", "agent-2")] {
+        pods.create(&PostParams::default(), &workload_pod(name, "web", node))
+            .await
+            .expect("create pod");
+    }
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
+    budgets
+        .create(&PostParams::default(), &pdb("web-pdb", "web", 1))
+        .await
+        .expect("create pdb");
+    let before = serials(&cluster);
+
+    let view = tokio::task::block_in_place(|| hub.json(&["rotate", "--settle", "1s"]));
+    let id = view["id"].as_str().expect("id").to_owned();
+    let recorder = Recorder::start(hub.socket(), id.clone(), &cluster);
+    // Kill -9 the hub while server-2 operates, restart it on the same state.
+    tokio::task::block_in_place(|| {
+        wait_until("server-2 operating", Duration::from_secs(120), || {
+            plan(&hub, &id)["nodes"]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|n| n["name"] == "server-2" && n["phase"] == "operate"))
+        });
+    });
+    hub.kill();
+    let hub = tokio::task::block_in_place(|| start_hub(state.path(), ip, &cluster, None));
+    let done =
+        tokio::task::block_in_place(|| wait_state(&hub, &id, "completed", Duration::from_secs(300)));
+    let (max_busy, min_healthy, order) = recorder.finish();
+    eprintln!("plan done: max busy {max_busy}, min healthy etcd {min_healthy}, order {order:?}");
+    assert_eq!(max_busy, 1, "never two nodes in maintenance at once");
+    assert!(min_healthy >= 2, "etcd quorum never dropped (min healthy {min_healthy})");
+    assert_eq!(
+        order,
+        ["server-1", "server-2", "server-3", "agent-1", "agent-2"],
+        "servers before workers, in order"
+    );
+    for n in done["nodes"].as_array().expect("nodes") {
+        assert_eq!(n["phase"], "done", "{n:#}");
+        assert_eq!(n["attempt"], 1, "one attempt each across the hub kill: {n:#}");
+    }
+    // Every certificate is fresh: a new serial on every node.
+    let after = serials(&cluster);
+    for ((name, old), (_, new)) in before.iter().zip(&after) {
+        assert!(old.is_some() && new.is_some() && old != new, "{name}: {old:?} → {new:?}");
+    }
+    // Nothing stays cordoned; the workers were drained (events say so).
+    assert!(cordoned(&client).await.is_empty());
+    let events: Vec<String> = done["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| format!("{} {}", e["node"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or("")))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("agent-2 drained: ") && e.contains("1 pods evicted")),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_node() {
+    require_root_and_tools();
+    let cluster = tokio::task::block_in_place(|| {
+        let cluster = SimCluster::boot(3, 2).expect("3+2 cluster");
+        // Every node runs the older release, servers first.
+        for sim in cluster.nodes() {
+            release::install_rke2(&sim.node, OLD_VERSION).expect("install old");
+            sim.node.systemctl(&["restart", sim.unit()]).expect("restart");
+            sim.node
+                .wait_for_unit_state(sim.unit(), "active", Duration::from_secs(60))
+                .expect("active");
+        }
+        cluster
+    });
+    let good = mirror("127.0.33.1");
+    // A mirror whose checksum file lies.
+    let (_, _, new) = releases();
+    let bad_dir = tempfile::tempdir().expect("tempdir");
+    let bad = bad_dir.path().join(NEW_VERSION);
+    std::fs::create_dir_all(&bad).expect("mkdir");
+    std::fs::copy(&new.tarball, bad.join("rke2.linux-amd64.tar.gz")).expect("copy");
+    let sums = std::fs::read_to_string(&new.sums).expect("sums");
+    std::fs::write(
+        bad.join("sha256sum-amd64.txt"),
+        sums.replace(&new.sha256, &"0".repeat(64)),
+    )
+    .expect("write");
+    let bad_mirror = Mirror::serve(
+        bad_dir.path(),
+        "127.0.33.2:0".parse().expect("addr"),
+        vec![],
+    )
+    .expect("bad mirror");
+
+    let state = tempfile::tempdir().expect("state");
+    let hub = tokio::task::block_in_place(|| start_hub(state.path(), "127.0.32.2", &cluster, Some(&good)));
+    tokio::task::block_in_place(|| enroll_all(&cluster, &hub));
+    let client = kube_client(&cluster).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(&PostParams::default(), &workload_pod("api-a", "api", "agent-2"))
+        .await
+        .expect("create pod");
+
+    // The bad checksum: refused on the first node, nothing installed, plan halted.
+    let binary_before = cluster.servers[0].node.read_file(cluster::RKE2_BIN).expect("read");
+    let bad_source = bad_mirror.base_url();
+    let view = tokio::task::block_in_place(|| {
+        hub.json(&["upgrade", "--version", NEW_VERSION, "--artifact-source", &bad_source])
+    });
+    let id = view["id"].as_str().expect("id").to_owned();
+    let halted =
+        tokio::task::block_in_place(|| wait_state(&hub, &id, "halted", Duration::from_secs(120)));
+    let reason = halted["reason"].as_str().expect("reason");
+    assert!(reason.contains("server-1") && reason.contains("checksum"), "{reason}");
+    assert_eq!(
+        cluster.servers[0].node.read_file(cluster::RKE2_BIN).expect("read"),
+        binary_before,
+        "nothing installed"
+    );
+    let nodes = halted["nodes"].as_array().expect("nodes");
+    assert!(nodes[1..].iter().all(|n| n["phase"] == "pending"), "{halted:#}");
+    assert!(tokio::task::block_in_place(|| hub.run(&["abort", &id])).status.success());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(cordoned(&client).await.is_empty(), "abort uncordoned server-1");
+
+    // From the channel, through the good mirror.
+    let view = tokio::task::block_in_place(|| hub.json(&["upgrade", "--channel", "v1.34"]));
+    assert_eq!(view["target_version"], NEW_VERSION);
+    assert_eq!(view["channel"], "v1.34");
+    let id = view["id"].as_str().expect("id").to_owned();
+    let recorder = Recorder::start(hub.socket(), id.clone(), &cluster);
+    let done =
+        tokio::task::block_in_place(|| wait_state(&hub, &id, "completed", Duration::from_secs(400)));
+    let (max_busy, min_healthy, order) = recorder.finish();
+    assert_eq!(max_busy, 1);
+    assert!(min_healthy >= 2, "quorum kept ({min_healthy})");
+    assert_eq!(order, ["server-1", "server-2", "server-3", "agent-1", "agent-2"]);
+    // Every node runs the new release, as its kubelet reports it.
+    let nodes: Api<Node> = Api::all(client.clone());
+    for n in nodes.list(&ListParams::default()).await.expect("nodes").items {
+        let version = n
+            .status
+            .and_then(|s| s.node_info)
+            .map(|i| i.kubelet_version)
+            .unwrap_or_default();
+        assert_eq!(version, NEW_VERSION, "{:?}", n.metadata.name);
+    }
+    let listed = tokio::task::block_in_place(|| hub.json(&["nodes"]));
+    for n in listed["nodes"].as_array().expect("nodes") {
+        assert_eq!(n["rke2_version"], NEW_VERSION, "{n}");
+    }
+    let events = done["events"].to_string();
+    assert!(events.contains("agent-2 ") || events.contains("drained"), "{events}");
+    assert!(cordoned(&client).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_never_ready_server_halts_the_plan_and_a_blocking_pdb_is_named() {
+    require_root_and_tools();
+    let cluster = tokio::task::block_in_place(|| SimCluster::boot(3, 2).expect("3+2 cluster"));
+    let state = tempfile::tempdir().expect("state");
+    let hub = tokio::task::block_in_place(|| start_hub(state.path(), "127.0.32.3", &cluster, None));
+    tokio::task::block_in_place(|| enroll_all(&cluster, &hub));
+    let client = kube_client(&cluster).await;
+
+    // server-2 will never be ready again after its restart.
+    cluster::set_fault(&cluster.servers[1].node, "never-ready", "").expect("fault");
+    let view = tokio::task::block_in_place(|| hub.json(&["restart", "--ready-timeout", "20s"]));
+    let id = view["id"].as_str().expect("id").to_owned();
+    let halted =
+        tokio::task::block_in_place(|| wait_state(&hub, &id, "halted", Duration::from_secs(240)));
+    let reason = halted["reason"].as_str().expect("reason");
+    assert!(reason.contains("server-2"), "{reason}");
+    let phases: Vec<(String, String)> = halted["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| (n["name"].as_str().unwrap_or("").to_owned(), n["phase"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    assert_eq!(phases[0].1, "done");
+    assert_eq!(phases[1].1, "failed");
+    assert!(phases[2..].iter().all(|(_, p)| p == "pending"), "{phases:?}");
+    // The halted node stays cordoned (it is broken); abort uncordons it.
+    assert_eq!(cordoned(&client).await, ["server-2"]);
+    cluster::clear_fault(&cluster.servers[1].node, "never-ready").expect("clear");
+    let sim = &cluster.servers[1];
+    tokio::task::block_in_place(|| {
+        sim.node.systemctl(&["restart", sim.unit()]).expect("restart");
+        sim.node
+            .wait_for_unit_state(sim.unit(), "active", Duration::from_secs(60))
+            .expect("active");
+    });
+    assert!(tokio::task::block_in_place(|| hub.run(&["abort", &id])).status.success());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(cordoned(&client).await.is_empty());
+
+    // A budget that never allows a disruption blocks agent-1's drain: retried, then the plan
+    // halts naming it.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(&PostParams::default(), &workload_pod("db-0", "db", "agent-1"))
+        .await
+        .expect("pod");
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
+    budgets
+        .create(&PostParams::default(), &pdb("db-pdb", "db", 1))
+        .await
+        .expect("pdb");
+    let view = tokio::task::block_in_place(|| {
+        hub.json(&["rotate", "--node", "agent-1", "--drain-timeout", "12s"])
+    });
+    let id = view["id"].as_str().expect("id").to_owned();
+    let halted =
+        tokio::task::block_in_place(|| wait_state(&hub, &id, "halted", Duration::from_secs(120)));
+    let reason = halted["reason"].as_str().expect("reason");
+    assert!(reason.contains("agent-1") && reason.contains("db-pdb"), "{reason}");
+    assert!(
+        pods.get("db-0").await.is_ok(),
+        "the protected pod was not evicted"
+    );
+    assert!(tokio::task::block_in_place(|| hub.run(&["abort", &id])).status.success());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(cordoned(&client).await.is_empty(), "abort uncordoned agent-1");
+}
