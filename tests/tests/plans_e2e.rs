@@ -319,10 +319,18 @@ impl Recorder {
                 let out = std::process::Command::new("etcdctl")
                     .env("ETCDCTL_API", "3")
                     .arg(format!("--endpoints={endpoints}"))
-                    .arg(format!("--cacert={}", creds.join("server-ca.crt").display()))
+                    .arg(format!(
+                        "--cacert={}",
+                        creds.join("server-ca.crt").display()
+                    ))
                     .arg(format!("--cert={}", creds.join("client.crt").display()))
                     .arg(format!("--key={}", creds.join("client.key").display()))
-                    .args(["--dial-timeout=2s", "--command-timeout=2s", "endpoint", "health"])
+                    .args([
+                        "--dial-timeout=2s",
+                        "--command-timeout=2s",
+                        "endpoint",
+                        "health",
+                    ])
                     .output();
                 if let Ok(out) = out {
                     let text = format!(
@@ -368,7 +376,10 @@ fn serials(cluster: &SimCluster) -> Vec<(String, Option<u64>)> {
             } else {
                 "agent/client-kubelet.crt"
             };
-            (sim.node.name().to_owned(), cluster::serial_of(&sim.node, rel))
+            (
+                sim.node.name().to_owned(),
+                cluster::serial_of(&sim.node, rel),
+            )
         })
         .collect()
 }
@@ -402,19 +413,24 @@ async fn rotation_plan_keeps_quorum_one_node_at_a_time_and_survives_a_hub_kill()
     // Kill -9 the hub while server-2 operates, restart it on the same state.
     tokio::task::block_in_place(|| {
         wait_until("server-2 operating", Duration::from_secs(120), || {
-            plan(&hub, &id)["nodes"]
-                .as_array()
-                .is_some_and(|n| n.iter().any(|n| n["name"] == "server-2" && n["phase"] == "operate"))
+            plan(&hub, &id)["nodes"].as_array().is_some_and(|n| {
+                n.iter()
+                    .any(|n| n["name"] == "server-2" && n["phase"] == "operate")
+            })
         });
     });
     hub.kill();
     let hub = tokio::task::block_in_place(|| start_hub(state.path(), ip, &cluster, None));
-    let done =
-        tokio::task::block_in_place(|| wait_state(&hub, &id, "completed", Duration::from_secs(300)));
+    let done = tokio::task::block_in_place(|| {
+        wait_state(&hub, &id, "completed", Duration::from_secs(300))
+    });
     let (max_busy, min_healthy, order) = recorder.finish();
     eprintln!("plan done: max busy {max_busy}, min healthy etcd {min_healthy}, order {order:?}");
     assert_eq!(max_busy, 1, "never two nodes in maintenance at once");
-    assert!(min_healthy >= 2, "etcd quorum never dropped (min healthy {min_healthy})");
+    assert!(
+        min_healthy >= 2,
+        "etcd quorum never dropped (min healthy {min_healthy})"
+    );
     assert_eq!(
         order,
         ["server-1", "server-2", "server-3", "agent-1", "agent-2"],
@@ -422,12 +438,18 @@ async fn rotation_plan_keeps_quorum_one_node_at_a_time_and_survives_a_hub_kill()
     );
     for n in done["nodes"].as_array().expect("nodes") {
         assert_eq!(n["phase"], "done", "{n:#}");
-        assert_eq!(n["attempt"], 1, "one attempt each across the hub kill: {n:#}");
+        assert_eq!(
+            n["attempt"], 1,
+            "one attempt each across the hub kill: {n:#}"
+        );
     }
     // Every certificate is fresh: a new serial on every node.
     let after = serials(&cluster);
     for ((name, old), (_, new)) in before.iter().zip(&after) {
-        assert!(old.is_some() && new.is_some() && old != new, "{name}: {old:?} → {new:?}");
+        assert!(
+            old.is_some() && new.is_some() && old != new,
+            "{name}: {old:?} → {new:?}"
+        );
     }
     // Nothing stays cordoned; the workers were drained (events say so).
     assert!(cordoned(&client).await.is_empty());
@@ -435,7 +457,13 @@ async fn rotation_plan_keeps_quorum_one_node_at_a_time_and_survives_a_hub_kill()
         .as_array()
         .expect("events")
         .iter()
-        .map(|e| format!("{} {}", e["node"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or("")))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["node"].as_str().unwrap_or(""),
+                e["message"].as_str().unwrap_or("")
+            )
+        })
         .collect();
     assert!(
         events
@@ -453,7 +481,9 @@ async fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_
         // Every node runs the older release, servers first.
         for sim in cluster.nodes() {
             release::install_rke2(&sim.node, OLD_VERSION).expect("install old");
-            sim.node.systemctl(&["restart", sim.unit()]).expect("restart");
+            sim.node
+                .systemctl(&["restart", sim.unit()])
+                .expect("restart");
             sim.node
                 .wait_for_unit_state(sim.unit(), "active", Duration::from_secs(60))
                 .expect("active");
@@ -481,35 +511,65 @@ async fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_
     .expect("bad mirror");
 
     let state = tempfile::tempdir().expect("state");
-    let hub = tokio::task::block_in_place(|| start_hub(state.path(), "127.0.32.2", &cluster, Some(&good)));
+    let hub = tokio::task::block_in_place(|| {
+        start_hub(state.path(), "127.0.32.2", &cluster, Some(&good))
+    });
     tokio::task::block_in_place(|| enroll_all(&cluster, &hub));
     let client = kube_client(&cluster).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    pods.create(&PostParams::default(), &workload_pod("api-a", "api", "agent-2"))
-        .await
-        .expect("create pod");
+    pods.create(
+        &PostParams::default(),
+        &workload_pod("api-a", "api", "agent-2"),
+    )
+    .await
+    .expect("create pod");
 
     // The bad checksum: refused on the first node, nothing installed, plan halted.
-    let binary_before = cluster.servers[0].node.read_file(cluster::RKE2_BIN).expect("read");
+    let binary_before = cluster.servers[0]
+        .node
+        .read_file(cluster::RKE2_BIN)
+        .expect("read");
     let bad_source = bad_mirror.base_url();
     let view = tokio::task::block_in_place(|| {
-        hub.json(&["upgrade", "--version", NEW_VERSION, "--artifact-source", &bad_source])
+        hub.json(&[
+            "upgrade",
+            "--version",
+            NEW_VERSION,
+            "--artifact-source",
+            &bad_source,
+        ])
     });
     let id = view["id"].as_str().expect("id").to_owned();
     let halted =
         tokio::task::block_in_place(|| wait_state(&hub, &id, "halted", Duration::from_secs(120)));
     let reason = halted["reason"].as_str().expect("reason");
-    assert!(reason.contains("server-1") && reason.contains("checksum"), "{reason}");
+    assert!(
+        reason.contains("server-1") && reason.contains("checksum"),
+        "{reason}"
+    );
     assert_eq!(
-        cluster.servers[0].node.read_file(cluster::RKE2_BIN).expect("read"),
+        cluster.servers[0]
+            .node
+            .read_file(cluster::RKE2_BIN)
+            .expect("read"),
         binary_before,
         "nothing installed"
     );
     let nodes = halted["nodes"].as_array().expect("nodes");
-    assert!(nodes[1..].iter().all(|n| n["phase"] == "pending"), "{halted:#}");
-    assert!(tokio::task::block_in_place(|| hub.run(&["abort", &id])).status.success());
+    assert!(
+        nodes[1..].iter().all(|n| n["phase"] == "pending"),
+        "{halted:#}"
+    );
+    assert!(
+        tokio::task::block_in_place(|| hub.run(&["abort", &id]))
+            .status
+            .success()
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(cordoned(&client).await.is_empty(), "abort uncordoned server-1");
+    assert!(
+        cordoned(&client).await.is_empty(),
+        "abort uncordoned server-1"
+    );
 
     // From the channel, through the good mirror.
     let view = tokio::task::block_in_place(|| hub.json(&["upgrade", "--channel", "v1.34"]));
@@ -517,15 +577,24 @@ async fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_
     assert_eq!(view["channel"], "v1.34");
     let id = view["id"].as_str().expect("id").to_owned();
     let recorder = Recorder::start(hub.socket(), id.clone(), &cluster);
-    let done =
-        tokio::task::block_in_place(|| wait_state(&hub, &id, "completed", Duration::from_secs(400)));
+    let done = tokio::task::block_in_place(|| {
+        wait_state(&hub, &id, "completed", Duration::from_secs(400))
+    });
     let (max_busy, min_healthy, order) = recorder.finish();
     assert_eq!(max_busy, 1);
     assert!(min_healthy >= 2, "quorum kept ({min_healthy})");
-    assert_eq!(order, ["server-1", "server-2", "server-3", "agent-1", "agent-2"]);
+    assert_eq!(
+        order,
+        ["server-1", "server-2", "server-3", "agent-1", "agent-2"]
+    );
     // Every node runs the new release, as its kubelet reports it.
     let nodes: Api<Node> = Api::all(client.clone());
-    for n in nodes.list(&ListParams::default()).await.expect("nodes").items {
+    for n in nodes
+        .list(&ListParams::default())
+        .await
+        .expect("nodes")
+        .items
+    {
         let version = n
             .status
             .and_then(|s| s.node_info)
@@ -538,7 +607,10 @@ async fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_
         assert_eq!(n["rke2_version"], NEW_VERSION, "{n}");
     }
     let events = done["events"].to_string();
-    assert!(events.contains("agent-2 ") || events.contains("drained"), "{events}");
+    assert!(
+        events.contains("agent-2 ") || events.contains("drained"),
+        "{events}"
+    );
     assert!(cordoned(&client).await.is_empty());
 }
 
@@ -563,31 +635,48 @@ async fn a_never_ready_server_halts_the_plan_and_a_blocking_pdb_is_named() {
         .as_array()
         .expect("nodes")
         .iter()
-        .map(|n| (n["name"].as_str().unwrap_or("").to_owned(), n["phase"].as_str().unwrap_or("").to_owned()))
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap_or("").to_owned(),
+                n["phase"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect();
     assert_eq!(phases[0].1, "done");
     assert_eq!(phases[1].1, "failed");
-    assert!(phases[2..].iter().all(|(_, p)| p == "pending"), "{phases:?}");
+    assert!(
+        phases[2..].iter().all(|(_, p)| p == "pending"),
+        "{phases:?}"
+    );
     // The halted node stays cordoned (it is broken); abort uncordons it.
     assert_eq!(cordoned(&client).await, ["server-2"]);
     cluster::clear_fault(&cluster.servers[1].node, "never-ready").expect("clear");
     let sim = &cluster.servers[1];
     tokio::task::block_in_place(|| {
-        sim.node.systemctl(&["restart", sim.unit()]).expect("restart");
+        sim.node
+            .systemctl(&["restart", sim.unit()])
+            .expect("restart");
         sim.node
             .wait_for_unit_state(sim.unit(), "active", Duration::from_secs(60))
             .expect("active");
     });
-    assert!(tokio::task::block_in_place(|| hub.run(&["abort", &id])).status.success());
+    assert!(
+        tokio::task::block_in_place(|| hub.run(&["abort", &id]))
+            .status
+            .success()
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(cordoned(&client).await.is_empty());
 
     // A budget that never allows a disruption blocks agent-1's drain: retried, then the plan
     // halts naming it.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    pods.create(&PostParams::default(), &workload_pod("db-0", "db", "agent-1"))
-        .await
-        .expect("pod");
+    pods.create(
+        &PostParams::default(),
+        &workload_pod("db-0", "db", "agent-1"),
+    )
+    .await
+    .expect("pod");
     let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
     budgets
         .create(&PostParams::default(), &pdb("db-pdb", "db", 1))
@@ -600,12 +689,22 @@ async fn a_never_ready_server_halts_the_plan_and_a_blocking_pdb_is_named() {
     let halted =
         tokio::task::block_in_place(|| wait_state(&hub, &id, "halted", Duration::from_secs(120)));
     let reason = halted["reason"].as_str().expect("reason");
-    assert!(reason.contains("agent-1") && reason.contains("db-pdb"), "{reason}");
+    assert!(
+        reason.contains("agent-1") && reason.contains("db-pdb"),
+        "{reason}"
+    );
     assert!(
         pods.get("db-0").await.is_ok(),
         "the protected pod was not evicted"
     );
-    assert!(tokio::task::block_in_place(|| hub.run(&["abort", &id])).status.success());
+    assert!(
+        tokio::task::block_in_place(|| hub.run(&["abort", &id]))
+            .status
+            .success()
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(cordoned(&client).await.is_empty(), "abort uncordoned agent-1");
+    assert!(
+        cordoned(&client).await.is_empty(),
+        "abort uncordoned agent-1"
+    );
 }

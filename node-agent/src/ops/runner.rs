@@ -597,8 +597,17 @@ impl<M: ServiceManager> Runner<M> {
         if state.main_pid == 0 {
             return None;
         }
-        let exe = std::fs::read_link(format!("/proc/{}/exe", state.main_pid)).ok()?;
-        Some(exe.to_string_lossy().ends_with(" (deleted)"))
+        // Under the shipped unit the agent lacks CAP_SYS_PTRACE, so the kernel hides other
+        // processes' `exe` links. The upgrade restarts the unit after installing, so an
+        // unreadable link counts as "runs what is installed" (the CLI outside the sandbox
+        // still checks it).
+        match std::fs::read_link(format!("/proc/{}/exe", state.main_pid)) {
+            Ok(exe) => Some(exe.to_string_lossy().ends_with(" (deleted)")),
+            Err(e) => {
+                tracing::debug!(pid = state.main_pid, error = %e, "cannot read the main process's exe link");
+                Some(false)
+            }
+        }
     }
 
     async fn check_version(&self, record: &mut OpRecord) -> Result<String, String> {

@@ -81,6 +81,10 @@ pub fn install(node: &Node, role: Role) -> Result<(), ClusterError> {
         })?;
         node.write_file(Path::new(UNIT_DIR).join(unit_name(r)), text)?;
     }
+    // The tarball's `share/rke2/` (install.sh untars the whole bundle into the prefix).
+    for (name, text) in super::release::SHARE_FILES {
+        node.write_file(Path::new("/usr/local/share/rke2").join(name), text)?;
+    }
     node.systemctl(&["daemon-reload"])?;
     node.systemctl(&["enable", unit_name(role)])?;
     Ok(())

@@ -122,6 +122,12 @@ fn stripped(simulator: &Path) -> Option<Vec<u8>> {
 const KILLALL: &str = "#!/bin/sh\n# rke2-killall.sh (simulated release): stops what rke2 started.\n\
 systemctl stop rke2-server.service rke2-agent.service 2>/dev/null || true\n";
 const UNINSTALL: &str = "#!/bin/sh\n# rke2-uninstall.sh (simulated release): not simulated.\necho 'not simulated' >&2\nexit 1\n";
+/// `share/rke2/` of every release (and of the initial install).
+pub const SHARE_FILES: [(&str, &str); 2] = [
+    ("LICENSE.txt", LICENSE),
+    ("rke2-cis-sysctl.conf", CIS_SYSCTL),
+];
+
 const LICENSE: &str = "Apache License 2.0 (simulated RKE2 release)\n";
 const CIS_SYSCTL: &str =
     "vm.panic_on_oom=0\nvm.overcommit_memory=1\nkernel.panic=10\nkernel.panic_on_oops=1\n";
@@ -150,8 +156,16 @@ pub fn build_release_from(
         let file = unit_file(role);
         entries.push((name, std::fs::read(&file).map_err(io(&file))?, 0o644));
     }
-    entries.push(("share/rke2/LICENSE.txt", LICENSE.into(), 0o644));
-    entries.push(("share/rke2/rke2-cis-sysctl.conf", CIS_SYSCTL.into(), 0o644));
+    for (name, text) in SHARE_FILES {
+        entries.push((
+            match name {
+                "LICENSE.txt" => "share/rke2/LICENSE.txt",
+                _ => "share/rke2/rke2-cis-sysctl.conf",
+            },
+            text.into(),
+            0o644,
+        ));
+    }
 
     let tarball = dir.join(tarball_name(ARCH));
     let file = std::fs::File::create(&tarball).map_err(io(&tarball))?;
