@@ -40,6 +40,10 @@ async fn wait_state(hub: &HubProcess, id: &str, state: &str, within: Duration) -
             return view;
         }
         assert!(
+            view["state"] != "halted" || state == "halted",
+            "plan {id} halted while waiting for {state}: {view:#}"
+        );
+        assert!(
             started.elapsed() < within,
             "plan {id} not {state} within {within:?}: {view:#}"
         );

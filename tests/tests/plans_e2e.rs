@@ -234,6 +234,10 @@ fn wait_state(hub: &Hub, id: &str, state: &str, within: Duration) -> Value {
             return view;
         }
         assert!(
+            view["state"] != "halted" || state == "halted",
+            "plan {id} halted while waiting for {state}: {view:#}"
+        );
+        assert!(
             started.elapsed() < within,
             "plan {id} not {state} within {within:?}: {view:#}"
         );
