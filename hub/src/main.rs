@@ -60,8 +60,13 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RKE2_HUB_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // kube-rs logs every non-2xx answer at ERROR (a 500 from the apiserver of a server in
+    // maintenance, a 404 for a Node not registered yet); the hub's kube module reports what
+    // matters itself (failovers with the endpoint, errors to the plan), so those lines are
+    // off unless RKE2_HUB_LOG asks for them.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RKE2_HUB_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube_client::client::builder=off")
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -3,10 +3,12 @@
 //! Starts `rke2-hub`, boots a simulated RKE2 cluster (3 servers + 2 workers, each a real
 //! systemd + D-Bus in its own namespaces, real etcd, simulated RKE2), installs the real
 //! `rke2-node-agent` with the shipped unit on every node and enrolls it with a single-use
-//! token and the pinned hub CA. Then it shows the fleet at the hub and rotates every node's
-//! certificates one at a time, servers first, each verified before the next (driven node by
-//! node from here: the hub's own plan engine arrives with its issue), while the hub's
-//! inventory follows.
+//! token and the pinned hub CA. The nodes start on the simulated v1.33.5+rke2r1 release; a
+//! local mirror serves it and v1.34.1+rke2r1 with their checksums and a channel list. Then the
+//! hub's plan engine runs two rolling plans with live progress: a certificate rotation and an
+//! upgrade from the `v1.34` channel (servers one at a time, then workers; each node cordoned,
+//! drained with its PodDisruptionBudget honoured, operated on by its agent, verified healthy,
+//! uncordoned).
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -16,12 +18,15 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use rke2ops_tests::ground::{built_binary, require_root_and_tools};
 use rke2ops_tests::hub::HubProcess;
-use rke2ops_tests::sim::cluster::{self, SimCluster, SimNode};
+use rke2ops_tests::sim::cluster::{self, CONFIG_DIR, SimCluster, SimNode};
+use rke2ops_tests::sim::mirror::Mirror;
+use rke2ops_tests::sim::release::{self, NEW_VERSION, OLD_VERSION};
 use rke2ops_tests::sim::tree::{Role, Validity};
 use time::OffsetDateTime;
 
 const AGENT: &str = "/usr/local/bin/rke2-node-agent";
 const HUB_IP: &str = "127.0.30.1";
+const MIRROR_IP: &str = "127.0.30.2";
 
 /// Demo of rke2-ops on simulated RKE2 nodes.
 #[derive(Debug, Parser)]
@@ -70,17 +75,37 @@ fn enroll(sim: &SimNode, hub: &HubProcess) -> Result<()> {
     Ok(())
 }
 
+/// POSTs `doc` to the Kubernetes API stand-in on server-1 as the cluster admin.
+fn kube_post(cluster: &SimCluster, path: &str, doc: &serde_json::Value) -> Result<()> {
+    let (status, body) = cluster::https_post_json(
+        &cluster.servers[0].node,
+        6443,
+        path,
+        Some("server/tls/client-admin"),
+        &doc.to_string(),
+    )?;
+    anyhow::ensure!(status == 201, "POST {path}: {status} {body}");
+    Ok(())
+}
+
+/// Runs an `rke2-hub` plan command with `--watch`, its live progress going straight to the
+/// terminal; fails unless the plan completed.
+fn watch(hub: &HubProcess, args: &[&str]) -> Result<()> {
+    let status = std::process::Command::new(built_binary("rke2-hub"))
+        .args(args)
+        .arg("--socket")
+        .arg(hub.socket())
+        .status()
+        .context("rke2-hub")?;
+    anyhow::ensure!(status.success(), "the plan did not complete ({status})");
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     require_root_and_tools();
     let started = Instant::now();
     let state = tempfile::tempdir()?;
-
-    step(
-        "Starting rke2-hub (gRPC with mutual TLS on 127.0.30.1:9811, admin socket, metrics :9812)",
-    );
-    let hub = HubProcess::start(state.path(), HUB_IP);
-    println!("  hub state: {}", state.path().display());
 
     step(&format!(
         "Booting {} simulated servers and {} workers (real systemd, D-Bus, etcd each)",
@@ -92,6 +117,14 @@ fn main() -> Result<()> {
     .context("cluster CAs")?;
     let cluster = SimCluster::boot_with(cas, args.servers, args.workers, |_, setup| setup)
         .context("cluster")?;
+    // Every node runs the older release (what a tarball install of it leaves), servers first.
+    for sim in cluster.nodes() {
+        release::install_rke2(&sim.node, OLD_VERSION)?;
+        sim.node.systemctl(&["restart", sim.unit()])?;
+        sim.node
+            .wait_for_unit_state(sim.unit(), "active", Duration::from_secs(60))?;
+    }
+    println!("  every node runs {OLD_VERSION}");
     // server-1 has been running for ~9 months: its leaves are inside RKE2's renewal window.
     let aged = cluster::NodeSetup::new(Role::Server, None)
         .with_validity(
@@ -103,6 +136,89 @@ fn main() -> Result<()> {
             Validity::ExpiresIn(Duration::from_secs(40 * 86_400)),
         );
     cluster::write_node(&cluster.servers[0].node, &aged, &cluster.cas)?;
+    // A workload on the workers (ReplicaSet pods) with a PodDisruptionBudget: drains evict
+    // one pod at a time and wait for its replacement.
+    for (name, node) in [("web-a", "agent-1"), ("web-b", "agent-2")] {
+        let pod = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": "web"}, "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5f7c9d",
+                "uid": "6c1f0d2e-3b4a-4e59-8f61-2a7d9e0b4c13", "controller": true}]},
+            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 5,
+                     "containers": [{"name": "web", "image": "registry.example/web:1"}]}
+        });
+        kube_post(&cluster, "/api/v1/namespaces/default/pods", &pod)?;
+    }
+    let pdb = serde_json::json!({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "web-pdb"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}
+    });
+    kube_post(
+        &cluster,
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
+        &pdb,
+    )?;
+    println!(
+        "  workload: pods web-a (agent-1), web-b (agent-2), PodDisruptionBudget web-pdb (minAvailable 1)"
+    );
+
+    step(&format!(
+        "Artifact mirror and channel server on {MIRROR_IP} ({OLD_VERSION} and {NEW_VERSION}, sha256sum files)"
+    ));
+    let releases = state.path().join("releases");
+    release::build_release(&releases, OLD_VERSION)?;
+    release::build_release(&releases, NEW_VERSION)?;
+    let mirror = Mirror::serve(
+        &releases,
+        format!("{MIRROR_IP}:8080").parse()?,
+        vec![
+            format!("stable={OLD_VERSION}")
+                .parse()
+                .map_err(anyhow::Error::msg)?,
+            format!("v1.34={NEW_VERSION}")
+                .parse()
+                .map_err(anyhow::Error::msg)?,
+            format!("latest={NEW_VERSION}")
+                .parse()
+                .map_err(anyhow::Error::msg)?,
+        ],
+    )?;
+    println!("  channels: {}/v1-release/channels", mirror.base_url());
+
+    step(
+        "Starting rke2-hub (gRPC with mutual TLS on 127.0.30.1:9811, admin socket, metrics :9812)",
+    );
+    // The hub's Kubernetes access: server-1's rke2.yaml, failing over between all apiservers.
+    let kubeconfig = state.path().join("rke2.yaml");
+    std::fs::write(
+        &kubeconfig,
+        cluster.servers[0]
+            .node
+            .read_file(format!("{CONFIG_DIR}/rke2.yaml"))?,
+    )?;
+    let endpoints = cluster
+        .servers
+        .iter()
+        .map(|s| format!("https://{}:6443", s.node.ip()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let channels = format!("{}/v1-release/channels", mirror.base_url());
+    let hub = HubProcess::start_with(
+        state.path(),
+        HUB_IP,
+        &[
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+            "--apiserver-endpoint",
+            &endpoints,
+            "--artifact-mirror",
+            &mirror.base_url(),
+            "--channel-url",
+            &channels,
+        ],
+    );
+    println!("  hub state: {}", state.path().display());
 
     step(
         "Enrolling every node's agent (single-use token + pinned hub CA; the key never leaves the node)",
@@ -138,38 +254,33 @@ fn main() -> Result<()> {
             .context("certs")?,
     );
 
-    step("Rolling rotation: one node at a time, servers first, each verified before the next");
-    for sim in cluster.servers.iter().chain(cluster.agents.iter()) {
-        println!("\n  -- {} --", sim.node.name());
-        let t0 = Instant::now();
-        let out = sim.node.exec(&[AGENT, "rotate"])?;
-        for line in out
-            .stdout
-            .lines()
-            .filter(|l| l.contains(" ok ") || l.contains("FAILED") || l.contains("succeeded"))
-        {
-            println!("  {line}");
-        }
-        anyhow::ensure!(
-            out.status.success(),
-            "rotation on {} failed; stopping the roll:\n{}",
-            sim.node.name(),
-            out.stdout
-        );
-        println!(
-            "  {} rotated in {:.1} s",
-            sim.node.name(),
-            t0.elapsed().as_secs_f64()
-        );
-    }
+    step("Rolling rotation, planned by the hub: rke2-hub rotate --dry-run (order and gates)");
+    indent(&hub.cli(&["rotate", "--dry-run"]).context("dry run")?);
+    step(
+        "rke2-hub rotate --watch: one node at a time, servers first, each verified before the next",
+    );
+    watch(&hub, &["rotate", "--settle", "2s", "--watch"])?;
+    step(&format!(
+        "Rolling upgrade from the v1.34 channel: rke2-hub upgrade --channel v1.34 --watch ({OLD_VERSION} → {NEW_VERSION})"
+    ));
+    watch(
+        &hub,
+        &["upgrade", "--channel", "v1.34", "--settle", "2s", "--watch"],
+    )?;
     // One heartbeat (5 s) lets every agent report its unit's state after the restart.
     std::thread::sleep(Duration::from_secs(6));
-    step("After the roll: every node fresh (rke2-hub nodes)");
+    step("After both plans: rke2-hub nodes");
     indent(&hub.cli(&["nodes"]).context("nodes")?);
+    step("rke2-hub plans");
+    indent(&hub.cli(&["plans"]).context("plans")?);
 
     step("Explore");
     println!(
-        "  rke2-hub nodes|certs [--output json] --socket {}",
+        "  rke2-hub nodes|certs|plans [--output json] --socket {}",
+        hub.socket().display()
+    );
+    println!(
+        "  rke2-hub plan show 2 --socket {0};  rke2-hub restart --dry-run --socket {0}",
         hub.socket().display()
     );
     println!("  hub metrics:  curl http://{HUB_IP}:9812/metrics");
@@ -201,9 +312,10 @@ fn main() -> Result<()> {
         }
         _ => {}
     }
-    step("Tearing down (SIGKILL to each node's init, SIGTERM to the hub)");
+    step("Tearing down (SIGKILL to each node's init, SIGTERM to the hub, mirror stopped)");
     drop(cluster);
     hub.stop();
+    drop(mirror);
     println!("  done");
     Ok(())
 }

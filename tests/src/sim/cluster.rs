@@ -231,6 +231,28 @@ pub fn https_get(
     path: &str,
     client: Option<&str>,
 ) -> Result<(u16, String), ClusterError> {
+    https_request(node, port, path, client, None)
+}
+
+/// [`https_get`] as a `POST` of the JSON document `body` (e.g. a Pod to the Kubernetes API
+/// stand-in).
+pub fn https_post_json(
+    node: &Node,
+    port: u16,
+    path: &str,
+    client: Option<&str>,
+    body: &str,
+) -> Result<(u16, String), ClusterError> {
+    https_request(node, port, path, client, Some(body))
+}
+
+fn https_request(
+    node: &Node,
+    port: u16,
+    path: &str,
+    client: Option<&str>,
+    body: Option<&str>,
+) -> Result<(u16, String), ClusterError> {
     let ca = format!("{DATA_DIR}/agent/server-ca.crt");
     let url = format!("https://{}:{port}{path}", node.ip());
     let mut argv: Vec<String> = [
@@ -252,6 +274,16 @@ pub fn https_get(
             format!("{DATA_DIR}/{base}.crt"),
             "--key".to_owned(),
             format!("{DATA_DIR}/{base}.key"),
+        ]);
+    }
+    if let Some(body) = body {
+        argv.extend([
+            "-X".to_owned(),
+            "POST".to_owned(),
+            "-H".to_owned(),
+            "Content-Type: application/json".to_owned(),
+            "--data-binary".to_owned(),
+            body.to_owned(),
         ]);
     }
     argv.push(url);
