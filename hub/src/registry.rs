@@ -96,6 +96,13 @@ impl Registry {
         stale
     }
 
+    /// Drops every session (their response streams end): the hub is stopping.
+    pub fn close_all(&self) {
+        if let Ok(mut sessions) = self.sessions.lock() {
+            sessions.clear();
+        }
+    }
+
     /// Names of connected nodes.
     #[must_use]
     pub fn connected(&self) -> Vec<String> {

@@ -56,7 +56,9 @@ pub async fn run(
             ..crate::engine::EngineSettings::default()
         },
     );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let hub = Hub {
+        shutdown: stop_rx.clone(),
         engine: Arc::clone(&engine),
         channel_url: config.channel_url.clone(),
         metrics: Arc::clone(&metrics),
@@ -102,7 +104,6 @@ pub async fn run(
     let admin_api = AdminServiceServer::new(AdminApi::new(hub.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -157,6 +158,8 @@ pub async fn run(
     shutdown.await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
+    // Ending every agent stream lets the graceful shutdown finish at once.
+    hub.registry.close_all();
     sweeper.abort();
     engine_task.abort();
     if let Some(task) = auto_task {

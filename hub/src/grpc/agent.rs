@@ -193,10 +193,16 @@ impl AgentApi {
 
         let registry = std::sync::Arc::clone(&self.hub.registry);
         let engine = std::sync::Arc::clone(&self.hub.engine);
+        let shutdown = self.hub.shutdown.clone();
         let metrics = std::sync::Arc::clone(&self.hub.metrics);
         tokio::spawn(async move {
+            let mut shutdown = shutdown;
             let reason = loop {
-                match inbound.next().await {
+                let next = tokio::select! {
+                    next = inbound.next() => next,
+                    _ = shutdown.wait_for(|stop| *stop) => break "hub shutting down".to_owned(),
+                };
+                match next {
                     None => break "stream closed".to_owned(),
                     Some(Err(e)) => {
                         // Tell the agent why (e.g. a message over the size limit) instead of

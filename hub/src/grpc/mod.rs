@@ -34,6 +34,8 @@ pub struct Hub {
     pub engine: Arc<crate::engine::Engine>,
     /// RKE2's channels JSON (for `upgrade --channel`).
     pub channel_url: String,
+    /// Becomes true when the hub stops: agent streams end so the server can drain.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Records `result` of `method` that started at `started`, and passes it through.
