@@ -80,6 +80,10 @@ pub struct FileConfig {
     pub auto_restart_within_days: Option<u64>,
     /// Auto-maintenance: the window those plans run in (e.g. `Sat,Sun 02:00-05:00 UTC`).
     pub auto_restart_window: Option<String>,
+    /// Connections without a hub certificate one address may hold (default 32).
+    pub max_unauthenticated_per_peer: Option<usize>,
+    /// Seconds a TLS handshake may take (default 10).
+    pub tls_handshake_timeout_secs: Option<u64>,
 }
 
 /// Flag overrides.
@@ -99,6 +103,8 @@ pub struct Overrides {
     pub artifact_mirror: Option<String>,
     pub auto_restart_within_days: Option<u64>,
     pub auto_restart_window: Option<String>,
+    pub max_unauthenticated_per_peer: Option<usize>,
+    pub tls_handshake_timeout_secs: Option<u64>,
 }
 
 /// RKE2's release channels.
@@ -135,6 +141,8 @@ pub struct Config {
     pub auto_restart_within: Option<Duration>,
     /// Auto-maintenance window.
     pub auto_restart_window: Option<String>,
+    /// The agents' listener's limits.
+    pub listener_limits: crate::listener::Limits,
 }
 
 fn addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -244,6 +252,35 @@ impl Config {
                     Some(w)
                 }
                 None => None,
+            },
+            listener_limits: {
+                let defaults = crate::listener::Limits::default();
+                let per_peer = o
+                    .max_unauthenticated_per_peer
+                    .or(file.max_unauthenticated_per_peer)
+                    .map_or(Ok(defaults.per_peer), |n| {
+                        std::num::NonZeroUsize::new(n).ok_or(ConfigError::Invalid {
+                            key: "max_unauthenticated_per_peer",
+                            message: "must be at least 1".to_owned(),
+                        })
+                    })?;
+                let handshake = o
+                    .tls_handshake_timeout_secs
+                    .or(file.tls_handshake_timeout_secs)
+                    .map_or(Ok(defaults.handshake_timeout), |s| {
+                        if s == 0 {
+                            Err(ConfigError::Invalid {
+                                key: "tls_handshake_timeout_secs",
+                                message: "must be at least 1".to_owned(),
+                            })
+                        } else {
+                            Ok(Duration::from_secs(s))
+                        }
+                    })?;
+                crate::listener::Limits {
+                    per_peer,
+                    handshake_timeout: handshake,
+                }
             },
         })
     }

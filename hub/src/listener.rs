@@ -50,6 +50,25 @@ use tracing::Instrument as _;
 pub const MAX_UNAUTHENTICATED_PER_PEER: usize = 32;
 /// How long a TLS handshake may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The listener's limits (config keys `max_unauthenticated_per_peer`,
+/// `tls_handshake_timeout_secs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections without a hub certificate one peer address may hold.
+    pub per_peer: NonZeroUsize,
+    /// How long a TLS handshake may take.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            per_peer: NonZeroUsize::new(MAX_UNAUTHENTICATED_PER_PEER).unwrap_or(NonZeroUsize::MIN),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+        }
+    }
+}
 /// Pause after a failed accept (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -205,13 +224,12 @@ pub fn server_config(
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    limits: Limits,
 ) -> ReceiverStream<std::io::Result<TlsStream<PeerStream>>> {
     let (tx, rx) = mpsc::channel(32);
-    let slots = Arc::new(Mutex::new(PeerSlots::new(
-        NonZeroUsize::new(MAX_UNAUTHENTICATED_PER_PEER).expect("the limit is not zero"),
-    )));
+    let slots = Arc::new(Mutex::new(PeerSlots::new(limits.per_peer)));
     tokio::spawn(
-        accept_loop(listener, TlsAcceptor::from(tls), slots, tx)
+        accept_loop(listener, TlsAcceptor::from(tls), slots, tx, limits)
             .instrument(tracing::info_span!("tls_listener")),
     );
     ReceiverStream::new(rx)
@@ -222,6 +240,7 @@ async fn accept_loop(
     acceptor: TlsAcceptor,
     slots: Arc<Mutex<PeerSlots>>,
     tx: mpsc::Sender<std::io::Result<TlsStream<PeerStream>>>,
+    limits: Limits,
 ) {
     loop {
         let (tcp, addr) = tokio::select! {
@@ -244,7 +263,7 @@ async fn accept_loop(
             if first {
                 tracing::warn!(
                     %peer,
-                    limit = MAX_UNAUTHENTICATED_PER_PEER,
+                    limit = limits.per_peer.get(),
                     "refusing connections from a peer that holds its limit of connections \
                      without a hub certificate"
                 );
@@ -263,7 +282,8 @@ async fn accept_loop(
         let (acceptor, tx) = (acceptor.clone(), tx.clone());
         tokio::spawn(
             async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await
+                {
                     Ok(Ok(mut tls)) => {
                         // A certificate the hub CA signed: the peer is known, its connection
                         // no longer counts against the address.

@@ -33,6 +33,8 @@ fn config(args: &ServeArgs) -> Result<Config, rke2_hub::config::ConfigError> {
             artifact_mirror: args.artifact_mirror.clone(),
             auto_restart_within_days: args.auto_restart_within_days,
             auto_restart_window: args.auto_restart_window.clone(),
+            max_unauthenticated_per_peer: args.max_unauthenticated_per_peer,
+            tls_handshake_timeout_secs: args.tls_handshake_timeout_secs,
         },
     )
 }

@@ -115,7 +115,7 @@ pub async fn run(
         .add_service(agent_api)
         .add_service(admin_api.clone())
         .serve_with_incoming_shutdown(
-            crate::listener::incoming(tcp, tls),
+            crate::listener::incoming(tcp, tls, config.listener_limits),
             stopped(stop_rx.clone()),
         );
     let uds_server = Server::builder()

@@ -74,6 +74,14 @@ impl Hub {
                 &grpc,
             ])
             .args(["--metrics-addr", &format!("{ip}:{METRICS_PORT}")])
+            // The listener's limits are config keys; the tests set them (not the defaults of
+            // 32 and 10 s) to prove they take effect.
+            .args([
+                "--max-unauthenticated-per-peer",
+                &MAX_UNAUTHENTICATED_PER_PEER.to_string(),
+                "--tls-handshake-timeout-secs",
+                &HANDSHAKE_TIMEOUT.as_secs().to_string(),
+            ])
             .arg("--state-dir")
             .arg(dir.path().join("state"))
             .arg("--admin-socket")
@@ -1125,6 +1133,24 @@ async fn oversized_and_malformed_messages_are_refused_and_change_nothing() {
         Code::InvalidArgument,
         vec!["hello.role"],
     ));
+    let mut long_version = hello("alpha");
+    if let Some(pb::agent_message::Body::Hello(h)) = &mut long_version.body {
+        h.rke2_version = "v".repeat(10_000);
+    }
+    cases.push((
+        "a 10 kB version string in the hello",
+        vec![long_version],
+        Code::InvalidArgument,
+        vec!["hello.rke2_version", "256 bytes"],
+    ));
+    let mut long_state = full_status(other("10"));
+    long_state.service_state = "x".repeat(10_000);
+    cases.push((
+        "a 10 kB unit state",
+        vec![hello("alpha"), status_message(long_state)],
+        Code::InvalidArgument,
+        vec!["status.rke2_version / status.service_state", "256 bytes"],
+    ));
     cases.push((
         "a status before the hello",
         vec![status_message(full_status(other("09")))],
@@ -1185,10 +1211,10 @@ async fn oversized_and_malformed_messages_are_refused_and_change_nothing() {
 }
 
 /// What the hub lets a peer without a hub certificate hold (handshakes in progress and
-/// anonymous connections): `rke2_hub::listener::MAX_UNAUTHENTICATED_PER_PEER`.
-const MAX_UNAUTHENTICATED_PER_PEER: usize = 32;
-/// How long the hub waits for a TLS handshake: `rke2_hub::listener::HANDSHAKE_TIMEOUT`.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// anonymous connections), as the tests configure it (`--max-unauthenticated-per-peer`).
+const MAX_UNAUTHENTICATED_PER_PEER: usize = 24;
+/// How long the hub waits for a TLS handshake, as configured (`--tls-handshake-timeout-secs`).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// A TCP connection from `source` to the hub's gRPC port.
 async fn tcp_from(source: IpAddr, hub: &Hub) -> std::io::Result<tokio::net::TcpStream> {

@@ -204,6 +204,12 @@ pub struct ServeArgs {
     /// Auto-maintenance window, e.g. "Sat,Sun 02:00-05:00 Europe/Berlin".
     #[arg(long, env = "RKE2_HUB_AUTO_RESTART_WINDOW")]
     pub auto_restart_window: Option<String>,
+    /// Connections without a hub certificate one address may hold [default: 32].
+    #[arg(long, env = "RKE2_HUB_MAX_UNAUTHENTICATED_PER_PEER")]
+    pub max_unauthenticated_per_peer: Option<usize>,
+    /// Seconds a TLS handshake may take [default: 10].
+    #[arg(long, env = "RKE2_HUB_TLS_HANDSHAKE_TIMEOUT_SECS")]
+    pub tls_handshake_timeout_secs: Option<u64>,
 }
 
 /// `--output` values.

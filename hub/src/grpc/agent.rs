@@ -168,6 +168,11 @@ impl AgentApi {
                 hello.node_name
             )));
         }
+        if hello.rke2_version.len() > MAX_FIELD || hello.agent_version.len() > MAX_FIELD {
+            return Err(Status::invalid_argument(format!(
+                "hello.rke2_version / hello.agent_version: longer than {MAX_FIELD} bytes"
+            )));
+        }
         let role = convert::role_word(hello.role);
         if role == "unknown" {
             return Err(Status::invalid_argument(
