@@ -102,6 +102,51 @@ impl Collector for FleetCollector {
             "Each node's renewal deadline (earliest leaf NotAfter)",
             &deadlines,
         )?;
+        // Plans: every plan by kind and state, and the active plan's nodes by phase (an
+        // alert on `state="halted"` pages whoever must resume, skip or abort it).
+        if let Ok(plans) = self.store.plans(false) {
+            let mut by_state: std::collections::BTreeMap<(String, String), usize> =
+                Default::default();
+            for p in &plans {
+                *by_state
+                    .entry((p.kind.name().to_owned(), p.state.name().to_owned()))
+                    .or_default() += 1;
+            }
+            let series: Vec<(Labels, f64)> = by_state
+                .into_iter()
+                .map(|((kind, state), n)| (vec![("kind", kind), ("state", state)], n as f64))
+                .collect();
+            gauge(
+                &mut encoder,
+                "rke2ops_hub_plans",
+                "Plans by kind and state",
+                &series,
+            )?;
+            let mut phases = Vec::new();
+            for p in plans.iter().filter(|p| !p.state.is_final()) {
+                let mut by_phase: std::collections::BTreeMap<&str, usize> = Default::default();
+                for n in self.store.plan_nodes(p.id).unwrap_or_default() {
+                    *by_phase.entry(n.phase.name()).or_default() += 1;
+                }
+                for (phase, n) in by_phase {
+                    phases.push((
+                        vec![
+                            ("plan", p.id.to_string()),
+                            ("kind", p.kind.name().to_owned()),
+                            ("state", p.state.name().to_owned()),
+                            ("phase", phase.to_owned()),
+                        ],
+                        n as f64,
+                    ));
+                }
+            }
+            gauge(
+                &mut encoder,
+                "rke2ops_hub_plan_nodes",
+                "Nodes of active plans by phase",
+                &phases,
+            )?;
+        }
         if let Ok(Some(earliest)) = self.store.earliest_not_after() {
             gauge(
                 &mut encoder,

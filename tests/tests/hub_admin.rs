@@ -91,30 +91,11 @@ fn remote_admin_over_tls_with_an_admin_certificate() {
     ] {
         assert!(metrics.contains(name), "missing {name}:\n{metrics}");
     }
-    let promtool = promtool_check(&metrics);
+    let promtool = rke2ops_tests::http::promtool_check(&metrics);
     assert!(
         promtool.status.success(),
         "promtool: {}",
         String::from_utf8_lossy(&promtool.stdout)
     );
     hub.stop();
-}
-
-/// `promtool check metrics` on `text`.
-fn promtool_check(text: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool is installed (scripts/install-test-deps.sh)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
-    child.wait_with_output().expect("wait")
 }

@@ -185,6 +185,27 @@ async fn failure_halts_then_resume_retries_and_skip_passes() {
         reason.contains("server-2") && reason.contains("certificate rotate exited 1"),
         "{reason}"
     );
+    // The halt is visible in the hub's metrics (promtool-clean).
+    let metrics = tokio::task::block_in_place(|| {
+        rke2ops_tests::http::get("127.0.60.3:9812".parse().expect("addr"), "/metrics", None)
+    })
+    .expect("metrics");
+    assert_eq!(
+        rke2ops_tests::http::sample(&metrics, "rke2ops_hub_plans", "state=\"halted\""),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        rke2ops_tests::http::sample(&metrics, "rke2ops_hub_plan_nodes", "phase=\"failed\""),
+        Some(1.0),
+        "{metrics}"
+    );
+    let promtool = tokio::task::block_in_place(|| rke2ops_tests::http::promtool_check(&metrics));
+    assert!(
+        promtool.status.success(),
+        "promtool: {}",
+        String::from_utf8_lossy(&promtool.stdout)
+    );
     // Nothing after the failed node was touched.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let touched: Vec<String> = fleet.spans().into_iter().map(|s| s.node).collect();
