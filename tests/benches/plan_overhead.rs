@@ -298,6 +298,7 @@ impl Bench {
             version: VERSION.to_owned(),
             op_time,
             heartbeat,
+            renewal_deadline_in: None,
         };
         let addr = format!("{ip}:9811").parse().expect("addr");
         let fleet = FakeFleet::start(addr, &socket, &spec).await;

@@ -73,6 +73,8 @@ pub struct FleetSpec {
     pub op_time: Duration,
     /// Heartbeat (summary status) interval.
     pub heartbeat: Duration,
+    /// The renewal deadline every node reports, this far from now (`None`: none reported).
+    pub renewal_deadline_in: Option<Duration>,
 }
 
 /// A running fake fleet.
@@ -303,6 +305,14 @@ impl Agent {
                 service_state: if me_down { "activating" } else { "active" }.to_owned(),
                 worst_status: pb::CertStatus::Ok.into(),
                 rke2_version: version,
+                renewal_deadline: self.spec.renewal_deadline_in.map(|d| {
+                    let at = std::time::SystemTime::now() + d;
+                    let t = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                    prost_types::Timestamp {
+                        seconds: i64::try_from(t.as_secs()).unwrap_or(0),
+                        nanos: 0,
+                    }
+                }),
                 etcd,
                 readiness: Some(pb::Readiness {
                     apiserver_ready: self.server && !me_down,

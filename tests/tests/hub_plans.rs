@@ -16,6 +16,7 @@ fn spec(servers: usize, agents: usize, op_ms: u64) -> FleetSpec {
         version: "v1.33.5+rke2r1".to_owned(),
         op_time: Duration::from_millis(op_ms),
         heartbeat: Duration::from_millis(300),
+        renewal_deadline_in: None,
     }
 }
 
@@ -360,4 +361,42 @@ async fn a_hub_killed_mid_plan_finishes_it_after_a_restart() {
         );
     }
     assert_eq!(max_overlap(&spans), 1, "never two nodes at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn auto_maintenance_restarts_nodes_before_their_renewal_deadline_once() {
+    let ip = "127.0.60.7";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auto = ["--auto-restart-within-days", "30"];
+    let hub = tokio::task::block_in_place(|| HubProcess::start_with(dir.path(), ip, &auto));
+    let mut near = spec(3, 1, 200);
+    // 20 days before the first leaf expires: inside the 30-day lead, and RKE2's 120-day
+    // window, so a restart renews.
+    near.renewal_deadline_in = Some(Duration::from_secs(20 * 86_400));
+    let fleet = FakeFleet::start(hub.addr.parse().expect("addr"), &hub.socket(), &near).await;
+    // The hub looks at start and every 5 minutes; a restart makes it look now.
+    hub.kill();
+    let hub = tokio::task::block_in_place(|| HubProcess::start_with(dir.path(), ip, &auto));
+    let started = Instant::now();
+    let id = loop {
+        let plans = json(&hub, &["plans"]);
+        if let Some(p) = plans.as_array().and_then(|p| p.first()) {
+            break p["id"].as_str().expect("id").to_owned();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no auto plan");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let view = plan(&hub, &id);
+    assert_eq!(view["kind"], "restart");
+    assert_eq!(view["origin"], "auto-maintenance");
+    assert_eq!(view["created_by"], "hub:auto-maintenance");
+    wait_state(&hub, &id, "completed", Duration::from_secs(60)).await;
+    assert_eq!(fleet.spans().len(), 4, "every node restarted once");
+    assert!(fleet.spans().iter().all(|s| s.kind == "restart"));
+    // The fake nodes still report the same deadline (a restart that renewed nothing): the
+    // hub does not loop on them within a day.
+    hub.kill();
+    let hub = tokio::task::block_in_place(|| HubProcess::start_with(dir.path(), ip, &auto));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(json(&hub, &["plans"]).as_array().map(Vec::len), Some(1));
 }
