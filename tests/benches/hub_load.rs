@@ -563,31 +563,7 @@ async fn run(
 
 /// The admin socket's client, once the hub answers on it.
 async fn admin_client(hub: &Hub) -> AdminServiceClient<Channel> {
-    let started = Instant::now();
-    loop {
-        let path = hub.socket.clone();
-        let channel = tonic::transport::Endpoint::from_static("http://hub.invalid")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }))
-            .await;
-        if let Ok(channel) = channel {
-            let mut client = AdminServiceClient::new(channel);
-            if client.list_nodes(pb::ListNodesRequest {}).await.is_ok() {
-                return client;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the hub did not come up (see its log)"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    rke2ops_tests::fleet::admin_client(&hub.socket).await
 }
 
 /// Enrolls `n` agents through the real `Enroll` RPC; their identities and the hub CA.

@@ -141,3 +141,38 @@ impl Drop for HubProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Where the agent binary goes on a node.
+pub const AGENT_BIN: &str = "/usr/local/bin/rke2-node-agent";
+
+/// Installs the real `rke2-node-agent` on `node` under the shipped unit, configured to enroll
+/// with `hub` (a fresh single-use token and the hub CA's pin), with the node's metrics and
+/// kubelet addresses and `extra_toml` lines appended, and starts it.
+///
+/// # Errors
+/// When the token cannot be created or the node refuses a step.
+pub fn enroll_agent(
+    node: &crate::ground::Node,
+    hub: &HubProcess,
+    extra_toml: &str,
+) -> crate::ground::Result<()> {
+    let token = hub.json(&["token", "create", "--ttl", "15m"]);
+    let field = |key: &str| token[key].as_str().unwrap_or_default().to_owned();
+    node.install_binary(built_binary("rke2-node-agent"), AGENT_BIN)?;
+    node.write_file(
+        "/etc/rke2-ops/node-agent.toml",
+        format!(
+            "metrics_addr = \"{ip}:9810\"\nkubelet_healthz_addr = \"{ip}:10248\"\n\
+             hub_address = \"{}\"\nhub_token = \"{}\"\nhub_ca_pin = \"{}\"\nnode_name = \"{}\"\n{extra_toml}",
+            hub.addr,
+            field("token"),
+            field("ca_pin"),
+            node.name(),
+            ip = node.ip(),
+        ),
+    )?;
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/rke2-node-agent.service");
+    node.install_unit_file(&unit)?;
+    node.systemctl(&["enable", "--now", "rke2-node-agent.service"])?;
+    Ok(())
+}

@@ -209,15 +209,7 @@ fn checksum_mismatch_is_refused_and_nothing_is_installed() {
     require_root_and_tools();
     let (_, _, new) = releases();
     let bad_dir = tempfile::tempdir().expect("tempdir");
-    let bad = bad_dir.path().join(NEW_VERSION);
-    std::fs::create_dir_all(&bad).expect("mkdir");
-    std::fs::copy(&new.tarball, bad.join("rke2.linux-amd64.tar.gz")).expect("copy");
-    let sums = std::fs::read_to_string(&new.sums).expect("sums");
-    std::fs::write(
-        bad.join("sha256sum-amd64.txt"),
-        sums.replace(&new.sha256, &"0".repeat(64)),
-    )
-    .expect("write");
+    release::with_lying_checksum(bad_dir.path(), NEW_VERSION, new).expect("lying mirror");
     let bad_mirror = Mirror::serve(
         bad_dir.path(),
         format!("{MIRROR_IP}:0").parse().expect("addr"),

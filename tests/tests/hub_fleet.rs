@@ -5,18 +5,15 @@
 //!
 //! Needs root and `cargo build --workspace --bins` first.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rke2ops_tests::ground::{built_binary, require_root_and_tools};
+use rke2ops_tests::ground::require_root_and_tools;
 use rke2ops_tests::hub::HubProcess as Hub;
-use rke2ops_tests::sim::cluster::{self, SimCluster, SimNode};
+use rke2ops_tests::sim::cluster::{self, SimCluster};
 use rke2ops_tests::sim::tree::{Role, Validity};
 use serde_json::Value;
 
 const HUB_IP: &str = "127.0.30.10";
-const HUB_ADDR: &str = "127.0.30.10:9811";
-const AGENT: &str = "/usr/local/bin/rke2-node-agent";
 
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -27,28 +24,6 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
-}
-
-fn enroll(sim: &SimNode, hub: &Hub) {
-    let token = hub.json(&["token", "create", "--ttl", "10m"]);
-    let node = &sim.node;
-    node.install_binary(built_binary("rke2-node-agent"), AGENT)
-        .expect("agent");
-    node.write_file(
-        "/etc/rke2-ops/node-agent.toml",
-        format!(
-            "metrics_addr = \"{ip}:9810\"\nkubelet_healthz_addr = \"{ip}:10248\"\nhub_address = \"{HUB_ADDR}\"\nhub_token = \"{}\"\nhub_ca_pin = \"{}\"\nnode_name = \"{}\"\nheartbeat_secs = 2\n",
-            token["token"].as_str().expect("token"),
-            token["ca_pin"].as_str().expect("pin"),
-            node.name(),
-            ip = node.ip(),
-        ),
-    )
-    .expect("config");
-    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/rke2-node-agent.service");
-    node.install_unit_file(&unit).expect("unit");
-    node.systemctl(&["start", "rke2-node-agent.service"])
-        .expect("start agent");
 }
 
 fn node<'a>(nodes: &'a Value, name: &str) -> Option<&'a Value> {
@@ -65,7 +40,7 @@ fn three_nodes_enroll_report_and_survive_a_hub_restart() {
     let hub = Hub::start(state.path(), HUB_IP);
     let cluster = SimCluster::boot(1, 2).expect("cluster");
     for sim in cluster.nodes() {
-        enroll(sim, &hub);
+        rke2ops_tests::hub::enroll_agent(&sim.node, &hub, "heartbeat_secs = 2\n").expect("enroll");
     }
     wait_until(
         "three nodes online with status",

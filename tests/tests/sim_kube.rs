@@ -7,19 +7,17 @@
 //! Needs root, systemd, etcd and curl (`scripts/install-test-deps.sh`) and
 //! `cargo build --workspace --bins` first.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Container, Event, Node, Pod, PodSpec};
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use rke2_hub::kube::{DrainOptions, KubeAccess, KubeError, KubeSettings};
 use rke2ops_tests::ground::{Node as GroundNode, require_root_and_tools};
 use rke2ops_tests::sim::cluster::{self, CONFIG_DIR, SimCluster};
+use rke2ops_tests::sim::kube::fixtures::{pdb, workload_pod};
 use rke2ops_tests::sim::tree::Role;
 
 /// The admin kubeconfig of `server` (RKE2's `rke2.yaml`) with `server:` set to its IP, as an
@@ -72,53 +70,6 @@ fn ready_status(node: &Node) -> String {
 }
 
 /// A ReplicaSet-owned workload pod labelled `app=<app>` on `node`.
-fn workload_pod(name: &str, app: &str, node: &str) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            labels: Some(BTreeMap::from([("app".to_owned(), app.to_owned())])),
-            owner_references: Some(vec![OwnerReference {
-                api_version: "apps/v1".into(),
-                kind: "ReplicaSet".into(),
-                name: format!("{app}-7d4b9c"),
-                uid: "0b6f2a52-1c3e-4f0a-9d38-3c1b2a7e5f10".into(),
-                controller: Some(true),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            node_name: Some(node.to_owned()),
-            containers: vec![Container {
-                name: "app".into(),
-                image: Some("registry.example/app:1".into()),
-                ..Default::default()
-            }],
-            termination_grace_period_seconds: Some(30),
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
-
-fn pdb(name: &str, app: &str, min_available: i32) -> PodDisruptionBudget {
-    PodDisruptionBudget {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        },
-        spec: Some(PodDisruptionBudgetSpec {
-            min_available: Some(IntOrString::Int(min_available)),
-            selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([("app".to_owned(), app.to_owned())])),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
-
 async fn pods_on(client: &Client, node: &str) -> Vec<Pod> {
     let pods: Api<Pod> = Api::all(client.clone());
     pods.list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
@@ -232,7 +183,7 @@ async fn nodes_pods_evictions_and_budgets_behave_like_kubernetes() {
     // Workload: two web pods on agent-1 and agent-2, a PDB needing both.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     for (name, node) in [("web-a", "agent-1"), ("web-b", "agent-2")] {
-        pods.create(&PostParams::default(), &workload_pod(name, "web", node))
+        pods.create(&PostParams::default(), &workload_pod(name, "web", node, 30))
             .await
             .expect("create pod");
     }
@@ -344,7 +295,7 @@ async fn nodes_pods_evictions_and_budgets_behave_like_kubernetes() {
     // A pod without a node is placed on a schedulable Ready node; DELETE with grace 0
     // removes it at once, and a pod without a ReplicaSet gets no replacement.
     nodes.cordon("agent-2").await.expect("cordon agent-2");
-    let mut loose = workload_pod("loose", "loose", "");
+    let mut loose = workload_pod("loose", "loose", "", 30);
     loose.metadata.owner_references = None;
     if let Some(spec) = loose.spec.as_mut() {
         spec.node_name = None;
@@ -444,7 +395,7 @@ async fn writes_and_kubelets_survive_one_of_three_servers_down() {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     pods.create(
         &PostParams::default(),
-        &workload_pod("db-0", "db", "agent-1"),
+        &workload_pod("db-0", "db", "agent-1", 30),
     )
     .await
     .expect("create pod");
@@ -519,7 +470,7 @@ async fn hub_drain_waits_for_budgets_and_names_the_blocking_one() {
         ("web-b", "agent-1"),
         ("web-c", "agent-2"),
     ] {
-        pods.create(&PostParams::default(), &workload_pod(name, "web", node))
+        pods.create(&PostParams::default(), &workload_pod(name, "web", node, 30))
             .await
             .expect("create pod");
     }
@@ -577,7 +528,7 @@ async fn hub_drain_waits_for_budgets_and_names_the_blocking_one() {
     // A budget that can never allow a disruption: DrainBlocked naming it.
     pods.create(
         &PostParams::default(),
-        &workload_pod("solo-0", "solo", "agent-2"),
+        &workload_pod("solo-0", "solo", "agent-2", 30),
     )
     .await
     .expect("create solo pod");

@@ -11,20 +11,18 @@
 //! uncordoned).
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use rke2ops_tests::ground::{built_binary, require_root_and_tools};
 use rke2ops_tests::hub::HubProcess;
-use rke2ops_tests::sim::cluster::{self, CONFIG_DIR, SimCluster, SimNode};
+use rke2ops_tests::sim::cluster::{self, CONFIG_DIR, SimCluster};
 use rke2ops_tests::sim::mirror::Mirror;
 use rke2ops_tests::sim::release::{self, NEW_VERSION, OLD_VERSION};
 use rke2ops_tests::sim::tree::{Role, Validity};
 use time::OffsetDateTime;
 
-const AGENT: &str = "/usr/local/bin/rke2-node-agent";
 const HUB_IP: &str = "127.0.30.1";
 const MIRROR_IP: &str = "127.0.30.2";
 
@@ -51,28 +49,6 @@ fn indent(text: &str) {
     for line in text.lines() {
         println!("  {line}");
     }
-}
-
-fn enroll(sim: &SimNode, hub: &HubProcess) -> Result<()> {
-    let token = hub.json(&["token", "create", "--ttl", "15m"]);
-    let node = &sim.node;
-    node.install_binary(built_binary("rke2-node-agent"), AGENT)?;
-    node.write_file(
-        "/etc/rke2-ops/node-agent.toml",
-        format!(
-            "metrics_addr = \"{ip}:9810\"\nkubelet_healthz_addr = \"{ip}:10248\"\nready_timeout_secs = 60\n\
-             hub_address = \"{}\"\nhub_token = \"{}\"\nhub_ca_pin = \"{}\"\nnode_name = \"{}\"\nheartbeat_secs = 5\n",
-            hub.addr,
-            token["token"].as_str().context("token")?,
-            token["ca_pin"].as_str().context("pin")?,
-            node.name(),
-            ip = node.ip(),
-        ),
-    )?;
-    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/rke2-node-agent.service");
-    node.install_unit_file(&unit)?;
-    node.systemctl(&["enable", "--now", "rke2-node-agent.service"])?;
-    Ok(())
 }
 
 /// POSTs `doc` to the Kubernetes API stand-in on server-1 as the cluster admin.
@@ -224,7 +200,11 @@ fn main() -> Result<()> {
         "Enrolling every node's agent (single-use token + pinned hub CA; the key never leaves the node)",
     );
     for sim in cluster.nodes() {
-        enroll(sim, &hub)?;
+        rke2ops_tests::hub::enroll_agent(
+            &sim.node,
+            &hub,
+            "ready_timeout_secs = 60\nheartbeat_secs = 5\n",
+        )?;
         println!("  {} ({}) enrolled", sim.node.name(), sim.node.ip());
     }
     let total = cluster.nodes().count();

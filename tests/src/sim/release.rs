@@ -231,6 +231,26 @@ pub fn build_release(out_dir: &Path, version: &str) -> Result<Release, ReleaseEr
     build_release_from(out_dir, version, &built_binary("rke2"))
 }
 
+/// A copy of `release` under `<dir>/<version>/` whose `sha256sum` file lies (zeros for the
+/// tarball): what a tampered or corrupted mirror serves.
+///
+/// # Errors
+/// When the files cannot be copied or written.
+pub fn with_lying_checksum(
+    dir: &Path,
+    version: &str,
+    release: &Release,
+) -> Result<(), ReleaseError> {
+    let out = dir.join(version);
+    std::fs::create_dir_all(&out).map_err(io(&out))?;
+    let tarball = out.join(tarball_name(ARCH));
+    std::fs::copy(&release.tarball, &tarball).map_err(io(&tarball))?;
+    let sums = std::fs::read_to_string(&release.sums).map_err(io(&release.sums))?;
+    let lying = out.join(sums_name(ARCH));
+    std::fs::write(&lying, sums.replace(&release.sha256, &"0".repeat(64))).map_err(io(&lying))?;
+    Ok(())
+}
+
 /// Puts the simulated `rke2` of `version` at `/usr/local/bin/rke2` on `node` (what a tarball
 /// install of that release leaves there); takes effect at the next start.
 ///

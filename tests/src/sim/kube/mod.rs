@@ -16,6 +16,7 @@
 
 pub mod client;
 pub mod controller;
+pub mod fixtures;
 pub mod handlers;
 pub mod kubelet;
 pub mod objects;
