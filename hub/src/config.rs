@@ -107,6 +107,19 @@ pub struct Overrides {
     pub tls_handshake_timeout_secs: Option<u64>,
 }
 
+/// The systemd credential the hub reads its kubeconfig from when `kubeconfig` is not set:
+/// the hub runs as a dynamic user that cannot read a root-only `rke2.yaml` copy, so the unit
+/// passes it with `LoadCredential=kubeconfig:/etc/rke2-ops/rke2.yaml`.
+pub const KUBECONFIG_CREDENTIAL: &str = "kubeconfig";
+
+/// `<credentials dir>/<name>` when systemd passed that credential (pure but for the
+/// existence check).
+#[must_use]
+pub fn credential(dir: Option<&std::ffi::OsStr>, name: &str) -> Option<PathBuf> {
+    let path = Path::new(dir?).join(name);
+    path.is_file().then_some(path)
+}
+
 /// RKE2's release channels.
 pub const DEFAULT_CHANNEL_URL: &str = "https://update.rke2.io/v1-release/channels";
 /// RKE2's release artifacts (`<prefix>/<version>/rke2.linux-<arch>.tar.gz`).
@@ -223,7 +236,12 @@ impl Config {
                     .or(file.heartbeat_timeout_secs)
                     .unwrap_or(35),
             ),
-            kubeconfig: o.kubeconfig.or(file.kubeconfig),
+            kubeconfig: o.kubeconfig.or(file.kubeconfig).or_else(|| {
+                credential(
+                    std::env::var_os("CREDENTIALS_DIRECTORY").as_deref(),
+                    KUBECONFIG_CREDENTIAL,
+                )
+            }),
             apiserver_endpoints: if o.apiserver_endpoints.is_empty() {
                 file.apiserver_endpoints.unwrap_or_default()
             } else {
@@ -302,6 +320,18 @@ mod tests {
             msg.contains("listen_adr") && msg.contains("line 2") && msg.contains("hub.toml"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn a_kubeconfig_credential_is_found_only_when_passed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(credential(Some(dir.path().as_os_str()), "kubeconfig"), None);
+        std::fs::write(dir.path().join("kubeconfig"), "apiVersion: v1\n").expect("write");
+        assert_eq!(
+            credential(Some(dir.path().as_os_str()), "kubeconfig"),
+            Some(dir.path().join("kubeconfig"))
+        );
+        assert_eq!(credential(None, "kubeconfig"), None);
     }
 
     #[test]
