@@ -327,26 +327,14 @@ mod tests {
     use crate::ops::steps::Role;
 
     fn record(id: &str, step: Step) -> OpRecord {
-        OpRecord {
-            id: id.into(),
-            kind: OpKind::RenewByRestart,
-            role: Role::Server,
-            unit: "rke2-server.service".into(),
+        OpRecord::new(
+            id.into(),
+            OpKind::RenewByRestart,
+            Role::Server,
+            "rke2-server.service".into(),
             step,
-            started_at: OffsetDateTime::UNIX_EPOCH,
-            rotate_started_unix: None,
-            backup: None,
-            snapshot: None,
-            due_for_renewal: vec![],
-            installed_files: vec![],
-            previous_version: None,
-            skipped: None,
-            cancelled: false,
-            failure: None,
-            unit_journal: vec![],
-            log: vec![],
-            finished_at: None,
-        }
+            OffsetDateTime::UNIX_EPOCH,
+        )
     }
 
     #[test]

@@ -67,6 +67,40 @@ pub struct OpRecord {
     pub finished_at: Option<OffsetDateTime>,
 }
 
+impl OpRecord {
+    /// A new operation about to run `step` first, with nothing recorded yet.
+    #[must_use]
+    pub fn new(
+        id: String,
+        kind: OpKind,
+        role: Role,
+        unit: String,
+        step: Step,
+        started_at: OffsetDateTime,
+    ) -> Self {
+        Self {
+            id,
+            kind,
+            role,
+            unit,
+            step,
+            started_at,
+            rotate_started_unix: None,
+            backup: None,
+            snapshot: None,
+            due_for_renewal: vec![],
+            installed_files: vec![],
+            previous_version: None,
+            skipped: None,
+            cancelled: false,
+            failure: None,
+            unit_journal: vec![],
+            log: vec![],
+            finished_at: None,
+        }
+    }
+}
+
 /// One completed step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepLog {
@@ -309,28 +343,16 @@ mod tests {
     use super::*;
 
     fn record() -> OpRecord {
-        OpRecord {
-            id: "op-1".into(),
-            kind: OpKind::Rotate {
+        OpRecord::new(
+            "op-1".into(),
+            OpKind::Rotate {
                 services: vec!["kubelet".into()],
             },
-            role: Role::Server,
-            unit: "rke2-server.service".into(),
-            step: Step::StopUnit,
-            started_at: OffsetDateTime::UNIX_EPOCH,
-            rotate_started_unix: None,
-            backup: None,
-            snapshot: None,
-            due_for_renewal: vec![],
-            installed_files: vec![],
-            previous_version: None,
-            skipped: None,
-            cancelled: false,
-            failure: None,
-            unit_journal: vec![],
-            log: vec![],
-            finished_at: None,
-        }
+            Role::Server,
+            "rke2-server.service".into(),
+            Step::StopUnit,
+            OffsetDateTime::UNIX_EPOCH,
+        )
     }
 
     #[test]

@@ -230,28 +230,16 @@ impl<M: ServiceManager> Runner<M> {
             crate::service::Rke2Unit::Agent => Role::Agent,
         };
         let now = OffsetDateTime::now_utc();
-        let record = OpRecord {
-            id: id.unwrap_or_else(|| {
+        let record = OpRecord::new(
+            id.unwrap_or_else(|| {
                 format!("{}-{}", kind.name(), now.unix_timestamp_nanos() / 1_000_000)
             }),
-            step: first_step(&kind),
-            kind,
+            kind.clone(),
             role,
-            unit: unit.name().to_owned(),
-            started_at: now,
-            rotate_started_unix: None,
-            backup: None,
-            snapshot: None,
-            due_for_renewal: vec![],
-            installed_files: vec![],
-            previous_version: None,
-            skipped: None,
-            cancelled: false,
-            failure: None,
-            unit_journal: vec![],
-            log: vec![],
-            finished_at: None,
-        };
+            unit.name().to_owned(),
+            first_step(&kind),
+            now,
+        );
         self.drive(record, cancel, &mut progress).await
     }
 
