@@ -45,6 +45,7 @@ impl Cluster for Kube {
                             name: n.name,
                             ready: n.ready,
                             kubelet_version: n.kubelet_version,
+                            unschedulable: n.unschedulable,
                         })
                         .collect()
                 })

@@ -195,10 +195,29 @@ async fn phase(
             let Some(cluster) = kube else {
                 return advance(engine, id, node, NodePhase::Operate, "no cordon/drain");
             };
+            // Who cordoned it is recorded *before* cordoning: a hub killed between the
+            // cordon and the next write must still know, after its restart, that the plan
+            // cordoned the node (else it would stay cordoned for ever). A node cordoned before
+            // the plan began is never claimed.
+            if !node.cordoned {
+                let schedulable = match cluster.nodes().await {
+                    Ok(nodes) => nodes
+                        .iter()
+                        .find(|n| n.name == node.node)
+                        .map(|n| !n.unschedulable),
+                    Err(e) => return fail(engine, id, node, format!("cordon: {e}")).await,
+                };
+                let Some(schedulable) = schedulable else {
+                    let why = format!("cordon: no Node {} in the cluster", node.node);
+                    return fail(engine, id, node, why).await;
+                };
+                if schedulable {
+                    node.cordoned = true;
+                    save(engine, id, &node, None)?;
+                }
+            }
             match cluster.cordon(&node.node).await {
                 Ok(changed) => {
-                    // A re-run after a restart finds it cordoned already: keep the flag.
-                    node.cordoned |= changed;
                     let event = if changed {
                         "cordoned"
                     } else if node.cordoned {
@@ -424,4 +443,128 @@ fn live_of(engine: &Engine, node: &PlanNode) -> Option<NodeLive> {
         .node_lives()
         .into_iter()
         .find(|l| l.name == node.node)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::engine::cluster::{BoxFut, Cluster};
+    use crate::engine::{EngineSettings, PlanRequest};
+    use crate::plan::decide::Role;
+    use crate::plan::health::KubeNode;
+    use crate::plan::model::{PlanKind, PlanPolicy};
+    use crate::registry::Registry;
+    use crate::store::Store;
+
+    /// One node; `cordon` records whether the store already said "cordoned by the plan".
+    #[derive(Debug)]
+    struct FakeCluster {
+        store: Store,
+        unschedulable: Mutex<bool>,
+        flag_before_cordon: Mutex<Option<bool>>,
+    }
+
+    impl Cluster for FakeCluster {
+        fn nodes(&self) -> BoxFut<'_, Result<Vec<KubeNode>, String>> {
+            let unschedulable = *self.unschedulable.lock().unwrap();
+            Box::pin(async move {
+                Ok(vec![KubeNode {
+                    name: "w1".into(),
+                    ready: true,
+                    kubelet_version: String::new(),
+                    unschedulable,
+                }])
+            })
+        }
+        fn cordon<'a>(&'a self, _node: &'a str) -> BoxFut<'a, Result<bool, String>> {
+            Box::pin(async move {
+                let stored = self.store.plan_nodes(1).unwrap()[0].cordoned;
+                *self.flag_before_cordon.lock().unwrap() = Some(stored);
+                let mut u = self.unschedulable.lock().unwrap();
+                let changed = !*u;
+                *u = true;
+                Ok(changed)
+            })
+        }
+        fn uncordon<'a>(&'a self, _node: &'a str) -> BoxFut<'a, Result<(), String>> {
+            Box::pin(async move {
+                *self.unschedulable.lock().unwrap() = false;
+                Ok(())
+            })
+        }
+        fn drain<'a>(
+            &'a self,
+            _node: &'a str,
+            _policy: &'a PlanPolicy,
+            _progress: &'a mut (dyn FnMut(String) + Send),
+        ) -> BoxFut<'a, Result<String, String>> {
+            Box::pin(async move { Ok(String::new()) })
+        }
+        fn event<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str) -> BoxFut<'a, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    async fn cordon_once(already_cordoned: bool) -> (PlanNode, Option<bool>) {
+        let store = Store::open_in_memory().unwrap();
+        let now = OffsetDateTime::now_utc();
+        store
+            .upsert_node_hello("w1", "agent", "v1.34.1+rke2r1", "0", now)
+            .unwrap();
+        let cluster = Arc::new(FakeCluster {
+            store: store.clone(),
+            unschedulable: Mutex::new(already_cordoned),
+            flag_before_cordon: Mutex::new(None),
+        });
+        let engine = crate::engine::Engine::new(
+            store.clone(),
+            Arc::new(Registry::default()),
+            Some(cluster.clone() as Arc<dyn Cluster>),
+            EngineSettings::default(),
+        );
+        let id = engine
+            .create(
+                &PlanRequest {
+                    kind: PlanKind::Rotate,
+                    target_version: None,
+                    channel: String::new(),
+                    nodes: vec![],
+                    policy: PlanPolicy::default(),
+                    origin: "operator".into(),
+                },
+                "test",
+            )
+            .unwrap();
+        let plan = store.plan(id).unwrap();
+        let mut node = store.plan_nodes(id).unwrap().remove(0);
+        assert_eq!(node.role, Role::Agent);
+        node.phase = NodePhase::Cordon;
+        store.save_plan_node(id, &node, None, now).unwrap();
+        phase(&engine, &plan, node).await.unwrap();
+        let after = store.plan_nodes(id).unwrap().remove(0);
+        let flag = *cluster.flag_before_cordon.lock().unwrap();
+        (after, flag)
+    }
+
+    #[tokio::test]
+    async fn the_plan_records_that_it_cordons_before_it_cordons() {
+        let (node, flag_before) = cordon_once(false).await;
+        assert_eq!(flag_before, Some(true), "persisted before the side effect");
+        assert!(node.cordoned);
+        assert_eq!(node.phase, NodePhase::Drain);
+    }
+
+    #[tokio::test]
+    async fn a_node_cordoned_before_the_plan_is_never_claimed() {
+        let (node, flag_before) = cordon_once(true).await;
+        assert_eq!(flag_before, Some(false));
+        assert!(
+            !node.cordoned,
+            "the plan must not uncordon what it did not cordon"
+        );
+        assert_eq!(node.phase, NodePhase::Drain);
+    }
 }

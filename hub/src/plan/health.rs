@@ -61,6 +61,8 @@ pub struct KubeNode {
     pub ready: bool,
     /// `status.nodeInfo.kubeletVersion`.
     pub kubelet_version: String,
+    /// `spec.unschedulable` (cordoned).
+    pub unschedulable: bool,
 }
 
 /// The cluster's health for the gates. `kube` is `None` when the hub has no Kubernetes
@@ -271,11 +273,13 @@ mod tests {
                 name: "s1".into(),
                 ready: true,
                 kubelet_version: String::new(),
+                unschedulable: false,
             },
             KubeNode {
                 name: "w1".into(),
                 ready: false,
                 kubelet_version: String::new(),
+                unschedulable: false,
             },
         ];
         let h = cluster_health(&live, Some(&kube), NOW, AGE).expect("known");
@@ -293,6 +297,7 @@ mod tests {
             name: "s1".into(),
             ready: true,
             kubelet_version: "v1.34.1+rke2r1".into(),
+            unschedulable: false,
         };
         let ok = node_recovered(PlanKind::Upgrade, "v1.34.1+rke2r1", &s, Some(&k), since)
             .expect("recovered");
