@@ -412,6 +412,39 @@ impl Engine {
         for plan in self.store.plans(true)? {
             Arc::clone(&self).drive(plan).await?;
         }
+        self.release_leftovers().await
+    }
+
+    /// Ended plans must leave nothing behind: a node still in maintenance when its plan was
+    /// aborted (the hub may have restarted since) is walked to its end by its task, and a node
+    /// the plan cordoned but could not uncordon yet (hub killed mid-abort, API unreachable) is
+    /// uncordoned now; retried every pass until it works.
+    async fn release_leftovers(self: &Arc<Self>) -> Result<(), StoreError> {
+        for plan in self.store.plans(false)? {
+            if !plan.state.is_final() {
+                continue;
+            }
+            for mut node in self.store.plan_nodes(plan.id)? {
+                let running = self
+                    .running
+                    .lock()
+                    .map(|r| r.contains(&(plan.id, node.node.clone())))
+                    .unwrap_or(false);
+                if node.phase.in_progress() {
+                    self.spawn_node(plan.id, &node.node);
+                } else if node.cordoned && !running {
+                    self.release(plan.id, &mut node).await;
+                    if !node.cordoned {
+                        self.store.save_plan_node(
+                            plan.id,
+                            &node,
+                            None,
+                            OffsetDateTime::now_utc(),
+                        )?;
+                    }
+                }
+            }
+        }
         Ok(())
     }
 

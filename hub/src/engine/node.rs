@@ -126,14 +126,21 @@ async fn abort(
     mut node: PlanNode,
 ) -> Result<Option<PlanNode>, crate::store::StoreError> {
     if node.phase == NodePhase::Operate && !node.operation_id.is_empty() {
-        // Wait for the agent's answer (a cancel was sent; it refuses once it began).
-        let mut rx = engine.ops.start(
-            &engine.registry,
-            &node.node,
-            run_message(engine, plan, &node),
-        );
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_secs(plan.policy.operation_timeout_secs);
+        // Wait for the agent's answer without ever (re)sending the operation: a cancel goes
+        // out (the agent refuses it once the operation changed the node), and a running
+        // operation reports its result; none within the ready timeout → released anyway.
+        let mut rx = engine
+            .ops
+            .listen(&node.node, run_message(engine, plan, &node));
+        engine
+            .ops
+            .cancel(&engine.registry, &node.node, &node.operation_id);
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_secs(
+                plan.policy
+                    .ready_timeout_secs
+                    .min(plan.policy.operation_timeout_secs),
+            );
         loop {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(OpEvent::Result(r))) => {
@@ -566,5 +573,46 @@ mod tests {
             "the plan must not uncordon what it did not cordon"
         );
         assert_eq!(node.phase, NodePhase::Drain);
+    }
+
+    #[tokio::test]
+    async fn an_aborted_plan_s_cordoned_node_is_released_after_a_restart() {
+        let store = Store::open_in_memory().unwrap();
+        let now = OffsetDateTime::now_utc();
+        store
+            .upsert_node_hello("w1", "agent", "v1.34.1+rke2r1", "0", now)
+            .unwrap();
+        let cluster = Arc::new(FakeCluster {
+            store: store.clone(),
+            unschedulable: Mutex::new(true),
+            flag_before_cordon: Mutex::new(None),
+        });
+        let engine = crate::engine::Engine::new(
+            store.clone(),
+            Arc::new(Registry::default()),
+            Some(cluster.clone() as Arc<dyn Cluster>),
+            EngineSettings::default(),
+        );
+        let request = PlanRequest {
+            kind: PlanKind::Rotate,
+            target_version: None,
+            channel: String::new(),
+            nodes: vec![],
+            policy: PlanPolicy::default(),
+            origin: "operator".into(),
+        };
+        let id = engine.create(&request, "test").unwrap();
+        // As a hub killed mid-abort leaves it: plan aborted, the failed node still cordoned.
+        let mut node = store.plan_nodes(id).unwrap().remove(0);
+        node.phase = NodePhase::Failed;
+        node.cordoned = true;
+        store.save_plan_node(id, &node, None, now).unwrap();
+        store
+            .set_plan_state(id, crate::plan::model::PlanState::Aborted, "aborted", now)
+            .unwrap();
+        // A fresh engine (the restarted hub) makes one pass.
+        Arc::clone(&engine).pass().await.unwrap();
+        assert!(!*cluster.unschedulable.lock().unwrap(), "uncordoned");
+        assert!(!store.plan_nodes(id).unwrap()[0].cordoned);
     }
 }

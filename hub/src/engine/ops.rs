@@ -68,6 +68,27 @@ impl Ops {
         rx
     }
 
+    /// Registers `run` for `node` *without* sending it (an aborted plan waits for the result
+    /// of an operation that may be running, but must never start one).
+    pub fn listen(&self, node: &str, run: pb::RunOperation) -> mpsc::UnboundedReceiver<OpEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = run.operation_id.clone();
+        if let Some(result) = self.early.lock().ok().and_then(|mut e| e.remove(&id)) {
+            let _ = tx.send(OpEvent::Result(result));
+        }
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.insert(
+                id,
+                Slot {
+                    node: node.to_owned(),
+                    run,
+                    tx,
+                },
+            );
+        }
+        rx
+    }
+
     /// Forgets operation `id` (its task finished with it).
     pub fn finish(&self, id: &str) {
         if let Ok(mut slots) = self.slots.lock() {
