@@ -515,11 +515,18 @@ mod tests {
         }
     }
 
-    async fn cordon_once(already_cordoned: bool) -> (PlanNode, Option<bool>) {
+    /// A store with node `w1`, a fake cluster (w1 cordoned or not) and an engine with a
+    /// one-node rotate plan; returns the plan id.
+    fn setup(already_cordoned: bool) -> (Store, Arc<FakeCluster>, Arc<crate::engine::Engine>, i64) {
         let store = Store::open_in_memory().unwrap();
-        let now = OffsetDateTime::now_utc();
         store
-            .upsert_node_hello("w1", "agent", "v1.34.1+rke2r1", "0", now)
+            .upsert_node_hello(
+                "w1",
+                "agent",
+                "v1.34.1+rke2r1",
+                "0",
+                OffsetDateTime::now_utc(),
+            )
             .unwrap();
         let cluster = Arc::new(FakeCluster {
             store: store.clone(),
@@ -532,19 +539,21 @@ mod tests {
             Some(cluster.clone() as Arc<dyn Cluster>),
             EngineSettings::default(),
         );
-        let id = engine
-            .create(
-                &PlanRequest {
-                    kind: PlanKind::Rotate,
-                    target_version: None,
-                    channel: String::new(),
-                    nodes: vec![],
-                    policy: PlanPolicy::default(),
-                    origin: "operator".into(),
-                },
-                "test",
-            )
-            .unwrap();
+        let request = PlanRequest {
+            kind: PlanKind::Rotate,
+            target_version: None,
+            channel: String::new(),
+            nodes: vec![],
+            policy: PlanPolicy::default(),
+            origin: "operator".into(),
+        };
+        let id = engine.create(&request, "test").unwrap();
+        (store, cluster, engine, id)
+    }
+
+    async fn cordon_once(already_cordoned: bool) -> (PlanNode, Option<bool>) {
+        let (store, cluster, engine, id) = setup(already_cordoned);
+        let now = OffsetDateTime::now_utc();
         let plan = store.plan(id).unwrap();
         let mut node = store.plan_nodes(id).unwrap().remove(0);
         assert_eq!(node.role, Role::Agent);
@@ -577,31 +586,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_aborted_plan_s_cordoned_node_is_released_after_a_restart() {
-        let store = Store::open_in_memory().unwrap();
+        let (store, cluster, engine, id) = setup(true);
         let now = OffsetDateTime::now_utc();
-        store
-            .upsert_node_hello("w1", "agent", "v1.34.1+rke2r1", "0", now)
-            .unwrap();
-        let cluster = Arc::new(FakeCluster {
-            store: store.clone(),
-            unschedulable: Mutex::new(true),
-            flag_before_cordon: Mutex::new(None),
-        });
-        let engine = crate::engine::Engine::new(
-            store.clone(),
-            Arc::new(Registry::default()),
-            Some(cluster.clone() as Arc<dyn Cluster>),
-            EngineSettings::default(),
-        );
-        let request = PlanRequest {
-            kind: PlanKind::Rotate,
-            target_version: None,
-            channel: String::new(),
-            nodes: vec![],
-            policy: PlanPolicy::default(),
-            origin: "operator".into(),
-        };
-        let id = engine.create(&request, "test").unwrap();
         // As a hub killed mid-abort leaves it: plan aborted, the failed node still cordoned.
         let mut node = store.plan_nodes(id).unwrap().remove(0);
         node.phase = NodePhase::Failed;
