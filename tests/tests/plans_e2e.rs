@@ -153,6 +153,28 @@ async fn cordoned(client: &Client) -> Vec<String> {
         .collect()
 }
 
+/// Aborts plan `id` and waits (up to 20 s) until no node is cordoned any more.
+async fn abort_uncordons(hub: &Hub, id: &str, client: &Client, what: &str) {
+    let out = tokio::task::block_in_place(|| hub.run(&["abort", id]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started = Instant::now();
+    loop {
+        let left = cordoned(client).await;
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{what}: still cordoned {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 fn plan(hub: &Hub, id: &str) -> Value {
     hub.json(&["plan", "show", id])
 }
@@ -507,16 +529,7 @@ async fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_
         nodes[1..].iter().all(|n| n["phase"] == "pending"),
         "{halted:#}"
     );
-    assert!(
-        tokio::task::block_in_place(|| hub.run(&["abort", &id]))
-            .status
-            .success()
-    );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(
-        cordoned(&client).await.is_empty(),
-        "abort uncordoned server-1"
-    );
+    abort_uncordons(&hub, &id, &client, "abort uncordoned server-1").await;
 
     // From the channel, through the good mirror.
     let view = tokio::task::block_in_place(|| hub.json(&["upgrade", "--channel", "v1.34"]));
@@ -608,13 +621,7 @@ async fn a_never_ready_server_halts_the_plan_and_a_blocking_pdb_is_named() {
             .wait_for_unit_state(sim.unit(), "active", Duration::from_secs(60))
             .expect("active");
     });
-    assert!(
-        tokio::task::block_in_place(|| hub.run(&["abort", &id]))
-            .status
-            .success()
-    );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(cordoned(&client).await.is_empty());
+    abort_uncordons(&hub, &id, &client, "abort uncordoned server-2").await;
 
     // A budget that never allows a disruption blocks agent-1's drain: retried, then the plan
     // halts naming it.
@@ -645,14 +652,5 @@ async fn a_never_ready_server_halts_the_plan_and_a_blocking_pdb_is_named() {
         pods.get("db-0").await.is_ok(),
         "the protected pod was not evicted"
     );
-    assert!(
-        tokio::task::block_in_place(|| hub.run(&["abort", &id]))
-            .status
-            .success()
-    );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(
-        cordoned(&client).await.is_empty(),
-        "abort uncordoned agent-1"
-    );
+    abort_uncordons(&hub, &id, &client, "abort uncordoned agent-1").await;
 }
