@@ -85,10 +85,16 @@ pub(crate) fn refused(status: tonic::Status) -> anyhow::Error {
 /// When the hub is unreachable or refuses.
 pub async fn token_create(args: &TokenCreateArgs) -> anyhow::Result<()> {
     if args.dry_run {
-        println!(
-            "dry run: would create a single-use join token valid for {}",
-            humantime::format_duration(args.ttl)
-        );
+        match args.client.output {
+            Output::Json => println!(
+                "{}",
+                serde_json::json!({"dry_run": true, "single_use": true, "ttl_seconds": args.ttl.as_secs()})
+            ),
+            Output::Table => println!(
+                "dry run: would create a single-use join token valid for {}",
+                humantime::format_duration(args.ttl)
+            ),
+        }
         return Ok(());
     }
     let mut client = connect(&args.client).await?;
@@ -250,11 +256,17 @@ pub fn admin_cert_create(args: &crate::cli::AdminCertArgs) -> anyhow::Result<()>
     let now = OffsetDateTime::now_utc();
     if args.dry_run {
         crate::pki::validate_admin_name(&args.name)?;
-        println!(
-            "dry run: would issue admin certificate CN=admin:{} (1 year) into {}",
-            args.name,
-            args.out.display()
-        );
+        match args.output {
+            Output::Json => println!(
+                "{}",
+                serde_json::json!({"dry_run": true, "cn": format!("admin:{}", args.name), "out": args.out})
+            ),
+            Output::Table => println!(
+                "dry run: would issue admin certificate CN=admin:{} (1 year) into {}",
+                args.name,
+                args.out.display()
+            ),
+        }
         return Ok(());
     }
     let ca = crate::pki::HubCa::load_or_create(&args.state_dir, now)?;
@@ -280,12 +292,26 @@ pub fn admin_cert_create(args: &crate::cli::AdminCertArgs) -> anyhow::Result<()>
         &format!("admin:{} serial {}", args.name, issued.serial),
         now,
     )?;
-    println!(
-        "issued admin:{} (serial {}, until {}) into {}",
-        args.name,
-        issued.serial,
-        issued.not_after,
-        args.out.display()
-    );
+    let not_after = rke2ops_common::report::json::rfc3339(issued.not_after);
+    match args.output {
+        // The key stays in its 0600 file; only where it is gets printed.
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "cn": format!("admin:{}", args.name),
+                "serial": issued.serial.to_string(),
+                "not_after": not_after,
+                "cert": args.out.join("admin.crt"),
+                "key": args.out.join("admin.key"),
+                "ca": args.out.join("ca.crt"),
+            })
+        ),
+        Output::Table => println!(
+            "issued admin:{} (serial {}, until {not_after}) into {}",
+            args.name,
+            issued.serial,
+            args.out.display()
+        ),
+    }
     Ok(())
 }

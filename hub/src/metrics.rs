@@ -169,8 +169,8 @@ impl HubMetrics {
             .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())])
             .set(1);
         registry.register(
-            "rke2ops_hub_build_info",
-            "Build of rke2-hub (value 1)",
+            "rke2ops_build_info",
+            "Build of rke2-hub (value 1); the same name as the agent's, per the metrics contract",
             build,
         );
         let rpcs = Family::<Labels, Counter>::default();

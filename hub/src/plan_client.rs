@@ -1,8 +1,9 @@
 //! The plan commands' client side: build the request, call the hub, print the plan (a table,
 //! or JSON), and follow it live.
 //!
-//! Exit codes of `plan watch` (and `--watch`): 0 completed, 1 halted (the reason is printed),
-//! 2 aborted.
+//! Exit codes of `plan watch` (and `--watch`): 0 completed, 1 halted (the reason is printed)
+//! or the hub refused or could not be reached, 2 aborted, 3 the watch was lost before the
+//! plan ended (the hub restarted or the connection dropped; the plan goes on in the hub).
 
 use std::collections::HashSet;
 use std::io::IsTerminal as _;
@@ -167,7 +168,14 @@ async fn follow(client_args: &ClientArgs, id: &str, output: Output) -> anyhow::R
     let mut seen: HashSet<(i64, String, String)> = HashSet::new();
     let mut last_state = None;
     let mut last = None;
-    while let Some(view) = stream.message().await.map_err(refused)? {
+    loop {
+        let view = match stream.message().await {
+            Ok(Some(view)) => view,
+            Ok(None) => break,
+            Err(status) => {
+                return Ok(lost(id, last.as_ref(), &refused(status).to_string()));
+            }
+        };
         match output {
             Output::Json => println!("{}", json(&view)),
             Output::Table if tty => {
@@ -219,9 +227,19 @@ async fn follow(client_args: &ClientArgs, id: &str, output: Output) -> anyhow::R
                 1
             }
             pb::PlanState::Aborted => 2,
-            _ => 0,
+            _ => lost(id, Some(&view), "the hub ended the watch"),
         },
     )
+}
+
+/// Says the watch of plan `id` was lost before the plan ended, and returns exit code 3.
+fn lost(id: &str, last: Option<&pb::PlanView>, why: &str) -> u8 {
+    let state = last.map_or("unknown", |v| state_word(v.state));
+    eprintln!(
+        "rke2-hub: lost the watch of plan {id} while it was {state} ({why}); \
+         the plan goes on in the hub: rke2-hub plan watch {id}"
+    );
+    3
 }
 
 async fn act(args: &ActionArgs, action: pb::PlanAction, node: &str) -> anyhow::Result<u8> {

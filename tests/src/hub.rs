@@ -89,12 +89,15 @@ impl HubProcess {
     /// Runs `rke2-hub ARGS --socket <socket>`; its output.
     #[must_use]
     pub fn run(&self, args: &[&str]) -> std::process::Output {
-        Command::new(built_binary("rke2-hub"))
-            .args(args)
-            .arg("--socket")
-            .arg(self.socket())
-            .output()
-            .expect("rke2-hub runs")
+        self.command(args).output().expect("rke2-hub runs")
+    }
+
+    /// `rke2-hub ARGS --socket <this hub's socket>`, not started (for a background watcher).
+    #[must_use]
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(built_binary("rke2-hub"));
+        cmd.args(args).arg("--socket").arg(self.socket());
+        cmd
     }
 
     /// `Some(stdout)` when the command succeeds.

@@ -19,17 +19,42 @@ fn remote_admin_over_tls_with_an_admin_certificate() {
     assert_eq!(mode, 0o600, "admin socket is root-only");
 
     let admin = state.path().join("alice");
-    let out = std::process::Command::new(built_binary("rke2-hub"))
-        .args(["admin-cert", "create", "--name", "alice", "--out"])
-        .arg(&admin)
-        .arg("--state-dir")
-        .arg(state.path())
-        .output()
-        .expect("runs");
+    let admin_cert = |extra: &[&str]| {
+        let out = std::process::Command::new(built_binary("rke2-hub"))
+            .args([
+                "admin-cert",
+                "create",
+                "--name",
+                "alice",
+                "--output",
+                "json",
+                "--out",
+            ])
+            .arg(&admin)
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(extra)
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+    let dry = admin_cert(&["--dry-run"]);
+    assert_eq!(dry["dry_run"], true);
+    assert!(!admin.exists(), "a dry run writes nothing");
+    let issued = admin_cert(&[]);
+    assert_eq!(issued["cn"], "admin:alice");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        issued["not_after"].as_str().is_some_and(|t| t.len() >= 20),
+        "{issued}"
+    );
+    assert!(
+        !issued.to_string().contains("PRIVATE KEY"),
+        "the key is never printed"
     );
     for file in ["admin.crt", "admin.key", "ca.crt"] {
         let mode = std::fs::metadata(admin.join(file))
@@ -65,6 +90,10 @@ fn remote_admin_over_tls_with_an_admin_certificate() {
             .as_str()
             .is_some_and(|p| p.starts_with("sha256:"))
     );
+    let dry = remote(&["token", "create", "--dry-run", "--output", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&dry.stdout).expect("dry-run json");
+    assert_eq!(doc["dry_run"], true);
+    assert!(doc.get("token").is_none(), "a dry run creates no token");
 
     // Incomplete remote options and an unreachable hub are clear errors.
     let out = std::process::Command::new(built_binary("rke2-hub"))
@@ -86,7 +115,7 @@ fn remote_admin_over_tls_with_an_admin_certificate() {
     let metrics = rke2ops_tests::http::get(addr, "/metrics", None).expect("metrics");
     for name in [
         "rke2ops_hub_connected_agents 0",
-        "rke2ops_hub_build_info{",
+        "rke2ops_build_info{version=",
         "rke2ops_hub_rpcs_total{",
     ] {
         assert!(metrics.contains(name), "missing {name}:\n{metrics}");

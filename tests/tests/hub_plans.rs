@@ -241,9 +241,18 @@ async fn failure_halts_then_resume_retries_and_skip_passes() {
         .expect("server-2")
         .clone();
     assert_eq!(server2["attempt"], 2);
-    // Only one plan at a time; actions on a finished plan are refused.
+    // Actions on a finished plan are refused, and a dry run refuses them the same way.
     let refused = run(&hub, &["pause", &id]);
     assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("will not act again"), "{stderr}");
+    let dry = run(&hub, &["abort", &id, "--dry-run"]);
+    let stderr = String::from_utf8_lossy(&dry.stderr);
+    assert!(!dry.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("dry run: would be refused") && stderr.contains("will not act again"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -254,6 +263,18 @@ async fn pause_holds_new_nodes_and_abort_ends_the_plan() {
     // A second plan is refused while this one runs.
     let second = run(&hub, &["restart"]);
     assert!(String::from_utf8_lossy(&second.stderr).contains(&format!("plan {id}")));
+    // Dry runs act on nothing: a running plan has nothing to resume; pausing it would work.
+    let dry = run(&hub, &["resume", &id, "--dry-run"]);
+    assert!(
+        String::from_utf8_lossy(&dry.stderr).contains("nothing to resume"),
+        "{dry:?}"
+    );
+    let dry = run(&hub, &["pause", &id, "--dry-run"]);
+    assert!(
+        String::from_utf8_lossy(&dry.stdout).contains("dry run: would pause"),
+        "{dry:?}"
+    );
+    assert_eq!(plan(&hub, &id)["state"], "running");
     // Pause while server-1 operates: server-1 finishes, nothing new starts.
     while fleet.spans().is_empty() {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -320,6 +341,14 @@ async fn a_hub_killed_mid_plan_finishes_it_after_a_restart() {
     let (dir, hub, fleet) = setup(ip, &spec(3, 2, 1500)).await;
     let view = json(&hub, &["rotate", "--settle", "1s"]);
     let id = view["id"].as_str().expect("id").to_owned();
+    // A watcher loses its stream when the hub dies: exit 3, distinct from halted (1).
+    let mut watcher = Some(
+        hub.command(&["plan", "watch", &id])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("plan watch runs"),
+    );
     let mut hub = Some(hub);
     // Kill -9 at several points: while server-1 operates, while server-2 operates, and while
     // a worker settles.
@@ -344,6 +373,16 @@ async fn a_hub_killed_mid_plan_finishes_it_after_a_restart() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         hub.take().expect("hub").kill();
+        if let Some(watcher) = watcher.take() {
+            let out =
+                tokio::task::block_in_place(|| watcher.wait_with_output()).expect("watcher ends");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(3), "{stderr}");
+            assert!(
+                stderr.contains(&format!("lost the watch of plan {id}")),
+                "{stderr}"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
         hub = Some(tokio::task::block_in_place(|| {
             HubProcess::start(dir.path(), ip)
@@ -399,4 +438,59 @@ async fn auto_maintenance_restarts_nodes_before_their_renewal_deadline_once() {
     let hub = tokio::task::block_in_place(|| HubProcess::start_with(dir.path(), ip, &auto));
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(json(&hub, &["plans"]).as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn auto_maintenance_warns_when_the_window_opens_after_a_deadline() {
+    let ip = "127.0.60.8";
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A daily one-hour window opening 12 hours from now; the nodes' deadline is in 2 hours.
+    let opens = time::OffsetDateTime::now_utc() + time::Duration::hours(12);
+    let window = format!(
+        "daily {:02}:{:02}-{:02}:{:02} UTC",
+        opens.hour(),
+        opens.minute(),
+        (opens.hour() + 1) % 24,
+        opens.minute()
+    );
+    let auto = [
+        "--auto-restart-within-days",
+        "30",
+        "--auto-restart-window",
+        &window,
+    ];
+    let hub = tokio::task::block_in_place(|| HubProcess::start_with(dir.path(), ip, &auto));
+    let mut near = spec(1, 1, 200);
+    near.renewal_deadline_in = Some(Duration::from_secs(2 * 3600));
+    let _fleet = FakeFleet::start(hub.addr.parse().expect("addr"), &hub.socket(), &near).await;
+    hub.kill();
+    let hub = tokio::task::block_in_place(|| HubProcess::start_with(dir.path(), ip, &auto));
+    let started = Instant::now();
+    let view = loop {
+        let plans = json(&hub, &["plans"]);
+        if let Some(p) = plans.as_array().and_then(|p| p.first()) {
+            break plan(&hub, p["id"].as_str().expect("id"));
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no auto plan");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The plan waits for its window, and says which nodes it would restart too late.
+    assert_eq!(view["state"], "running", "{view:#}");
+    assert!(
+        phases(&view).iter().all(|(_, p)| p == "pending"),
+        "{view:#}"
+    );
+    let mut warnings: Vec<String> = view["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("comes before the window"))
+        })
+        .map(|e| e["node"].as_str().expect("node").to_owned())
+        .collect();
+    warnings.sort();
+    assert_eq!(warnings, ["agent-1", "server-1"], "{view:#}");
 }

@@ -65,7 +65,9 @@ pub struct BackupReport {
     pub created: String,
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
+/// `t` as RFC 3339 in UTC (`2026-12-01T10:00:00Z`), the one time format of reports and messages.
+#[must_use]
+pub fn rfc3339(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
         .format(&Rfc3339)
         .unwrap_or_else(|_| t.to_string())

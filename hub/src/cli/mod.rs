@@ -86,6 +86,9 @@ pub struct AdminCertArgs {
     /// Show what would be issued; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 /// Token subcommands.

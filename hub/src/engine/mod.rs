@@ -19,10 +19,12 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rke2ops_common::report::json::rfc3339;
 use rke2ops_proto::v1 as pb;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 
+use crate::plan::action;
 use crate::plan::create::{Candidate, plan_nodes};
 use crate::plan::decide::{Decision, Policy, decide};
 use crate::plan::health::{KubeNode, NodeLive, cluster_health};
@@ -84,18 +86,7 @@ pub enum EngineError {
     Store(#[from] StoreError),
 }
 
-/// An operator's action on a plan.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// No new node starts.
-    Pause,
-    /// Continue, retrying a failed node.
-    Resume,
-    /// Pass over a node.
-    Skip(String),
-    /// End the plan, uncordoning what it cordoned.
-    Abort,
-}
+pub use crate::plan::action::Action;
 
 /// The engine. Shared (`Arc`) by the gRPC services and its own tasks.
 #[derive(Debug)]
@@ -256,6 +247,16 @@ impl Engine {
         Ok(id)
     }
 
+    /// Whether plan `id` would accept `action` now (`--dry-run`): the same check as [`Self::act`].
+    ///
+    /// # Errors
+    /// [`EngineError`]: unknown plan, or the reason the action would be refused.
+    pub fn check(&self, id: i64, action: &Action) -> Result<(), EngineError> {
+        let plan = self.store.plan(id)?;
+        let nodes = self.store.plan_nodes(id)?;
+        action::check(id, plan.state, &nodes, action).map_err(EngineError::Invalid)
+    }
+
     /// Applies an operator's action.
     ///
     /// # Errors
@@ -263,26 +264,11 @@ impl Engine {
     pub async fn act(&self, id: i64, action: &Action, actor: &str) -> Result<(), EngineError> {
         let plan = self.store.plan(id)?;
         let now = OffsetDateTime::now_utc();
-        let refuse = |why: &str| {
-            Err(EngineError::Invalid(format!(
-                "plan {id} is {}: {why}",
-                plan.state
-            )))
-        };
-        if plan.state.is_final() {
-            return refuse("it will not act again");
-        }
-        let word = match action {
-            Action::Pause => "pause",
-            Action::Resume => "resume",
-            Action::Skip(_) => "skip",
-            Action::Abort => "abort",
-        };
+        let nodes = self.store.plan_nodes(id)?;
+        action::check(id, plan.state, &nodes, action).map_err(EngineError::Invalid)?;
+        let word = action.word();
         match action {
             Action::Pause => {
-                if plan.state == PlanState::Paused {
-                    return refuse("already paused");
-                }
                 self.store.set_plan_state(
                     id,
                     PlanState::Paused,
@@ -291,10 +277,7 @@ impl Engine {
                 )?;
             }
             Action::Resume => {
-                if plan.state == PlanState::Running {
-                    return refuse("nothing to resume");
-                }
-                for mut node in self.store.plan_nodes(id)? {
+                for mut node in nodes {
                     if node.phase == NodePhase::Failed {
                         node.phase = NodePhase::Pending;
                         node.detail = format!("retrying (resumed by {actor})");
@@ -306,20 +289,9 @@ impl Engine {
                 self.store.set_plan_state(id, PlanState::Running, "", now)?;
             }
             Action::Skip(name) => {
-                let mut node = self
-                    .store
-                    .plan_nodes(id)?
-                    .into_iter()
-                    .find(|n| &n.node == name)
-                    .ok_or_else(|| {
-                        EngineError::Invalid(format!("plan {id} has no node {name:?}"))
-                    })?;
-                if !matches!(node.phase, NodePhase::Pending | NodePhase::Failed) {
-                    return Err(EngineError::Invalid(format!(
-                        "node {name} is {}: only pending or failed nodes can be skipped",
-                        node.phase
-                    )));
-                }
+                let mut node = nodes.into_iter().find(|n| &n.node == name).ok_or_else(|| {
+                    EngineError::Invalid(format!("plan {id} has no node {name:?}"))
+                })?;
                 self.release(id, &mut node).await;
                 node.phase = NodePhase::Skipped;
                 node.detail = format!("skipped by {actor}");
@@ -360,7 +332,7 @@ impl Engine {
         self.store.audit(
             actor,
             &format!("plan.{word}"),
-            &format!("plan {id} {action:?}"),
+            &format!("plan {id} {action}"),
             now,
         )?;
         self.store
@@ -705,6 +677,22 @@ impl Engine {
         };
         let id = self.create(&request, "hub:auto-maintenance")?;
         tracing::info!(plan = id, nodes = %due.join(","), "auto-maintenance: renew-by-restart plan created");
+        if let Some(window) = &auto.window {
+            let next_open = MaintenanceWindow::parse(window)
+                .ok()
+                .and_then(|w| w.next_open(now));
+            for (node, deadline) in crate::plan::auto::late_for_window(&deadlines, &due, next_open)
+            {
+                let opens = next_open.map_or_else(|| "never".to_owned(), rfc3339);
+                let message = format!(
+                    "renewal deadline {} comes before the window {window} opens ({opens}): \
+                     restart it now (rke2-hub restart --node {node}) or widen the window",
+                    rfc3339(deadline)
+                );
+                tracing::warn!(plan = id, %node, "auto-maintenance: {message}");
+                self.store.plan_event(id, &node, &message, now)?;
+            }
+        }
         Ok(Some(id))
     }
 }

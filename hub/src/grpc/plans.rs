@@ -11,7 +11,7 @@ use tonic::Status;
 use super::{Hub, internal};
 use crate::convert;
 use crate::engine::{Action, EngineError, PlanRequest};
-use crate::plan::model::{NodePhase, Plan, PlanKind, PlanPolicy, PlanState};
+use crate::plan::model::{Plan, PlanKind, PlanPolicy, PlanState};
 use crate::store::StoreError;
 
 /// Stream of plan views.
@@ -266,28 +266,11 @@ pub async fn act(
         }
     };
     if req.dry_run {
+        hub.engine
+            .check(id, &action)
+            .map_err(|e| dry_run(engine_status(e)))?;
         let mut view = show(hub, id)?;
-        let node_ok = match &action {
-            Action::Skip(name) => view
-                .nodes
-                .iter()
-                .find(|n| &n.name == name)
-                .map(|n| {
-                    n.phase == NodePhase::Pending.name() || n.phase == NodePhase::Failed.name()
-                })
-                .ok_or_else(|| {
-                    Status::invalid_argument(format!("plan {id} has no node {name:?}"))
-                })?,
-            _ => true,
-        };
-        view.reason = format!(
-            "dry run: would {action:?}{}",
-            if node_ok {
-                ""
-            } else {
-                " (refused: the node is neither pending nor failed)"
-            }
-        );
+        view.reason = format!("dry run: would {action}");
         return Ok(view);
     }
     hub.engine
@@ -295,4 +278,12 @@ pub async fn act(
         .await
         .map_err(engine_status)?;
     show(hub, id)
+}
+
+/// Prefixes a refusal with "dry run" so the operator knows nothing was attempted.
+fn dry_run(status: Status) -> Status {
+    Status::new(
+        status.code(),
+        format!("dry run: would be refused: {}", status.message()),
+    )
 }

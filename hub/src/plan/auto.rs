@@ -32,6 +32,27 @@ pub fn due_nodes(
     due
 }
 
+/// Due nodes whose renewal deadline comes before the maintenance window next opens
+/// (`next_open`; `None` when there is no window or it never opens): an auto plan waiting for
+/// that window would restart them too late, so the operator must be told.
+#[must_use]
+pub fn late_for_window(
+    deadlines: &[(String, Option<OffsetDateTime>)],
+    due: &[String],
+    next_open: Option<OffsetDateTime>,
+) -> Vec<(String, OffsetDateTime)> {
+    deadlines
+        .iter()
+        .filter(|(name, _)| due.contains(name))
+        .filter_map(|(name, deadline)| {
+            let deadline = (*deadline)?;
+            next_open
+                .is_none_or(|open| open > deadline)
+                .then(|| (name.clone(), deadline))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,6 +71,30 @@ mod tests {
         ];
         assert_eq!(due_nodes(&nodes, &[], NOW, 30 * DAY), ["s1", "w2"]);
         assert_eq!(due_nodes(&nodes, &["s1".to_owned()], NOW, 30 * DAY), ["w2"]);
+    }
+
+    #[test]
+    fn nodes_whose_deadline_comes_before_the_window_are_late() {
+        let nodes = vec![
+            ("s1".to_owned(), Some(NOW + time::Duration::days(2))),
+            ("s2".to_owned(), Some(NOW + time::Duration::days(20))),
+            ("w1".to_owned(), None),
+        ];
+        let due = ["s1".to_owned(), "s2".to_owned(), "w1".to_owned()];
+        let opens = Some(NOW + time::Duration::days(5));
+        assert_eq!(
+            late_for_window(&nodes, &due, opens),
+            [("s1".to_owned(), NOW + time::Duration::days(2))]
+        );
+        assert!(
+            late_for_window(&nodes, &due[1..], opens).is_empty(),
+            "only due nodes"
+        );
+        assert_eq!(
+            late_for_window(&nodes, &due, None).len(),
+            2,
+            "a window that never opens"
+        );
     }
 
     #[test]

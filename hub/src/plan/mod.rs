@@ -3,6 +3,7 @@
 //! ([`version`]), maintenance windows ([`window`]) and health gates ([`health`]); the
 //! durable shape ([`model`]). [`crate::engine`] drives them against agents and Kubernetes.
 
+pub mod action;
 pub mod auto;
 pub mod channel;
 pub mod create;

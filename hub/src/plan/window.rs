@@ -144,6 +144,33 @@ impl MaintenanceWindow {
     }
 }
 
+impl MaintenanceWindow {
+    /// The first instant at or after `from` inside the window: `from` itself when it is
+    /// inside, else the next opening (looking a week ahead, which covers every day pattern).
+    /// An opening that falls in a daylight-saving gap moves forward as the clock does.
+    #[must_use]
+    pub fn next_open(&self, from: OffsetDateTime) -> Option<OffsetDateTime> {
+        if self.contains(from) {
+            return Some(from);
+        }
+        let local = jiff::Timestamp::from_second(from.unix_timestamp())
+            .ok()?
+            .to_zoned(self.tz.clone());
+        (0..=7).find_map(|d| {
+            let date = local.date().checked_add(jiff::Span::new().days(d)).ok()?;
+            if !(self.days.is_empty() || self.days.contains(&date.weekday())) {
+                return None;
+            }
+            let opens = date
+                .to_datetime(self.start)
+                .to_zoned(self.tz.clone())
+                .ok()?;
+            let at = OffsetDateTime::from_unix_timestamp(opens.timestamp().as_second()).ok()?;
+            (at >= from).then_some(at)
+        })
+    }
+}
+
 impl fmt::Display for MaintenanceWindow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let days = if self.days.is_empty() {
@@ -177,6 +204,29 @@ mod tests {
 
     fn w(s: &str) -> MaintenanceWindow {
         MaintenanceWindow::parse(s).expect("valid window")
+    }
+
+    #[test]
+    fn next_open_finds_the_coming_opening() {
+        let win = w("Sat 22:00-04:00 UTC");
+        let inside = datetime!(2026-11-29 03:00 UTC);
+        assert_eq!(win.next_open(inside), Some(inside));
+        // From a Tuesday, the next opening is Saturday 22:00.
+        assert_eq!(
+            win.next_open(datetime!(2026-11-24 10:00 UTC)),
+            Some(datetime!(2026-11-28 22:00 UTC))
+        );
+        // From Sunday 05:00 (just closed), the one after is a week later.
+        assert_eq!(
+            win.next_open(datetime!(2026-11-29 05:00 UTC)),
+            Some(datetime!(2026-12-05 22:00 UTC))
+        );
+        // A zone with daylight saving: 01:00 Berlin is 00:00 UTC in winter.
+        let berlin = w("daily 01:00-02:00 Europe/Berlin");
+        assert_eq!(
+            berlin.next_open(datetime!(2026-12-01 12:00 UTC)),
+            Some(datetime!(2026-12-02 00:00 UTC))
+        );
     }
 
     #[test]
