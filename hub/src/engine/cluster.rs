@@ -17,6 +17,9 @@ pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait Cluster: Send + Sync + Debug {
     /// Every Node's readiness and kubelet version.
     fn nodes(&self) -> BoxFut<'_, Result<Vec<KubeNode>, String>>;
+    /// One Node (`None` when the API has no such Node). Verification polls this every
+    /// 250 ms, so it must not list the whole cluster.
+    fn node<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<Option<KubeNode>, String>>;
     /// Cordons `node`; `true` when this call cordoned it (it was schedulable).
     fn cordon<'a>(&'a self, node: &'a str) -> BoxFut<'a, Result<bool, String>>;
     /// Uncordons `node`.

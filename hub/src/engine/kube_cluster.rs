@@ -28,6 +28,15 @@ pub fn from_config(config: &Config) -> anyhow::Result<Option<Arc<dyn Cluster>>> 
     Ok(Some(Arc::new(Kube(access))))
 }
 
+fn kube_node(n: crate::kube::NodeView) -> KubeNode {
+    KubeNode {
+        name: n.name,
+        ready: n.ready,
+        kubelet_version: n.kubelet_version,
+        unschedulable: n.unschedulable,
+    }
+}
+
 /// [`KubeAccess`] as the engine's [`Cluster`].
 #[derive(Debug, Clone)]
 pub struct Kube(pub KubeAccess);
@@ -38,17 +47,17 @@ impl Cluster for Kube {
             self.0
                 .nodes()
                 .await
-                .map(|nodes| {
-                    nodes
-                        .into_iter()
-                        .map(|n| KubeNode {
-                            name: n.name,
-                            ready: n.ready,
-                            kubelet_version: n.kubelet_version,
-                            unschedulable: n.unschedulable,
-                        })
-                        .collect()
-                })
+                .map(|nodes| nodes.into_iter().map(kube_node).collect())
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn node<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<Option<KubeNode>, String>> {
+        Box::pin(async move {
+            self.0
+                .node(name)
+                .await
+                .map(|n| n.map(kube_node))
                 .map_err(|e| e.to_string())
         })
     }

@@ -397,8 +397,12 @@ async fn verify(
     loop {
         let live = live_of(engine, &node);
         let kube_node = match &engine.cluster {
-            Some(c) => match c.nodes().await {
-                Ok(nodes) => nodes.into_iter().find(|n| n.name == node.node),
+            Some(c) => match c.node(&node.node).await {
+                Ok(None) => {
+                    why = format!("the Kubernetes API has no Node {}", node.node);
+                    None
+                }
+                Ok(found) => found,
                 Err(e) => {
                     why = format!("Kubernetes API: {e}");
                     None
@@ -484,6 +488,12 @@ mod tests {
                     kubelet_version: String::new(),
                     unschedulable,
                 }])
+            })
+        }
+        fn node<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<Option<KubeNode>, String>> {
+            Box::pin(async move {
+                let nodes = self.nodes().await?;
+                Ok(nodes.into_iter().find(|n| n.name == name))
             })
         }
         fn cordon<'a>(&'a self, _node: &'a str) -> BoxFut<'a, Result<bool, String>> {
