@@ -153,6 +153,14 @@ pub struct CommonArgs {
     /// Where upgrades fetch RKE2 releases: http(s) URL prefix or absolute folder.
     #[arg(long, env = "RKE2OPS_ARTIFACT_SOURCE")]
     pub artifact_source: Option<String>,
+    /// The only sources upgrades may fetch from (repeatable; URL prefix or folder)
+    /// [default: any].
+    #[arg(
+        long = "allowed-artifact-source",
+        env = "RKE2OPS_ALLOWED_ARTIFACT_SOURCES",
+        value_delimiter = ','
+    )]
+    pub allowed_artifact_sources: Vec<String>,
     /// Where RKE2's tarball is installed [default: /usr/local].
     #[arg(long, env = "RKE2OPS_INSTALL_PREFIX")]
     pub install_prefix: Option<PathBuf>,
@@ -188,6 +196,7 @@ impl CommonArgs {
             node_name: self.node_name.clone(),
             heartbeat_secs: self.heartbeat_secs,
             artifact_source: self.artifact_source.clone(),
+            allowed_artifact_sources: self.allowed_artifact_sources.clone(),
             install_prefix: self.install_prefix.clone(),
         }
     }

@@ -43,6 +43,7 @@ pub fn node_setup(config: &Config) -> anyhow::Result<NodeSetup> {
         ready_timeout: config.ready_timeout,
         install_prefix: config.install_prefix.clone(),
         artifact_source: config.artifact_source.clone(),
+        allowed_artifact_sources: config.allowed_artifact_sources.clone(),
     })
 }
 

@@ -11,6 +11,8 @@ use rke2ops_common::certs::status::DEFAULT_WARN_DAYS;
 use rke2ops_common::layout::{DEFAULT_ADMIN_KUBECONFIG, DEFAULT_DATA_DIR};
 use serde::Deserialize;
 
+use crate::ops::artifacts::{Source, check_allowed};
+
 /// Where the agent looks for its configuration by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/rke2-ops/node-agent.toml";
 /// The metrics listener by default (all addresses: Prometheus scrapes nodes remotely; the
@@ -83,6 +85,9 @@ pub struct FileConfig {
     /// Where upgrades fetch RKE2 releases: an http(s) URL prefix (`<prefix>/<version>/...`,
     /// GitHub's release layout) or an absolute folder (air-gap).
     pub artifact_source: Option<String>,
+    /// The only sources upgrades may fetch from (URL prefixes or folders), whoever asks: the
+    /// hub or a local `--source`. Unset or empty: any source.
+    pub allowed_artifact_sources: Option<Vec<String>>,
     /// Where RKE2's tarball is installed (install.sh's `INSTALL_RKE2_TAR_PREFIX`).
     pub install_prefix: Option<PathBuf>,
 }
@@ -122,6 +127,8 @@ pub struct Overrides {
     pub heartbeat_secs: Option<u64>,
     /// `--artifact-source`.
     pub artifact_source: Option<String>,
+    /// `--allowed-artifact-source` (repeatable); replaces the file's list when given.
+    pub allowed_artifact_sources: Vec<String>,
     /// `--install-prefix`.
     pub install_prefix: Option<PathBuf>,
 }
@@ -153,6 +160,8 @@ pub struct Config {
     pub hub: Option<HubConfig>,
     /// Upgrades' artifact source (validated when used: a hub may send its own).
     pub artifact_source: Option<String>,
+    /// Where upgrades may fetch from (empty: anywhere).
+    pub allowed_artifact_sources: Vec<Source>,
     /// RKE2's install prefix.
     pub install_prefix: PathBuf,
 }
@@ -265,16 +274,30 @@ impl Config {
             .artifact_source
             .or(file.artifact_source)
             .filter(|s| !s.trim().is_empty());
-        if let Some(source) = &artifact_source
-            && let Err(e) = crate::ops::artifacts::Source::parse(source)
-        {
-            return Err(ConfigError::Invalid {
-                key: "artifact_source",
+        let allowed = if overrides.allowed_artifact_sources.is_empty() {
+            file.allowed_artifact_sources.unwrap_or_default()
+        } else {
+            overrides.allowed_artifact_sources
+        };
+        let allowed_artifact_sources = allowed
+            .iter()
+            .map(|s| Source::parse(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::Invalid {
+                key: "allowed_artifact_sources",
                 message: e.to_string(),
-            });
+            })?;
+        if let Some(source) = &artifact_source {
+            Source::parse(source)
+                .and_then(|s| check_allowed(&s, &allowed_artifact_sources))
+                .map_err(|e| ConfigError::Invalid {
+                    key: "artifact_source",
+                    message: e.to_string(),
+                })?;
         }
         Ok(Self {
             artifact_source,
+            allowed_artifact_sources,
             install_prefix,
             data_dir: overrides
                 .data_dir
@@ -433,6 +456,41 @@ mod tests {
         )
         .expect_err("relative");
         assert!(err.to_string().contains("artifact_source"), "{err}");
+    }
+
+    #[test]
+    fn allowed_artifact_sources_are_parsed_and_bind_the_configured_source() {
+        let config = Config::resolve(
+            parse(
+                "allowed_artifact_sources = [\"https://mirror.example/rke2\", \"/srv/rke2\"]\n\
+                 artifact_source = \"/srv/rke2/stable\"\n",
+            )
+            .expect("parses"),
+            Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(config.allowed_artifact_sources.len(), 2);
+        let err = Config::resolve(
+            parse("allowed_artifact_sources = [\"mirror\"]").expect("parses"),
+            Overrides::default(),
+        )
+        .expect_err("relative");
+        assert!(
+            err.to_string().contains("allowed_artifact_sources"),
+            "{err}"
+        );
+        let err = Config::resolve(
+            parse("artifact_source = \"/tmp/x\"").expect("parses"),
+            Overrides {
+                allowed_artifact_sources: vec!["/srv/rke2".into()],
+                ..Overrides::default()
+            },
+        )
+        .expect_err("outside the list");
+        assert!(
+            err.to_string().contains("artifact_source") && err.to_string().contains("/tmp/x"),
+            "{err}"
+        );
     }
 
     #[test]

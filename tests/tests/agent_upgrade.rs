@@ -219,6 +219,30 @@ fn checksum_mismatch_is_refused_and_nothing_is_installed() {
     let cluster = old_server(&bad_mirror.base_url());
     let sim = &cluster.servers[0];
     let binary_before = sim.node.read_file(RKE2_BIN).expect("read");
+    // A source outside the node's allow-list is refused before anything is fetched.
+    let allowed = bad_mirror.base_url();
+    let out = agent(
+        &sim.node,
+        &[
+            "upgrade",
+            "--version",
+            NEW_VERSION,
+            "--source",
+            "/var/tmp/elsewhere",
+            "--allowed-artifact-source",
+            &allowed,
+        ],
+    );
+    assert!(!out.status.success(), "refused");
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains(
+            "artifact source /var/tmp/elsewhere is not allowed on this node: \
+             `allowed_artifact_sources` lists only"
+        ),
+        "the list is named:\n{}{}",
+        out.stdout,
+        out.stderr
+    );
     let out = agent(&sim.node, &["upgrade", "--version", NEW_VERSION]);
     assert_eq!(out.status.code(), Some(1), "refused");
     assert!(

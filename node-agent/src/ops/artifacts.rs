@@ -7,7 +7,7 @@
 //! its own operation folder, before anything of RKE2 is touched.
 
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
@@ -24,6 +24,16 @@ pub enum ArtifactError {
     /// A source that is neither an http(s) URL nor an absolute folder.
     #[error("artifact source {0:?} is neither an http(s) URL nor an absolute folder")]
     BadSource(String),
+    /// A source outside the node's `allowed_artifact_sources`.
+    #[error(
+        "artifact source {requested} is not allowed on this node: `allowed_artifact_sources` lists only {allowed}"
+    )]
+    NotAllowed {
+        /// The source the request named.
+        requested: String,
+        /// The allow-list.
+        allowed: String,
+    },
     /// The HTTP request failed or did not answer 200.
     #[error("GET {url}: {reason}")]
     Http {
@@ -101,6 +111,56 @@ impl Source {
             Err(ArtifactError::BadSource(text.to_owned()))
         }
     }
+}
+
+impl Source {
+    /// Whether this source lies within `allowed`: a URL with the same scheme, host and port
+    /// and a path at or under it (after `..` is resolved, as the fetch would), or a folder at
+    /// or under it with no `..` in it.
+    #[must_use]
+    pub fn within(&self, allowed: &Self) -> bool {
+        match (self, allowed) {
+            (Self::Url(url), Self::Url(prefix)) => url_within(url, prefix),
+            (Self::Dir(dir), Self::Dir(prefix)) => {
+                !dir.components().any(|c| c == Component::ParentDir) && dir.starts_with(prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn url_within(url: &str, prefix: &str) -> bool {
+    let (Ok(url), Ok(prefix)) = (reqwest::Url::parse(url), reqwest::Url::parse(prefix)) else {
+        return false;
+    };
+    let segments = |u: &reqwest::Url| -> Vec<String> {
+        u.path_segments()
+            .map(|s| s.filter(|x| !x.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    url.scheme() == prefix.scheme()
+        && url.host_str() == prefix.host_str()
+        && url.port_or_known_default() == prefix.port_or_known_default()
+        && url.username() == prefix.username()
+        && segments(&url).starts_with(&segments(&prefix))
+}
+
+/// Checks `source` against a node's allow-list; an empty list allows every source.
+///
+/// # Errors
+/// [`ArtifactError::NotAllowed`] naming the source and the list.
+pub fn check_allowed(source: &Source, allowed: &[Source]) -> Result<(), ArtifactError> {
+    if allowed.is_empty() || allowed.iter().any(|a| source.within(a)) {
+        return Ok(());
+    }
+    Err(ArtifactError::NotAllowed {
+        requested: source.to_string(),
+        allowed: allowed
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
 }
 
 impl std::fmt::Display for Source {
@@ -285,6 +345,40 @@ async fn download(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allow_list_matches_by_origin_and_path_segments() {
+        let allowed = [
+            Source::parse("https://mirror.example/rke2").expect("url"),
+            Source::parse("/srv/rke2").expect("dir"),
+        ];
+        let ok = |s: &str| check_allowed(&Source::parse(s).expect("source"), &allowed).is_ok();
+        assert!(ok("https://mirror.example/rke2"));
+        assert!(ok("https://mirror.example/rke2/"));
+        assert!(ok("https://mirror.example:443/rke2/releases"));
+        assert!(ok("/srv/rke2/v1.34.1"));
+        assert!(!ok("https://mirror.example/rke2-evil"), "segment boundary");
+        assert!(
+            !ok("https://mirror.example/rke2/../evil"),
+            "dot-dot resolved"
+        );
+        assert!(!ok("http://mirror.example/rke2"), "scheme");
+        assert!(!ok("https://mirror.example:8443/rke2"), "port");
+        assert!(!ok("https://mirror.example.evil.net/rke2"), "host");
+        assert!(!ok("https://user@mirror.example/rke2"), "credentials");
+        assert!(!ok("/srv/rke2/../../etc"), "dot-dot in a folder");
+        assert!(!ok("/srv/rke2-old"), "folder boundary");
+        let err = check_allowed(&Source::parse("/tmp/x").expect("dir"), &allowed)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("/tmp/x")
+                && err.contains("allowed_artifact_sources")
+                && err.contains("https://mirror.example/rke2, /srv/rke2"),
+            "{err}"
+        );
+        assert!(check_allowed(&Source::parse("/tmp/x").expect("dir"), &[]).is_ok());
+    }
 
     const HASH: &str = "3f5a9c0e1b2d4c6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60";
 

@@ -44,6 +44,8 @@ pub struct NodeSetup {
     pub install_prefix: PathBuf,
     /// Upgrades' artifact source when the request names none.
     pub artifact_source: Option<String>,
+    /// Where upgrades may fetch from (empty: anywhere), checked before anything starts.
+    pub allowed_artifact_sources: Vec<artifacts::Source>,
 }
 
 impl NodeSetup {
@@ -208,7 +210,10 @@ impl<M: ServiceManager> Runner<M> {
                 .clone()
                 .or_else(|| self.setup.artifact_source.clone())
                 .ok_or(artifacts::ArtifactError::NoSource)?;
-            artifacts::Source::parse(&source)?;
+            artifacts::check_allowed(
+                &artifacts::Source::parse(&source)?,
+                &self.setup.allowed_artifact_sources,
+            )?;
         }
         if let OpKind::Rotate { services } = &kind
             && let Some(bad) = services
