@@ -6,12 +6,14 @@
 //! - [`layout`]: where RKE2 keeps things, and how its backup folders are named.
 //! - [`report`]: the `check` renderings (RKE2's table, our JSON).
 //! - [`identity`]: the node's enrolled identity (key, CSR, hub CA pin, 0600 files).
-//! - [`exposition`]: content negotiation between OpenMetrics and the classic Prometheus text.
+//! - [`config`]: loading a TOML configuration file, with errors naming the file, key and line.
+//! - [`exposition`]: serving metrics (OpenMetrics or the classic text) and gauge encoding.
 //! - [`version`]: RKE2 versions (`v1.34.1+rke2r1`), parsed and ordered.
 //!
 //! Nothing here does network I/O or talks to systemd: those live in the binaries' crates.
 
 pub mod certs;
+pub mod config;
 pub mod exposition;
 pub mod identity;
 pub mod layout;

@@ -18,34 +18,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/rke2-ops-hub";
 /// Admin socket — the unit's `RuntimeDirectory=rke2-ops`.
 pub const DEFAULT_ADMIN_SOCKET: &str = "/run/rke2-ops/hub.sock";
 
-/// Why the configuration is unusable.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file cannot be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Not valid for this schema (names the key and line).
-    #[error("invalid config file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// toml's message.
-        message: String,
-    },
-    /// A value out of range.
-    #[error("invalid value for `{key}`: {message}")]
-    Invalid {
-        /// The key.
-        key: &'static str,
-        /// Why.
-        message: String,
-    },
-}
+pub use rke2ops_common::config::ConfigError;
 
 /// The file's schema.
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
@@ -171,17 +144,7 @@ impl FileConfig {
     /// # Errors
     /// [`ConfigError`] naming the file, key and line.
     pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::Parse {
-                path: path.to_path_buf(),
-                message: e.to_string().trim_end().to_owned(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Self::default()),
-            Err(source) => Err(ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            }),
-        }
+        rke2ops_common::config::load_toml(path, required)
     }
 }
 

@@ -5,18 +5,16 @@
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::MetricType;
+use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::registry::Registry as Streams;
 use crate::store::Store;
 
-type Labels = Vec<(&'static str, String)>;
+use rke2ops_common::exposition::{Labels, const_gauges as gauge};
 
 /// Registry and the handles the services update.
 #[derive(Debug)]
@@ -32,24 +30,6 @@ pub struct HubMetrics {
 struct FleetCollector {
     store: Store,
     streams: Arc<Streams>,
-}
-
-#[allow(clippy::cast_precision_loss)]
-fn gauge(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    series: &[(Labels, f64)],
-) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, value) in series {
-        if labels.is_empty() {
-            ConstGauge::new(*value).encode(metric)?;
-            break;
-        }
-        ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
-    }
-    Ok(())
 }
 
 impl Collector for FleetCollector {
@@ -236,23 +216,13 @@ pub async fn serve(
         headers: HeaderMap,
     ) -> axum::response::Response {
         let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-        match metrics.encode() {
-            Ok(body) if exposition::wants_openmetrics(accept) => (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, exposition::OPENMETRICS_CONTENT_TYPE)],
-                body,
-            )
-                .into_response(),
-            Ok(body) => (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, exposition::CLASSIC_CONTENT_TYPE)],
-                exposition::to_classic_text(&body),
-            )
-                .into_response(),
-            Err(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response()
-            }
-        }
+        let scrape = exposition::scrape(metrics.encode(), accept);
+        (
+            StatusCode::from_u16(scrape.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            [(header::CONTENT_TYPE, scrape.content_type)],
+            scrape.body,
+        )
+            .into_response()
     }
     let app = axum::Router::new()
         .route("/metrics", axum::routing::get(handler))

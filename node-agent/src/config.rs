@@ -19,34 +19,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/rke2-ops/node-agent.toml";
 /// endpoint carries no secrets).
 pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9810";
 
-/// Why a configuration could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file exists but cannot be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for this schema (the message names key and line).
-    #[error("invalid config file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// toml's message, with line and column and the offending key.
-        message: String,
-    },
-    /// A value is out of range.
-    #[error("invalid value for `{key}`: {message}")]
-    Invalid {
-        /// The key.
-        key: &'static str,
-        /// Why.
-        message: String,
-    },
-}
+pub use rke2ops_common::config::ConfigError;
 
 /// The file's schema: every key optional, unknown keys refused.
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
@@ -208,10 +181,7 @@ impl FileConfig {
     /// # Errors
     /// [`ConfigError::Parse`] naming the key and line.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_owned(),
-        })
+        rke2ops_common::config::parse_toml(text, path)
     }
 
     /// Loads `path`. A missing file is an empty configuration only when `required` is false
@@ -220,14 +190,7 @@ impl FileConfig {
     /// # Errors
     /// [`ConfigError`] naming the file.
     pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse(&text, path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Self::default()),
-            Err(source) => Err(ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            }),
-        }
+        rke2ops_common::config::load_toml(path, required)
     }
 }
 

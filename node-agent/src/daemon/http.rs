@@ -49,19 +49,11 @@ async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) -> i
     }
     let metrics = &state.metrics;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    match metrics.encode() {
-        Ok(body) if exposition::wants_openmetrics(accept) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, exposition::OPENMETRICS_CONTENT_TYPE)],
-            body,
-        )
-            .into_response(),
-        Ok(body) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, exposition::CLASSIC_CONTENT_TYPE)],
-            exposition::to_classic_text(&body),
-        )
-            .into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response(),
-    }
+    let scrape = exposition::scrape(metrics.encode(), accept);
+    (
+        StatusCode::from_u16(scrape.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [(header::CONTENT_TYPE, scrape.content_type)],
+        scrape.body,
+    )
+        .into_response()
 }

@@ -9,10 +9,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::MetricType;
+use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use rke2ops_common::certs::CertStatus;
@@ -37,7 +35,7 @@ pub struct Metrics {
     pub service: ServiceSlot,
 }
 
-type Labels = Vec<(&'static str, String)>;
+use rke2ops_common::exposition::{Labels, const_gauges as gauge};
 
 /// The RKE2 unit's state as last read (on a scrape), shared with the collector.
 pub type ServiceSlot = Arc<std::sync::Mutex<Option<(String, crate::service::UnitState)>>>;
@@ -47,24 +45,6 @@ struct InventoryCollector {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     warn_days: u32,
     service: ServiceSlot,
-}
-
-fn gauge(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    series: &[(Labels, f64)],
-) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, value) in series {
-        if labels.is_empty() {
-            // Encoded without a family so the sample has no empty `{}`.
-            ConstGauge::new(*value).encode(metric)?;
-            break;
-        }
-        ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
-    }
-    Ok(())
 }
 
 #[allow(clippy::cast_precision_loss)] // Unix seconds fit f64 exactly for millennia.
