@@ -148,6 +148,10 @@ pub async fn run(
         listen = %config.listen_addr,
         admin_socket = %config.admin_socket.display(),
         ca_pin = %ca.ca_pin(),
+        kubeconfig = %config
+            .kubeconfig
+            .as_ref()
+            .map_or_else(|| "none (no cordon or drain)".to_owned(), |p| p.display().to_string()),
         nodes_marked_offline = offline,
         "hub ready"
     );

@@ -107,6 +107,14 @@ pub fn cluster_health(
                 .filter(|n| !n.ready)
                 .map(|n| n.name.clone())
                 .collect();
+            // A connected node the API does not know yet (a kubelet still registering, or a
+            // node_name that differs from the Node's): the plan could not cordon or verify
+            // it, so the gate holds and says why rather than the node failing later.
+            health.nodes_not_ready.extend(
+                live.iter()
+                    .filter(|n| n.online && !nodes.iter().any(|k| k.name == n.name))
+                    .map(|n| format!("{} (no Node in the Kubernetes API)", n.name)),
+            );
         }
         None => {
             health.nodes_not_ready = live
@@ -287,6 +295,17 @@ mod tests {
         assert_eq!(h.nodes_not_ready, ["w1"]);
         let h = cluster_health(&live, None, NOW, AGE).expect("known");
         assert_eq!(h.nodes_not_ready, ["s2"]);
+    }
+
+    #[test]
+    fn a_connected_node_without_a_node_object_holds_the_gate() {
+        let live = vec![server("s1", Some(etcd([true; 3], NOW)))];
+        let h = cluster_health(&live, Some(&[]), NOW, AGE).expect("known");
+        assert_eq!(
+            h.nodes_not_ready,
+            ["s1 (no Node in the Kubernetes API)"],
+            "a kubelet still registering"
+        );
     }
 
     #[test]

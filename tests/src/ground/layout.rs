@@ -13,12 +13,14 @@ use super::units::{JOURNALD_CONF, write_vendor_units};
 /// usually lives under the host's `/tmp`, which the node's own `/tmp` hides, so `boot` mounts
 /// a folder that contains the root after all the others.
 pub(super) const PRIVATE_DIRS: &[&str] = &[
-    // RKE2's data dir and config (/var/lib/rancher/rke2, /etc/rancher/rke2).
-    "/var/lib/rancher",
+    // Every service's state, as on a fresh machine: RKE2's data dir (/var/lib/rancher/rke2),
+    // rke2-ops' (/var/lib/rke2-ops), the node's systemd's own, and DynamicUser= state
+    // (/var/lib/private/rke2-ops-hub and its /var/lib/rke2-ops-hub symlink), which must not
+    // land on the host or leak from one test's node into the next.
+    "/var/lib",
+    // RKE2's config (/etc/rancher/rke2) and rke2-ops' config.
     "/etc/rancher",
-    // rke2-ops' own config and state.
     "/etc/rke2-ops",
-    "/var/lib/rke2-ops",
     // The install prefix: binaries and unit files installed on one node stay on that node.
     "/usr/local",
     // Sockets of systemd, D-Bus and journald, and the volatile journal.
@@ -192,6 +194,12 @@ pub(super) fn boot_script(
         let source = root.join("fs").join(relative(dir));
         let _ = writeln!(s, "mount --bind {} {}", sh_path(&source), sh_path(dir));
     }
+    // As on a booted host (and systemd's container interface asks): the node's mounts are
+    // shared within its own namespace (unshare made them private, cutting them off from the
+    // host's). systemd sets a unit's credentials up in a child namespace and relies on
+    // propagation to make them appear under /run/credentials: with private mounts,
+    // LoadCredential= left $CREDENTIALS_DIRECTORY empty.
+    let _ = writeln!(s, "mount --make-rshared /");
     let _ = writeln!(s, "hostname {}", sh_quote(name));
     let _ = writeln!(
         s,
