@@ -3,7 +3,6 @@
 //! recreated, never exports key material, and exits 0 on SIGTERM. (The same binary under a
 //! real systemd: `agent_systemd.rs`.)
 
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -102,22 +101,7 @@ fn server_tree(root: &Path, tweak: impl FnOnce(TreeSpec) -> TreeSpec) -> Generat
 }
 
 fn promtool(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect(
-            "promtool is installed (scripts/install-test-deps.sh installs Debian's prometheus)",
-        );
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("promtool runs");
+    let out = rke2ops_tests::http::promtool_check(text);
     assert!(
         out.status.success(),
         "promtool check metrics failed:\n{}{}\n---\n{text}",
