@@ -57,6 +57,12 @@ pub struct FileConfig {
     pub max_unauthenticated_per_peer: Option<usize>,
     /// Seconds a TLS handshake may take (default 10).
     pub tls_handshake_timeout_secs: Option<u64>,
+    /// Alert gate: Prometheus's base URL; while it has a firing alert (not ignored), no plan
+    /// starts a node (unset = no alert gate).
+    pub alert_gate_prometheus_url: Option<String>,
+    /// Alert names that never hold maintenance (default: Watchdog, InfoInhibitor and the
+    /// renewal alerts plans exist to clear; see `plan::alerts::DEFAULT_IGNORED`).
+    pub alert_gate_ignore: Option<Vec<String>>,
 }
 
 /// Flag overrides.
@@ -78,6 +84,8 @@ pub struct Overrides {
     pub auto_restart_window: Option<String>,
     pub max_unauthenticated_per_peer: Option<usize>,
     pub tls_handshake_timeout_secs: Option<u64>,
+    pub alert_gate_prometheus_url: Option<String>,
+    pub alert_gate_ignore: Vec<String>,
 }
 
 /// The systemd credential the hub reads its kubeconfig from when `kubeconfig` is not set:
@@ -129,6 +137,8 @@ pub struct Config {
     pub auto_restart_window: Option<String>,
     /// The agents' listener's limits.
     pub listener_limits: crate::listener::Limits,
+    /// The alert gate, when configured.
+    pub alert_gate: Option<crate::engine::AlertGate>,
 }
 
 fn addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -234,6 +244,32 @@ impl Config {
                 }
                 None => None,
             },
+            alert_gate: match o
+                .alert_gate_prometheus_url
+                .or(file.alert_gate_prometheus_url)
+                .filter(|u| !u.trim().is_empty())
+            {
+                Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                    return Err(ConfigError::Invalid {
+                        key: "alert_gate_prometheus_url",
+                        message: format!("{url:?} is not an http(s) URL"),
+                    });
+                }
+                Some(url) => Some(crate::engine::AlertGate {
+                    prometheus_url: url,
+                    ignore: if o.alert_gate_ignore.is_empty() {
+                        file.alert_gate_ignore.unwrap_or_else(|| {
+                            crate::plan::alerts::DEFAULT_IGNORED
+                                .iter()
+                                .map(|s| (*s).to_owned())
+                                .collect()
+                        })
+                    } else {
+                        o.alert_gate_ignore
+                    },
+                }),
+                None => None,
+            },
             listener_limits: {
                 let defaults = crate::listener::Limits::default();
                 let per_peer = o
@@ -295,6 +331,44 @@ mod tests {
             Some(dir.path().join("kubeconfig"))
         );
         assert_eq!(credential(None, "kubeconfig"), None);
+    }
+
+    #[test]
+    fn the_alert_gate_has_default_ignores_and_checks_its_url() {
+        let c = Config::resolve(FileConfig::default(), Overrides::default()).expect("valid");
+        assert_eq!(c.alert_gate, None, "off by default");
+        let file = FileConfig {
+            alert_gate_prometheus_url: Some("http://prom:9090".into()),
+            ..FileConfig::default()
+        };
+        let gate = Config::resolve(file, Overrides::default())
+            .expect("valid")
+            .alert_gate
+            .expect("configured");
+        assert!(gate.ignore.iter().any(|a| a == "RKE2RenewalRestartDue"));
+        let o = Overrides {
+            alert_gate_prometheus_url: Some("http://prom:9090".into()),
+            alert_gate_ignore: vec!["Noisy".into()],
+            ..Overrides::default()
+        };
+        let gate = Config::resolve(FileConfig::default(), o)
+            .expect("valid")
+            .alert_gate
+            .expect("configured");
+        assert_eq!(
+            gate.ignore,
+            ["Noisy"],
+            "an explicit list replaces the default"
+        );
+        let o = Overrides {
+            alert_gate_prometheus_url: Some("prom:9090".into()),
+            ..Overrides::default()
+        };
+        let err = Config::resolve(FileConfig::default(), o).expect_err("not a URL");
+        assert!(
+            err.to_string().contains("alert_gate_prometheus_url"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -35,6 +35,8 @@ fn config(args: &ServeArgs) -> Result<Config, rke2_hub::config::ConfigError> {
             auto_restart_window: args.auto_restart_window.clone(),
             max_unauthenticated_per_peer: args.max_unauthenticated_per_peer,
             tls_handshake_timeout_secs: args.tls_handshake_timeout_secs,
+            alert_gate_prometheus_url: args.alert_gate_prometheus_url.clone(),
+            alert_gate_ignore: args.alert_gate_ignore.clone(),
         },
     )
 }

@@ -53,6 +53,7 @@ pub async fn run(
         cluster,
         crate::engine::EngineSettings {
             artifact_mirror: config.artifact_mirror.clone(),
+            alert_gate: config.alert_gate.clone(),
             ..crate::engine::EngineSettings::default()
         },
     );

@@ -4,4 +4,5 @@ pub mod fleet;
 pub mod ground;
 pub mod http;
 pub mod hub;
+pub mod prometheus;
 pub mod sim;

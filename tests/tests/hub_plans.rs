@@ -494,3 +494,76 @@ async fn auto_maintenance_warns_when_the_window_opens_after_a_deadline() {
     warnings.sort();
     assert_eq!(warnings, ["agent-1", "server-1"], "{view:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_alert_gate_holds_nodes_while_prometheus_has_a_firing_alert() {
+    use rke2ops_tests::prometheus::{Prometheus, firing_rules};
+    let ip = "127.0.60.9";
+    // A real Prometheus with two firing alerts; the renewal one is ignored by default (a
+    // restart plan is what clears it).
+    let prometheus = tokio::task::block_in_place(|| {
+        let p = Prometheus::start(
+            format!("{ip}:9090").parse().expect("addr"),
+            &firing_rules(&["EtcdDiskSlow", "RKE2RenewalRestartDue"]),
+        );
+        p.wait_firing(&["EtcdDiskSlow", "RKE2RenewalRestartDue"]);
+        p
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = prometheus.url();
+    let hub = tokio::task::block_in_place(|| {
+        HubProcess::start_with(dir.path(), ip, &["--alert-gate-prometheus-url", &url])
+    });
+    let fleet = FakeFleet::start(
+        hub.addr.parse().expect("addr"),
+        &hub.socket(),
+        &spec(1, 1, 200),
+    )
+    .await;
+
+    let view = json(&hub, &["restart"]);
+    let id = view["id"].as_str().expect("id").to_owned();
+    let started = Instant::now();
+    loop {
+        let view = plan(&hub, &id);
+        if view["reason"] == "alerts firing: EtcdDiskSlow" {
+            let gates = view["gates"].to_string();
+            assert!(
+                gates.contains(&format!("no firing alert at {url}")),
+                "{gates}"
+            );
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "{view:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        fleet.spans().is_empty(),
+        "no node starts while the alert fires"
+    );
+
+    // The alert resolves: the plan goes on by itself.
+    tokio::task::block_in_place(|| {
+        prometheus.set_rules(&firing_rules(&["RKE2RenewalRestartDue"]));
+        prometheus.wait_firing(&["RKE2RenewalRestartDue"]);
+    });
+    wait_state(&hub, &id, "completed", Duration::from_secs(30)).await;
+    assert_eq!(fleet.spans().len(), 2);
+
+    // Prometheus gone: "no answer" is not "all clear".
+    drop(prometheus);
+    let view = json(&hub, &["rotate"]);
+    let id = view["id"].as_str().expect("id").to_owned();
+    let started = Instant::now();
+    loop {
+        let view = plan(&hub, &id);
+        let reason = view["reason"].as_str().unwrap_or_default().to_owned();
+        if reason.contains(&format!("Prometheus alerts at {url}/api/v1/alerts")) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{view:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(fleet.spans().len(), 2, "nothing started without an answer");
+}

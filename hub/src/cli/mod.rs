@@ -213,6 +213,12 @@ pub struct ServeArgs {
     /// Seconds a TLS handshake may take [default: 10].
     #[arg(long, env = "RKE2_HUB_TLS_HANDSHAKE_TIMEOUT_SECS")]
     pub tls_handshake_timeout_secs: Option<u64>,
+    /// Alert gate: no node starts while this Prometheus has a firing alert [default: off].
+    #[arg(long, env = "RKE2_HUB_ALERT_GATE_PROMETHEUS_URL")]
+    pub alert_gate_prometheus_url: Option<String>,
+    /// An alert name that never holds maintenance (repeatable; replaces the default list).
+    #[arg(long, env = "RKE2_HUB_ALERT_GATE_IGNORE", value_delimiter = ',')]
+    pub alert_gate_ignore: Vec<String>,
 }
 
 /// `--output` values.

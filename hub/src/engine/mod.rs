@@ -47,6 +47,17 @@ pub struct EngineSettings {
     pub tick: Duration,
     /// Default artifact source for upgrades (URL prefix or folder on the nodes).
     pub artifact_mirror: String,
+    /// Hold every node while Prometheus has a firing alert (none: no alert gate).
+    pub alert_gate: Option<AlertGate>,
+}
+
+/// The alert gate's settings ([`crate::plan::alerts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertGate {
+    /// Prometheus's base URL (`http://prometheus:9090`).
+    pub prometheus_url: String,
+    /// Alert names that never hold maintenance.
+    pub ignore: Vec<String>,
 }
 
 impl Default for EngineSettings {
@@ -54,6 +65,7 @@ impl Default for EngineSettings {
         Self {
             tick: Duration::from_secs(1),
             artifact_mirror: String::new(),
+            alert_gate: None,
         }
     }
 }
@@ -101,6 +113,8 @@ pub struct Engine {
     running: Mutex<HashSet<(i64, String)>>,
     changed: watch::Sender<u64>,
     wake: Notify,
+    /// For the alert gate's Prometheus queries.
+    http: reqwest::Client,
 }
 
 impl Engine {
@@ -123,7 +137,17 @@ impl Engine {
             running: Mutex::new(HashSet::new()),
             changed: watch::channel(0).0,
             wake: Notify::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
         })
+    }
+
+    /// The alert gate, when configured.
+    #[must_use]
+    pub fn alert_gate(&self) -> Option<&AlertGate> {
+        self.settings.alert_gate.as_ref()
     }
 
     /// Whether the hub can cordon and drain.
@@ -582,7 +606,14 @@ impl Engine {
             .kube_nodes()
             .await
             .map_err(|e| format!("Kubernetes API: {e}"))?;
-        cluster_health(&self.node_lives(), kube.as_deref(), now, REPORT_MAX_AGE)
+        let mut health = cluster_health(&self.node_lives(), kube.as_deref(), now, REPORT_MAX_AGE)?;
+        if let Some(gate) = &self.settings.alert_gate {
+            health.alerts_firing =
+                crate::plan::alerts::fetch_blocking(&self.http, &gate.prometheus_url, &gate.ignore)
+                    .await
+                    .map_err(|e| e.to_string())?;
+        }
+        Ok(health)
     }
 }
 

@@ -10,7 +10,7 @@ use tonic::Status;
 
 use super::{Hub, internal};
 use crate::convert;
-use crate::engine::{Action, EngineError, PlanRequest};
+use crate::engine::{Action, AlertGate, EngineError, PlanRequest};
 use crate::plan::model::{Plan, PlanKind, PlanPolicy, PlanState};
 use crate::store::StoreError;
 
@@ -43,7 +43,12 @@ fn plan_id(id: &str) -> Result<i64, Status> {
 }
 
 /// The gates of a plan, in words.
-fn gates(kind: PlanKind, policy: &PlanPolicy, kube: bool) -> Vec<String> {
+fn gates(
+    kind: PlanKind,
+    policy: &PlanPolicy,
+    kube: bool,
+    alerts: Option<&AlertGate>,
+) -> Vec<String> {
     let mut before = vec![
         "every etcd member healthy, no alarms".to_owned(),
         "servers: etcd keeps quorum with this member down".to_owned(),
@@ -56,6 +61,17 @@ fn gates(kind: PlanKind, policy: &PlanPolicy, kube: bool) -> Vec<String> {
     ];
     if let Some(w) = &policy.window {
         before.push(format!("inside the window {w}"));
+    }
+    if let Some(gate) = alerts {
+        before.push(format!(
+            "no firing alert at {} (ignoring {})",
+            gate.prometheus_url,
+            if gate.ignore.is_empty() {
+                "none".to_owned()
+            } else {
+                gate.ignore.join(", ")
+            }
+        ));
     }
     before.push("plan not paused".to_owned());
     let mut out = vec![format!("before each node: {}", before.join("; "))];
@@ -176,8 +192,12 @@ pub async fn create(
             updated_at: now,
             finished_at: None,
         };
-        let mut view =
-            convert::plan_message(&plan, &nodes, &[], gates(plan.kind, &plan.policy, kube));
+        let mut view = convert::plan_message(
+            &plan,
+            &nodes,
+            &[],
+            gates(plan.kind, &plan.policy, kube, hub.engine.alert_gate()),
+        );
         view.state = pb::PlanState::Preview.into();
         return Ok(view);
     }
@@ -195,7 +215,12 @@ fn show(hub: &Hub, id: i64) -> Result<pb::PlanView, Status> {
     let plan = store.plan(id).map_err(|e| engine_status(e.into()))?;
     let nodes = store.plan_nodes(id).map_err(internal)?;
     let events = store.plan_events(id, EVENTS).map_err(internal)?;
-    let gates = gates(plan.kind, &plan.policy, hub.engine.has_cluster_access());
+    let gates = gates(
+        plan.kind,
+        &plan.policy,
+        hub.engine.has_cluster_access(),
+        hub.engine.alert_gate(),
+    );
     Ok(convert::plan_message(&plan, &nodes, &events, gates))
 }
 

@@ -70,6 +70,8 @@ pub struct Health {
     pub apiservers_not_ready: Vec<String>,
     /// Nodes that are not Ready.
     pub nodes_not_ready: Vec<String>,
+    /// Firing Prometheus alerts that hold maintenance (the alert gate; empty without one).
+    pub alerts_firing: Vec<String>,
 }
 
 /// What to do now.
@@ -106,6 +108,12 @@ fn gate(
         && !window.contains(now)
     {
         return Some("outside the maintenance window".to_owned());
+    }
+    if !health.alerts_firing.is_empty() {
+        return Some(format!(
+            "alerts firing: {}",
+            health.alerts_firing.join(", ")
+        ));
     }
     if !health.etcd_alarms.is_empty() {
         return Some(format!(
@@ -360,6 +368,14 @@ mod tests {
         };
         assert!(
             matches!(decide(&nodes, &policy(1), &node_down, NOW), Decision::Wait(why) if why.contains("w2"))
+        );
+        let alerting = Health {
+            alerts_firing: vec!["NodeDown (2)".into()],
+            ..healthy()
+        };
+        assert_eq!(
+            decide(&nodes, &policy(1), &alerting, NOW),
+            Decision::Wait("alerts firing: NodeDown (2)".into())
         );
     }
 

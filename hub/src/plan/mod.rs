@@ -4,6 +4,7 @@
 //! durable shape ([`model`]). [`crate::engine`] drives them against agents and Kubernetes.
 
 pub mod action;
+pub mod alerts;
 pub mod auto;
 pub mod channel;
 pub mod create;
