@@ -21,11 +21,14 @@
 //!    bound from the host, a new `devpts`, `shm`; `/dev/console` is the file `console.log`),
 //!    so the node neither creates `/dev/log` on the host nor writes to the host's kernel log;
 //! 3. bind-mounts per-node folders (under the node's root, `fs/<path>`) over the paths rke2-ops
-//!    and RKE2 use: `/var/lib/rancher`, `/etc/rancher`, `/etc/rke2-ops`, `/var/lib/rke2-ops`,
-//!    `/usr/local`, `/run`, `/etc/systemd/system`, `/usr/lib/systemd/system` (the node's
-//!    vendor units, see below), `/usr/lib/systemd/system-generators` (empty), `/var/tmp`,
-//!    `/tmp`, plus files `/etc/hostname` (the node's name) and `/etc/machine-id` (random);
-//! 4. execs `/lib/systemd/systemd --system --unit=multi-user.target` as the namespace's PID 1.
+//!    and RKE2 use: `/var/lib` (every service's state, RKE2's data dir and DynamicUser state
+//!    included, empty as on a fresh machine), `/etc/rancher`, `/etc/rke2-ops`, `/usr/local`,
+//!    `/run`, `/etc/systemd/system`, `/usr/lib/systemd/system` (the node's vendor units, see
+//!    below), `/usr/lib/systemd/system-generators` (empty), `/var/tmp`, `/tmp`, plus files
+//!    `/etc/hostname` (the node's name) and `/etc/machine-id` (random);
+//! 4. makes the node's mounts shared within its own namespace (`mount --make-rshared /`, as a
+//!    booted host has them; systemd needs propagation for `LoadCredential=`), then execs
+//!    `/lib/systemd/systemd --system --unit=multi-user.target` as the namespace's PID 1.
 //!
 //! The node's `/usr/lib/systemd/system` holds minimal stand-ins for systemd's standard targets
 //! (`sysinit`, `basic`, `sockets`, `timers`, `paths`, `slices`, `local-fs`, `network`,
@@ -62,9 +65,8 @@
 //!   Developed on cgroup v1+v2 hybrid (systemd 252); pure cgroup v2 is handled but untested.
 //! - Nodes share the host's network namespace, kernel, `/sys` and the rest of the file system:
 //!   only the paths listed above are private ([`Node::host_path`] refuses the others, add more
-//!   with [`NodeSpec::with_private_dir`]). The empty folders `/var/lib/rancher`,
-//!   `/etc/rancher`, `/etc/rke2-ops` and `/var/lib/rke2-ops` are created on the host as mount
-//!   points.
+//!   with [`NodeSpec::with_private_dir`]). The empty folders `/etc/rancher` and
+//!   `/etc/rke2-ops` are created on the host as mount points.
 //! - The node's systemd mounts cgroup controllers the host had not mounted (hugetlb,
 //!   perf_event, net_cls) inside its namespace; their empty mount-point folders appear in the
 //!   host's `/sys/fs/cgroup` tmpfs and stay until reboot. Harmless, but visible.
