@@ -35,12 +35,16 @@ pub fn firing_rules(names: &[&str]) -> String {
 }
 
 impl Prometheus {
-    /// Starts Prometheus on `addr` with `rules` and waits until it is ready.
+    /// Starts Prometheus on a free port of `ip` with `rules` and waits until it is ready. (A
+    /// fixed port could meet a host's own Prometheus, whose `/-/ready` would answer for it.)
     ///
     /// # Panics
-    /// When Prometheus is missing or does not become ready within 30 s.
+    /// When Prometheus is missing, exits, or does not become ready within 30 s.
     #[must_use]
-    pub fn start(addr: SocketAddr, rules: &str) -> Self {
+    pub fn start(ip: std::net::IpAddr, rules: &str) -> Self {
+        let addr = std::net::TcpListener::bind((ip, 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("rules.yml"), rules).expect("rules");
         std::fs::write(
@@ -62,9 +66,12 @@ impl Prometheus {
             .stderr(std::fs::File::create(dir.path().join("prometheus.log")).expect("log"))
             .spawn()
             .expect("prometheus is installed (scripts/install-test-deps.sh installs Debian's prometheus)");
-        let prometheus = Self { child, dir, addr };
+        let mut prometheus = Self { child, dir, addr };
         let started = Instant::now();
         while crate::http::get(addr, "/-/ready", None).is_none() {
+            if let Ok(Some(status)) = prometheus.child.try_wait() {
+                panic!("prometheus exited ({status}):\n{}", prometheus.log());
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
                 "prometheus not ready on {addr}:\n{}",

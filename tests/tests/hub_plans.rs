@@ -342,13 +342,23 @@ async fn a_hub_killed_mid_plan_finishes_it_after_a_restart() {
     let view = json(&hub, &["rotate", "--settle", "1s"]);
     let id = view["id"].as_str().expect("id").to_owned();
     // A watcher loses its stream when the hub dies: exit 3, distinct from halted (1).
-    let mut watcher = Some(
-        hub.command(&["plan", "watch", &id])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("plan watch runs"),
+    let mut child = hub
+        .command(&["plan", "watch", &id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("plan watch runs");
+    // Its first line means it has the stream (a kill before that would be a connect error).
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let first = tokio::task::block_in_place(|| lines.next());
+    assert!(
+        first.is_some_and(|l| l.is_ok()),
+        "the watcher printed nothing"
     );
+    // Keep draining so the watcher never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let mut watcher = Some(child);
     let mut hub = Some(hub);
     // Kill -9 at several points: while server-1 operates, while server-2 operates, and while
     // a worker settles.
@@ -466,33 +476,43 @@ async fn auto_maintenance_warns_when_the_window_opens_after_a_deadline() {
     hub.kill();
     let hub = tokio::task::block_in_place(|| HubProcess::start_with(dir.path(), ip, &auto));
     let started = Instant::now();
+    // The plan waits for its window, and says which nodes it would restart too late (the
+    // warnings are written right after the plan, so poll for them).
+    let late = |view: &Value| {
+        let mut nodes: Vec<String> = view["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| {
+                e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("comes before the window"))
+            })
+            .filter_map(|e| e["node"].as_str().map(str::to_owned))
+            .collect();
+        nodes.sort();
+        nodes
+    };
     let view = loop {
         let plans = json(&hub, &["plans"]);
         if let Some(p) = plans.as_array().and_then(|p| p.first()) {
-            break plan(&hub, p["id"].as_str().expect("id"));
+            let view = plan(&hub, p["id"].as_str().expect("id"));
+            if late(&view).len() == 2 {
+                break view;
+            }
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "no auto plan");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no auto plan with warnings"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    // The plan waits for its window, and says which nodes it would restart too late.
     assert_eq!(view["state"], "running", "{view:#}");
     assert!(
         phases(&view).iter().all(|(_, p)| p == "pending"),
         "{view:#}"
     );
-    let mut warnings: Vec<String> = view["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter(|e| {
-            e["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("comes before the window"))
-        })
-        .map(|e| e["node"].as_str().expect("node").to_owned())
-        .collect();
-    warnings.sort();
-    assert_eq!(warnings, ["agent-1", "server-1"], "{view:#}");
+    assert_eq!(late(&view), ["agent-1", "server-1"], "{view:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -503,7 +523,7 @@ async fn the_alert_gate_holds_nodes_while_prometheus_has_a_firing_alert() {
     // restart plan is what clears it).
     let prometheus = tokio::task::block_in_place(|| {
         let p = Prometheus::start(
-            format!("{ip}:9090").parse().expect("addr"),
+            ip.parse().expect("ip"),
             &firing_rules(&["EtcdDiskSlow", "RKE2RenewalRestartDue"]),
         );
         p.wait_firing(&["EtcdDiskSlow", "RKE2RenewalRestartDue"]);

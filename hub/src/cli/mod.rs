@@ -216,7 +216,7 @@ pub struct ServeArgs {
     /// Alert gate: no node starts while this Prometheus has a firing alert [default: off].
     #[arg(long, env = "RKE2_HUB_ALERT_GATE_PROMETHEUS_URL")]
     pub alert_gate_prometheus_url: Option<String>,
-    /// An alert name that never holds maintenance (repeatable; replaces the default list).
+    /// An alert name that never holds maintenance (repeatable; added to the built-in list).
     #[arg(long, env = "RKE2_HUB_ALERT_GATE_IGNORE", value_delimiter = ',')]
     pub alert_gate_ignore: Vec<String>,
 }

@@ -138,7 +138,7 @@ impl Engine {
             changed: watch::channel(0).0,
             wake: Notify::new(),
             http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
+                .timeout(Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
         })
@@ -490,13 +490,32 @@ impl Engine {
         };
         let views: Vec<_> = nodes.iter().map(PlanNode::decision_view).collect();
         let health = self.cluster_health(now).await;
-        let decision = match (
+        let mut decision = match (
             decide(&views, &policy, &health.clone().unwrap_or_default(), now),
-            health,
+            &health,
         ) {
-            (Decision::Start(_), Err(why)) => Decision::Wait(why),
+            (Decision::Start(_), Err(why)) => Decision::Wait(why.clone()),
             (d, _) => d,
         };
+        // The alert gate asks Prometheus only when a node would start now, so a slow or
+        // absent Prometheus never delays the rest of a pass.
+        if let (Decision::Start(_), Ok(mut health), Some(gate)) =
+            (&decision, health, &self.settings.alert_gate)
+        {
+            decision = match crate::plan::alerts::fetch_blocking(
+                &self.http,
+                &gate.prometheus_url,
+                &gate.ignore,
+            )
+            .await
+            {
+                Ok(firing) => {
+                    health.alerts_firing = firing;
+                    decide(&views, &policy, &health, now)
+                }
+                Err(e) => Decision::Wait(e.to_string()),
+            };
+        }
         match decision {
             Decision::Start(names) => {
                 for name in names {
@@ -606,14 +625,7 @@ impl Engine {
             .kube_nodes()
             .await
             .map_err(|e| format!("Kubernetes API: {e}"))?;
-        let mut health = cluster_health(&self.node_lives(), kube.as_deref(), now, REPORT_MAX_AGE)?;
-        if let Some(gate) = &self.settings.alert_gate {
-            health.alerts_firing =
-                crate::plan::alerts::fetch_blocking(&self.http, &gate.prometheus_url, &gate.ignore)
-                    .await
-                    .map_err(|e| e.to_string())?;
-        }
-        Ok(health)
+        cluster_health(&self.node_lives(), kube.as_deref(), now, REPORT_MAX_AGE)
     }
 }
 
@@ -717,7 +729,8 @@ impl Engine {
                 let opens = next_open.map_or_else(|| "never".to_owned(), rfc3339);
                 let message = format!(
                     "renewal deadline {} comes before the window {window} opens ({opens}): \
-                     restart it now (rke2-hub restart --node {node}) or widen the window",
+                     restart it by hand now (`rke2-node-agent restart` on the node, or abort \
+                     plan {id} and run `rke2-hub restart --node {node}`) or widen the window",
                     rfc3339(deadline)
                 );
                 tracing::warn!(plan = id, %node, "auto-maintenance: {message}");

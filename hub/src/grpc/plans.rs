@@ -65,7 +65,7 @@ fn gates(
     if let Some(gate) = alerts {
         before.push(format!(
             "no firing alert at {} (ignoring {})",
-            gate.prometheus_url,
+            crate::plan::alerts::display_url(&gate.prometheus_url),
             if gate.ignore.is_empty() {
                 "none".to_owned()
             } else {

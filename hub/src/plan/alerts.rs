@@ -3,13 +3,14 @@
 //! before a reboot). The hub reads Prometheus's `GET /api/v1/alerts`; an unreachable
 //! Prometheus holds the plan too, because "no answer" must not read as "all clear".
 //!
-//! The default ignore list is the alerts a plan exists to clear (rke2-ops' own renewal
-//! alerts, `monitoring/rke2-ops.rules.yml`) and Prometheus's always-firing heartbeats: gating
-//! a renewal plan on the renewal alert would deadlock it.
+//! The ignore list always holds the alerts a plan exists to clear or causes itself (rke2-ops'
+//! own renewal and halted-plan alerts, `monitoring/rke2-ops.rules.yml`) and the always-firing
+//! heartbeats (`Watchdog`, `InfoInhibitor`): gating a renewal plan on the renewal alert would
+//! deadlock it. The operator's `alert_gate_ignore` adds to it.
 
 use serde::Deserialize;
 
-/// Alerts ignored when `alert_gate_ignore` is unset.
+/// Alerts that never hold maintenance; `alert_gate_ignore` adds to them.
 pub const DEFAULT_IGNORED: &[&str] = &[
     "Watchdog",
     "InfoInhibitor",
@@ -18,7 +19,35 @@ pub const DEFAULT_IGNORED: &[&str] = &[
     "RKE2CertificateExpired",
     "RKE2RenewalRestartDue",
     "RKE2OpsFleetRenewalDeadlineNear",
+    "RKE2OpsPlanHalted",
 ];
+
+/// `extra` names added to [`DEFAULT_IGNORED`], sorted and without repeats.
+#[must_use]
+pub fn ignore_list(extra: &[String]) -> Vec<String> {
+    let mut all: Vec<String> = DEFAULT_IGNORED
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain(extra.iter().cloned())
+        .collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// `url` without user and password, for messages and `plan show` (a Prometheus behind basic
+/// auth may be configured as `https://user:pass@...`).
+#[must_use]
+pub fn display_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.as_str().trim_end_matches('/').to_owned()
+        }
+        Err(_) => url.to_owned(),
+    }
+}
 
 #[derive(Debug, Deserialize)]
 struct Response {
@@ -113,9 +142,10 @@ pub async fn fetch_blocking(
     ignore: &[String],
 ) -> Result<Vec<String>, AlertGateError> {
     let url = alerts_url(prometheus);
+    let shown = display_url(&url);
     let fetch = |reason: String| AlertGateError::Fetch {
-        url: url.clone(),
-        reason,
+        url: shown.clone(),
+        reason: reason.replace(&url, &shown),
     };
     let response = client
         .get(&url)
@@ -127,7 +157,7 @@ pub async fn fetch_blocking(
         return Err(fetch(format!("HTTP {}", response.status())));
     }
     let body = response.text().await.map_err(|e| fetch(e.to_string()))?;
-    blocking(&body, ignore, &url)
+    blocking(&body, ignore, &shown)
 }
 
 #[cfg(test)]
@@ -154,7 +184,17 @@ mod tests {
         assert_eq!(
             blocking(DOC, &["NodeDown".to_owned()], "u").expect("parses"),
             ["RKE2CertificateRenewalDeadlineNear", "Watchdog"],
-            "an explicit list replaces the defaults"
+            "only what the list names is ignored"
+        );
+        let list = ignore_list(&["NodeDown".to_owned(), "Watchdog".to_owned()]);
+        assert!(
+            blocking(DOC, &list, "u").expect("parses").is_empty(),
+            "{list:?}"
+        );
+        assert_eq!(list.iter().filter(|n| *n == "Watchdog").count(), 1);
+        assert_eq!(
+            display_url("https://user:pw@prom.example:9090/"),
+            "https://prom.example:9090"
         );
         let quiet = r#"{"status":"success","data":{"alerts":[]}}"#;
         assert!(blocking(quiet, &[], "u").expect("parses").is_empty());

@@ -21,8 +21,8 @@ pub enum ArtifactError {
         "no artifact source: set `artifact_source` (URL prefix or absolute folder) or pass --source"
     )]
     NoSource,
-    /// A source that is neither an http(s) URL nor an absolute folder.
-    #[error("artifact source {0:?} is neither an http(s) URL nor an absolute folder")]
+    /// A source that is neither a plain http(s) URL nor an absolute folder.
+    #[error("artifact source {0:?} is neither a plain http(s) URL prefix nor an absolute folder")]
     BadSource(String),
     /// A source outside the node's `allowed_artifact_sources`.
     #[error(
@@ -103,8 +103,32 @@ impl Source {
     /// [`ArtifactError::BadSource`] for anything else.
     pub fn parse(text: &str) -> Result<Self, ArtifactError> {
         let text = text.trim();
-        if text.starts_with("http://") || text.starts_with("https://") {
-            Ok(Self::Url(text.trim_end_matches('/').to_owned()))
+        let lower = text.to_ascii_lowercase();
+        if lower.starts_with("http://") || lower.starts_with("https://") {
+            let url = reqwest::Url::parse(text)
+                .map_err(|e| ArtifactError::BadSource(format!("{text} ({e})")))?;
+            // Messages travel to the hub and its audit log: never with a password in them.
+            let mut shown = url.clone();
+            let _ = shown.set_username("");
+            let _ = shown.set_password(None);
+            let bad = |why: &str| ArtifactError::BadSource(format!("{shown} ({why})"));
+            if url.host_str().is_none_or(str::is_empty) {
+                return Err(bad("no host"));
+            }
+            // The agent appends `/<version>/<file>`: a query or fragment would swallow it,
+            // and credentials would be echoed into messages. Encoded separators (`%2F`,
+            // `%5C`) and `;` parameters are decoded or cut differently by some servers than
+            // by the allow-list, so they are refused too.
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(bad("credentials in the URL"));
+            }
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(bad("a query or fragment"));
+            }
+            if url.path().contains(['%', ';', '\\']) {
+                return Err(bad("'%', ';' or '\\' in the path"));
+            }
+            Ok(Self::Url(url.as_str().trim_end_matches('/').to_owned()))
         } else if text.starts_with('/') {
             Ok(Self::Dir(PathBuf::from(text)))
         } else {
@@ -138,11 +162,38 @@ fn url_within(url: &str, prefix: &str) -> bool {
             .map(|s| s.filter(|x| !x.is_empty()).map(str::to_owned).collect())
             .unwrap_or_default()
     };
+    // Encoded separators and `;` parameters could be resolved differently by the server
+    // (see `Source::parse`); a redirect target carrying them is not within anything.
+    let path = url.path().to_ascii_lowercase();
+    if path.contains("%2f") || path.contains("%5c") || path.contains([';', '\\']) {
+        return false;
+    }
     url.scheme() == prefix.scheme()
         && url.host_str() == prefix.host_str()
         && url.port_or_known_default() == prefix.port_or_known_default()
         && url.username() == prefix.username()
         && segments(&url).starts_with(&segments(&prefix))
+}
+
+/// Follows at most 10 redirects, each of which must stay within the allow-list (when there
+/// is one): an open redirect on an allowed mirror must not lead anywhere. GitHub's release
+/// downloads redirect to `objects.githubusercontent.com`, which a list must then name.
+fn redirect_policy(allowed: Vec<Source>) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 10 {
+            return attempt.error("more than 10 redirects");
+        }
+        let target = Source::Url(attempt.url().as_str().to_owned());
+        if allowed.is_empty() || allowed.iter().any(|a| target.within(a)) {
+            attempt.follow()
+        } else {
+            let message = format!(
+                "redirect to {} is outside allowed_artifact_sources",
+                attempt.url()
+            );
+            attempt.error(message)
+        }
+    })
 }
 
 /// Checks `source` against a node's allow-list; an empty list allows every source.
@@ -267,16 +318,21 @@ pub fn verify(dir: &Path, arch: &str) -> Result<String, ArtifactError> {
 /// [`ArtifactError`] naming the URL or file.
 pub async fn fetch(
     source: &Source,
+    allowed: &[Source],
     version: &str,
     arch: &str,
     dest: &Path,
 ) -> Result<String, ArtifactError> {
+    // Checked here too, not only when the operation starts: an interrupted upgrade resumed
+    // after the list was tightened must not fetch from a source it no longer allows.
+    check_allowed(source, allowed)?;
     tokio::fs::create_dir_all(dest).await.map_err(io(dest))?;
     let files = [sums_name(arch), tarball_name(arch)];
     let mut bytes_total = 0u64;
     match source {
         Source::Url(prefix) => {
             let client = reqwest::Client::builder()
+                .redirect(redirect_policy(allowed.to_vec()))
                 .connect_timeout(Duration::from_secs(15))
                 .read_timeout(Duration::from_secs(60))
                 .user_agent(concat!("rke2-node-agent/", env!("CARGO_PKG_VERSION")))
@@ -365,8 +421,20 @@ mod tests {
         assert!(!ok("http://mirror.example/rke2"), "scheme");
         assert!(!ok("https://mirror.example:8443/rke2"), "port");
         assert!(!ok("https://mirror.example.evil.net/rke2"), "host");
-        assert!(!ok("https://user@mirror.example/rke2"), "credentials");
         assert!(!ok("/srv/rke2/../../etc"), "dot-dot in a folder");
+        for refused in [
+            "https://mirror.example/rke2/..%2F..%2Fother",
+            "https://mirror.example/rke2/%2e%2e%5cother",
+            "https://mirror.example/rke2/..;/other",
+            "https://mirror.example/rke2?x=/rke2",
+            "https://mirror.example/rke2#frag",
+            "https://user:secret@mirror.example/rke2",
+            "https://",
+        ] {
+            let err = Source::parse(refused).expect_err(refused).to_string();
+            assert!(!err.contains("secret"), "no credentials echoed: {err}");
+        }
+        assert!(ok("HTTPS://Mirror.Example/rke2/x"), "scheme and host case");
         assert!(!ok("/srv/rke2-old"), "folder boundary");
         let err = check_allowed(&Source::parse("/tmp/x").expect("dir"), &allowed)
             .expect_err("refused")

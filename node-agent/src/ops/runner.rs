@@ -489,6 +489,7 @@ impl<M: ServiceManager> Runner<M> {
                 let (version, source) = self.upgrade_target(record)?;
                 artifacts::fetch(
                     &source,
+                    &self.setup.allowed_artifact_sources,
                     &version,
                     artifacts::arch(),
                     &self.op_dir(record).join("artifacts"),

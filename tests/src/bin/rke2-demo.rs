@@ -264,6 +264,9 @@ fn main() -> Result<()> {
         hub.socket().display()
     );
     println!("  hub metrics:  curl http://{HUB_IP}:9812/metrics");
+    println!(
+        "  alert rules:  monitoring/rke2-ops.rules.yml (promtool test rules monitoring/rke2-ops.rules.test.yml)"
+    );
     for sim in cluster.nodes() {
         println!(
             "  {:<9} agent metrics http://{}:9810/metrics   shell: nsenter -t {} -m -p -u bash",
