@@ -70,6 +70,9 @@ pub struct Health {
     pub apiservers_not_ready: Vec<String>,
     /// Nodes that are not Ready.
     pub nodes_not_ready: Vec<String>,
+    /// Connected nodes the Kubernetes API has no Node for (a kubelet still registering, or
+    /// a `node_name` that differs from the Node's); they hold only plans that include them.
+    pub nodes_unregistered: Vec<String>,
     /// Firing Prometheus alerts that hold maintenance (the alert gate; empty without one).
     pub alerts_firing: Vec<String>,
 }
@@ -101,6 +104,7 @@ fn gate(
     policy: &Policy,
     health: &Health,
     handling: &[&str],
+    remaining: &[&str],
     server: bool,
     now: OffsetDateTime,
 ) -> Option<String> {
@@ -148,6 +152,18 @@ fn gate(
     if !not_ready.is_empty() {
         return Some(format!("nodes not Ready: {}", not_ready.join(", ")));
     }
+    let unregistered: Vec<&str> = health
+        .nodes_unregistered
+        .iter()
+        .map(String::as_str)
+        .filter(|n| remaining.contains(n))
+        .collect();
+    if !unregistered.is_empty() {
+        return Some(format!(
+            "no Node in the Kubernetes API for {}",
+            unregistered.join(", ")
+        ));
+    }
     None
 }
 
@@ -179,6 +195,11 @@ pub fn decide(
         .filter(|n| n.phase == Phase::InProgress)
         .map(|n| n.name.as_str())
         .collect();
+    let remaining: Vec<&str> = nodes
+        .iter()
+        .filter(|n| matches!(n.phase, Phase::Pending | Phase::InProgress))
+        .map(|n| n.name.as_str())
+        .collect();
     let pending = |role: Role| {
         nodes
             .iter()
@@ -190,7 +211,7 @@ pub fn decide(
                 "{busy} is in maintenance; servers go one at a time"
             ));
         }
-        return match gate(policy, health, &handling, true, now) {
+        return match gate(policy, health, &handling, &remaining, true, now) {
             Some(why) => Decision::Wait(why),
             None => Decision::Start(vec![server.name.clone()]),
         };
@@ -209,7 +230,7 @@ pub fn decide(
     if next.is_empty() {
         return Decision::Wait(format!("waiting for {}", handling.join(", ")));
     }
-    match gate(policy, health, &handling, false, now) {
+    match gate(policy, health, &handling, &remaining, false, now) {
         Some(why) => Decision::Wait(why),
         None => Decision::Start(next),
     }
@@ -369,6 +390,23 @@ mod tests {
         assert!(
             matches!(decide(&nodes, &policy(1), &node_down, NOW), Decision::Wait(why) if why.contains("w2"))
         );
+        let unregistered = Health {
+            nodes_unregistered: vec!["w2".into(), "elsewhere".into()],
+            ..healthy()
+        };
+        assert_eq!(
+            decide(&nodes, &policy(1), &unregistered, NOW),
+            Decision::Wait("no Node in the Kubernetes API for w2".into()),
+            "only nodes of the plan hold it"
+        );
+        let not_ours = Health {
+            nodes_unregistered: vec!["elsewhere".into()],
+            ..healthy()
+        };
+        assert!(matches!(
+            decide(&nodes, &policy(1), &not_ours, NOW),
+            Decision::Start(_)
+        ));
         let alerting = Health {
             alerts_firing: vec!["NodeDown (2)".into()],
             ..healthy()

@@ -108,13 +108,13 @@ pub fn cluster_health(
                 .map(|n| n.name.clone())
                 .collect();
             // A connected node the API does not know yet (a kubelet still registering, or a
-            // node_name that differs from the Node's): the plan could not cordon or verify
-            // it, so the gate holds and says why rather than the node failing later.
-            health.nodes_not_ready.extend(
-                live.iter()
-                    .filter(|n| n.online && !nodes.iter().any(|k| k.name == n.name))
-                    .map(|n| format!("{} (no Node in the Kubernetes API)", n.name)),
-            );
+            // node_name that differs from the Node's): a plan could not cordon or verify it,
+            // so plans that include it wait and say why rather than the node failing later.
+            health.nodes_unregistered = live
+                .iter()
+                .filter(|n| n.online && !nodes.iter().any(|k| k.name == n.name))
+                .map(|n| n.name.clone())
+                .collect();
         }
         None => {
             health.nodes_not_ready = live
@@ -301,11 +301,8 @@ mod tests {
     fn a_connected_node_without_a_node_object_holds_the_gate() {
         let live = vec![server("s1", Some(etcd([true; 3], NOW)))];
         let h = cluster_health(&live, Some(&[]), NOW, AGE).expect("known");
-        assert_eq!(
-            h.nodes_not_ready,
-            ["s1 (no Node in the Kubernetes API)"],
-            "a kubelet still registering"
-        );
+        assert_eq!(h.nodes_unregistered, ["s1"], "a kubelet still registering");
+        assert!(h.nodes_not_ready.is_empty());
     }
 
     #[test]
