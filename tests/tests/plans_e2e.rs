@@ -108,11 +108,16 @@ fn start_hub(state: &Path, ip: &str, cluster: &SimCluster, mirror: Option<&Mirro
 }
 
 fn enroll_all(cluster: &SimCluster, hub: &Hub) {
+    enroll_all_with(cluster, hub, "");
+}
+
+/// Enrolls every node with `extra` lines in its agent config.
+fn enroll_all_with(cluster: &SimCluster, hub: &Hub, extra: &str) {
     for sim in cluster.nodes() {
         rke2ops_tests::hub::enroll_agent(
             &sim.node,
             hub,
-            "heartbeat_secs = 2\nready_timeout_secs = 20\n",
+            &format!("heartbeat_secs = 2\nready_timeout_secs = 20\n{extra}"),
         )
         .expect("enroll");
     }
@@ -500,7 +505,13 @@ async fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_
     let hub = tokio::task::block_in_place(|| {
         start_hub(state.path(), "127.0.32.2", &cluster, Some(&good))
     });
-    tokio::task::block_in_place(|| enroll_all(&cluster, &hub));
+    // The nodes fetch only from the two mirrors.
+    let allowed = format!(
+        "allowed_artifact_sources = [\"{}\", \"{}\"]\n",
+        good.base_url(),
+        bad_mirror.base_url()
+    );
+    tokio::task::block_in_place(|| enroll_all_with(&cluster, &hub, &allowed));
     let client = kube_client(&cluster).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     pods.create(
@@ -509,6 +520,29 @@ async fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_
     )
     .await
     .expect("create pod");
+
+    // A source outside the nodes' allow-list: refused by the first node before any fetch,
+    // the plan halts naming the list.
+    let view = tokio::task::block_in_place(|| {
+        hub.json(&[
+            "upgrade",
+            "--version",
+            NEW_VERSION,
+            "--artifact-source",
+            "http://127.0.33.9:8080/rke2",
+        ])
+    });
+    let id = view["id"].as_str().expect("id").to_owned();
+    let halted =
+        tokio::task::block_in_place(|| wait_state(&hub, &id, "halted", Duration::from_secs(120)));
+    let reason = halted["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("server-1")
+            && reason.contains("not allowed on this node")
+            && reason.contains("allowed_artifact_sources"),
+        "{reason}"
+    );
+    abort_uncordons(&hub, &id, &client, "abort uncordoned server-1").await;
 
     // The bad checksum: refused on the first node, nothing installed, plan halted.
     let binary_before = cluster.servers[0]
