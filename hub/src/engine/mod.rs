@@ -1,6 +1,6 @@
 //! The plan engine: one loop that, for the active plan, asks the pure decision which nodes
 //! may start now and starts them; one task per node in maintenance that walks it through
-//! cordon → drain → operation on its agent → verify → uncordon → settle ([`node`]).
+//! cordon → drain → operation on its agent → verify → uncordon → settle (module `node`).
 //!
 //! Durability: a node's phase is written to the store before the phase's side effect, and
 //! the plan's state before the plan acts on it. A restarted hub finds in-progress nodes in the
