@@ -9,6 +9,8 @@
 //! - [`kube`]: the Kubernetes API for plans (Node readiness, cordon, drain, Events) with
 //!   failover between the servers' apiservers.
 //! - [`cli`], [`client`]: the operator commands.
+//! - [`plan`], [`engine`]: rolling plans (pure decisions; the engine driving them);
+//!   [`fetch`]: the hub's HTTP reads (channels, Prometheus alerts).
 //! - [`store`]: the hub's durable state (nodes, latest certificate snapshot per node, join
 //!   tokens, audit log) in an embedded SQLite database.
 
@@ -17,6 +19,7 @@ pub mod client;
 pub mod config;
 pub mod convert;
 pub mod engine;
+pub mod fetch;
 pub mod grpc;
 pub mod kube;
 pub mod listener;

@@ -174,8 +174,7 @@ pub fn enroll_agent(
             ip = node.ip(),
         ),
     )?;
-    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/rke2-node-agent.service");
-    node.install_unit_file(&unit)?;
+    node.install_shipped_unit("rke2-node-agent.service")?;
     node.systemctl(&["enable", "--now", "rke2-node-agent.service"])?;
     Ok(())
 }

@@ -420,11 +420,9 @@ fn daemon_under_the_shipped_unit_finishes_an_interrupted_rotation_and_reports_th
     let cluster = SimCluster::boot(1, 0).expect("cluster");
     let server = &cluster.servers[0];
     install_agent(server);
-    let unit_file =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/rke2-node-agent.service");
     server
         .node
-        .install_unit_file(&unit_file)
+        .install_shipped_unit("rke2-node-agent.service")
         .expect("install the shipped unit");
 
     // The operator's rotation dies right after `rke2 certificate rotate` deleted the certs

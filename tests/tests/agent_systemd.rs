@@ -62,16 +62,8 @@ fn node_with_agent(name: &str) -> Node {
     .expect("agent config");
     node.install_binary(&agent, AGENT_BIN)
         .expect("install agent");
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../systemd")
-        .join(UNIT);
-    node.install_unit_file(&shipped).expect("install unit");
-    assert_eq!(
-        node.read_file(format!("/etc/systemd/system/{UNIT}"))
-            .expect("read back"),
-        std::fs::read(&shipped).expect("read shipped"),
-        "the node runs the shipped unit unchanged"
-    );
+    node.install_shipped_unit(UNIT)
+        .expect("the node runs the shipped unit unchanged");
     node.install_dropin(UNIT, "proving-ground-timing", TIMING_DROPIN)
         .expect("drop-in");
     node.systemctl(&["enable", UNIT]).expect("enable");

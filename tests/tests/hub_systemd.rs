@@ -11,7 +11,6 @@
 //!
 //! Needs root (it boots systemd in namespaces) and `cargo build --workspace --bins` first.
 
-use std::path::Path;
 use std::time::Duration;
 
 use rke2ops_tests::ground::{Node, built_binary, require_root_and_tools, wait_until};
@@ -78,16 +77,8 @@ fn the_shipped_hub_unit_runs_a_plan_with_a_credential_kubeconfig() {
         ),
     )
     .expect("hub config");
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../systemd")
-        .join(UNIT);
-    node.install_unit_file(&shipped).expect("install unit");
-    assert_eq!(
-        node.read_file(format!("/etc/systemd/system/{UNIT}"))
-            .expect("read back"),
-        std::fs::read(&shipped).expect("read shipped"),
-        "the node runs the shipped unit unchanged"
-    );
+    node.install_shipped_unit(UNIT)
+        .expect("the node runs the shipped unit unchanged");
     node.install_dropin(UNIT, "kubeconfig", CREDENTIAL_DROPIN)
         .expect("drop-in");
     // Type=notify: `start` returns once the hub said READY=1.
@@ -164,10 +155,8 @@ fn the_shipped_hub_unit_runs_a_plan_with_a_credential_kubeconfig() {
         ),
     )
     .expect("agent config");
-    node.install_unit_file(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/rke2-node-agent.service"),
-    )
-    .expect("agent unit");
+    node.install_shipped_unit("rke2-node-agent.service")
+        .expect("agent unit");
     node.systemctl(&["enable", "--now", "rke2-node-agent.service"])
         .expect("start agent");
     let online = || {

@@ -147,16 +147,9 @@ pub async fn fetch_blocking(
         url: shown.clone(),
         reason: reason.replace(&url, &shown),
     };
-    let response = client
-        .get(&url)
-        .header("accept", "application/json")
-        .send()
+    let body = crate::fetch::get_json_text(client, &url)
         .await
-        .map_err(|e| fetch(e.to_string()))?;
-    if !response.status().is_success() {
-        return Err(fetch(format!("HTTP {}", response.status())));
-    }
-    let body = response.text().await.map_err(|e| fetch(e.to_string()))?;
+        .map_err(fetch)?;
     blocking(&body, ignore, &shown)
 }
 

@@ -97,16 +97,9 @@ pub async fn fetch_and_resolve(url: &str, channel: &str) -> Result<Rke2Version, 
         .timeout(std::time::Duration::from_secs(20))
         .build()
         .map_err(|e| fetch(e.to_string()))?;
-    let response = client
-        .get(url)
-        .header("accept", "application/json")
-        .send()
+    let body = crate::fetch::get_json_text(&client, url)
         .await
-        .map_err(|e| fetch(e.to_string()))?;
-    if !response.status().is_success() {
-        return Err(fetch(format!("HTTP {}", response.status())));
-    }
-    let body = response.text().await.map_err(|e| fetch(e.to_string()))?;
+        .map_err(fetch)?;
     resolve(&body, channel, url)
 }
 

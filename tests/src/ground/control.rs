@@ -309,6 +309,23 @@ impl Node {
         self.install_unit(&name, &contents)
     }
 
+    /// Installs the repository's shipped unit `systemd/<name>` and checks that the node's
+    /// copy is byte for byte the shipped file (tests run what users install, not a variant).
+    pub fn install_shipped_unit(&self, name: &str) -> Result<()> {
+        let shipped = super::shipped_unit(name);
+        self.install_unit_file(&shipped)?;
+        let installed = self.read_file(Path::new("/etc/systemd/system").join(name))?;
+        let original = fs::read(&shipped).map_err(io_err("read", &shipped))?;
+        if installed == original {
+            Ok(())
+        } else {
+            Err(GroundError::InvalidSpec(format!(
+                "the node's {name} differs from {}",
+                shipped.display()
+            )))
+        }
+    }
+
     /// Adds the drop-in `/etc/systemd/system/<unit>.d/<name>.conf` and reloads systemd.
     pub fn install_dropin(&self, unit: &str, name: &str, contents: &str) -> Result<()> {
         let path = format!("/etc/systemd/system/{unit}.d/{name}.conf");

@@ -167,6 +167,14 @@ fn find_on_path(tool: &str) -> Option<PathBuf> {
 /// The workspace binary `name` as built by cargo next to the running test (`target/debug/`).
 /// Test binaries live in `target/debug/deps/`, so the build folder is the parent of theirs.
 ///
+/// The repository's shipped unit file `systemd/<name>`.
+#[must_use]
+pub fn shipped_unit(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../systemd")
+        .join(name)
+}
+
 /// # Panics
 /// When it is not built: end-to-end tests use the real binaries, which `cargo test -p
 /// rke2ops-tests` does not build.
