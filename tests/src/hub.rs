@@ -160,14 +160,28 @@ pub fn enroll_agent(
     extra_toml: &str,
 ) -> crate::ground::Result<()> {
     let token = hub.json(&["token", "create", "--ttl", "15m"]);
+    install_enrolling_agent(node, &hub.addr, &token, extra_toml)
+}
+
+/// Installs the built agent and the shipped unit on `node`, configured to enroll with the hub
+/// at `hub_address` using `token` (the `--output json` of `rke2-hub token create`), with the
+/// node's metrics and kubelet addresses and `extra_toml` lines appended, and starts it.
+///
+/// # Errors
+/// When the node refuses a step.
+pub fn install_enrolling_agent(
+    node: &crate::ground::Node,
+    hub_address: &str,
+    token: &Value,
+    extra_toml: &str,
+) -> crate::ground::Result<()> {
     let field = |key: &str| token[key].as_str().unwrap_or_default().to_owned();
     node.install_binary(built_binary("rke2-node-agent"), AGENT_BIN)?;
     node.write_file(
         "/etc/rke2-ops/node-agent.toml",
         format!(
             "metrics_addr = \"{ip}:9810\"\nkubelet_healthz_addr = \"{ip}:10248\"\n\
-             hub_address = \"{}\"\nhub_token = \"{}\"\nhub_ca_pin = \"{}\"\nnode_name = \"{}\"\n{extra_toml}",
-            hub.addr,
+             hub_address = \"{hub_address}\"\nhub_token = \"{}\"\nhub_ca_pin = \"{}\"\nnode_name = \"{}\"\n{extra_toml}",
             field("token"),
             field("ca_pin"),
             node.name(),

@@ -19,7 +19,6 @@ use serde_json::Value;
 
 const UNIT: &str = "rke2-hub.service";
 const HUB_BIN: &str = "/usr/local/bin/rke2-hub";
-const AGENT_BIN: &str = "/usr/local/bin/rke2-node-agent";
 
 /// What `systemctl edit rke2-hub` adds, as the shipped unit's comment says.
 const CREDENTIAL_DROPIN: &str = "\
@@ -140,25 +139,13 @@ fn the_shipped_hub_unit_runs_a_plan_with_a_credential_kubeconfig() {
 
     // The node's agent enrolls with the hub (a token from the CLI, over the socket).
     let token = hub_json(node, &["token", "create", "--ttl", "10m"]);
-    let field = |key: &str| token[key].as_str().expect("token field").to_owned();
-    node.install_binary(built_binary("rke2-node-agent"), AGENT_BIN)
-        .expect("install agent");
-    node.write_file(
-        "/etc/rke2-ops/node-agent.toml",
-        format!(
-            "metrics_addr = \"{ip}:9810\"\nkubelet_healthz_addr = \"{ip}:10248\"\n\
-             hub_address = \"{ip}:9811\"\nhub_token = \"{}\"\nhub_ca_pin = \"{}\"\n\
-             node_name = \"{}\"\nheartbeat_secs = 2\nready_timeout_secs = 20\n",
-            field("token"),
-            field("ca_pin"),
-            node.name()
-        ),
+    rke2ops_tests::hub::install_enrolling_agent(
+        node,
+        &format!("{ip}:9811"),
+        &token,
+        "heartbeat_secs = 2\nready_timeout_secs = 20\n",
     )
-    .expect("agent config");
-    node.install_shipped_unit("rke2-node-agent.service")
-        .expect("agent unit");
-    node.systemctl(&["enable", "--now", "rke2-node-agent.service"])
-        .expect("start agent");
+    .expect("agent enrolls");
     let online = || {
         let nodes = hub_json(node, &["nodes"]);
         Ok(nodes["nodes"]
@@ -215,7 +202,7 @@ fn the_shipped_hub_unit_runs_a_plan_with_a_credential_kubeconfig() {
     );
 
     // A restart keeps the CA (agents stay enrolled) and the plans.
-    let pin = field("ca_pin");
+    let pin = token["ca_pin"].as_str().expect("pin").to_owned();
     node.systemctl(&["restart", UNIT]).expect("restart hub");
     let again = hub_json(node, &["token", "create", "--ttl", "10m"]);
     assert_eq!(again["ca_pin"].as_str(), Some(pin.as_str()), "same CA");

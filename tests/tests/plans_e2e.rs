@@ -107,6 +107,23 @@ fn start_hub(state: &Path, ip: &str, cluster: &SimCluster, mirror: Option<&Mirro
     Hub::start_with(state, ip, &args)
 }
 
+/// Creates an upgrade plan to the new release from `source` and waits until it halts;
+/// returns its id and view.
+fn upgrade_until_halted(hub: &Hub, source: &str) -> (String, Value) {
+    tokio::task::block_in_place(|| {
+        let view = hub.json(&[
+            "upgrade",
+            "--version",
+            NEW_VERSION,
+            "--artifact-source",
+            source,
+        ]);
+        let id = view["id"].as_str().expect("id").to_owned();
+        let halted = wait_state(hub, &id, "halted", Duration::from_secs(120));
+        (id, halted)
+    })
+}
+
 fn enroll_all(cluster: &SimCluster, hub: &Hub) {
     enroll_all_with(cluster, hub, "");
 }
@@ -523,18 +540,7 @@ async fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_
 
     // A source outside the nodes' allow-list: refused by the first node before any fetch,
     // the plan halts naming the list.
-    let view = tokio::task::block_in_place(|| {
-        hub.json(&[
-            "upgrade",
-            "--version",
-            NEW_VERSION,
-            "--artifact-source",
-            "http://127.0.33.9:8080/rke2",
-        ])
-    });
-    let id = view["id"].as_str().expect("id").to_owned();
-    let halted =
-        tokio::task::block_in_place(|| wait_state(&hub, &id, "halted", Duration::from_secs(120)));
+    let (id, halted) = upgrade_until_halted(&hub, "http://127.0.33.9:8080/rke2");
     let reason = halted["reason"].as_str().expect("reason");
     assert!(
         reason.contains("server-1")
@@ -549,19 +555,7 @@ async fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_
         .node
         .read_file(cluster::RKE2_BIN)
         .expect("read");
-    let bad_source = bad_mirror.base_url();
-    let view = tokio::task::block_in_place(|| {
-        hub.json(&[
-            "upgrade",
-            "--version",
-            NEW_VERSION,
-            "--artifact-source",
-            &bad_source,
-        ])
-    });
-    let id = view["id"].as_str().expect("id").to_owned();
-    let halted =
-        tokio::task::block_in_place(|| wait_state(&hub, &id, "halted", Duration::from_secs(120)));
+    let (id, halted) = upgrade_until_halted(&hub, &bad_mirror.base_url());
     let reason = halted["reason"].as_str().expect("reason");
     assert!(
         reason.contains("server-1") && reason.contains("checksum"),

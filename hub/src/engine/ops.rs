@@ -43,28 +43,16 @@ impl Ops {
         node: &str,
         run: pb::RunOperation,
     ) -> mpsc::UnboundedReceiver<OpEvent> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        // Registered before it is sent, so a result that comes back at once finds its slot.
         let id = run.operation_id.clone();
-        if let Some(result) = self.early.lock().ok().and_then(|mut e| e.remove(&id)) {
-            let _ = tx.send(OpEvent::Result(result));
-        }
+        let rx = self.listen(node, run.clone());
         let sent = registry.send(
             node,
             pb::HubMessage {
-                body: Some(pb::hub_message::Body::Run(run.clone())),
+                body: Some(pb::hub_message::Body::Run(run)),
             },
         );
         tracing::info!(%node, operation = %id, sent, "operation requested");
-        if let Ok(mut slots) = self.slots.lock() {
-            slots.insert(
-                id,
-                Slot {
-                    node: node.to_owned(),
-                    run,
-                    tx,
-                },
-            );
-        }
         rx
     }
 
