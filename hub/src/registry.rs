@@ -1,6 +1,12 @@
 //! Which agents are connected now, and when each was last heard from. In memory: the store
 //! keeps the durable inventory; this keeps the live streams (to send them requests) and the
 //! liveness decision.
+//!
+//! A session that leaves the registry (reaped as stale, replaced by a newer stream of the
+//! same node, or dropped at shutdown) ends its stream: its task waits on the session's
+//! `ended` signal. Otherwise a stream the hub stopped counting (say, after the hub itself was
+//! frozen past the heartbeat timeout) would stay open with the agent talking into it, and
+//! the node would look offline forever.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,7 +14,7 @@ use std::time::Duration;
 
 use rke2ops_proto::v1 as pb;
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// One live stream.
 #[derive(Debug)]
@@ -16,6 +22,17 @@ struct Session {
     id: u64,
     last_seen: OffsetDateTime,
     to_agent: mpsc::Sender<Result<pb::HubMessage, tonic::Status>>,
+    /// Dropped with the session, which tells its stream task to end the stream.
+    _ended: oneshot::Sender<()>,
+}
+
+/// What the stream task of a new session holds.
+#[derive(Debug)]
+pub struct SessionHandle {
+    /// The session id (for [`Registry::disconnect`]).
+    pub id: u64,
+    /// Resolves when the session left the registry: the stream must end.
+    pub ended: oneshot::Receiver<()>,
 }
 
 /// The live streams, by node name.
@@ -33,17 +50,18 @@ pub fn is_stale(last_seen: OffsetDateTime, now: OffsetDateTime, timeout: Duratio
 
 impl Registry {
     /// Registers a new stream for `node`, replacing an older one (an agent that reconnected
-    /// before the hub noticed its old stream died). Returns the session id.
+    /// before the hub noticed its old stream died; the old stream is ended).
     pub fn connect(
         &self,
         node: &str,
         to_agent: mpsc::Sender<Result<pb::HubMessage, tonic::Status>>,
         now: OffsetDateTime,
-    ) -> u64 {
+    ) -> SessionHandle {
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
+        let (end, ended) = oneshot::channel();
         if let Ok(mut sessions) = self.sessions.lock() {
             sessions.insert(
                 node.to_owned(),
@@ -51,10 +69,11 @@ impl Registry {
                     id,
                     last_seen: now,
                     to_agent,
+                    _ended: end,
                 },
             );
         }
-        id
+        SessionHandle { id, ended }
     }
 
     /// Records that `node` spoke.
@@ -80,7 +99,8 @@ impl Registry {
         }
     }
 
-    /// Nodes whose streams went silent; their sessions are dropped (which ends the streams).
+    /// Nodes whose streams went silent; their sessions are dropped, which ends the streams
+    /// (the agents reconnect).
     pub fn reap_stale(&self, now: OffsetDateTime, timeout: Duration) -> Vec<String> {
         let Ok(mut sessions) = self.sessions.lock() else {
             return Vec::new();
@@ -147,11 +167,17 @@ mod tests {
     fn a_replaced_session_ending_does_not_disconnect_the_node() {
         let registry = Registry::default();
         let (tx, _rx) = mpsc::channel(1);
-        let old = registry.connect("n1", tx.clone(), T0);
+        let mut old = registry.connect("n1", tx.clone(), T0);
         let new = registry.connect("n1", tx, T0);
-        assert!(!registry.disconnect("n1", old));
+        assert!(
+            old.ended
+                .try_recv()
+                .is_err_and(|e| e == oneshot::error::TryRecvError::Closed),
+            "the replaced stream is told to end"
+        );
+        assert!(!registry.disconnect("n1", old.id));
         assert_eq!(registry.connected(), vec!["n1".to_owned()]);
-        assert!(registry.disconnect("n1", new));
+        assert!(registry.disconnect("n1", new.id));
         assert!(registry.connected().is_empty());
     }
 
@@ -159,13 +185,22 @@ mod tests {
     fn stale_sessions_are_reaped() {
         let registry = Registry::default();
         let (tx, _rx) = mpsc::channel(1);
-        registry.connect("quiet", tx.clone(), T0);
-        registry.connect("chatty", tx, T0);
+        let mut quiet = registry.connect("quiet", tx.clone(), T0);
+        let mut chatty = registry.connect("chatty", tx, T0);
         registry.seen("chatty", T0 + time::Duration::seconds(40));
         assert_eq!(
             registry.reap_stale(T0 + time::Duration::seconds(41), Duration::from_secs(35)),
             vec!["quiet".to_owned()]
         );
         assert_eq!(registry.connected(), vec!["chatty".to_owned()]);
+        assert_eq!(
+            quiet.ended.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed),
+            "a reaped session's stream is told to end"
+        );
+        assert_eq!(
+            chatty.ended.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        );
     }
 }

@@ -185,14 +185,16 @@ pub async fn run(
     Ok(())
 }
 
-/// Marks nodes whose streams went silent offline.
+/// Marks nodes whose streams went silent offline; reaping ends their streams, so their
+/// agents reconnect.
 async fn sweep(hub: Hub) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
         let now = OffsetDateTime::now_utc();
         for node in hub.registry.reap_stale(now, hub.heartbeat_timeout) {
-            tracing::warn!(%node, "no heartbeat: marking offline");
+            tracing::warn!(%node, "no heartbeat: marking offline and ending its stream");
+            hub.engine.on_disconnected(&node);
             let _ = hub.store.set_online(&node, false, now);
         }
     }

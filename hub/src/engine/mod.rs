@@ -27,7 +27,7 @@ use tokio::sync::{Notify, watch};
 use crate::plan::action;
 use crate::plan::create::{Candidate, plan_nodes};
 use crate::plan::decide::{Decision, Policy, decide};
-use crate::plan::health::{KubeNode, NodeLive, cluster_health};
+use crate::plan::health::{KubeNode, NodeLive, Unknown, cluster_health};
 use crate::plan::model::{NodePhase, Plan, PlanKind, PlanNode, PlanPolicy, PlanState, role_of};
 use crate::plan::version::Rke2Version;
 use crate::plan::window::MaintenanceWindow;
@@ -37,8 +37,12 @@ use cluster::Cluster;
 use live::Live;
 use ops::{OpEvent, Ops};
 
-/// How old an etcd report may be and still open a gate.
+/// How old an etcd or readiness report may be and still open a gate. Agents refresh it with
+/// every heartbeat (10 s by default); older than this, the hub asks for a fresh status.
 const REPORT_MAX_AGE: Duration = Duration::from_secs(45);
+
+/// How often the gate asks one node for a fresh status while it waits for it.
+const STATUS_ASK_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -112,6 +116,8 @@ pub struct Engine {
     pub live: Live,
     ops: Ops,
     running: Mutex<HashSet<(i64, String)>>,
+    /// When each node was last asked for a fresh status by the gate.
+    asked: Mutex<std::collections::HashMap<String, std::time::Instant>>,
     changed: watch::Sender<u64>,
     wake: Notify,
     /// For the alert gate's Prometheus queries.
@@ -136,6 +142,7 @@ impl Engine {
             live: Live::default(),
             ops: Ops::default(),
             running: Mutex::new(HashSet::new()),
+            asked: Mutex::default(),
             changed: watch::channel(0).0,
             wake: Notify::new(),
             http: reqwest::Client::builder()
@@ -191,10 +198,23 @@ impl Engine {
         }
     }
 
+    /// An agent's bare heartbeat: its last reports hold as of now.
+    pub fn on_heartbeat(&self, node: &str) {
+        self.live.heartbeat(node, OffsetDateTime::now_utc());
+    }
+
+    /// An agent's stream ended: what it reported no longer holds.
+    pub fn on_disconnected(&self, node: &str) {
+        self.live.forget(node);
+    }
+
     /// An agent's operation progress.
     pub fn on_progress(&self, node: &str, progress: pb::OperationProgress) {
         let id = progress.operation_id.clone();
-        if !self.ops.deliver(node, &id, OpEvent::Progress(progress)) {
+        if !self
+            .ops
+            .deliver(node, &id, OpEvent::Progress(progress), |_, _| false)
+        {
             tracing::warn!(%node, operation = %id, "progress for another node's operation ignored");
         }
     }
@@ -203,7 +223,17 @@ impl Engine {
     pub fn on_result(&self, node: &str, result: pb::OperationResult) {
         self.live.version(node, &result.rke2_version);
         let id = result.operation_id.clone();
-        if !self.ops.deliver(node, &id, OpEvent::Result(result)) {
+        let in_maintenance = |plan: i64, attempt: u32| {
+            self.store.plan_nodes(plan).is_ok_and(|nodes| {
+                nodes
+                    .iter()
+                    .any(|n| n.node == node && n.attempt == attempt && n.phase.in_progress())
+            })
+        };
+        if !self
+            .ops
+            .deliver(node, &id, OpEvent::Result(result), in_maintenance)
+        {
             tracing::warn!(%node, operation = %id, "result for another node's operation ignored");
         }
     }
@@ -495,7 +525,10 @@ impl Engine {
             decide(&views, &policy, &health.clone().unwrap_or_default(), now),
             &health,
         ) {
-            (Decision::Start(_), Err(why)) => Decision::Wait(why.clone()),
+            (Decision::Start(_), Err(unknown)) => {
+                self.ask_for_status(&unknown.ask);
+                Decision::Wait(unknown.reason.clone())
+            }
             (d, _) => d,
         };
         // The alert gate asks Prometheus only when a node would start now, so a slow or
@@ -621,12 +654,36 @@ impl Engine {
     async fn cluster_health(
         &self,
         now: OffsetDateTime,
-    ) -> Result<crate::plan::decide::Health, String> {
-        let kube = self
-            .kube_nodes()
-            .await
-            .map_err(|e| format!("Kubernetes API: {e}"))?;
+    ) -> Result<crate::plan::decide::Health, Unknown> {
+        let kube = self.kube_nodes().await.map_err(|e| Unknown {
+            reason: format!("Kubernetes API: {e}"),
+            ask: Vec::new(),
+        })?;
         cluster_health(&self.node_lives(), kube.as_deref(), now, REPORT_MAX_AGE)
+    }
+
+    /// Asks `nodes` for a fresh status (their agents probe again and answer within a
+    /// moment), at most once per [`STATUS_ASK_INTERVAL`] each, so a gate that waits on a
+    /// quiet or slow node neither waits a whole heartbeat nor floods it.
+    fn ask_for_status(&self, nodes: &[String]) {
+        let now = std::time::Instant::now();
+        let Ok(mut asked) = self.asked.lock() else {
+            return;
+        };
+        asked.retain(|_, at| now.duration_since(*at) < STATUS_ASK_INTERVAL);
+        for node in nodes {
+            if asked.contains_key(node) {
+                continue;
+            }
+            asked.insert(node.clone(), now);
+            let sent = self.registry.send(
+                node,
+                pb::HubMessage {
+                    body: Some(pb::hub_message::Body::RequestStatus(pb::RequestStatus {})),
+                },
+            );
+            tracing::debug!(%node, sent, "asked for a fresh status before a gate");
+        }
     }
 }
 

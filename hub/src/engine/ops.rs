@@ -1,7 +1,10 @@
 //! Operations in flight on agents' streams: which node runs which operation id, and where
 //! its progress and result go. The hub re-sends a node's pending operation whenever its agent
 //! reconnects (agents treat a known id idempotently); a result that arrives before anyone
-//! waits for it (a hub that just restarted) is kept until the node's task asks.
+//! waits for it (a hub that just restarted) is kept until the node's task asks, but only
+//! when its id names the very node that sent it and the caller says the plan node is in
+//! maintenance with that attempt, and at most one per node, [`MAX_EARLY`] in all: a peer
+//! cannot park results for other nodes or grow the hub's memory.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -27,11 +30,15 @@ struct Slot {
     tx: mpsc::UnboundedSender<OpEvent>,
 }
 
+/// Most early results kept at once (one per node at most).
+pub const MAX_EARLY: usize = 1024;
+
 /// The operations in flight.
 #[derive(Debug, Default)]
 pub struct Ops {
     slots: Mutex<HashMap<String, Slot>>,
-    early: Mutex<HashMap<String, pb::OperationResult>>,
+    /// Early results by node: (operation id, result).
+    early: Mutex<HashMap<String, (String, pb::OperationResult)>>,
 }
 
 impl Ops {
@@ -61,7 +68,10 @@ impl Ops {
     pub fn listen(&self, node: &str, run: pb::RunOperation) -> mpsc::UnboundedReceiver<OpEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
         let id = run.operation_id.clone();
-        if let Some(result) = self.early.lock().ok().and_then(|mut e| e.remove(&id)) {
+        if let Ok(mut early) = self.early.lock()
+            && early.get(node).is_some_and(|(kept, _)| *kept == id)
+            && let Some((_, result)) = early.remove(node)
+        {
             let _ = tx.send(OpEvent::Result(result));
         }
         if let Ok(mut slots) = self.slots.lock() {
@@ -137,8 +147,16 @@ impl Ops {
     }
 
     /// Delivers an agent's event. Returns false when `node` reports on an operation that is
-    /// not its own (ignored).
-    pub fn deliver(&self, node: &str, id: &str, event: OpEvent) -> bool {
+    /// not its own (ignored). A result nobody waits for is kept only when its id is exactly
+    /// one of `node`'s operation ids and `in_maintenance(plan, attempt)` says that plan node
+    /// is in maintenance with that attempt (a restarted hub is about to adopt it).
+    pub fn deliver(
+        &self,
+        node: &str,
+        id: &str,
+        event: OpEvent,
+        in_maintenance: impl FnOnce(i64, u32) -> bool,
+    ) -> bool {
         let Ok(slots) = self.slots.lock() else {
             return false;
         };
@@ -150,16 +168,35 @@ impl Ops {
             Some(_) => false,
             None => {
                 drop(slots);
+                let Some((plan, owner, attempt)) = parse_operation_id(id) else {
+                    return false;
+                };
+                if owner != node {
+                    return false;
+                }
                 if let OpEvent::Result(result) = event
-                    && id.contains(&format!("-{node}-"))
+                    && in_maintenance(plan, attempt)
                     && let Ok(mut early) = self.early.lock()
+                    && (early.len() < MAX_EARLY || early.contains_key(node))
                 {
-                    early.insert(id.to_owned(), result);
+                    early.insert(node.to_owned(), (id.to_owned(), result));
                 }
                 true
             }
         }
     }
+}
+
+/// Pure: the (plan, node, attempt) of an id made by [`operation_id`], or `None` when `id` is
+/// not exactly such an id (leading zeros, signs, spaces or anything else make it `None`).
+#[must_use]
+pub fn parse_operation_id(id: &str) -> Option<(i64, &str, u32)> {
+    let rest = id.strip_prefix("plan")?;
+    let (plan, rest) = rest.split_once('-')?;
+    let (node, attempt) = rest.rsplit_once('-')?;
+    let plan: i64 = plan.parse().ok()?;
+    let attempt: u32 = attempt.parse().ok()?;
+    (!node.is_empty() && operation_id(plan, node, attempt) == id).then_some((plan, node, attempt))
 }
 
 /// The id of `node`'s operation in `attempt` of plan `plan`: stable across hub restarts, so
@@ -183,7 +220,7 @@ mod tests {
             ..Default::default()
         };
         // Before anyone waits (hub just restarted): kept.
-        assert!(ops.deliver("s1", &id, OpEvent::Result(result.clone())));
+        assert!(ops.deliver("s1", &id, OpEvent::Result(result.clone()), |_, _| true));
         let run = pb::RunOperation {
             operation_id: id.clone(),
             kind: None,
@@ -191,8 +228,79 @@ mod tests {
         let mut rx = ops.start(&registry, "s1", run);
         assert!(matches!(rx.try_recv(), Ok(OpEvent::Result(_))));
         // Another node cannot report on s1's operation.
-        assert!(!ops.deliver("w1", &id, OpEvent::Result(result)));
+        assert!(!ops.deliver("w1", &id, OpEvent::Result(result), |_, _| true));
         assert!(rx.try_recv().is_err());
         ops.finish(&id);
+    }
+
+    fn result(id: &str) -> OpEvent {
+        OpEvent::Result(pb::OperationResult {
+            operation_id: id.to_owned(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn early_results_are_kept_only_for_the_callers_own_plan_node_in_maintenance() {
+        let registry = Registry::default();
+        let ops = Ops::default();
+        // Another node's id, ids that only contain the node's name, and a plan node that is
+        // not in maintenance are all dropped.
+        assert!(!ops.deliver("s1", "plan3-s2-1", result("plan3-s2-1"), |_, _| true));
+        assert!(!ops.deliver("s1", "xplan3-s1-1", result("xplan3-s1-1"), |_, _| true));
+        assert!(!ops.deliver("1", "plan3-s-1-1", result("plan3-s-1-1"), |_, _| true));
+        assert!(
+            ops.deliver("s1", "plan3-s1-2", result("plan3-s1-2"), |p, a| p == 3
+                && a == 1)
+        );
+        let run = |id: &str| pb::RunOperation {
+            operation_id: id.to_owned(),
+            kind: None,
+        };
+        let mut rx = ops.listen("s1", run("plan3-s1-2"));
+        assert!(rx.try_recv().is_err(), "not in maintenance: not kept");
+        // One per node: a second early result replaces the first.
+        assert!(ops.deliver("s1", "plan3-s1-3", result("plan3-s1-3"), |_, _| true));
+        assert!(ops.deliver("s1", "plan3-s1-4", result("plan3-s1-4"), |_, _| true));
+        assert!(ops.listen("s1", run("plan3-s1-3")).try_recv().is_err());
+        assert!(matches!(
+            ops.listen("s1", run("plan3-s1-4")).try_recv(),
+            Ok(OpEvent::Result(_))
+        ));
+        // Bounded overall.
+        for i in 0..(MAX_EARLY + 10) {
+            let node = format!("n{i}");
+            let id = operation_id(1, &node, 1);
+            ops.deliver(&node, &id, result(&id), |_, _| true);
+        }
+        assert_eq!(ops.early.lock().map(|e| e.len()).unwrap_or(0), MAX_EARLY);
+        drop(registry);
+    }
+
+    #[test]
+    fn operation_ids_parse_exactly() {
+        assert_eq!(parse_operation_id("plan3-s1-2"), Some((3, "s1", 2)));
+        assert_eq!(
+            parse_operation_id("plan12-node-with-dashes-7"),
+            Some((12, "node-with-dashes", 7))
+        );
+        for bad in [
+            "",
+            "plan",
+            "plan3",
+            "plan3-s1",
+            "plan-s1-1",
+            "plan03-s1-1",
+            "plan3-s1-01",
+            "plan3--1",
+            "plan+3-s1-1",
+            "plan3-s1-+1",
+            " plan3-s1-1",
+            "plan3-s1-1 ",
+            "Plan3-s1-1",
+            "plan3-s1-99999999999",
+        ] {
+            assert_eq!(parse_operation_id(bad), None, "{bad:?}");
+        }
     }
 }

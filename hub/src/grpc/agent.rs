@@ -193,6 +193,7 @@ impl AgentApi {
         store.set_online(&node, true, now).map_err(internal)?;
         let (tx, rx) = mpsc::channel(16);
         let session = self.hub.registry.connect(&node, tx.clone(), now);
+        let heartbeat_timeout = self.hub.heartbeat_timeout;
         self.hub.engine.on_connected(&node, &hello.rke2_version);
         tracing::info!(%node, role = convert::role_word(hello.role), version = %hello.rke2_version, "agent connected");
 
@@ -202,10 +203,25 @@ impl AgentApi {
         let metrics = std::sync::Arc::clone(&self.hub.metrics);
         tokio::spawn(async move {
             let mut shutdown = shutdown;
+            let mut ended = session.ended;
             let reason = loop {
+                // The select arms only pick; anything that awaits runs after it, so no
+                // watch guard is held across an await.
                 let next = tokio::select! {
-                    next = inbound.next() => next,
+                    next = inbound.next() => Some(next),
                     _ = shutdown.wait_for(|stop| *stop) => break "hub shutting down".to_owned(),
+                    _ = &mut ended => None,
+                };
+                let Some(next) = next else {
+                    // Reaped (silent past the timeout) or replaced by a newer stream: end
+                    // this one so the agent reconnects instead of talking into a stream
+                    // nobody counts.
+                    let reason = format!(
+                        "session ended by the hub (silent for over {} s, or replaced)",
+                        heartbeat_timeout.as_secs()
+                    );
+                    let _ = tx.send(Err(Status::unavailable(reason.clone()))).await;
+                    break reason;
                 };
                 match next {
                     None => break "stream closed".to_owned(),
@@ -240,7 +256,8 @@ impl AgentApi {
                     }
                 }
             };
-            if registry.disconnect(&node, session) {
+            if registry.disconnect(&node, session.id) {
+                engine.on_disconnected(&node);
                 let _ = store.set_online(&node, false, OffsetDateTime::now_utc());
             }
             tracing::info!(%node, %reason, "agent disconnected");
@@ -311,7 +328,10 @@ fn handle(
                 .update_node_status(node, state, worst, deadline, now)
                 .map_err(internal)
         }
-        Some(pb::agent_message::Body::Heartbeat(_)) => Ok(()),
+        Some(pb::agent_message::Body::Heartbeat(_)) => {
+            engine.on_heartbeat(node);
+            Ok(())
+        }
         Some(pb::agent_message::Body::Progress(progress)) => {
             engine.on_progress(node, progress);
             Ok(())

@@ -65,32 +65,107 @@ pub struct KubeNode {
     pub unschedulable: bool,
 }
 
+/// Why the gates cannot decide yet: some connected node's report is missing, stale or says
+/// etcd could not be asked. `ask` names the nodes whose agents should be asked for a fresh
+/// status (`RequestStatus`); the reason names them too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unknown {
+    /// In words, naming the nodes.
+    pub reason: String,
+    /// Nodes to ask for a fresh status.
+    pub ask: Vec<String>,
+}
+
 /// The cluster's health for the gates. `kube` is `None` when the hub has no Kubernetes
 /// access; node readiness then comes from the agents' kubelet probes.
 ///
+/// etcd: the reports of every connected server are combined and the worst one wins (fewest
+/// healthy members, most members, every alarm), so one server that sees a sick member holds
+/// the gate even when another server's view is rosier. Offline servers are not asked; they
+/// hold the gate as "agent offline" apiservers.
+///
 /// # Errors
-/// Why the health cannot be known (no fresh etcd report from any server).
+/// [`Unknown`] when a connected server has no fresh etcd or readiness report (or its agent
+/// could not ask etcd), or, without Kubernetes access, a connected node has no fresh
+/// readiness report.
 pub fn cluster_health(
     live: &[NodeLive],
     kube: Option<&[KubeNode]>,
     now: OffsetDateTime,
     max_age: Duration,
-) -> Result<Health, String> {
-    let fresh = |at: OffsetDateTime| now - at <= max_age;
+) -> Result<Health, Unknown> {
+    let age = |at: OffsetDateTime| now - at;
+    let fresh = |at: OffsetDateTime| age(at) <= max_age;
     let servers: Vec<&NodeLive> = live.iter().filter(|n| n.role == Role::Server).collect();
     let mut health = Health::default();
-    if !servers.is_empty() {
-        let report = servers
-            .iter()
-            .filter(|n| n.online)
-            .filter_map(|n| n.etcd.as_ref())
-            .filter(|r| r.error.is_empty() && fresh(r.received_at))
-            .max_by_key(|r| r.received_at)
-            .ok_or("no fresh etcd health report from any server's agent")?;
-        health.etcd_members = report.members.len();
-        health.etcd_healthy = report.members.iter().filter(|(_, ok)| *ok).count();
-        health.etcd_alarms.clone_from(&report.alarms);
+    let mut missing: Vec<String> = Vec::new();
+    let mut ask: Vec<String> = Vec::new();
+    let mut note_stale = |name: &str, what: &str, at: Option<OffsetDateTime>| {
+        missing.push(match at {
+            None => format!("{name} (no {what} report yet)"),
+            Some(at) => format!(
+                "{name} ({what} report {}s old)",
+                age(at).whole_seconds().max(0)
+            ),
+        });
+        if !ask.iter().any(|n| n == name) {
+            ask.push(name.to_owned());
+        }
+    };
+    let mut etcd_errors: Vec<String> = Vec::new();
+    // (members, healthy) as each connected server sees etcd.
+    let mut views: Vec<(usize, usize)> = Vec::new();
+    for server in servers.iter().filter(|n| n.online) {
+        match &server.etcd {
+            Some(r) if fresh(r.received_at) && !r.error.is_empty() => {
+                etcd_errors.push(format!("{}: {}", server.name, r.error));
+            }
+            Some(r) if fresh(r.received_at) => {
+                let healthy = r.members.iter().filter(|(_, ok)| *ok).count();
+                views.push((r.members.len(), healthy));
+                for alarm in &r.alarms {
+                    if !health.etcd_alarms.contains(alarm) {
+                        health.etcd_alarms.push(alarm.clone());
+                    }
+                }
+            }
+            other => note_stale(&server.name, "etcd", other.as_ref().map(|r| r.received_at)),
+        }
     }
+    let needs_readiness = |n: &NodeLive| n.online && (n.role == Role::Server || kube.is_none());
+    for node in live.iter().filter(|n| needs_readiness(n)) {
+        match &node.readiness {
+            Some(r) if fresh(r.received_at) => {}
+            other => note_stale(
+                &node.name,
+                "readiness",
+                other.as_ref().map(|r| r.received_at),
+            ),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Unknown {
+            reason: format!(
+                "waiting for fresh health reports from {} (asked for a fresh status)",
+                missing.join(", ")
+            ),
+            ask,
+        });
+    }
+    if !etcd_errors.is_empty() {
+        return Err(Unknown {
+            reason: format!("etcd could not be asked on {}", etcd_errors.join("; ")),
+            ask: Vec::new(),
+        });
+    }
+    if !servers.is_empty() && views.is_empty() {
+        return Err(Unknown {
+            reason: "no connected server's agent reports etcd health".to_owned(),
+            ask: Vec::new(),
+        });
+    }
+    health.etcd_members = views.iter().map(|v| v.0).max().unwrap_or(0);
+    health.etcd_healthy = views.iter().map(|v| v.1).min().unwrap_or(0);
     for server in &servers {
         match (&server.readiness, server.online) {
             (_, false) => health
@@ -250,25 +325,78 @@ mod tests {
     }
 
     #[test]
-    fn freshest_etcd_report_wins() {
-        let old = etcd([true, false, true], NOW - time::Duration::seconds(20));
-        let new = etcd([true, true, true], NOW - time::Duration::seconds(1));
-        let live = vec![server("s1", Some(old)), server("s2", Some(new))];
+    fn the_worst_etcd_report_wins() {
+        let sick = etcd([true, false, true], NOW - time::Duration::seconds(20));
+        let well = etcd([true, true, true], NOW - time::Duration::seconds(1));
+        let mut alarmed = etcd([true, true, true], NOW);
+        alarmed.alarms = vec!["NOSPACE".into()];
+        let live = vec![
+            server("s1", Some(sick)),
+            server("s2", Some(well)),
+            server("s3", Some(alarmed)),
+        ];
         let h = cluster_health(&live, None, NOW, AGE).expect("known");
-        assert_eq!((h.etcd_members, h.etcd_healthy), (3, 3));
+        assert_eq!((h.etcd_members, h.etcd_healthy), (3, 2), "s1's view wins");
+        assert_eq!(h.etcd_alarms, ["NOSPACE"], "s3's alarm is kept");
         assert!(h.apiservers_not_ready.is_empty() && h.nodes_not_ready.is_empty());
     }
 
     #[test]
-    fn stale_or_missing_reports_make_health_unknown() {
+    fn stale_or_missing_reports_name_the_node_and_ask_it() {
         let stale = etcd([true; 3], NOW - time::Duration::seconds(120));
-        let err = cluster_health(&[server("s1", Some(stale))], None, NOW, AGE).expect_err("stale");
-        assert!(err.contains("etcd"), "{err}");
+        let live = vec![
+            server("s1", Some(stale)),
+            server("s2", None),
+            server("s3", Some(etcd([true; 3], NOW))),
+        ];
+        let err = cluster_health(&live, None, NOW, AGE).expect_err("stale");
+        assert_eq!(err.ask, ["s1", "s2"]);
+        assert!(
+            err.reason.contains("s1 (etcd report 120s old)")
+                && err.reason.contains("s2 (no etcd report yet)"),
+            "{}",
+            err.reason
+        );
+        // Old readiness alone also holds; an offline server is not asked.
+        let mut old_ready = server("s1", Some(etcd([true; 3], NOW)));
+        old_ready.readiness = Some(ready(NOW - time::Duration::seconds(61)));
+        let mut offline = server("s2", None);
+        offline.online = false;
+        let err = cluster_health(&[old_ready, offline], None, NOW, AGE).expect_err("old");
+        assert_eq!(err.ask, ["s1"], "{}", err.reason);
         let agents_only = vec![NodeLive {
             role: Role::Agent,
             ..server("w1", None)
         }];
         assert!(cluster_health(&agents_only, None, NOW, AGE).is_ok());
+        let mut silent_worker = agents_only[0].clone();
+        silent_worker.readiness = None;
+        let err = cluster_health(&[silent_worker.clone()], None, NOW, AGE).expect_err("no kube");
+        assert_eq!(err.ask, ["w1"]);
+        assert!(
+            cluster_health(&[silent_worker], Some(&[]), NOW, AGE).is_ok(),
+            "with Kubernetes access a worker's Node says whether it is Ready"
+        );
+    }
+
+    #[test]
+    fn a_server_that_cannot_ask_etcd_holds_the_gate() {
+        let mut broken = etcd([true; 3], NOW);
+        broken.members.clear();
+        broken.error = "connection refused".into();
+        let live = vec![
+            server("s1", Some(etcd([true; 3], NOW))),
+            server("s2", Some(broken)),
+        ];
+        let err = cluster_health(&live, None, NOW, AGE).expect_err("error");
+        assert!(
+            err.reason.contains("s2: connection refused"),
+            "{}",
+            err.reason
+        );
+        let mut all_offline = server("s1", Some(etcd([true; 3], NOW)));
+        all_offline.online = false;
+        assert!(cluster_health(&[all_offline], None, NOW, AGE).is_err());
     }
 
     #[test]

@@ -329,8 +329,16 @@ async fn session(
                 match message.map_err(|s| anyhow::anyhow!("stream error: {}", s.message()))? {
                     None => return Ok(()),
                     Some(pb::HubMessage { body: Some(pb::hub_message::Body::RequestStatus(_)) }) => {
+                        // The hub gates a plan on this answer: probe now, not at the last
+                        // heartbeat.
+                        if let Some(bus) = bus {
+                            crate::daemon::refresh_service(bus, service).await;
+                        }
+                        health = probe::probe(&settings.agent, is_server).await;
                         let snapshot = Arc::clone(&snapshots.borrow());
-                        tx.send(status(true, &snapshot, &health)).await?;
+                        let message = status(true, &snapshot, &health);
+                        last_summary = summary(&message);
+                        tx.send(message).await?;
                     }
                     Some(pb::HubMessage { body: Some(pb::hub_message::Body::Run(run)) }) => {
                         tracing::info!(op = %run.operation_id, "operation requested by the hub");
