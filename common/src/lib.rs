@@ -8,6 +8,7 @@
 //! - [`identity`]: the node's enrolled identity (key, CSR, hub CA pin, 0600 files).
 //! - [`config`]: loading a TOML configuration file, with errors naming the file, key and line.
 //! - [`exposition`]: serving metrics (OpenMetrics or the classic text) and gauge encoding.
+//! - [`ids`]: operation ids, checked by syntax before they name a file.
 //! - [`version`]: RKE2 versions (`v1.34.1+rke2r1`), parsed and ordered.
 //!
 //! Nothing here does network I/O or talks to systemd: those live in the binaries' crates.
@@ -16,6 +17,7 @@ pub mod certs;
 pub mod config;
 pub mod exposition;
 pub mod identity;
+pub mod ids;
 pub mod layout;
 pub mod renewal;
 pub mod report;

@@ -40,12 +40,19 @@ impl FromStr for Rke2Version {
         else {
             return Err(bad());
         };
-        Ok(Self {
+        let version = Self {
             major: major?,
             minor: minor?,
             patch: patch?,
             release,
-        })
+        };
+        // Canonical only: no leading zeros, no signs, nothing after the release. The string
+        // names a download folder and is compared as text elsewhere, so two spellings of one
+        // version must not both pass.
+        if version.to_string() != s {
+            return Err(bad());
+        }
+        Ok(version)
     }
 }
 
@@ -70,5 +77,24 @@ mod tests {
         assert!(old < new);
         assert_eq!(new.to_string(), "v1.34.1+rke2r1");
         assert!("1.34.1".parse::<Rke2Version>().is_err());
+    }
+
+    #[test]
+    fn only_the_canonical_spelling_parses() {
+        for bad in [
+            "v01.34.1+rke2r1",
+            "v1.034.1+rke2r1",
+            "v1.34.01+rke2r1",
+            "v1.34.1+rke2r01",
+            "v1.+34.1+rke2r1",
+            "v1.34.1+rke2r+1",
+            "v1.34.1+rke2r1 ",
+            "v1.34.1+rke2r1/../x",
+            "v1.34.1-rc1+rke2r1",
+            "V1.34.1+rke2r1",
+        ] {
+            assert!(bad.parse::<Rke2Version>().is_err(), "{bad:?} accepted");
+        }
+        assert!("v1.34.10+rke2r10".parse::<Rke2Version>().is_ok());
     }
 }

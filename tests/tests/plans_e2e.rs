@@ -369,6 +369,31 @@ fn assert_sequential_in_order(view: &Value) {
     }
 }
 
+/// Longer than every freshness limit the hub's gates apply (reports older than 45 s are
+/// stale), with margin.
+const IDLE: Duration = Duration::from_secs(130);
+
+/// Leaves the fleet alone for [`IDLE`]: no plan, no operator request, only what agents send
+/// on their own.
+fn idle(hub: &Hub) {
+    eprintln!("leaving the fleet idle for {IDLE:?}");
+    std::thread::sleep(IDLE);
+    let nodes = hub.json(&["nodes"]);
+    let online = nodes["nodes"]
+        .as_array()
+        .map_or(0, |n| n.iter().filter(|n| n["online"] == true).count());
+    eprintln!("after {IDLE:?} idle: {online} nodes online");
+}
+
+/// Waits until all `count` nodes of the inventory are online.
+fn wait_online(hub: &Hub, count: usize, within: Duration) {
+    wait_until(&format!("{count} nodes online"), within, || {
+        hub.json(&["nodes"])["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == count && n.iter().all(|n| n["online"] == true))
+    });
+}
+
 fn serials(cluster: &SimCluster) -> Vec<(String, Option<u64>)> {
     cluster
         .nodes()
@@ -408,6 +433,9 @@ async fn rotation_plan_keeps_quorum_one_node_at_a_time_and_survives_hub_kills() 
         .await
         .expect("create pdb");
     let before = serials(&cluster);
+    // Plans are created on fleets that have been quiet for hours: stay idle past every
+    // freshness limit the gates apply before starting it.
+    tokio::task::block_in_place(|| idle(&hub));
 
     let view = tokio::task::block_in_place(|| hub.json(&["rotate", "--settle", "1s"]));
     let id = view["id"].as_str().expect("id").to_owned();
@@ -698,4 +726,59 @@ async fn a_never_ready_server_halts_the_plan_and_a_blocking_pdb_is_named() {
         "the protected pod was not evicted"
     );
     abort_uncordons(&hub, &id, &client, "abort uncordoned agent-1").await;
+}
+
+/// A hub frozen past the heartbeat timeout reaps every session when it thaws; the reaped
+/// streams end, so every agent reconnects on its own. Then, after a hub restart on a fleet
+/// left idle past every freshness limit, a rotation over 3 servers + 2 workers still starts
+/// and completes: the gates ask the quiet nodes for a fresh status instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_hub_gets_its_agents_back_and_a_restarted_hub_rotates_an_idle_fleet() {
+    require_root_and_tools();
+    let cluster = tokio::task::block_in_place(|| SimCluster::boot(3, 2).expect("3+2 cluster"));
+    let state = tempfile::tempdir().expect("state");
+    let ip = "127.0.32.4";
+    let hub = tokio::task::block_in_place(|| {
+        let hub = start_hub(state.path(), ip, &cluster, None);
+        enroll_all(&cluster, &hub);
+        wait_online(&hub, 5, Duration::from_secs(60));
+        hub
+    });
+
+    // SIGSTOP past the heartbeat timeout (6 s in tests), then SIGCONT.
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(hub.pid()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    tokio::task::block_in_place(|| std::thread::sleep(Duration::from_secs(20)));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+    let thawed = Instant::now();
+    tokio::task::block_in_place(|| {
+        // The thawed hub reaps the sessions it did not hear from (the sweep runs before the
+        // queued messages are read), then the agents come back.
+        wait_online(&hub, 5, Duration::from_secs(60));
+    });
+    eprintln!("all nodes online {:?} after SIGCONT", thawed.elapsed());
+
+    // A clean restart, then a fleet left alone.
+    hub.stop();
+    let hub = tokio::task::block_in_place(|| {
+        let hub = start_hub(state.path(), ip, &cluster, None);
+        wait_online(&hub, 5, Duration::from_secs(60));
+        idle(&hub);
+        hub
+    });
+    let client = kube_client(&cluster).await;
+    let view = tokio::task::block_in_place(|| hub.json(&["rotate", "--settle", "1s"]));
+    let id = view["id"].as_str().expect("id").to_owned();
+    let recorder = Recorder::start(hub.socket(), id.clone(), &cluster);
+    let done = tokio::task::block_in_place(|| {
+        wait_state(&hub, &id, "completed", Duration::from_secs(300))
+    });
+    let (max_busy, min_healthy, _) = recorder.finish();
+    assert_eq!(max_busy, 1, "never two nodes in maintenance at once");
+    assert!(min_healthy >= 2, "etcd quorum kept (min healthy {min_healthy})");
+    assert_sequential_in_order(&done);
+    for n in done["nodes"].as_array().expect("nodes") {
+        assert_eq!(n["phase"], "done", "{n:#}");
+    }
+    assert!(cordoned(&client).await.is_empty());
 }

@@ -8,5 +8,6 @@ pub mod artifacts;
 pub mod files;
 pub mod install;
 pub mod journal;
+pub mod paths;
 pub mod runner;
 pub mod steps;
