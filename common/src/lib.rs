@@ -9,6 +9,7 @@
 //! - [`config`]: loading a TOML configuration file, with errors naming the file, key and line.
 //! - [`exposition`]: serving metrics (OpenMetrics or the classic text) and gauge encoding.
 //! - [`ids`]: operation ids, checked by syntax before they name a file.
+//! - [`text`]: peer-supplied strings clipped and escaped before they reach a message or terminal.
 //! - [`version`]: RKE2 versions (`v1.34.1+rke2r1`), parsed and ordered.
 //!
 //! Nothing here does network I/O or talks to systemd: those live in the binaries' crates.
@@ -21,4 +22,5 @@ pub mod ids;
 pub mod layout;
 pub mod renewal;
 pub mod report;
+pub mod text;
 pub mod version;

@@ -17,16 +17,19 @@ pub struct Rke2Version {
     pub release: u32,
 }
 
-/// A string that is not an RKE2 version.
+/// A string that is not an RKE2 version. Holds the input as [`crate::text::quoted`] shows it
+/// (escaped and clipped: it may come from a peer).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0:?} is not an RKE2 version like v1.34.1+rke2r1")]
+#[error(
+    "{0} is not a canonical RKE2 version like v1.34.1+rke2r1 (vMAJOR.MINOR.PATCH+rke2rN, no leading zeros)"
+)]
 pub struct VersionError(pub String);
 
 impl FromStr for Rke2Version {
     type Err = VersionError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || VersionError(s.to_owned());
+        let bad = || VersionError(crate::text::quoted(s));
         let rest = s.strip_prefix('v').ok_or_else(bad)?;
         let (k8s, rke2) = rest.split_once('+').ok_or_else(bad)?;
         let release = rke2

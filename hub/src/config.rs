@@ -63,6 +63,9 @@ pub struct FileConfig {
     /// Alert names that never hold maintenance (default: Watchdog, InfoInhibitor and the
     /// renewal alerts plans exist to clear; see `plan::alerts::DEFAULT_IGNORED`).
     pub alert_gate_ignore: Option<Vec<String>>,
+    /// Days the history is kept: ended plans (with their nodes and events) and audit rows
+    /// older than this are removed, hourly (default 400: over a year).
+    pub history_retention_days: Option<u64>,
 }
 
 /// Flag overrides.
@@ -86,6 +89,7 @@ pub struct Overrides {
     pub tls_handshake_timeout_secs: Option<u64>,
     pub alert_gate_prometheus_url: Option<String>,
     pub alert_gate_ignore: Vec<String>,
+    pub history_retention_days: Option<u64>,
 }
 
 /// The systemd credential the hub reads its kubeconfig from when `kubeconfig` is not set:
@@ -139,7 +143,14 @@ pub struct Config {
     pub listener_limits: crate::listener::Limits,
     /// The alert gate, when configured.
     pub alert_gate: Option<crate::engine::AlertGate>,
+    /// How long ended plans and audit rows are kept.
+    pub history_retention: Duration,
 }
+
+/// Default of `history_retention_days`: more than a year of plans stays answerable.
+pub const DEFAULT_HISTORY_RETENTION_DAYS: u64 = 400;
+/// Longest `history_retention_days` (about 100 years): beyond it the cut-off time overflows.
+const MAX_HISTORY_RETENTION_DAYS: u64 = 36_500;
 
 fn addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|e| ConfigError::Invalid {
@@ -297,6 +308,19 @@ impl Config {
                 crate::listener::Limits {
                     per_peer,
                     handshake_timeout: handshake,
+                }
+            },
+            history_retention: match o
+                .history_retention_days
+                .or(file.history_retention_days)
+                .unwrap_or(DEFAULT_HISTORY_RETENTION_DAYS)
+            {
+                d @ 1..=MAX_HISTORY_RETENTION_DAYS => Duration::from_secs(d * 86_400),
+                d => {
+                    return Err(ConfigError::Invalid {
+                        key: "history_retention_days",
+                        message: format!("{d} is outside 1..={MAX_HISTORY_RETENTION_DAYS}"),
+                    });
                 }
             },
         })

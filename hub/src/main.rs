@@ -37,6 +37,7 @@ fn config(args: &ServeArgs) -> Result<Config, rke2_hub::config::ConfigError> {
             tls_handshake_timeout_secs: args.tls_handshake_timeout_secs,
             alert_gate_prometheus_url: args.alert_gate_prometheus_url.clone(),
             alert_gate_ignore: args.alert_gate_ignore.clone(),
+            history_retention_days: args.history_retention_days,
         },
     )
 }

@@ -84,17 +84,10 @@ impl Collector for FleetCollector {
         )?;
         // Plans: every plan by kind and state, and the active plan's nodes by phase (an
         // alert on `state="halted"` pages whoever must resume, skip or abort it).
-        if let Ok(plans) = self.store.plans(false) {
-            let mut by_state: std::collections::BTreeMap<(String, String), usize> =
-                Default::default();
-            for p in &plans {
-                *by_state
-                    .entry((p.kind.name().to_owned(), p.state.name().to_owned()))
-                    .or_default() += 1;
-            }
-            let series: Vec<(Labels, f64)> = by_state
+        if let Ok(counts) = self.store.plan_counts() {
+            let series: Vec<(Labels, f64)> = counts
                 .into_iter()
-                .map(|((kind, state), n)| (vec![("kind", kind), ("state", state)], n as f64))
+                .map(|(kind, state, n)| (vec![("kind", kind), ("state", state)], n as f64))
                 .collect();
             gauge(
                 &mut encoder,
@@ -103,7 +96,7 @@ impl Collector for FleetCollector {
                 &series,
             )?;
             let mut phases = Vec::new();
-            for p in plans.iter().filter(|p| !p.state.is_final()) {
+            for p in self.store.plans(true).unwrap_or_default() {
                 let mut by_phase: std::collections::BTreeMap<&str, usize> = Default::default();
                 for n in self.store.plan_nodes(p.id).unwrap_or_default() {
                     *by_phase.entry(n.phase.name()).or_default() += 1;

@@ -12,8 +12,9 @@ use rke2ops_common::report::tabwriter;
 use rke2ops_proto::v1 as pb;
 use time::OffsetDateTime;
 
+use crate::cli::plans::PlansListArgs;
 use crate::cli::plans::{ActionArgs, PlanArgs, PlanIdArgs, RotateArgs, SkipArgs, UpgradeArgs};
-use crate::cli::{ClientArgs, ListArgs, Output};
+use crate::cli::{ClientArgs, Output};
 use crate::client::{connect, refused};
 use crate::convert;
 
@@ -81,14 +82,31 @@ async fn create(args: &PlanArgs, req: pb::CreatePlanRequest) -> anyhow::Result<u
 ///
 /// # Errors
 /// Unreachable or refusing hub.
-pub async fn plans(args: &ListArgs) -> anyhow::Result<u8> {
+pub async fn plans(args: &PlansListArgs) -> anyhow::Result<u8> {
     let mut client = connect(&args.client).await?;
-    let plans = client
-        .list_plans(pb::ListPlansRequest {})
-        .await
-        .map_err(refused)?
-        .into_inner()
-        .plans;
+    let wanted = if args.all {
+        usize::MAX
+    } else {
+        usize::try_from(args.limit).unwrap_or(usize::MAX)
+    };
+    let mut plans = Vec::new();
+    let mut before_id = 0;
+    loop {
+        let left = wanted.saturating_sub(plans.len());
+        let page = client
+            .list_plans(pb::ListPlansRequest {
+                limit: u32::try_from(left.min(500)).unwrap_or(500),
+                before_id,
+            })
+            .await
+            .map_err(refused)?
+            .into_inner();
+        plans.extend(page.plans);
+        before_id = page.next_before_id;
+        if before_id == 0 || plans.len() >= wanted {
+            break;
+        }
+    }
     match args.client.output {
         Output::Json => println!(
             "{}",
@@ -184,6 +202,7 @@ async fn follow(client_args: &ClientArgs, id: &str, output: Output) -> anyhow::R
             }
             Output::Table => {
                 // Not a terminal (a log, CI): one line per new event or state change.
+                let view = printable(&view);
                 for e in &view.events {
                     let key = (
                         e.at.as_ref().map_or(0, |t| t.seconds),
@@ -223,7 +242,11 @@ async fn follow(client_args: &ClientArgs, id: &str, output: Output) -> anyhow::R
         match pb::PlanState::try_from(view.state).unwrap_or_default() {
             pb::PlanState::Completed => 0,
             pb::PlanState::Halted => {
-                eprintln!("plan {} halted: {}", view.id, view.reason);
+                eprintln!(
+                    "plan {} halted: {}",
+                    view.id,
+                    rke2ops_common::text::escape_control(&view.reason)
+                );
                 1
             }
             pb::PlanState::Aborted => 2,
@@ -348,11 +371,40 @@ fn role_word(role: i32) -> &'static str {
 }
 
 /// Prints a plan as a table or JSON.
+/// `view` with control characters escaped in every string a node or an operator chose
+/// (node names, versions, reasons, events, details), for printing outside a table (tables
+/// escape their cells themselves). JSON needs none of this: its encoder escapes them.
+fn printable(view: &pb::PlanView) -> pb::PlanView {
+    let esc = |s: &mut String| {
+        if let std::borrow::Cow::Owned(e) = rke2ops_common::text::escape_control(s) {
+            *s = e;
+        }
+    };
+    let mut view = view.clone();
+    for s in [
+        &mut view.reason,
+        &mut view.policy,
+        &mut view.created_by,
+        &mut view.origin,
+        &mut view.target_version,
+        &mut view.channel,
+    ] {
+        esc(s);
+    }
+    view.gates.iter_mut().for_each(esc);
+    for e in &mut view.events {
+        esc(&mut e.node);
+        esc(&mut e.message);
+    }
+    view
+}
+
 fn print_view(view: &pb::PlanView, output: Output) {
     if output == Output::Json {
         println!("{}", json(view));
         return;
     }
+    let view = &printable(view);
     let title = if state_word(view.state) == "dry-run" {
         "PLAN (dry run: nothing created)".to_owned()
     } else {

@@ -54,6 +54,7 @@ pub async fn run(
         crate::engine::EngineSettings {
             artifact_mirror: config.artifact_mirror.clone(),
             alert_gate: config.alert_gate.clone(),
+            history_retention: config.history_retention,
             ..crate::engine::EngineSettings::default()
         },
     );

@@ -46,8 +46,8 @@ pub enum Command {
     Restart(plans::PlanArgs),
     /// Upgrade RKE2 across the cluster: servers one at a time, then workers.
     Upgrade(plans::UpgradeArgs),
-    /// Every plan, newest first.
-    Plans(ListArgs),
+    /// Plans, newest first (the newest 50 unless `--limit N` or `--all`).
+    Plans(plans::PlansListArgs),
     /// One plan.
     Plan {
         /// What to do.
@@ -207,6 +207,9 @@ pub struct ServeArgs {
     /// Auto-maintenance window, e.g. "Sat,Sun 02:00-05:00 Europe/Berlin".
     #[arg(long, env = "RKE2_HUB_AUTO_RESTART_WINDOW")]
     pub auto_restart_window: Option<String>,
+    /// Days ended plans and audit rows are kept [default: 400].
+    #[arg(long, env = "RKE2_HUB_HISTORY_RETENTION_DAYS")]
+    pub history_retention_days: Option<u64>,
     /// Connections without a hub certificate one address may hold [default: 32].
     #[arg(long, env = "RKE2_HUB_MAX_UNAUTHENTICATED_PER_PEER")]
     pub max_unauthenticated_per_peer: Option<usize>,

@@ -7,6 +7,20 @@ use clap::{Args, Subcommand};
 
 use super::ClientArgs;
 
+/// `plans` options.
+#[derive(Debug, Args)]
+pub struct PlansListArgs {
+    /// Connection and output.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Show at most this many plans, newest first.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub limit: u32,
+    /// Show every plan (the hub sends them a page at a time).
+    #[arg(long, conflicts_with = "limit")]
+    pub all: bool,
+}
+
 /// How a plan treats each node (shared by `rotate`, `restart` and `upgrade`).
 #[derive(Debug, Args, Clone)]
 pub struct PlanArgs {

@@ -47,7 +47,7 @@ impl Engine {
         let now = OffsetDateTime::now_utc();
         let day_ago = now - Duration::from_secs(86_400);
         let mut recent = Vec::new();
-        for plan in self.store.plans(false)? {
+        for plan in self.store.plans_created_since(day_ago)? {
             if plan.origin == "auto-maintenance" && plan.created_at > day_ago {
                 recent.extend(self.store.plan_nodes(plan.id)?.into_iter().map(|n| n.node));
             }

@@ -53,7 +53,12 @@ pub struct EngineSettings {
     pub artifact_mirror: String,
     /// Hold every node while Prometheus has a firing alert (none: no alert gate).
     pub alert_gate: Option<AlertGate>,
+    /// Ended plans and audit rows older than this are removed (hourly, and at start).
+    pub history_retention: Duration,
 }
+
+/// How often old history is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// The alert gate's settings ([`crate::plan::alerts`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +75,9 @@ impl Default for EngineSettings {
             tick: Duration::from_secs(1),
             artifact_mirror: String::new(),
             alert_gate: None,
+            history_retention: Duration::from_secs(
+                crate::config::DEFAULT_HISTORY_RETENTION_DAYS * 86_400,
+            ),
         }
     }
 }
@@ -426,11 +434,31 @@ impl Engine {
 
     /// Runs the engine until the task is dropped.
     pub async fn run(self: Arc<Self>) {
+        let mut pruned_at: Option<std::time::Instant> = None;
         loop {
+            if pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                pruned_at = Some(std::time::Instant::now());
+                self.prune_history().await;
+            }
             if let Err(e) = Arc::clone(&self).pass().await {
                 tracing::error!(error = %e, "plan engine pass failed");
             }
             let _ = tokio::time::timeout(self.settings.tick, self.wake.notified()).await;
+        }
+    }
+
+    /// Removes ended plans and audit rows older than the retention, off the async workers
+    /// (a year of history is a large delete).
+    async fn prune_history(&self) {
+        let store = self.store.clone();
+        let before = OffsetDateTime::now_utc() - self.settings.history_retention;
+        match tokio::task::spawn_blocking(move || store.prune_history(before)).await {
+            Ok(Ok(p)) if p.plans + p.audit_rows > 0 => {
+                tracing::info!(plans = p.plans, audit_rows = p.audit_rows, %before, "old history pruned");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot prune old history"),
+            Err(e) => tracing::warn!(error = %e, "history pruning task failed"),
         }
     }
 
@@ -447,23 +475,21 @@ impl Engine {
     /// the plan cordoned but could not uncordon yet (hub killed mid-abort, API unreachable) is
     /// uncordoned now; retried every pass until it works.
     async fn release_leftovers(self: &Arc<Self>) -> Result<(), StoreError> {
-        for plan in self.store.plans(false)? {
-            if !plan.state.is_final() {
-                continue;
-            }
-            for mut node in self.store.plan_nodes(plan.id)? {
+        // Only the ended plans that still hold something: the history is never read whole.
+        for plan_id in self.store.ended_plans_to_release()? {
+            for mut node in self.store.plan_nodes(plan_id)? {
                 let running = self
                     .running
                     .lock()
-                    .map(|r| r.contains(&(plan.id, node.node.clone())))
+                    .map(|r| r.contains(&(plan_id, node.node.clone())))
                     .unwrap_or(false);
                 if node.phase.in_progress() {
-                    self.spawn_node(plan.id, &node.node);
+                    self.spawn_node(plan_id, &node.node);
                 } else if node.cordoned && !running {
-                    self.release(plan.id, &mut node).await;
+                    self.release(plan_id, &mut node).await;
                     if !node.cordoned {
                         self.store.save_plan_node(
-                            plan.id,
+                            plan_id,
                             &node,
                             None,
                             OffsetDateTime::now_utc(),
@@ -712,5 +738,6 @@ fn validate(request: &PlanRequest) -> Result<(), EngineError> {
     if request.policy.concurrency > 100 {
         return invalid("concurrency: at most 100 workers at once".to_owned());
     }
+    crate::plan::create::check_policy_bounds(&request.policy).map_err(EngineError::Invalid)?;
     Ok(())
 }

@@ -91,7 +91,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::ListPlansResponse>, Status> {
         let started = std::time::Instant::now();
         let result = admin_of(&request)
-            .and_then(|_| super::plans::list(&self.hub))
+            .and_then(|_| super::plans::list(&self.hub, request.get_ref()))
             .map(Response::new);
         observed(&self.hub, "ListPlans", started, result)
     }

@@ -224,16 +224,32 @@ fn show(hub: &Hub, id: i64) -> Result<pb::PlanView, Status> {
     Ok(convert::plan_message(&plan, &nodes, &events, gates))
 }
 
-/// `ListPlans`.
-pub fn list(hub: &Hub) -> Result<pb::ListPlansResponse, Status> {
+/// Plans per `ListPlans` page when the request names no limit.
+const DEFAULT_PAGE: u32 = 100;
+/// The largest page: each plan carries its nodes, so 500 plans of 500 nodes is already
+/// tens of MB.
+const MAX_PAGE: u32 = 500;
+
+/// `ListPlans`: one page, newest first.
+pub fn list(hub: &Hub, req: &pb::ListPlansRequest) -> Result<pb::ListPlansResponse, Status> {
     let store = hub.engine.store();
-    let plans = store.plans(false).map_err(internal)?;
+    let limit = match req.limit {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    };
+    let before = (req.before_id > 0).then_some(req.before_id);
+    let plans = store.plans_page(before, limit).map_err(internal)?;
+    let full = u32::try_from(plans.len()).is_ok_and(|n| n == limit);
+    let next_before_id = plans.last().filter(|_| full).map_or(0, |p| p.id);
     let mut out = Vec::with_capacity(plans.len());
     for plan in plans {
         let nodes = store.plan_nodes(plan.id).map_err(internal)?;
         out.push(convert::plan_message(&plan, &nodes, &[], Vec::new()));
     }
-    Ok(pb::ListPlansResponse { plans: out })
+    Ok(pb::ListPlansResponse {
+        plans: out,
+        next_before_id,
+    })
 }
 
 /// `WatchPlan`: the plan now, then after every change (at most every 200 ms).

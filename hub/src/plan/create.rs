@@ -3,7 +3,7 @@
 //! upgrade every node is checked against the target with the version guards.
 
 use super::decide::Role;
-use super::model::{NodePhase, PlanKind, PlanNode};
+use super::model::{NodePhase, PlanKind, PlanNode, PlanPolicy};
 use super::version::{GuardError, Rke2Version, UpgradeStep, guard};
 
 /// A node the hub knows, as plan creation sees it.
@@ -111,6 +111,71 @@ pub fn plan_nodes(
     Ok(nodes)
 }
 
+/// The longest wait an operator may set (settle, drain, readiness, operation): a day. A
+/// typo such as `--settle 30000h` would otherwise park a plan for years with a node
+/// cordoned, and out-of-range numbers overflow the time arithmetic downstream.
+pub const MAX_POLICY_WAIT_SECS: u64 = 24 * 3600;
+
+/// The longest grace period for an evicted pod: an hour (Kubernetes takes any number; a
+/// drain that waits longer than [`MAX_POLICY_WAIT_SECS`] would halt anyway).
+pub const MAX_GRACE_PERIOD_SECS: i64 = 3600;
+
+/// Longest free-text policy field (window, artifact source, a service name).
+pub const MAX_POLICY_TEXT: usize = 1024;
+
+/// Checks the operator-supplied numbers and strings of `policy` against their bounds,
+/// naming the field: nothing unbounded reaches the store or the engine's timers.
+///
+/// # Errors
+/// A message naming the field, the value and the bound.
+pub fn check_policy_bounds(policy: &PlanPolicy) -> Result<(), String> {
+    for (field, secs) in [
+        ("settle", policy.settle_secs),
+        ("drain_timeout", policy.drain_timeout_secs),
+        ("ready_timeout", policy.ready_timeout_secs),
+        ("operation_timeout", policy.operation_timeout_secs),
+    ] {
+        if secs > MAX_POLICY_WAIT_SECS {
+            return Err(format!(
+                "{field}: {secs} s is longer than the {MAX_POLICY_WAIT_SECS} s (24 h) allowed"
+            ));
+        }
+    }
+    for (field, secs) in [
+        ("ready_timeout", policy.ready_timeout_secs),
+        ("operation_timeout", policy.operation_timeout_secs),
+    ] {
+        if secs == 0 {
+            return Err(format!("{field}: must be at least 1 s"));
+        }
+    }
+    if let Some(g) = policy.grace_period_secs
+        && !(0..=MAX_GRACE_PERIOD_SECS).contains(&g)
+    {
+        return Err(format!(
+            "grace_period: {g} s is outside 0..={MAX_GRACE_PERIOD_SECS} s"
+        ));
+    }
+    let texts = [
+        ("window", policy.window.as_deref().unwrap_or_default()),
+        ("artifact_source", policy.artifact_source.as_str()),
+    ]
+    .into_iter()
+    .chain(policy.services.iter().map(|s| ("services", s.as_str())));
+    for (field, text) in texts {
+        if text.len() > MAX_POLICY_TEXT {
+            return Err(format!(
+                "{field}: {} bytes long (at most {MAX_POLICY_TEXT})",
+                text.len()
+            ));
+        }
+        if text.chars().any(char::is_control) {
+            return Err(format!("{field}: control characters are not allowed"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +267,64 @@ mod tests {
         let err = plan_nodes(PlanKind::Upgrade, v("v1.34.1+rke2r1"), &bad, &[], false)
             .expect_err("bad version");
         assert!(err.to_string().contains("node w2"), "{err}");
+    }
+
+    #[test]
+    fn operator_waits_and_texts_are_bounded_naming_the_field() {
+        let ok = PlanPolicy::default();
+        assert_eq!(check_policy_bounds(&ok), Ok(()));
+        let cases: [(PlanPolicy, &str); 6] = [
+            (
+                PlanPolicy {
+                    settle_secs: 30_000 * 3600,
+                    ..ok.clone()
+                },
+                "settle",
+            ),
+            (
+                PlanPolicy {
+                    drain_timeout_secs: u64::MAX,
+                    ..ok.clone()
+                },
+                "drain_timeout",
+            ),
+            (
+                PlanPolicy {
+                    ready_timeout_secs: 0,
+                    ..ok.clone()
+                },
+                "ready_timeout",
+            ),
+            (
+                PlanPolicy {
+                    grace_period_secs: Some(-1),
+                    ..ok.clone()
+                },
+                "grace_period",
+            ),
+            (
+                PlanPolicy {
+                    artifact_source: "x".repeat(5000),
+                    ..ok.clone()
+                },
+                "artifact_source",
+            ),
+            (
+                PlanPolicy {
+                    window: Some("Sat\u{1b}[2J".into()),
+                    ..ok.clone()
+                },
+                "window",
+            ),
+        ];
+        for (policy, field) in cases {
+            let err = check_policy_bounds(&policy).expect_err(field);
+            assert!(err.starts_with(field), "{err}");
+        }
+        let day = PlanPolicy {
+            settle_secs: MAX_POLICY_WAIT_SECS,
+            ..ok
+        };
+        assert_eq!(check_policy_bounds(&day), Ok(()));
     }
 }

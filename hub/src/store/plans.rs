@@ -5,6 +5,8 @@
 use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 use time::OffsetDateTime;
 
+use rke2ops_common::text::{MAX_DETAIL, clip};
+
 use super::{Store, StoreError, from_db, from_db_opt, to_db};
 use crate::plan::model::{
     Plan, PlanEvent, PlanKind, PlanNode, PlanPolicy, PlanState, role_of, role_word,
@@ -246,6 +248,85 @@ impl Store {
             .collect()
     }
 
+    /// One page of plans, newest first: at most `limit` plans with an id below `before_id`
+    /// (all when `None`). The CLI pages through a long history instead of loading it whole.
+    ///
+    /// # Errors
+    /// SQL failures; a corrupt row names its column.
+    pub fn plans_page(&self, before_id: Option<i64>, limit: u32) -> Result<Vec<Plan>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {PLAN_COLUMNS} FROM plans WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
+            ))
+            .map_err(plan_err(0, "listing plans"))?;
+        let rows = stmt
+            .query_map(params![before_id.unwrap_or(i64::MAX), limit], read_plan)
+            .map_err(plan_err(0, "listing plans"))?;
+        rows.map(|r| r.map_err(plan_err(0, "listing plans"))?)
+            .collect()
+    }
+
+    /// Plans created at or after `since`, newest first (what auto-maintenance did lately),
+    /// without reading the rest of the history.
+    ///
+    /// # Errors
+    /// SQL failures; a corrupt row names its column.
+    pub fn plans_created_since(&self, since: OffsetDateTime) -> Result<Vec<Plan>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {PLAN_COLUMNS} FROM plans WHERE created_at >= ?1 ORDER BY id DESC"
+            ))
+            .map_err(plan_err(0, "listing recent plans"))?;
+        let rows = stmt
+            .query_map(params![to_db(since)], read_plan)
+            .map_err(plan_err(0, "listing recent plans"))?;
+        rows.map(|r| r.map_err(plan_err(0, "listing recent plans"))?)
+            .collect()
+    }
+
+    /// Ids of ended plans that still hold a node in maintenance or cordoned: what the engine
+    /// must still release. Read every pass, so it must not grow with the history.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn ended_plans_to_release(&self) -> Result<Vec<i64>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT DISTINCT p.id FROM plans p JOIN plan_nodes n ON n.plan_id = p.id \
+                 WHERE p.state IN ('completed', 'aborted') \
+                   AND (n.cordoned = 1 OR n.phase NOT IN ('pending', 'done', 'skipped', 'failed')) \
+                 ORDER BY p.id",
+            )
+            .map_err(plan_err(0, "listing ended plans to release"))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, i64>(0))
+            .map_err(plan_err(0, "listing ended plans to release"))?;
+        rows.map(|r| r.map_err(plan_err(0, "listing ended plans to release")))
+            .collect()
+    }
+
+    /// How many plans there are of each kind and state (for metrics), counted by SQLite.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn plan_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT kind, state, COUNT(*) FROM plans GROUP BY kind, state ORDER BY 1, 2")
+            .map_err(plan_err(0, "counting plans"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?)))
+            .map_err(plan_err(0, "counting plans"))?;
+        rows.map(|r| {
+            let (kind, state, n) = r.map_err(plan_err(0, "counting plans"))?;
+            Ok((kind, state, u64::try_from(n).unwrap_or_default()))
+        })
+        .collect()
+    }
+
     /// A plan's nodes in plan order.
     ///
     /// # Errors
@@ -309,7 +390,7 @@ impl Store {
         if let Some(message) = event {
             tx.execute(
                 "INSERT INTO plan_events (plan_id, at, node, message) VALUES (?1, ?2, ?3, ?4)",
-                params![id, to_db(now), node.node, message],
+                params![id, to_db(now), node.node, clip(message, MAX_DETAIL)],
             )
             .map_err(plan_err(id, "recording a plan event"))?;
         }
@@ -335,7 +416,7 @@ impl Store {
         self.conn()
             .execute(
                 "INSERT INTO plan_events (plan_id, at, node, message) VALUES (?1, ?2, ?3, ?4)",
-                params![id, to_db(now), node, message],
+                params![id, to_db(now), node, clip(message, MAX_DETAIL)],
             )
             .map_err(plan_err(id, "recording a plan event"))?;
         Ok(())
@@ -377,6 +458,45 @@ impl Store {
     }
 }
 
+/// What [`Store::prune_history`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pruned {
+    /// Ended plans (with their nodes and events).
+    pub plans: usize,
+    /// Audit rows.
+    pub audit_rows: usize,
+}
+
+impl Store {
+    /// Forgets history older than `before`: plans that ended (completed or aborted) and were
+    /// last changed before it, with their nodes and events, and audit rows written before
+    /// it. Running, paused and halted plans are kept whatever their age: they still act or
+    /// wait for an operator. One transaction.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn prune_history(&self, before: OffsetDateTime) -> Result<Pruned, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(plan_err(0, "pruning old history"))?;
+        let plans = tx
+            .execute(
+                "DELETE FROM plans WHERE state IN ('completed', 'aborted') AND updated_at < ?1",
+                params![to_db(before)],
+            )
+            .map_err(plan_err(0, "pruning old plans"))?;
+        let audit_rows = tx
+            .execute(
+                "DELETE FROM audit_log WHERE at < ?1",
+                params![to_db(before)],
+            )
+            .map_err(plan_err(0, "pruning old audit rows"))?;
+        tx.commit().map_err(plan_err(0, "pruning old history"))?;
+        Ok(Pruned { plans, audit_rows })
+    }
+}
+
 fn insert_node(tx: &rusqlite::Transaction<'_>, id: i64, node: &PlanNode) -> Result<(), StoreError> {
     let t = |at: Option<OffsetDateTime>| at.map(to_db);
     tx.execute(
@@ -393,8 +513,8 @@ fn insert_node(tx: &rusqlite::Transaction<'_>, id: i64, node: &PlanNode) -> Resu
             node.cordoned,
             node.attempt,
             node.operation_id,
-            node.step,
-            node.detail,
+            clip(&node.step, 128),
+            clip(&node.detail, MAX_DETAIL),
             node.from_version,
             t(node.started_at),
             t(node.phase_at),
@@ -467,5 +587,109 @@ mod tests {
         let second = store.create_plan(&new_plan(&policy), &nodes, now).unwrap();
         assert!(second > id);
         assert!(matches!(store.plan(999), Err(StoreError::UnknownPlan(999))));
+    }
+
+    #[test]
+    fn old_ended_plans_and_audit_rows_are_pruned_active_ones_kept() {
+        let store = Store::open_in_memory().unwrap();
+        let t0 = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let day = time::Duration::days(1);
+        let policy = PlanPolicy::default();
+        let node = || vec![PlanNode::pending("s1", 0, Role::Server, "v1.33.5+rke2r1")];
+        let old = store.create_plan(&new_plan(&policy), &node(), t0).unwrap();
+        store
+            .set_plan_state(old, PlanState::Completed, "", t0)
+            .unwrap();
+        let mut cordoned = store.plan_nodes(old).unwrap().remove(0);
+        cordoned.cordoned = true;
+        store.save_plan_node(old, &cordoned, None, t0).unwrap();
+        assert_eq!(store.ended_plans_to_release().unwrap(), vec![old]);
+        cordoned.cordoned = false;
+        store.save_plan_node(old, &cordoned, None, t0).unwrap();
+        assert!(store.ended_plans_to_release().unwrap().is_empty());
+        let active = store
+            .create_plan(&new_plan(&policy), &node(), t0 + day)
+            .unwrap();
+        store.audit("uid:0", "old", "", t0).unwrap();
+        store.audit("uid:0", "new", "", t0 + day * 2).unwrap();
+        assert_eq!(store.plans_created_since(t0 + day).unwrap().len(), 1);
+        assert_eq!(
+            store.plan_counts().unwrap(),
+            vec![
+                ("upgrade".into(), "completed".into(), 1),
+                ("upgrade".into(), "running".into(), 1)
+            ]
+        );
+
+        // Long after both: the ended plan goes, the running one stays however old.
+        let pruned = store.prune_history(t0 + day * 30).unwrap();
+        assert_eq!(pruned.plans, 1);
+        assert!(pruned.audit_rows >= 2, "{pruned:?}");
+        assert!(store.plan(old).is_err());
+        assert!(store.plan_events(old, 10).unwrap().is_empty());
+        assert_eq!(store.plan(active).unwrap().state, PlanState::Running);
+        assert_eq!(store.plan_nodes(active).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn plans_come_in_pages_newest_first() {
+        let store = Store::open_in_memory().unwrap();
+        let t0 = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let policy = PlanPolicy::default();
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let id = store
+                .create_plan(
+                    &new_plan(&policy),
+                    &[PlanNode::pending("s1", 0, Role::Server, "v1.33.5+rke2r1")],
+                    t0 + time::Duration::minutes(i),
+                )
+                .unwrap();
+            store
+                .set_plan_state(id, PlanState::Aborted, "", t0)
+                .unwrap();
+            ids.push(id);
+        }
+        let first: Vec<i64> = store
+            .plans_page(None, 2)
+            .unwrap()
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(first, vec![ids[4], ids[3]]);
+        let next: Vec<i64> = store
+            .plans_page(Some(ids[3]), 2)
+            .unwrap()
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(next, vec![ids[2], ids[1]]);
+        assert_eq!(store.plans_page(Some(ids[0]), 2).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn hostile_details_are_clipped_before_they_are_stored() {
+        let store = Store::open_in_memory().unwrap();
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let policy = PlanPolicy::default();
+        let id = store
+            .create_plan(
+                &new_plan(&policy),
+                &[PlanNode::pending("s1", 0, Role::Server, "v1.33.5+rke2r1")],
+                now,
+            )
+            .unwrap();
+        let mut node = store.plan_nodes(id).unwrap().remove(0);
+        node.detail = "d".repeat(1_000_000);
+        store
+            .save_plan_node(id, &node, Some(&"e".repeat(1_000_000)), now)
+            .unwrap();
+        store
+            .plan_event(id, "s1", &"f".repeat(1_000_000), now)
+            .unwrap();
+        assert!(store.plan_nodes(id).unwrap()[0].detail.len() < MAX_DETAIL + 32);
+        for e in store.plan_events(id, 10).unwrap() {
+            assert!(e.message.len() < MAX_DETAIL + 32, "{}", e.message.len());
+        }
     }
 }

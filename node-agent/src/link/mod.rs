@@ -341,7 +341,7 @@ async fn session(
                         tx.send(message).await?;
                     }
                     Some(pb::HubMessage { body: Some(pb::hub_message::Body::Run(run)) }) => {
-                        tracing::info!(op = %run.operation_id, "operation requested by the hub");
+                        tracing::info!(op = %rke2ops_common::text::quoted(&run.operation_id), "operation requested by the hub");
                         driver.handle_run(run).await;
                     }
                     Some(pb::HubMessage { body: Some(pb::hub_message::Body::Cancel(cancel)) }) => {

@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use rke2ops_common::text::{MAX_DETAIL, clip};
 use rke2ops_proto::v1 as pb;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -44,8 +45,8 @@ pub fn decide_run(
     current: Option<&OpRecord>,
     finished: Option<&OpRecord>,
 ) -> RunDecision {
-    if id.is_empty() {
-        return RunDecision::Reject("bad request: empty operation_id".to_owned());
+    if let Err(e) = rke2ops_common::ids::check_operation_id(id) {
+        return RunDecision::Reject(format!("bad request: {e}"));
     }
     if let Some(done) = finished {
         return RunDecision::Report(Box::new(done.clone()));
@@ -59,22 +60,49 @@ pub fn decide_run(
     }
 }
 
-/// The wire request as an operation.
+/// The wire request as an operation, every field the hub chose checked before it can reach
+/// a path, a unit or a command line: an upgrade's `version` must be a canonical RKE2
+/// version (it names the release folder to fetch), a rotation's `services` must be names
+/// RKE2 knows (they become `--service` arguments), an `artifact_source` must be a URL or an
+/// absolute folder without control characters (the allow-list is checked when it runs).
 ///
 /// # Errors
-/// A message for the REJECTED result when the request names no operation.
+/// A message for the REJECTED result naming the field.
 pub fn kind_of(run: &pb::RunOperation) -> Result<OpKind, String> {
     use pb::run_operation::Kind;
     match &run.kind {
-        Some(Kind::Rotate(r)) => Ok(OpKind::Rotate {
-            services: r.services.clone(),
-        }),
+        Some(Kind::Rotate(r)) => {
+            if let Some(bad) = r
+                .services
+                .iter()
+                .find(|s| rke2ops_common::layout::service_certs(s).is_none())
+            {
+                return Err(format!(
+                    "bad request: rotate.services: unknown service {} (known: {})",
+                    rke2ops_common::text::quoted(bad),
+                    rke2ops_common::layout::SERVICES.join(", ")
+                ));
+            }
+            Ok(OpKind::Rotate {
+                services: r.services.clone(),
+            })
+        }
         Some(Kind::Restart(_)) => Ok(OpKind::RenewByRestart),
-        Some(Kind::Upgrade(u)) => Ok(OpKind::Upgrade {
-            version: u.version.clone(),
-            source: Some(u.artifact_source.clone()).filter(|s| !s.is_empty()),
-            allow_rollback: u.allow_rollback,
-        }),
+        Some(Kind::Upgrade(u)) => {
+            u.version
+                .parse::<rke2ops_common::version::Rke2Version>()
+                .map_err(|e| format!("bad request: upgrade.version: {e}"))?;
+            let source = Some(u.artifact_source.clone()).filter(|s| !s.is_empty());
+            if let Some(source) = &source {
+                crate::ops::artifacts::Source::parse(source)
+                    .map_err(|e| format!("bad request: upgrade.artifact_source: {e}"))?;
+            }
+            Ok(OpKind::Upgrade {
+                version: u.version.clone(),
+                source,
+                allow_rollback: u.allow_rollback,
+            })
+        }
         None => Err("bad request: no operation kind".to_owned()),
     }
 }
@@ -113,20 +141,21 @@ pub fn result_of(record: &OpRecord, rke2_version: String) -> pb::OperationResult
     pb::OperationResult {
         operation_id: record.id.clone(),
         outcome: outcome.into(),
-        detail,
+        detail: clip(&detail, MAX_DETAIL).into_owned(),
         unit_journal: record.unit_journal.clone(),
         rke2_version,
         finished_at: record.finished_at.map(timestamp),
     }
 }
 
-/// A REJECTED result.
+/// A REJECTED result. The id is echoed as sent (clipped to the longest valid id), so the hub
+/// can match it; an invalid id matches nothing there.
 #[must_use]
 pub fn rejected(id: &str, why: String, rke2_version: String) -> pb::OperationResult {
     pb::OperationResult {
-        operation_id: id.to_owned(),
+        operation_id: clip(id, rke2ops_common::ids::MAX_OPERATION_ID).into_owned(),
         outcome: pb::OperationOutcome::Rejected.into(),
-        detail: why,
+        detail: clip(&why, MAX_DETAIL).into_owned(),
         unit_journal: vec![],
         rke2_version,
         finished_at: Some(timestamp(OffsetDateTime::now_utc())),
@@ -136,8 +165,8 @@ pub fn rejected(id: &str, why: String, rke2_version: String) -> pb::OperationRes
 fn progress_message(p: &Progress<'_>) -> pb::AgentMessage {
     let (phase, detail) = match p.outcome {
         None => (pb::StepPhase::Started, String::new()),
-        Some(Ok(d)) => (pb::StepPhase::Succeeded, d.to_owned()),
-        Some(Err(d)) => (pb::StepPhase::Failed, d.to_owned()),
+        Some(Ok(d)) => (pb::StepPhase::Succeeded, clip(d, MAX_DETAIL).into_owned()),
+        Some(Err(d)) => (pb::StepPhase::Failed, clip(d, MAX_DETAIL).into_owned()),
     };
     pb::AgentMessage {
         body: Some(pb::agent_message::Body::Progress(pb::OperationProgress {
@@ -212,6 +241,16 @@ impl OpsDriver {
     /// Handles a `RunOperation`.
     pub async fn handle_run(self: &Arc<Self>, run: pb::RunOperation) {
         let id = run.operation_id.clone();
+        if let Err(e) = rke2ops_common::ids::check_operation_id(&id) {
+            // Before anything reads the journal with it or names a folder after it.
+            return self.reject(&id, format!("bad request: {e}")).await;
+        }
+        // Every field checked before the journal is even opened: a hostile request leaves
+        // no trace on the node but the log line.
+        let kind = match kind_of(&run) {
+            Ok(kind) => kind,
+            Err(why) => return self.reject(&id, why).await,
+        };
         let journal = match self.journal() {
             Ok(j) => j,
             Err(e) => return self.reject(&id, format!("journal unusable: {e}")).await,
@@ -230,10 +269,7 @@ impl OpsDriver {
             RunDecision::Continue => tracing::debug!(op = %id, "operation already running"),
             RunDecision::Resume => self.spawn(id, None),
             RunDecision::Reject(why) => self.reject(&id, why).await,
-            RunDecision::Start => match kind_of(&run) {
-                Ok(kind) => self.spawn(id, Some(kind)),
-                Err(why) => self.reject(&id, why).await,
-            },
+            RunDecision::Start => self.spawn(id, Some(kind)),
         }
     }
 
@@ -245,7 +281,9 @@ impl OpsDriver {
                 flag.store(true, Ordering::SeqCst);
                 tracing::info!(op = %id, "cancel requested (honoured only before the first change to the node)");
             }
-            _ => tracing::info!(op = %id, "cancel ignored: that operation is not running"),
+            _ => {
+                tracing::info!(op = %rke2ops_common::text::quoted(id), "cancel ignored: that operation is not running")
+            }
         }
     }
 
@@ -256,7 +294,7 @@ impl OpsDriver {
     }
 
     async fn reject(&self, id: &str, why: String) {
-        tracing::warn!(op = %id, reason = %why, "operation rejected");
+        tracing::warn!(op = %rke2ops_common::text::quoted(id), reason = %why, "operation rejected");
         let version = self.version().await;
         let _ = self.events.send(result_message(rejected(id, why, version)));
     }
@@ -416,5 +454,58 @@ mod tests {
             })
         );
         assert!(kind_of(&pb::RunOperation::default()).is_err());
+    }
+
+    #[test]
+    fn hostile_operation_ids_are_rejected_naming_the_field() {
+        let long = "x".repeat(10_000);
+        for bad in [
+            "/var/lib/rancher/rke2",
+            ".",
+            "..",
+            "../x",
+            long.as_str(),
+            "a\nb",
+        ] {
+            match decide_run(bad, None, None, None) {
+                RunDecision::Reject(why) => {
+                    assert!(why.contains("operation_id"), "{why}");
+                    assert!(why.len() < 200, "the reason stays short: {why}");
+                }
+                other => panic!("{bad:?} was not rejected: {other:?}"),
+            }
+        }
+        let r = rejected(&long, "x".repeat(100_000), String::new());
+        assert_eq!(r.operation_id.len(), 128 + "…(9872 bytes cut)".len());
+        assert!(r.detail.len() <= MAX_DETAIL + 32);
+    }
+
+    #[test]
+    fn hostile_fields_are_rejected_naming_the_field() {
+        let upgrade = |version: &str, source: &str| pb::RunOperation {
+            operation_id: "u".into(),
+            kind: Some(pb::run_operation::Kind::Upgrade(pb::UpgradeOperation {
+                version: version.into(),
+                artifact_source: source.into(),
+                allow_rollback: true,
+            })),
+        };
+        for bad in ["v1.34.01+rke2r1", "../../etc", "v1.34.1+rke2r1/../x", ""] {
+            let why = kind_of(&upgrade(bad, "")).expect_err(bad);
+            assert!(why.contains("upgrade.version"), "{why}");
+        }
+        let why = kind_of(&upgrade("v1.34.1+rke2r1", "relative/dir")).expect_err("relative");
+        assert!(why.contains("upgrade.artifact_source"), "{why}");
+        let rotate = pb::RunOperation {
+            operation_id: "r".into(),
+            kind: Some(pb::run_operation::Kind::Rotate(pb::RotateOperation {
+                services: vec!["kubelet".into(), "--data-dir=/".into()],
+            })),
+        };
+        let why = kind_of(&rotate).expect_err("unknown service");
+        assert!(
+            why.contains("rotate.services") && why.contains("--data-dir=/"),
+            "{why}"
+        );
     }
 }

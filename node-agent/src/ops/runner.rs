@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 
 use super::journal::{Journal, JournalError, OpRecord, StepLog};
 use super::steps::{OpKind, Role, Step, first_step, on_failure_of, on_skip, on_success};
-use super::{artifacts, files, install};
+use super::{artifacts, files, install, paths};
 use crate::health::apiserver::{self, ApiserverCredentials};
 use crate::health::etcd::{self, EtcdCredentials};
 use crate::health::kubelet;
@@ -96,6 +96,9 @@ pub enum OpError {
     /// An upgrade without a usable artifact source.
     #[error(transparent)]
     BadSource(#[from] artifacts::ArtifactError),
+    /// An operation id that could name a path outside the journal.
+    #[error(transparent)]
+    BadId(#[from] rke2ops_common::ids::IdError),
 }
 
 /// The version `bin --version` reports (`rke2 version v1.34.1+rke2r1 (<commit>)`), if it runs.
@@ -201,6 +204,11 @@ impl<M: ServiceManager> Runner<M> {
         cancel: Option<&AtomicBool>,
         mut progress: impl FnMut(&Progress<'_>),
     ) -> Result<OpRecord, OpError> {
+        if let Some(id) = &id {
+            // The id names the operation's folder under the journal, which is removed when
+            // the operation ends: it must be one plain path component.
+            rke2ops_common::ids::check_operation_id(id)?;
+        }
         if let OpKind::Upgrade {
             version, source, ..
         } = &kind
@@ -337,19 +345,28 @@ impl<M: ServiceManager> Runner<M> {
             }
         }
         record.finished_at = Some(OffsetDateTime::now_utc());
+        // Every removal is checked to stay under the journal: the record (and its id) may
+        // come from a journal written by an older agent, or from the hub.
+        let journal_dir = self.journal.dir();
         if record.step == Step::Done
-            && let Some(snapshot) = &record.snapshot
-            && let Some(op_dir) = snapshot.parent()
+            && record.snapshot.is_some()
+            && let Ok(op_dir) = self.op_dir(&record)
         {
             // Verified success: RKE2's own backup stays; the key copies are not needed.
-            let _ = std::fs::remove_dir_all(op_dir);
+            if let Err(e) = paths::remove_tree_within(journal_dir, &op_dir) {
+                tracing::warn!(error = %e, "operation folder not removed");
+            }
         }
-        if matches!(record.kind, OpKind::Upgrade { .. }) {
+        if matches!(record.kind, OpKind::Upgrade { .. })
+            && let Ok(op_dir) = self.op_dir(&record)
+        {
             // The download and its extraction are not needed any more; `previous/` stays (the
             // files the release replaced, for a manual rollback).
-            let op_dir = self.op_dir(&record);
-            let _ = std::fs::remove_dir_all(op_dir.join("artifacts"));
-            let _ = std::fs::remove_dir_all(op_dir.join("staged"));
+            for sub in ["artifacts", "staged"] {
+                if let Err(e) = paths::remove_tree_within(journal_dir, &op_dir.join(sub)) {
+                    tracing::warn!(error = %e, "upgrade staging not removed");
+                }
+            }
         }
         self.journal.finish(&record)?;
         Ok(record)
@@ -492,14 +509,14 @@ impl<M: ServiceManager> Runner<M> {
                     &self.setup.allowed_artifact_sources,
                     &version,
                     artifacts::arch(),
-                    &self.op_dir(record).join("artifacts"),
+                    &self.op_dir(record)?.join("artifacts"),
                 )
                 .await
                 .map_err(|e| e.to_string())
             }
             Step::VerifyChecksum => {
                 let hash =
-                    artifacts::verify(&self.op_dir(record).join("artifacts"), artifacts::arch())
+                    artifacts::verify(&self.op_dir(record)?.join("artifacts"), artifacts::arch())
                         .map_err(|e| e.to_string())?;
                 Ok(format!(
                     "{} sha256 {hash} matches {}",
@@ -508,7 +525,7 @@ impl<M: ServiceManager> Runner<M> {
                 ))
             }
             Step::InstallFiles => {
-                let dir = self.op_dir(record);
+                let dir = self.op_dir(record)?;
                 let tarball = dir
                     .join("artifacts")
                     .join(artifacts::tarball_name(artifacts::arch()));
@@ -540,7 +557,7 @@ impl<M: ServiceManager> Runner<M> {
             Step::RestorePrevious => {
                 // Stop first: a release that never gets ready may still be starting.
                 let _ = self.manager.stop(&record.unit).await;
-                let previous = self.op_dir(record).join("previous");
+                let previous = self.op_dir(record)?.join("previous");
                 let n = install::restore(&previous, &setup.install_prefix, &record.installed_files)
                     .map_err(|e| e.to_string())?;
                 self.manager
@@ -562,8 +579,10 @@ impl<M: ServiceManager> Runner<M> {
     }
 
     /// The operation's own folder under the journal.
-    fn op_dir(&self, record: &OpRecord) -> PathBuf {
-        self.journal.dir().join(&record.id)
+    /// The operation's own folder under the journal; an id that is not one plain path
+    /// component is refused (a journal record is as untrusted as the request that made it).
+    fn op_dir(&self, record: &OpRecord) -> Result<PathBuf, String> {
+        paths::op_dir(self.journal.dir(), &record.id).map_err(|e| e.to_string())
     }
 
     fn installed_bin(&self) -> PathBuf {
@@ -772,7 +791,7 @@ impl<M: ServiceManager> Runner<M> {
         }
         if record.snapshot.is_none() {
             // Taken once: a re-run after a crash must not snapshot an already-rotated tree.
-            let snapshot = self.journal.dir().join(&record.id).join("snapshot");
+            let snapshot = self.op_dir(record)?.join("snapshot");
             let n = files::take_snapshot(&setup.data_dir, &snapshot)?;
             tracing::info!(files = n, snapshot = %snapshot.display(), "certificates snapshotted");
             record.snapshot = Some(snapshot);
