@@ -35,19 +35,7 @@ pub fn ignore_list(extra: &[String]) -> Vec<String> {
     all
 }
 
-/// `url` without user and password, for messages and `plan show` (a Prometheus behind basic
-/// auth may be configured as `https://user:pass@...`).
-#[must_use]
-pub fn display_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.as_str().trim_end_matches('/').to_owned()
-        }
-        Err(_) => url.to_owned(),
-    }
-}
+pub use crate::fetch::display_url;
 
 #[derive(Debug, Deserialize)]
 struct Response {

@@ -90,17 +90,17 @@ pub fn resolve(json: &str, channel: &str, url: &str) -> Result<Rke2Version, Chan
 /// [`ChannelError`] naming the URL.
 pub async fn fetch_and_resolve(url: &str, channel: &str) -> Result<Rke2Version, ChannelError> {
     let fetch = |reason: String| ChannelError::Fetch {
-        url: url.to_owned(),
+        url: crate::fetch::display_url(url),
         reason,
     };
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(20))
         .build()
-        .map_err(|e| fetch(e.to_string()))?;
+        .map_err(|e| fetch(e.without_url().to_string()))?;
     let body = crate::fetch::get_json_text(&client, url)
         .await
         .map_err(fetch)?;
-    resolve(&body, channel, url)
+    resolve(&body, channel, &crate::fetch::display_url(url))
 }
 
 #[cfg(test)]
