@@ -5,7 +5,7 @@
 //! - [`listener`]: the agents' TCP/TLS accept loop: a per-peer cap on connections without a
 //!   hub certificate and a handshake deadline.
 //! - [`grpc`]: the services and their authorization; [`convert`]: wire ↔ domain.
-//! - [`registry`]: live agent streams; [`config`]: hub.toml and flags.
+//! - [`registry`]: live agent streams; [`ratelimit`]: per-node limits on what agents send; [`config`]: hub.toml and flags.
 //! - [`kube`]: the Kubernetes API for plans (Node readiness, cordon, drain, Events) with
 //!   failover between the servers' apiservers.
 //! - [`cli`], [`client`]: the operator commands.
@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod pki;
 pub mod plan;
 pub mod plan_client;
+pub mod ratelimit;
 pub mod registry;
 pub mod serve;
 pub mod store;
