@@ -108,6 +108,23 @@ impl Store {
         expiring_within: Option<Duration>,
         now: OffsetDateTime,
     ) -> Result<Vec<(String, CertRow)>, StoreError> {
+        self.certificates_page(node, expiring_within, now, None, u32::MAX)
+    }
+
+    /// One page of [`Self::certificates`]: at most `limit` rows after the key `after`
+    /// (node, path, index; from the start when `None`), in the same order. 500 nodes of 50
+    /// certificates do not fit one gRPC message; the CLI pages through them.
+    ///
+    /// # Errors
+    /// As [`Self::certificates`].
+    pub fn certificates_page(
+        &self,
+        node: Option<&str>,
+        expiring_within: Option<Duration>,
+        now: OffsetDateTime,
+        after: Option<(&str, &str, u32)>,
+        limit: u32,
+    ) -> Result<Vec<(String, CertRow)>, StoreError> {
         let cutoff = expiring_within.map(|within| {
             to_db(now).saturating_add(i64::try_from(within.as_secs()).unwrap_or(i64::MAX))
         });
@@ -123,11 +140,19 @@ impl Store {
                         not_before, not_after, status \
                  FROM certificates \
                  WHERE (?1 IS NULL OR node = ?1) AND (?2 IS NULL OR not_after <= ?2) \
-                 ORDER BY node, path, idx",
+                   AND (?3 IS NULL OR (node, path, idx) > (?3, ?4, ?5)) \
+                 ORDER BY node, path, idx LIMIT ?6",
             )
             .map_err(sql_err)?;
+        let (after_node, after_path, after_idx) = match after {
+            Some((n, p, i)) => (Some(n), Some(p), Some(i)),
+            None => (None, None, None),
+        };
         let raw = stmt
-            .query_map(params![node, cutoff], RawCert::read)
+            .query_map(
+                params![node, cutoff, after_node, after_path, after_idx, limit],
+                RawCert::read,
+            )
             .map_err(sql_err)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(sql_err)?;
@@ -331,6 +356,38 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(store.node("a").unwrap().unwrap().certificates_at, Some(NOW));
+    }
+
+    #[test]
+    fn certificate_pages_continue_after_the_last_key_without_gaps() {
+        let store = store_with(&["a", "b", "c"]);
+        for node in ["a", "b", "c"] {
+            let certs: Vec<CertRow> = (0..3)
+                .map(|i| cert(&format!("/tls/{i}.crt"), 0, 100, "01"))
+                .collect();
+            store.replace_certificates(node, &certs, &[], NOW).unwrap();
+        }
+        let all = store.certificates(None, None, NOW).unwrap();
+        let mut paged = Vec::new();
+        let mut after: Option<(String, String, u32)> = None;
+        loop {
+            let page = store
+                .certificates_page(
+                    None,
+                    None,
+                    NOW,
+                    after.as_ref().map(|(n, p, i)| (n.as_str(), p.as_str(), *i)),
+                    4,
+                )
+                .unwrap();
+            let Some((node, last)) = page.last() else {
+                break;
+            };
+            after = Some((node.clone(), last.path.clone(), last.index));
+            paged.extend(page);
+        }
+        assert_eq!(paged, all);
+        assert_eq!(paged.len(), 9);
     }
 
     #[test]
