@@ -432,7 +432,13 @@ fn available_bytes(dir: &Path) -> Result<u64, ArtifactError> {
         path: dir.to_path_buf(),
         source: std::io::Error::from(e),
     })?;
-    Ok(u64::from(stat.blocks_available()).saturating_mul(u64::from(stat.fragment_size())))
+    // Both are u64 here but u32 on 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    let (blocks, size) = (
+        u64::from(stat.blocks_available()),
+        u64::from(stat.fragment_size()),
+    );
+    Ok(blocks.saturating_mul(size))
 }
 
 /// Checks the tarball in `dir` against the sum file in `dir`; returns the hash.
