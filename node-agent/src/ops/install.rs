@@ -33,6 +33,10 @@ pub const MAX_UNPACKED_BYTES: u64 = 1 << 30;
 /// Bytes the decompressed stream may hold beyond the files: headers, padding (under 1 KiB an
 /// entry) and long-name records. Bounds a gzip bomb hidden where no file size counts it.
 const MAX_TAR_OVERHEAD_BYTES: u64 = 64 << 20;
+/// Bytes one metadata record (a GNU long name or link, a pax header) may have. The tar
+/// reader holds each in memory whole; a path is at most 4 KiB on Linux, so 64 KiB is plenty
+/// and keeps a hostile record from taking the memory the stream limit would allow.
+pub const MAX_TAR_RECORD_BYTES: u64 = 64 << 10;
 
 /// Why installing or restoring failed.
 #[derive(Debug, thiserror::Error)]
@@ -210,12 +214,44 @@ fn extract(tarball: &Path, staged: &Path) -> Result<(), InstallError> {
         Some(CapReached(value)) => over(("decompressed bytes", stream_limit, *value)),
         None => io(tarball)(e),
     };
-    let file = File::open(tarball).map_err(io(tarball))?;
-    let mut archive = tar::Archive::new(Capped {
-        inner: flate2::read::GzDecoder::new(file),
-        read: 0,
-        limit: stream_limit,
-    });
+    let open = || -> Result<_, InstallError> {
+        let file = File::open(tarball).map_err(io(tarball))?;
+        Ok(tar::Archive::new(Capped {
+            inner: flate2::read::GzDecoder::new(file),
+            read: 0,
+            limit: stream_limit,
+        }))
+    };
+    // First pass, raw (nothing written, nothing held): the metadata records' sizes, before
+    // the second pass's reader holds each whole, and the limits by the headers' sizes, so a
+    // claimed size is refused before its data is skipped or read. The second pass counts
+    // again with the sizes pax records may override.
+    let mut archive = open()?;
+    let mut budget = TarBudget::default();
+    for entry in archive.entries().map_err(read_error)?.raw(true) {
+        let entry = entry.map_err(read_error)?;
+        let kind = entry.header().entry_type();
+        let record = matches!(
+            kind,
+            tar::EntryType::GNULongName
+                | tar::EntryType::GNULongLink
+                | tar::EntryType::XHeader
+                | tar::EntryType::XGlobalHeader
+        );
+        if record {
+            if entry.size() > MAX_TAR_RECORD_BYTES {
+                return Err(over((
+                    "bytes in one long-name or pax record",
+                    MAX_TAR_RECORD_BYTES,
+                    entry.size(),
+                )));
+            }
+        } else {
+            let size = if kind.is_dir() { 0 } else { entry.size() };
+            budget.admit(size).map_err(over)?;
+        }
+    }
+    let mut archive = open()?;
     let mut budget = TarBudget::default();
     for entry in archive.entries().map_err(read_error)? {
         let mut entry = entry.map_err(read_error)?;
@@ -626,6 +662,37 @@ mod tests {
             err.contains("unpacked bytes over the limit of 1073741824"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_huge_long_name_record_is_refused_before_it_is_read_into_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tar = raw_tarball(
+            dir.path(),
+            &[
+                ("bin/rke2", tar::EntryType::Regular, 0o755, b"x"),
+                (
+                    "././@LongLink",
+                    tar::EntryType::GNULongName,
+                    0o644,
+                    &vec![b'a'; 1 << 20],
+                ),
+                ("share/x", tar::EntryType::Regular, 0o644, b"x"),
+            ],
+        );
+        let err = stage(&tar, &dir.path().join("staged"))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("long-name or pax record over the limit of 65536")
+                && err.contains("reached 1048576"),
+            "{err}"
+        );
+        // An ordinary long name (over tar's 100 bytes) still works.
+        let long = format!("share/rke2/{}", "n".repeat(150));
+        let tar = tarball(dir.path(), &[("bin/rke2", b"x"), (long.as_str(), b"y")]);
+        let files = stage(&tar, &dir.path().join("staged-long")).expect("stage");
+        assert!(files.contains(&long), "{files:?}");
     }
 
     #[test]
