@@ -11,9 +11,11 @@
 //! - [`ids`]: operation ids, checked by syntax before they name a file.
 //! - [`text`]: peer-supplied strings clipped and escaped before they reach a message or terminal.
 //! - [`version`]: RKE2 versions (`v1.34.1+rke2r1`), parsed and ordered.
+//! - [`atomic_file`]: replacing a file as root: no torn write, no followed link, owner kept.
 //!
 //! Nothing here does network I/O or talks to systemd: those live in the binaries' crates.
 
+pub mod atomic_file;
 pub mod certs;
 pub mod config;
 pub mod exposition;

@@ -373,3 +373,140 @@ fn agent_killed_mid_upgrade_finishes_it_after_restart() {
         assert_eq!(served_version(sim), OLD_VERSION, "{point}: reset");
     }
 }
+
+/// Rewrites `release`'s tarball into `out/<version>/` entry by entry through `edit` (which
+/// may change an entry's mode or add entries), with a sum file that matches: a release a
+/// mirror could really publish.
+fn repacked_release(
+    out: &Path,
+    release: &Release,
+    edit: impl Fn(&mut tar::Builder<flate2::write::GzEncoder<std::fs::File>>, &str, &mut tar::Header),
+) {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let dir = out.join(&release.version);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let tarball = dir.join(release::tarball_name(release::ARCH));
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&tarball).expect("create"),
+        flate2::Compression::fast(),
+    );
+    let mut builder = tar::Builder::new(gz);
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(
+        std::fs::File::open(&release.tarball).expect("open"),
+    ));
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        let name = entry.path().expect("path").display().to_string();
+        let mut header = entry.header().clone();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).expect("read");
+        edit(&mut builder, &name, &mut header);
+        builder
+            .append_data(&mut header, &name, bytes.as_slice())
+            .expect("append");
+    }
+    builder.into_inner().expect("tar").finish().expect("gz");
+    let sha256 = hex::encode(sha2::Sha256::digest(std::fs::read(&tarball).expect("read")));
+    std::fs::write(
+        dir.join(release::sums_name(release::ARCH)),
+        format!("{sha256}  {}\n", release::tarball_name(release::ARCH)),
+    )
+    .expect("sums");
+}
+
+fn mode_on_node(node: &Node, path: &str) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(node.host_path(path).expect("path"))
+        .expect("stat")
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+#[test]
+fn a_release_over_the_entry_limit_is_refused_and_setuid_bits_are_never_installed() {
+    require_root_and_tools();
+    let (_, _, new) = releases();
+    // A published-looking release (its sum matches) with 10,001 entries: over the limit.
+    let crowded = tempfile::tempdir().expect("tempdir");
+    repacked_release(crowded.path(), new, |builder, name, _| {
+        if name == "bin/rke2" {
+            for i in 0..10_000 {
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(0o644);
+                header.set_size(0);
+                builder
+                    .append_data(&mut header, format!("share/rke2/pad/{i}"), std::io::empty())
+                    .expect("pad");
+            }
+        }
+    });
+    let crowded_mirror = Mirror::serve(
+        crowded.path(),
+        format!("{MIRROR_IP}:0").parse().expect("addr"),
+        vec![],
+    )
+    .expect("mirror");
+    let cluster = old_server(&crowded_mirror.base_url());
+    let sim = &cluster.servers[0];
+    let binary_before = sim.node.read_file(RKE2_BIN).expect("read");
+    let out = agent(&sim.node, &["upgrade", "--version", NEW_VERSION]);
+    assert_eq!(out.status.code(), Some(1), "refused");
+    assert!(
+        out.stdout
+            .contains("entries over the limit of 10000 for a release tarball"),
+        "the limit is named:\n{}",
+        out.stdout
+    );
+    assert_eq!(
+        sim.node.read_file(RKE2_BIN).expect("read"),
+        binary_before,
+        "nothing installed"
+    );
+    assert!(
+        !sim.node
+            .host_path("/usr/local/share/rke2/pad")
+            .expect("path")
+            .exists(),
+        "no entry of the refused release installed"
+    );
+    assert_active(sim);
+    assert_eq!(served_version(sim), OLD_VERSION);
+
+    // The same release with a setuid, world-writable binary and a group-writable unit:
+    // installed and running, with those bits gone.
+    let setuid = tempfile::tempdir().expect("tempdir");
+    repacked_release(setuid.path(), new, |_, name, header| match name {
+        "bin/rke2" => header.set_mode(0o6777),
+        "lib/systemd/system/rke2-server.service" => header.set_mode(0o664),
+        _ => {}
+    });
+    let setuid_mirror = Mirror::serve(
+        setuid.path(),
+        format!("{MIRROR_IP}:0").parse().expect("addr"),
+        vec![],
+    )
+    .expect("mirror");
+    let out = agent(
+        &sim.node,
+        &[
+            "upgrade",
+            "--version",
+            NEW_VERSION,
+            "--source",
+            &setuid_mirror.base_url(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "upgrade succeeded");
+    assert_eq!(served_version(sim), NEW_VERSION);
+    assert_eq!(mode_on_node(&sim.node, RKE2_BIN), 0o755);
+    assert_eq!(
+        mode_on_node(
+            &sim.node,
+            "/usr/local/lib/systemd/system/rke2-server.service"
+        ),
+        0o644
+    );
+}

@@ -10,9 +10,9 @@
 //! The node's identity folder (`/var/lib/rke2-ops/node-agent/identity/`) holds [`KEY_FILE`],
 //! [`CERT_FILE`] and [`CA_FILE`], all three written as one set by [`save_identity`].
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, DirBuilder};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
@@ -32,26 +32,8 @@ pub const CA_FILE: &str = "ca.crt";
 /// Suffix of a file staged for [`write_files_together`].
 const NEXT_SUFFIX: &str = ".next";
 
-/// A file-system call on one path failed.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot {action} {}: {source}", path.display())]
-pub struct FileError {
-    /// The file or folder.
-    pub path: PathBuf,
-    /// What was being done (`read`, `create`, `rename into place`, ...).
-    pub action: &'static str,
-    /// The OS error.
-    pub source: io::Error,
-}
-
-fn file_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FileError {
-    let path = path.to_path_buf();
-    move |source| FileError {
-        path,
-        action,
-        source,
-    }
-}
+pub use crate::atomic_file::FileError;
+use crate::atomic_file::{Attrs, Policy, file_error, parent_of, remove_if_present, sync_dir};
 
 /// Why the node's identity cannot be made, stored or read back.
 #[derive(Debug, thiserror::Error)]
@@ -169,37 +151,15 @@ pub fn create_private_dir(dir: &Path) -> Result<(), FileError> {
         .map_err(file_error("restrict permissions of", dir))
 }
 
-/// Writes `bytes` to `path` as a 0600 file, atomically: a fresh temp file beside it, fsync,
-/// rename over `path`, fsync the folder. A reader sees the old content or the new, never a
-/// part; the temp file is created 0600, so the secret is never readable by others.
+/// Writes `bytes` to `path` as a 0600 file, atomically (see [`crate::atomic_file`]): a
+/// reader sees the old content or the new, never a part; the temp file is created 0600 and
+/// never through a link, so the secret is never readable by others. Always 0600, even over a
+/// looser old file.
 ///
 /// # Errors
 /// [`FileError`] naming the file that failed.
 pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
-    let dir = parent_of(path);
-    let name = path
-        .file_name()
-        .map_or_else(|| "file".into(), |n| n.to_string_lossy());
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    // A temp file left by a crash of this same pid number could have any mode; start fresh.
-    remove_if_present(&tmp)?;
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(file_error("create", &tmp))?;
-        file.write_all(bytes).map_err(file_error("write", &tmp))?;
-        file.sync_all().map_err(file_error("fsync", &tmp))?;
-        fs::rename(&tmp, path).map_err(file_error("rename into place", path))
-    })();
-    if written.is_err() {
-        // Best effort: the write already failed, and that error is the one worth reporting.
-        let _ = fs::remove_file(&tmp);
-    }
-    written?;
-    sync_dir(dir)
+    crate::atomic_file::replace_file(path, bytes, Policy::Exactly(Attrs::mode(0o600)))
 }
 
 /// Writes several files so that after a crash either all keep their old content or all have
@@ -403,27 +363,6 @@ fn next_of(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(NEXT_SUFFIX);
     PathBuf::from(name)
-}
-
-fn parent_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    }
-}
-
-fn remove_if_present(path: &Path) -> Result<(), FileError> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(file_error("remove", path)(e)),
-    }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), FileError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(file_error("fsync folder", dir))
 }
 
 #[cfg(test)]

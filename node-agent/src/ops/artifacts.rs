@@ -5,13 +5,58 @@
 //! version written `%2B`), or copies them from a local folder on air-gapped sites, and refuses
 //! a tarball whose sha256 differs from its line in the sum file. The agent does the same, into
 //! its own operation folder, before anything of RKE2 is touched.
+//!
+//! A mirror (or a hub naming one) is a peer that can make a node's state grow, so a fetch is
+//! bounded ([`FetchLimits::RELEASE`]): each file's size ([`MAX_TARBALL_BYTES`],
+//! [`MAX_SUMS_BYTES`]), the whole fetch's time ([`FETCH_DEADLINE`]), and it does not start
+//! unless the operation folder's file system has [`FREE_SPACE_NEEDED`] free: `/var` is
+//! usually where etcd keeps its data, and a full disk stops etcd.
 
 use std::io::Read as _;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use rke2ops_common::atomic_file::{Attrs, NewFile, Policy};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
+
+/// Bytes a release tarball may have. RKE2's `rke2.linux-amd64.tar.gz` is 30-40 MB; 512 MiB
+/// leaves room for years of growth and still refuses an endless or hostile download.
+pub const MAX_TARBALL_BYTES: u64 = 512 << 20;
+/// Bytes a sum file may have. RKE2's lists a few dozen artifacts in about 4 KB.
+pub const MAX_SUMS_BYTES: u64 = 1 << 20;
+/// How long fetching both files may take in all. Each read already times out after a
+/// minute of silence; this bounds a mirror that trickles. 15 minutes is 40 MB at 45 kB/s.
+pub const FETCH_DEADLINE: Duration = Duration::from_secs(15 * 60);
+/// Free bytes the operation folder's file system must have before fetching: what the limits
+/// allow the download and its staging to take (the tarball, the sum file and the unpacked
+/// release; the `previous/` copy is the size of the installed release, well inside the
+/// unpacked limit's margin).
+pub const FREE_SPACE_NEEDED: u64 =
+    MAX_TARBALL_BYTES + MAX_SUMS_BYTES + super::install::MAX_UNPACKED_BYTES;
+
+/// The bounds of one fetch (the release's in production; smaller ones in tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchLimits {
+    /// Bytes the tarball may have.
+    pub tarball_bytes: u64,
+    /// Bytes the sum file may have.
+    pub sums_bytes: u64,
+    /// Time for the whole fetch.
+    pub deadline: Duration,
+    /// Free bytes needed before fetching.
+    pub free_space: u64,
+}
+
+impl FetchLimits {
+    /// The limits of a release fetch.
+    pub const RELEASE: Self = Self {
+        tarball_bytes: MAX_TARBALL_BYTES,
+        sums_bytes: MAX_SUMS_BYTES,
+        deadline: FETCH_DEADLINE,
+        free_space: FREE_SPACE_NEEDED,
+    };
+}
 
 /// Why artifacts could not be fetched or verified.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +112,43 @@ pub enum ArtifactError {
         sums: String,
         /// The tarball's name.
         file: String,
+    },
+    /// A file is larger than its limit.
+    #[error(
+        "{file} from {origin}: refused: over the limit of {limit} bytes for it (reached {value} bytes)"
+    )]
+    TooLarge {
+        /// The file's name.
+        file: String,
+        /// The URL or path it came from.
+        origin: String,
+        /// The limit.
+        limit: u64,
+        /// The size announced or reached when refused.
+        value: u64,
+    },
+    /// The fetch took longer than its deadline.
+    #[error("fetching {files} from {from}: not done within the deadline of {} s", limit.as_secs())]
+    Deadline {
+        /// The files.
+        files: String,
+        /// The source.
+        from: String,
+        /// The deadline.
+        limit: Duration,
+    },
+    /// The operation folder's file system has too little free space.
+    #[error(
+        "{}: refused to fetch: {available} bytes free, the upgrade needs {needed} (the size limits of the artifacts and of the unpacked release)",
+        dir.display()
+    )]
+    NoSpace {
+        /// The operation folder.
+        dir: PathBuf,
+        /// Free bytes (for an unprivileged user; root's reserve is not counted).
+        available: u64,
+        /// Bytes needed.
+        needed: u64,
     },
     /// The tarball is not the published one.
     #[error("checksum mismatch for {file}: expected {expected}, got {actual}")]
@@ -286,6 +368,79 @@ pub fn sha256_file(path: &Path) -> Result<String, ArtifactError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// Reads a text file of at most `limit` bytes.
+fn read_bounded(path: &Path, limit: u64) -> Result<String, ArtifactError> {
+    let file = std::fs::File::open(path).map_err(io(path))?;
+    let mut text = String::new();
+    let read = file
+        .take(limit + 1)
+        .read_to_string(&mut text)
+        .map_err(io(path))? as u64;
+    if read > limit {
+        return Err(ArtifactError::TooLarge {
+            file: file_name(path),
+            origin: path.display().to_string(),
+            limit,
+            value: read,
+        });
+    }
+    Ok(text)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// Pure: whether a size (announced or reached) is within `limit`.
+///
+/// # Errors
+/// [`ArtifactError::TooLarge`] naming the file, where it came from, the limit and the size.
+pub fn check_size(file: &str, origin: &str, limit: u64, value: u64) -> Result<(), ArtifactError> {
+    if value > limit {
+        return Err(ArtifactError::TooLarge {
+            file: file.to_owned(),
+            origin: origin.to_owned(),
+            limit,
+            value,
+        });
+    }
+    Ok(())
+}
+
+/// Pure: whether `available` free bytes in `dir` are enough for a fetch needing `needed`.
+///
+/// # Errors
+/// [`ArtifactError::NoSpace`] naming the folder and both numbers.
+pub fn check_free_space(dir: &Path, available: u64, needed: u64) -> Result<(), ArtifactError> {
+    if available < needed {
+        return Err(ArtifactError::NoSpace {
+            dir: dir.to_path_buf(),
+            available,
+            needed,
+        });
+    }
+    Ok(())
+}
+
+/// Free bytes for unprivileged users on `dir`'s file system (root's reserved blocks are
+/// left to the system: the agent must not be what eats them).
+fn available_bytes(dir: &Path) -> Result<u64, ArtifactError> {
+    let stat = nix::sys::statvfs::statvfs(dir).map_err(|e| ArtifactError::Io {
+        path: dir.to_path_buf(),
+        source: std::io::Error::from(e),
+    })?;
+    // Both are u64 here but u32 on 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    let (blocks, size) = (
+        u64::from(stat.blocks_available()),
+        u64::from(stat.fragment_size()),
+    );
+    Ok(blocks.saturating_mul(size))
+}
+
 /// Checks the tarball in `dir` against the sum file in `dir`; returns the hash.
 ///
 /// # Errors
@@ -294,7 +449,7 @@ pub fn verify(dir: &Path, arch: &str) -> Result<String, ArtifactError> {
     let tarball = tarball_name(arch);
     let sums = sums_name(arch);
     let sums_path = dir.join(&sums);
-    let listing = std::fs::read_to_string(&sums_path).map_err(io(&sums_path))?;
+    let listing = read_bounded(&sums_path, MAX_SUMS_BYTES)?;
     let expected = sum_for(&listing, &tarball).ok_or_else(|| ArtifactError::NoSumLine {
         sums,
         file: tarball.clone(),
@@ -312,10 +467,11 @@ pub fn verify(dir: &Path, arch: &str) -> Result<String, ArtifactError> {
 }
 
 /// Fetches both artifacts of `version` from `source` into `dest` (created); returns a one-line
-/// description. Re-running replaces what an interrupted run left.
+/// description. Re-running replaces what an interrupted run left. Bounded by
+/// [`FetchLimits::RELEASE`].
 ///
 /// # Errors
-/// [`ArtifactError`] naming the URL or file.
+/// [`ArtifactError`] naming the URL or file (and the limit, when one is reached).
 pub async fn fetch(
     source: &Source,
     allowed: &[Source],
@@ -323,11 +479,52 @@ pub async fn fetch(
     arch: &str,
     dest: &Path,
 ) -> Result<String, ArtifactError> {
+    fetch_within(source, allowed, version, arch, dest, FetchLimits::RELEASE).await
+}
+
+/// [`fetch`] with explicit limits.
+///
+/// # Errors
+/// As [`fetch`].
+pub async fn fetch_within(
+    source: &Source,
+    allowed: &[Source],
+    version: &str,
+    arch: &str,
+    dest: &Path,
+    limits: FetchLimits,
+) -> Result<String, ArtifactError> {
     // Checked here too, not only when the operation starts: an interrupted upgrade resumed
     // after the list was tightened must not fetch from a source it no longer allows.
     check_allowed(source, allowed)?;
     tokio::fs::create_dir_all(dest).await.map_err(io(dest))?;
-    let files = [sums_name(arch), tarball_name(arch)];
+    check_free_space(dest, available_bytes(dest)?, limits.free_space)?;
+    let files = [
+        (sums_name(arch), limits.sums_bytes),
+        (tarball_name(arch), limits.tarball_bytes),
+    ];
+    let fetching = fetch_files(source, allowed, version, dest, &files);
+    let bytes_total = tokio::time::timeout(limits.deadline, fetching)
+        .await
+        .map_err(|_| ArtifactError::Deadline {
+            files: format!("{} and {}", files[1].0, files[0].0),
+            from: source.to_string(),
+            limit: limits.deadline,
+        })??;
+    Ok(format!(
+        "{} and {} from {source} ({bytes_total} bytes)",
+        files[1].0, files[0].0
+    ))
+}
+
+/// Fetches `files` (name, size limit); returns the bytes fetched.
+async fn fetch_files(
+    source: &Source,
+    allowed: &[Source],
+    version: &str,
+    dest: &Path,
+    files: &[(String, u64)],
+) -> Result<u64, ArtifactError> {
     let mut bytes_total = 0u64;
     match source {
         Source::Url(prefix) => {
@@ -341,13 +538,13 @@ pub async fn fetch(
                     url: prefix.clone(),
                     reason: e.to_string(),
                 })?;
-            for file in &files {
+            for (file, limit) in files {
                 let url = artifact_url(prefix, version, file);
-                bytes_total += download(&client, &url, &dest.join(file)).await?;
+                bytes_total += download(&client, &url, &dest.join(file), *limit).await?;
             }
         }
         Source::Dir(dir) => {
-            for file in &files {
+            for (file, limit) in files {
                 let candidates = [dir.join(version).join(file), dir.join(file)];
                 let found = candidates.iter().find(|p| p.is_file()).ok_or_else(|| {
                     ArtifactError::Missing {
@@ -356,27 +553,63 @@ pub async fn fetch(
                         file: file.clone(),
                     }
                 })?;
-                let target = dest.join(file);
-                bytes_total += tokio::fs::copy(found, &target).await.map_err(io(found))?;
+                let (found, target, limit) = (found.clone(), dest.join(file), *limit);
+                bytes_total +=
+                    tokio::task::spawn_blocking(move || copy_bounded(&found, &target, limit))
+                        .await
+                        .map_err(|e| ArtifactError::Io {
+                            path: dest.to_path_buf(),
+                            source: std::io::Error::other(e),
+                        })??;
             }
         }
     }
-    Ok(format!(
-        "{} and {} from {source} ({bytes_total} bytes)",
-        files[1], files[0]
-    ))
+    Ok(bytes_total)
 }
 
-/// Streams `url` into `target` (temp file + rename); returns the size.
+/// The temporary file a fetched artifact is written to: 0600, never through a link.
+fn new_artifact(target: &Path) -> Result<NewFile, ArtifactError> {
+    NewFile::create(target, Policy::Exactly(Attrs::mode(0o600))).map_err(|e| ArtifactError::Io {
+        path: e.path,
+        source: e.source,
+    })
+}
+
+fn commit(new: NewFile) -> Result<(), ArtifactError> {
+    new.commit().map_err(|e| ArtifactError::Io {
+        path: e.path,
+        source: e.source,
+    })
+}
+
+/// Copies an air-gap file of at most `limit` bytes into `target`; returns the size.
+fn copy_bounded(found: &Path, target: &Path, limit: u64) -> Result<u64, ArtifactError> {
+    let name = file_name(target);
+    let origin = found.display().to_string();
+    let input = std::fs::File::open(found).map_err(io(found))?;
+    let announced = input.metadata().map_err(io(found))?.len();
+    check_size(&name, &origin, limit, announced)?;
+    let mut new = new_artifact(target)?;
+    let tmp = new.temp_path().to_path_buf();
+    // The file may grow while it is copied: read one byte past the limit to notice.
+    let copied = std::io::copy(&mut input.take(limit + 1), new.file()).map_err(io(&tmp))?;
+    check_size(&name, &origin, limit, copied)?;
+    commit(new)?;
+    Ok(copied)
+}
+
+/// Streams `url` into `target` (temp file + rename), at most `limit` bytes; returns the size.
 async fn download(
     client: &reqwest::Client,
     url: &str,
     target: &Path,
+    limit: u64,
 ) -> Result<u64, ArtifactError> {
     let http = |reason: String| ArtifactError::Http {
         url: url.to_owned(),
         reason,
     };
+    let name = file_name(target);
     let mut response = client
         .get(url)
         .send()
@@ -385,16 +618,28 @@ async fn download(
     if !response.status().is_success() {
         return Err(http(format!("HTTP {}", response.status())));
     }
-    let tmp = target.with_extension("part");
-    let mut file = tokio::fs::File::create(&tmp).await.map_err(io(&tmp))?;
+    // Refused before a byte of the body when the server says how large it is.
+    if let Some(announced) = response.content_length() {
+        check_size(&name, url, limit, announced)?;
+    }
+    let mut new = new_artifact(target)?;
+    let tmp = new.temp_path().to_path_buf();
+    let std_file = new.file().try_clone().map_err(io(&tmp))?;
+    let mut file = tokio::fs::File::from_std(std_file);
     let mut size = 0u64;
     while let Some(chunk) = response.chunk().await.map_err(|e| http(format!("{e:#}")))? {
         size += chunk.len() as u64;
+        check_size(&name, url, limit, size)?;
         file.write_all(&chunk).await.map_err(io(&tmp))?;
     }
-    file.sync_all().await.map_err(io(&tmp))?;
+    file.flush().await.map_err(io(&tmp))?;
     drop(file);
-    tokio::fs::rename(&tmp, target).await.map_err(io(target))?;
+    tokio::task::spawn_blocking(move || commit(new))
+        .await
+        .map_err(|e| ArtifactError::Io {
+            path: tmp,
+            source: std::io::Error::other(e),
+        })??;
     Ok(size)
 }
 
@@ -513,5 +758,245 @@ mod tests {
             .expect_err("mismatch")
             .to_string();
         assert!(err.contains("checksum mismatch"), "{err}");
+    }
+
+    #[test]
+    fn sizes_and_free_space_are_checked_against_their_limits_by_name() {
+        assert!(
+            check_size(
+                "sha256sum-amd64.txt",
+                "/srv",
+                MAX_SUMS_BYTES,
+                MAX_SUMS_BYTES
+            )
+            .is_ok()
+        );
+        let err = check_size(
+            "rke2.linux-amd64.tar.gz",
+            "https://m/x",
+            MAX_TARBALL_BYTES,
+            MAX_TARBALL_BYTES + 1,
+        )
+        .expect_err("over")
+        .to_string();
+        assert!(
+            err.contains("rke2.linux-amd64.tar.gz")
+                && err.contains("https://m/x")
+                && err.contains("limit of 536870912 bytes")
+                && err.contains("reached 536870913 bytes"),
+            "{err}"
+        );
+        assert!(check_free_space(Path::new("/var"), FREE_SPACE_NEEDED, FREE_SPACE_NEEDED).is_ok());
+        let err = check_free_space(Path::new("/var/op"), 10, FREE_SPACE_NEEDED)
+            .expect_err("short")
+            .to_string();
+        assert!(
+            err.contains("/var/op") && err.contains("10 bytes free") && err.contains("1611661312"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_oversized_sum_file_is_refused_by_verify() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(tarball_name("amd64")), b"release").expect("write");
+        let line = format!("{HASH}  other\n");
+        let big = line.repeat(usize::try_from(MAX_SUMS_BYTES).expect("fits") / line.len() + 1);
+        std::fs::write(dir.path().join(sums_name("amd64")), big).expect("write");
+        let err = verify(dir.path(), "amd64")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("sha256sum-amd64.txt") && err.contains("limit of 1048576"),
+            "{err}"
+        );
+    }
+
+    /// A mirror answering every request with `head` then `body`, `pause` between body
+    /// chunks of 1 KiB (forever when `endless`).
+    async fn serve_once(head: String, body: Vec<u8>, pause: Duration, endless: bool) -> String {
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let (head, body) = (head.clone(), body.clone());
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = socket.read(&mut request).await;
+                    if socket.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    loop {
+                        for chunk in body.chunks(1024) {
+                            if socket.write_all(chunk).await.is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(pause).await;
+                        }
+                        if !endless {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn small_limits() -> FetchLimits {
+        FetchLimits {
+            tarball_bytes: 64 << 10,
+            sums_bytes: 4 << 10,
+            deadline: Duration::from_secs(60),
+            free_space: 0,
+        }
+    }
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn an_announced_size_over_the_limit_is_refused_before_the_body() {
+        let url = serve_once(
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", 1u64 << 40),
+            vec![],
+            Duration::ZERO,
+            false,
+        )
+        .await;
+        let dest = tempfile::tempdir().expect("tempdir");
+        let source = Source::parse(&url).expect("source");
+        let err = fetch_within(
+            &source,
+            &[],
+            "v1.34.1+rke2r1",
+            "amd64",
+            dest.path(),
+            small_limits(),
+        )
+        .await
+        .expect_err("refused")
+        .to_string();
+        assert!(
+            err.contains("sha256sum-amd64.txt")
+                && err.contains("limit of 4096 bytes")
+                && err.contains("reached 1099511627776 bytes"),
+            "{err}"
+        );
+        assert!(
+            leftovers(dest.path()).is_empty(),
+            "{:?}",
+            leftovers(dest.path())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_growing_past_the_limit_is_cut_off_and_nothing_kept() {
+        // No Content-Length: the body ends when the connection closes, or never.
+        let url = serve_once(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_owned(),
+            vec![b'x'; 1024],
+            Duration::ZERO,
+            true,
+        )
+        .await;
+        let dest = tempfile::tempdir().expect("tempdir");
+        let source = Source::parse(&url).expect("source");
+        let err = fetch_within(&source, &[], "v1", "amd64", dest.path(), small_limits())
+            .await
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("sha256sum-amd64.txt") && err.contains("limit of 4096 bytes"),
+            "{err}"
+        );
+        assert!(
+            leftovers(dest.path()).is_empty(),
+            "{:?}",
+            leftovers(dest.path())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_trickling_mirror_is_given_up_at_the_deadline() {
+        let url = serve_once(
+            "HTTP/1.1 200 OK\r\nContent-Length: 4000\r\n\r\n".to_owned(),
+            vec![b'x'; 4000],
+            Duration::from_millis(500),
+            false,
+        )
+        .await;
+        let dest = tempfile::tempdir().expect("tempdir");
+        let source = Source::parse(&url).expect("source");
+        let limits = FetchLimits {
+            deadline: Duration::from_secs(1),
+            ..small_limits()
+        };
+        let err = fetch_within(&source, &[], "v1", "amd64", dest.path(), limits)
+            .await
+            .expect_err("deadline")
+            .to_string();
+        assert!(
+            err.contains("rke2.linux-amd64.tar.gz and sha256sum-amd64.txt")
+                && err.contains("deadline of 1 s"),
+            "{err}"
+        );
+        assert!(
+            leftovers(dest.path()).is_empty(),
+            "{:?}",
+            leftovers(dest.path())
+        );
+    }
+
+    #[tokio::test]
+    async fn too_little_free_space_refuses_before_fetching_and_folders_are_bounded_too() {
+        let air_gap = tempfile::tempdir().expect("tempdir");
+        std::fs::write(air_gap.path().join(sums_name("amd64")), "sums").expect("write");
+        std::fs::write(
+            air_gap.path().join(tarball_name("amd64")),
+            vec![0u8; 65 << 10],
+        )
+        .expect("write");
+        let source = Source::Dir(air_gap.path().to_path_buf());
+        let dest = tempfile::tempdir().expect("tempdir");
+        let limits = FetchLimits {
+            free_space: u64::MAX,
+            ..small_limits()
+        };
+        let err = fetch_within(&source, &[], "v1", "amd64", dest.path(), limits)
+            .await
+            .expect_err("no space")
+            .to_string();
+        assert!(
+            err.contains("refused to fetch") && err.contains(&u64::MAX.to_string()),
+            "{err}"
+        );
+        assert!(leftovers(dest.path()).is_empty(), "nothing fetched");
+
+        let err = fetch_within(&source, &[], "v1", "amd64", dest.path(), small_limits())
+            .await
+            .expect_err("too large")
+            .to_string();
+        assert!(
+            err.contains("rke2.linux-amd64.tar.gz")
+                && err.contains("limit of 65536 bytes")
+                && err.contains("reached 66560 bytes"),
+            "{err}"
+        );
+        assert_eq!(
+            leftovers(dest.path()),
+            vec![sums_name("amd64")],
+            "only the sum file"
+        );
     }
 }

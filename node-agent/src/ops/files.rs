@@ -4,13 +4,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use rke2ops_common::atomic_file::{self, Attrs, Policy};
 use rke2ops_common::certs::model::Origin;
 use rke2ops_common::certs::{Inventory, ScanConfig, Scanner};
 use rke2ops_common::layout::{self, BACKUP_PARENTS, service_certs};
 use serde_yaml::Value;
 use time::{Duration, OffsetDateTime};
-
-use super::journal::write_atomically;
 
 /// The newest backup folder (either naming) made at or after `since` (Unix seconds),
 /// relative to the data dir.
@@ -86,9 +85,7 @@ pub fn take_snapshot(data_dir: &Path, snapshot: &Path) -> Result<usize, String> 
             let path = entry.path();
             let is_pki = path.extension().is_some_and(|x| x == "crt" || x == "key");
             if is_pki && path.is_file() {
-                let to = snapshot.join("agent").join(entry.file_name());
-                fs::copy(&path, &to)
-                    .map_err(|e| format!("{} -> {}: {e}", path.display(), to.display()))?;
+                copy_file(&path, &snapshot.join("agent").join(entry.file_name()))?;
                 copied += 1;
             }
         }
@@ -146,16 +143,7 @@ pub fn restore_backup(data_dir: &Path, backup: &str) -> Result<usize, String> {
         return Err(format!("backup {} is missing", source.display()));
     }
     let restored = copy_tree(&source, &target)?;
-    for trigger in [
-        data_dir.join("server/tls/dynamic-cert-regenerate"),
-        data_dir.join("force-restart"),
-    ] {
-        match fs::remove_file(&trigger) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot remove {}: {e}", trigger.display())),
-        }
-    }
+    remove_triggers(data_dir)?;
     Ok(restored)
 }
 
@@ -169,15 +157,21 @@ fn copy_tree(source: &Path, target: &Path) -> Result<usize, String> {
         if from.is_dir() {
             copied += copy_tree(&from, &to)?;
         } else {
-            // Copy to a temporary name and rename, so no reader sees a half-written PEM.
-            let tmp = to.with_extension("rke2-ops-restore");
-            fs::copy(&from, &tmp)
-                .map_err(|e| format!("{} -> {}: {e}", from.display(), tmp.display()))?;
-            fs::rename(&tmp, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+            copy_file(&from, &to)?;
             copied += 1;
         }
     }
     Ok(copied)
+}
+
+/// Copies one certificate or key through a temporary file and a rename (no reader sees a
+/// half-written PEM). A file that exists keeps its mode and owner (RKE2 may run parts of
+/// itself as other users, and a key must not become readable); a new one takes the source's,
+/// so a snapshot carries the owner back to where it came from.
+fn copy_file(from: &Path, to: &Path) -> Result<(), String> {
+    let source = fs::metadata(from).map_err(|e| format!("{}: {e}", from.display()))?;
+    atomic_file::replace_with_copy(from, to, Policy::KeepExisting(Attrs::of(&source)))
+        .map_err(|e| format!("{} -> {e}", from.display()))
 }
 
 /// Scans the node's tree.
@@ -300,7 +294,13 @@ pub fn refresh_kubeconfig(admin: &Path, copy: &Path) -> Result<(), String> {
         }
     }
     let text = serde_yaml::to_string(&target).map_err(|e| format!("{}: {e}", copy.display()))?;
-    write_atomically(copy, text.as_bytes()).map_err(|e| e.to_string())?;
+    // The copy keeps its mode and owner: it is someone's credentials (0600, theirs).
+    atomic_file::replace_file(
+        copy,
+        text.as_bytes(),
+        Policy::KeepExisting(Attrs::mode(0o600)),
+    )
+    .map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -359,6 +359,59 @@ users:
             "{out}"
         );
         assert!(!out.contains("T0xE"), "{out}");
+    }
+
+    fn is_root() -> bool {
+        fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+    }
+
+    fn mode_and_owner(path: &Path) -> (u32, u32, u32) {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = fs::metadata(path).expect("meta");
+        (meta.mode() & 0o7777, meta.uid(), meta.gid())
+    }
+
+    #[test]
+    fn a_refreshed_kubeconfig_copy_stays_0600_and_keeps_its_owner() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let admin = dir.path().join("rke2.yaml");
+        let copy = dir.path().join("copy.yaml");
+        fs::write(&admin, ADMIN).expect("write");
+        fs::write(&copy, COPY).expect("write");
+        fs::set_permissions(&copy, fs::Permissions::from_mode(0o600)).expect("chmod");
+        if is_root() {
+            std::os::unix::fs::chown(&copy, Some(1234), Some(1234)).expect("chown");
+        }
+        let before = mode_and_owner(&copy);
+        refresh_kubeconfig(&admin, &copy).expect("refresh");
+        assert_eq!(mode_and_owner(&copy), before);
+        assert_eq!(before.0, 0o600);
+    }
+
+    #[test]
+    fn a_restored_certificate_keeps_its_owner_and_mode() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let cert = data.join("server/tls/etcd/peer-server-client.key");
+        fs::create_dir_all(cert.parent().expect("parent")).expect("mkdir");
+        fs::write(&cert, "OLD KEY").expect("write");
+        fs::set_permissions(&cert, fs::Permissions::from_mode(0o640)).expect("chmod");
+        if is_root() {
+            std::os::unix::fs::chown(&cert, Some(1234), Some(1234)).expect("chown");
+        }
+        let before = mode_and_owner(&cert);
+        let snapshot = dir.path().join("snapshot");
+        assert_eq!(take_snapshot(&data, &snapshot).expect("snapshot"), 1);
+        fs::write(&cert, "NEW KEY").expect("rotated");
+        assert_eq!(restore_snapshot(&data, &snapshot).expect("restore"), 1);
+        assert_eq!(fs::read_to_string(&cert).expect("read"), "OLD KEY");
+        assert_eq!(mode_and_owner(&cert), before, "restored in place");
+        // Gone entirely: the snapshot's copy carries the owner back.
+        fs::remove_file(&cert).expect("rm");
+        restore_snapshot(&data, &snapshot).expect("restore");
+        assert_eq!(mode_and_owner(&cert), before, "restored as a new file");
     }
 
     #[test]

@@ -3,18 +3,40 @@
 //!
 //! Three folders under the operation's folder, each finished with a `.complete` marker so a
 //! re-run after a crash knows whether to redo it:
-//! - `staged/`: the tarball extracted (regular files and folders only; absolute paths, `..`
-//!   and links are refused);
+//! - `staged/`: the tarball extracted (regular files and folders only; absolute paths, `..`,
+//!   links, devices and duplicate entries are refused; at most [`MAX_TAR_ENTRIES`] entries and
+//!   [`MAX_UNPACKED_BYTES`] of files; modes masked by [`installed_mode`]: no set-id or sticky
+//!   bit, no group or world write);
 //! - `previous/`: a copy of every file the release replaces, taken once, *before* the first
 //!   file is replaced (so a re-run never copies a new file as "previous"), plus `.existed`
 //!   listing which files existed at all (the others are removed on restore);
 //! - then each file goes to `<prefix>/<path>` through a temporary file in the same folder,
-//!   fsynced and renamed over the old one (a running `rke2` keeps its old inode).
+//!   fsynced and renamed over the old one (a running `rke2` keeps its old inode), with
+//!   [`rke2ops_common::atomic_file`]: never through a planted link, owned by root.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt as _;
+use std::io::{Read, Write as _};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Component, Path, PathBuf};
+
+use rke2ops_common::atomic_file::{self, Attrs, Policy};
+
+/// Entries (files and folders) a release tarball may hold. RKE2's holds about fifteen; ten
+/// thousand is far beyond any release and bounds the inodes and the time a hostile or broken
+/// tarball can cost before it is refused.
+pub const MAX_TAR_ENTRIES: u64 = 10_000;
+/// Bytes the regular files of a release tarball may unpack to. RKE2's linux-amd64 release
+/// unpacks to about 120 MB (nearly all of it the `rke2` binary); 1 GiB leaves room for growth
+/// and still bounds what staging (and the `previous/` copy) can take from `/var`, which etcd
+/// shares.
+pub const MAX_UNPACKED_BYTES: u64 = 1 << 30;
+/// Bytes the decompressed stream may hold beyond the files: headers, padding (under 1 KiB an
+/// entry) and long-name records. Bounds a gzip bomb hidden where no file size counts it.
+const MAX_TAR_OVERHEAD_BYTES: u64 = 64 << 20;
+/// Bytes one metadata record (a GNU long name or link, a pax header) may have. The tar
+/// reader holds each in memory whole; a path is at most 4 KiB on Linux, so 64 KiB is plenty
+/// and keeps a hostile record from taking the memory the stream limit would allow.
+pub const MAX_TAR_RECORD_BYTES: u64 = 64 << 10;
 
 /// Why installing or restoring failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +60,21 @@ pub enum InstallError {
     /// The tarball holds no `bin/rke2`.
     #[error("the tarball has no bin/rke2")]
     NoBinary,
+    /// The tarball is over one of the limits for a release.
+    #[error(
+        "{}: refused: {what} over the limit of {limit} for a release tarball (reached {value})",
+        tarball.display()
+    )]
+    OverLimit {
+        /// The tarball.
+        tarball: PathBuf,
+        /// What is counted (`entries`, `unpacked bytes`, `decompressed bytes`).
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+        /// How far it got when refused.
+        value: u64,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> InstallError + '_ {
@@ -77,47 +114,82 @@ pub fn clean_entry(raw: &Path) -> Result<PathBuf, InstallError> {
     Ok(clean)
 }
 
+/// The mode a release file is staged and installed with: the tarball's permission bits
+/// without set-user-id, set-group-id or sticky bits and without group or world write. The
+/// execute bits are kept (the binary and scripts must run). A release never needs more, and
+/// a tampered or mirrored tarball must not plant a setuid binary or a file anyone can change.
+#[must_use]
+pub const fn installed_mode(tar_mode: u32) -> u32 {
+    tar_mode & 0o755
+}
+
+/// What a tarball has used of the limits so far (pure bookkeeping, checked per entry).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TarBudget {
+    /// Entries seen.
+    pub entries: u64,
+    /// Bytes of regular files admitted.
+    pub unpacked: u64,
+}
+
+impl TarBudget {
+    /// Admits one more entry of `size` bytes (0 for a folder), or says which limit it breaks.
+    ///
+    /// # Errors
+    /// `(what, limit, value)` of the limit broken; nothing is counted then.
+    pub fn admit(&mut self, size: u64) -> Result<(), (&'static str, u64, u64)> {
+        let entries = self.entries + 1;
+        if entries > MAX_TAR_ENTRIES {
+            return Err(("entries", MAX_TAR_ENTRIES, entries));
+        }
+        let unpacked = self.unpacked.saturating_add(size);
+        if unpacked > MAX_UNPACKED_BYTES {
+            return Err(("unpacked bytes", MAX_UNPACKED_BYTES, unpacked));
+        }
+        *self = Self { entries, unpacked };
+        Ok(())
+    }
+}
+
+/// A reader that fails (rather than ending) once more than `limit` bytes were read, so a
+/// truncated read is never mistaken for the end of the archive.
+struct Capped<R> {
+    inner: R,
+    read: u64,
+    limit: u64,
+}
+
+/// The error a [`Capped`] reader returns.
+#[derive(Debug, thiserror::Error)]
+#[error("more than {0} bytes")]
+struct CapReached(u64);
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.limit {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                CapReached(self.read),
+            ));
+        }
+        Ok(n)
+    }
+}
+
 /// Extracts `tarball` into `staged` (once: kept when already complete); returns the regular
 /// files' relative paths, sorted.
 ///
 /// # Errors
-/// On I/O failure or a refused entry.
+/// On I/O failure, a refused entry, or a tarball over a limit ([`InstallError::OverLimit`]).
 pub fn stage(tarball: &Path, staged: &Path) -> Result<Vec<String>, InstallError> {
     if !staged.join(COMPLETE).is_file() {
         if staged.exists() {
             fs::remove_dir_all(staged).map_err(io(staged))?;
         }
         fs::create_dir_all(staged).map_err(io(staged))?;
-        let file = File::open(tarball).map_err(io(tarball))?;
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-        for entry in archive.entries().map_err(io(tarball))? {
-            let mut entry = entry.map_err(io(tarball))?;
-            let raw = entry.path().map_err(io(tarball))?.into_owned();
-            let rel = clean_entry(&raw)?;
-            if rel.as_os_str().is_empty() {
-                continue;
-            }
-            let target = staged.join(&rel);
-            match entry.header().entry_type() {
-                tar::EntryType::Directory => fs::create_dir_all(&target).map_err(io(&target))?,
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    if let Some(parent) = target.parent() {
-                        fs::create_dir_all(parent).map_err(io(parent))?;
-                    }
-                    let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
-                    let mut out = File::create(&target).map_err(io(&target))?;
-                    std::io::copy(&mut entry, &mut out).map_err(io(&target))?;
-                    out.set_permissions(fs::Permissions::from_mode(mode))
-                        .map_err(io(&target))?;
-                }
-                _ => {
-                    return Err(InstallError::BadEntry {
-                        entry: raw.display().to_string(),
-                        why: "not a regular file or folder",
-                    });
-                }
-            }
-        }
+        extract(tarball, staged)?;
         write_marker(staged, COMPLETE, "")?;
     }
     let mut files = Vec::new();
@@ -127,6 +199,105 @@ pub fn stage(tarball: &Path, staged: &Path) -> Result<Vec<String>, InstallError>
         return Err(InstallError::NoBinary);
     }
     Ok(files)
+}
+
+fn extract(tarball: &Path, staged: &Path) -> Result<(), InstallError> {
+    let over = |(what, limit, value): (&'static str, u64, u64)| InstallError::OverLimit {
+        tarball: tarball.to_path_buf(),
+        what,
+        limit,
+        value,
+    };
+    let stream_limit = MAX_UNPACKED_BYTES + MAX_TAR_OVERHEAD_BYTES;
+    // A read error carrying `CapReached` is the stream limit, not a broken file.
+    let read_error = |e: std::io::Error| match e.get_ref().and_then(|r| r.downcast_ref()) {
+        Some(CapReached(value)) => over(("decompressed bytes", stream_limit, *value)),
+        None => io(tarball)(e),
+    };
+    let open = || -> Result<_, InstallError> {
+        let file = File::open(tarball).map_err(io(tarball))?;
+        Ok(tar::Archive::new(Capped {
+            inner: flate2::read::GzDecoder::new(file),
+            read: 0,
+            limit: stream_limit,
+        }))
+    };
+    // First pass, raw (nothing written, nothing held): the metadata records' sizes, before
+    // the second pass's reader holds each whole, and the limits by the headers' sizes, so a
+    // claimed size is refused before its data is skipped or read. The second pass counts
+    // again with the sizes pax records may override.
+    let mut archive = open()?;
+    let mut budget = TarBudget::default();
+    for entry in archive.entries().map_err(read_error)?.raw(true) {
+        let entry = entry.map_err(read_error)?;
+        let kind = entry.header().entry_type();
+        let record = matches!(
+            kind,
+            tar::EntryType::GNULongName
+                | tar::EntryType::GNULongLink
+                | tar::EntryType::XHeader
+                | tar::EntryType::XGlobalHeader
+        );
+        if record {
+            if entry.size() > MAX_TAR_RECORD_BYTES {
+                return Err(over((
+                    "bytes in one long-name or pax record",
+                    MAX_TAR_RECORD_BYTES,
+                    entry.size(),
+                )));
+            }
+        } else {
+            let size = if kind.is_dir() { 0 } else { entry.size() };
+            budget.admit(size).map_err(over)?;
+        }
+    }
+    let mut archive = open()?;
+    let mut budget = TarBudget::default();
+    for entry in archive.entries().map_err(read_error)? {
+        let mut entry = entry.map_err(read_error)?;
+        let raw = entry.path().map_err(io(tarball))?.into_owned();
+        let refuse = |why| InstallError::BadEntry {
+            entry: raw.display().to_string(),
+            why,
+        };
+        let kind = entry.header().entry_type();
+        let size = if kind.is_dir() { 0 } else { entry.size() };
+        budget.admit(size).map_err(over)?;
+        let rel = clean_entry(&raw)?;
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let target = staged.join(&rel);
+        match kind {
+            tar::EntryType::Directory => fs::create_dir_all(&target).map_err(io(&target))?,
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent).map_err(io(parent))?;
+                }
+                let mode = installed_mode(entry.header().mode().unwrap_or(0o644));
+                // A fresh file, never through whatever is at the name: a second entry of the
+                // same path is refused rather than silently replacing the first.
+                let mut out = match OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .mode(0o600)
+                    .open(&target)
+                {
+                    Ok(out) => out,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Err(refuse("appears twice"));
+                    }
+                    Err(e) => return Err(io(&target)(e)),
+                };
+                std::io::copy(&mut entry, &mut out).map_err(read_error)?;
+                out.set_permissions(fs::Permissions::from_mode(mode))
+                    .map_err(io(&target))?;
+            }
+            _ => return Err(refuse("not a regular file or folder")),
+        }
+    }
+    Ok(())
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), InstallError> {
@@ -208,35 +379,23 @@ fn copy_synced(source: &Path, target: &Path) -> Result<(), InstallError> {
         .map_err(io(target))
 }
 
-/// Writes `source`'s bytes and mode to `target` atomically (temp file in the same folder,
-/// fsync, rename, fsync folder).
+/// Writes `source`'s bytes and mode to `target` atomically (see
+/// [`rke2ops_common::atomic_file`]). The mode is the staged one (masked when staged) or, on
+/// restore, the previous file's; the owner is root: a release's files are root's, whoever
+/// owned what they replace.
 fn replace_atomically(source: &Path, target: &Path) -> Result<(), InstallError> {
-    let parent = target.parent().unwrap_or_else(|| Path::new("/"));
+    let parent = atomic_file::parent_of(target);
     fs::create_dir_all(parent).map_err(io(parent))?;
-    let name = target
-        .file_name()
-        .map_or_else(|| "file".into(), |n| n.to_string_lossy());
-    let tmp = parent.join(format!(".{name}.rke2ops-new"));
     let mode = fs::metadata(source)
         .map_err(io(source))?
         .permissions()
-        .mode()
-        & 0o7777;
-    {
-        let mut input = File::open(source).map_err(io(source))?;
-        let mut out = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
-        std::io::copy(&mut input, &mut out).map_err(io(&tmp))?;
-        out.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(io(&tmp))?;
-        out.sync_all().map_err(io(&tmp))?;
-    }
-    fs::rename(&tmp, target).map_err(io(target))?;
-    sync_dir(parent)
+        .mode();
+    atomic_file::replace_with_copy(source, target, Policy::Exactly(Attrs::mode(mode))).map_err(
+        |e| InstallError::Io {
+            path: e.path,
+            source: e.source,
+        },
+    )
 }
 
 /// Installs every staged file into `prefix`.
@@ -340,6 +499,211 @@ mod tests {
             !prefix.join("share/rke2/LICENSE.txt").exists(),
             "new file removed"
         );
+    }
+
+    /// A tarball with entries of any kind and mode: `(name, kind, mode, bytes)`.
+    fn raw_tarball(dir: &Path, entries: &[(&str, tar::EntryType, u32, &[u8])]) -> PathBuf {
+        let path = dir.join("rke2.linux-amd64.tar.gz");
+        let gz = flate2::write::GzEncoder::new(
+            File::create(&path).expect("create"),
+            flate2::Compression::fast(),
+        );
+        let mut tar = tar::Builder::new(gz);
+        for (name, kind, mode, bytes) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(*mode);
+            header.set_entry_type(*kind);
+            if kind.is_symlink() || kind.is_hard_link() {
+                header.set_link_name("/etc/shadow").expect("link name");
+            }
+            tar.append_data(&mut header, name, *bytes).expect("append");
+        }
+        tar.into_inner().expect("tar").finish().expect("gz");
+        path
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::metadata(path).expect("meta").permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn modes_lose_set_id_sticky_and_group_or_world_write_and_keep_exec() {
+        assert_eq!(installed_mode(0o4755), 0o755, "setuid");
+        assert_eq!(installed_mode(0o2755), 0o755, "setgid");
+        assert_eq!(installed_mode(0o1777), 0o755, "sticky, world-writable");
+        assert_eq!(installed_mode(0o666), 0o644);
+        assert_eq!(installed_mode(0o100_755), 0o755, "file-type bits");
+        assert_eq!(installed_mode(0o600), 0o600);
+        assert_eq!(installed_mode(0o750), 0o750);
+    }
+
+    #[test]
+    fn a_setuid_or_world_writable_file_is_staged_and_installed_masked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tar = raw_tarball(
+            dir.path(),
+            &[
+                ("bin/rke2", tar::EntryType::Regular, 0o4777, b"new"),
+                ("share/rke2/conf", tar::EntryType::Regular, 0o666, b"c"),
+            ],
+        );
+        let staged = dir.path().join("staged");
+        let prefix = dir.path().join("prefix");
+        let files = stage(&tar, &staged).expect("stage");
+        assert_eq!(mode_of(&staged.join("bin/rke2")), 0o755);
+        install(&staged, &prefix, &files).expect("install");
+        assert_eq!(mode_of(&prefix.join("bin/rke2")), 0o755);
+        assert_eq!(mode_of(&prefix.join("share/rke2/conf")), 0o644);
+    }
+
+    #[test]
+    fn links_devices_and_duplicate_entries_are_refused() {
+        for (name, kind) in [
+            ("bin/rke2", tar::EntryType::Symlink),
+            ("bin/rke2", tar::EntryType::Link),
+            ("bin/rke2", tar::EntryType::Char),
+            ("bin/rke2", tar::EntryType::Block),
+            ("bin/rke2", tar::EntryType::Fifo),
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let tar = raw_tarball(dir.path(), &[(name, kind, 0o755, b"")]);
+            let err = stage(&tar, &dir.path().join("staged")).expect_err("refused");
+            assert!(
+                matches!(&err, InstallError::BadEntry { why, .. } if why.contains("not a regular")),
+                "{kind:?}: {err}"
+            );
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tar = raw_tarball(
+            dir.path(),
+            &[
+                ("bin/rke2", tar::EntryType::Regular, 0o755, b"first"),
+                ("./bin/rke2", tar::EntryType::Regular, 0o755, b"second"),
+            ],
+        );
+        let err = stage(&tar, &dir.path().join("staged")).expect_err("refused");
+        assert!(err.to_string().contains("appears twice"), "{err}");
+    }
+
+    #[test]
+    fn the_budget_counts_entries_and_unpacked_bytes_up_to_the_limits() {
+        let mut budget = TarBudget {
+            entries: MAX_TAR_ENTRIES - 1,
+            unpacked: 0,
+        };
+        assert_eq!(budget.admit(0), Ok(()));
+        assert_eq!(
+            budget.admit(0),
+            Err(("entries", MAX_TAR_ENTRIES, MAX_TAR_ENTRIES + 1))
+        );
+        let mut budget = TarBudget::default();
+        assert_eq!(budget.admit(MAX_UNPACKED_BYTES), Ok(()));
+        assert_eq!(
+            budget.admit(1),
+            Err(("unpacked bytes", MAX_UNPACKED_BYTES, MAX_UNPACKED_BYTES + 1))
+        );
+        assert_eq!(
+            budget,
+            TarBudget {
+                entries: 1,
+                unpacked: MAX_UNPACKED_BYTES
+            },
+            "a refused entry is not counted"
+        );
+    }
+
+    #[test]
+    fn a_tarball_with_too_many_entries_is_refused_naming_the_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let names: Vec<String> = (0..=MAX_TAR_ENTRIES)
+            .map(|i| format!("share/f{i}"))
+            .collect();
+        let mut entries: Vec<(&str, tar::EntryType, u32, &[u8])> =
+            vec![("bin/rke2", tar::EntryType::Regular, 0o755, b"x")];
+        entries.extend(
+            names
+                .iter()
+                .map(|n| (n.as_str(), tar::EntryType::Regular, 0o644, &b""[..])),
+        );
+        let tar = raw_tarball(dir.path(), &entries);
+        let err = stage(&tar, &dir.path().join("staged"))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("rke2.linux-amd64.tar.gz")
+                && err.contains("entries over the limit of 10000")
+                && err.contains("reached 10001"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_entry_claiming_more_than_the_unpacked_limit_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rke2.linux-amd64.tar.gz");
+        // One header claiming 2 GiB, and no content: refused from the header alone.
+        let mut header = tar::Header::new_gnu();
+        header.set_path("bin/rke2").expect("path");
+        header.set_size(2 << 30);
+        header.set_mode(0o755);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        let mut gz = flate2::write::GzEncoder::new(
+            File::create(&path).expect("create"),
+            flate2::Compression::fast(),
+        );
+        gz.write_all(header.as_bytes()).expect("write");
+        gz.finish().expect("gz");
+        let err = stage(&path, &dir.path().join("staged"))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("unpacked bytes over the limit of 1073741824"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_huge_long_name_record_is_refused_before_it_is_read_into_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tar = raw_tarball(
+            dir.path(),
+            &[
+                ("bin/rke2", tar::EntryType::Regular, 0o755, b"x"),
+                (
+                    "././@LongLink",
+                    tar::EntryType::GNULongName,
+                    0o644,
+                    &vec![b'a'; 1 << 20],
+                ),
+                ("share/x", tar::EntryType::Regular, 0o644, b"x"),
+            ],
+        );
+        let err = stage(&tar, &dir.path().join("staged"))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("long-name or pax record over the limit of 65536")
+                && err.contains("reached 1048576"),
+            "{err}"
+        );
+        // An ordinary long name (over tar's 100 bytes) still works.
+        let long = format!("share/rke2/{}", "n".repeat(150));
+        let tar = tarball(dir.path(), &[("bin/rke2", b"x"), (long.as_str(), b"y")]);
+        let files = stage(&tar, &dir.path().join("staged-long")).expect("stage");
+        assert!(files.contains(&long), "{files:?}");
+    }
+
+    #[test]
+    fn a_decompressed_stream_over_the_cap_fails_rather_than_ending() {
+        let mut capped = Capped {
+            inner: &[0u8; 100][..],
+            read: 0,
+            limit: 10,
+        };
+        let err = std::io::copy(&mut capped, &mut std::io::sink()).expect_err("capped");
+        assert!(err.get_ref().is_some_and(|e| e.is::<CapReached>()), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use rke2ops_common::atomic_file::{self, Attrs, Policy};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -309,29 +310,15 @@ impl Journal {
     }
 }
 
-/// temp file → fsync → rename → fsync folder.
-///
-/// # Errors
-/// On I/O failure.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .map_or_else(|| "journal".into(), |n| n.to_string_lossy())
-    ));
-    {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
-        file.write_all(bytes).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
-    }
-    fs::rename(&tmp, path).map_err(io(path))?;
-    sync_dir(dir)
+/// Writes a journal file atomically (see [`rke2ops_common::atomic_file`]); a new one is 0600,
+/// nobody else needs to read it.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
+    atomic_file::replace_file(path, bytes, Policy::KeepExisting(Attrs::mode(0o600))).map_err(|e| {
+        JournalError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    })
 }
 
 fn sync_dir(dir: &Path) -> Result<(), JournalError> {
@@ -375,6 +362,24 @@ mod tests {
             Some(Step::Done)
         );
         assert_eq!(journal.finished("op-2").expect("read"), None);
+    }
+
+    #[test]
+    fn journal_files_are_0600_and_never_written_through_a_planted_link() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = Journal::open(dir.path().join("ops")).expect("open");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").expect("write");
+        let current = journal.current_path();
+        std::os::unix::fs::symlink(&victim, atomic_file::temp_path_for(&current)).expect("link");
+        journal.save(&record()).expect("save");
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "untouched");
+        let mode = std::fs::metadata(&current)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
