@@ -3,6 +3,10 @@
 //! certificates, health; connections admitted and handshaken by [`crate::listener`]) and the
 //! admin Unix socket (AdminService, health), marks silent nodes offline, and tells systemd
 //! when it is ready. SIGTERM stops it cleanly.
+//!
+//! One `serve` per state dir: it takes an exclusive lock on `<state_dir>/serve.lock` before it
+//! opens the store or the CA, so a second hub on the same state (a stray manual start beside
+//! the systemd unit) exits at once instead of sharing the database and racing the first.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +39,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("cannot create state dir {}", config.state_dir.display()))?;
+    // Held (open) until `run` returns; the kernel releases it if the process dies.
+    let _lock = lock_state_dir(&config.state_dir)?;
     let now = OffsetDateTime::now_utc();
     let store =
         Store::open(&config.state_dir.join("hub.db")).context("cannot open the hub store")?;
@@ -183,6 +189,58 @@ pub async fn run(
     let _ = store.mark_all_offline(OffsetDateTime::now_utc());
     tracing::info!("hub stopped");
     Ok(())
+}
+
+/// The file in the state dir that a running `serve` holds an exclusive lock on.
+pub const LOCK_FILE: &str = "serve.lock";
+
+/// Takes the state dir's lock (`flock`, exclusive, without waiting) and writes this process's
+/// id into the file, for the message a second `serve` prints.
+///
+/// # Errors
+/// When another process holds the lock (naming the lock file, the state dir and, when it can
+/// be read, the holder's pid), or the file cannot be created.
+fn lock_state_dir(state_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = state_dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open the state dir lock {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let by = if holder.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {holder})")
+            };
+            anyhow::bail!(
+                "state dir {} is in use: another `rke2-hub serve`{by} holds the lock {}; \
+                 stop it first (only one hub may use a state dir)",
+                state_dir.display(),
+                path.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    }
+    let write_pid = |file: &mut std::fs::File| -> std::io::Result<()> {
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())
+    };
+    write_pid(&mut file).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(file)
 }
 
 /// Marks nodes whose streams went silent offline; reaping ends their streams, so their
