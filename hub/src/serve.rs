@@ -141,6 +141,8 @@ pub async fn run(
     let uds_task = tokio::spawn(uds_server);
     let sweeper = tokio::spawn(sweep(hub.clone()));
     let engine_task = tokio::spawn(Arc::clone(&engine).run());
+    let roles_task =
+        role_source(&config)?.map(|kube| tokio::spawn(sync_roles(store.clone(), kube)));
     let auto_task = config.auto_restart_within.map(|lead| {
         tokio::spawn(
             Arc::clone(&engine).auto_maintenance(crate::engine::AutoMaintenance {
@@ -173,6 +175,9 @@ pub async fn run(
     hub.registry.close_all();
     sweeper.abort();
     engine_task.abort();
+    if let Some(task) = roles_task {
+        task.abort();
+    }
     if let Some(task) = auto_task {
         task.abort();
     }
@@ -241,6 +246,52 @@ fn lock_state_dir(state_dir: &std::path::Path) -> anyhow::Result<std::fs::File> 
     };
     write_pid(&mut file).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(file)
+}
+
+/// How often the nodes' roles are read from Kubernetes.
+const ROLE_SYNC_EVERY: Duration = Duration::from_secs(60);
+
+/// The Kubernetes API the nodes' roles are read from, when the hub has a kubeconfig.
+fn role_source(config: &Config) -> anyhow::Result<Option<crate::kube::KubeAccess>> {
+    let Some(path) = &config.kubeconfig else {
+        return Ok(None);
+    };
+    crate::kube::KubeAccess::new(&crate::kube::KubeSettings {
+        kubeconfig: path.clone(),
+        endpoints: config.apiserver_endpoints.clone(),
+    })
+    .map(Some)
+    .with_context(|| format!("kubeconfig {}", path.display()))
+}
+
+/// Corrects every enrolled node's role from its Kubernetes Node's labels, now and every
+/// [`ROLE_SYNC_EVERY`]: the cluster's record beats an enrollment's, and a hello never counts.
+async fn sync_roles(store: Store, kube: crate::kube::KubeAccess) {
+    let mut tick = tokio::time::interval(ROLE_SYNC_EVERY);
+    loop {
+        tick.tick().await;
+        let nodes = match kube.nodes().await {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the Nodes' roles from Kubernetes");
+                continue;
+            }
+        };
+        let now = OffsetDateTime::now_utc();
+        for node in nodes {
+            let role = crate::pki::role_from_node_labels(node.control_plane, node.etcd);
+            match store.correct_node_role(&node.name, role, "hub:kubernetes", now) {
+                Ok(Some(previous)) => tracing::warn!(
+                    node = %node.name,
+                    %role,
+                    previous = previous.as_deref().unwrap_or("(unset)"),
+                    "role corrected from the Kubernetes Node's labels"
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(node = %node.name, error = %e, "cannot record the role"),
+            }
+        }
+    }
 }
 
 /// Marks nodes whose streams went silent offline; reaping ends their streams, so their

@@ -13,7 +13,8 @@
 //! A node's role is fixed by its enrollment (the operator's `token create --role`, else the
 //! role a replaced enrollment had, else what the enrolling agent claimed) or, when none of
 //! those says, by the node's first hello. A later hello never changes it: an agent that claims
-//! to be a server is not trusted to become one.
+//! to be a server is not trusted to become one. When the hub can read Kubernetes, the Node's
+//! role labels ([`role_from_node_labels`]) correct the recorded role.
 
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
@@ -270,6 +271,19 @@ pub fn hello_role(fixed: Option<&str>, claimed: &str) -> HelloRole {
     }
 }
 
+/// A node's role as its Kubernetes Node's labels say: `server` for an RKE2 server (labelled
+/// `node-role.kubernetes.io/control-plane`, `master` or `etcd`, which RKE2 sets on servers and
+/// which the NodeRestriction admission plugin forbids a kubelet to set on itself), `agent`
+/// otherwise. The hub trusts this over an enrollment's role: it is the cluster's own record.
+#[must_use]
+pub fn role_from_node_labels(control_plane: bool, etcd: bool) -> &'static str {
+    if control_plane || etcd {
+        "server"
+    } else {
+        "agent"
+    }
+}
+
 /// The serial number of a certificate (DER) as the hub records serials: lowercase hex of the
 /// integer's bytes without leading zero bytes (what [`super::SignedCert::serial`] holds for
 /// the hub's own certificates).
@@ -437,6 +451,14 @@ mod tests {
         let ignored = hello_role(Some("agent"), "server");
         assert_eq!(ignored.role(), "agent");
         assert!(matches!(ignored, HelloRole::Ignore { .. }));
+    }
+
+    #[test]
+    fn control_plane_or_etcd_labels_make_a_server() {
+        assert_eq!(role_from_node_labels(true, true), "server");
+        assert_eq!(role_from_node_labels(false, true), "server");
+        assert_eq!(role_from_node_labels(true, false), "server");
+        assert_eq!(role_from_node_labels(false, false), "agent");
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub use ca::{HubCa, IssuedCert, SignedCert};
 pub use credential::{
     CredentialFacts, CredentialRefusal, CredentialVerdict, EnrollmentKind, EnrollmentRefusal,
     HelloRole, RevocationReason, TokenBinding, certificate_serial, enrolled_role, hello_role,
-    judge_credential, judge_enrollment, serial_hex,
+    judge_credential, judge_enrollment, role_from_node_labels, serial_hex,
 };
 pub use csr::{CheckedCsr, MAX_CSR_PEM_LEN, check_node_csr};
 pub use error::PkiError;

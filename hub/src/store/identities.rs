@@ -149,6 +149,64 @@ impl Store {
         Ok(decision)
     }
 
+    /// Sets enrolled node `node`'s role from an authority above its enrollment (the
+    /// Kubernetes Node's labels), in its certificate record and the inventory; audited as
+    /// `node.role` by `actor` when it changes. Returns the previous role when it changed;
+    /// `None` when it already was `role` or the node is not enrolled (nothing to correct).
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a role other than `server`/`agent`; SQL failures.
+    pub fn correct_node_role(
+        &self,
+        node: &str,
+        role: &str,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<Option<String>>, StoreError> {
+        if role != "server" && role != "agent" {
+            return Err(StoreError::Invalid {
+                table: "identities",
+                column: "role",
+                value: role.to_owned(),
+                reason: "must be server or agent",
+            });
+        }
+        let kind = CredentialKind::Node;
+        let sql = |action| identity_sql(kind, node, action);
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("correcting the role"))?;
+        let Some(record) = read_identity(&tx, kind, node)? else {
+            return Ok(None);
+        };
+        if record.role.as_deref() == Some(role) {
+            return Ok(None);
+        }
+        tx.execute(
+            "UPDATE identities SET role = ?2 WHERE kind = 'node' AND name = ?1",
+            params![node, role],
+        )
+        .map_err(sql("correcting the role"))?;
+        tx.execute(
+            "UPDATE nodes SET role = ?2 WHERE name = ?1",
+            params![node, role],
+        )
+        .map_err(sql("correcting the role"))?;
+        super::audit::append(
+            &tx,
+            actor,
+            "node.role",
+            &format!(
+                "node {node}: role {} -> {role}",
+                record.role.as_deref().unwrap_or("(unset)")
+            ),
+            now,
+        )?;
+        tx.commit().map_err(sql("correcting the role"))?;
+        Ok(Some(record.role))
+    }
+
     /// Records a new admin certificate for `name`, superseding its current one only when
     /// `replace` is set; audited as `admin-cert.create` by `actor`. Returns the superseded
     /// serial.
@@ -630,6 +688,35 @@ mod tests {
             HelloRole::Fix("agent".into())
         );
         assert_eq!(store.hello_role("a", "server").unwrap().role(), "agent");
+    }
+
+    #[test]
+    fn kubernetes_corrects_the_role_everywhere_and_once() {
+        let store = Store::open_in_memory().unwrap();
+        token(&store, "t1", None, false, Some("agent"));
+        enroll(&store, "t1", "a", "aa").unwrap();
+        store
+            .upsert_node_hello("a", "agent", "v1", "0.1.0", NOW)
+            .unwrap();
+        let changed = store
+            .correct_node_role("a", "server", "hub:kubernetes", NOW)
+            .unwrap();
+        assert_eq!(changed, Some(Some("agent".to_owned())));
+        assert_eq!(store.node("a").unwrap().unwrap().role, "server");
+        assert_eq!(store.hello_role("a", "agent").unwrap().role(), "server");
+        assert_eq!(
+            store
+                .correct_node_role("a", "server", "hub:kubernetes", NOW)
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .correct_node_role("ghost", "server", "hub:kubernetes", NOW)
+                .unwrap(),
+            None
+        );
+        assert_eq!(store.audit_log(1).unwrap()[0].action, "node.role");
     }
 
     #[test]
