@@ -58,6 +58,48 @@ impl Store {
         Ok(verdict)
     }
 
+    /// Records `serial` as node `node`'s current certificate without a join token (audited
+    /// as `node.import` by `actor`): for a node whose certificate the CA issued outside an
+    /// enrollment, such as a test's certificate backdated to be due for renewal. An existing
+    /// current serial is superseded.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn import_node_certificate(
+        &self,
+        node: &str,
+        serial: &str,
+        not_after: OffsetDateTime,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let kind = CredentialKind::Node;
+        let sql = |action| identity_sql(kind, node, action);
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("importing a certificate"))?;
+        if let Some(old) = read_identity(&tx, kind, node)?.and_then(|r| r.serial) {
+            revoke_serial(&tx, &old, kind, node, "superseded", now)?;
+        }
+        tx.execute(
+            "INSERT INTO identities (kind, name, serial, role, since, not_after) \
+             VALUES ('node', ?1, ?2, NULL, ?3, ?4) \
+             ON CONFLICT (kind, name) DO UPDATE SET serial = excluded.serial, \
+                 since = excluded.since, not_after = excluded.not_after",
+            params![node, serial, to_db(now), to_db(not_after)],
+        )
+        .map_err(sql("importing a certificate"))?;
+        super::audit::append(
+            &tx,
+            actor,
+            "node.import",
+            &format!("node {node}: serial {serial}"),
+            now,
+        )?;
+        tx.commit().map_err(sql("importing a certificate"))
+    }
+
     /// The certificate record of `name`, if it is enrolled.
     ///
     /// # Errors
@@ -648,6 +690,26 @@ mod tests {
                 .as_deref(),
             Some("bb")
         );
+    }
+
+    #[test]
+    fn an_imported_certificate_is_current_and_supersedes_the_previous_one() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .import_node_certificate("a", "aa", NOW + HOUR, "test", NOW)
+            .unwrap();
+        assert_eq!(
+            verdict(&store, CredentialKind::Node, "a", "aa"),
+            CredentialVerdict::Accept
+        );
+        store
+            .import_node_certificate("a", "bb", NOW + HOUR, "test", NOW)
+            .unwrap();
+        assert!(matches!(
+            verdict(&store, CredentialKind::Node, "a", "aa"),
+            CredentialVerdict::Refuse(CredentialRefusal::Superseded { .. })
+        ));
+        assert_eq!(store.audit_log(1).unwrap()[0].action, "node.import");
     }
 
     #[test]
