@@ -1601,10 +1601,26 @@ async fn replace_supersedes_the_old_certificate_for_connect_and_renew() {
         .await
         .expect("enroll alpha");
     let old_serial = serial_of(&old.cert_pem);
+    let (old_open, mut old_inbound) = connected(&hub, &old, "alpha", pb::NodeRole::Agent).await;
     let replacing = hub.token_with("10m", &["--node", "alpha", "--replace"]);
     let new = enroll(&hub, &replacing, "alpha")
         .await
         .expect("re-enroll alpha with --replace");
+    // The superseded certificate's live stream is ended at once.
+    let ended = tokio::time::timeout(STREAM_VERDICT, async {
+        loop {
+            match old_inbound.message().await {
+                Ok(Some(_)) => {}
+                other => return other.map(|_| ()),
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the replaced certificate's stream stayed open"
+    );
+    drop(old_open);
     let needles = ["superseded", "node alpha", old_serial.as_str()];
     certificate_refused(&hub, &old, "alpha", &needles).await;
     let stream = connected(&hub, &new, "alpha", pb::NodeRole::Agent).await;

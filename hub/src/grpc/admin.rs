@@ -328,8 +328,7 @@ impl AdminApi {
             })?;
         let connected = self.hub.registry.connected().contains(&req.name);
         if !req.dry_run {
-            if connected {
-                self.hub.registry.end(&req.name);
+            if self.hub.registry.end(&req.name) {
                 self.hub.engine.on_disconnected(&req.name);
             }
             tracing::info!(node = %req.name, %actor, serial = removed.revoked_serial.as_deref().unwrap_or(""), "node removed and its certificate revoked");

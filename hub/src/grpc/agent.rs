@@ -16,7 +16,9 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{Caller, Hub, caller, internal, observed};
 use crate::convert;
 use crate::pki::token::JoinToken;
-use crate::pki::{CredentialVerdict, EnrollmentRefusal, HelloRole, certificate_serial};
+use crate::pki::{
+    CredentialVerdict, EnrollmentKind, EnrollmentRefusal, HelloRole, certificate_serial,
+};
 use crate::store::{CredentialKind, Enrollment, StoreError, TokenError};
 
 /// The service.
@@ -187,6 +189,14 @@ impl AgentApi {
                 Status::permission_denied("join token refused")
             }
         })?;
+        if enrolled.kind == EnrollmentKind::Replace && self.hub.registry.end(&req.node_name) {
+            // The superseded certificate's stream ends now, not at its next reconnect.
+            self.hub.engine.on_disconnected(&req.node_name);
+            let _ = self
+                .hub
+                .store
+                .set_online(&req.node_name, false, OffsetDateTime::now_utc());
+        }
         tracing::info!(
             node = %req.node_name,
             token = %id,

@@ -741,6 +741,32 @@ mod tests {
     }
 
     #[test]
+    fn a_node_in_an_active_plan_is_not_removed() {
+        use crate::plan::decide::Role;
+        use crate::plan::model::{PlanKind, PlanNode, PlanPolicy};
+        let store = Store::open_in_memory().unwrap();
+        token(&store, "t1", None, false, None);
+        enroll(&store, "t1", "a", "aa").unwrap();
+        let policy = PlanPolicy::default();
+        let plan = crate::store::NewPlan {
+            kind: PlanKind::Restart,
+            target_version: "",
+            channel: "",
+            policy: &policy,
+            origin: "operator",
+            created_by: "uid:0",
+        };
+        let nodes = [PlanNode::pending("a", 0, Role::Agent, "v1")];
+        let id = store.create_plan(&plan, &nodes, NOW).unwrap();
+        let err = store.remove_node("a", "uid:0", true, NOW).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::NodeInActivePlan { node, plan, .. } if node == "a" && *plan == id),
+            "{err}"
+        );
+        assert!(err.to_string().contains("abort"), "{err}");
+    }
+
+    #[test]
     fn the_first_hello_fixes_an_unset_role_and_later_ones_are_ignored() {
         let store = Store::open_in_memory().unwrap();
         token(&store, "t1", None, false, None);
