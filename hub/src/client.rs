@@ -8,7 +8,10 @@ use rke2ops_proto::v1::admin_service_client::AdminServiceClient;
 use time::OffsetDateTime;
 use tonic::transport::Channel;
 
-use crate::cli::{CertsArgs, ListArgs, Output, TokenCreateArgs, render};
+use crate::cli::{
+    AdminCertRevokeArgs, CertsArgs, ListArgs, NodeRemoveArgs, NodesArgs, NodesCommand, Output,
+    TokenCreateArgs, render,
+};
 use crate::convert;
 use crate::store::model::{CertRow, FileErrorRow, NodeRecord};
 
@@ -84,23 +87,35 @@ pub(crate) fn refused(status: tonic::Status) -> anyhow::Error {
 /// # Errors
 /// When the hub is unreachable or refuses.
 pub async fn token_create(args: &TokenCreateArgs) -> anyhow::Result<()> {
+    let role = args.role.map(crate::cli::RoleArg::as_str);
     if args.dry_run {
         match args.client.output {
             Output::Json => println!(
                 "{}",
-                serde_json::json!({"dry_run": true, "single_use": true, "ttl_seconds": args.ttl.as_secs()})
+                serde_json::json!({
+                    "dry_run": true,
+                    "single_use": true,
+                    "ttl_seconds": args.ttl.as_secs(),
+                    "node": args.node,
+                    "replace": args.replace,
+                    "role": role,
+                })
             ),
             Output::Table => println!(
-                "dry run: would create a single-use join token valid for {}",
-                humantime::format_duration(args.ttl)
+                "dry run: would create a single-use join token valid for {}{}",
+                humantime::format_duration(args.ttl),
+                binding_words(args.node.as_deref(), args.replace, role)
             ),
         }
         return Ok(());
     }
     let mut client = connect(&args.client).await?;
     let response = client
-        .create_token(pb::CreateTokenRequest {
+        .create_bound_token(pb::CreateBoundTokenRequest {
             ttl_seconds: args.ttl.as_secs(),
+            node: args.node.clone().unwrap_or_default(),
+            replace: args.replace,
+            role: role.map_or(pb::NodeRole::Unspecified.into(), convert::role_value),
         })
         .await
         .map_err(refused)?
@@ -114,23 +129,58 @@ pub async fn token_create(args: &TokenCreateArgs) -> anyhow::Result<()> {
                 .unwrap_or_default()
         })
         .unwrap_or_default();
+    let node = (!response.node.is_empty()).then_some(response.node.as_str());
+    let role = match convert::role_word(response.role) {
+        "unknown" => None,
+        word => Some(word),
+    };
     match args.client.output {
         Output::Json => println!(
             "{}",
-            serde_json::json!({"token": response.token, "ca_pin": response.ca_pin, "expires_at": expires, "hub_address": response.hub_address})
+            serde_json::json!({
+                "token": response.token,
+                "ca_pin": response.ca_pin,
+                "expires_at": expires,
+                "hub_address": response.hub_address,
+                "node": node,
+                "replace": response.replace,
+                "role": role,
+            })
         ),
         Output::Table => {
             println!("token:        {}", response.token);
             println!("hub CA pin:   {}", response.ca_pin);
             println!("expires:      {expires}");
+            let binding = binding_words(node, response.replace, role);
+            if !binding.is_empty() {
+                println!("allows:      {binding}");
+            }
             println!("\nOn each node, in /etc/rke2-ops/node-agent.toml:");
             println!(
                 "  hub_address = \"{}\"\n  hub_token = \"{}\"\n  hub_ca_pin = \"{}\"",
                 response.hub_address, response.token, response.ca_pin
             );
+            if let Some(node) = node {
+                println!("  node_name = \"{node}\"");
+            }
         }
     }
     Ok(())
+}
+
+/// What a token allows, in words (empty for an unbound token).
+fn binding_words(node: Option<&str>, replace: bool, role: Option<&str>) -> String {
+    let mut words = String::new();
+    if let Some(node) = node {
+        words.push_str(&format!(" for node {node} only"));
+    }
+    if replace {
+        words.push_str(", replacing its current certificate");
+    }
+    if let Some(role) = role {
+        words.push_str(&format!(", as {role}"));
+    }
+    words
 }
 
 fn node_record(n: &pb::NodeInfo) -> NodeRecord {
@@ -153,11 +203,77 @@ fn node_record(n: &pb::NodeInfo) -> NodeRecord {
     }
 }
 
-/// `rke2-hub nodes`.
+/// `rke2-hub nodes` and its subcommands.
 ///
 /// # Errors
 /// When the hub is unreachable or refuses.
-pub async fn nodes(args: &ListArgs) -> anyhow::Result<()> {
+pub async fn nodes(args: &NodesArgs) -> anyhow::Result<()> {
+    match &args.command {
+        None => list_nodes(&args.list).await,
+        Some(NodesCommand::Remove(remove)) => node_remove(remove).await,
+    }
+}
+
+/// `rke2-hub nodes remove NAME`.
+///
+/// # Errors
+/// When the hub is unreachable or refuses (an unknown node, a node in an active plan).
+pub async fn node_remove(args: &NodeRemoveArgs) -> anyhow::Result<()> {
+    let mut client = connect(&args.client).await?;
+    let response = client
+        .remove_node(pb::RemoveNodeRequest {
+            name: args.name.clone(),
+            dry_run: args.dry_run,
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let serial = (!response.revoked_serial.is_empty()).then_some(response.revoked_serial.as_str());
+    let role = match convert::role_word(response.role) {
+        "unknown" => None,
+        word => Some(word),
+    };
+    match args.client.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "dry_run": response.dry_run,
+                "name": response.name,
+                "role": role,
+                "revoked_serial": serial,
+                "in_inventory": response.in_inventory,
+                "certificates": response.certificates,
+                "was_connected": response.was_connected,
+            }))?
+        ),
+        Output::Table => {
+            let verb = if response.dry_run {
+                "dry run: would remove"
+            } else {
+                "removed"
+            };
+            println!(
+                "{verb} node {} ({} certificates forgotten); certificate serial {} {}{}",
+                response.name,
+                response.certificates,
+                serial.unwrap_or("(not recorded)"),
+                if response.dry_run {
+                    "would be revoked"
+                } else {
+                    "revoked"
+                },
+                if response.was_connected && !response.dry_run {
+                    "; its stream was ended"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn list_nodes(args: &ListArgs) -> anyhow::Result<()> {
     let mut client = connect(&args.client).await?;
     let response = client
         .list_nodes(pb::ListNodesRequest {})
@@ -248,28 +364,38 @@ pub async fn certs(args: &CertsArgs) -> anyhow::Result<()> {
 }
 
 /// `rke2-hub admin-cert create`: issues an admin client certificate with the hub CA and
-/// records it in the audit log.
+/// records its serial (the only certificate the hub accepts for the name) and the audit
+/// entry. Needs the hub's CA in the state dir and never creates one: a new CA would be one no
+/// agent trusts.
 ///
 /// # Errors
-/// When the CA cannot be loaded, the name is invalid, or the files cannot be written.
+/// When there is no CA, the name is invalid or already has a certificate (without
+/// `--replace`), or the files cannot be written.
 pub fn admin_cert_create(args: &crate::cli::AdminCertArgs) -> anyhow::Result<()> {
     let now = OffsetDateTime::now_utc();
+    crate::pki::validate_admin_name(&args.name)?;
+    // Before anything is opened or written: no CA, no certificate (and no new files).
+    let ca = crate::pki::HubCa::load_existing(&args.state_dir, now)?;
+    let store = open_existing_store(&args.state_dir)?;
+    let supersedes = store.admin_certificate_allowed(&args.name, args.replace)?;
     if args.dry_run {
-        crate::pki::validate_admin_name(&args.name)?;
         match args.output {
             Output::Json => println!(
                 "{}",
-                serde_json::json!({"dry_run": true, "cn": format!("admin:{}", args.name), "out": args.out})
+                serde_json::json!({"dry_run": true, "cn": format!("admin:{}", args.name), "out": args.out, "supersedes_serial": supersedes})
             ),
             Output::Table => println!(
-                "dry run: would issue admin certificate CN=admin:{} (1 year) into {}",
+                "dry run: would issue admin certificate CN=admin:{} (1 year) into {}{}",
                 args.name,
-                args.out.display()
+                args.out.display(),
+                supersedes
+                    .as_deref()
+                    .map(|s| format!(", superseding serial {s}"))
+                    .unwrap_or_default()
             ),
         }
         return Ok(());
     }
-    let ca = crate::pki::HubCa::load_or_create(&args.state_dir, now)?;
     let issued = ca.issue_admin_cert(&args.name, now)?;
     rke2ops_common::identity::create_private_dir(&args.out)?;
     rke2ops_common::identity::write_secret_file(
@@ -284,12 +410,13 @@ pub fn admin_cert_create(args: &crate::cli::AdminCertArgs) -> anyhow::Result<()>
         &args.out.join("ca.crt"),
         ca.cert_pem().as_bytes(),
     )?;
-    let store = crate::store::Store::open(&args.state_dir.join("hub.db"))?;
     let actor = format!("uid:{}", nix::unistd::getuid().as_raw());
-    store.audit(
+    let superseded = store.record_admin_certificate(
+        &args.name,
+        &issued.serial,
+        issued.not_after,
+        args.replace,
         &actor,
-        "admin-cert.create",
-        &format!("admin:{} serial {}", args.name, issued.serial),
         now,
     )?;
     let not_after = rke2ops_common::report::json::rfc3339(issued.not_after);
@@ -304,14 +431,66 @@ pub fn admin_cert_create(args: &crate::cli::AdminCertArgs) -> anyhow::Result<()>
                 "cert": args.out.join("admin.crt"),
                 "key": args.out.join("admin.key"),
                 "ca": args.out.join("ca.crt"),
+                "superseded_serial": superseded,
             })
         ),
         Output::Table => println!(
-            "issued admin:{} (serial {}, until {not_after}) into {}",
+            "issued admin:{} (serial {}, until {not_after}) into {}{}",
             args.name,
             issued.serial,
-            args.out.display()
+            args.out.display(),
+            superseded
+                .as_deref()
+                .map(|s| format!("; serial {s} is superseded"))
+                .unwrap_or_default()
         ),
     }
     Ok(())
+}
+
+/// `rke2-hub admin-cert revoke NAME`: the hub refuses NAME's certificate from its next call
+/// on (the running hub reads the same database). Audited.
+///
+/// # Errors
+/// When the state dir has no hub database or NAME has no certificate recorded.
+pub fn admin_cert_revoke(args: &AdminCertRevokeArgs) -> anyhow::Result<()> {
+    let now = OffsetDateTime::now_utc();
+    let store = open_existing_store(&args.state_dir)?;
+    let actor = format!("uid:{}", nix::unistd::getuid().as_raw());
+    let record = store.revoke_admin(&args.name, &actor, args.dry_run, now)?;
+    let serial = record.serial.as_deref().unwrap_or("(not recorded)");
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "dry_run": args.dry_run,
+                "cn": format!("admin:{}", args.name),
+                "revoked_serial": record.serial,
+            })
+        ),
+        Output::Table => println!(
+            "{} admin:{} (certificate serial {serial})",
+            if args.dry_run {
+                "dry run: would revoke"
+            } else {
+                "revoked"
+            },
+            args.name
+        ),
+    }
+    Ok(())
+}
+
+/// The hub's database in `state_dir`, which must exist already (commands other than `serve`
+/// never create one beside a wrong state dir).
+fn open_existing_store(state_dir: &Path) -> anyhow::Result<crate::store::Store> {
+    let path = state_dir.join("hub.db");
+    if !path.exists() {
+        anyhow::bail!(
+            "no hub database in {} (expected {}); pass the hub's --state-dir",
+            state_dir.display(),
+            path.display()
+        );
+    }
+    Ok(crate::store::Store::open(&path)?)
 }

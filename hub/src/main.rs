@@ -104,6 +104,9 @@ fn main() -> ExitCode {
         Command::AdminCert {
             command: AdminCertCommand::Create(args),
         } => code(client::admin_cert_create(&args)),
+        Command::AdminCert {
+            command: AdminCertCommand::Revoke(args),
+        } => code(client::admin_cert_revoke(&args)),
         Command::Rotate(args) => runtime.block_on(plan_client::rotate(&args)),
         Command::Restart(args) => runtime.block_on(plan_client::restart(&args)),
         Command::Upgrade(args) => runtime.block_on(plan_client::upgrade(&args)),

@@ -116,6 +116,15 @@ impl Registry {
         stale
     }
 
+    /// Ends `node`'s session, if it has one (its response stream ends): the node was removed
+    /// and its certificate revoked, so its agent must not keep talking on an old stream.
+    pub fn end(&self, node: &str) -> bool {
+        self.sessions
+            .lock()
+            .map(|mut sessions| sessions.remove(node).is_some())
+            .unwrap_or(false)
+    }
+
     /// Drops every session (their response streams end): the hub is stopping.
     pub fn close_all(&self) {
         if let Ok(mut sessions) = self.sessions.lock() {

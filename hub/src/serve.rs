@@ -3,6 +3,10 @@
 //! certificates, health; connections admitted and handshaken by [`crate::listener`]) and the
 //! admin Unix socket (AdminService, health), marks silent nodes offline, and tells systemd
 //! when it is ready. SIGTERM stops it cleanly.
+//!
+//! One `serve` per state dir: it takes an exclusive lock on `<state_dir>/serve.lock` before it
+//! opens the store or the CA, so a second hub on the same state (a stray manual start beside
+//! the systemd unit) exits at once instead of sharing the database and racing the first.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +39,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("cannot create state dir {}", config.state_dir.display()))?;
+    // Held (open) until `run` returns; the kernel releases it if the process dies.
+    let _lock = lock_state_dir(&config.state_dir)?;
     let now = OffsetDateTime::now_utc();
     let store =
         Store::open(&config.state_dir.join("hub.db")).context("cannot open the hub store")?;
@@ -136,6 +142,8 @@ pub async fn run(
     let uds_task = tokio::spawn(uds_server);
     let sweeper = tokio::spawn(sweep(hub.clone()));
     let engine_task = tokio::spawn(Arc::clone(&engine).run());
+    let roles_task =
+        role_source(&config)?.map(|kube| tokio::spawn(sync_roles(store.clone(), kube)));
     let auto_task = config.auto_restart_within.map(|lead| {
         tokio::spawn(
             Arc::clone(&engine).auto_maintenance(crate::engine::AutoMaintenance {
@@ -168,6 +176,9 @@ pub async fn run(
     hub.registry.close_all();
     sweeper.abort();
     engine_task.abort();
+    if let Some(task) = roles_task {
+        task.abort();
+    }
     if let Some(task) = auto_task {
         task.abort();
     }
@@ -184,6 +195,104 @@ pub async fn run(
     let _ = store.mark_all_offline(OffsetDateTime::now_utc());
     tracing::info!("hub stopped");
     Ok(())
+}
+
+/// The file in the state dir that a running `serve` holds an exclusive lock on.
+pub const LOCK_FILE: &str = "serve.lock";
+
+/// Takes the state dir's lock (`flock`, exclusive, without waiting) and writes this process's
+/// id into the file, for the message a second `serve` prints.
+///
+/// # Errors
+/// When another process holds the lock (naming the lock file, the state dir and, when it can
+/// be read, the holder's pid), or the file cannot be created.
+fn lock_state_dir(state_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = state_dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open the state dir lock {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let by = if holder.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {holder})")
+            };
+            anyhow::bail!(
+                "state dir {} is in use: another `rke2-hub serve`{by} holds the lock {}; \
+                 stop it first (only one hub may use a state dir)",
+                state_dir.display(),
+                path.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    }
+    let write_pid = |file: &mut std::fs::File| -> std::io::Result<()> {
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())
+    };
+    write_pid(&mut file).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(file)
+}
+
+/// How often the nodes' roles are read from Kubernetes.
+const ROLE_SYNC_EVERY: Duration = Duration::from_secs(60);
+
+/// The Kubernetes API the nodes' roles are read from, when the hub has a kubeconfig.
+fn role_source(config: &Config) -> anyhow::Result<Option<crate::kube::KubeAccess>> {
+    let Some(path) = &config.kubeconfig else {
+        return Ok(None);
+    };
+    crate::kube::KubeAccess::new(&crate::kube::KubeSettings {
+        kubeconfig: path.clone(),
+        endpoints: config.apiserver_endpoints.clone(),
+    })
+    .map(Some)
+    .with_context(|| format!("kubeconfig {}", path.display()))
+}
+
+/// Corrects every enrolled node's role from its Kubernetes Node's labels, now and every
+/// [`ROLE_SYNC_EVERY`]: the cluster's record beats an enrollment's, and a hello never counts.
+async fn sync_roles(store: Store, kube: crate::kube::KubeAccess) {
+    let mut tick = tokio::time::interval(ROLE_SYNC_EVERY);
+    loop {
+        tick.tick().await;
+        let nodes = match kube.nodes().await {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the Nodes' roles from Kubernetes");
+                continue;
+            }
+        };
+        let now = OffsetDateTime::now_utc();
+        for node in nodes {
+            let role = crate::pki::role_from_node_labels(node.control_plane, node.etcd);
+            match store.correct_node_role(&node.name, role, "hub:kubernetes", now) {
+                Ok(Some(previous)) => tracing::warn!(
+                    node = %node.name,
+                    %role,
+                    previous = previous.as_deref().unwrap_or("(unset)"),
+                    "role corrected from the Kubernetes Node's labels"
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(node = %node.name, error = %e, "cannot record the role"),
+            }
+        }
+    }
 }
 
 /// Marks nodes whose streams went silent offline; reaping ends their streams, so their

@@ -39,6 +39,11 @@ fn an_agent_renews_its_client_certificate_over_the_stream() {
             now - time::Duration::days(80),
         )
         .expect("sign");
+    // The hub accepts only certificates it recorded (as an enrollment would have).
+    rke2_hub::store::Store::open(&hub_state.path().join("hub.db"))
+        .expect("hub store")
+        .import_node_certificate(node, &old.serial, old.not_after, "test", now)
+        .expect("record the certificate");
     let agent_state = tempfile::tempdir().expect("agent state");
     let identity_dir = agent_state.path().join("identity");
     let saved = identity::save_identity(&identity_dir, &key.to_pem(), &old.cert_pem, ca.cert_pem())

@@ -8,6 +8,10 @@
 //!   file opened read-only after it stopped);
 //! - the hub's log (its stderr): no join-token secret (nor its hash), no private key.
 //!
+//! The last part is the hub's identity: who may enroll under a name, which certificate of a
+//! name is still accepted (renewal and `--replace` supersede, `nodes remove` and
+//! `admin-cert revoke` revoke), where a node's role comes from, and one `serve` per state dir.
+//!
 //! No root needed. Run `cargo build --workspace --bins` first: the tests start the built
 //! `rke2-hub`.
 
@@ -173,7 +177,14 @@ impl Hub {
 
     /// A new join token (`token create --ttl TTL`).
     fn token(&self, ttl: &str) -> Token {
-        let doc = self.json(&["token", "create", "--ttl", ttl]);
+        self.token_with(ttl, &[])
+    }
+
+    /// A new join token with more `token create` options (`--node`, `--replace`, `--role`).
+    fn token_with(&self, ttl: &str, extra: &[&str]) -> Token {
+        let mut args = vec!["token", "create", "--ttl", ttl];
+        args.extend(extra);
+        let doc = self.json(&args);
         Token {
             token: doc["token"].as_str().expect("token").to_owned(),
             pin: doc["ca_pin"].as_str().expect("pin").to_owned(),
@@ -1428,4 +1439,585 @@ async fn a_connection_flood_from_one_peer_leaves_the_hub_serving_others() {
     let used = stopped.rows("SELECT used_by FROM join_tokens WHERE used_by IS NOT NULL");
     assert_eq!(used, [serde_json::json!({"used_by": "alpha"})]);
     stopped.assert_log_keeps(&[token.secret(), &alpha.key_pem, "0123456789abcdef"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity: enrollment under a name, current and superseded or revoked certificates, roles,
+// one hub per state dir.
+
+/// A hello claiming `role`.
+fn hello_as(name: &str, role: pb::NodeRole) -> pb::AgentMessage {
+    let mut message = hello(name);
+    if let Some(pb::agent_message::Body::Hello(hello)) = message.body.as_mut() {
+        hello.role = role.into();
+    }
+    message
+}
+
+/// The serial of a PEM certificate, as the hub records it (lowercase hex, no leading zeros).
+fn serial_of(cert_pem: &str) -> String {
+    let (_, block) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).expect("PEM");
+    let cert = block.parse_x509().expect("X.509");
+    let raw = cert.raw_serial();
+    let start = raw.iter().position(|b| *b != 0).unwrap_or(0);
+    hex::encode(&raw[start..])
+}
+
+/// Opens `id`'s stream with a hello claiming `role` and waits until the hub lists the node
+/// online; the stream stays open while the returned pair lives.
+async fn connected(
+    hub: &Hub,
+    id: &Identity,
+    name: &str,
+    role: pb::NodeRole,
+) -> (
+    mpsc::Sender<pb::AgentMessage>,
+    tonic::Streaming<pb::HubMessage>,
+) {
+    let (open, messages) = held_open(vec![hello_as(name, role)]);
+    let inbound = as_node(hub, id)
+        .connect(messages)
+        .await
+        .unwrap_or_else(|s| panic!("{name} connects: {s:?}"))
+        .into_inner();
+    eventually(
+        &format!("{name} is online"),
+        Duration::from_secs(10),
+        || {
+            hub.json(&["nodes"])["nodes"]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|n| n["name"] == name && n["online"] == true))
+        },
+    )
+    .await;
+    (open, inbound)
+}
+
+/// Renews `id`'s certificate; the renewed identity.
+async fn renew(hub: &Hub, id: &Identity, name: &str) -> Result<Identity, tonic::Status> {
+    let key = NodeKey::generate().expect("key");
+    let response = as_node(hub, id)
+        .renew_certificate(pb::RenewRequest {
+            csr_pem: key.csr_pem(name).expect("csr"),
+        })
+        .await?
+        .into_inner();
+    Ok(Identity {
+        key_pem: key.to_pem(),
+        cert_pem: response.certificate_pem,
+        ca_pem: id.ca_pem.clone(),
+    })
+}
+
+/// Asserts that `id`'s Connect and RenewCertificate are refused as UNAUTHENTICATED, each
+/// message holding every one of `needles`.
+async fn certificate_refused(hub: &Hub, id: &Identity, name: &str, needles: &[&str]) {
+    refused(
+        &format!("Connect with {name}'s refused certificate"),
+        stream_refusal(&mut as_node(hub, id), vec![hello(name)]).await,
+        Code::Unauthenticated,
+        needles,
+    );
+    refused(
+        &format!("RenewCertificate with {name}'s refused certificate"),
+        renew(hub, id, name).await,
+        Code::Unauthenticated,
+        needles,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbound_token_cannot_enroll_a_name_that_is_already_enrolled() {
+    let hub = Hub::start("127.0.44.1");
+    let alpha = enroll(&hub, &hub.token("10m"), "alpha")
+        .await
+        .expect("enroll alpha");
+    let second = hub.token("10m");
+    refused(
+        "a second enrollment of alpha with an unbound token",
+        enroll(&hub, &second, "alpha").await,
+        Code::AlreadyExists,
+        &[
+            "\"alpha\" is already enrolled",
+            "rke2-hub token create --node alpha --replace",
+        ],
+    );
+    // The refusal spent nothing: the token still enrolls a new name, and alpha keeps its
+    // certificate.
+    enroll(&hub, &second, "beta").await.expect("enroll beta");
+    let _alpha_stream = connected(&hub, &alpha, "alpha", pb::NodeRole::Agent).await;
+    let log = hub.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("enrollment refused") && l.contains("alpha")),
+        "{log}"
+    );
+    let stopped = hub.stop();
+    let used =
+        stopped.rows("SELECT used_by FROM join_tokens WHERE used_by IS NOT NULL ORDER BY used_by");
+    assert_eq!(
+        used,
+        [
+            serde_json::json!({"used_by": "alpha"}),
+            serde_json::json!({"used_by": "beta"})
+        ]
+    );
+    stopped.assert_log_keeps(&[second.secret(), &alpha.key_pem]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_bound_to_a_node_enrolls_only_that_node() {
+    let hub = Hub::start("127.0.44.2");
+    let for_alpha = hub.token_with("10m", &["--node", "alpha"]);
+    refused(
+        "beta enrolling with alpha's token",
+        enroll(&hub, &for_alpha, "beta").await,
+        Code::PermissionDenied,
+        &["bound to node \"alpha\"", "\"beta\""],
+    );
+    assert!(hub.node_names().is_empty());
+    let alpha = enroll(&hub, &for_alpha, "alpha")
+        .await
+        .expect("alpha with its own token");
+    let _stream = connected(&hub, &alpha, "alpha", pb::NodeRole::Agent).await;
+    // A token bound to an enrolled name without --replace is refused when it is made.
+    let out = hub.cli(&["token", "create", "--node", "alpha"]);
+    assert!(!out.status.success(), "a useless token was made");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\"alpha\" is already enrolled") && stderr.contains("--replace"),
+        "{stderr}"
+    );
+    let out = hub.cli(&["token", "create", "--replace"]);
+    assert!(!out.status.success(), "--replace without --node");
+    hub.stop()
+        .assert_log_keeps(&[for_alpha.secret(), &alpha.key_pem]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_supersedes_the_old_certificate_for_connect_and_renew() {
+    let hub = Hub::start("127.0.44.3");
+    let old = enroll(&hub, &hub.token("10m"), "alpha")
+        .await
+        .expect("enroll alpha");
+    let old_serial = serial_of(&old.cert_pem);
+    let (old_open, mut old_inbound) = connected(&hub, &old, "alpha", pb::NodeRole::Agent).await;
+    let replacing = hub.token_with("10m", &["--node", "alpha", "--replace"]);
+    let new = enroll(&hub, &replacing, "alpha")
+        .await
+        .expect("re-enroll alpha with --replace");
+    // The superseded certificate's live stream is ended at once.
+    let ended = tokio::time::timeout(STREAM_VERDICT, async {
+        loop {
+            match old_inbound.message().await {
+                Ok(Some(_)) => {}
+                other => return other.map(|_| ()),
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the replaced certificate's stream stayed open"
+    );
+    drop(old_open);
+    let needles = ["superseded", "node alpha", old_serial.as_str()];
+    certificate_refused(&hub, &old, "alpha", &needles).await;
+    let stream = connected(&hub, &new, "alpha", pb::NodeRole::Agent).await;
+    drop(stream);
+
+    // Renewal supersedes the certificate it was made with, and only once.
+    let renewed = renew(&hub, &new, "alpha").await.expect("renew");
+    let new_serial = serial_of(&new.cert_pem);
+    certificate_refused(&hub, &new, "alpha", &["superseded", &new_serial]).await;
+    let _stream = connected(&hub, &renewed, "alpha", pb::NodeRole::Agent).await;
+
+    let stopped = hub.stop();
+    let actions: Vec<String> = stopped
+        .rows("SELECT action FROM audit_log WHERE actor = 'node:alpha' ORDER BY id")
+        .iter()
+        .map(|r| r["action"].as_str().expect("action").to_owned())
+        .collect();
+    assert_eq!(
+        actions,
+        ["node.enroll", "node.enroll.replace", "node.renew"]
+    );
+    let revoked = stopped.rows("SELECT serial, reason FROM revoked_serials ORDER BY at, serial");
+    assert!(
+        revoked.contains(&serde_json::json!({"serial": old_serial, "reason": "superseded"}))
+            && revoked.contains(&serde_json::json!({"serial": new_serial, "reason": "superseded"})),
+        "{revoked:?}"
+    );
+    stopped.assert_log_keeps(&[replacing.secret(), &old.key_pem, &new.key_pem]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_remove_forgets_the_node_and_revokes_its_certificate() {
+    let hub = Hub::start("127.0.44.4");
+    let alpha = enroll(&hub, &hub.token("10m"), "alpha")
+        .await
+        .expect("enroll alpha");
+    let serial = serial_of(&alpha.cert_pem);
+    let (open, inbound) = connected(&hub, &alpha, "alpha", pb::NodeRole::Agent).await;
+    open.send(status_message(full_status(vec![certificate(
+        "agent/client-kubelet.crt",
+        "01",
+    )])))
+    .await
+    .expect("status");
+    eventually(
+        "alpha's certificates are stored",
+        Duration::from_secs(10),
+        || {
+            !hub.json(&["certs"])["certificates"]
+                .as_array()
+                .expect("certificates")
+                .is_empty()
+        },
+    )
+    .await;
+
+    let dry = hub.json(&["nodes", "remove", "alpha", "--dry-run"]);
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert_eq!(dry["revoked_serial"], serial.as_str(), "{dry}");
+    assert_eq!(dry["certificates"], 1, "{dry}");
+    assert_eq!(dry["was_connected"], true, "{dry}");
+    let facts = hub.node_facts("alpha");
+    // A dry run changes nothing: the node, its stream and its certificate stay.
+    open.send(pb::AgentMessage {
+        body: Some(pb::agent_message::Body::Heartbeat(pb::Heartbeat {})),
+    })
+    .await
+    .expect("the stream is open");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hub.node_facts("alpha"), facts);
+    drop((open, inbound));
+    let (open, mut inbound) = connected(&hub, &alpha, "alpha", pb::NodeRole::Agent).await;
+
+    let out = hub.cli(&["nodes", "remove", "alpha"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("removed node alpha") && said.contains(&serial),
+        "{said}"
+    );
+    assert!(hub.node_names().is_empty(), "alpha is forgotten");
+    assert!(
+        hub.json(&["certs"])["certificates"]
+            .as_array()
+            .expect("certificates")
+            .is_empty()
+    );
+    // Its live stream is ended, and its certificate is refused from then on.
+    let ended = tokio::time::timeout(STREAM_VERDICT, async {
+        loop {
+            match inbound.message().await {
+                Ok(Some(_)) => {}
+                other => return other.map(|_| ()),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the removed node's stream stayed open");
+    drop(open);
+    certificate_refused(&hub, &alpha, "alpha", &["revoked", "node alpha", &serial]).await;
+    assert!(
+        hub.node_names().is_empty(),
+        "a refused hello stores nothing"
+    );
+
+    let out = hub.cli(&["nodes", "remove", "ghost"]);
+    assert!(!out.status.success(), "removing an unknown node");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("node ghost"), "{stderr}");
+
+    // The name is free again: an unbound token enrolls it (as a new node).
+    let again = enroll(&hub, &hub.token("10m"), "alpha")
+        .await
+        .expect("alpha enrolls again after removal");
+    let _stream = connected(&hub, &again, "alpha", pb::NodeRole::Agent).await;
+
+    let stopped = hub.stop();
+    let removals = stopped.rows("SELECT actor, detail FROM audit_log WHERE action = 'node.remove'");
+    assert_eq!(
+        removals.len(),
+        1,
+        "the dry run is not audited: {removals:?}"
+    );
+    assert!(
+        removals[0]["actor"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("uid:"))
+            && removals[0]["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains(&serial)),
+        "{removals:?}"
+    );
+    stopped.assert_log_keeps(&[&alpha.key_pem]);
+}
+
+/// `rke2-hub admin-cert ARGS --state-dir <hub's>`.
+fn admin_cert(hub: &Hub, args: &[&str]) -> Output {
+    Command::new(built_binary("rke2-hub"))
+        .arg("admin-cert")
+        .args(args)
+        .arg("--state-dir")
+        .arg(hub.state())
+        .output()
+        .expect("admin-cert runs")
+}
+
+/// `admin-cert create --name NAME --out <dir>/NAME EXTRA`: the issued identity.
+fn admin_identity(hub: &Hub, name: &str, extra: &[&str]) -> Identity {
+    let out_dir = hub.dir.path().join(name);
+    let mut args = vec!["create", "--name", name, "--out"];
+    let out_text = out_dir.to_str().expect("UTF-8 path").to_owned();
+    args.push(&out_text);
+    args.extend(extra);
+    let out = admin_cert(hub, &args);
+    assert!(
+        out.status.success(),
+        "admin-cert create {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |file: &str| std::fs::read_to_string(out_dir.join(file)).expect("admin file");
+    Identity {
+        key_pem: read("admin.key"),
+        cert_pem: read("admin.crt"),
+        ca_pem: read("ca.crt"),
+    }
+}
+
+async fn list_as_admin(hub: &Hub, id: &Identity) -> Result<(), tonic::Status> {
+    AdminServiceClient::new(authenticated(hub, &id.ca_pem, &id.cert_pem, &id.key_pem))
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_or_superseded_admin_certificate_is_refused() {
+    let hub = Hub::start("127.0.44.5");
+    let alice = admin_identity(&hub, "alice", &[]);
+    list_as_admin(&hub, &alice)
+        .await
+        .expect("alice is an admin");
+
+    // One certificate per admin name: a second needs --replace, which supersedes the first.
+    let out = admin_cert(
+        &hub,
+        &[
+            "create",
+            "--name",
+            "alice",
+            "--out",
+            "/nonexistent/never-written",
+        ],
+    );
+    assert!(
+        !out.status.success(),
+        "a second certificate without --replace"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("alice") && stderr.contains("--replace"),
+        "{stderr}"
+    );
+    let bob = admin_identity(&hub, "bob", &[]);
+    let bob_serial = serial_of(&bob.cert_pem);
+    let out_dir = hub.dir.path().join("bob-new");
+    let out = admin_cert(
+        &hub,
+        &[
+            "create",
+            "--name",
+            "bob",
+            "--replace",
+            "--out",
+            out_dir.to_str().expect("UTF-8"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    refused(
+        "ListNodes with bob's superseded certificate",
+        list_as_admin(&hub, &bob).await,
+        Code::Unauthenticated,
+        &["superseded", "admin bob", &bob_serial],
+    );
+
+    // Revocation: a dry run changes nothing; the real one refuses alice from her next call.
+    let alice_serial = serial_of(&alice.cert_pem);
+    let out = admin_cert(&hub, &["revoke", "alice", "--dry-run", "--output", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dry: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(dry["revoked_serial"], alice_serial.as_str(), "{dry}");
+    list_as_admin(&hub, &alice)
+        .await
+        .expect("a dry run revokes nothing");
+    let out = admin_cert(&hub, &["revoke", "alice"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    refused(
+        "ListNodes with alice's revoked certificate",
+        list_as_admin(&hub, &alice).await,
+        Code::Unauthenticated,
+        &["revoked", "admin alice", &alice_serial],
+    );
+    let out = admin_cert(&hub, &["revoke", "carol"]);
+    assert!(!out.status.success(), "revoking an unknown admin");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin carol"));
+
+    let stopped = hub.stop();
+    let actions =
+        stopped.rows("SELECT action FROM audit_log WHERE action LIKE 'admin-cert.%' ORDER BY id");
+    assert_eq!(
+        actions
+            .iter()
+            .map(|a| a["action"].as_str().expect("action"))
+            .collect::<Vec<_>>(),
+        [
+            "admin-cert.create",
+            "admin-cert.create",
+            "admin-cert.create",
+            "admin-cert.revoke"
+        ]
+    );
+    stopped.assert_log_keeps(&[&alice.key_pem, &bob.key_pem]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_never_changes_the_enrolled_role() {
+    let hub = Hub::start("127.0.44.6");
+    // The operator fixes alpha's role at token creation; its hello claims server.
+    let alpha = enroll(
+        &hub,
+        &hub.token_with("10m", &["--node", "alpha", "--role", "agent"]),
+        "alpha",
+    )
+    .await
+    .expect("enroll alpha");
+    let stream = connected(&hub, &alpha, "alpha", pb::NodeRole::Server).await;
+    assert_eq!(hub.node_facts("alpha")["role"], "agent");
+    drop(stream);
+    // Without --role, beta's first hello fixes it; a later claim is ignored.
+    let beta = enroll(&hub, &hub.token("10m"), "beta")
+        .await
+        .expect("enroll beta");
+    let stream = connected(&hub, &beta, "beta", pb::NodeRole::Agent).await;
+    drop(stream);
+    let _stream = connected(&hub, &beta, "beta", pb::NodeRole::Server).await;
+    assert_eq!(hub.node_facts("beta")["role"], "agent");
+    let log = hub.log();
+    assert!(
+        log.lines().any(|l| l.contains("hello claims another role")
+            && l.contains("alpha")
+            && l.contains("server")),
+        "{log}"
+    );
+    hub.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_serve_on_the_same_state_dir_exits_before_touching_the_store() {
+    let hub = Hub::start("127.0.44.7");
+    let alpha = enroll(&hub, &hub.token("10m"), "alpha")
+        .await
+        .expect("enroll alpha");
+    let _stream = connected(&hub, &alpha, "alpha", pb::NodeRole::Agent).await;
+    // Another address and socket: only the state dir is shared.
+    let mut second = Command::new(built_binary("rke2-hub"))
+        .args([
+            "serve",
+            "--listen-addr",
+            "127.0.44.8:9811",
+            "--metrics-addr",
+            "127.0.44.8:9812",
+        ])
+        .arg("--state-dir")
+        .arg(hub.state())
+        .arg("--admin-socket")
+        .arg(hub.dir.path().join("second.sock"))
+        .env("RKE2_HUB_CONFIG", "/dev/null")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("a second rke2-hub starts");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("a second serve on the same state dir kept running");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert!(!status.success(), "{stderr}");
+    let lock = hub.state().join("serve.lock");
+    assert!(
+        stderr.contains(&lock.display().to_string()) && stderr.contains(&hub.pid().to_string()),
+        "the message names the lock and its holder: {stderr}"
+    );
+    // It never opened the store: the first hub's online node is still online (a serve that
+    // opens the store marks every node offline first), and its socket still answers.
+    assert_eq!(
+        hub.json(&["nodes"])["nodes"][0]["online"],
+        true,
+        "the second serve touched the store"
+    );
+    assert!(!hub.dir.path().join("second.sock").exists());
+    hub.stop();
+}
+
+#[test]
+fn admin_cert_create_never_creates_a_ca() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for state in [dir.path().join("missing"), dir.path().join("empty")] {
+        if state.ends_with("empty") {
+            std::fs::create_dir(&state).expect("empty state dir");
+        }
+        let out_dir = dir.path().join("alice");
+        let out = Command::new(built_binary("rke2-hub"))
+            .args(["admin-cert", "create", "--name", "alice", "--out"])
+            .arg(&out_dir)
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .expect("admin-cert runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("no hub CA") && stderr.contains(&state.display().to_string()),
+            "the error names the state dir: {stderr}"
+        );
+        assert!(!out_dir.exists(), "nothing written for the admin");
+        if state.exists() {
+            let left: Vec<_> = std::fs::read_dir(&state)
+                .expect("state dir")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            assert!(left.is_empty(), "no CA, no database: {left:?}");
+        }
+        assert!(!dir.path().join("missing").exists());
+    }
 }

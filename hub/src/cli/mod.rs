@@ -29,8 +29,8 @@ pub enum Command {
         command: TokenCommand,
     },
     /// Every node: role, versions, service state, worst certificate status, renewal deadline,
-    /// last seen.
-    Nodes(ListArgs),
+    /// last seen. `nodes remove NAME` forgets a decommissioned node.
+    Nodes(NodesArgs),
     /// Every node's certificates (the agent's table with a NODE column).
     Certs(CertsArgs),
     /// Admin client certificates for remote CLI use over TLS (run on the hub's machine: it
@@ -68,7 +68,58 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum AdminCertCommand {
     /// Issue a certificate for admin NAME into a folder (admin.crt, admin.key, ca.crt; 0600).
+    /// Needs the hub's CA (never creates one).
     Create(AdminCertArgs),
+    /// Revoke admin NAME's certificate: the hub refuses it from then on (audited).
+    Revoke(AdminCertRevokeArgs),
+}
+
+/// `admin-cert revoke` options.
+#[derive(Debug, Args)]
+pub struct AdminCertRevokeArgs {
+    /// The admin's name (as given to `admin-cert create`).
+    pub name: String,
+    /// The hub's state dir.
+    #[arg(long, env = "RKE2_HUB_STATE_DIR", default_value = crate::config::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Show what would be revoked; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// `nodes` options: the listing, or a subcommand.
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    /// A subcommand; none lists the nodes.
+    #[command(subcommand)]
+    pub command: Option<NodesCommand>,
+    /// Connection and output of the listing.
+    #[command(flatten)]
+    pub list: ListArgs,
+}
+
+/// `nodes` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum NodesCommand {
+    /// Forget a decommissioned node and revoke its certificate (audited). Its agent is
+    /// refused from then on; enrolling the name again needs a new token.
+    Remove(NodeRemoveArgs),
+}
+
+/// `nodes remove` options.
+#[derive(Debug, Args)]
+pub struct NodeRemoveArgs {
+    /// The node's name.
+    pub name: String,
+    /// Connection and output.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Show what would be removed and revoked; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `admin-cert create` options.
@@ -86,6 +137,10 @@ pub struct AdminCertArgs {
     /// Show what would be issued; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Supersede NAME's current certificate (its holder is refused from then on); without
+    /// it, a name that has a certificate is refused.
+    #[arg(long)]
+    pub replace: bool,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -128,6 +183,38 @@ pub struct TokenCreateArgs {
     /// Show what would be created; create nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// The only node name the token may enroll. Without it the token enrolls any name that
+    /// is not enrolled yet.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Let the token enroll `--node` although it is enrolled: its current certificate is
+    /// superseded (refused from then on). For a reinstalled node.
+    #[arg(long, requires = "node")]
+    pub replace: bool,
+    /// The role the node gets. Without it, a new node's first hello fixes its role and a
+    /// replaced node keeps its own; later hellos never change it.
+    #[arg(long, value_enum)]
+    pub role: Option<RoleArg>,
+}
+
+/// `--role` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// An RKE2 server (control plane, etcd).
+    Server,
+    /// An RKE2 agent (worker).
+    Agent,
+}
+
+impl RoleArg {
+    /// The store's word.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Agent => "agent",
+        }
+    }
 }
 
 /// Options of listing commands.

@@ -1,5 +1,6 @@
 //! `AdminService`: the operator's API. Admins only: root or the hub's user on the Unix
-//! socket, or an admin certificate over TLS; agent certificates are refused. Every action is
+//! socket, or an admin certificate over TLS that is still the current one of its name (not
+//! superseded by a newer one, not revoked); agent certificates are refused. Every action is
 //! audited with who did it.
 
 use rke2ops_proto::v1 as pb;
@@ -7,9 +8,12 @@ use rke2ops_proto::v1::admin_service_server::AdminService;
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
+use super::agent::{check_credential, peer_serial};
 use super::{Caller, Hub, caller, internal, observed};
 use crate::convert;
 use crate::pki::token::JoinToken;
+use crate::pki::{ADMIN_CN_PREFIX, TokenBinding};
+use crate::store::{CredentialKind, StoreError};
 
 /// The service.
 #[derive(Debug, Clone)]
@@ -22,6 +26,23 @@ impl AdminApi {
     #[must_use]
     pub fn new(hub: Hub) -> Self {
         Self { hub }
+    }
+
+    /// The admin calling (the audit actor), after checking an admin certificate is still
+    /// current. Local socket users have no certificate to check.
+    fn admin_of<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        let actor = admin_of(request)?;
+        if let Some(name) = actor.strip_prefix(ADMIN_CN_PREFIX)
+            && request.peer_certs().is_some()
+        {
+            check_credential(
+                &self.hub,
+                CredentialKind::Admin,
+                name,
+                &peer_serial(request)?,
+            )?;
+        }
+        Ok(actor)
     }
 }
 
@@ -76,7 +97,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::PlanView>, Status> {
         let started = std::time::Instant::now();
         let result = async {
-            let actor = admin_of(&request)?;
+            let actor = self.admin_of(&request)?;
             super::plans::create(&self.hub, &actor, request.into_inner())
                 .await
                 .map(Response::new)
@@ -90,7 +111,8 @@ impl AdminService for AdminApi {
         request: Request<pb::ListPlansRequest>,
     ) -> Result<Response<pb::ListPlansResponse>, Status> {
         let started = std::time::Instant::now();
-        let result = admin_of(&request)
+        let result = self
+            .admin_of(&request)
             .and_then(|_| super::plans::list(&self.hub, request.get_ref()))
             .map(Response::new);
         observed(&self.hub, "ListPlans", started, result)
@@ -101,7 +123,8 @@ impl AdminService for AdminApi {
         request: Request<pb::GetPlanRequest>,
     ) -> Result<Response<pb::PlanView>, Status> {
         let started = std::time::Instant::now();
-        let result = admin_of(&request)
+        let result = self
+            .admin_of(&request)
             .and_then(|_| super::plans::get(&self.hub, &request.get_ref().id))
             .map(Response::new);
         observed(&self.hub, "GetPlan", started, result)
@@ -114,7 +137,8 @@ impl AdminService for AdminApi {
         request: Request<pb::WatchPlanRequest>,
     ) -> Result<Response<Self::WatchPlanStream>, Status> {
         let started = std::time::Instant::now();
-        let result = admin_of(&request)
+        let result = self
+            .admin_of(&request)
             .and_then(|_| super::plans::watch(&self.hub, request.get_ref()))
             .map(Response::new);
         observed(&self.hub, "WatchPlan", started, result)
@@ -126,13 +150,39 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::PlanView>, Status> {
         let started = std::time::Instant::now();
         let result = async {
-            let actor = admin_of(&request)?;
+            let actor = self.admin_of(&request)?;
             super::plans::act(&self.hub, &actor, request.into_inner())
                 .await
                 .map(Response::new)
         }
         .await;
         observed(&self.hub, "PlanAction", started, result)
+    }
+
+    async fn create_bound_token(
+        &self,
+        request: Request<pb::CreateBoundTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let started = std::time::Instant::now();
+        let result = async {
+            let actor = self.admin_of(&request)?;
+            self.create_token_for(&actor, request.into_inner())
+        }
+        .await;
+        observed(&self.hub, "CreateBoundToken", started, result)
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let started = std::time::Instant::now();
+        let result = async {
+            let actor = self.admin_of(&request)?;
+            self.remove_node_for(&actor, &request.into_inner())
+        }
+        .await;
+        observed(&self.hub, "RemoveNode", started, result)
     }
 }
 
@@ -141,8 +191,25 @@ impl AdminApi {
         &self,
         request: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
-        let actor = admin_of(&request)?;
-        let ttl = match request.get_ref().ttl_seconds {
+        let actor = self.admin_of(&request)?;
+        self.create_token_for(
+            &actor,
+            pb::CreateBoundTokenRequest {
+                ttl_seconds: request.get_ref().ttl_seconds,
+                ..pb::CreateBoundTokenRequest::default()
+            },
+        )
+    }
+
+    /// Creates a token for `actor`. A token bound to a node that is already enrolled is
+    /// refused here, at once, unless it replaces it: the operator learns now, not when the
+    /// node fails to enroll.
+    fn create_token_for(
+        &self,
+        actor: &str,
+        req: pb::CreateBoundTokenRequest,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let ttl = match req.ttl_seconds {
             0 => DEFAULT_TTL_SECS,
             t if t > MAX_TTL_SECS => {
                 return Err(Status::invalid_argument(format!(
@@ -151,28 +218,132 @@ impl AdminApi {
             }
             t => t,
         };
+        let binding = self.binding(&req)?;
         let now = OffsetDateTime::now_utc();
         let ttl = time::Duration::seconds(i64::try_from(ttl).unwrap_or(i64::MAX));
         let token = JoinToken::generate(ttl, now).map_err(internal)?;
         let expires_at = now + ttl;
         self.hub
             .store
-            .insert_token(token.id(), &token.secret().hash(), expires_at, &actor, now)
-            .map_err(internal)?;
-        self.hub
-            .store
-            .audit(
-                &actor,
-                "token.create",
-                &format!("token {} expires {expires_at}", token.id()),
+            .insert_bound_token(
+                token.id(),
+                &token.secret().hash(),
+                expires_at,
+                actor,
+                &binding,
                 now,
             )
+            .map_err(internal)?;
+        let mut detail = format!("token {} expires {expires_at}", token.id());
+        if let Some(node) = &binding.node {
+            detail.push_str(&format!(", for node {node}"));
+        }
+        if binding.replace {
+            detail.push_str(", replaces its certificate");
+        }
+        if let Some(role) = &binding.role {
+            detail.push_str(&format!(", role {role}"));
+        }
+        self.hub
+            .store
+            .audit(actor, "token.create", &detail, now)
             .map_err(internal)?;
         Ok(Response::new(pb::CreateTokenResponse {
             token: token.expose(),
             ca_pin: self.hub.ca.ca_pin(),
             expires_at: Some(convert::timestamp(expires_at)),
             hub_address: self.hub.advertise_address.clone(),
+            node: binding.node.unwrap_or_default(),
+            replace: binding.replace,
+            role: binding
+                .role
+                .as_deref()
+                .map_or(pb::NodeRole::Unspecified.into(), convert::role_value),
+        }))
+    }
+
+    /// Checks what a token is to allow.
+    fn binding(&self, req: &pb::CreateBoundTokenRequest) -> Result<TokenBinding, Status> {
+        let node = (!req.node.is_empty()).then(|| req.node.clone());
+        if let Some(node) = &node {
+            rke2ops_common::identity::validate_node_name(node)
+                .map_err(|e| Status::invalid_argument(format!("--node: {e}")))?;
+        }
+        if req.replace && node.is_none() {
+            return Err(Status::invalid_argument(
+                "--replace needs --node: a token may replace only the node it is bound to",
+            ));
+        }
+        let role = match pb::NodeRole::try_from(req.role) {
+            Ok(pb::NodeRole::Unspecified) => None,
+            Ok(pb::NodeRole::Server) => Some("server".to_owned()),
+            Ok(pb::NodeRole::Agent) => Some("agent".to_owned()),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "role {} is neither server nor agent",
+                    req.role
+                )));
+            }
+        };
+        if let Some(name) = &node
+            && !req.replace
+        {
+            let enrolled = self
+                .hub
+                .store
+                .identity(CredentialKind::Node, name)
+                .map_err(internal)?
+                .is_some()
+                || self.hub.store.node(name).map_err(internal)?.is_some();
+            if enrolled {
+                return Err(Status::already_exists(format!(
+                    "node {name:?} is already enrolled; add --replace to let the token replace \
+                     its certificate (the current one is then refused)"
+                )));
+            }
+        }
+        Ok(TokenBinding {
+            node,
+            replace: req.replace,
+            role,
+        })
+    }
+
+    /// `nodes remove`: forgets the node and revokes its certificate (store, one transaction),
+    /// then ends its live stream so its agent is refused on its next connection.
+    fn remove_node_for(
+        &self,
+        actor: &str,
+        req: &pb::RemoveNodeRequest,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let now = OffsetDateTime::now_utc();
+        let removed = self
+            .hub
+            .store
+            .remove_node(&req.name, actor, req.dry_run, now)
+            .map_err(|e| match e {
+                StoreError::NotEnrolled { .. } => Status::not_found(e.to_string()),
+                StoreError::NodeInActivePlan { .. } => Status::failed_precondition(e.to_string()),
+                other => internal(other),
+            })?;
+        let connected = self.hub.registry.connected().contains(&req.name);
+        if !req.dry_run {
+            if self.hub.registry.end(&req.name) {
+                self.hub.engine.on_disconnected(&req.name);
+            }
+            tracing::info!(node = %req.name, %actor, serial = removed.revoked_serial.as_deref().unwrap_or(""), "node removed and its certificate revoked");
+        }
+        Ok(Response::new(pb::RemoveNodeResponse {
+            name: removed.name,
+            role: removed
+                .role
+                .as_deref()
+                .map_or(pb::NodeRole::Unspecified.into(), convert::role_value),
+            revoked_serial: removed.revoked_serial.unwrap_or_default(),
+            in_inventory: removed.in_inventory,
+            certificates: removed.certificates,
+            was_connected: connected,
+            dry_run: req.dry_run,
         }))
     }
 
@@ -180,7 +351,7 @@ impl AdminApi {
         &self,
         request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        admin_of(&request)?;
+        self.admin_of(&request)?;
         let nodes = self.hub.store.nodes().map_err(internal)?;
         let errors = self.hub.store.file_errors(None).map_err(internal)?;
         let out = nodes
@@ -197,7 +368,7 @@ impl AdminApi {
         &self,
         request: Request<pb::ListCertificatesRequest>,
     ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
-        admin_of(&request)?;
+        self.admin_of(&request)?;
         let req = request.into_inner();
         let node = (!req.node.is_empty()).then_some(req.node.as_str());
         if let Some(name) = node

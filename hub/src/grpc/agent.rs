@@ -1,4 +1,8 @@
 //! `AgentService`: enrollment (token + CSR), certificate renewal, and each agent's stream.
+//!
+//! Every call made with a node certificate is checked against the serial the hub recorded for
+//! that node ([`crate::pki::judge_credential`]): a superseded or revoked certificate is refused
+//! with `UNAUTHENTICATED` and the reason, although its chain is the hub CA's.
 
 use std::pin::Pin;
 
@@ -12,7 +16,10 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{Caller, Hub, caller, internal, observed};
 use crate::convert;
 use crate::pki::token::JoinToken;
-use crate::store::TokenError;
+use crate::pki::{
+    CredentialVerdict, EnrollmentKind, EnrollmentRefusal, HelloRole, certificate_serial,
+};
+use crate::store::{CredentialKind, Enrollment, StoreError, TokenError};
 
 /// The service.
 #[derive(Debug, Clone)]
@@ -40,6 +47,60 @@ fn node_of<T>(request: &Request<T>) -> Result<String, Status> {
             "a node client certificate is required (enroll first)",
         )),
     }
+}
+
+/// The serial of the TLS client certificate of `request`, as the hub records serials.
+///
+/// # Errors
+/// `Unauthenticated` when there is no client certificate or it cannot be read.
+pub(super) fn peer_serial<T>(request: &Request<T>) -> Result<String, Status> {
+    let certs = request
+        .peer_certs()
+        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
+    certificate_serial(leaf.as_ref())
+        .map_err(|e| Status::unauthenticated(format!("client certificate not usable here: {e}")))
+}
+
+/// Checks that the certificate with `serial` is still the current one of `name` (adopting it
+/// for a name enrolled before serials were kept). Shared by both services: admin
+/// certificates are checked the same way.
+///
+/// # Errors
+/// `Unauthenticated` naming the holder and why (superseded, revoked, not enrolled, not
+/// current); `Internal` when the store fails.
+pub(super) fn check_credential(
+    hub: &Hub,
+    kind: CredentialKind,
+    name: &str,
+    serial: &str,
+) -> Result<(), Status> {
+    let now = OffsetDateTime::now_utc();
+    match hub
+        .store
+        .check_credential(kind, name, serial, now)
+        .map_err(internal)?
+    {
+        CredentialVerdict::Accept => Ok(()),
+        CredentialVerdict::Adopt => {
+            tracing::info!(holder = %kind.who(name), %serial, "recorded the certificate of a holder enrolled before serials were kept");
+            Ok(())
+        }
+        CredentialVerdict::Refuse(refusal) => {
+            tracing::warn!(holder = %kind.who(name), %serial, reason = %refusal, "certificate refused");
+            Err(Status::unauthenticated(refusal.to_string()))
+        }
+    }
+}
+
+/// The node calling with a node certificate that is still current: its name and serial.
+fn current_node<T>(hub: &Hub, request: &Request<T>) -> Result<(String, String), Status> {
+    let node = node_of(request)?;
+    let serial = peer_serial(request)?;
+    check_credential(hub, CredentialKind::Node, &node, &serial)?;
+    Ok((node, serial))
 }
 
 #[tonic::async_trait]
@@ -84,34 +145,66 @@ impl AgentApi {
         let (id, secret) = JoinToken::parse(&req.token)
             .map_err(|e| Status::invalid_argument(format!("join token: {e}")))?;
         // Sign first (validates the CSR and name) so a bad request does not burn the token;
-        // the certificate is only released once the token is consumed.
+        // the certificate is only released once the enrollment is recorded.
         let signed = self
             .hub
             .ca
             .sign_node_csr(&req.csr_pem, &req.node_name, now)
             .map_err(|e| Status::invalid_argument(format!("certificate request: {e}")))?;
         let store = self.hub.store.clone();
-        let (node, token_id) = (req.node_name.clone(), id.clone());
+        let (node, token_id, serial) = (req.node_name.clone(), id.clone(), signed.serial.clone());
         let hash = secret.hash();
-        tokio::task::spawn_blocking(move || store.consume_token(&token_id, &hash, &node, now))
-            .await
-            .map_err(internal)?
-            .map_err(|e| match e {
-                TokenError::Store(e) => internal(e),
-                refused => {
-                    // The reason (unknown, used, expired, wrong secret) goes to the log only:
-                    // an enrolling peer learns nothing about which tokens exist.
-                    tracing::warn!(token = %id, node = %req.node_name, reason = %refused, "join token refused");
-                    Status::permission_denied("join token refused")
+        let not_after = signed.not_after;
+        let enrolled = tokio::task::spawn_blocking(move || {
+            store.enroll_node(&Enrollment {
+                token_id: &token_id,
+                secret_hash: &hash,
+                node: &node,
+                claimed_role: None,
+                serial: &serial,
+                not_after,
+                now,
+            })
+        })
+        .await
+        .map_err(internal)?
+        .map_err(|e| match e {
+            TokenError::Store(e) => internal(e),
+            TokenError::Refused(refusal) => {
+                // Only a holder of the token's secret gets here: the reason is theirs to know.
+                tracing::warn!(token = %id, node = %req.node_name, reason = %refusal, "enrollment refused");
+                match refusal {
+                    EnrollmentRefusal::AlreadyEnrolled { .. } => {
+                        Status::already_exists(refusal.to_string())
+                    }
+                    EnrollmentRefusal::BoundToOtherNode { .. } => {
+                        Status::permission_denied(refusal.to_string())
+                    }
                 }
-            })?;
-        let _ = self.hub.store.audit(
-            &format!("node:{}", req.node_name),
-            "node.enroll",
-            &format!("token {id}"),
-            now,
+            }
+            refused => {
+                // The reason (unknown, used, expired, wrong secret) goes to the log only:
+                // an enrolling peer learns nothing about which tokens exist.
+                tracing::warn!(token = %id, node = %req.node_name, reason = %refused, "join token refused");
+                Status::permission_denied("join token refused")
+            }
+        })?;
+        if enrolled.kind == EnrollmentKind::Replace && self.hub.registry.end(&req.node_name) {
+            // The superseded certificate's stream ends now, not at its next reconnect.
+            self.hub.engine.on_disconnected(&req.node_name);
+            let _ = self
+                .hub
+                .store
+                .set_online(&req.node_name, false, OffsetDateTime::now_utc());
+        }
+        tracing::info!(
+            node = %req.node_name,
+            token = %id,
+            serial = %signed.serial,
+            role = enrolled.role.as_deref().unwrap_or("(first hello)"),
+            replaced = enrolled.superseded.as_deref().unwrap_or(""),
+            "node enrolled"
         );
-        tracing::info!(node = %req.node_name, token = %id, "node enrolled");
         Ok(Response::new(pb::EnrollResponse {
             certificate_pem: signed.cert_pem,
             ca_pem: self.hub.ca.cert_pem().to_owned(),
@@ -123,19 +216,23 @@ impl AgentApi {
         &self,
         request: Request<pb::RenewRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
-        let node = node_of(&request)?;
+        let (node, presented) = current_node(&self.hub, &request)?;
         let now = OffsetDateTime::now_utc();
         let signed = self
             .hub
             .ca
             .sign_node_csr(&request.get_ref().csr_pem, &node, now)
             .map_err(|e| Status::invalid_argument(format!("certificate request: {e}")))?;
-        let _ = self.hub.store.audit(
-            &format!("node:{node}"),
-            "node.renew",
-            "client certificate",
-            now,
-        );
+        self.hub
+            .store
+            .renew_node_certificate(&node, &presented, &signed.serial, signed.not_after, now)
+            .map_err(|e| match e {
+                StoreError::CredentialChanged { .. } | StoreError::NotEnrolled { .. } => {
+                    Status::unauthenticated(e.to_string())
+                }
+                other => internal(other),
+            })?;
+        tracing::info!(%node, old = %presented, new = %signed.serial, "node certificate renewed");
         Ok(Response::new(pb::EnrollResponse {
             certificate_pem: signed.cert_pem,
             ca_pem: self.hub.ca.cert_pem().to_owned(),
@@ -147,7 +244,7 @@ impl AgentApi {
         &self,
         request: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<HubStream>, Status> {
-        let node = node_of(&request)?;
+        let (node, _serial) = current_node(&self.hub, &request)?;
         let mut inbound = request.into_inner();
         let hello = match inbound.next().await {
             Some(Ok(pb::AgentMessage {
@@ -173,29 +270,35 @@ impl AgentApi {
                 "hello.rke2_version / hello.agent_version: longer than {MAX_FIELD} bytes"
             )));
         }
-        let role = convert::role_word(hello.role);
-        if role == "unknown" {
+        let claimed = convert::role_word(hello.role);
+        if claimed == "unknown" {
             return Err(Status::invalid_argument(
                 "hello.role must be server or agent",
             ));
         }
         let now = OffsetDateTime::now_utc();
         let store = self.hub.store.clone();
+        // The role is the enrolled one: a hello fixes it only when nothing did before.
+        let decision = store.hello_role(&node, claimed).map_err(internal)?;
+        match &decision {
+            HelloRole::Fix(role) => {
+                tracing::info!(%node, %role, "role fixed by the node's first hello");
+            }
+            HelloRole::Matches(_) => {}
+            HelloRole::Ignore { fixed, claimed } => {
+                tracing::warn!(%node, role = %fixed, %claimed, "hello claims another role than the enrolled one; ignored");
+            }
+        }
+        let role = decision.role();
         store
-            .upsert_node_hello(
-                &node,
-                convert::role_word(hello.role),
-                &hello.rke2_version,
-                &hello.agent_version,
-                now,
-            )
+            .upsert_node_hello(&node, role, &hello.rke2_version, &hello.agent_version, now)
             .map_err(internal)?;
         store.set_online(&node, true, now).map_err(internal)?;
         let (tx, rx) = mpsc::channel(16);
         let session = self.hub.registry.connect(&node, tx.clone(), now);
         let heartbeat_timeout = self.hub.heartbeat_timeout;
         self.hub.engine.on_connected(&node, &hello.rke2_version);
-        tracing::info!(%node, role = convert::role_word(hello.role), version = %hello.rke2_version, "agent connected");
+        tracing::info!(%node, %role, version = %hello.rke2_version, "agent connected");
 
         let registry = std::sync::Arc::clone(&self.hub.registry);
         let engine = std::sync::Arc::clone(&self.hub.engine);

@@ -61,6 +61,8 @@ pub struct NodeView {
     pub kubelet_version: String,
     /// Labelled `node-role.kubernetes.io/control-plane=true` (an RKE2 server).
     pub control_plane: bool,
+    /// Labelled `node-role.kubernetes.io/etcd=true` (an RKE2 server, possibly etcd-only).
+    pub etcd: bool,
 }
 
 impl NodeView {
@@ -97,6 +99,7 @@ impl NodeView {
                 .map(|i| i.kubelet_version.clone())
                 .unwrap_or_default(),
             control_plane: role("control-plane") || role("master"),
+            etcd: role("etcd"),
         }
     }
 }
@@ -570,6 +573,7 @@ mod tests {
                 unschedulable: true,
                 kubelet_version: "v1.34.1+rke2r1".into(),
                 control_plane: true,
+                etcd: false,
             }
         );
         let bare = NodeView::from_node(&Node::default());

@@ -139,6 +139,34 @@ impl HubCa {
         Ok(ca)
     }
 
+    /// Loads the CA from `<state_dir>/pki/` and never creates one, nor any file or folder:
+    /// for commands other than `serve` (`admin-cert create`), which must fail on a wrong or
+    /// empty state dir instead of minting a CA no agent trusts.
+    ///
+    /// # Errors
+    /// [`PkiError::NoCa`] naming the state dir when neither file exists; otherwise as
+    /// [`Self::load_or_create`].
+    pub fn load_existing(state_dir: &Path, now: OffsetDateTime) -> Result<Self, PkiError> {
+        let dir = state_dir.join(PKI_DIR);
+        let key_path = dir.join(CA_KEY_FILE);
+        let cert_path = dir.join(CA_CERT_FILE);
+        match (key_path.exists(), cert_path.exists()) {
+            (true, true) => Self::load(&key_path, &cert_path, now),
+            (false, false) => Err(PkiError::NoCa {
+                state_dir: state_dir.to_path_buf(),
+                pki_dir: dir,
+            }),
+            (true, false) => Err(PkiError::HalfCa {
+                present: key_path,
+                missing: cert_path,
+            }),
+            (false, true) => Err(PkiError::HalfCa {
+                present: cert_path,
+                missing: key_path,
+            }),
+        }
+    }
+
     /// Reads and checks an existing CA.
     fn load(key_path: &Path, cert_path: &Path, now: OffsetDateTime) -> Result<Self, PkiError> {
         let key_pem = read_text(key_path)?;

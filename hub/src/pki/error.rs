@@ -34,6 +34,24 @@ pub enum PkiError {
         /// The file that is missing.
         missing: PathBuf,
     },
+    /// There is no hub CA in the state dir, and this command must not create one (only
+    /// `serve` does: a CA made by another command would not be the one agents pinned).
+    #[error(
+        "no hub CA in {} (expected {CA_CERT} and {CA_KEY} under {}); run this on the hub's \
+         machine with its --state-dir, or start `rke2-hub serve --state-dir {}` once to create \
+         the CA",
+        state_dir.display(),
+        pki_dir.display(),
+        state_dir.display(),
+        CA_CERT = super::CA_CERT_FILE,
+        CA_KEY = super::CA_KEY_FILE
+    )]
+    NoCa {
+        /// The state dir that was given.
+        state_dir: PathBuf,
+        /// Its PKI folder.
+        pki_dir: PathBuf,
+    },
     /// The CA key is not the key of the CA certificate.
     #[error("{} is not the key of the CA certificate {}", key.display(), cert.display())]
     CaKeyMismatch {

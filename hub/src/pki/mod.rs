@@ -8,6 +8,8 @@
 //! - `csr`: the checks a node's CSR passes before it is signed.
 //! - [`server`]: the stored server certificate and when to reissue it.
 //! - [`peer_identity`] (`peer`): node or admin, from a verified client certificate.
+//! - `credential`: which certificate serial is still accepted, who may enroll a name, where a
+//!   node's role comes from (pure decisions; the store keeps the facts).
 //! - [`token`]: join tokens (`<id>.<secret>`), their parsing and the hash the store keeps.
 //!
 //! Files (all 0600 in a 0700 folder, each pair written crash-safely, see
@@ -18,6 +20,7 @@
 //! token secrets.
 
 mod ca;
+mod credential;
 mod csr;
 mod error;
 mod peer;
@@ -27,6 +30,11 @@ pub mod token;
 use time::Duration;
 
 pub use ca::{HubCa, IssuedCert, SignedCert};
+pub use credential::{
+    CredentialFacts, CredentialRefusal, CredentialVerdict, EnrollmentKind, EnrollmentRefusal,
+    HelloRole, RevocationReason, TokenBinding, certificate_serial, enrolled_role, hello_role,
+    judge_credential, judge_enrollment, role_from_node_labels, serial_hex,
+};
 pub use csr::{CheckedCsr, MAX_CSR_PEM_LEN, check_node_csr};
 pub use error::PkiError;
 pub use peer::{

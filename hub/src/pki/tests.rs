@@ -697,3 +697,41 @@ fn reissue_decision_checks_key_ca_expiry_then_names() {
         })
     );
 }
+
+#[test]
+fn load_existing_never_creates_a_ca_and_names_the_state_dir() {
+    let state = tempfile::tempdir().unwrap();
+    let err = HubCa::load_existing(state.path(), NOW).unwrap_err();
+    assert!(matches!(err, PkiError::NoCa { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&state.path().display().to_string()),
+        "{err}"
+    );
+    assert!(
+        fs::read_dir(state.path()).unwrap().next().is_none(),
+        "nothing was created"
+    );
+    let created = ca_in(state.path());
+    let loaded = HubCa::load_existing(state.path(), NOW).unwrap();
+    assert_eq!(created.ca_pin(), loaded.ca_pin());
+}
+
+#[test]
+fn certificate_serial_reads_back_the_serial_the_ca_reported() {
+    let state = tempfile::tempdir().unwrap();
+    let ca = ca_in(state.path());
+    let key = NodeKey::generate().unwrap();
+    let signed = ca
+        .sign_node_csr(&key.csr_pem("node-a").unwrap(), "node-a", NOW)
+        .unwrap();
+    assert_eq!(
+        certificate_serial(&der_of(&signed.cert_pem)).unwrap(),
+        signed.serial
+    );
+    let admin = ca.issue_admin_cert("alice", NOW).unwrap();
+    assert_eq!(
+        certificate_serial(&der_of(&admin.cert_pem)).unwrap(),
+        admin.serial
+    );
+}

@@ -1,7 +1,7 @@
 //! The audit log: every admin action, who did it and when. Append-only: the store offers no
 //! way to change or delete an entry.
 
-use rusqlite::params;
+use rusqlite::{Connection, params};
 use time::OffsetDateTime;
 
 use super::{AuditEntry, Store, StoreError, from_db, to_db};
@@ -18,17 +18,7 @@ impl Store {
         detail: &str,
         now: OffsetDateTime,
     ) -> Result<i64, StoreError> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO audit_log (at, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
-            params![to_db(now), actor, action, detail],
-        )
-        .map_err(|source| StoreError::Sql {
-            table: "audit_log",
-            action: "appending an entry",
-            source,
-        })?;
-        Ok(conn.last_insert_rowid())
+        append(&self.conn(), actor, action, detail, now)
     }
 
     /// The newest `limit` entries, newest first.
@@ -72,6 +62,27 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Appends an entry on `conn`, which may be inside a transaction: an action and its audit
+/// entry then commit together or not at all.
+pub(super) fn append(
+    conn: &Connection,
+    actor: &str,
+    action: &str,
+    detail: &str,
+    now: OffsetDateTime,
+) -> Result<i64, StoreError> {
+    conn.execute(
+        "INSERT INTO audit_log (at, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![to_db(now), actor, action, detail],
+    )
+    .map_err(|source| StoreError::Sql {
+        table: "audit_log",
+        action: "appending an entry",
+        source,
+    })?;
+    Ok(conn.last_insert_rowid())
 }
 
 #[cfg(test)]

@@ -131,6 +131,53 @@ pub enum StoreError {
         node: String,
     },
 
+    /// Nothing is enrolled under this name (for `nodes remove`, `admin-cert revoke`, a
+    /// renewal).
+    #[error("{who} is not enrolled with this hub (no certificate recorded)")]
+    NotEnrolled {
+        /// `node NAME` or `admin NAME`.
+        who: String,
+    },
+
+    /// The certificate of a name changed while a renewal was using the previous one (another
+    /// renewal or a `--replace` enrollment won); nothing was changed.
+    #[error(
+        "certificate serial {serial} of {who} is no longer current (renewed or replaced \
+         meanwhile); nothing was changed"
+    )]
+    CredentialChanged {
+        /// `node NAME` or `admin NAME`.
+        who: String,
+        /// The serial the caller presented.
+        serial: String,
+    },
+
+    /// An admin name already has a current certificate and replacing it was not asked for.
+    #[error(
+        "admin {name} already has certificate serial {serial}; pass --replace to supersede it \
+         (its holder is then refused), or `rke2-hub admin-cert revoke {name}` first"
+    )]
+    AdminCertExists {
+        /// The admin name.
+        name: String,
+        /// Its current serial.
+        serial: String,
+    },
+
+    /// The node is part of a plan that is still active; removing it would pull it from under
+    /// the plan.
+    #[error(
+        "node {node} is in plan {plan}, which is still {state}; finish or abort the plan first"
+    )]
+    NodeInActivePlan {
+        /// The node.
+        node: String,
+        /// The plan's id.
+        plan: i64,
+        /// The plan's state.
+        state: String,
+    },
+
     /// A join token with this id already exists.
     #[error("join token {id} already exists")]
     DuplicateToken {
@@ -203,6 +250,11 @@ pub enum TokenError {
         /// When it expired.
         expires_at: OffsetDateTime,
     },
+
+    /// The token is valid but may not enroll this node (bound to another node, or the node
+    /// is enrolled and the token does not replace it). Only a holder of the secret gets here.
+    #[error(transparent)]
+    Refused(#[from] crate::pki::EnrollmentRefusal),
 
     /// The store itself failed; nothing was consumed.
     #[error(transparent)]

@@ -1,6 +1,7 @@
 //! The hub's durable state in an embedded SQLite database: the node inventory, the latest
-//! certificate snapshot of every node, join tokens (hashes only) and the audit log of admin
-//! actions.
+//! certificate snapshot of every node, join tokens (hashes only), the certificate serial the
+//! hub accepts per node and admin (and the ones it stopped accepting), and the audit log of
+//! admin actions.
 //!
 //! What it guarantees:
 //! - **Durability**: WAL journal with `synchronous = FULL`, so a write whose call returned `Ok`
@@ -22,6 +23,7 @@
 mod audit;
 mod certs;
 mod error;
+mod identities;
 pub mod model;
 mod nodes;
 mod plans;
@@ -38,9 +40,13 @@ use rusqlite::Connection;
 use time::OffsetDateTime;
 
 pub use error::{StoreError, TokenError};
-pub use model::{AuditEntry, CertRow, FileErrorRow, NodeRecord, TokenRecord};
+pub use model::{
+    AuditEntry, CertRow, CredentialKind, FileErrorRow, IdentityRecord, NodeRecord, RemovedNode,
+    TokenRecord,
+};
 pub use plans::NewPlan;
 pub use tokens::hash_secret;
+pub use tokens::{Enrolled, Enrollment};
 
 /// How long a statement waits for another connection's write lock before failing with
 /// `SQLITE_BUSY` (only another process on the same file can hold it: in-process calls are

@@ -100,6 +100,76 @@ pub struct TokenRecord {
     pub used_by: Option<String>,
     /// Who created it (admin certificate CN or `uid:N` on the local socket).
     pub created_by: String,
+    /// The only node it may enroll (`token create --node`); `None`: any name not enrolled.
+    pub node: Option<String>,
+    /// Whether it may replace an enrolled node's certificate (`--replace`).
+    pub allow_replace: bool,
+    /// The role it fixes for the node it enrolls (`--role`).
+    pub role: Option<String>,
+}
+
+/// Whose certificate: a node's or an admin's. The same name may be both (they are
+/// different certificates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialKind {
+    /// A node agent's client certificate (CN = node name).
+    Node,
+    /// An admin client certificate (CN = `admin:NAME`).
+    Admin,
+}
+
+impl CredentialKind {
+    /// The store's word.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Node => "node",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// `node NAME` or `admin NAME`: how errors and the audit log name the holder.
+    #[must_use]
+    pub fn who(self, name: &str) -> String {
+        format!("{} {name}", self.as_str())
+    }
+}
+
+/// The certificate the hub accepts for one node or admin name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IdentityRecord {
+    /// Node or admin.
+    pub kind: CredentialKind,
+    /// The node name, or the admin name (without `admin:`).
+    pub name: String,
+    /// Serial (lowercase hex) of the one certificate accepted for the name; `None` for a node
+    /// enrolled before the hub recorded serials, until it next presents its certificate.
+    pub serial: Option<String>,
+    /// A node's enrolled role (`server`/`agent`); `None` until enrollment or the first hello
+    /// fixes it, and for admins.
+    pub role: Option<String>,
+    /// When the current certificate was recorded.
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+    /// End of the current certificate's validity, when known.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub not_after: Option<OffsetDateTime>,
+}
+
+/// What `nodes remove` did (or, in a dry run, would do).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemovedNode {
+    /// The node.
+    pub name: String,
+    /// Its enrolled role, if known.
+    pub role: Option<String>,
+    /// The serial revoked (none for a node whose serial was never recorded).
+    pub revoked_serial: Option<String>,
+    /// Whether it was in the inventory (had said hello).
+    pub in_inventory: bool,
+    /// Certificates of its last snapshot that were dropped with it.
+    pub certificates: u32,
 }
 
 /// One entry of the audit log of admin actions.

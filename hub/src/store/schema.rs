@@ -11,7 +11,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The migrations, in order; `MIGRATIONS[i]` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: nodes, the latest certificate snapshot per node, join tokens, audit log.
     r"
     CREATE TABLE nodes (
@@ -118,6 +118,49 @@ const MIGRATIONS: &[&str] = &[
         message TEXT NOT NULL
     ) STRICT;
     CREATE INDEX plan_events_by_plan ON plan_events (plan_id, id);
+    ",
+    // 3: hub identity. The certificate serial the hub accepts per node and admin name, the
+    // serials it stopped accepting, a node's enrolled role, and join tokens bound to a node.
+    // Nodes already in the inventory get a record without a serial: the first certificate
+    // each presents becomes its current one. Admin certificates issued before are known from
+    // the audit log ("admin:NAME serial HEX"); the newest per name becomes current.
+    r"
+    CREATE TABLE identities (
+        kind      TEXT NOT NULL CHECK (kind IN ('node', 'admin')),
+        name      TEXT NOT NULL,
+        serial    TEXT,
+        role      TEXT CHECK (role IS NULL OR role IN ('server', 'agent')),
+        since     INTEGER NOT NULL,
+        not_after INTEGER,
+        PRIMARY KEY (kind, name)
+    ) STRICT, WITHOUT ROWID;
+    CREATE UNIQUE INDEX identities_by_serial ON identities (serial) WHERE serial IS NOT NULL;
+
+    CREATE TABLE revoked_serials (
+        serial TEXT PRIMARY KEY NOT NULL,
+        kind   TEXT NOT NULL CHECK (kind IN ('node', 'admin')),
+        name   TEXT NOT NULL,
+        reason TEXT NOT NULL CHECK (reason IN ('superseded', 'revoked')),
+        at     INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+
+    ALTER TABLE join_tokens ADD COLUMN node TEXT;
+    ALTER TABLE join_tokens ADD COLUMN allow_replace INTEGER NOT NULL DEFAULT 0
+        CHECK (allow_replace IN (0, 1));
+    ALTER TABLE join_tokens ADD COLUMN role TEXT
+        CHECK (role IS NULL OR role IN ('server', 'agent'));
+
+    INSERT INTO identities (kind, name, serial, role, since)
+        SELECT 'node', name, NULL, role, first_seen FROM nodes;
+    INSERT OR REPLACE INTO identities (kind, name, serial, role, since)
+        SELECT 'admin',
+               substr(detail, 7, instr(detail, ' serial ') - 7),
+               substr(detail, instr(detail, ' serial ') + 8),
+               NULL,
+               at
+        FROM audit_log
+        WHERE action = 'admin-cert.create' AND detail LIKE 'admin:% serial %'
+        ORDER BY id;
     ",
 ];
 

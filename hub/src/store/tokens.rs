@@ -1,12 +1,51 @@
 //! Join tokens: short-lived, single-use credentials a node presents once to enroll. The store
 //! keeps only the SHA-256 of each token's secret (the caller hashes with [`hash_secret`]) and
-//! never returns it.
+//! never returns it. A token may be bound to one node name, may allow replacing that node's
+//! certificate, and may fix its role; [`Store::enroll_node`] applies all of it together with
+//! the node's new serial in one transaction.
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
-use super::{Store, StoreError, TokenError, TokenRecord, from_db, from_db_opt, to_db};
+use super::identities::{read_identity, revoke_serial};
+use super::{
+    CredentialKind, Store, StoreError, TokenError, TokenRecord, from_db, from_db_opt, to_db,
+};
+use crate::pki::{EnrollmentKind, TokenBinding, enrolled_role, judge_enrollment};
+
+/// A node's enrollment: the token it presents and the certificate the hub signed for it
+/// (released to the node only when [`Store::enroll_node`] succeeds).
+#[derive(Debug, Clone)]
+pub struct Enrollment<'a> {
+    /// The token's public id.
+    pub token_id: &'a str,
+    /// [`hash_secret`] of the presented secret.
+    pub secret_hash: &'a str,
+    /// The node name the agent claims (already checked against its CSR).
+    pub node: &'a str,
+    /// The role the enrolling agent claims, if it said one.
+    pub claimed_role: Option<&'a str>,
+    /// Serial of the certificate signed for it.
+    pub serial: &'a str,
+    /// End of that certificate's validity.
+    pub not_after: OffsetDateTime,
+    /// Now.
+    pub now: OffsetDateTime,
+}
+
+/// What an enrollment did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrolled {
+    /// A new name, or a replaced one.
+    pub kind: EnrollmentKind,
+    /// The node's role after enrollment (`None`: its first hello fixes it).
+    pub role: Option<String>,
+    /// The serial the enrollment superseded (a replaced node's previous certificate).
+    pub superseded: Option<String>,
+    /// Who created the token.
+    pub token_created_by: String,
+}
 
 /// The stored form of a join token's secret: one formula, owned by the token module.
 pub use crate::pki::token::secret_hash as hash_secret;
@@ -32,6 +71,50 @@ impl Store {
         created_by: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
+        self.insert_bound_token(
+            id,
+            secret_hash,
+            expires_at,
+            created_by,
+            &TokenBinding::default(),
+            now,
+        )
+    }
+
+    /// [`Self::insert_token`] with what the token allows: the one node it may enroll, whether
+    /// it may replace that node's certificate, and the role it fixes.
+    ///
+    /// # Errors
+    /// As [`Self::insert_token`]; [`StoreError::Invalid`] for `replace` without a node or a
+    /// role other than `server`/`agent`.
+    pub fn insert_bound_token(
+        &self,
+        id: &str,
+        secret_hash: &str,
+        expires_at: OffsetDateTime,
+        created_by: &str,
+        binding: &TokenBinding,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        if binding.replace && binding.node.is_none() {
+            return Err(StoreError::Invalid {
+                table: "join_tokens",
+                column: "allow_replace",
+                value: "true".to_owned(),
+                reason: "a token may replace only the node it is bound to",
+            });
+        }
+        if let Some(role) = binding.role.as_deref()
+            && role != "server"
+            && role != "agent"
+        {
+            return Err(StoreError::Invalid {
+                table: "join_tokens",
+                column: "role",
+                value: role.to_owned(),
+                reason: "must be server or agent",
+            });
+        }
         if !is_secret_hash(secret_hash) {
             return Err(StoreError::Invalid {
                 table: "join_tokens",
@@ -49,9 +132,19 @@ impl Store {
             });
         }
         let result = self.conn().execute(
-            "INSERT INTO join_tokens (id, secret_hash, created_at, expires_at, created_by) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, secret_hash, to_db(now), to_db(expires_at), created_by],
+            "INSERT INTO join_tokens (id, secret_hash, created_at, expires_at, created_by, \
+                                      node, allow_replace, role) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                id,
+                secret_hash,
+                to_db(now),
+                to_db(expires_at),
+                created_by,
+                binding.node,
+                binding.replace,
+                binding.role
+            ],
         );
         match result {
             Ok(_) => Ok(()),
@@ -85,62 +178,98 @@ impl Store {
         node_name: &str,
         now: OffsetDateTime,
     ) -> Result<(), TokenError> {
-        let sql_err = |action| {
-            move |source| StoreError::TokenSql {
-                id: id.to_owned(),
-                action,
-                source,
-            }
-        };
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql_err("consuming the token"))?;
-        let row: Option<(String, i64, Option<i64>)> = tx
+            .map_err(token_sql(id, "consuming the token"))?;
+        check_token(&tx, id, secret_hash, now)?;
+        spend_token(&tx, id, node_name, now)?;
+        tx.commit().map_err(token_sql(id, "consuming the token"))?;
+        Ok(())
+    }
+
+    /// Enrolls a node: checks the token as [`Self::consume_token`] does, then what it allows
+    /// ([`judge_enrollment`]: its bound node, whether an enrolled name may be replaced), then
+    /// records the node's new serial and role, supersedes a replaced node's previous serial,
+    /// spends the token and appends the audit entry, all in one IMMEDIATE transaction. A
+    /// refusal changes nothing: the token stays unused.
+    ///
+    /// A name counts as enrolled when it has a certificate record or is in the inventory.
+    ///
+    /// # Errors
+    /// [`TokenError`]: the token's own refusals first (so only a holder of the secret learns
+    /// more), then [`TokenError::Refused`] naming the node; [`TokenError::Store`] if the store
+    /// failed.
+    pub fn enroll_node(&self, e: &Enrollment<'_>) -> Result<Enrolled, TokenError> {
+        let id = e.token_id;
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(token_sql(id, "enrolling with the token"))?;
+        let (binding, created_by) = check_token(&tx, id, e.secret_hash, e.now)?;
+        let previous = read_identity(&tx, CredentialKind::Node, e.node)?;
+        let in_inventory = tx
             .query_row(
-                "SELECT secret_hash, expires_at, used_at FROM join_tokens WHERE id = ?1",
-                params![id],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                "SELECT 1 FROM nodes WHERE name = ?1",
+                params![e.node],
+                |_| Ok(()),
             )
             .optional()
-            .map_err(sql_err("reading the token"))?;
-        let Some((stored_hash, expires_at, used_at)) = row else {
-            return Err(TokenError::Unknown { id: id.to_owned() });
-        };
-        let key = || id.to_owned();
-        if !bool::from(stored_hash.as_bytes().ct_eq(secret_hash.as_bytes())) {
-            return Err(TokenError::Mismatch { id: id.to_owned() });
+            .map_err(token_sql(id, "reading the node"))?
+            .is_some();
+        let kind = judge_enrollment(id, &binding, e.node, previous.is_some() || in_inventory)?;
+        let previous_role = previous.as_ref().and_then(|p| p.role.as_deref());
+        let role = enrolled_role(binding.role.as_deref(), previous_role, e.claimed_role);
+        let superseded = previous.and_then(|p| p.serial);
+        if let Some(old) = &superseded {
+            revoke_serial(&tx, old, CredentialKind::Node, e.node, "superseded", e.now)?;
         }
-        if let Some(used_at) = from_db_opt(used_at, "join_tokens", key, "used_at")? {
-            return Err(TokenError::AlreadyUsed {
-                id: id.to_owned(),
-                used_at,
-            });
-        }
-        let expires_at = from_db(expires_at, "join_tokens", key, "expires_at")?;
-        if now >= expires_at {
-            return Err(TokenError::Expired {
-                id: id.to_owned(),
-                expires_at,
-            });
-        }
-        let changed = tx
-            .execute(
-                "UPDATE join_tokens SET used_at = ?2, used_by = ?3 \
-                 WHERE id = ?1 AND used_at IS NULL",
-                params![id, to_db(now), node_name],
+        tx.execute(
+            "INSERT INTO identities (kind, name, serial, role, since, not_after) \
+             VALUES ('node', ?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (kind, name) DO UPDATE SET serial = excluded.serial, \
+                 role = excluded.role, since = excluded.since, not_after = excluded.not_after",
+            params![e.node, e.serial, role, to_db(e.now), to_db(e.not_after)],
+        )
+        .map_err(token_sql(id, "recording the node's certificate"))?;
+        if let Some(role) = &role {
+            tx.execute(
+                "UPDATE nodes SET role = ?2 WHERE name = ?1",
+                params![e.node, role],
             )
-            .map_err(sql_err("consuming the token"))?;
-        if changed != 1 {
-            // Unreachable while the IMMEDIATE transaction holds the write lock; kept so that a
-            // change of isolation can never make a token usable twice.
-            return Err(TokenError::AlreadyUsed {
-                id: id.to_owned(),
-                used_at: now,
-            });
+            .map_err(token_sql(id, "recording the node's role"))?;
         }
-        tx.commit().map_err(sql_err("consuming the token"))?;
-        Ok(())
+        spend_token(&tx, id, e.node, e.now)?;
+        let mut detail = format!(
+            "token {id} (created by {created_by}), serial {}, role {}",
+            e.serial,
+            role.as_deref().unwrap_or("from its first hello")
+        );
+        if kind == EnrollmentKind::Replace {
+            detail.push_str(&format!(
+                ", replaced serial {}",
+                superseded.as_deref().unwrap_or("(not recorded)")
+            ));
+        }
+        super::audit::append(
+            &tx,
+            &format!("node:{}", e.node),
+            if kind == EnrollmentKind::Replace {
+                "node.enroll.replace"
+            } else {
+                "node.enroll"
+            },
+            &detail,
+            e.now,
+        )?;
+        tx.commit()
+            .map_err(token_sql(id, "enrolling with the token"))?;
+        Ok(Enrolled {
+            kind,
+            role,
+            superseded,
+            token_created_by: created_by,
+        })
     }
 
     /// Every join token, oldest first, without secrets or their hashes.
@@ -148,7 +277,15 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sql`] if the read fails; [`StoreError::Corrupt`] for an unreadable row.
     pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        type Raw = (String, i64, i64, Option<i64>, Option<String>, String);
+        type Raw = (
+            String,
+            i64,
+            i64,
+            Option<i64>,
+            Option<String>,
+            String,
+            (Option<String>, bool, Option<String>),
+        );
         let sql_err = |source| StoreError::Sql {
             table: "join_tokens",
             action: "listing join tokens",
@@ -157,7 +294,8 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT id, created_at, expires_at, used_at, used_by, created_by \
+                "SELECT id, created_at, expires_at, used_at, used_by, created_by, node, \
+                        allow_replace, role \
                  FROM join_tokens ORDER BY created_at, id",
             )
             .map_err(sql_err)?;
@@ -170,6 +308,7 @@ impl Store {
                     row.get(3)?,
                     row.get(4)?,
                     row.get(5)?,
+                    (row.get(6)?, row.get(7)?, row.get(8)?),
                 ))
             })
             .map_err(sql_err)?
@@ -177,7 +316,8 @@ impl Store {
             .map_err(sql_err)?;
         raw.into_iter()
             .map(
-                |(id, created_at, expires_at, used_at, used_by, created_by)| {
+                |(id, created_at, expires_at, used_at, used_by, created_by, bound)| {
+                    let (node, allow_replace, role) = bound;
                     let key = || id.clone();
                     Ok(TokenRecord {
                         created_at: from_db(created_at, "join_tokens", key, "created_at")?,
@@ -185,12 +325,115 @@ impl Store {
                         used_at: from_db_opt(used_at, "join_tokens", key, "used_at")?,
                         used_by,
                         created_by,
+                        node,
+                        allow_replace,
+                        role,
                         id,
                     })
                 },
             )
             .collect()
     }
+}
+
+/// A [`StoreError::TokenSql`] maker for token `id`.
+fn token_sql<'a>(id: &'a str, action: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + 'a {
+    move |source| StoreError::TokenSql {
+        id: id.to_owned(),
+        action,
+        source,
+    }
+}
+
+/// Checks token `id` inside `tx`: known, `secret_hash` matching (constant time), unused,
+/// unexpired at `now`, in [`TokenError`]'s order. Returns what it allows and who created it.
+fn check_token(
+    tx: &Transaction<'_>,
+    id: &str,
+    secret_hash: &str,
+    now: OffsetDateTime,
+) -> Result<(TokenBinding, String), TokenError> {
+    type Raw = (
+        String,
+        i64,
+        Option<i64>,
+        String,
+        Option<String>,
+        bool,
+        Option<String>,
+    );
+    let row: Option<Raw> = tx
+        .query_row(
+            "SELECT secret_hash, expires_at, used_at, created_by, node, allow_replace, role \
+             FROM join_tokens WHERE id = ?1",
+            params![id],
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                    row.get(6)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(token_sql(id, "reading the token"))?;
+    let Some((stored_hash, expires_at, used_at, created_by, node, replace, role)) = row else {
+        return Err(TokenError::Unknown { id: id.to_owned() });
+    };
+    let key = || id.to_owned();
+    if !bool::from(stored_hash.as_bytes().ct_eq(secret_hash.as_bytes())) {
+        return Err(TokenError::Mismatch { id: id.to_owned() });
+    }
+    if let Some(used_at) = from_db_opt(used_at, "join_tokens", key, "used_at")? {
+        return Err(TokenError::AlreadyUsed {
+            id: id.to_owned(),
+            used_at,
+        });
+    }
+    let expires_at = from_db(expires_at, "join_tokens", key, "expires_at")?;
+    if now >= expires_at {
+        return Err(TokenError::Expired {
+            id: id.to_owned(),
+            expires_at,
+        });
+    }
+    Ok((
+        TokenBinding {
+            node,
+            replace,
+            role,
+        },
+        created_by,
+    ))
+}
+
+/// Marks token `id` used by `node_name` inside `tx`.
+fn spend_token(
+    tx: &Transaction<'_>,
+    id: &str,
+    node_name: &str,
+    now: OffsetDateTime,
+) -> Result<(), TokenError> {
+    let changed = tx
+        .execute(
+            "UPDATE join_tokens SET used_at = ?2, used_by = ?3 \
+             WHERE id = ?1 AND used_at IS NULL",
+            params![id, to_db(now), node_name],
+        )
+        .map_err(token_sql(id, "consuming the token"))?;
+    if changed != 1 {
+        // Unreachable while the IMMEDIATE transaction holds the write lock; kept so that a
+        // change of isolation can never make a token usable twice.
+        return Err(TokenError::AlreadyUsed {
+            id: id.to_owned(),
+            used_at: now,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -245,6 +488,9 @@ mod tests {
                 used_at: Some(NOW),
                 used_by: Some("node-1".to_owned()),
                 created_by: "uid:0".to_owned(),
+                node: None,
+                allow_replace: false,
+                role: None,
             }]
         );
     }
