@@ -75,6 +75,8 @@ pub async fn run(
         ca: Arc::clone(&ca),
         advertise_address: config.advertise_address.clone(),
         heartbeat_timeout: config.heartbeat_timeout,
+        status_limit: Arc::new(crate::ratelimit::Limiter::new(crate::ratelimit::STATUS)),
+        renewal_limit: Arc::new(crate::ratelimit::Limiter::new(crate::ratelimit::RENEWAL)),
     };
 
     // The chain carries the CA so an enrolling agent can match it against its pin. Client

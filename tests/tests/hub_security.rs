@@ -1626,11 +1626,21 @@ async fn replace_supersedes_the_old_certificate_for_connect_and_renew() {
     let stream = connected(&hub, &new, "alpha", pb::NodeRole::Agent).await;
     drop(stream);
 
-    // Renewal supersedes the certificate it was made with, and only once.
-    let renewed = renew(&hub, &new, "alpha").await.expect("renew");
+    // Renewal: the certificate it was made with stays accepted until the renewed one is
+    // used, because the answer may be lost on its way (here the first one is): the agent
+    // renews again with its old certificate, and the lost one is superseded. Once the
+    // renewed certificate connects, the old one is superseded for good.
+    let lost = renew(&hub, &new, "alpha")
+        .await
+        .expect("renew (answer lost)");
+    let renewed = renew(&hub, &new, "alpha")
+        .await
+        .expect("renew again with the certificate before the lost renewal");
+    let lost_serial = serial_of(&lost.cert_pem);
+    certificate_refused(&hub, &lost, "alpha", &["superseded", &lost_serial]).await;
+    let _stream = connected(&hub, &renewed, "alpha", pb::NodeRole::Agent).await;
     let new_serial = serial_of(&new.cert_pem);
     certificate_refused(&hub, &new, "alpha", &["superseded", &new_serial]).await;
-    let _stream = connected(&hub, &renewed, "alpha", pb::NodeRole::Agent).await;
 
     let stopped = hub.stop();
     let actions: Vec<String> = stopped
@@ -1640,12 +1650,20 @@ async fn replace_supersedes_the_old_certificate_for_connect_and_renew() {
         .collect();
     assert_eq!(
         actions,
-        ["node.enroll", "node.enroll.replace", "node.renew"]
+        [
+            "node.enroll",
+            "node.enroll.replace",
+            "node.renew",
+            "node.renew",
+            "node.renew.confirmed"
+        ]
     );
     let revoked = stopped.rows("SELECT serial, reason FROM revoked_serials ORDER BY at, serial");
     assert!(
         revoked.contains(&serde_json::json!({"serial": old_serial, "reason": "superseded"}))
-            && revoked.contains(&serde_json::json!({"serial": new_serial, "reason": "superseded"})),
+            && revoked.contains(&serde_json::json!({"serial": new_serial, "reason": "superseded"}))
+            && revoked
+                .contains(&serde_json::json!({"serial": lost_serial, "reason": "superseded"})),
         "{revoked:?}"
     );
     stopped.assert_log_keeps(&[replacing.secret(), &old.key_pem, &new.key_pem]);
@@ -2020,4 +2038,65 @@ fn admin_cert_create_never_creates_a_ca() {
         }
         assert!(!dir.path().join("missing").exists());
     }
+}
+
+/// A node that floods the hub is cut off naming itself and the limit, before the hub parses
+/// and stores what it sends: statuses beyond the burst end its stream with
+/// RESOURCE_EXHAUSTED, and renewals beyond theirs are refused (the CA signs nothing).
+/// Another node is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_node_is_rate_limited_by_name_and_others_are_not() {
+    let hub = Hub::start("127.0.44.8");
+    let alpha = enroll(&hub, &hub.token("10m"), "alpha")
+        .await
+        .expect("enroll alpha");
+    let beta = enroll(&hub, &hub.token("10m"), "beta")
+        .await
+        .expect("enroll beta");
+    let (flood, mut inbound) = connected(&hub, &alpha, "alpha", pb::NodeRole::Agent).await;
+    let (beta_open, _beta_inbound) = connected(&hub, &beta, "beta", pb::NodeRole::Agent).await;
+    for _ in 0..100 {
+        let status = pb::AgentMessage {
+            body: Some(pb::agent_message::Body::Status(full_status(Vec::new()))),
+        };
+        if flood.send(status).await.is_err() {
+            break;
+        }
+    }
+    let ended = tokio::time::timeout(STREAM_VERDICT, async {
+        loop {
+            match inbound.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("alpha's stream ended without a reason"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the flooding stream is ended");
+    assert_eq!(ended.code(), Code::ResourceExhausted, "{ended:?}");
+    assert!(ended.message().contains("node alpha"), "{ended:?}");
+    // beta keeps its stream.
+    let status = pb::AgentMessage {
+        body: Some(pb::agent_message::Body::Status(full_status(Vec::new()))),
+    };
+    beta_open.send(status).await.expect("beta still connected");
+
+    // Renewals: the burst passes (each with the newest certificate), the next is refused.
+    let mut current = alpha;
+    for i in 0..3 {
+        current = renew(&hub, &current, "alpha")
+            .await
+            .unwrap_or_else(|s| panic!("renewal {i} within the burst: {s:?}"));
+    }
+    let Err(refused) = renew(&hub, &current, "alpha").await else {
+        panic!("a fourth renewal at once was signed");
+    };
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("node alpha") && refused.message().contains("renewals"),
+        "{refused:?}"
+    );
+    drop(beta_open);
+    hub.stop();
 }

@@ -217,6 +217,18 @@ impl AgentApi {
         request: Request<pb::RenewRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
         let (node, presented) = current_node(&self.hub, &request)?;
+        if !self
+            .hub
+            .renewal_limit
+            .allow(&node, std::time::Instant::now())
+        {
+            return Err(Status::resource_exhausted(format!(
+                "node {node}: more than {} certificate renewals within {} s; try later",
+                crate::ratelimit::RENEWAL.burst,
+                crate::ratelimit::RENEWAL.every.as_secs()
+                    * u64::from(crate::ratelimit::RENEWAL.burst)
+            )));
+        }
         let now = OffsetDateTime::now_utc();
         let signed = self
             .hub
@@ -304,6 +316,7 @@ impl AgentApi {
         let engine = std::sync::Arc::clone(&self.hub.engine);
         let shutdown = self.hub.shutdown.clone();
         let metrics = std::sync::Arc::clone(&self.hub.metrics);
+        let status_limit = std::sync::Arc::clone(&self.hub.status_limit);
         tokio::spawn(async move {
             let mut shutdown = shutdown;
             let mut ended = session.ended;
@@ -347,7 +360,27 @@ impl AgentApi {
                             Some(pb::agent_message::Body::Heartbeat(_)) => "Connect/heartbeat",
                             _ => "Connect/other",
                         };
-                        let result = handle(&store, &engine, &node, message, now);
+                        let is_status =
+                            matches!(message.body, Some(pb::agent_message::Body::Status(_)));
+                        let result = if is_status
+                            && !status_limit.allow(&node, std::time::Instant::now())
+                        {
+                            Err(Status::resource_exhausted(format!(
+                                "node {node}: more than {} statuses at once, or more than one a \
+                                 second after that; reconnect later",
+                                crate::ratelimit::STATUS.burst
+                            )))
+                        } else {
+                            // SQLite commits fsync: off the async workers, so one node's
+                            // large snapshot never stalls every other stream.
+                            let (store, engine, node) =
+                                (store.clone(), std::sync::Arc::clone(&engine), node.clone());
+                            tokio::task::spawn_blocking(move || {
+                                handle(&store, &engine, &node, message, now)
+                            })
+                            .await
+                            .unwrap_or_else(|e| Err(internal(e)))
+                        };
                         let code = result
                             .as_ref()
                             .map_or_else(Status::code, |()| tonic::Code::Ok);

@@ -60,6 +60,10 @@ pub struct CredentialFacts {
     /// `Some(None)` for a name enrolled before serials were recorded; `Some(Some(serial))`
     /// with the current serial otherwise.
     pub current: Option<Option<String>>,
+    /// The node's certificate before its last renewal, still accepted until the renewed one
+    /// is first presented: an agent whose renewal answer was lost on the way still holds
+    /// only the old certificate, and must be able to reconnect and renew again.
+    pub previous: Option<String>,
     /// When the presented serial was superseded or revoked, and why.
     pub revoked: Option<(RevocationReason, OffsetDateTime)>,
 }
@@ -139,6 +143,7 @@ pub fn judge_credential(who: &str, serial: &str, facts: &CredentialFacts) -> Cre
         }),
         Some(None) => CredentialVerdict::Adopt,
         Some(Some(current)) if current == serial => CredentialVerdict::Accept,
+        Some(Some(_)) if facts.previous.as_deref() == Some(serial) => CredentialVerdict::Accept,
         Some(Some(_)) => CredentialVerdict::Refuse(CredentialRefusal::NotCurrent {
             who: who.to_owned(),
             serial: serial.to_owned(),
@@ -319,6 +324,7 @@ mod tests {
     fn facts(current: Option<Option<&str>>, revoked: Option<RevocationReason>) -> CredentialFacts {
         CredentialFacts {
             current: current.map(|c| c.map(str::to_owned)),
+            previous: None,
             revoked: revoked.map(|r| (r, AT)),
         }
     }
@@ -363,6 +369,35 @@ mod tests {
         };
         assert!(refusal.to_string().contains("superseded"), "{refusal}");
         assert!(refusal.to_string().contains("admin a"), "{refusal}");
+    }
+
+    #[test]
+    fn the_certificate_before_a_renewal_is_accepted_until_it_is_superseded() {
+        let f = CredentialFacts {
+            previous: Some("aa".into()),
+            ..facts(Some(Some("bb")), None)
+        };
+        assert_eq!(
+            judge_credential("node n", "aa", &f),
+            CredentialVerdict::Accept
+        );
+        assert_eq!(
+            judge_credential("node n", "bb", &f),
+            CredentialVerdict::Accept
+        );
+        assert!(matches!(
+            judge_credential("node n", "cc", &f),
+            CredentialVerdict::Refuse(_)
+        ));
+        // Once the renewed one was used, the old one is in the revocation table: refused.
+        let used = CredentialFacts {
+            revoked: Some((RevocationReason::Superseded, AT)),
+            ..f
+        };
+        assert!(matches!(
+            judge_credential("node n", "aa", &used),
+            CredentialVerdict::Refuse(CredentialRefusal::Superseded { .. })
+        ));
     }
 
     #[test]

@@ -34,9 +34,40 @@ impl Store {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("checking a certificate"))?;
-        let current = read_identity(&tx, kind, name)?.map(|record| record.serial);
+        let record = read_identity(&tx, kind, name)?;
+        let current = record.as_ref().map(|r| r.serial.clone());
+        let previous = record.as_ref().and_then(|r| r.previous_serial.clone());
         let revoked = read_revocation(&tx, serial)?;
-        let verdict = judge_credential(&who, serial, &CredentialFacts { current, revoked });
+        let verdict = judge_credential(
+            &who,
+            serial,
+            &CredentialFacts {
+                current: current.clone(),
+                previous: previous.clone(),
+                revoked,
+            },
+        );
+        if verdict == CredentialVerdict::Accept
+            && current.as_ref().and_then(Option::as_deref) == Some(serial)
+            && let Some(old) = previous
+        {
+            // The renewed certificate is in use: the one before it is superseded for good.
+            revoke_serial(&tx, &old, kind, name, "superseded", now)?;
+            tx.execute(
+                "UPDATE identities SET previous_serial = NULL WHERE kind = ?1 AND name = ?2",
+                params![kind.as_str(), name],
+            )
+            .map_err(sql("confirming a renewal"))?;
+            super::audit::append(
+                &tx,
+                &format!("{}:{name}", kind.as_str()),
+                "node.renew.confirmed",
+                &format!("{who}: serial {serial} in use; {old} superseded"),
+                now,
+            )?;
+            tx.commit().map_err(sql("confirming a renewal"))?;
+            return Ok(verdict);
+        }
         if verdict == CredentialVerdict::Adopt {
             tx.execute(
                 "UPDATE identities SET serial = ?3, since = ?4 \
@@ -79,14 +110,14 @@ impl Store {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("importing a certificate"))?;
-        if let Some(old) = read_identity(&tx, kind, node)?.and_then(|r| r.serial) {
-            revoke_serial(&tx, &old, kind, node, "superseded", now)?;
+        if let Some(old) = read_identity(&tx, kind, node)? {
+            revoke_record(&tx, &old, "superseded", now)?;
         }
         tx.execute(
             "INSERT INTO identities (kind, name, serial, role, since, not_after) \
              VALUES ('node', ?1, ?2, NULL, ?3, ?4) \
              ON CONFLICT (kind, name) DO UPDATE SET serial = excluded.serial, \
-                 since = excluded.since, not_after = excluded.not_after",
+                 since = excluded.since, not_after = excluded.not_after, previous_serial = NULL",
             params![node, serial, to_db(now), to_db(not_after)],
         )
         .map_err(sql("importing a certificate"))?;
@@ -112,13 +143,15 @@ impl Store {
         read_identity(&self.conn(), kind, name)
     }
 
-    /// Records a renewal: `new_serial` becomes the node's current certificate and `presented`
-    /// (the one the renewal was made with) is superseded. The swap happens only if `presented`
-    /// is still current (or the node has no recorded serial yet), so of two renewals with one
-    /// certificate only the first wins.
+    /// Records a renewal: `new_serial` becomes the node's current certificate. `presented`
+    /// (the one the renewal was made with) stays accepted as the previous one until the new
+    /// one is first presented ([`Self::check_credential`] then supersedes it): the answer
+    /// carrying the new certificate may be lost, and the agent must still get in to renew
+    /// again. A renewal made with that previous certificate supersedes the never-used
+    /// current one instead. Any other serial is refused.
     ///
     /// # Errors
-    /// [`StoreError::CredentialChanged`] when `presented` is no longer current;
+    /// [`StoreError::CredentialChanged`] when `presented` is neither current nor previous;
     /// [`StoreError::NotEnrolled`] when the node has no record; SQL failures.
     pub fn renew_node_certificate(
         &self,
@@ -139,24 +172,41 @@ impl Store {
                 who: kind.who(node),
             });
         };
-        if record.serial.as_deref().is_some_and(|s| s != presented) {
+        let with_previous = record.previous_serial.as_deref() == Some(presented);
+        let with_current = record.serial.as_deref().is_none_or(|s| s == presented);
+        if !(with_current || with_previous) {
             return Err(StoreError::CredentialChanged {
                 who: kind.who(node),
                 serial: presented.to_owned(),
             });
         }
-        revoke_serial(&tx, presented, kind, node, "superseded", now)?;
+        // What stops being accepted now: with the current certificate, an older previous one
+        // (normally none: presenting the current one confirmed it); with the previous one,
+        // the current one that was never used.
+        let dropped = if with_previous && !with_current {
+            record.serial.clone()
+        } else {
+            record.previous_serial.clone().filter(|p| p != presented)
+        };
+        if let Some(old) = &dropped {
+            revoke_serial(&tx, old, kind, node, "superseded", now)?;
+        }
         tx.execute(
-            "UPDATE identities SET serial = ?2, since = ?3, not_after = ?4 \
+            "UPDATE identities SET serial = ?2, since = ?3, not_after = ?4, previous_serial = ?5 \
              WHERE kind = 'node' AND name = ?1",
-            params![node, new_serial, to_db(now), to_db(not_after)],
+            params![node, new_serial, to_db(now), to_db(not_after), presented],
         )
         .map_err(sql("renewing a certificate"))?;
         super::audit::append(
             &tx,
             &format!("node:{node}"),
             "node.renew",
-            &format!("serial {presented} superseded by {new_serial}"),
+            &format!(
+                "serial {new_serial} issued for {presented} (accepted until {new_serial} is used){}",
+                dropped
+                    .map(|d| format!("; {d} superseded"))
+                    .unwrap_or_default()
+            ),
             now,
         )?;
         tx.commit().map_err(sql("renewing a certificate"))
@@ -449,8 +499,8 @@ impl Store {
         if dry_run {
             return Ok(removed);
         }
-        if let Some(serial) = &revoked_serial {
-            revoke_serial(&tx, serial, kind, name, "revoked", now)?;
+        if let Some(record) = &record {
+            revoke_record(&tx, record, "revoked", now)?;
         }
         tx.execute(
             "DELETE FROM identities WHERE kind = 'node' AND name = ?1",
@@ -496,12 +546,27 @@ pub(super) fn read_identity(
     kind: CredentialKind,
     name: &str,
 ) -> Result<Option<IdentityRecord>, StoreError> {
-    type Raw = (Option<String>, Option<String>, i64, Option<i64>);
+    type Raw = (
+        Option<String>,
+        Option<String>,
+        i64,
+        Option<i64>,
+        Option<String>,
+    );
     let raw: Option<Raw> = conn
         .query_row(
-            "SELECT serial, role, since, not_after FROM identities WHERE kind = ?1 AND name = ?2",
+            "SELECT serial, role, since, not_after, previous_serial FROM identities \
+             WHERE kind = ?1 AND name = ?2",
             params![kind.as_str(), name],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            },
         )
         .optional()
         .map_err(|source| StoreError::NodeSql {
@@ -510,7 +575,7 @@ pub(super) fn read_identity(
             action: "reading the certificate record",
             source,
         })?;
-    raw.map(|(serial, role, since, not_after)| {
+    raw.map(|(serial, role, since, not_after, previous_serial)| {
         let key = || kind.who(name);
         Ok(IdentityRecord {
             kind,
@@ -519,6 +584,7 @@ pub(super) fn read_identity(
             role,
             since: from_db(since, "identities", key, "since")?,
             not_after: from_db_opt(not_after, "identities", key, "not_after")?,
+            previous_serial,
         })
     })
     .transpose()
@@ -556,6 +622,23 @@ fn read_revocation(
 
 /// Records that `serial` (of `name`) is no longer accepted. A serial already recorded keeps
 /// its first reason and time.
+/// Stops accepting every certificate of `record` (the current one and, for a node whose
+/// renewal is not confirmed yet, the one before it), for `reason`.
+pub(super) fn revoke_record(
+    conn: &Connection,
+    record: &IdentityRecord,
+    reason: &'static str,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    for serial in [&record.serial, &record.previous_serial]
+        .into_iter()
+        .flatten()
+    {
+        revoke_serial(conn, serial, record.kind, &record.name, reason, now)?;
+    }
+    Ok(())
+}
+
 pub(super) fn revoke_serial(
     conn: &Connection,
     serial: &str,
@@ -666,30 +749,60 @@ mod tests {
     }
 
     #[test]
-    fn renewal_swaps_the_serial_once() {
+    fn renewal_keeps_the_old_certificate_until_the_new_one_is_used() {
         let store = Store::open_in_memory().unwrap();
         token(&store, "t1", None, false, None);
         enroll(&store, "t1", "a", "aa").unwrap();
         store
             .renew_node_certificate("a", "aa", "bb", NOW + HOUR, NOW)
             .unwrap();
-        let err = store
+        // The answer with bb was lost: the agent still holds aa, gets in and renews again.
+        assert_eq!(
+            verdict(&store, CredentialKind::Node, "a", "aa"),
+            CredentialVerdict::Accept
+        );
+        store
             .renew_node_certificate("a", "aa", "cc", NOW + HOUR, NOW)
-            .unwrap_err();
-        assert!(matches!(err, StoreError::CredentialChanged { .. }), "{err}");
+            .unwrap();
+        assert!(matches!(
+            verdict(&store, CredentialKind::Node, "a", "bb"),
+            CredentialVerdict::Refuse(CredentialRefusal::Superseded { .. })
+        ));
+        // cc is used: from now on aa is superseded for good, and renews nothing.
+        assert_eq!(
+            verdict(&store, CredentialKind::Node, "a", "cc"),
+            CredentialVerdict::Accept
+        );
         assert!(matches!(
             verdict(&store, CredentialKind::Node, "a", "aa"),
             CredentialVerdict::Refuse(CredentialRefusal::Superseded { .. })
         ));
-        assert_eq!(
-            store
-                .identity(CredentialKind::Node, "a")
-                .unwrap()
-                .unwrap()
-                .serial
-                .as_deref(),
-            Some("bb")
-        );
+        let err = store
+            .renew_node_certificate("a", "aa", "dd", NOW + HOUR, NOW)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::CredentialChanged { .. }), "{err}");
+        let record = store.identity(CredentialKind::Node, "a").unwrap().unwrap();
+        assert_eq!(record.serial.as_deref(), Some("cc"));
+        assert_eq!(record.previous_serial, None);
+    }
+
+    #[test]
+    fn a_replacement_or_removal_also_ends_a_pending_renewals_old_certificate() {
+        let store = Store::open_in_memory().unwrap();
+        token(&store, "t1", None, false, None);
+        enroll(&store, "t1", "a", "aa").unwrap();
+        store
+            .renew_node_certificate("a", "aa", "bb", NOW + HOUR, NOW)
+            .unwrap();
+        store
+            .import_node_certificate("a", "cc", NOW + HOUR, "test", NOW)
+            .unwrap();
+        for old in ["aa", "bb"] {
+            assert!(matches!(
+                verdict(&store, CredentialKind::Node, "a", old),
+                CredentialVerdict::Refuse(CredentialRefusal::Superseded { .. })
+            ));
+        }
     }
 
     #[test]

@@ -155,6 +155,9 @@ pub struct IdentityRecord {
     /// End of the current certificate's validity, when known.
     #[serde(with = "time::serde::rfc3339::option")]
     pub not_after: Option<OffsetDateTime>,
+    /// A node's certificate before its last renewal, accepted until the renewed one is first
+    /// presented.
+    pub previous_serial: Option<String>,
 }
 
 /// What `nodes remove` did (or, in a dry run, would do).

@@ -132,6 +132,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
         role      TEXT CHECK (role IS NULL OR role IN ('server', 'agent')),
         since     INTEGER NOT NULL,
         not_after INTEGER,
+        -- a node's certificate before its last renewal, accepted until the renewed one is
+        -- first presented (a lost renewal answer must not lock the node out)
+        previous_serial TEXT,
         PRIMARY KEY (kind, name)
     ) STRICT, WITHOUT ROWID;
     CREATE UNIQUE INDEX identities_by_serial ON identities (serial) WHERE serial IS NOT NULL;

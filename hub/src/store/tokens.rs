@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
-use super::identities::{read_identity, revoke_serial};
+use super::identities::{read_identity, revoke_record};
 use super::{
     CredentialKind, Store, StoreError, TokenError, TokenRecord, from_db, from_db_opt, to_db,
 };
@@ -220,15 +220,16 @@ impl Store {
         let kind = judge_enrollment(id, &binding, e.node, previous.is_some() || in_inventory)?;
         let previous_role = previous.as_ref().and_then(|p| p.role.as_deref());
         let role = enrolled_role(binding.role.as_deref(), previous_role, e.claimed_role);
-        let superseded = previous.and_then(|p| p.serial);
-        if let Some(old) = &superseded {
-            revoke_serial(&tx, old, CredentialKind::Node, e.node, "superseded", e.now)?;
+        if let Some(old) = &previous {
+            revoke_record(&tx, old, "superseded", e.now)?;
         }
+        let superseded = previous.and_then(|p| p.serial);
         tx.execute(
             "INSERT INTO identities (kind, name, serial, role, since, not_after) \
              VALUES ('node', ?1, ?2, ?3, ?4, ?5) \
              ON CONFLICT (kind, name) DO UPDATE SET serial = excluded.serial, \
-                 role = excluded.role, since = excluded.since, not_after = excluded.not_after",
+                 role = excluded.role, since = excluded.since, not_after = excluded.not_after, \
+                 previous_serial = NULL",
             params![e.node, e.serial, role, to_db(e.now), to_db(e.not_after)],
         )
         .map_err(token_sql(id, "recording the node's certificate"))?;
