@@ -311,14 +311,26 @@ async fn list_nodes(args: &ListArgs) -> anyhow::Result<()> {
 /// When the hub is unreachable or refuses (e.g. an unknown node).
 pub async fn certs(args: &CertsArgs) -> anyhow::Result<()> {
     let mut client = connect(&args.client).await?;
-    let response = client
-        .list_certificates(pb::ListCertificatesRequest {
-            node: args.node.clone().unwrap_or_default(),
-            expiring_within_seconds: args.expiring_within.map_or(0, |d| d.as_secs()),
-        })
-        .await
-        .map_err(refused)?
-        .into_inner();
+    // Page by page: a large fleet's certificates do not fit one message.
+    let mut response = pb::ListCertificatesResponse::default();
+    loop {
+        let page = client
+            .list_certificates(pb::ListCertificatesRequest {
+                node: args.node.clone().unwrap_or_default(),
+                expiring_within_seconds: args.expiring_within.map_or(0, |d| d.as_secs()),
+                limit: 0,
+                page_token: std::mem::take(&mut response.next_page_token),
+            })
+            .await
+            .map_err(refused)?
+            .into_inner();
+        response.certificates.extend(page.certificates);
+        response.errors.extend(page.errors);
+        response.next_page_token = page.next_page_token;
+        if response.next_page_token.is_empty() {
+            break;
+        }
+    }
     let rows: Vec<(String, CertRow)> = response
         .certificates
         .iter()

@@ -2100,3 +2100,86 @@ async fn a_flooding_node_is_rate_limited_by_name_and_others_are_not() {
     drop(beta_open);
     hub.stop();
 }
+
+/// `ListCertificates` answers a page at a time: pages of 7 put together are exactly the
+/// whole list, in order, the unreadable files come once, and a forged page token is refused
+/// naming the field. `rke2-hub certs` pages too and shows every certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_come_in_pages_that_add_up_to_the_whole_list() {
+    let hub = Hub::start("127.0.44.9");
+    let alpha = enroll(&hub, &hub.token("10m"), "alpha")
+        .await
+        .expect("enroll alpha");
+    let (open, _inbound) = connected(&hub, &alpha, "alpha", pb::NodeRole::Agent).await;
+    let mut status = full_status(
+        (0..30)
+            .map(|i| certificate(&format!("server/tls/c{i:02}.crt"), &format!("{i:02x}")))
+            .collect(),
+    );
+    status.errors = vec![pb::FileError {
+        path: "server/tls/broken.crt".into(),
+        reason: "empty".into(),
+    }];
+    open.send(pb::AgentMessage {
+        body: Some(pb::agent_message::Body::Status(status)),
+    })
+    .await
+    .expect("status sent");
+    let admin_id = admin_identity(&hub, "pager", &[]);
+    let mut admin = AdminServiceClient::new(authenticated(
+        &hub,
+        &admin_id.ca_pem,
+        &admin_id.cert_pem,
+        &admin_id.key_pem,
+    ));
+    eventually("30 certificates stored", Duration::from_secs(10), || {
+        hub.json(&["certs"])["certificates"]
+            .as_array()
+            .is_some_and(|c| c.len() == 30)
+    })
+    .await;
+    let whole = admin
+        .list_certificates(pb::ListCertificatesRequest::default())
+        .await
+        .expect("one page")
+        .into_inner();
+    assert_eq!(whole.certificates.len(), 30);
+    assert!(whole.next_page_token.is_empty());
+    let (mut paged, mut errors, mut token, mut pages) = (Vec::new(), Vec::new(), String::new(), 0);
+    loop {
+        let page = admin
+            .list_certificates(pb::ListCertificatesRequest {
+                limit: 7,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .expect("a page")
+            .into_inner();
+        pages += 1;
+        assert!(page.certificates.len() <= 7);
+        paged.extend(page.certificates);
+        errors.extend(page.errors);
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(pages, 5, "30 certificates in pages of 7");
+    assert_eq!(paged, whole.certificates);
+    assert_eq!(errors, whole.errors);
+    assert_eq!(errors.len(), 1);
+    refused(
+        "ListCertificates with a forged page token",
+        admin
+            .list_certificates(pb::ListCertificatesRequest {
+                page_token: "zz-not-a-token".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        &["page_token"],
+    );
+    drop(open);
+    hub.stop();
+}

@@ -379,16 +379,34 @@ impl AdminApi {
         let within = (req.expiring_within_seconds > 0)
             .then(|| std::time::Duration::from_secs(req.expiring_within_seconds));
         let now = OffsetDateTime::now_utc();
+        let limit = match req.limit {
+            0 => CERT_PAGE,
+            n => n.min(MAX_CERT_PAGE),
+        };
+        let after = page_key(&req.page_token)?;
         let rows = self
             .hub
             .store
-            .certificates(node, within, now)
+            .certificates_page(
+                node,
+                within,
+                now,
+                after.as_ref().map(|(n, p, i)| (n.as_str(), p.as_str(), *i)),
+                limit,
+            )
             .map_err(internal)?;
-        let errors = self
-            .hub
-            .store
-            .file_errors(node)
-            .map_err(internal)?
+        let next_page_token = match rows.last() {
+            Some((node, row)) if u32::try_from(rows.len()).is_ok_and(|n| n == limit) => {
+                hex::encode(format!("{node}\0{}\0{}", row.path, row.index))
+            }
+            _ => String::new(),
+        };
+        let errors = if after.is_some() {
+            Vec::new()
+        } else {
+            self.hub.store.file_errors(node).map_err(internal)?
+        };
+        let errors = errors
             .into_iter()
             .map(|(node, e)| pb::NodeFileError {
                 node,
@@ -407,6 +425,33 @@ impl AdminApi {
                 })
                 .collect(),
             errors,
+            next_page_token,
         }))
+    }
+}
+
+/// Certificates per `ListCertificates` page when the request names no limit.
+const CERT_PAGE: u32 = 2000;
+/// The largest page (each certificate is a few hundred bytes on the wire).
+const MAX_CERT_PAGE: u32 = 10_000;
+
+/// The (node, path, index) a page token names; `None` for the first page.
+fn page_key(token: &str) -> Result<Option<(String, String, u32)>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || Status::invalid_argument("page_token: not a token from a previous page");
+    let text = hex::decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(bad)?;
+    let mut parts = text.split('\0');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(node), Some(path), Some(index), None) => Ok(Some((
+            node.to_owned(),
+            path.to_owned(),
+            index.parse().map_err(|_| bad())?,
+        ))),
+        _ => Err(bad()),
     }
 }
