@@ -7,18 +7,22 @@
 //! - [`report`]: the `check` renderings (RKE2's table, our JSON).
 //! - [`identity`]: the node's enrolled identity (key, CSR, hub CA pin, 0600 files).
 //! - [`config`]: loading a TOML configuration file, with errors naming the file, key and line.
-//! - [`exposition`]: serving metrics (OpenMetrics or the classic text) and gauge encoding.
+//! - [`exposition`]: serving metrics (OpenMetrics or the classic text) and gauge encoding;
+//!   `http_server` (feature `http-server`): the bounded HTTP server both binaries' `/metrics` use.
 //! - [`ids`]: operation ids, checked by syntax before they name a file.
 //! - [`text`]: peer-supplied strings clipped and escaped before they reach a message or terminal.
 //! - [`version`]: RKE2 versions (`v1.34.1+rke2r1`), parsed and ordered.
 //! - [`atomic_file`]: replacing a file as root: no torn write, no followed link, owner kept.
 //!
-//! Nothing here does network I/O or talks to systemd: those live in the binaries' crates.
+//! Nothing here does network I/O or talks to systemd (but for `http_server`, behind its
+//! feature): those live in the binaries' crates.
 
 pub mod atomic_file;
 pub mod certs;
 pub mod config;
 pub mod exposition;
+#[cfg(feature = "http-server")]
+pub mod http_server;
 pub mod identity;
 pub mod ids;
 pub mod layout;

@@ -125,8 +125,8 @@ fn agent_metrics_server_drops_slow_clients_and_caps_connections() {
     let _agent = start_agent(&data, addr);
     slow_clients_are_dropped_and_the_cap_holds(
         addr,
-        rke2_node_agent::daemon::http::MAX_CONNECTIONS,
-        rke2_node_agent::daemon::http::HEADER_READ_TIMEOUT,
+        rke2ops_common::http_server::MAX_CONNECTIONS,
+        rke2ops_common::http_server::HEADER_READ_TIMEOUT,
     );
 }
 
@@ -138,7 +138,7 @@ fn hub_metrics_server_drops_slow_clients_and_caps_connections() {
     wait_until("the hub answers /healthz", || healthz(addr));
     slow_clients_are_dropped_and_the_cap_holds(
         addr,
-        rke2_hub::metrics::MAX_CONNECTIONS,
-        rke2_hub::metrics::HEADER_READ_TIMEOUT,
+        rke2ops_common::http_server::MAX_CONNECTIONS,
+        rke2ops_common::http_server::HEADER_READ_TIMEOUT,
     );
 }
