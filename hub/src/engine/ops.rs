@@ -12,6 +12,9 @@ use std::sync::Mutex;
 use rke2ops_proto::v1 as pb;
 use tokio::sync::mpsc;
 
+use rke2ops_common::ids::MAX_OPERATION_ID;
+use sha2::Digest as _;
+
 use crate::registry::Registry;
 
 /// What an agent said about an operation.
@@ -168,12 +171,9 @@ impl Ops {
             Some(_) => false,
             None => {
                 drop(slots);
-                let Some((plan, owner, attempt)) = parse_operation_id(id) else {
+                let Some((plan, attempt)) = parse_operation_id(id, node) else {
                     return false;
                 };
-                if owner != node {
-                    return false;
-                }
                 if let OpEvent::Result(result) = event
                     && in_maintenance(plan, attempt)
                     && let Ok(mut early) = self.early.lock()
@@ -187,23 +187,40 @@ impl Ops {
     }
 }
 
-/// Pure: the (plan, node, attempt) of an id made by [`operation_id`], or `None` when `id` is
-/// not exactly such an id (leading zeros, signs, spaces or anything else make it `None`).
+/// Pure: the (plan, attempt) of an id that [`operation_id`] makes for `node`, or `None`
+/// when `id` is not exactly such an id (another node's, leading zeros, signs, spaces or
+/// anything else make it `None`).
 #[must_use]
-pub fn parse_operation_id(id: &str) -> Option<(i64, &str, u32)> {
+pub fn parse_operation_id(id: &str, node: &str) -> Option<(i64, u32)> {
     let rest = id.strip_prefix("plan")?;
     let (plan, rest) = rest.split_once('-')?;
-    let (node, attempt) = rest.rsplit_once('-')?;
+    let (_, attempt) = rest.rsplit_once('-')?;
     let plan: i64 = plan.parse().ok()?;
     let attempt: u32 = attempt.parse().ok()?;
-    (!node.is_empty() && operation_id(plan, node, attempt) == id).then_some((plan, node, attempt))
+    (!node.is_empty() && operation_id(plan, node, attempt) == id).then_some((plan, attempt))
 }
 
 /// The id of `node`'s operation in `attempt` of plan `plan`: stable across hub restarts, so
-/// an agent that already ran it reports it instead of running it twice.
+/// an agent that already ran it reports it instead of running it twice. Agents accept ids
+/// of at most [`MAX_OPERATION_ID`] characters (they name a folder); a node name too long
+/// for that (names may have 253) is cut and followed by 8 hex digits of its SHA-256, so
+/// the id stays unique per node.
 #[must_use]
 pub fn operation_id(plan: i64, node: &str, attempt: u32) -> String {
-    format!("plan{plan}-{node}-{attempt}")
+    let plain = format!("plan{plan}-{node}-{attempt}");
+    if plain.len() <= MAX_OPERATION_ID {
+        return plain;
+    }
+    let digest = sha2::Sha256::digest(node.as_bytes());
+    let tag = hex::encode(digest.get(..4).unwrap_or_default());
+    let fixed = format!("plan{plan}--{tag}-{attempt}").len();
+    let keep = node
+        .char_indices()
+        .map(|(i, c)| i + c.len_utf8())
+        .take_while(|end| *end + fixed <= MAX_OPERATION_ID)
+        .last()
+        .unwrap_or(0);
+    format!("plan{plan}-{}-{tag}-{attempt}", &node[..keep])
 }
 
 #[cfg(test)]
@@ -279,10 +296,15 @@ mod tests {
 
     #[test]
     fn operation_ids_parse_exactly() {
-        assert_eq!(parse_operation_id("plan3-s1-2"), Some((3, "s1", 2)));
+        assert_eq!(parse_operation_id("plan3-s1-2", "s1"), Some((3, 2)));
         assert_eq!(
-            parse_operation_id("plan12-node-with-dashes-7"),
-            Some((12, "node-with-dashes", 7))
+            parse_operation_id("plan12-node-with-dashes-7", "node-with-dashes"),
+            Some((12, 7))
+        );
+        assert_eq!(
+            parse_operation_id("plan3-s1-2", "s2"),
+            None,
+            "another node's"
         );
         for bad in [
             "",
@@ -300,7 +322,24 @@ mod tests {
             "Plan3-s1-1",
             "plan3-s1-99999999999",
         ] {
-            assert_eq!(parse_operation_id(bad), None, "{bad:?}");
+            assert_eq!(parse_operation_id(bad, "s1"), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ids_of_long_node_names_stay_valid_unique_and_parse() {
+        let long = format!("{}.example.com", "a".repeat(200));
+        let other = format!("{}.example.org", "a".repeat(200));
+        let id = operation_id(123_456, &long, 42);
+        assert!(id.len() <= MAX_OPERATION_ID, "{}", id.len());
+        assert_eq!(rke2ops_common::ids::check_operation_id(&id), Ok(()));
+        assert_ne!(id, operation_id(123_456, &other, 42), "unique per node");
+        assert_eq!(parse_operation_id(&id, &long), Some((123_456, 42)));
+        assert_eq!(parse_operation_id(&id, &other), None);
+        // Every node name the hub accepts (lowercase, digits, '-', '.') makes a valid id.
+        for node in ["s1", "a", &"b".repeat(253), "node-1.zone-a.example.com"] {
+            let id = operation_id(i64::MAX, node, u32::MAX);
+            assert_eq!(rke2ops_common::ids::check_operation_id(&id), Ok(()), "{id}");
         }
     }
 }
