@@ -775,7 +775,10 @@ async fn a_frozen_hub_gets_its_agents_back_and_a_restarted_hub_rotates_an_idle_f
     });
     let (max_busy, min_healthy, _) = recorder.finish();
     assert_eq!(max_busy, 1, "never two nodes in maintenance at once");
-    assert!(min_healthy >= 2, "etcd quorum kept (min healthy {min_healthy})");
+    assert!(
+        min_healthy >= 2,
+        "etcd quorum kept (min healthy {min_healthy})"
+    );
     assert_sequential_in_order(&done);
     for n in done["nodes"].as_array().expect("nodes") {
         assert_eq!(n["phase"], "done", "{n:#}");
