@@ -138,17 +138,17 @@ macro_rules! never_panics {
 }
 
 never_panics! {
-    certs: 96;
-    kubeconfig: 96;
-    csr: 96;
-    join_token: 128;
-    tar_staging: 48;
-    sums_file: 128;
-    version: 128;
-    window: 128;
-    channel_json: 128;
-    alert_json: 128;
-    agent_message: 96;
+    certs: 256;
+    kubeconfig: 256;
+    csr: 256;
+    join_token: 256;
+    tar_staging: 128;
+    sums_file: 256;
+    version: 256;
+    window: 256;
+    channel_json: 256;
+    alert_json: 256;
+    agent_message: 256;
 }
 
 /// Version numbers with the edges (0, `u32::MAX`) over-represented.
