@@ -36,9 +36,12 @@ use rke2ops_common::version::Rke2Version;
 use rke2ops_proto::v1 as pb;
 use time::OffsetDateTime;
 
+/// A harness: panics only when a property of the parser fails.
+pub type Harness = fn(&[u8]);
+
 /// Every harness by its target name (the folder under `fuzz/corpus/` and the file under
 /// `fuzz/fuzz_targets/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Harness)] = &[
     ("certs", certs),
     ("kubeconfig", kubeconfig),
     ("csr", csr),
@@ -338,11 +341,12 @@ pub fn alert_json(data: &[u8]) {
     }
 }
 
+type HubState = (rke2_hub::store::Store, Arc<rke2_hub::engine::Engine>);
+
 /// What the hub keeps for the agent-message harness: one in-memory store with a node, and an
 /// engine over it without a cluster (kept across runs: opening a store costs milliseconds).
-fn hub_state() -> &'static Mutex<(rke2_hub::store::Store, Arc<rke2_hub::engine::Engine>)> {
-    static STATE: OnceLock<Mutex<(rke2_hub::store::Store, Arc<rke2_hub::engine::Engine>)>> =
-        OnceLock::new();
+fn hub_state() -> &'static Mutex<HubState> {
+    static STATE: OnceLock<Mutex<HubState>> = OnceLock::new();
     STATE.get_or_init(|| {
         let store = rke2_hub::store::Store::open_in_memory().expect("an in-memory store");
         store
