@@ -32,6 +32,7 @@ use rke2ops_common::certs::chain::{PoolCa, verify_leaf};
 use rke2ops_common::certs::keys::{key_matches, public_key_bits};
 use rke2ops_common::certs::kubeconfig::embedded_certs;
 use rke2ops_common::certs::parse::{parse_bundle, parse_der};
+use rke2ops_common::certs::{ScanConfig, Scanner};
 use rke2ops_common::version::Rke2Version;
 use rke2ops_proto::v1 as pb;
 use time::OffsetDateTime;
@@ -94,6 +95,49 @@ pub fn certs(data: &[u8]) {
     }
     let _ = public_key_bits(data);
     let _ = key_matches(data, &[4; 65]);
+    if !bundle.certs.is_empty() {
+        scan_tree(
+            &[
+                ("server/tls/serving-kube-apiserver.crt", data),
+                ("server/tls/serving-kube-apiserver.key", data),
+            ],
+            None,
+        );
+    }
+}
+
+/// The agent's whole scan over a data dir holding `files` (and the kubeconfig, if any):
+/// chain and key checks, status words, the inventory. Only for input that parsed, because
+/// it costs file I/O; every certificate found must be in the inventory.
+fn scan_tree(files: &[(&str, &[u8])], kubeconfig: Option<&[u8]>) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let data_dir = dir.path().join("rke2");
+    for (rel, bytes) in files {
+        let path = data_dir.join(rel);
+        std::fs::create_dir_all(path.parent().expect("a relative file path has a parent"))
+            .expect("make the folder");
+        std::fs::write(&path, bytes).expect("write the file");
+    }
+    let admin = kubeconfig.map(|bytes| {
+        let path = dir.path().join("rke2.yaml");
+        std::fs::write(&path, bytes).expect("write the kubeconfig");
+        path
+    });
+    std::fs::create_dir_all(&data_dir).expect("make the data dir");
+    let mut scanner = Scanner::new(ScanConfig::new(&data_dir, admin, &[]));
+    let first = scanner.scan();
+    let now = OffsetDateTime::now_utc();
+    let _ = first.worst_status(now, time::Duration::days(120));
+    for entry in &first.certificates {
+        let _ = entry.status(now, time::Duration::days(120));
+        let _ = entry.usages_label();
+    }
+    let again = scanner.scan();
+    assert_eq!(
+        again.certificates.len(),
+        first.certificates.len(),
+        "a rescan of unchanged files finds the same certificates"
+    );
 }
 
 /// Kubeconfig YAML: the embedded certificates and keys, then their PEM.
@@ -101,6 +145,7 @@ pub fn kubeconfig(data: &[u8]) {
     let Ok(found) = embedded_certs(data) else {
         return;
     };
+    let mut any_cert = false;
     for embedded in found {
         assert!(
             embedded.field == "certificate-authority-data"
@@ -109,12 +154,16 @@ pub fn kubeconfig(data: &[u8]) {
             embedded.field
         );
         let bundle = parse_bundle(&embedded.pem);
+        any_cert |= !bundle.certs.is_empty();
         if let Some(key) = &embedded.key_pem {
             let _ = public_key_bits(key);
             for cert in &bundle.certs {
                 let _ = key_matches(key, &cert.public_key_bits);
             }
         }
+    }
+    if any_cert {
+        scan_tree(&[], Some(data));
     }
 }
 
