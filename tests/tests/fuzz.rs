@@ -252,3 +252,116 @@ proptest! {
         harness::window(text.as_bytes());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Any text: every parser answers with a value or an error that says something.
+    #[test]
+    fn text_parsers_answer_any_string_with_a_value_or_a_described_error(text in any::<String>()) {
+        let described = |message: String| !message.trim().is_empty();
+        if let Err(e) = JoinToken::parse(&text) {
+            prop_assert!(described(e.to_string()));
+        }
+        if let Err(e) = text.parse::<Rke2Version>() {
+            prop_assert!(described(e.to_string()));
+        }
+        if let Err(e) = MaintenanceWindow::parse(&text) {
+            prop_assert!(described(e.to_string()));
+        }
+        if let Err(e) = rke2_hub::plan::channel::resolve(&text, "stable", "u") {
+            prop_assert!(described(e.to_string()));
+        }
+        if let Err(e) = rke2_hub::plan::alerts::blocking(&text, &[], "u") {
+            prop_assert!(described(e.to_string()));
+        }
+        if let Err(e) = rke2ops_common::certs::kubeconfig::embedded_certs(text.as_bytes()) {
+            prop_assert!(described(e));
+        }
+        if let Err(e) = rke2_hub::pki::check_node_csr(&text, "node-1") {
+            prop_assert!(described(e.to_string()));
+        }
+    }
+}
+
+/// A node name as `validate_node_name` accepts it: dot-separated labels of `[a-z0-9-]`
+/// that start and end with a letter or digit.
+fn node_name() -> impl Strategy<Value = String> {
+    prop::collection::vec("[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", 1..3).prop_map(|l| l.join("."))
+}
+
+/// A P-256 CSR PEM with `cn` as its only CN, as the agent makes it.
+fn csr_pem(cn: &str) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+/// A tarball with `entries` (raw names written straight into the header, so `..` and `/`
+/// get through the builder) and a `bin/rke2`.
+fn tarball(entries: &[(String, bool)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut add = |name: &[u8], dir: bool| {
+        let mut header = tar::Header::new_gnu();
+        let field = &mut header.as_old_mut().name;
+        let len = name.len().min(field.len());
+        field[..len].copy_from_slice(&name[..len]);
+        header.set_entry_type(if dir {
+            tar::EntryType::Directory
+        } else {
+            tar::EntryType::Regular
+        });
+        header.set_mode(0o755);
+        header.set_size(if dir { 0 } else { 2 });
+        header.set_cksum();
+        let body: &[u8] = if dir { b"" } else { b"x\n" };
+        builder.append(&header, body).unwrap();
+    };
+    for (name, dir) in entries {
+        add(name.as_bytes(), *dir);
+    }
+    add(b"bin/rke2", false);
+    builder.into_inner().unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn csrs_for_the_claimed_node_are_accepted_with_their_key(name in node_name()) {
+        let pem = csr_pem(&name);
+        let checked = rke2_hub::pki::check_node_csr(&pem, &name).unwrap();
+        prop_assert_eq!(&checked.node, &name);
+        prop_assert!(!checked.spki_der.is_empty());
+        let other = format!("x{name}");
+        prop_assert!(rke2_hub::pki::check_node_csr(&pem, &other).is_err());
+        harness::csr(format!("{name}\n{pem}").as_bytes());
+    }
+
+    #[test]
+    fn tarballs_stage_inside_their_folder_or_are_refused(
+        entries in prop::collection::vec(
+            ("(\\.\\./|/|\\./)?[a-z.]{1,3}(/(\\.\\.|[a-z.]{1,3})){0,2}/?", any::<bool>()),
+            0..4,
+        ),
+    ) {
+        let raw = tarball(&entries);
+        let escapes = entries.iter().any(|(name, _)| {
+            name.starts_with('/') || name.split('/').any(|part| part == "..")
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rke2.tar.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &raw).unwrap();
+        std::fs::write(&path, gz.finish().unwrap()).unwrap();
+        let staged = rke2_node_agent::ops::install::stage(&path, &dir.path().join("staged"));
+        if escapes {
+            prop_assert!(staged.is_err(), "{entries:?} staged");
+        }
+        harness::tar_staging(&raw);
+    }
+}
