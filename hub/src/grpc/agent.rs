@@ -406,7 +406,11 @@ impl AgentApi {
 const MAX_FIELD: usize = 256;
 
 /// Applies one agent message to the store.
-fn handle(
+///
+/// Public only so the fuzz harness (`fuzz/src/lib.rs`) can drive it with decoded bytes
+/// against an in-memory store; the service is its one real caller.
+#[doc(hidden)]
+pub fn handle(
     store: &crate::store::Store,
     engine: &crate::engine::Engine,
     node: &str,

@@ -17,7 +17,9 @@ pub enum GuardError {
         target: Rke2Version,
     },
     /// The target skips a minor version.
-    #[error("{node} runs {current}; {target} skips a minor version (go through v{}.{} first, or pass --allow-minor-skip)", current.major, current.minor + 1)]
+    // The next minor is computed in u64: `current.minor` may be u32::MAX (any number an
+    // agent reports), and the message must not overflow.
+    #[error("{node} runs {current}; {target} skips a minor version (go through v{}.{} first, or pass --allow-minor-skip)", current.major, u64::from(current.minor) + 1)]
     MinorSkip {
         /// The node.
         node: String,
@@ -57,7 +59,10 @@ pub fn guard(
             target,
         }),
         Ordering::Less => {
-            let skips = target.major != current.major || target.minor > current.minor + 1;
+            // Saturating: at minor u32::MAX there is no higher minor to skip to, and an
+            // overflow here panicked (debug) or refused a patch upgrade (release).
+            let skips =
+                target.major != current.major || target.minor > current.minor.saturating_add(1);
             if skips && !allow_minor_skip {
                 Err(GuardError::MinorSkip {
                     node: node.to_owned(),
@@ -142,6 +147,18 @@ mod tests {
             err.to_string().contains("server-2") && err.to_string().contains("never downgrades"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_largest_minor_version_upgrades_its_patch_without_overflow() {
+        // Found by the fuzz harness: `current.minor + 1` overflowed at u32::MAX.
+        let max = u32::MAX;
+        let current = v(&format!("v1.{max}.0+rke2r1"));
+        let target = v(&format!("v1.{max}.1+rke2r1"));
+        assert_eq!(guard("n", current, target, false), Ok(UpgradeStep::Upgrade));
+        let err = guard("n", current, v(&format!("v2.{max}.0+rke2r1")), false)
+            .expect_err("a major change skips");
+        assert!(err.to_string().contains("v1.4294967296"), "{err}");
     }
 
     #[test]

@@ -48,8 +48,11 @@ const DAYS: [(&str, Weekday); 7] = [
 
 fn day(word: &str) -> Option<Weekday> {
     let w = word.trim().to_ascii_lowercase();
+    // `get`, not `[..3]`: the word is operator text, and its third byte may fall inside a
+    // multi-byte character (`ééé`), which no day name starts with anyway.
+    let prefix = w.get(..3)?;
     DAYS.iter()
-        .find(|(name, _)| w.len() >= 3 && name.starts_with(&w[..3]))
+        .find(|(name, _)| name.starts_with(prefix))
         .map(|(_, d)| *d)
 }
 
@@ -275,6 +278,22 @@ mod tests {
         assert_eq!(any.tz_name, "UTC");
         let wrap = w("Fri-Mon 00:00-23:59 UTC");
         assert_eq!(wrap.days.len(), 4);
+    }
+
+    #[test]
+    fn day_names_with_multibyte_characters_are_refused_not_a_panic() {
+        // Found by the fuzz harness: slicing the first three bytes panicked mid-character.
+        for input in [
+            "ééé 22:00-04:00 UTC",
+            "éé 01:00-02:00",
+            "Mé-Fri 01:00-02:00",
+            "\u{fffd} 01:00-02:00",
+        ] {
+            let e = MaintenanceWindow::parse(input)
+                .expect_err(input)
+                .to_string();
+            assert!(e.contains("unknown day"), "{input}: {e}");
+        }
     }
 
     #[test]
