@@ -362,6 +362,11 @@ impl AgentApi {
                         };
                         let is_status =
                             matches!(message.body, Some(pb::agent_message::Body::Status(_)));
+                        // Only statuses and results write to SQLite; heartbeats and progress
+                        // touch memory, so they are handled in place (200 heartbeats a second
+                        // at 2,000 nodes would otherwise each hop to a blocking thread).
+                        let writes = is_status
+                            || matches!(message.body, Some(pb::agent_message::Body::Result(_)));
                         let result = if is_status
                             && !status_limit.allow(&node, std::time::Instant::now())
                         {
@@ -370,6 +375,8 @@ impl AgentApi {
                                  second after that; reconnect later",
                                 crate::ratelimit::STATUS.burst
                             )))
+                        } else if !writes {
+                            handle(&store, &engine, &node, message, now)
                         } else {
                             // SQLite commits fsync: off the async workers, so one node's
                             // large snapshot never stalls every other stream.
