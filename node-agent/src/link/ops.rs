@@ -64,7 +64,7 @@ pub fn decide_run(
 /// a path, a unit or a command line: an upgrade's `version` must be a canonical RKE2
 /// version (it names the release folder to fetch), a rotation's `services` must be names
 /// RKE2 knows (they become `--service` arguments), an `artifact_source` must be a URL or an
-/// absolute folder without control characters (the allow-list is checked when it runs).
+/// absolute folder (`allowed_artifact_sources` is checked when it runs).
 ///
 /// # Errors
 /// A message for the REJECTED result naming the field.
