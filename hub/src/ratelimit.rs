@@ -3,7 +3,8 @@
 //! store full certificate lists, or sign certificates, as fast as it can send them.
 //!
 //! The limits are far above what a healthy agent does: one full status when its files
-//! change (debounced) and a summary or heartbeat every 10 s; one renewal a month.
+//! change (debounced) and a summary or heartbeat every 10 s; one renewal a month. Full
+//! statuses (certificate lists) are limited much tighter than summaries.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,11 +19,18 @@ pub struct Rate {
     pub every: Duration,
 }
 
-/// Full and summary statuses: a burst of 20 (a reconnect, a rotation touching every file),
-/// then one per second.
-pub const STATUS: Rate = Rate {
+/// Full statuses (every certificate, stored as a new snapshot): a burst of 20 (reconnects,
+/// a rotation touching every file), then one per second.
+pub const FULL_STATUS: Rate = Rate {
     burst: 20,
     every: Duration::from_secs(1),
+};
+
+/// Summary statuses (a few fields): a burst of 100, then ten a second, far above an agent's
+/// one per heartbeat plus its answers to `RequestStatus`.
+pub const SUMMARY_STATUS: Rate = Rate {
+    burst: 100,
+    every: Duration::from_millis(100),
 };
 
 /// Certificate renewals: 3 in a row (a retry after a lost answer), then one per 10 minutes.
@@ -104,9 +112,12 @@ mod tests {
     #[test]
     fn the_shipped_limits_leave_a_healthy_agent_alone() {
         // A healthy agent: a reconnect burst of 3 statuses, then one every 10 s for a day.
-        let limiter = Limiter::new(STATUS);
+        let full = Limiter::new(FULL_STATUS);
         let t0 = Instant::now();
-        assert!((0..3).all(|_| limiter.allow("n", t0)));
-        assert!((1..8640).all(|i| limiter.allow("n", t0 + Duration::from_secs(10 * i))));
+        assert!((0..3).all(|_| full.allow("n", t0)));
+        assert!((1..8640).all(|i| full.allow("n", t0 + Duration::from_secs(10 * i))));
+        // Summaries every 300 ms (a test fleet's heartbeat) for an hour.
+        let summary = Limiter::new(SUMMARY_STATUS);
+        assert!((0..12_000).all(|i| summary.allow("n", t0 + Duration::from_millis(300 * i))));
     }
 }

@@ -75,7 +75,12 @@ pub async fn run(
         ca: Arc::clone(&ca),
         advertise_address: config.advertise_address.clone(),
         heartbeat_timeout: config.heartbeat_timeout,
-        status_limit: Arc::new(crate::ratelimit::Limiter::new(crate::ratelimit::STATUS)),
+        full_status_limit: Arc::new(crate::ratelimit::Limiter::new(
+            crate::ratelimit::FULL_STATUS,
+        )),
+        summary_status_limit: Arc::new(crate::ratelimit::Limiter::new(
+            crate::ratelimit::SUMMARY_STATUS,
+        )),
         renewal_limit: Arc::new(crate::ratelimit::Limiter::new(crate::ratelimit::RENEWAL)),
     };
 

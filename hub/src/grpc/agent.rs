@@ -316,7 +316,8 @@ impl AgentApi {
         let engine = std::sync::Arc::clone(&self.hub.engine);
         let shutdown = self.hub.shutdown.clone();
         let metrics = std::sync::Arc::clone(&self.hub.metrics);
-        let status_limit = std::sync::Arc::clone(&self.hub.status_limit);
+        let full_status_limit = std::sync::Arc::clone(&self.hub.full_status_limit);
+        let summary_status_limit = std::sync::Arc::clone(&self.hub.summary_status_limit);
         tokio::spawn(async move {
             let mut shutdown = shutdown;
             let mut ended = session.ended;
@@ -360,20 +361,32 @@ impl AgentApi {
                             Some(pb::agent_message::Body::Heartbeat(_)) => "Connect/heartbeat",
                             _ => "Connect/other",
                         };
-                        let is_status =
-                            matches!(message.body, Some(pb::agent_message::Body::Status(_)));
+                        let limit = match &message.body {
+                            Some(pb::agent_message::Body::Status(s)) if s.full => {
+                                Some((&full_status_limit, crate::ratelimit::FULL_STATUS, "full"))
+                            }
+                            Some(pb::agent_message::Body::Status(_)) => Some((
+                                &summary_status_limit,
+                                crate::ratelimit::SUMMARY_STATUS,
+                                "summary",
+                            )),
+                            _ => None,
+                        };
+                        let is_status = limit.is_some();
                         // Only statuses and results write to SQLite; heartbeats and progress
                         // touch memory, so they are handled in place (200 heartbeats a second
                         // at 2,000 nodes would otherwise each hop to a blocking thread).
                         let writes = is_status
                             || matches!(message.body, Some(pb::agent_message::Body::Result(_)));
-                        let result = if is_status
-                            && !status_limit.allow(&node, std::time::Instant::now())
-                        {
+                        let over = limit.filter(|(limiter, _, _)| {
+                            !limiter.allow(&node, std::time::Instant::now())
+                        });
+                        let result = if let Some((_, rate, what)) = over {
                             Err(Status::resource_exhausted(format!(
-                                "node {node}: more than {} statuses at once, or more than one a \
-                                 second after that; reconnect later",
-                                crate::ratelimit::STATUS.burst
+                                "node {node}: more than {} {what} statuses at once, or more \
+                                 than one per {} ms after that; reconnect later",
+                                rate.burst,
+                                rate.every.as_millis()
                             )))
                         } else if !writes {
                             handle(&store, &engine, &node, message, now)

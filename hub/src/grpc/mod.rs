@@ -36,8 +36,10 @@ pub struct Hub {
     pub channel_url: String,
     /// Becomes true when the hub stops: agent streams end so the server can drain.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
-    /// Per-node limit on statuses ([`crate::ratelimit::STATUS`]).
-    pub status_limit: Arc<crate::ratelimit::Limiter>,
+    /// Per-node limit on full statuses ([`crate::ratelimit::FULL_STATUS`]).
+    pub full_status_limit: Arc<crate::ratelimit::Limiter>,
+    /// Per-node limit on summary statuses ([`crate::ratelimit::SUMMARY_STATUS`]).
+    pub summary_status_limit: Arc<crate::ratelimit::Limiter>,
     /// Per-node limit on certificate renewals ([`crate::ratelimit::RENEWAL`]).
     pub renewal_limit: Arc<crate::ratelimit::Limiter>,
 }
