@@ -865,6 +865,23 @@ mod tests {
             .unwrap_or_default()
     }
 
+    /// Fetches from `url` within `limits` into a fresh folder, expects a refusal, checks that
+    /// nothing was kept, and returns the refusal's text.
+    async fn refused_leaving_nothing(url: &str, version: &str, limits: FetchLimits) -> String {
+        let dest = tempfile::tempdir().expect("tempdir");
+        let source = Source::parse(url).expect("source");
+        let err = fetch_within(&source, &[], version, "amd64", dest.path(), limits)
+            .await
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            leftovers(dest.path()).is_empty(),
+            "{err}: {:?} kept",
+            leftovers(dest.path())
+        );
+        err
+    }
+
     #[tokio::test]
     async fn an_announced_size_over_the_limit_is_refused_before_the_body() {
         let url = serve_once(
@@ -874,29 +891,12 @@ mod tests {
             false,
         )
         .await;
-        let dest = tempfile::tempdir().expect("tempdir");
-        let source = Source::parse(&url).expect("source");
-        let err = fetch_within(
-            &source,
-            &[],
-            "v1.34.1+rke2r1",
-            "amd64",
-            dest.path(),
-            small_limits(),
-        )
-        .await
-        .expect_err("refused")
-        .to_string();
+        let err = refused_leaving_nothing(&url, "v1.34.1+rke2r1", small_limits()).await;
         assert!(
             err.contains("sha256sum-amd64.txt")
                 && err.contains("limit of 4096 bytes")
                 && err.contains("reached 1099511627776 bytes"),
             "{err}"
-        );
-        assert!(
-            leftovers(dest.path()).is_empty(),
-            "{:?}",
-            leftovers(dest.path())
         );
     }
 
@@ -910,20 +910,10 @@ mod tests {
             true,
         )
         .await;
-        let dest = tempfile::tempdir().expect("tempdir");
-        let source = Source::parse(&url).expect("source");
-        let err = fetch_within(&source, &[], "v1", "amd64", dest.path(), small_limits())
-            .await
-            .expect_err("refused")
-            .to_string();
+        let err = refused_leaving_nothing(&url, "v1", small_limits()).await;
         assert!(
             err.contains("sha256sum-amd64.txt") && err.contains("limit of 4096 bytes"),
             "{err}"
-        );
-        assert!(
-            leftovers(dest.path()).is_empty(),
-            "{:?}",
-            leftovers(dest.path())
         );
     }
 
@@ -936,25 +926,15 @@ mod tests {
             false,
         )
         .await;
-        let dest = tempfile::tempdir().expect("tempdir");
-        let source = Source::parse(&url).expect("source");
         let limits = FetchLimits {
             deadline: Duration::from_secs(1),
             ..small_limits()
         };
-        let err = fetch_within(&source, &[], "v1", "amd64", dest.path(), limits)
-            .await
-            .expect_err("deadline")
-            .to_string();
+        let err = refused_leaving_nothing(&url, "v1", limits).await;
         assert!(
             err.contains("rke2.linux-amd64.tar.gz and sha256sum-amd64.txt")
                 && err.contains("deadline of 1 s"),
             "{err}"
-        );
-        assert!(
-            leftovers(dest.path()).is_empty(),
-            "{:?}",
-            leftovers(dest.path())
         );
     }
 
