@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the proving ground (tests/src/ground) and the end-to-end tests need on a Debian
 # machine: a real systemd and D-Bus to boot simulated nodes, util-linux for unshare/nsenter,
-# iproute2, promtool (metrics lint), etcd (real etcd members), openssl and curl.
+# iproute2 and nftables (a network per node, and partitions), promtool (metrics lint), etcd (real etcd members), openssl and curl.
 #
 # Idempotent: exits at once when every tool is already present; otherwise runs
 # `apt-get update` once and installs only the missing packages. Must run as root.
@@ -18,6 +18,8 @@ declare -A probe=(
   [etcd-client]=/usr/bin/etcdctl
   [openssl]=/usr/bin/openssl
   [curl]=/usr/bin/curl
+  # cuts a proving-ground node off the network (tests/src/ground/net.rs)
+  [nftables]=/usr/sbin/nft
   # etcd-client generates its gRPC code at build time with protoc
   [protobuf-compiler]=/usr/bin/protoc
   # ... and needs the well-known types (descriptor.proto), which --no-install-recommends

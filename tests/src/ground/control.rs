@@ -32,12 +32,12 @@ impl ExecOutput {
 }
 
 impl Node {
-    /// Runs `argv` inside the node (its mount, PID and UTS namespaces, a clean environment with
+    /// Runs `argv` inside the node (its mount, PID, UTS and network namespaces, a clean environment with
     /// a Debian PATH) and returns what it produced, whatever its exit status.
     pub fn exec(&self, argv: &[&str]) -> Result<ExecOutput> {
         let pid = self.init_pid.to_string();
         let output = Command::new("nsenter")
-            .args(["--target", &pid, "--mount", "--pid", "--uts", "--"])
+            .args(["--target", &pid, "--mount", "--pid", "--uts", "--net", "--"])
             .args(argv)
             .env_clear()
             .env("PATH", NODE_PATH)

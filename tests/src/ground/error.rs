@@ -89,12 +89,12 @@ pub enum GroundError {
         private: String,
     },
 
-    /// The requested loopback address is held by another live node (maybe in another process).
+    /// The requested address is held by another live node of this ground.
     #[error("address {0} is in use by another proving-ground node")]
     AddressInUse(Ipv4Addr),
 
     /// Every address of the proving ground's range is held by a live node.
-    #[error("no free loopback address left in 127.0.10.1 - 127.0.19.254")]
+    #[error("no free address left in the ground network (10.250.0.0/16)")]
     NoFreeAddress,
 
     /// A unit property did not have the expected shape.

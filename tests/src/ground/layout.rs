@@ -142,6 +142,7 @@ pub(super) fn sh_path(p: &Path) -> String {
 
 /// The script `unshare` runs as the namespace's first process before exec'ing systemd.
 pub(super) fn boot_script(
+    ip: std::net::Ipv4Addr,
     root: &Path,
     name: &str,
     private_dirs: &[PathBuf],
@@ -150,6 +151,8 @@ pub(super) fn boot_script(
     systemd: &Path,
 ) -> String {
     let mut s = String::from("set -eu\n");
+    // The node's own network first: its loopback, and its link once the harness plugged it.
+    s.push_str(&super::net::node_link_script(ip));
     // systemd takes the cgroup it starts in as its root: its units land below this node's own
     // subtree, not in /system.slice shared with every other node.
     for cg in cgroups {

@@ -44,9 +44,14 @@
 //! over it; [`Node::write_file`], [`Node::install_binary`], [`Node::install_unit`] and
 //! [`Node::host_path`] reach the node's private folders from the host side.
 //!
-//! Each node gets its own loopback address (127.0.10.1 and up, see [`IpLease`]); leases are
-//! `flock`s, so test processes running side by side never hand out the same address. Services
-//! on the node bind that address with RKE2's real ports.
+//! Each node has a network namespace of its own: its own loopback (so `127.0.0.1:6443` in
+//! the node's `rke2.yaml` and the agent's default `127.0.0.1:10248` kubelet probe mean what
+//! they mean on a real node) and an `eth0` on a bridge shared by every node of the test
+//! process (10.250.1.1 and up). The bridge lives in the *ground* namespace, which has no
+//! route off the machine: see [`net`] for the address range and why nothing can leave.
+//! Hubs and mirrors that nodes must reach run there ([`net::Ground::command`],
+//! [`net::Ground::lease_host`], [`enter`], [`block_on`]). [`Node::cut`] and [`Node::heal`]
+//! partition a node (all traffic, some peers, or one port) with nftables in its namespace.
 //!
 //! # Teardown
 //!
@@ -63,7 +68,7 @@
 //! - Needs root, a writable cgroup tree and systemd, dbus-daemon, nsenter and unshare on the
 //!   host ([`require_root_and_tools`]; `scripts/install-test-deps.sh` installs them).
 //!   Developed on cgroup v1+v2 hybrid (systemd 252); pure cgroup v2 is handled but untested.
-//! - Nodes share the host's network namespace, kernel, `/sys` and the rest of the file system:
+//! - Nodes share the host's kernel, `/sys` and the rest of the file system:
 //!   only the paths listed above are private ([`Node::host_path`] refuses the others, add more
 //!   with [`NodeSpec::with_private_dir`]). The empty folders `/etc/rancher` and
 //!   `/etc/rke2-ops` are created on the host as mount points.
@@ -79,7 +84,7 @@ mod control;
 mod error;
 mod host;
 mod layout;
-mod lease;
+pub mod net;
 mod node;
 mod units;
 
@@ -89,7 +94,7 @@ use std::time::{Duration, Instant};
 
 pub use control::ExecOutput;
 pub use error::{GroundError, Result};
-pub use lease::IpLease;
+pub use net::{Cut, block_on, enter, ground};
 pub use node::{Node, NodeSpec};
 
 /// Where Debian (and most distributions) keep systemd itself.
@@ -102,6 +107,9 @@ const HOST_TOOLS: &[&str] = &[
     "unshare",
     "systemctl",
     "journalctl",
+    // The ground network (`net`): namespaces, veth pairs, the bridge, and cuts.
+    "ip",
+    "nft",
 ];
 
 /// Panics with a clear message, naming what is missing, unless this process can boot nodes:

@@ -18,7 +18,7 @@ use nix::unistd::Pid;
 use super::error::{GroundError, Result, io_err};
 use super::host::{Reaper, make_cgroups, remove_cgroups, spawn_reaper};
 use super::layout::{NODE_PATH, PRIVATE_DIRS, boot_script, is_clean_absolute, prepare_root};
-use super::lease::IpLease;
+use super::net::{AddrLease, Cut, Ground, ground, nft_script};
 use super::{check_root_and_tools, systemd_binary};
 
 /// What `Node::boot` should build.
@@ -26,7 +26,8 @@ use super::{check_root_and_tools, systemd_binary};
 pub struct NodeSpec {
     /// Node name, also its hostname: lowercase letters, digits and `-`.
     pub name: String,
-    /// Loopback address for the node; `None` leases the lowest free one of 127.0.10.0/24 up.
+    /// The node's address on the ground's bridge; `None` leases the lowest free one of
+    /// 10.250.1.1 up (see [`super::net`]).
     pub ip: Option<Ipv4Addr>,
     /// Host folder for the node's files; `None` makes a temporary one that the node deletes on
     /// teardown (kept when `RKE2OPS_GROUND_KEEP` is set, for debugging).
@@ -92,13 +93,6 @@ impl NodeSpec {
                 self.name
             )));
         }
-        if let Some(ip) = self.ip
-            && !ip.is_loopback()
-        {
-            return Err(GroundError::InvalidSpec(format!(
-                "node address {ip} is not a loopback address; nodes share the host's network"
-            )));
-        }
         for dir in &self.extra_private_dirs {
             if !is_clean_absolute(dir) || dir == Path::new("/") {
                 return Err(GroundError::InvalidSpec(format!(
@@ -111,15 +105,18 @@ impl NodeSpec {
     }
 }
 
-/// A booted node: its own systemd (PID 1 of a PID + mount + UTS namespace), D-Bus and journald.
+/// A booted node: its own systemd (PID 1 of a PID + mount + UTS + network namespace), D-Bus
+/// and journald, on the ground's bridge.
 /// Dropping it SIGKILLs the node's init, which kills every process of the node, then removes its
 /// cgroups and (if temporary) its files.
 #[derive(Debug)]
 pub struct Node {
     /// The node's name and hostname.
     pub(super) name: String,
-    /// The node's loopback address, held for the node's lifetime.
-    pub(super) lease: IpLease,
+    /// The node's address on the bridge, held for the node's lifetime.
+    pub(super) lease: AddrLease,
+    /// The cuts in force ([`Node::cut`]).
+    cuts: std::sync::Mutex<Vec<Cut>>,
     /// Host folder with the node's files; `fs/` mirrors the node's private paths.
     pub(super) root: PathBuf,
     /// Present when the harness made `root` and must delete it.
@@ -150,10 +147,8 @@ impl Node {
     pub fn boot(spec: NodeSpec) -> Result<Self> {
         spec.validate()?;
         check_root_and_tools().map_err(GroundError::Prerequisite)?;
-        let lease = match spec.ip {
-            Some(ip) => IpLease::exact(ip)?,
-            None => IpLease::any()?,
-        };
+        let ground = ground()?;
+        let lease = ground.lease_node(spec.ip)?;
 
         let (root, owned_root) = match &spec.root {
             Some(root) => {
@@ -190,6 +185,7 @@ impl Node {
         let cgroups = make_cgroups(&id)?;
         let systemd = systemd_binary().map_err(GroundError::Prerequisite)?;
         let script = boot_script(
+            lease.ip(),
             &root,
             &spec.name,
             &private_dirs,
@@ -202,6 +198,7 @@ impl Node {
         command
             .args([
                 "--pid",
+                "--net",
                 "--fork",
                 // When unshare dies, the kernel SIGKILLs the node's init (PR_SET_PDEATHSIG).
                 "--kill-child=SIGKILL",
@@ -246,6 +243,7 @@ impl Node {
         let mut node = Self {
             name: spec.name.clone(),
             lease,
+            cuts: std::sync::Mutex::new(Vec::new()),
             root,
             owned_root,
             private_dirs,
@@ -259,6 +257,10 @@ impl Node {
         };
         // From here on every early return drops `node`, which tears down what was started.
         node.reaper = Some(reaper?);
+        // The boot script waits for its link before it mounts anything.
+        let unshare_pid = node.unshare.id();
+        Ground::wait_own_netns(unshare_pid, Duration::from_secs(10))?;
+        ground.attach(unshare_pid)?;
         node.find_init()?;
         node.wait_until_running(spec.boot_timeout)?;
         Ok(node)
@@ -270,10 +272,73 @@ impl Node {
         &self.name
     }
 
-    /// The node's loopback address.
+    /// The node's address on the ground's bridge (its `eth0`).
     #[must_use]
     pub fn ip(&self) -> Ipv4Addr {
         self.lease.ip()
+    }
+
+    /// Cuts the node off as `cut` says, on top of the cuts already in force: packets are
+    /// dropped silently in both directions by nftables in the node's own namespace.
+    pub fn cut(&self, cut: Cut) -> Result<()> {
+        let mut cuts = self
+            .cuts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cuts.push(cut);
+        self.apply_cuts(&cuts)
+    }
+
+    /// Lifts every cut.
+    pub fn heal(&self) -> Result<()> {
+        let mut cuts = self
+            .cuts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cuts.clear();
+        self.apply_cuts(&cuts)
+    }
+
+    fn apply_cuts(&self, cuts: &[Cut]) -> Result<()> {
+        let script = nft_script(cuts);
+        let mut child = Command::new("nsenter")
+            .args([
+                "--target",
+                &self.init_pid.to_string(),
+                "--net",
+                "--",
+                "nft",
+                "-f",
+                "-",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| GroundError::Spawn {
+                command: "nsenter ... nft -f -".into(),
+                source,
+            })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(script.as_bytes());
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|source| GroundError::Spawn {
+                command: "nft -f -".into(),
+                source,
+            })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(GroundError::CommandFailed {
+                node: self.name.clone(),
+                command: format!("nft -f - <<EOF\n{script}EOF"),
+                status: out.status.to_string(),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            })
+        }
     }
 
     /// Host PID of the node's systemd (PID 1 inside the node).

@@ -211,10 +211,94 @@ fn boot_rejects_bad_names_and_taken_addresses() {
         Node::boot(NodeSpec::new("Bad_Name")),
         Err(GroundError::InvalidSpec(_))
     ));
-    let lease = IpLease::any().expect("lease");
-    let err = Node::boot(NodeSpec::new("ground-dup").with_ip(lease.ip())).expect_err("taken");
+    let first = Node::boot(NodeSpec::new("ground-first")).expect("boot");
+    let err = Node::boot(NodeSpec::new("ground-dup").with_ip(first.ip())).expect_err("taken");
     assert!(
-        matches!(err, GroundError::AddressInUse(ip) if ip == lease.ip()),
+        matches!(err, GroundError::AddressInUse(ip) if ip == first.ip()),
         "{err}"
     );
+    let outside = std::net::Ipv4Addr::new(127, 0, 10, 1);
+    let err = Node::boot(NodeSpec::new("ground-out").with_ip(outside)).expect_err("outside");
+    assert!(matches!(err, GroundError::InvalidSpec(_)), "{err}");
+}
+
+/// `curl`'s exit code and stderr for `url` from inside `node` (`-m 3`).
+fn curl_from(node: &Node, url: &str) -> (i32, String) {
+    let out = node
+        .exec(&["curl", "-sS", "-o", "/dev/null", "-m", "3", url])
+        .expect("curl runs");
+    (out.status.code().unwrap_or(-1), out.stderr)
+}
+
+#[test]
+fn nodes_meet_on_the_bridge_and_nothing_leaves_the_ground() {
+    require_root_and_tools();
+    let a = Node::boot(NodeSpec::new("net-a")).expect("boot a");
+    let b = Node::boot(NodeSpec::new("net-b")).expect("boot b");
+    a.exec_ok(&[
+        "systemd-run",
+        "--unit=web",
+        "/usr/bin/python3",
+        "-m",
+        "http.server",
+        "--bind",
+        "0.0.0.0",
+        "8080",
+    ])
+    .expect("web server on a");
+    let url = format!("http://{}:8080/", a.ip());
+    wait_until("b to reach a's web server", Duration::from_secs(20), || {
+        Ok(curl_from(&b, &url).0 == 0)
+    })
+    .expect("bridge works");
+
+    // b's loopback is b's own: a's server is not on it.
+    assert_eq!(curl_from(&b, "http://127.0.0.1:8080/").0, 7, "refused");
+    assert_eq!(
+        curl_from(&a, "http://127.0.0.1:8080/").0,
+        0,
+        "a's own loopback"
+    );
+    // Nothing outside the ground has a route, from a node or from the ground side.
+    let (code, err) = curl_from(&b, "http://192.0.2.1/");
+    assert_eq!(code, 7, "{err}");
+    let from_ground = |url: &str| {
+        ground()
+            .expect("ground")
+            .command("curl")
+            .args(["-sS", "-o", "/dev/null", "-m", "3", url])
+            .output()
+            .expect("curl runs")
+            .status
+            .code()
+    };
+    assert_eq!(from_ground("http://192.0.2.1/"), Some(7));
+    assert_eq!(from_ground(&url), Some(0), "the ground side reaches nodes");
+
+    // Cuts drop packets (timeouts, exit 28), heal restores.
+    a.cut(Cut::All).expect("cut all");
+    assert_eq!(curl_from(&b, &url).0, 28, "cut off");
+    assert_eq!(
+        curl_from(&a, "http://127.0.0.1:8080/").0,
+        0,
+        "loopback unaffected"
+    );
+    a.heal().expect("heal");
+    assert_eq!(curl_from(&b, &url).0, 0, "healed");
+    a.cut(Cut::Port {
+        from: vec![b.ip()],
+        port: 8080,
+    })
+    .expect("cut one port from b");
+    assert_eq!(curl_from(&b, &url).0, 28, "b is cut off from the port");
+    assert_eq!(from_ground(&url), Some(0), "others still reach it");
+    a.heal().expect("heal");
+    a.cut(Cut::Hosts(vec![b.ip()])).expect("cut b");
+    assert_eq!(curl_from(&b, &url).0, 28, "b is cut off");
+    assert_eq!(
+        curl_from(&a, &format!("http://{}:1/", b.ip())).0,
+        28,
+        "both ways"
+    );
+    assert_eq!(from_ground(&url), Some(0), "others still reach it");
 }
