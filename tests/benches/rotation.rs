@@ -36,14 +36,8 @@ fn main() {
         "/usr/local/bin/dbus-probe",
     )
     .expect("probe");
-    node.write_file(
-        "/etc/rke2-ops/node-agent.toml",
-        format!(
-            "kubelet_healthz_addr = \"{}:10248\"\nready_timeout_secs = 60\n",
-            node.ip()
-        ),
-    )
-    .expect("config");
+    node.write_file("/etc/rke2-ops/node-agent.toml", "ready_timeout_secs = 60\n")
+        .expect("config");
 
     let mut totals = Vec::new();
     let mut waits = Vec::new();

@@ -15,6 +15,9 @@ pub struct HubProcess {
     state: PathBuf,
     /// Its gRPC address.
     pub addr: String,
+    /// Its address on the ground's bridge when it leased one itself
+    /// ([`HubProcess::start_in_ground`]); released after the hub is killed.
+    _lease: Option<crate::ground::net::AddrLease>,
 }
 
 impl HubProcess {
@@ -34,8 +37,52 @@ impl HubProcess {
     /// When it does not come up within 20 s.
     #[must_use]
     pub fn start_with(state: &Path, ip: &str, extra: &[&str]) -> HubProcess {
+        Self::spawn(
+            Command::new(built_binary("rke2-hub")),
+            state,
+            ip,
+            extra,
+            None,
+        )
+    }
+
+    /// Starts a hub that proving-ground nodes can reach: in the ground's network namespace
+    /// (see [`crate::ground::net`]) on an address of its own there, with extra `serve`
+    /// arguments. Its CLI works from anywhere (the admin socket is a file).
+    ///
+    /// # Panics
+    /// When the ground cannot give it an address or it does not come up within 20 s.
+    #[must_use]
+    pub fn start_in_ground(state: &Path, extra: &[&str]) -> HubProcess {
+        let ground = crate::ground::ground().expect("ground network");
+        let lease = ground.lease_host().expect("an address for the hub");
+        let ip = lease.ip().to_string();
+        let command = ground.command(built_binary("rke2-hub"));
+        Self::spawn(command, state, &ip, extra, Some(lease))
+    }
+
+    /// [`HubProcess::start_in_ground`] on `ip`, a ground address the caller leased
+    /// ([`crate::ground::net::Ground::lease_host`]) and keeps, so a restarted hub comes back
+    /// where its agents look for it.
+    ///
+    /// # Panics
+    /// When it does not come up within 20 s.
+    #[must_use]
+    pub fn start_in_ground_on(state: &Path, ip: &str, extra: &[&str]) -> HubProcess {
+        let ground = crate::ground::ground().expect("ground network");
+        let command = ground.command(built_binary("rke2-hub"));
+        Self::spawn(command, state, ip, extra, None)
+    }
+
+    fn spawn(
+        mut command: Command,
+        state: &Path,
+        ip: &str,
+        extra: &[&str],
+        lease: Option<crate::ground::net::AddrLease>,
+    ) -> HubProcess {
         let addr = format!("{ip}:9811");
-        let child = Command::new(built_binary("rke2-hub"))
+        let child = command
             .args([
                 "serve",
                 "--listen-addr",
@@ -62,6 +109,7 @@ impl HubProcess {
             child,
             state: state.to_path_buf(),
             addr,
+            _lease: lease,
         };
         let start = Instant::now();
         while hub.cli(&["nodes", "--output", "json"]).is_none() {
@@ -72,6 +120,18 @@ impl HubProcess {
             std::thread::sleep(Duration::from_millis(100));
         }
         hub
+    }
+
+    /// The address the hub listens on.
+    ///
+    /// # Panics
+    /// Never for hubs started here (the address was parsed when it was written).
+    #[must_use]
+    pub fn ip(&self) -> std::net::Ipv4Addr {
+        self.addr
+            .rsplit_once(':')
+            .and_then(|(ip, _)| ip.parse().ok())
+            .expect("the hub's address is an IPv4 address and port")
     }
 
     /// The admin socket.
@@ -149,8 +209,8 @@ impl Drop for HubProcess {
 pub const AGENT_BIN: &str = "/usr/local/bin/rke2-node-agent";
 
 /// Installs the real `rke2-node-agent` on `node` under the shipped unit, configured to enroll
-/// with `hub` (a fresh single-use token and the hub CA's pin), with the node's metrics and
-/// kubelet addresses and `extra_toml` lines appended, and starts it.
+/// with `hub` (a fresh single-use token and the hub CA's pin) and `extra_toml` lines appended
+/// (every other setting is the agent's production default), and starts it.
 ///
 /// # Errors
 /// When the token cannot be created or the node refuses a step.
@@ -164,8 +224,9 @@ pub fn enroll_agent(
 }
 
 /// Installs the built agent and the shipped unit on `node`, configured to enroll with the hub
-/// at `hub_address` using `token` (the `--output json` of `rke2-hub token create`), with the
-/// node's metrics and kubelet addresses and `extra_toml` lines appended, and starts it.
+/// at `hub_address` using `token` (the `--output json` of `rke2-hub token create`) and
+/// `extra_toml` lines appended (every other setting is the agent's production default), and
+/// starts it.
 ///
 /// # Errors
 /// When the node refuses a step.
@@ -180,12 +241,11 @@ pub fn install_enrolling_agent(
     node.write_file(
         "/etc/rke2-ops/node-agent.toml",
         format!(
-            "metrics_addr = \"{ip}:9810\"\nkubelet_healthz_addr = \"{ip}:10248\"\n\
-             hub_address = \"{hub_address}\"\nhub_token = \"{}\"\nhub_ca_pin = \"{}\"\nnode_name = \"{}\"\n{extra_toml}",
+            "hub_address = \"{hub_address}\"\nhub_token = \"{}\"\nhub_ca_pin = \"{}\"\n\
+             node_name = \"{}\"\n{extra_toml}",
             field("token"),
             field("ca_pin"),
             node.name(),
-            ip = node.ip(),
         ),
     )?;
     node.install_shipped_unit("rke2-node-agent.service")?;

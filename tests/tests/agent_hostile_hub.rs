@@ -26,8 +26,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-const HUB_IP: &str = "127.0.33.10";
-
 type HubStream = Pin<Box<dyn Stream<Item = Result<pb::HubMessage, Status>> + Send>>;
 
 /// The test hub: on every stream, after the agent's first message, sends its script of
@@ -130,143 +128,150 @@ fn fingerprint(cluster: &SimCluster) -> BTreeSet<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hostile_hub_cannot_name_paths_versions_or_services() {
-    require_root_and_tools();
-    let cluster = tokio::task::block_in_place(|| SimCluster::boot(1, 0).expect("1 server"));
-    let server = &cluster.servers[0].node;
-    let state = tempfile::tempdir().expect("state");
+#[test]
+fn a_hostile_hub_cannot_name_paths_versions_or_services() {
+    rke2ops_tests::ground::block_on(async {
+        require_root_and_tools();
+        let cluster = tokio::task::block_in_place(|| SimCluster::boot(1, 0).expect("1 server"));
+        let server = &cluster.servers[0].node;
+        let state = tempfile::tempdir().expect("state");
+        let hub_addr = rke2ops_tests::ground::ground()
+            .expect("ground network")
+            .lease_host()
+            .expect("hub address");
+        let hub_ip = hub_addr.ip().to_string();
 
-    // Enroll with the real hub, then stop it: the agent keeps its identity and pin.
-    tokio::task::block_in_place(|| {
-        let hub = Hub::start(state.path(), HUB_IP);
-        rke2ops_tests::hub::enroll_agent(server, &hub, "heartbeat_secs = 2\n").expect("enroll");
-        let started = Instant::now();
-        while hub.json(&["nodes"])["nodes"][0]["online"] != true {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "agent never online"
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        hub.stop();
-    });
-    let before = tokio::task::block_in_place(|| fingerprint(&cluster));
-
-    // The test hub: the real hub's CA and server certificate, so the agent's pin accepts it.
-    let now = OffsetDateTime::now_utc();
-    let ca = HubCa::load_or_create(state.path(), now).expect("the hub's CA");
-    let identity = ca
-        .load_or_issue_server(state.path(), &[HUB_IP.to_owned()], now)
-        .expect("server certificate");
-    let tls = Arc::new(
-        rke2_hub::listener::server_config(
-            &identity.cert_chain_pem,
-            &identity.key_pem,
-            ca.cert_pem(),
-        )
-        .expect("TLS"),
-    );
-    let long_id = "x".repeat(10_000);
-    let hostile = vec![
-        rotate("/var/lib/rancher/rke2"),
-        rotate("."),
-        rotate(".."),
-        rotate("../x"),
-        rotate(&long_id),
-        upgrade("upgrade-1", "v1.034.1+rke2r1"),
-        upgrade("upgrade-2", "v1.34.1+rke2r1/../../../../tmp"),
-        pb::RunOperation {
-            operation_id: "rotate-1".into(),
-            kind: Some(pb::run_operation::Kind::Rotate(pb::RotateOperation {
-                services: vec!["--data-dir=/tmp/elsewhere".into()],
-            })),
-        },
-    ];
-    let expected: Vec<(String, &str)> = vec![
-        ("/var/lib/rancher/rke2".into(), "operation_id"),
-        (".".into(), "operation_id"),
-        ("..".into(), "operation_id"),
-        ("../x".into(), "operation_id"),
-        (
-            format!("{}…(9872 bytes cut)", "x".repeat(128)),
-            "operation_id",
-        ),
-        ("upgrade-1".into(), "upgrade.version"),
-        ("upgrade-2".into(), "upgrade.version"),
-        ("rotate-1".into(), "rotate.services"),
-    ];
-    let (answers_tx, mut answers) = mpsc::unbounded_channel();
-    let service = HostileHub {
-        script: Mutex::new(Some(hostile)),
-        answers: answers_tx,
-    };
-    let tcp = tokio::net::TcpListener::bind(format!("{HUB_IP}:9811"))
-        .await
-        .expect("bind the test hub");
-    let server_task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AgentServiceServer::new(service))
-            .serve_with_incoming(rke2_hub::listener::incoming(
-                tcp,
-                tls,
-                rke2_hub::listener::Limits::default(),
-            )),
-    );
-
-    // Collect the results (the agent reconnects within its backoff).
-    let mut results: Vec<pb::OperationResult> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while results.len() < expected.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(Some(message)) = tokio::time::timeout(left, answers.recv()).await else {
-            panic!(
-                "only {} of {} results within 90 s: {results:#?}",
-                results.len(),
-                expected.len()
-            );
-        };
-        match message.body {
-            Some(pb::agent_message::Body::Result(r)) => results.push(r),
-            Some(pb::agent_message::Body::Progress(p)) => {
-                panic!("the agent started a hostile operation: {p:?}")
+        // Enroll with the real hub, then stop it: the agent keeps its identity and pin.
+        tokio::task::block_in_place(|| {
+            let hub = Hub::start_in_ground_on(state.path(), &hub_ip, &[]);
+            rke2ops_tests::hub::enroll_agent(server, &hub, "heartbeat_secs = 2\n").expect("enroll");
+            let started = Instant::now();
+            while hub.json(&["nodes"])["nodes"][0]["online"] != true {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "agent never online"
+                );
+                std::thread::sleep(Duration::from_millis(250));
             }
-            _ => {}
-        }
-    }
-    // Not a graceful stop: that would wait for the agent's stream, which never ends.
-    server_task.abort();
+            hub.stop();
+        });
+        let before = tokio::task::block_in_place(|| fingerprint(&cluster));
 
-    for ((id, field), result) in expected.iter().zip(&results) {
-        assert_eq!(&result.operation_id, id, "results in request order");
+        // The test hub: the real hub's CA and server certificate, so the agent's pin accepts it.
+        let now = OffsetDateTime::now_utc();
+        let ca = HubCa::load_or_create(state.path(), now).expect("the hub's CA");
+        let identity = ca
+            .load_or_issue_server(state.path(), &[hub_ip.clone()], now)
+            .expect("server certificate");
+        let tls = Arc::new(
+            rke2_hub::listener::server_config(
+                &identity.cert_chain_pem,
+                &identity.key_pem,
+                ca.cert_pem(),
+            )
+            .expect("TLS"),
+        );
+        let long_id = "x".repeat(10_000);
+        let hostile = vec![
+            rotate("/var/lib/rancher/rke2"),
+            rotate("."),
+            rotate(".."),
+            rotate("../x"),
+            rotate(&long_id),
+            upgrade("upgrade-1", "v1.034.1+rke2r1"),
+            upgrade("upgrade-2", "v1.34.1+rke2r1/../../../../tmp"),
+            pb::RunOperation {
+                operation_id: "rotate-1".into(),
+                kind: Some(pb::run_operation::Kind::Rotate(pb::RotateOperation {
+                    services: vec!["--data-dir=/tmp/elsewhere".into()],
+                })),
+            },
+        ];
+        let expected: Vec<(String, &str)> = vec![
+            ("/var/lib/rancher/rke2".into(), "operation_id"),
+            (".".into(), "operation_id"),
+            ("..".into(), "operation_id"),
+            ("../x".into(), "operation_id"),
+            (
+                format!("{}…(9872 bytes cut)", "x".repeat(128)),
+                "operation_id",
+            ),
+            ("upgrade-1".into(), "upgrade.version"),
+            ("upgrade-2".into(), "upgrade.version"),
+            ("rotate-1".into(), "rotate.services"),
+        ];
+        let (answers_tx, mut answers) = mpsc::unbounded_channel();
+        let service = HostileHub {
+            script: Mutex::new(Some(hostile)),
+            answers: answers_tx,
+        };
+        let tcp = tokio::net::TcpListener::bind(format!("{hub_ip}:9811"))
+            .await
+            .expect("bind the test hub");
+        let server_task = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(AgentServiceServer::new(service))
+                .serve_with_incoming(rke2_hub::listener::incoming(
+                    tcp,
+                    tls,
+                    rke2_hub::listener::Limits::default(),
+                )),
+        );
+
+        // Collect the results (the agent reconnects within its backoff).
+        let mut results: Vec<pb::OperationResult> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while results.len() < expected.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(Some(message)) = tokio::time::timeout(left, answers.recv()).await else {
+                panic!(
+                    "only {} of {} results within 90 s: {results:#?}",
+                    results.len(),
+                    expected.len()
+                );
+            };
+            match message.body {
+                Some(pb::agent_message::Body::Result(r)) => results.push(r),
+                Some(pb::agent_message::Body::Progress(p)) => {
+                    panic!("the agent started a hostile operation: {p:?}")
+                }
+                _ => {}
+            }
+        }
+        // Not a graceful stop: that would wait for the agent's stream, which never ends.
+        server_task.abort();
+
+        for ((id, field), result) in expected.iter().zip(&results) {
+            assert_eq!(&result.operation_id, id, "results in request order");
+            assert_eq!(
+                result.outcome,
+                i32::from(pb::OperationOutcome::Rejected),
+                "{id:.40}: {result:?}"
+            );
+            assert!(
+                result.detail.contains(field),
+                "{id:.40}: the refusal names {field}: {}",
+                result.detail
+            );
+            assert!(
+                result.detail.len() < 512,
+                "short refusal: {}",
+                result.detail
+            );
+        }
+        let after = tokio::task::block_in_place(|| fingerprint(&cluster));
+        let changed: Vec<_> = before.symmetric_difference(&after).collect();
+        assert!(
+            changed.is_empty(),
+            "data dir, journal or binaries changed: {changed:#?}"
+        );
         assert_eq!(
-            result.outcome,
-            i32::from(pb::OperationOutcome::Rejected),
-            "{id:.40}: {result:?}"
+            server
+                .systemctl(&["is-active", "rke2-server.service"])
+                .expect("systemctl")
+                .trim(),
+            "active",
+            "RKE2 kept running"
         );
-        assert!(
-            result.detail.contains(field),
-            "{id:.40}: the refusal names {field}: {}",
-            result.detail
-        );
-        assert!(
-            result.detail.len() < 512,
-            "short refusal: {}",
-            result.detail
-        );
-    }
-    let after = tokio::task::block_in_place(|| fingerprint(&cluster));
-    let changed: Vec<_> = before.symmetric_difference(&after).collect();
-    assert!(
-        changed.is_empty(),
-        "data dir, journal or binaries changed: {changed:#?}"
-    );
-    assert_eq!(
-        server
-            .systemctl(&["is-active", "rke2-server.service"])
-            .expect("systemctl")
-            .trim(),
-        "active",
-        "RKE2 kept running"
-    );
+    });
 }

@@ -57,7 +57,8 @@ fn node_with_agent(name: &str) -> Node {
 
     node.write_file(
         "/etc/rke2-ops/node-agent.toml",
-        format!("metrics_addr = \"{}:{METRICS_PORT}\"\n", node.ip()),
+        // The production defaults (metrics on 0.0.0.0:9810).
+        "",
     )
     .expect("agent config");
     node.install_binary(&agent, AGENT_BIN)

@@ -5,7 +5,6 @@
 //!
 //! Needs root and `cargo build --workspace --bins` first. The mirrors listen on 127.0.50.1.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -17,7 +16,6 @@ use rke2ops_tests::sim::release::{self, NEW_VERSION, OLD_VERSION, Release};
 
 const AGENT: &str = "/usr/local/bin/rke2-node-agent";
 const JOURNAL: &str = "/var/lib/rke2-ops/node-agent/ops";
-const MIRROR_IP: &str = "127.0.50.1";
 
 /// Both releases, built once per test binary.
 fn releases() -> &'static (PathBuf, Release, Release) {
@@ -41,10 +39,8 @@ fn mirror() -> &'static MirrorHandle {
     static MIRROR: OnceLock<MirrorHandle> = OnceLock::new();
     MIRROR.get_or_init(|| {
         let (dir, _, _) = releases();
-        let addr: SocketAddr = format!("{MIRROR_IP}:0").parse().expect("addr");
-        Mirror::serve(
+        Mirror::serve_in_ground(
             dir,
-            addr,
             vec![
                 "stable=v1.33.5+rke2r1".parse().expect("channel"),
                 "v1.34=v1.34.1+rke2r1".parse().expect("channel"),
@@ -100,10 +96,7 @@ fn old_server(source: &str) -> SimCluster {
     sim.node
         .install_binary(built_binary("rke2-node-agent"), AGENT)
         .expect("install agent");
-    let config = format!(
-        "metrics_addr = \"{ip}:9810\"\nkubelet_healthz_addr = \"{ip}:10248\"\nready_timeout_secs = 20\nartifact_source = \"{source}\"\n",
-        ip = sim.node.ip()
-    );
+    let config = format!("ready_timeout_secs = 20\nartifact_source = \"{source}\"\n",);
     sim.node
         .write_file("/etc/rke2-ops/node-agent.toml", config)
         .expect("config");
@@ -210,12 +203,7 @@ fn checksum_mismatch_is_refused_and_nothing_is_installed() {
     let (_, _, new) = releases();
     let bad_dir = tempfile::tempdir().expect("tempdir");
     release::with_lying_checksum(bad_dir.path(), NEW_VERSION, new).expect("lying mirror");
-    let bad_mirror = Mirror::serve(
-        bad_dir.path(),
-        format!("{MIRROR_IP}:0").parse().expect("addr"),
-        vec![],
-    )
-    .expect("mirror");
+    let bad_mirror = Mirror::serve_in_ground(bad_dir.path(), vec![]).expect("mirror");
     let cluster = old_server(&bad_mirror.base_url());
     let sim = &cluster.servers[0];
     let binary_before = sim.node.read_file(RKE2_BIN).expect("read");
@@ -443,12 +431,7 @@ fn a_release_over_the_entry_limit_is_refused_and_setuid_bits_are_never_installed
             }
         }
     });
-    let crowded_mirror = Mirror::serve(
-        crowded.path(),
-        format!("{MIRROR_IP}:0").parse().expect("addr"),
-        vec![],
-    )
-    .expect("mirror");
+    let crowded_mirror = Mirror::serve_in_ground(crowded.path(), vec![]).expect("mirror");
     let cluster = old_server(&crowded_mirror.base_url());
     let sim = &cluster.servers[0];
     let binary_before = sim.node.read_file(RKE2_BIN).expect("read");
@@ -483,12 +466,7 @@ fn a_release_over_the_entry_limit_is_refused_and_setuid_bits_are_never_installed
         "lib/systemd/system/rke2-server.service" => header.set_mode(0o664),
         _ => {}
     });
-    let setuid_mirror = Mirror::serve(
-        setuid.path(),
-        format!("{MIRROR_IP}:0").parse().expect("addr"),
-        vec![],
-    )
-    .expect("mirror");
+    let setuid_mirror = Mirror::serve_in_ground(setuid.path(), vec![]).expect("mirror");
     let out = agent(
         &sim.node,
         &[

@@ -13,8 +13,6 @@ use rke2ops_tests::sim::cluster::{self, SimCluster};
 use rke2ops_tests::sim::tree::{Role, Validity};
 use serde_json::Value;
 
-const HUB_IP: &str = "127.0.30.10";
-
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -37,7 +35,13 @@ fn node<'a>(nodes: &'a Value, name: &str) -> Option<&'a Value> {
 fn three_nodes_enroll_report_and_survive_a_hub_restart() {
     require_root_and_tools();
     let state = tempfile::tempdir().expect("state");
-    let hub = Hub::start(state.path(), HUB_IP);
+    // In the ground network, on an address kept across the restart below.
+    let hub_addr = rke2ops_tests::ground::ground()
+        .expect("ground network")
+        .lease_host()
+        .expect("hub address");
+    let hub_ip = hub_addr.ip().to_string();
+    let hub = Hub::start_in_ground_on(state.path(), &hub_ip, &[]);
     let cluster = SimCluster::boot(1, 2).expect("cluster");
     for sim in cluster.nodes() {
         rke2ops_tests::hub::enroll_agent(&sim.node, &hub, "heartbeat_secs = 2\n").expect("enroll");
@@ -118,7 +122,7 @@ fn three_nodes_enroll_report_and_survive_a_hub_restart() {
 
     // A hub restart keeps the inventory; running agents come back online.
     hub.stop();
-    let hub = Hub::start(state.path(), HUB_IP);
+    let hub = Hub::start_in_ground_on(state.path(), &hub_ip, &[]);
     let nodes = hub.json(&["nodes"]);
     for sim in cluster.nodes() {
         assert!(

@@ -33,7 +33,7 @@ fn start_hub(state: &Path, ip: &str, cluster: &SimCluster) -> Hub {
     let kubeconfig = kubeconfig(cluster, state);
     let endpoint = format!("https://{}:6443", cluster.servers[0].node.ip());
     let kubeconfig = kubeconfig.display().to_string();
-    Hub::start_with(
+    Hub::start_in_ground_on(
         state,
         ip,
         &[
@@ -65,68 +65,74 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubernetes_node_labels_correct_the_role_a_hello_claimed() {
-    require_root_and_tools();
-    let cluster = tokio::task::block_in_place(|| SimCluster::boot(1, 1).expect("1+1 cluster"));
-    let state = tempfile::tempdir().expect("state");
-    let ip = "127.0.44.30";
-    let hub = tokio::task::block_in_place(|| start_hub(state.path(), ip, &cluster));
+#[test]
+fn kubernetes_node_labels_correct_the_role_a_hello_claimed() {
+    rke2ops_tests::ground::block_on(async {
+        require_root_and_tools();
+        let cluster = tokio::task::block_in_place(|| SimCluster::boot(1, 1).expect("1+1 cluster"));
+        let state = tempfile::tempdir().expect("state");
+        let hub_addr = rke2ops_tests::ground::ground()
+            .expect("ground network")
+            .lease_host()
+            .expect("hub address");
+        let ip = &hub_addr.ip().to_string();
+        let hub = tokio::task::block_in_place(|| start_hub(state.path(), ip, &cluster));
 
-    // agent-1 is a worker in Kubernetes, but enrolls and says hello as a server.
-    let token = tokio::task::block_in_place(|| hub.json(&["token", "create", "--ttl", "10m"]));
-    let pin = token["ca_pin"].as_str().expect("pin");
-    let key = NodeKey::generate().expect("key");
-    let enrolled = AgentServiceClient::new(
-        tls::channel(ip, 9811, tls::enrollment_config(pin).expect("TLS")).expect("channel"),
-    )
-    .enroll(pb::EnrollRequest {
-        token: token["token"].as_str().expect("token").to_owned(),
-        node_name: "agent-1".to_owned(),
-        csr_pem: key.csr_pem("agent-1").expect("csr"),
-    })
-    .await
-    .expect("enroll agent-1")
-    .into_inner();
-    let mutual = tls::mutual_config(&enrolled.ca_pem, &enrolled.certificate_pem, &key.to_pem())
-        .expect("mutual TLS");
-    let (open, rx) = tokio::sync::mpsc::channel(4);
-    open.send(pb::AgentMessage {
-        body: Some(pb::agent_message::Body::Hello(pb::Hello {
+        // agent-1 is a worker in Kubernetes, but enrolls and says hello as a server.
+        let token = tokio::task::block_in_place(|| hub.json(&["token", "create", "--ttl", "10m"]));
+        let pin = token["ca_pin"].as_str().expect("pin");
+        let key = NodeKey::generate().expect("key");
+        let enrolled = AgentServiceClient::new(
+            tls::channel(ip, 9811, tls::enrollment_config(pin).expect("TLS")).expect("channel"),
+        )
+        .enroll(pb::EnrollRequest {
+            token: token["token"].as_str().expect("token").to_owned(),
             node_name: "agent-1".to_owned(),
-            role: pb::NodeRole::Server.into(),
-            rke2_version: "v1.34.1+rke2r1".to_owned(),
-            agent_version: "identity-test".to_owned(),
-        })),
-    })
-    .await
-    .expect("hello");
-    let _inbound = AgentServiceClient::new(tls::channel(ip, 9811, mutual).expect("channel"))
-        .connect(ReceiverStream::new(rx))
+            csr_pem: key.csr_pem("agent-1").expect("csr"),
+        })
         .await
-        .expect("connect")
+        .expect("enroll agent-1")
         .into_inner();
-    tokio::task::block_in_place(|| {
-        wait_until("agent-1 is listed", Duration::from_secs(10), || {
-            role_of(&hub, "agent-1").is_some()
+        let mutual = tls::mutual_config(&enrolled.ca_pem, &enrolled.certificate_pem, &key.to_pem())
+            .expect("mutual TLS");
+        let (open, rx) = tokio::sync::mpsc::channel(4);
+        open.send(pb::AgentMessage {
+            body: Some(pb::agent_message::Body::Hello(pb::Hello {
+                node_name: "agent-1".to_owned(),
+                role: pb::NodeRole::Server.into(),
+                rke2_version: "v1.34.1+rke2r1".to_owned(),
+                agent_version: "identity-test".to_owned(),
+            })),
+        })
+        .await
+        .expect("hello");
+        let _inbound = AgentServiceClient::new(tls::channel(ip, 9811, mutual).expect("channel"))
+            .connect(ReceiverStream::new(rx))
+            .await
+            .expect("connect")
+            .into_inner();
+        tokio::task::block_in_place(|| {
+            wait_until("agent-1 is listed", Duration::from_secs(10), || {
+                role_of(&hub, "agent-1").is_some()
+            });
         });
-    });
 
-    // Until the hub next reads Kubernetes, the first hello's claim stands.
-    assert_eq!(
-        tokio::task::block_in_place(|| role_of(&hub, "agent-1")).as_deref(),
-        Some("server")
-    );
-    // The hub reads the labels at start and every minute: a restart reads them now.
-    hub.kill();
-    let hub = tokio::task::block_in_place(|| start_hub(state.path(), ip, &cluster));
-    tokio::task::block_in_place(|| {
-        wait_until(
-            "the Kubernetes labels make agent-1 an agent",
-            Duration::from_secs(30),
-            || role_of(&hub, "agent-1").as_deref() == Some("agent"),
+        // Until the hub next reads Kubernetes, the first hello's claim stands.
+        assert_eq!(
+            tokio::task::block_in_place(|| role_of(&hub, "agent-1")).as_deref(),
+            Some("server")
         );
+        // The hub reads the labels at start and every minute: a restart reads them now.
+        hub.kill();
+        let hub = tokio::task::block_in_place(|| start_hub(state.path(), ip, &cluster));
+        tokio::task::block_in_place(|| {
+            wait_until(
+                "the Kubernetes labels make agent-1 an agent",
+                Duration::from_secs(30),
+                || role_of(&hub, "agent-1").as_deref() == Some("agent"),
+            );
+        });
+        drop(open);
+        hub.stop();
     });
-    drop(open);
-    hub.stop();
 }

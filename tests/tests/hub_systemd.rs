@@ -62,6 +62,8 @@ fn security_score(node: &Node) -> f64 {
 #[test]
 fn the_shipped_hub_unit_runs_a_plan_with_a_credential_kubeconfig() {
     require_root_and_tools();
+    // The hub's metrics are read from outside the node: from the ground's side of the bridge.
+    rke2ops_tests::ground::enter().expect("enter the ground network");
     let cluster = SimCluster::boot(1, 0).expect("cluster");
     let node = &cluster.servers[0].node;
     let ip = node.ip();

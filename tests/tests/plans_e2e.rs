@@ -6,7 +6,6 @@
 //! Needs root and `cargo build --workspace --bins` first. Hubs listen on 127.0.32.x, mirrors
 //! on 127.0.33.x.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,7 +16,8 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use rke2ops_tests::ground::{built_binary, require_root_and_tools};
+use rke2ops_tests::ground::net::AddrLease;
+use rke2ops_tests::ground::{built_binary, ground, require_root_and_tools};
 use rke2ops_tests::hub::HubProcess as Hub;
 use rke2ops_tests::sim::cluster::{self, CONFIG_DIR, SimCluster};
 use rke2ops_tests::sim::kube::fixtures::{pdb, workload_pod};
@@ -52,11 +52,10 @@ fn releases() -> &'static (PathBuf, Release, Release) {
     })
 }
 
-fn mirror(ip: &str) -> MirrorHandle {
+fn mirror() -> MirrorHandle {
     let (dir, _, _) = releases();
-    Mirror::serve(
+    Mirror::serve_in_ground(
         dir,
-        format!("{ip}:0").parse::<SocketAddr>().expect("addr"),
         vec![
             "stable=v1.33.5+rke2r1".parse().expect("channel"),
             "v1.34=v1.34.1+rke2r1".parse().expect("channel"),
@@ -104,7 +103,15 @@ fn start_hub(state: &Path, ip: &str, cluster: &SimCluster, mirror: Option<&Mirro
         ]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Hub::start_with(state, ip, &args)
+    Hub::start_in_ground_on(state, ip, &args)
+}
+
+/// An address for a hub in the proving ground, kept across the hub's restarts.
+fn hub_address() -> AddrLease {
+    ground()
+        .expect("ground network")
+        .lease_host()
+        .expect("hub address")
 }
 
 /// Creates an upgrade plan to the new release from `source` and waits until it halts;
@@ -411,377 +418,398 @@ fn serials(cluster: &SimCluster) -> Vec<(String, Option<u64>)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotation_plan_keeps_quorum_one_node_at_a_time_and_survives_hub_kills() {
-    require_root_and_tools();
-    let cluster = tokio::task::block_in_place(|| SimCluster::boot(3, 2).expect("3+2 cluster"));
-    let state = tempfile::tempdir().expect("state");
-    let ip = "127.0.32.1";
-    let hub = tokio::task::block_in_place(|| start_hub(state.path(), ip, &cluster, None));
-    tokio::task::block_in_place(|| enroll_all(&cluster, &hub));
-    // A workload on the workers, guarded by a budget that allows one disruption.
-    let client = kube_client(&cluster).await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    for (name, node) in [("web-a", "agent-1"), ("web-b", "agent-2")] {
-        pods.create(&PostParams::default(), &workload_pod(name, "web", node, 5))
+#[test]
+fn rotation_plan_keeps_quorum_one_node_at_a_time_and_survives_hub_kills() {
+    rke2ops_tests::ground::block_on(async {
+        require_root_and_tools();
+        let cluster = tokio::task::block_in_place(|| SimCluster::boot(3, 2).expect("3+2 cluster"));
+        let state = tempfile::tempdir().expect("state");
+        let hub_addr = hub_address();
+        let ip = &hub_addr.ip().to_string();
+        let hub = tokio::task::block_in_place(|| start_hub(state.path(), ip, &cluster, None));
+        tokio::task::block_in_place(|| enroll_all(&cluster, &hub));
+        // A workload on the workers, guarded by a budget that allows one disruption.
+        let client = kube_client(&cluster).await;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        for (name, node) in [("web-a", "agent-1"), ("web-b", "agent-2")] {
+            pods.create(&PostParams::default(), &workload_pod(name, "web", node, 5))
+                .await
+                .expect("create pod");
+        }
+        let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
+        budgets
+            .create(&PostParams::default(), &pdb("web-pdb", "web", 1))
             .await
-            .expect("create pod");
-    }
-    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
-    budgets
-        .create(&PostParams::default(), &pdb("web-pdb", "web", 1))
-        .await
-        .expect("create pdb");
-    let before = serials(&cluster);
-    // Plans are created on fleets that have been quiet for hours: stay idle past every
-    // freshness limit the gates apply before starting it.
-    tokio::task::block_in_place(|| idle(&hub));
+            .expect("create pdb");
+        let before = serials(&cluster);
+        // Plans are created on fleets that have been quiet for hours: stay idle past every
+        // freshness limit the gates apply before starting it.
+        tokio::task::block_in_place(|| idle(&hub));
 
-    let view = tokio::task::block_in_place(|| hub.json(&["rotate", "--settle", "1s"]));
-    let id = view["id"].as_str().expect("id").to_owned();
-    let recorder = Recorder::start(hub.socket(), id.clone(), &cluster);
-    // Kill -9 the hub at three points and restart it on the same state each time: while
-    // server-2 operates, while server-3 verifies (or just after: a short phase may be
-    // passed between two looks), and while a worker is in maintenance (cordoned, drained or
-    // restarting).
-    let mut hub = hub;
-    for (node, phases) in [
-        ("server-2", &["operate"][..]),
-        ("server-3", &["verify", "uncordon", "settle", "done"][..]),
-        ("agent-1", &["drain", "operate", "verify", "uncordon"][..]),
-    ] {
-        tokio::task::block_in_place(|| {
-            wait_until(
-                &format!("{node} in {phases:?}"),
-                Duration::from_secs(120),
-                || {
-                    plan(&hub, &id)["nodes"].as_array().is_some_and(|n| {
-                        n.iter().any(|n| {
-                            n["name"] == node
-                                && phases.contains(&n["phase"].as_str().unwrap_or_default())
+        let view = tokio::task::block_in_place(|| hub.json(&["rotate", "--settle", "1s"]));
+        let id = view["id"].as_str().expect("id").to_owned();
+        let recorder = Recorder::start(hub.socket(), id.clone(), &cluster);
+        // Kill -9 the hub at three points and restart it on the same state each time: while
+        // server-2 operates, while server-3 verifies (or just after: a short phase may be
+        // passed between two looks), and while a worker is in maintenance (cordoned, drained or
+        // restarting).
+        let mut hub = hub;
+        for (node, phases) in [
+            ("server-2", &["operate"][..]),
+            ("server-3", &["verify", "uncordon", "settle", "done"][..]),
+            ("agent-1", &["drain", "operate", "verify", "uncordon"][..]),
+        ] {
+            tokio::task::block_in_place(|| {
+                wait_until(
+                    &format!("{node} in {phases:?}"),
+                    Duration::from_secs(120),
+                    || {
+                        plan(&hub, &id)["nodes"].as_array().is_some_and(|n| {
+                            n.iter().any(|n| {
+                                n["name"] == node
+                                    && phases.contains(&n["phase"].as_str().unwrap_or_default())
+                            })
                         })
-                    })
-                },
-            );
+                    },
+                );
+            });
+            eprintln!("SIGKILL to the hub with {node} in {phases:?}");
+            hub.kill();
+            hub = tokio::task::block_in_place(|| start_hub(state.path(), ip, &cluster, None));
+        }
+        let done = tokio::task::block_in_place(|| {
+            wait_state(&hub, &id, "completed", Duration::from_secs(300))
         });
-        eprintln!("SIGKILL to the hub with {node} in {phases:?}");
-        hub.kill();
-        hub = tokio::task::block_in_place(|| start_hub(state.path(), ip, &cluster, None));
-    }
-    let done = tokio::task::block_in_place(|| {
-        wait_state(&hub, &id, "completed", Duration::from_secs(300))
-    });
-    let (max_busy, min_healthy, order) = recorder.finish();
-    eprintln!("plan done: max busy {max_busy}, min healthy etcd {min_healthy}, order {order:?}");
-    assert_eq!(max_busy, 1, "never two nodes in maintenance at once");
-    assert!(
-        min_healthy >= 2,
-        "etcd quorum never dropped (min healthy {min_healthy})"
-    );
-    eprintln!("sampled maintenance order: {order:?}");
-    assert_sequential_in_order(&done);
-    for n in done["nodes"].as_array().expect("nodes") {
-        assert_eq!(n["phase"], "done", "{n:#}");
-        assert_eq!(
-            n["attempt"], 1,
-            "one attempt each across the hub kills: {n:#}"
+        let (max_busy, min_healthy, order) = recorder.finish();
+        eprintln!(
+            "plan done: max busy {max_busy}, min healthy etcd {min_healthy}, order {order:?}"
         );
-    }
-    // Every certificate is fresh: a new serial on every node.
-    let after = serials(&cluster);
-    for ((name, old), (_, new)) in before.iter().zip(&after) {
+        assert_eq!(max_busy, 1, "never two nodes in maintenance at once");
         assert!(
-            old.is_some() && new.is_some() && old != new,
-            "{name}: {old:?} → {new:?}"
+            min_healthy >= 2,
+            "etcd quorum never dropped (min healthy {min_healthy})"
         );
-    }
-    // Nothing stays cordoned; the workers were drained (events say so).
-    assert!(cordoned(&client).await.is_empty());
-    let events: Vec<String> = done["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| {
-            format!(
-                "{} {}",
-                e["node"].as_str().unwrap_or(""),
-                e["message"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
-    assert!(
-        events
+        eprintln!("sampled maintenance order: {order:?}");
+        assert_sequential_in_order(&done);
+        for n in done["nodes"].as_array().expect("nodes") {
+            assert_eq!(n["phase"], "done", "{n:#}");
+            assert_eq!(
+                n["attempt"], 1,
+                "one attempt each across the hub kills: {n:#}"
+            );
+        }
+        // Every certificate is fresh: a new serial on every node.
+        let after = serials(&cluster);
+        for ((name, old), (_, new)) in before.iter().zip(&after) {
+            assert!(
+                old.is_some() && new.is_some() && old != new,
+                "{name}: {old:?} → {new:?}"
+            );
+        }
+        // Nothing stays cordoned; the workers were drained (events say so).
+        assert!(cordoned(&client).await.is_empty());
+        let events: Vec<String> = done["events"]
+            .as_array()
+            .expect("events")
             .iter()
-            .any(|e| e.starts_with("agent-2 drained: ") && e.contains("1 pods evicted")),
-        "{events:#?}"
-    );
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["node"].as_str().unwrap_or(""),
+                    e["message"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        assert!(
+            events
+                .iter()
+                .any(|e| e.starts_with("agent-2 drained: ") && e.contains("1 pods evicted")),
+            "{events:#?}"
+        );
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_node() {
-    require_root_and_tools();
-    let cluster = tokio::task::block_in_place(|| {
-        let cluster = SimCluster::boot(3, 2).expect("3+2 cluster");
-        // Every node runs the older release, servers first.
-        for sim in cluster.nodes() {
-            release::install_rke2(&sim.node, OLD_VERSION).expect("install old");
+#[test]
+fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_node() {
+    rke2ops_tests::ground::block_on(async {
+        require_root_and_tools();
+        let cluster = tokio::task::block_in_place(|| {
+            let cluster = SimCluster::boot(3, 2).expect("3+2 cluster");
+            // Every node runs the older release, servers first.
+            for sim in cluster.nodes() {
+                release::install_rke2(&sim.node, OLD_VERSION).expect("install old");
+                sim.node
+                    .systemctl(&["restart", sim.unit()])
+                    .expect("restart");
+                sim.node
+                    .wait_for_unit_state(sim.unit(), "active", Duration::from_secs(60))
+                    .expect("active");
+            }
+            cluster
+        });
+        let good = mirror();
+        // A mirror whose checksum file lies.
+        let (_, _, new) = releases();
+        let bad_dir = tempfile::tempdir().expect("tempdir");
+        release::with_lying_checksum(bad_dir.path(), NEW_VERSION, new).expect("lying mirror");
+        let bad_mirror = Mirror::serve_in_ground(bad_dir.path(), vec![]).expect("bad mirror");
+
+        let state = tempfile::tempdir().expect("state");
+        let hub = tokio::task::block_in_place(|| {
+            start_hub(
+                state.path(),
+                &hub_address().ip().to_string(),
+                &cluster,
+                Some(&good),
+            )
+        });
+        // The nodes fetch only from the two mirrors.
+        let allowed = format!(
+            "allowed_artifact_sources = [\"{}\", \"{}\"]\n",
+            good.base_url(),
+            bad_mirror.base_url()
+        );
+        tokio::task::block_in_place(|| enroll_all_with(&cluster, &hub, &allowed));
+        let client = kube_client(&cluster).await;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        pods.create(
+            &PostParams::default(),
+            &workload_pod("api-a", "api", "agent-2", 5),
+        )
+        .await
+        .expect("create pod");
+
+        // A source outside the nodes' allow-list: refused by the first node before any fetch,
+        // the plan halts naming the list.
+        let (id, halted) = upgrade_until_halted(&hub, "http://127.0.33.9:8080/rke2");
+        let reason = halted["reason"].as_str().expect("reason");
+        assert!(
+            reason.contains("server-1")
+                && reason.contains("not allowed on this node")
+                && reason.contains("allowed_artifact_sources"),
+            "{reason}"
+        );
+        abort_uncordons(&hub, &id, &client, "abort uncordoned server-1").await;
+
+        // The bad checksum: refused on the first node, nothing installed, plan halted.
+        let binary_before = cluster.servers[0]
+            .node
+            .read_file(cluster::RKE2_BIN)
+            .expect("read");
+        let (id, halted) = upgrade_until_halted(&hub, &bad_mirror.base_url());
+        let reason = halted["reason"].as_str().expect("reason");
+        assert!(
+            reason.contains("server-1") && reason.contains("checksum"),
+            "{reason}"
+        );
+        assert_eq!(
+            cluster.servers[0]
+                .node
+                .read_file(cluster::RKE2_BIN)
+                .expect("read"),
+            binary_before,
+            "nothing installed"
+        );
+        let nodes = halted["nodes"].as_array().expect("nodes");
+        assert!(
+            nodes[1..].iter().all(|n| n["phase"] == "pending"),
+            "{halted:#}"
+        );
+        abort_uncordons(&hub, &id, &client, "abort uncordoned server-1").await;
+
+        // From the channel, through the good mirror.
+        let view = tokio::task::block_in_place(|| hub.json(&["upgrade", "--channel", "v1.34"]));
+        assert_eq!(view["target_version"], NEW_VERSION);
+        assert_eq!(view["channel"], "v1.34");
+        let id = view["id"].as_str().expect("id").to_owned();
+        let recorder = Recorder::start(hub.socket(), id.clone(), &cluster);
+        let done = tokio::task::block_in_place(|| {
+            wait_state(&hub, &id, "completed", Duration::from_secs(400))
+        });
+        let (max_busy, min_healthy, order) = recorder.finish();
+        assert_eq!(max_busy, 1);
+        assert!(min_healthy >= 2, "quorum kept ({min_healthy})");
+        eprintln!("sampled maintenance order: {order:?}");
+        assert_sequential_in_order(&done);
+        // Every node runs the new release, as its kubelet reports it.
+        let nodes: Api<Node> = Api::all(client.clone());
+        for n in nodes
+            .list(&ListParams::default())
+            .await
+            .expect("nodes")
+            .items
+        {
+            let version = n
+                .status
+                .and_then(|s| s.node_info)
+                .map(|i| i.kubelet_version)
+                .unwrap_or_default();
+            assert_eq!(version, NEW_VERSION, "{:?}", n.metadata.name);
+        }
+        let listed = tokio::task::block_in_place(|| hub.json(&["nodes"]));
+        for n in listed["nodes"].as_array().expect("nodes") {
+            assert_eq!(n["rke2_version"], NEW_VERSION, "{n}");
+        }
+        // The worker with the workload was drained: its pod evicted before the upgrade.
+        let drained = done["events"].as_array().expect("events").iter().any(|e| {
+            e["node"] == "agent-2"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("drained: 1 pods evicted"))
+        });
+        assert!(drained, "{:#}", done["events"]);
+        assert!(cordoned(&client).await.is_empty());
+    });
+}
+
+#[test]
+fn a_never_ready_server_halts_the_plan_and_a_blocking_pdb_is_named() {
+    rke2ops_tests::ground::block_on(async {
+        require_root_and_tools();
+        let cluster = tokio::task::block_in_place(|| SimCluster::boot(3, 2).expect("3+2 cluster"));
+        let state = tempfile::tempdir().expect("state");
+        let hub = tokio::task::block_in_place(|| {
+            start_hub(
+                state.path(),
+                &hub_address().ip().to_string(),
+                &cluster,
+                None,
+            )
+        });
+        tokio::task::block_in_place(|| enroll_all(&cluster, &hub));
+        let client = kube_client(&cluster).await;
+
+        // server-2 will never be ready again after its restart.
+        cluster::set_fault(&cluster.servers[1].node, "never-ready", "").expect("fault");
+        let view = tokio::task::block_in_place(|| hub.json(&["restart", "--ready-timeout", "20s"]));
+        let id = view["id"].as_str().expect("id").to_owned();
+        let halted = tokio::task::block_in_place(|| {
+            wait_state(&hub, &id, "halted", Duration::from_secs(240))
+        });
+        let reason = halted["reason"].as_str().expect("reason");
+        assert!(reason.contains("server-2"), "{reason}");
+        let phases: Vec<(String, String)> = halted["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| {
+                (
+                    n["name"].as_str().unwrap_or("").to_owned(),
+                    n["phase"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(phases[0].1, "done");
+        assert_eq!(phases[1].1, "failed");
+        assert!(
+            phases[2..].iter().all(|(_, p)| p == "pending"),
+            "{phases:?}"
+        );
+        // The halted node stays cordoned (it is broken); abort uncordons it.
+        assert_eq!(cordoned(&client).await, ["server-2"]);
+        cluster::clear_fault(&cluster.servers[1].node, "never-ready").expect("clear");
+        let sim = &cluster.servers[1];
+        tokio::task::block_in_place(|| {
             sim.node
                 .systemctl(&["restart", sim.unit()])
                 .expect("restart");
             sim.node
                 .wait_for_unit_state(sim.unit(), "active", Duration::from_secs(60))
                 .expect("active");
-        }
-        cluster
-    });
-    let good = mirror("127.0.33.1");
-    // A mirror whose checksum file lies.
-    let (_, _, new) = releases();
-    let bad_dir = tempfile::tempdir().expect("tempdir");
-    release::with_lying_checksum(bad_dir.path(), NEW_VERSION, new).expect("lying mirror");
-    let bad_mirror = Mirror::serve(
-        bad_dir.path(),
-        "127.0.33.2:0".parse().expect("addr"),
-        vec![],
-    )
-    .expect("bad mirror");
+        });
+        abort_uncordons(&hub, &id, &client, "abort uncordoned server-2").await;
 
-    let state = tempfile::tempdir().expect("state");
-    let hub = tokio::task::block_in_place(|| {
-        start_hub(state.path(), "127.0.32.2", &cluster, Some(&good))
-    });
-    // The nodes fetch only from the two mirrors.
-    let allowed = format!(
-        "allowed_artifact_sources = [\"{}\", \"{}\"]\n",
-        good.base_url(),
-        bad_mirror.base_url()
-    );
-    tokio::task::block_in_place(|| enroll_all_with(&cluster, &hub, &allowed));
-    let client = kube_client(&cluster).await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    pods.create(
-        &PostParams::default(),
-        &workload_pod("api-a", "api", "agent-2", 5),
-    )
-    .await
-    .expect("create pod");
-
-    // A source outside the nodes' allow-list: refused by the first node before any fetch,
-    // the plan halts naming the list.
-    let (id, halted) = upgrade_until_halted(&hub, "http://127.0.33.9:8080/rke2");
-    let reason = halted["reason"].as_str().expect("reason");
-    assert!(
-        reason.contains("server-1")
-            && reason.contains("not allowed on this node")
-            && reason.contains("allowed_artifact_sources"),
-        "{reason}"
-    );
-    abort_uncordons(&hub, &id, &client, "abort uncordoned server-1").await;
-
-    // The bad checksum: refused on the first node, nothing installed, plan halted.
-    let binary_before = cluster.servers[0]
-        .node
-        .read_file(cluster::RKE2_BIN)
-        .expect("read");
-    let (id, halted) = upgrade_until_halted(&hub, &bad_mirror.base_url());
-    let reason = halted["reason"].as_str().expect("reason");
-    assert!(
-        reason.contains("server-1") && reason.contains("checksum"),
-        "{reason}"
-    );
-    assert_eq!(
-        cluster.servers[0]
-            .node
-            .read_file(cluster::RKE2_BIN)
-            .expect("read"),
-        binary_before,
-        "nothing installed"
-    );
-    let nodes = halted["nodes"].as_array().expect("nodes");
-    assert!(
-        nodes[1..].iter().all(|n| n["phase"] == "pending"),
-        "{halted:#}"
-    );
-    abort_uncordons(&hub, &id, &client, "abort uncordoned server-1").await;
-
-    // From the channel, through the good mirror.
-    let view = tokio::task::block_in_place(|| hub.json(&["upgrade", "--channel", "v1.34"]));
-    assert_eq!(view["target_version"], NEW_VERSION);
-    assert_eq!(view["channel"], "v1.34");
-    let id = view["id"].as_str().expect("id").to_owned();
-    let recorder = Recorder::start(hub.socket(), id.clone(), &cluster);
-    let done = tokio::task::block_in_place(|| {
-        wait_state(&hub, &id, "completed", Duration::from_secs(400))
-    });
-    let (max_busy, min_healthy, order) = recorder.finish();
-    assert_eq!(max_busy, 1);
-    assert!(min_healthy >= 2, "quorum kept ({min_healthy})");
-    eprintln!("sampled maintenance order: {order:?}");
-    assert_sequential_in_order(&done);
-    // Every node runs the new release, as its kubelet reports it.
-    let nodes: Api<Node> = Api::all(client.clone());
-    for n in nodes
-        .list(&ListParams::default())
+        // A budget that never allows a disruption blocks agent-1's drain: retried, then the plan
+        // halts naming it.
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        pods.create(
+            &PostParams::default(),
+            &workload_pod("db-0", "db", "agent-1", 5),
+        )
         .await
-        .expect("nodes")
-        .items
-    {
-        let version = n
-            .status
-            .and_then(|s| s.node_info)
-            .map(|i| i.kubelet_version)
-            .unwrap_or_default();
-        assert_eq!(version, NEW_VERSION, "{:?}", n.metadata.name);
-    }
-    let listed = tokio::task::block_in_place(|| hub.json(&["nodes"]));
-    for n in listed["nodes"].as_array().expect("nodes") {
-        assert_eq!(n["rke2_version"], NEW_VERSION, "{n}");
-    }
-    // The worker with the workload was drained: its pod evicted before the upgrade.
-    let drained = done["events"].as_array().expect("events").iter().any(|e| {
-        e["node"] == "agent-2"
-            && e["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("drained: 1 pods evicted"))
+        .expect("pod");
+        let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
+        budgets
+            .create(&PostParams::default(), &pdb("db-pdb", "db", 1))
+            .await
+            .expect("pdb");
+        let view = tokio::task::block_in_place(|| {
+            hub.json(&["rotate", "--node", "agent-1", "--drain-timeout", "12s"])
+        });
+        let id = view["id"].as_str().expect("id").to_owned();
+        let halted = tokio::task::block_in_place(|| {
+            wait_state(&hub, &id, "halted", Duration::from_secs(120))
+        });
+        let reason = halted["reason"].as_str().expect("reason");
+        assert!(
+            reason.contains("agent-1") && reason.contains("db-pdb"),
+            "{reason}"
+        );
+        assert!(
+            pods.get("db-0").await.is_ok(),
+            "the protected pod was not evicted"
+        );
+        abort_uncordons(&hub, &id, &client, "abort uncordoned agent-1").await;
     });
-    assert!(drained, "{:#}", done["events"]);
-    assert!(cordoned(&client).await.is_empty());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_never_ready_server_halts_the_plan_and_a_blocking_pdb_is_named() {
-    require_root_and_tools();
-    let cluster = tokio::task::block_in_place(|| SimCluster::boot(3, 2).expect("3+2 cluster"));
-    let state = tempfile::tempdir().expect("state");
-    let hub = tokio::task::block_in_place(|| start_hub(state.path(), "127.0.32.3", &cluster, None));
-    tokio::task::block_in_place(|| enroll_all(&cluster, &hub));
-    let client = kube_client(&cluster).await;
-
-    // server-2 will never be ready again after its restart.
-    cluster::set_fault(&cluster.servers[1].node, "never-ready", "").expect("fault");
-    let view = tokio::task::block_in_place(|| hub.json(&["restart", "--ready-timeout", "20s"]));
-    let id = view["id"].as_str().expect("id").to_owned();
-    let halted =
-        tokio::task::block_in_place(|| wait_state(&hub, &id, "halted", Duration::from_secs(240)));
-    let reason = halted["reason"].as_str().expect("reason");
-    assert!(reason.contains("server-2"), "{reason}");
-    let phases: Vec<(String, String)> = halted["nodes"]
-        .as_array()
-        .expect("nodes")
-        .iter()
-        .map(|n| {
-            (
-                n["name"].as_str().unwrap_or("").to_owned(),
-                n["phase"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect();
-    assert_eq!(phases[0].1, "done");
-    assert_eq!(phases[1].1, "failed");
-    assert!(
-        phases[2..].iter().all(|(_, p)| p == "pending"),
-        "{phases:?}"
-    );
-    // The halted node stays cordoned (it is broken); abort uncordons it.
-    assert_eq!(cordoned(&client).await, ["server-2"]);
-    cluster::clear_fault(&cluster.servers[1].node, "never-ready").expect("clear");
-    let sim = &cluster.servers[1];
-    tokio::task::block_in_place(|| {
-        sim.node
-            .systemctl(&["restart", sim.unit()])
-            .expect("restart");
-        sim.node
-            .wait_for_unit_state(sim.unit(), "active", Duration::from_secs(60))
-            .expect("active");
-    });
-    abort_uncordons(&hub, &id, &client, "abort uncordoned server-2").await;
-
-    // A budget that never allows a disruption blocks agent-1's drain: retried, then the plan
-    // halts naming it.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    pods.create(
-        &PostParams::default(),
-        &workload_pod("db-0", "db", "agent-1", 5),
-    )
-    .await
-    .expect("pod");
-    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
-    budgets
-        .create(&PostParams::default(), &pdb("db-pdb", "db", 1))
-        .await
-        .expect("pdb");
-    let view = tokio::task::block_in_place(|| {
-        hub.json(&["rotate", "--node", "agent-1", "--drain-timeout", "12s"])
-    });
-    let id = view["id"].as_str().expect("id").to_owned();
-    let halted =
-        tokio::task::block_in_place(|| wait_state(&hub, &id, "halted", Duration::from_secs(120)));
-    let reason = halted["reason"].as_str().expect("reason");
-    assert!(
-        reason.contains("agent-1") && reason.contains("db-pdb"),
-        "{reason}"
-    );
-    assert!(
-        pods.get("db-0").await.is_ok(),
-        "the protected pod was not evicted"
-    );
-    abort_uncordons(&hub, &id, &client, "abort uncordoned agent-1").await;
 }
 
 /// A hub frozen past the heartbeat timeout reaps every session when it thaws; the reaped
 /// streams end, so every agent reconnects on its own. Then, after a hub restart on a fleet
 /// left idle past every freshness limit, a rotation over 3 servers + 2 workers still starts
 /// and completes: the gates ask the quiet nodes for a fresh status instead of waiting forever.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_hub_gets_its_agents_back_and_a_restarted_hub_rotates_an_idle_fleet() {
-    require_root_and_tools();
-    let cluster = tokio::task::block_in_place(|| SimCluster::boot(3, 2).expect("3+2 cluster"));
-    let state = tempfile::tempdir().expect("state");
-    let ip = "127.0.32.4";
-    let hub = tokio::task::block_in_place(|| {
-        let hub = start_hub(state.path(), ip, &cluster, None);
-        enroll_all(&cluster, &hub);
-        wait_online(&hub, 5, Duration::from_secs(60));
-        hub
-    });
+#[test]
+fn a_frozen_hub_gets_its_agents_back_and_a_restarted_hub_rotates_an_idle_fleet() {
+    rke2ops_tests::ground::block_on(async {
+        require_root_and_tools();
+        let cluster = tokio::task::block_in_place(|| SimCluster::boot(3, 2).expect("3+2 cluster"));
+        let state = tempfile::tempdir().expect("state");
+        let hub_addr = hub_address();
+        let ip = &hub_addr.ip().to_string();
+        let hub = tokio::task::block_in_place(|| {
+            let hub = start_hub(state.path(), ip, &cluster, None);
+            enroll_all(&cluster, &hub);
+            wait_online(&hub, 5, Duration::from_secs(60));
+            hub
+        });
 
-    // SIGSTOP past the heartbeat timeout (6 s in tests), then SIGCONT.
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(hub.pid()).expect("pid"));
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
-    tokio::task::block_in_place(|| std::thread::sleep(Duration::from_secs(20)));
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
-    let thawed = Instant::now();
-    tokio::task::block_in_place(|| {
-        // The thawed hub reaps the sessions it did not hear from (the sweep runs before the
-        // queued messages are read), then the agents come back.
-        wait_online(&hub, 5, Duration::from_secs(60));
-    });
-    eprintln!("all nodes online {:?} after SIGCONT", thawed.elapsed());
+        // SIGSTOP past the heartbeat timeout (6 s in tests), then SIGCONT.
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(hub.pid()).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+        tokio::task::block_in_place(|| std::thread::sleep(Duration::from_secs(20)));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+        let thawed = Instant::now();
+        tokio::task::block_in_place(|| {
+            // The thawed hub reaps the sessions it did not hear from (the sweep runs before the
+            // queued messages are read), then the agents come back.
+            wait_online(&hub, 5, Duration::from_secs(60));
+        });
+        eprintln!("all nodes online {:?} after SIGCONT", thawed.elapsed());
 
-    // A clean restart, then a fleet left alone.
-    hub.stop();
-    let hub = tokio::task::block_in_place(|| {
-        let hub = start_hub(state.path(), ip, &cluster, None);
-        wait_online(&hub, 5, Duration::from_secs(60));
-        idle(&hub);
-        hub
+        // A clean restart, then a fleet left alone.
+        hub.stop();
+        let hub = tokio::task::block_in_place(|| {
+            let hub = start_hub(state.path(), ip, &cluster, None);
+            wait_online(&hub, 5, Duration::from_secs(60));
+            idle(&hub);
+            hub
+        });
+        let client = kube_client(&cluster).await;
+        let view = tokio::task::block_in_place(|| hub.json(&["rotate", "--settle", "1s"]));
+        let id = view["id"].as_str().expect("id").to_owned();
+        let recorder = Recorder::start(hub.socket(), id.clone(), &cluster);
+        let done = tokio::task::block_in_place(|| {
+            wait_state(&hub, &id, "completed", Duration::from_secs(300))
+        });
+        let (max_busy, min_healthy, _) = recorder.finish();
+        assert_eq!(max_busy, 1, "never two nodes in maintenance at once");
+        assert!(
+            min_healthy >= 2,
+            "etcd quorum kept (min healthy {min_healthy})"
+        );
+        assert_sequential_in_order(&done);
+        for n in done["nodes"].as_array().expect("nodes") {
+            assert_eq!(n["phase"], "done", "{n:#}");
+        }
+        assert!(cordoned(&client).await.is_empty());
     });
-    let client = kube_client(&cluster).await;
-    let view = tokio::task::block_in_place(|| hub.json(&["rotate", "--settle", "1s"]));
-    let id = view["id"].as_str().expect("id").to_owned();
-    let recorder = Recorder::start(hub.socket(), id.clone(), &cluster);
-    let done = tokio::task::block_in_place(|| {
-        wait_state(&hub, &id, "completed", Duration::from_secs(300))
-    });
-    let (max_busy, min_healthy, _) = recorder.finish();
-    assert_eq!(max_busy, 1, "never two nodes in maintenance at once");
-    assert!(
-        min_healthy >= 2,
-        "etcd quorum kept (min healthy {min_healthy})"
-    );
-    assert_sequential_in_order(&done);
-    for n in done["nodes"].as_array().expect("nodes") {
-        assert_eq!(n["phase"], "done", "{n:#}");
-    }
-    assert!(cordoned(&client).await.is_empty());
 }

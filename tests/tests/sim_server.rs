@@ -148,13 +148,18 @@ fn server_becomes_active_through_notify_and_serves_health_with_client_certs() {
         (200, "pong".into())
     );
     let kubelet = node
-        .exec_ok(&[
+        .exec_ok(&["curl", "-sS", "http://127.0.0.1:10248/healthz"])
+        .expect("kubelet healthz");
+    assert_eq!(kubelet, "ok");
+    // As RKE2's kubelet: /healthz on loopback only, not on the node's address.
+    let outside = node
+        .exec(&[
             "curl",
             "-sS",
             &format!("http://{}:10248/healthz", node.ip()),
         ])
-        .expect("kubelet healthz");
-    assert_eq!(kubelet, "ok");
+        .expect("curl");
+    assert_eq!(outside.status.code(), Some(7), "{}", outside.stderr);
     let (code, _) = https_get(node, 10250, "/healthz", None).expect("curl");
     assert_eq!(code, 401);
     assert_eq!(
@@ -533,13 +538,18 @@ fn agent_waits_for_its_server_and_rotates_into_agent_backup() {
     const AGENT: &str = "rke2-agent.service";
     assert_eq!(node.unit_property(AGENT, "Type").expect("type"), "notify");
     let kubelet = node
-        .exec_ok(&[
+        .exec_ok(&["curl", "-sS", "http://127.0.0.1:10248/healthz"])
+        .expect("kubelet healthz");
+    assert_eq!(kubelet, "ok");
+    // As RKE2's kubelet: /healthz on loopback only, not on the node's address.
+    let outside = node
+        .exec(&[
             "curl",
             "-sS",
             &format!("http://{}:10248/healthz", node.ip()),
         ])
-        .expect("kubelet healthz");
-    assert_eq!(kubelet, "ok");
+        .expect("curl");
+    assert_eq!(outside.status.code(), Some(7), "{}", outside.stderr);
     let rel = "agent/client-kubelet.crt";
     let issued = serial_of(node, rel);
     assert_ne!(

@@ -84,6 +84,24 @@ pub fn enter() -> Result<()> {
         .map_err(|e| GroundError::Prerequisite(format!("setns into the ground network: {e}")))
 }
 
+/// Runs `f` on a short-lived thread inside the ground namespace and returns its result: for
+/// binding a listener there (a socket keeps the namespace it was made in) without moving the
+/// calling thread.
+///
+/// # Errors
+/// When the ground cannot be entered.
+pub fn in_ground<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                enter()?;
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
 /// Runs `future` on a new multi-threaded runtime whose threads are all in the ground
 /// namespace (the calling thread enters it first, and the runtime's threads inherit it). For
 /// tests whose in-process clients talk to nodes: kube-rs, tonic, hyper.

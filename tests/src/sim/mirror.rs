@@ -34,6 +34,9 @@ pub enum MirrorError {
     /// The runtime thread could not start.
     #[error("mirror: {0}")]
     Runtime(std::io::Error),
+    /// The proving ground's network could not give the mirror an address.
+    #[error("mirror: {0}")]
+    Ground(#[from] crate::ground::GroundError),
 }
 
 /// What the mirror serves.
@@ -53,6 +56,9 @@ pub struct MirrorHandle {
     requests: Arc<Mutex<Vec<String>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The mirror's address in the proving ground ([`Mirror::serve_in_ground`]); released
+    /// after the server stopped (fields drop in order).
+    _lease: Option<crate::ground::net::AddrLease>,
 }
 
 impl MirrorHandle {
@@ -125,7 +131,24 @@ impl Mirror {
             requests,
             stop: Some(stop_tx),
             thread: Some(thread),
+            _lease: None,
         })
+    }
+
+    /// [`Mirror::serve`] on an address of its own in the proving ground's network, where
+    /// nodes reach it (see [`crate::ground::net`]), whichever thread calls it.
+    ///
+    /// # Errors
+    /// When the ground gives no address or the address cannot be bound.
+    pub fn serve_in_ground(
+        dir: &Path,
+        channels: Vec<Channel>,
+    ) -> Result<MirrorHandle, MirrorError> {
+        let lease = crate::ground::ground()?.lease_host()?;
+        let addr = SocketAddr::new(lease.ip().into(), 0);
+        let mut handle = crate::ground::net::in_ground(|| Self::serve(dir, addr, channels))??;
+        handle._lease = Some(lease);
+        Ok(handle)
     }
 }
 

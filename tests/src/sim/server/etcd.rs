@@ -57,6 +57,9 @@ pub struct EtcdMember {
     pub join_host: Option<String>,
 }
 
+/// The node's own loopback, where RKE2 binds etcd's local client and metrics listeners.
+const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 fn url(scheme: &str, ip: IpAddr, port: u16) -> String {
     format!("{scheme}://{}", SocketAddr::new(ip, port))
 }
@@ -97,10 +100,17 @@ impl EtcdMember {
         url("https", self.ip, CLIENT_PORT)
     }
 
-    /// Where `/health` is served.
+    /// `https://127.0.0.1:2379`: what the node's own apiserver uses (`--etcd-servers`), as
+    /// RKE2 configures it.
+    #[must_use]
+    pub fn local_client_url(&self) -> String {
+        url("https", LOOPBACK, CLIENT_PORT)
+    }
+
+    /// Where `/health` is served: RKE2 puts etcd's metrics listener on loopback only.
     #[must_use]
     pub fn health_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.ip, METRICS_PORT)
+        SocketAddr::new(LOOPBACK, METRICS_PORT)
     }
 
     fn tls(&self, rel: &str) -> String {
@@ -213,13 +223,18 @@ impl EtcdMember {
         let mut args = vec![
             format!("--name={}", self.name),
             format!("--data-dir={}", self.data_dir.display()),
-            format!("--listen-client-urls={}", self.client_url()),
+            // As RKE2: clients on loopback and the node address, peers on the node address.
+            format!(
+                "--listen-client-urls={},{}",
+                self.local_client_url(),
+                self.client_url()
+            ),
             format!("--advertise-client-urls={}", self.client_url()),
             format!("--listen-peer-urls={}", self.peer_url()),
             format!("--initial-advertise-peer-urls={}", self.peer_url()),
             format!(
                 "--listen-metrics-urls={}",
-                url("http", self.ip, METRICS_PORT)
+                url("http", LOOPBACK, METRICS_PORT)
             ),
             format!("--cert-file={}", self.tls("etcd/server-client.crt")),
             format!("--key-file={}", self.tls("etcd/server-client.key")),
@@ -446,7 +461,7 @@ mod tests {
         let args = m.args(&flags);
         assert!(args.contains(&"--initial-cluster-state=new".to_owned()));
         assert!(args.contains(&"--client-cert-auth".to_owned()));
-        assert!(args.contains(&"--listen-metrics-urls=http://127.0.10.1:2381".to_owned()));
+        assert!(args.contains(&"--listen-metrics-urls=http://127.0.0.1:2381".to_owned()));
         std::fs::create_dir_all(dir.path().join("server/db/etcd/member"))
             .expect("test input is valid");
         let restart = tokio::runtime::Builder::new_current_thread()

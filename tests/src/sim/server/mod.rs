@@ -14,8 +14,10 @@
 //!    ([`crate::sim::renew`]); servers write `/etc/rancher/rke2/rke2.yaml`;
 //! 4. load every leaf as its component would; a broken one (empty PEM, key mismatch) is fatal
 //!    with Go's error text;
-//! 5. `slow-start` sleeps; then the listeners bind the node IP (servers: supervisor 9345,
-//!    apiserver 6443; all: kubelet 10248 and 10250) and servers start etcd;
+//! 5. `slow-start` sleeps; then the listeners bind what RKE2's bind (servers: supervisor 9345
+//!    and apiserver 6443 on every address; all: kubelet 10250 on every address and its
+//!    `/healthz` 10248 on 127.0.0.1) and servers start etcd (clients on 127.0.0.1 and the
+//!    node address, peers on the node address, metrics on 127.0.0.1);
 //! 6. `READY=1` once `/readyz` would pass (etcd healthy) — never under `never-ready`;
 //! 7. SIGTERM or SIGINT: `STOPPING=1`, etcd is stopped, exit 0.
 
@@ -24,7 +26,7 @@ pub mod etcd;
 pub mod listen;
 pub mod tls;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -237,7 +239,7 @@ async fn serve(launch: Launch) -> Result<(), Fatal> {
     });
     let kube_api = match &etcd {
         Some(member) => Some(Arc::new(KubeApi {
-            store: Store::new(member.client_url(), &member.tls_dir).map_err(Fatal)?,
+            store: Store::new(member.local_client_url(), &member.tls_dir).map_err(Fatal)?,
             settings: kube_settings,
         })),
         None => None,
@@ -250,12 +252,14 @@ async fn serve(launch: Launch) -> Result<(), Fatal> {
         tasks.spawn(listen::serve(listener, tls, handler, shutdown.clone()));
     }
     logrus::info(&format!(
-        "Listening on {} ({})",
-        config.node_ip,
+        "Listening ({}; node address {})",
         match launch.role {
-            Role::Server => "supervisor :9345, apiserver :6443, kubelet :10248 :10250",
-            Role::Agent => "kubelet :10248 :10250",
-        }
+            Role::Server => {
+                "supervisor *:9345, apiserver *:6443, kubelet *:10250, kubelet healthz 127.0.0.1:10248"
+            }
+            Role::Agent => "kubelet *:10250, kubelet healthz 127.0.0.1:10248",
+        },
+        config.node_ip,
     ));
     if let Some(member) = etcd {
         tasks.spawn(member.supervise(shutdown.clone()));
@@ -319,7 +323,8 @@ fn kubelet_client(launch: &Launch, data_dir: &Path) -> Result<ApiClient, Fatal> 
     let roots = tls::roots(&data_dir.join("agent/server-ca.crt")).map_err(Fatal)?;
     let config = tls::client_config(roots, Some(identity)).map_err(Fatal)?;
     let (servers, balance) = match launch.role {
-        Role::Server => (vec![launch.config.node_ip], false),
+        // The kubelet on a server talks to its own apiserver over loopback, as RKE2's does.
+        Role::Server => (vec![IpAddr::V4(Ipv4Addr::LOCALHOST)], false),
         Role::Agent => {
             let first = launch
                 .config
@@ -454,7 +459,10 @@ fn listeners(
     health: Arc<Health>,
     kube_api: Option<Arc<KubeApi>>,
 ) -> Result<Vec<ListenerSpec>, Fatal> {
-    let ip = launch.config.node_ip;
+    // What RKE2 binds: the supervisor, apiserver and kubelet on every address, the kubelet's
+    // unauthenticated /healthz on loopback only.
+    let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let path = |rel: &str| -> PathBuf { data_dir.join(rel) };
     let mut out: Vec<ListenerSpec> = Vec::new();
     let client_ca = match launch.role {
@@ -467,7 +475,7 @@ fn listeners(
         let id = tls::identity_from_pem(chain.as_bytes(), key.as_bytes())
             .map_err(|e| Fatal(format!("supervisor: {e}")))?;
         out.push((
-            SocketAddr::new(ip, SUPERVISOR_PORT),
+            SocketAddr::new(any, SUPERVISOR_PORT),
             Some(acceptor(id, None)?),
             endpoints::supervisor(cas.ca(tree::CaKind::Server).cert_pem()),
         ));
@@ -477,13 +485,13 @@ fn listeners(
         )
         .map_err(|e| Fatal(format!("kube-apiserver: {e}")))?;
         out.push((
-            SocketAddr::new(ip, APISERVER_PORT),
+            SocketAddr::new(any, APISERVER_PORT),
             Some(acceptor(id, Some(&client_ca))?),
             endpoints::apiserver(launch.version.clone(), health, kube_api),
         ));
     }
     out.push((
-        SocketAddr::new(ip, KUBELET_HEALTHZ_PORT),
+        SocketAddr::new(loopback, KUBELET_HEALTHZ_PORT),
         None,
         endpoints::kubelet(false),
     ));
@@ -493,7 +501,7 @@ fn listeners(
     )
     .map_err(|e| Fatal(format!("kubelet: {e}")))?;
     out.push((
-        SocketAddr::new(ip, KUBELET_PORT),
+        SocketAddr::new(any, KUBELET_PORT),
         Some(acceptor(id, Some(&client_ca))?),
         endpoints::kubelet(true),
     ));
