@@ -21,6 +21,7 @@
 //!
 //! `tests/SIMULATOR.md` records the RKE2 facts these follow and where they differ.
 
+pub mod certmon;
 pub mod check;
 pub mod cluster;
 pub mod faults;
