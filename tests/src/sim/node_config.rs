@@ -216,6 +216,9 @@ mod tests {
         assert_eq!(c.token.as_deref(), Some("K10abc::server:def"));
         assert_eq!(c.data_dir, Path::new(DEFAULT_DATA_DIR));
         assert_eq!(c.kubeconfig, Path::new(DEFAULT_KUBECONFIG));
+        assert!(!c.supervisor_metrics, "off unless asked for");
+        let c = parse("node-ip: 127.0.10.2\nsupervisor-metrics: true\n").expect("valid");
+        assert!(c.supervisor_metrics);
     }
 
     #[test]
