@@ -8,6 +8,8 @@
 //!   implementation independent of `rke2ops-common` so end-to-end tests can compare the two.
 //! - [`rotate`] is `rke2 certificate rotate`: backup, trigger files, deletion.
 //! - [`renew`] is what a start does to certificates (120-day window, triggers).
+//! - [`certmon`] is RKE2's certificate monitor: expiry Events on the Node and the
+//!   `rke2_certificate_expiration_seconds` gauge, every period while a node runs.
 //! - [`server`] runs `rke2 server` / `rke2 agent`: listeners, a real etcd member, sd-notify;
 //!   [`faults`] are the switches that make a start fail, hang or corrupt a file;
 //!   [`node_config`] reads `config.yaml`.
@@ -21,6 +23,7 @@
 //!
 //! `tests/SIMULATOR.md` records the RKE2 facts these follow and where they differ.
 
+pub mod certmon;
 pub mod check;
 pub mod cluster;
 pub mod faults;

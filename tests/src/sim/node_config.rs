@@ -53,6 +53,7 @@ struct RawConfig {
     tls_san: Option<OneOrMany>,
     data_dir: Option<PathBuf>,
     write_kubeconfig: Option<PathBuf>,
+    supervisor_metrics: Option<bool>,
 }
 
 /// A node's effective configuration.
@@ -72,6 +73,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// `write-kubeconfig`, else [`DEFAULT_KUBECONFIG`].
     pub kubeconfig: PathBuf,
+    /// `supervisor-metrics` (default false): serve RKE2's own metrics (e.g. the certificate
+    /// monitor's gauge) at `/metrics` on the supervisor port, as k3s does.
+    pub supervisor_metrics: bool,
 }
 
 /// Why the configuration is unusable (RKE2 exits 1 on these).
@@ -160,6 +164,7 @@ impl NodeConfig {
             kubeconfig: raw
                 .write_kubeconfig
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_KUBECONFIG)),
+            supervisor_metrics: raw.supervisor_metrics.unwrap_or(false),
         })
     }
 
@@ -211,6 +216,9 @@ mod tests {
         assert_eq!(c.token.as_deref(), Some("K10abc::server:def"));
         assert_eq!(c.data_dir, Path::new(DEFAULT_DATA_DIR));
         assert_eq!(c.kubeconfig, Path::new(DEFAULT_KUBECONFIG));
+        assert!(!c.supervisor_metrics, "off unless asked for");
+        let c = parse("node-ip: 127.0.10.2\nsupervisor-metrics: true\n").expect("valid");
+        assert!(c.supervisor_metrics);
     }
 
     #[test]

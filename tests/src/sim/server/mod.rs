@@ -40,6 +40,7 @@ use tokio_rustls::TlsAcceptor;
 
 use self::endpoints::HealthSource;
 use self::etcd::EtcdMember;
+use super::certmon;
 use super::faults::Faults;
 use super::kube::{
     self, client::ApiClient, handlers::KubeApi, kubelet::KubeletIdentity, store::Store,
@@ -273,6 +274,17 @@ async fn serve(launch: Launch) -> Result<(), Fatal> {
         kube_settings,
         shutdown.clone(),
     ));
+    // RKE2's certificate monitor (k3s `certmonitor.Setup`), with the kubelet's credentials.
+    let monitor = certmon::Monitor::new(config, kubelet_client(&launch, &data_dir)?, launch.now);
+    tasks.spawn(certmon::run(monitor, shutdown.clone()));
+    if launch.role == Role::Agent && config.supervisor_metrics {
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), SUPERVISOR_PORT);
+        tasks.spawn(certmon::serve_agent_metrics(
+            addr,
+            data_dir.clone(),
+            shutdown.clone(),
+        ));
+    }
 
     let program = launch.program();
     let version = &launch.version.version;
@@ -476,8 +488,15 @@ fn listeners(
             .map_err(|e| Fatal(format!("supervisor: {e}")))?;
         out.push((
             SocketAddr::new(any, SUPERVISOR_PORT),
-            Some(acceptor(id, None)?),
-            endpoints::supervisor(cas.ca(tree::CaKind::Server).cert_pem()),
+            // `supervisor-metrics` adds `/metrics`, authenticated by client certificate.
+            Some(acceptor(
+                id,
+                launch.config.supervisor_metrics.then_some(&*client_ca),
+            )?),
+            certmon::with_metrics(
+                endpoints::supervisor(cas.ca(tree::CaKind::Server).cert_pem()),
+                launch.config.supervisor_metrics,
+            ),
         ));
         let id = tls::load_identity(
             &path("server/tls/serving-kube-apiserver.crt"),
