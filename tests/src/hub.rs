@@ -8,6 +8,17 @@ use serde_json::Value;
 
 use crate::ground::built_binary;
 
+/// Where a hub runs.
+#[derive(Debug, Clone, Copy)]
+enum Where {
+    /// The test's own network (host loopback): for tests without nodes.
+    Host,
+    /// A station of its own on the ground's bridge.
+    Station,
+    /// The ground namespace itself, on a bridge address.
+    Bridge,
+}
+
 /// A running hub; killed on drop.
 #[derive(Debug)]
 pub struct HubProcess {
@@ -37,52 +48,62 @@ impl HubProcess {
     /// When it does not come up within 20 s.
     #[must_use]
     pub fn start_with(state: &Path, ip: &str, extra: &[&str]) -> HubProcess {
-        Self::spawn(
-            Command::new(built_binary("rke2-hub")),
-            state,
-            ip,
-            extra,
-            None,
-        )
+        Self::spawn(Where::Host, state, ip, extra, None)
     }
 
-    /// Starts a hub that proving-ground nodes can reach: in the ground's network namespace
-    /// (see [`crate::ground::net`]) on an address of its own there, with extra `serve`
-    /// arguments. Its CLI works from anywhere (the admin socket is a file).
+    /// Starts a hub that proving-ground nodes can reach, as a *station* on the ground's
+    /// bridge: a network namespace of its own with an address of its own (see
+    /// [`crate::ground::net`]), so its connections come from that address and a node can be
+    /// cut off from the hub alone. Extra `serve` arguments as in [`HubProcess::start_with`].
+    /// Its CLI works from anywhere (the admin socket is a file).
     ///
     /// # Panics
     /// When the ground cannot give it an address or it does not come up within 20 s.
     #[must_use]
     pub fn start_in_ground(state: &Path, extra: &[&str]) -> HubProcess {
         let ground = crate::ground::ground().expect("ground network");
-        let lease = ground.lease_host().expect("an address for the hub");
+        let lease = ground.lease_station().expect("an address for the hub");
         let ip = lease.ip().to_string();
-        let command = ground.command(built_binary("rke2-hub"));
-        Self::spawn(command, state, &ip, extra, Some(lease))
+        Self::spawn(Where::Station, state, &ip, extra, Some(lease))
     }
 
-    /// [`HubProcess::start_in_ground`] on `ip`, a ground address the caller leased
-    /// ([`crate::ground::net::Ground::lease_host`]) and keeps, so a restarted hub comes back
+    /// [`HubProcess::start_in_ground`] on `ip`, a station address the caller leased
+    /// ([`crate::ground::net::Ground::lease_station`]) and keeps, so a restarted hub comes back
     /// where its agents look for it.
     ///
     /// # Panics
     /// When it does not come up within 20 s.
     #[must_use]
     pub fn start_in_ground_on(state: &Path, ip: &str, extra: &[&str]) -> HubProcess {
-        let ground = crate::ground::ground().expect("ground network");
-        let command = ground.command(built_binary("rke2-hub"));
-        Self::spawn(command, state, ip, extra, None)
+        Self::spawn(Where::Station, state, ip, extra, None)
+    }
+
+    /// A hub in the ground namespace itself, on `ip`, a bridge address the caller leased
+    /// ([`crate::ground::net::Ground::lease_host`]): for a test that later serves its own hub
+    /// on the same address from this process.
+    ///
+    /// # Panics
+    /// When it does not come up within 20 s.
+    #[must_use]
+    pub fn start_on_bridge(state: &Path, ip: &str, extra: &[&str]) -> HubProcess {
+        Self::spawn(Where::Bridge, state, ip, extra, None)
     }
 
     fn spawn(
-        mut command: Command,
+        place: Where,
         state: &Path,
         ip: &str,
         extra: &[&str],
         lease: Option<crate::ground::net::AddrLease>,
     ) -> HubProcess {
         let addr = format!("{ip}:9811");
-        let child = command
+        let mut command = match place {
+            Where::Bridge => crate::ground::ground()
+                .expect("ground network")
+                .command(built_binary("rke2-hub")),
+            Where::Host | Where::Station => Command::new(built_binary("rke2-hub")),
+        };
+        command
             .args([
                 "serve",
                 "--listen-addr",
@@ -102,9 +123,14 @@ impl HubProcess {
             .arg(state.join("hub.sock"))
             .args(extra)
             .env("RKE2_HUB_CONFIG", "/dev/null")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("hub starts");
+            .stdout(Stdio::null());
+        let child = match place {
+            Where::Station => crate::ground::ground()
+                .expect("ground network")
+                .spawn_station(&command, ip.parse().expect("an IPv4 station address"))
+                .expect("hub starts"),
+            Where::Host | Where::Bridge => command.spawn().expect("hub starts"),
+        };
         let hub = HubProcess {
             child,
             state: state.to_path_buf(),

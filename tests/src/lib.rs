@@ -4,5 +4,6 @@ pub mod fleet;
 pub mod ground;
 pub mod http;
 pub mod hub;
+pub mod plans;
 pub mod prometheus;
 pub mod sim;

@@ -143,7 +143,7 @@ fn a_hostile_hub_cannot_name_paths_versions_or_services() {
 
         // Enroll with the real hub, then stop it: the agent keeps its identity and pin.
         tokio::task::block_in_place(|| {
-            let hub = Hub::start_in_ground_on(state.path(), &hub_ip, &[]);
+            let hub = Hub::start_on_bridge(state.path(), &hub_ip, &[]);
             rke2ops_tests::hub::enroll_agent(server, &hub, "heartbeat_secs = 2\n").expect("enroll");
             let started = Instant::now();
             while hub.json(&["nodes"])["nodes"][0]["online"] != true {
@@ -161,7 +161,7 @@ fn a_hostile_hub_cannot_name_paths_versions_or_services() {
         let now = OffsetDateTime::now_utc();
         let ca = HubCa::load_or_create(state.path(), now).expect("the hub's CA");
         let identity = ca
-            .load_or_issue_server(state.path(), &[hub_ip.clone()], now)
+            .load_or_issue_server(state.path(), std::slice::from_ref(&hub_ip), now)
             .expect("server certificate");
         let tls = Arc::new(
             rke2_hub::listener::server_config(

@@ -38,7 +38,7 @@ fn three_nodes_enroll_report_and_survive_a_hub_restart() {
     // In the ground network, on an address kept across the restart below.
     let hub_addr = rke2ops_tests::ground::ground()
         .expect("ground network")
-        .lease_host()
+        .lease_station()
         .expect("hub address");
     let hub_ip = hub_addr.ip().to_string();
     let hub = Hub::start_in_ground_on(state.path(), &hub_ip, &[]);

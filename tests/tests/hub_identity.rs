@@ -73,7 +73,7 @@ fn kubernetes_node_labels_correct_the_role_a_hello_claimed() {
         let state = tempfile::tempdir().expect("state");
         let hub_addr = rke2ops_tests::ground::ground()
             .expect("ground network")
-            .lease_host()
+            .lease_station()
             .expect("hub address");
         let ip = &hub_addr.ip().to_string();
         let hub = tokio::task::block_in_place(|| start_hub(state.path(), ip, &cluster));

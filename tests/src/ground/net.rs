@@ -238,12 +238,28 @@ impl Ground {
         }
     }
 
-    /// A ground-side address (`10.250.0.2`-`10.250.0.254`) added to the bridge, for a process
-    /// that nodes must reach (hub, mirror); removed when the lease is dropped.
+    /// A ground-side address (`10.250.0.2`-`10.250.0.254`) added to the bridge, for a listener
+    /// of this process (or a process in the ground namespace) that nodes must reach (a mirror,
+    /// a test hub); removed when the lease is dropped. Connections such processes open start
+    /// from the bridge's own address.
     ///
     /// # Errors
     /// When all are taken or the address cannot be added.
     pub fn lease_host(&'static self) -> Result<AddrLease> {
+        let mut lease = self.lease_station()?;
+        let ip = lease.ip();
+        self.ip(&["addr", "add", &format!("{ip}/{PREFIX}"), "dev", BRIDGE])?;
+        lease.on_bridge = true;
+        Ok(lease)
+    }
+
+    /// A ground-side address (`10.250.0.2`-`10.250.0.254`) for a process with a network
+    /// namespace of its own on the bridge ([`Ground::spawn_station`]): a hub, whose own
+    /// connections then come from this address, so a node can be cut off from it alone.
+    ///
+    /// # Errors
+    /// When all are taken.
+    pub fn lease_station(&'static self) -> Result<AddrLease> {
         let octet = {
             let mut hosts = self
                 .hosts
@@ -255,16 +271,51 @@ impl Ground {
             hosts.insert(octet);
             octet
         };
-        let ip = Ipv4Addr::new(10, 250, 0, octet);
-        if let Err(e) = self.ip(&["addr", "add", &format!("{ip}/{PREFIX}"), "dev", BRIDGE]) {
-            self.release(ip, true);
-            return Err(e);
-        }
         Ok(AddrLease {
-            ip,
+            ip: Ipv4Addr::new(10, 250, 0, octet),
             ground: self,
             host_side: true,
+            on_bridge: false,
         })
+    }
+
+    /// Spawns `command` (its program and arguments; its environment and stdio are kept) as a
+    /// *station*: in a new network namespace whose `eth0` on the bridge has `ip` (a
+    /// [`Ground::lease_station`] address), like a node but without the rest of a node. The
+    /// child's PID is the program's own (`unshare` and `sh` exec it in place).
+    ///
+    /// # Errors
+    /// When it cannot be spawned or plugged in.
+    pub fn spawn_station(&self, command: &Command, ip: Ipv4Addr) -> Result<Child> {
+        let mut station = Command::new("unshare");
+        station
+            .args(["--net", "--", "sh", "-c"])
+            .arg(format!(
+                "set -eu\n{}exec \"$0\" \"$@\"",
+                node_link_script(ip)
+            ))
+            .arg(command.get_program())
+            .args(command.get_args());
+        for (key, value) in command.get_envs() {
+            match value {
+                Some(v) => station.env(key, v),
+                None => station.env_remove(key),
+            };
+        }
+        if let Some(dir) = command.get_current_dir() {
+            station.current_dir(dir);
+        }
+        station.stdout(Stdio::null());
+        let child = station.spawn().map_err(|source| GroundError::Spawn {
+            command: format!(
+                "unshare --net ... {}",
+                command.get_program().to_string_lossy()
+            ),
+            source,
+        })?;
+        Self::wait_own_netns(child.id(), Duration::from_secs(10))?;
+        self.attach(child.id())?;
+        Ok(child)
     }
 
     /// A node address: `want` if free (it must be in the node range), else the lowest free one.
@@ -298,6 +349,7 @@ impl Ground {
             ip: Ipv4Addr::from(ip),
             ground: self,
             host_side: false,
+            on_bridge: false,
         })
     }
 
@@ -369,6 +421,8 @@ pub struct AddrLease {
     ip: Ipv4Addr,
     ground: &'static Ground,
     host_side: bool,
+    /// Added to the bridge ([`Ground::lease_host`]); removed from it on drop.
+    on_bridge: bool,
 }
 
 impl AddrLease {
@@ -381,7 +435,7 @@ impl AddrLease {
 
 impl Drop for AddrLease {
     fn drop(&mut self) {
-        if self.host_side {
+        if self.on_bridge {
             let _ = self.ground.ip(&[
                 "addr",
                 "del",
