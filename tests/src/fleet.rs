@@ -387,6 +387,12 @@ impl Agent {
                         Some(pb::HubMessage { body: Some(pb::hub_message::Body::Run(run)) }) => {
                             self.run_op(run, tx.clone());
                         }
+                        // As the real agent: probe again and answer at once.
+                        Some(pb::HubMessage {
+                            body: Some(pb::hub_message::Body::RequestStatus(_)),
+                        }) => {
+                            tx.send(self.status()).await.map_err(|e| e.to_string())?;
+                        }
                         Some(_) => {}
                     }
                 }

@@ -200,10 +200,12 @@ fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_node()
         let bad_mirror = Mirror::serve_in_ground(bad_dir.path(), vec![]).expect("bad mirror");
 
         let state = tempfile::tempdir().expect("state");
+        // Held for the whole test: the hub's address on the ground's bridge.
+        let hub_addr = hub_address();
         let hub = tokio::task::block_in_place(|| {
             start_hub(
                 state.path(),
-                &hub_address().ip().to_string(),
+                &hub_addr.ip().to_string(),
                 &cluster,
                 Some(&good),
             )
@@ -313,13 +315,10 @@ fn a_never_ready_server_halts_the_plan_and_a_blocking_pdb_is_named() {
         require_root_and_tools();
         let cluster = tokio::task::block_in_place(|| SimCluster::boot(3, 2).expect("3+2 cluster"));
         let state = tempfile::tempdir().expect("state");
+        // Held for the whole test: the hub's address on the ground's bridge.
+        let hub_addr = hub_address();
         let hub = tokio::task::block_in_place(|| {
-            start_hub(
-                state.path(),
-                &hub_address().ip().to_string(),
-                &cluster,
-                None,
-            )
+            start_hub(state.path(), &hub_addr.ip().to_string(), &cluster, None)
         });
         tokio::task::block_in_place(|| enroll_all(&cluster, &hub));
         let client = kube_client(&cluster).await;

@@ -26,7 +26,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::plan::action;
 use crate::plan::create::{Candidate, plan_nodes};
-use crate::plan::decide::{Decision, Policy, decide};
+use crate::plan::decide::{Decision, Policy, Role, decide};
 use crate::plan::health::{KubeNode, NodeLive, Unknown, cluster_health};
 use crate::plan::model::{NodePhase, Plan, PlanKind, PlanNode, PlanPolicy, PlanState, role_of};
 use crate::plan::version::Rke2Version;
@@ -43,6 +43,10 @@ const REPORT_MAX_AGE: Duration = Duration::from_secs(45);
 
 /// How often the gate asks one node for a fresh status while it waits for it.
 const STATUS_ASK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long a confirmation before taking a server down ([`Engine::confirm_server_start`])
+/// waits for the servers' answers before it asks again.
+const CONFIRM_TIMEOUT: time::Duration = time::Duration::seconds(30);
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -126,6 +130,9 @@ pub struct Engine {
     running: Mutex<HashSet<(i64, String)>>,
     /// When each node was last asked for a fresh status by the gate.
     asked: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// The server about to be taken down and when every server was asked to confirm
+    /// etcd's health for it ([`Engine::confirm_server_start`]).
+    confirming: Mutex<Option<(String, OffsetDateTime)>>,
     changed: watch::Sender<u64>,
     wake: Notify,
     /// For the alert gate's Prometheus queries.
@@ -151,6 +158,7 @@ impl Engine {
             ops: Ops::default(),
             running: Mutex::new(HashSet::new()),
             asked: Mutex::default(),
+            confirming: Mutex::default(),
             changed: watch::channel(0).0,
             wake: Notify::new(),
             http: reqwest::Client::builder()
@@ -576,6 +584,17 @@ impl Engine {
                 Err(e) => Decision::Wait(e.to_string()),
             };
         }
+        if let Decision::Start(names) = &decision
+            && let Some(server) = names.iter().find(|n| {
+                nodes
+                    .iter()
+                    .any(|p| &p.node == *n && p.role == Role::Server)
+            })
+        {
+            decision = self
+                .confirm_server_start(&views, &policy, server, now)
+                .await;
+        }
         match decision {
             Decision::Start(names) => {
                 for name in names {
@@ -681,11 +700,75 @@ impl Engine {
         &self,
         now: OffsetDateTime,
     ) -> Result<crate::plan::decide::Health, Unknown> {
+        self.cluster_health_within(now, REPORT_MAX_AGE).await
+    }
+
+    /// [`Engine::cluster_health`] on reports at most `max_age` old.
+    async fn cluster_health_within(
+        &self,
+        now: OffsetDateTime,
+        max_age: Duration,
+    ) -> Result<crate::plan::decide::Health, Unknown> {
         let kube = self.kube_nodes().await.map_err(|e| Unknown {
             reason: format!("Kubernetes API: {e}"),
             ask: Vec::new(),
         })?;
-        cluster_health(&self.node_lives(), kube.as_deref(), now, REPORT_MAX_AGE)
+        cluster_health(&self.node_lives(), kube.as_deref(), now, max_age)
+    }
+
+    /// Taking a server down rests on etcd's state now, not on reports up to
+    /// [`REPORT_MAX_AGE`] old: a partition that began after the last heartbeat would
+    /// otherwise pass the gate (and only the agent's own preflight would stop it, halting the
+    /// plan). So every connected server is asked for a fresh status first, and the gates are
+    /// decided again on reports that arrived after that question; until they are in, the plan
+    /// waits and says so. Unanswered questions are asked again after [`CONFIRM_TIMEOUT`].
+    async fn confirm_server_start(
+        &self,
+        views: &[crate::plan::decide::PlanNode],
+        policy: &Policy,
+        server: &str,
+        now: OffsetDateTime,
+    ) -> Decision {
+        let asked_at = {
+            let Ok(mut confirming) = self.confirming.lock() else {
+                return Decision::Wait("internal: confirmation state poisoned".to_owned());
+            };
+            match &*confirming {
+                Some((name, at)) if name == server && now - *at < CONFIRM_TIMEOUT => *at,
+                _ => {
+                    *confirming = Some((server.to_owned(), now));
+                    let servers: Vec<String> = self
+                        .node_lives()
+                        .into_iter()
+                        .filter(|n| n.online && n.role == Role::Server)
+                        .map(|n| n.name)
+                        .collect();
+                    self.request_status(&servers);
+                    return Decision::Wait(format!(
+                        "confirming etcd and apiserver health with every server before taking \
+                         {server} down"
+                    ));
+                }
+            }
+        };
+        let since = (now - asked_at).max(time::Duration::ZERO);
+        let since = Duration::try_from(since).unwrap_or_default();
+        let health = match self.cluster_health_within(now, since).await {
+            Ok(health) => health,
+            Err(unknown) => {
+                return Decision::Wait(format!(
+                    "confirming health before taking {server} down: {}",
+                    unknown.reason
+                ));
+            }
+        };
+        let decision = decide(views, policy, &health, now);
+        if matches!(decision, Decision::Start(_))
+            && let Ok(mut confirming) = self.confirming.lock()
+        {
+            *confirming = None;
+        }
+        decision
     }
 
     /// Asks `nodes` for a fresh status (their agents probe again and answer within a
@@ -697,11 +780,21 @@ impl Engine {
             return;
         };
         asked.retain(|_, at| now.duration_since(*at) < STATUS_ASK_INTERVAL);
-        for node in nodes {
-            if asked.contains_key(node) {
-                continue;
-            }
+        let due: Vec<String> = nodes
+            .iter()
+            .filter(|n| !asked.contains_key(*n))
+            .cloned()
+            .collect();
+        for node in &due {
             asked.insert(node.clone(), now);
+        }
+        drop(asked);
+        self.request_status(&due);
+    }
+
+    /// Sends `RequestStatus` to each of `nodes` now.
+    fn request_status(&self, nodes: &[String]) {
+        for node in nodes {
             let sent = self.registry.send(
                 node,
                 pb::HubMessage {

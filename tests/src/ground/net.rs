@@ -388,11 +388,13 @@ impl Ground {
         Ok(veth)
     }
 
-    /// Waits until process `pid` runs in a network namespace other than this process's own
-    /// (`unshare --net` has made it), so [`Ground::attach`] reaches the right one.
+    /// Waits until process `pid`, spawned by the calling thread, runs in a network namespace
+    /// other than that thread's (`unshare --net` has made it), so [`Ground::attach`] reaches
+    /// the right one. The thread's, not the process's: a thread that [`enter`]ed the ground
+    /// spawns its children there, while `/proc/self` names the main thread.
     pub(super) fn wait_own_netns(pid: u32, timeout: Duration) -> Result<()> {
-        let ours = std::fs::metadata("/proc/self/ns/net")
-            .map_err(super::error::io_err("stat", "/proc/self/ns/net"))?
+        let ours = std::fs::metadata("/proc/thread-self/ns/net")
+            .map_err(super::error::io_err("stat", "/proc/thread-self/ns/net"))?
             .ino();
         let path = format!("/proc/{pid}/ns/net");
         let deadline = Instant::now() + timeout;
