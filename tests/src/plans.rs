@@ -158,6 +158,42 @@ pub async fn kube_client(cluster: &SimCluster) -> Client {
     Client::try_from(config).expect("client")
 }
 
+/// Waits (up to `within`) until `count` Nodes are registered and Ready: kubelets register
+/// on their own schedule after their unit is active, so a test that partitions a node must
+/// wait for this first or it tests registration instead.
+pub async fn wait_nodes_ready(client: &Client, count: usize, within: Duration) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let started = Instant::now();
+    loop {
+        let ready = nodes
+            .list(&ListParams::default())
+            .await
+            .map(|list| {
+                list.items
+                    .iter()
+                    .filter(|n| {
+                        n.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| {
+                                c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if ready >= count {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "only {ready} of {count} Nodes Ready after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The names of the cordoned Nodes.
 pub async fn cordoned(client: &Client) -> Vec<String> {
     let nodes: Api<Node> = Api::all(client.clone());
     nodes

@@ -64,6 +64,9 @@ pub struct Health {
     pub etcd_members: usize,
     /// Healthy etcd members.
     pub etcd_healthy: usize,
+    /// Members some server saw unhealthy, by name: the gate names them, so an operator
+    /// knows which server to look at.
+    pub etcd_unhealthy: Vec<String>,
     /// Active etcd alarms.
     pub etcd_alarms: Vec<String>,
     /// Servers whose apiserver is not ready.
@@ -126,8 +129,13 @@ fn gate(
         ));
     }
     if health.etcd_healthy < health.etcd_members {
+        let names = if health.etcd_unhealthy.is_empty() {
+            String::new()
+        } else {
+            format!(" (unhealthy: {})", health.etcd_unhealthy.join(", "))
+        };
         return Some(format!(
-            "etcd: {} of {} members healthy",
+            "etcd: {} of {} members healthy{names}",
             health.etcd_healthy, health.etcd_members
         ));
     }
@@ -364,11 +372,11 @@ mod tests {
         let nodes = fleet([Done, Pending, Pending, Pending, Pending]);
         let degraded = Health {
             etcd_healthy: 2,
+            etcd_unhealthy: vec!["s3".into()],
             ..healthy()
         };
-        assert!(
-            matches!(decide(&nodes, &policy(1), &degraded, NOW), Decision::Wait(why) if why.contains("2 of 3"))
-        );
+        assert!(matches!(decide(&nodes, &policy(1), &degraded, NOW),
+                Decision::Wait(why) if why == "etcd: 2 of 3 members healthy (unhealthy: s3)"));
         let alarm = Health {
             etcd_alarms: vec!["NOSPACE".into()],
             ..healthy()

@@ -123,6 +123,11 @@ pub fn cluster_health(
             Some(r) if fresh(r.received_at) => {
                 let healthy = r.members.iter().filter(|(_, ok)| *ok).count();
                 views.push((r.members.len(), healthy));
+                for (name, ok) in &r.members {
+                    if !ok && !health.etcd_unhealthy.contains(name) {
+                        health.etcd_unhealthy.push(name.clone());
+                    }
+                }
                 for alarm in &r.alarms {
                     if !health.etcd_alarms.contains(alarm) {
                         health.etcd_alarms.push(alarm.clone());
@@ -337,6 +342,7 @@ mod tests {
         ];
         let h = cluster_health(&live, None, NOW, AGE).expect("known");
         assert_eq!((h.etcd_members, h.etcd_healthy), (3, 2), "s1's view wins");
+        assert_eq!(h.etcd_unhealthy, ["s2"], "and names the member it saw sick");
         assert_eq!(h.etcd_alarms, ["NOSPACE"], "s3's alarm is kept");
         assert!(h.apiservers_not_ready.is_empty() && h.nodes_not_ready.is_empty());
     }
