@@ -196,15 +196,19 @@ fn a_server_cut_off_from_its_etcd_peers_holds_the_gate_and_the_hub_fails_over_ap
         // The gate holds, naming server-3; nobody enters maintenance (taking any server down
         // now would leave one healthy member of three).
         let held = block_in_place(|| {
-            let mut last = Value::Null;
+            let mut reasons: Vec<String> = Vec::new();
             wait_until(
-                "the plan's reason names server-3",
+                "the plan waits on etcd, naming server-3",
                 Duration::from_secs(120),
                 || {
-                    last = plan(&hub, &id);
-                    last["reason"]
-                        .as_str()
-                        .is_some_and(|r| r.contains("server-3"))
+                    let view = plan(&hub, &id);
+                    let reason = view["reason"].as_str().unwrap_or_default().to_owned();
+                    assert!(busy(&view).is_empty(), "the gate holds: {view:#}");
+                    if reasons.last() != Some(&reason) {
+                        eprintln!("plan reason: {reason}");
+                        reasons.push(reason.clone());
+                    }
+                    reason.contains("unhealthy: server-3")
                 },
             );
             let since = Instant::now();
@@ -213,9 +217,9 @@ fn a_server_cut_off_from_its_etcd_peers_holds_the_gate_and_the_hub_fails_over_ap
                 assert!(busy(&view).is_empty(), "the gate holds: {view:#}");
                 std::thread::sleep(Duration::from_millis(500));
             }
-            last
+            reasons.pop().unwrap_or_default()
         });
-        eprintln!("gate held: {}", held["reason"]);
+        eprintln!("gate held: {held}");
 
         s3.heal().expect("heal server-3");
         let done = block_in_place(|| wait_state(&hub, &id, "completed", Duration::from_secs(300)));

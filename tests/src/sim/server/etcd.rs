@@ -250,6 +250,10 @@ impl EtcdMember {
             ),
             format!("--peer-trusted-ca-file={}", self.tls("etcd/peer-ca.crt")),
             "--peer-client-cert-auth".to_owned(),
+            // etcd 3.5, which RKE2 ships, runs Raft's pre-vote phase by default (3.4, which the
+            // proving ground has, does not): a member that was cut off does not force an
+            // election when it returns.
+            "--pre-vote=true".to_owned(),
             "--logger=zap".to_owned(),
             "--log-level=warn".to_owned(),
         ];
