@@ -6,4 +6,5 @@ pub mod http;
 pub mod hub;
 pub mod plans;
 pub mod prometheus;
+pub mod runbook;
 pub mod sim;

@@ -11,20 +11,20 @@
 //! uncordoned).
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use rke2ops_tests::ground::{built_binary, require_root_and_tools};
+use rke2ops_tests::ground::{built_binary, ground, require_root_and_tools};
 use rke2ops_tests::hub::HubProcess;
 use rke2ops_tests::sim::cluster::{self, CONFIG_DIR, SimCluster};
 use rke2ops_tests::sim::mirror::Mirror;
 use rke2ops_tests::sim::release::{self, NEW_VERSION, OLD_VERSION};
 use rke2ops_tests::sim::tree::{Role, Validity};
 use time::OffsetDateTime;
-
-const HUB_IP: &str = "127.0.30.1";
-const MIRROR_IP: &str = "127.0.30.2";
 
 /// Demo of rke2-ops on simulated RKE2 nodes.
 #[derive(Debug, Parser)]
@@ -77,11 +77,59 @@ fn watch(hub: &HubProcess, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Tears the demo down when this process alone gets SIGINT or SIGTERM (a terminal's Ctrl-C
+/// also reaches the hub CLI watching a plan, which then just ends): the hub is stopped, the
+/// state folder removed, and on exit every node's reaper kills its node (see
+/// `rke2ops_tests::ground`), so nothing is left behind.
+fn tear_down_on_signal(hub_pid: Arc<AtomicU32>, state: PathBuf) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Registered before the thread starts: a signal from now on is ours to handle.
+    let (mut term, mut int) = runtime.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    })?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let (name, code) = runtime.block_on(async {
+                tokio::select! {
+                    _ = term.recv() => ("SIGTERM", 143),
+                    _ = int.recv() => ("SIGINT", 130),
+                }
+            });
+            eprintln!("\n{name}: tearing down (hub stopped, nodes killed by their reapers)");
+            let pid = hub_pid.load(Ordering::SeqCst);
+            if let Ok(pid) = i32::try_from(pid)
+                && pid > 0
+            {
+                use nix::sys::signal::{Signal, kill};
+                let pid = nix::unistd::Pid::from_raw(pid);
+                let _ = kill(pid, Signal::SIGTERM);
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while kill(pid, None).is_ok() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+            let _ = std::fs::remove_dir_all(&state);
+            std::process::exit(code);
+        })?;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     require_root_and_tools();
     let started = Instant::now();
     let state = tempfile::tempdir()?;
+    let hub_pid = Arc::new(AtomicU32::new(0));
+    tear_down_on_signal(Arc::clone(&hub_pid), state.path().to_path_buf())?;
+    let ground = ground()?;
 
     step(&format!(
         "Booting {} simulated servers and {} workers (real systemd, D-Bus, etcd each)",
@@ -139,15 +187,11 @@ fn main() -> Result<()> {
         "  workload: pods web-a (agent-1), web-b (agent-2), PodDisruptionBudget web-pdb (minAvailable 1)"
     );
 
-    step(&format!(
-        "Artifact mirror and channel server on {MIRROR_IP} ({OLD_VERSION} and {NEW_VERSION}, sha256sum files)"
-    ));
     let releases = state.path().join("releases");
     release::build_release(&releases, OLD_VERSION)?;
     release::build_release(&releases, NEW_VERSION)?;
-    let mirror = Mirror::serve(
+    let mirror = Mirror::serve_in_ground(
         &releases,
-        format!("{MIRROR_IP}:8080").parse()?,
         vec![
             format!("stable={OLD_VERSION}")
                 .parse()
@@ -160,11 +204,12 @@ fn main() -> Result<()> {
                 .map_err(anyhow::Error::msg)?,
         ],
     )?;
+    step(&format!(
+        "Artifact mirror and channel server on {} ({OLD_VERSION} and {NEW_VERSION}, sha256sum files)",
+        mirror.addr
+    ));
     println!("  channels: {}/v1-release/channels", mirror.base_url());
 
-    step(
-        "Starting rke2-hub (gRPC with mutual TLS on 127.0.30.1:9811, admin socket, metrics :9812)",
-    );
     // The hub's Kubernetes access: server-1's rke2.yaml, failing over between all apiservers.
     let kubeconfig = state.path().join("rke2.yaml");
     std::fs::write(
@@ -180,9 +225,8 @@ fn main() -> Result<()> {
         .collect::<Vec<_>>()
         .join(",");
     let channels = format!("{}/v1-release/channels", mirror.base_url());
-    let hub = HubProcess::start_with(
+    let hub = HubProcess::start_in_ground(
         state.path(),
-        HUB_IP,
         &[
             "--kubeconfig",
             &kubeconfig.display().to_string(),
@@ -194,6 +238,11 @@ fn main() -> Result<()> {
             &channels,
         ],
     );
+    hub_pid.store(hub.pid(), Ordering::SeqCst);
+    step(&format!(
+        "rke2-hub up: gRPC with mutual TLS on {}, admin socket, metrics :9812",
+        hub.addr
+    ));
     println!("  hub state: {}", state.path().display());
 
     step(
@@ -263,20 +312,32 @@ fn main() -> Result<()> {
         "  rke2-hub plan show 2 --socket {0};  rke2-hub restart --dry-run --socket {0}",
         hub.socket().display()
     );
-    println!("  hub metrics:  curl http://{HUB_IP}:9812/metrics");
+    println!(
+        "  hub metrics:  nsenter --net={} curl -s http://{}:9812/metrics",
+        ground.netns_path().display(),
+        hub.ip()
+    );
     println!(
         "  alert rules:  monitoring/rke2-ops.rules.yml (promtool test rules monitoring/rke2-ops.rules.test.yml)"
     );
     for sim in cluster.nodes() {
         println!(
-            "  {:<9} agent metrics http://{}:9810/metrics   shell: nsenter -t {} -m -p -u bash",
+            "  {:<9} {}  shell: nsenter -t {} -m -p -u -n bash",
             sim.node.name(),
             sim.node.ip(),
             sim.node.init_pid()
         );
     }
+    let server = &cluster.servers[0].node;
     println!(
-        "  inside a node: rke2-node-agent status | check | rotate --dry-run; systemctl status rke2-server"
+        "\n  Inside a server (nsenter -t {} -m -p -u -n bash), the runbook's commands work as on a real node:",
+        server.init_pid()
+    );
+    for command in rke2ops_tests::runbook::section(1) {
+        println!("    {command}");
+    }
+    println!(
+        "  and the agent's own: rke2-node-agent status | check | rotate --dry-run; systemctl status rke2-server"
     );
     println!(
         "  everything was up after {:.0} s",

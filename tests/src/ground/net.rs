@@ -205,10 +205,17 @@ impl Ground {
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut command = Command::new("nsenter");
         command
-            .arg(format!("--net=/proc/{}/ns/net", self.holder.id()))
+            .arg(format!("--net={}", self.netns_path().display()))
             .arg("--")
             .arg(program);
         command
+    }
+
+    /// The ground namespace as a path for `nsenter --net=<path>` (valid while this process
+    /// runs): how a person reaches the hub or a mirror from a shell on the host.
+    #[must_use]
+    pub fn netns_path(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!("/proc/{}/ns/net", self.holder.id()))
     }
 
     /// Whether the calling thread is already in the ground namespace.

@@ -85,10 +85,19 @@ pub fn install(node: &Node, role: Role) -> Result<(), ClusterError> {
     for (name, text) in super::release::SHARE_FILES {
         node.write_file(Path::new("/usr/local/share/rke2").join(name), text)?;
     }
+    // RKE2 unpacks kubectl (with crictl and ctr) into `<data-dir>/bin`; the runbook calls it
+    // from there. The simulator has no kubectl of its own: it links the machine's real one.
+    node.sh(&format!(
+        "mkdir -p {DATA_DIR}/bin && ln -sfn {HOST_KUBECTL} {DATA_DIR}/bin/kubectl"
+    ))?;
     node.systemctl(&["daemon-reload"])?;
     node.systemctl(&["enable", unit_name(role)])?;
     Ok(())
 }
+
+/// The machine's kubectl, which nodes share (the file system outside a node's private
+/// folders is the host's).
+pub const HOST_KUBECTL: &str = "/usr/bin/kubectl";
 
 /// What to write for one node.
 #[derive(Debug, Clone)]

@@ -1,0 +1,61 @@
+//! `docs/runbook.md`, the manual runbook rke2-ops replaces, as data: its `sh` blocks are the
+//! commands the real-client tests run verbatim inside a node and the demo prints, so the
+//! document, the tests and the demo cannot drift apart.
+
+/// The runbook's text, compiled in.
+pub const RUNBOOK: &str = include_str!("../../docs/runbook.md");
+
+/// The commands of the `sh` blocks under the `## {number}.` heading, in order (blank lines
+/// dropped).
+#[must_use]
+pub fn section(number: u32) -> Vec<&'static str> {
+    let heading = format!("## {number}.");
+    let mut in_section = false;
+    let mut in_block = false;
+    let mut out = Vec::new();
+    for line in RUNBOOK.lines() {
+        if line.starts_with("## ") {
+            in_section = line.starts_with(&heading);
+            continue;
+        }
+        if !in_section {
+            continue;
+        }
+        match line.trim() {
+            "```sh" => in_block = true,
+            "```" => in_block = false,
+            "" => {}
+            command if in_block => out.push(command),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_hold_the_runbook_commands() {
+        let look = section(1);
+        assert_eq!(
+            look.first().map(|c| c.starts_with("export KUBECONFIG=")),
+            Some(true)
+        );
+        assert!(look.contains(&"kubectl get nodes -o wide"), "{look:?}");
+        assert!(
+            look.iter()
+                .any(|c| c.contains("etcdctl") && c.ends_with("member list"))
+        );
+        assert_eq!(
+            section(2),
+            [
+                "kubectl drain <worker> --ignore-daemonsets --delete-emptydir-data",
+                "kubectl uncordon <worker>"
+            ]
+        );
+        assert!(section(3).contains(&"kubectl get plans -n system-upgrade"));
+        assert!(section(9).is_empty());
+    }
+}
