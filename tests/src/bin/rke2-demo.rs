@@ -160,32 +160,36 @@ fn main() -> Result<()> {
             Validity::ExpiresIn(Duration::from_secs(40 * 86_400)),
         );
     cluster::write_node(&cluster.servers[0].node, &aged, &cluster.cas)?;
-    // A workload on the workers (ReplicaSet pods) with a PodDisruptionBudget: drains evict
-    // one pod at a time and wait for its replacement.
-    for (name, node) in [("web-a", "agent-1"), ("web-b", "agent-2")] {
-        let pod = serde_json::json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": {"app": "web"}, "ownerReferences": [{
-                "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5f7c9d",
-                "uid": "6c1f0d2e-3b4a-4e59-8f61-2a7d9e0b4c13", "controller": true}]},
-            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 5,
-                     "containers": [{"name": "web", "image": "registry.example/web:1"}]}
+    // A workload on two workers (ReplicaSet pods) with a PodDisruptionBudget: drains evict
+    // one pod at a time and wait for its replacement. Needs two workers to place it on.
+    if args.workers >= 2 {
+        for (name, node) in [("web-a", "agent-1"), ("web-b", "agent-2")] {
+            let pod = serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "labels": {"app": "web"}, "ownerReferences": [{
+                    "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5f7c9d",
+                    "uid": "6c1f0d2e-3b4a-4e59-8f61-2a7d9e0b4c13", "controller": true}]},
+                "spec": {"nodeName": node, "terminationGracePeriodSeconds": 5,
+                         "containers": [{"name": "web", "image": "registry.example/web:1"}]}
+            });
+            kube_post(&cluster, "/api/v1/namespaces/default/pods", &pod)?;
+        }
+        let pdb = serde_json::json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "web-pdb"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}
         });
-        kube_post(&cluster, "/api/v1/namespaces/default/pods", &pod)?;
+        kube_post(
+            &cluster,
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
+            &pdb,
+        )?;
+        println!(
+            "  workload: pods web-a (agent-1), web-b (agent-2), PodDisruptionBudget web-pdb (minAvailable 1)"
+        );
+    } else {
+        println!("  no workload (it needs two workers)");
     }
-    let pdb = serde_json::json!({
-        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-        "metadata": {"name": "web-pdb"},
-        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}
-    });
-    kube_post(
-        &cluster,
-        "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
-        &pdb,
-    )?;
-    println!(
-        "  workload: pods web-a (agent-1), web-b (agent-2), PodDisruptionBudget web-pdb (minAvailable 1)"
-    );
 
     let releases = state.path().join("releases");
     release::build_release(&releases, OLD_VERSION)?;
@@ -243,7 +247,7 @@ fn main() -> Result<()> {
         "rke2-hub up: gRPC with mutual TLS on {}, admin socket, metrics :9812",
         hub.addr
     ));
-    println!("  hub state: {}", state.path().display());
+    println!("  hub pid {}, state {}", hub.pid(), state.path().display());
 
     step(
         "Enrolling every node's agent (single-use token + pinned hub CA; the key never leaves the node)",
@@ -254,7 +258,12 @@ fn main() -> Result<()> {
             &hub,
             "ready_timeout_secs = 60\nheartbeat_secs = 5\n",
         )?;
-        println!("  {} ({}) enrolled", sim.node.name(), sim.node.ip());
+        println!(
+            "  {} ({}, init pid {}) enrolled",
+            sim.node.name(),
+            sim.node.ip(),
+            sim.node.init_pid()
+        );
     }
     let total = cluster.nodes().count();
     let deadline = Instant::now() + Duration::from_secs(60);
