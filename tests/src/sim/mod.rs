@@ -22,6 +22,7 @@
 //! `tests/SIMULATOR.md` records the RKE2 facts these follow and where they differ.
 
 pub mod check;
+pub mod clients;
 pub mod cluster;
 pub mod faults;
 pub mod kube;

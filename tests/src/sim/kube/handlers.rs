@@ -1,23 +1,32 @@
-//! The REST routes of the stand-in: nodes (+ `/status`), pods (+ `/eviction`),
-//! PodDisruptionBudgets and events, with kube-apiserver's status codes and `Status` bodies.
-//! Storage is [`Store`] (etcd); the pure rules are in [`super::objects`].
+//! The REST routes of the stand-in: discovery, nodes (+ `/status`), pods (+ `/eviction`),
+//! PodDisruptionBudgets, events, namespaces, CustomResourceDefinitions and their objects,
+//! DaemonSets (derived), with kube-apiserver's status codes, `Status` bodies and
+//! server-side `Table`s. Storage is [`Store`] (etcd); the pure rules are in
+//! [`super::objects`], [`super::table`], [`super::patch`], [`super::crd`],
+//! [`super::discovery`] and [`super::route`].
 
 use std::collections::{BTreeMap, HashMap};
 
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, DeleteOptions, Txn, TxnOp};
 use hyper::StatusCode;
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use rand::Rng;
 use serde_json::{Value, json};
 
 use super::Settings;
+use super::crd::{self, CrdVersion};
 use super::objects::{
-    self, EVENTS, NODES, PDBS, PODS, REPLACEMENTS, Requirement, Resource, budget,
+    self, CRDS, DAEMONSETS, NAMESPACES, NODES, PDBS, PODS, REPLACEMENTS, Requirement, Resource,
+    budget,
 };
+use super::route::{self, ResourcePath, Route};
 use super::store::{Store, StoreError, Stored, encode};
+use super::table::{self, Printer};
+use super::{discovery, openapi, patch, protobuf};
 use crate::sim::server::listen::{Reply, RequestInfo, reply};
 
 /// Annotation (simulator only) holding when a terminating pod's kubelet removes it.
@@ -102,119 +111,10 @@ fn with_revision(mut object: Value, revision: i64) -> Value {
 }
 
 impl KubeApi {
-    /// Answers a request under `/api` or `/apis`; `None` for paths it does not serve.
+    /// Answers a request under `/api` or `/apis`; `None` for paths it does not serve (the
+    /// listener answers those with kube-apiserver's 404).
     pub async fn handle(&self, req: &RequestInfo) -> Option<Reply> {
-        let path = req.path.trim_matches('/');
-        let seg: Vec<&str> = path.split('/').collect();
-        let m = req.method.as_str();
-        let answer = match (m, seg.as_slice()) {
-            ("GET", ["api"]) => (
-                200,
-                json!({"kind": "APIVersions", "versions": ["v1"],
-                "serverAddressByClientCIDRs": []}),
-            ),
-            ("GET", ["api", "v1", "nodes"]) => self.list(&NODES, None, &req.query).await,
-            ("POST", ["api", "v1", "nodes"]) => self.create(&NODES, None, &req.body).await,
-            ("GET", ["api", "v1", "nodes", name] | ["api", "v1", "nodes", name, "status"]) => {
-                self.get(&NODES, None, name).await
-            }
-            ("PATCH", ["api", "v1", "nodes", name]) => {
-                self.patch(&NODES, None, name, false, req).await
-            }
-            ("PATCH", ["api", "v1", "nodes", name, "status"]) => {
-                self.patch(&NODES, None, name, true, req).await
-            }
-            ("DELETE", ["api", "v1", "nodes", name]) => self.remove(&NODES, None, name).await,
-            ("GET", ["api", "v1", "pods"]) => self.list(&PODS, None, &req.query).await,
-            ("GET", ["api", "v1", "events"]) => self.list(&EVENTS, None, &req.query).await,
-            ("GET", ["api", "v1", "namespaces", ns, "pods"]) => {
-                self.list(&PODS, Some(ns), &req.query).await
-            }
-            ("POST", ["api", "v1", "namespaces", ns, "pods"]) => {
-                self.create(&PODS, Some(ns), &req.body).await
-            }
-            ("GET", ["api", "v1", "namespaces", ns, "pods", name]) => {
-                self.get(&PODS, Some(ns), name).await
-            }
-            ("DELETE", ["api", "v1", "namespaces", ns, "pods", name]) => {
-                self.delete_pod(ns, name, req, false).await
-            }
-            ("POST", ["api", "v1", "namespaces", ns, "pods", name, "eviction"]) => {
-                self.delete_pod(ns, name, req, true).await
-            }
-            ("GET", ["api", "v1", "namespaces", ns, "events"]) => {
-                self.list(&EVENTS, Some(ns), &req.query).await
-            }
-            ("POST", ["api", "v1", "namespaces", ns, "events"]) => {
-                self.create(&EVENTS, Some(ns), &req.body).await
-            }
-            ("GET", ["api", "v1", "namespaces", ns, "events", name]) => {
-                self.get(&EVENTS, Some(ns), name).await
-            }
-            ("GET", ["apis", "policy", "v1", "poddisruptionbudgets"]) => {
-                self.list(&PDBS, None, &req.query).await
-            }
-            (
-                "GET",
-                [
-                    "apis",
-                    "policy",
-                    "v1",
-                    "namespaces",
-                    ns,
-                    "poddisruptionbudgets",
-                ],
-            ) => self.list(&PDBS, Some(ns), &req.query).await,
-            (
-                "POST",
-                [
-                    "apis",
-                    "policy",
-                    "v1",
-                    "namespaces",
-                    ns,
-                    "poddisruptionbudgets",
-                ],
-            ) => self.create(&PDBS, Some(ns), &req.body).await,
-            (
-                "GET",
-                [
-                    "apis",
-                    "policy",
-                    "v1",
-                    "namespaces",
-                    ns,
-                    "poddisruptionbudgets",
-                    name,
-                ],
-            ) => self.get(&PDBS, Some(ns), name).await,
-            (
-                "DELETE",
-                [
-                    "apis",
-                    "policy",
-                    "v1",
-                    "namespaces",
-                    ns,
-                    "poddisruptionbudgets",
-                    name,
-                ],
-            ) => self.remove(&PDBS, Some(ns), name).await,
-            (_, ["api" | "apis", ..]) if known_collection(&seg) => (
-                405,
-                objects::status(
-                    405,
-                    "MethodNotAllowed",
-                    &format!(
-                        "the server does not allow this method on the requested resource ({m} {})",
-                        req.path
-                    ),
-                    None,
-                ),
-            ),
-            _ => return None,
-        };
-        let (code, body) = answer;
+        let (code, body) = self.answer(req).await?;
         let body = serde_json::to_vec(&body).unwrap_or_default();
         Some(reply(
             StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -223,9 +123,217 @@ impl KubeApi {
         ))
     }
 
+    async fn answer(&self, req: &RequestInfo) -> Option<Answer> {
+        if let Some(rest) = req.path.strip_prefix("/openapi/v3") {
+            return self.openapi_v3(rest.trim_matches('/')).await;
+        }
+        let path = match route::parse(&req.path)? {
+            Route::Api => return Some((200, discovery::api_versions())),
+            Route::Apis => {
+                return Some(match self.crd_versions().await {
+                    Ok(crds) => (200, discovery::api_group_list(&crds)),
+                    Err(e) => store_error(&e),
+                });
+            }
+            Route::Group(group) => {
+                return match self.crd_versions().await {
+                    Ok(crds) => discovery::api_group(&crds, &group).map(|g| (200, g)),
+                    Err(e) => Some(store_error(&e)),
+                };
+            }
+            Route::GroupVersion(group, version) => {
+                return match self.crd_versions().await {
+                    Ok(crds) => discovery::resource_list(&crds, &group, &version).map(|l| (200, l)),
+                    Err(e) => Some(store_error(&e)),
+                };
+            }
+            Route::Resource(path) => path,
+        };
+        let served = match self.resolve(&path).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return None,
+            Err(e) => return Some(store_error(&e)),
+        };
+        let res = &served.resource;
+        // A namespaced resource's object is only reachable through its namespace, a
+        // cluster-scoped one never through one.
+        if res.namespaced == path.namespace.is_none() && path.name.is_some()
+            || !res.namespaced && path.namespace.is_some()
+        {
+            return None;
+        }
+        if *res == NAMESPACES
+            && let Err(e) = self.ensure_namespaces().await
+        {
+            return Some(store_error(&e));
+        }
+        let ns = path.namespace.as_deref();
+        let m = req.method.as_str();
+        let table = table::wants_table(&req.accept);
+        Some(
+            match (m, path.name.as_deref(), path.subresource.as_deref()) {
+                ("GET", None, None)
+                    if query_param(&req.query, "watch")
+                        .is_some_and(|w| w == "true" || w == "1") =>
+                {
+                    (
+                        405,
+                        objects::status(
+                            405,
+                            "MethodNotAllowed",
+                            "watch is not supported by the simulated apiserver",
+                            None,
+                        ),
+                    )
+                }
+                ("GET", None, None) if *res == DAEMONSETS => self.daemonsets(ns, None).await,
+                ("GET", Some(name), None) if *res == DAEMONSETS => {
+                    self.daemonsets(ns, Some(name)).await
+                }
+                ("GET", None, None) => self.list(&served, ns, req, table).await,
+                ("POST", None, None) if *res != DAEMONSETS => self.create(res, ns, req).await,
+                ("GET", Some(name), None | Some("status")) => {
+                    self.get(&served, ns, name, req, table).await
+                }
+                ("PATCH", Some(name), None) if *res != DAEMONSETS => {
+                    self.patch(&served, ns, name, false, req).await
+                }
+                ("PATCH", Some(name), Some("status")) if served.status_subresource => {
+                    self.patch(&served, ns, name, true, req).await
+                }
+                ("DELETE", Some(name), None) if *res == PODS => {
+                    self.delete_pod(ns.unwrap_or_default(), name, req, false)
+                        .await
+                }
+                ("POST", Some(name), Some("eviction")) if *res == PODS => {
+                    self.delete_pod(ns.unwrap_or_default(), name, req, true)
+                        .await
+                }
+                ("DELETE", Some(name), None) if *res != DAEMONSETS => {
+                    self.remove(res, ns, name).await
+                }
+                _ => (
+                    405,
+                    objects::status(
+                        405,
+                        "MethodNotAllowed",
+                        &format!(
+                            "the server does not allow this method on the requested resource ({m} {})",
+                            req.path
+                        ),
+                        None,
+                    ),
+                ),
+            },
+        )
+    }
+
+    /// `/openapi/v3` (`rest` empty) or one group version's document (see [`openapi`]).
+    async fn openapi_v3(&self, rest: &str) -> Option<Answer> {
+        let crds = match self.crd_versions().await {
+            Ok(c) => c,
+            Err(e) => return Some(store_error(&e)),
+        };
+        let mut gvs = vec!["v1".to_owned()];
+        for g in discovery::api_group_list(&crds)["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            for v in g["versions"].as_array().into_iter().flatten() {
+                if let Some(gv) = v["groupVersion"].as_str() {
+                    gvs.push(gv.to_owned());
+                }
+            }
+        }
+        if rest.is_empty() {
+            return Some((200, openapi::index(&gvs)));
+        }
+        let gv = gvs.iter().find(|gv| openapi::api_path(gv) == rest)?;
+        let (group, version) = gv.split_once('/').unwrap_or(("", gv));
+        let list = discovery::resource_list(&crds, group, version)?;
+        Some((200, openapi::group_version_doc(&list)))
+    }
+
+    /// Every served version of every stored CustomResourceDefinition.
+    async fn crd_versions(&self) -> Result<Vec<CrdVersion>, StoreError> {
+        let (crds, _) = self.store.list(&CRDS.registry).await?;
+        Ok(crds
+            .iter()
+            .flat_map(|s| crd::served_versions(&s.object))
+            .collect())
+    }
+
+    /// The built-in or custom resource a path names (`None`: not served, a 404).
+    async fn resolve(&self, path: &ResourcePath) -> Result<Option<Served>, StoreError> {
+        if let Some(resource) = Resource::builtin(&path.group, &path.version, &path.plural) {
+            let status_subresource = [NODES, PODS, PDBS, NAMESPACES, CRDS].contains(&resource);
+            return Ok(Some(Served {
+                printer: Printer::Builtin(resource.kind.to_string()),
+                resource,
+                status_subresource,
+            }));
+        }
+        Ok(self
+            .crd_versions()
+            .await?
+            .into_iter()
+            .find(|c| c.group == path.group && c.version == path.version && c.plural == path.plural)
+            .map(|c| Served {
+                resource: c.resource(),
+                printer: Printer::Custom(c.columns.clone()),
+                status_subresource: c.status_subresource,
+            }))
+    }
+
+    /// Creates the namespaces every cluster has (`default`, `kube-system`, `kube-public`,
+    /// `kube-node-lease`) if missing, as kube-apiserver's bootstrap controller does.
+    async fn ensure_namespaces(&self) -> Result<(), StoreError> {
+        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let key = NAMESPACES.key(None, name);
+            if self.store.get(&key).await?.is_some() {
+                continue;
+            }
+            let ns = json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": name, "uid": new_uid(), "creationTimestamp": time_value(super::now()),
+                    "labels": {"kubernetes.io/metadata.name": name}},
+                "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+            match self.store.create(&key, &ns).await {
+                Ok(_) | Err(StoreError::AlreadyExists) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// DaemonSets as derived from the pods naming one as controller (see
+    /// [`objects::DAEMONSETS`]).
+    async fn daemonsets(&self, ns: Option<&str>, name: Option<&str>) -> Answer {
+        let (pods, revision) = match self.store.list(&PODS.prefix(ns)).await {
+            Ok(x) => x,
+            Err(e) => return store_error(&e),
+        };
+        let pods: Vec<Value> = pods.into_iter().map(|s| s.object).collect();
+        let sets = objects::daemonsets_of(&pods);
+        match name {
+            Some(name) => sets
+                .into_iter()
+                .find(|d| d["metadata"]["name"] == name)
+                .map_or_else(
+                    || (404, objects::not_found(&DAEMONSETS, name)),
+                    |d| (200, d),
+                ),
+            None => (
+                200,
+                json!({"kind": "DaemonSetList", "apiVersion": "apps/v1",
+                    "metadata": {"resourceVersion": revision.to_string()}, "items": sets}),
+            ),
+        }
+    }
+
     /// Whether each Node is Ready, by name.
     pub async fn node_readiness(&self) -> Result<HashMap<String, bool>, StoreError> {
-        let (nodes, _) = self.store.list(NODES.registry).await?;
+        let (nodes, _) = self.store.list(&NODES.registry).await?;
         Ok(nodes
             .into_iter()
             .filter_map(|s| serde_json::from_value::<Node>(s.object).ok())
@@ -236,24 +344,34 @@ impl KubeApi {
             .collect())
     }
 
-    async fn list(&self, res: &Resource, ns: Option<&str>, query: &str) -> Answer {
-        let labels = query_param(query, "labelSelector").unwrap_or_default();
-        let fields = query_param(query, "fieldSelector").unwrap_or_default();
-        let (Some(labels), Some(fields)) = (
-            objects::parse_selector(&labels),
-            objects::parse_selector(&fields),
-        ) else {
-            return bad_request(
-                "unable to parse requirement: selector not supported by the simulator",
-            );
+    async fn list(
+        &self,
+        served: &Served,
+        ns: Option<&str>,
+        req: &RequestInfo,
+        table: bool,
+    ) -> Answer {
+        let res = &served.resource;
+        let labels = query_param(&req.query, "labelSelector").unwrap_or_default();
+        let fields = query_param(&req.query, "fieldSelector").unwrap_or_default();
+        let Some(labels) = objects::parse_selector(&labels) else {
+            return bad_request(&format!(
+                "unable to parse requirement: invalid label selector {labels:?}"
+            ));
         };
+        let Some(fields) = objects::parse_selector(&fields) else {
+            return bad_request(&format!("invalid field selector {fields:?}"));
+        };
+        if let Err(e) = objects::check_fields(&res.kind, &fields) {
+            return bad_request(&e.to_string());
+        }
         let (items, revision) = match self.store.list(&res.prefix(ns)).await {
             Ok(x) => x,
             Err(e) => return store_error(&e),
         };
         let mut out = Vec::new();
         for Stored { object, .. } in items {
-            if selector_ok(&labels, &fields, &object) {
+            if selector_ok(&res.kind, &labels, &fields, &object) {
                 out.push(object);
             }
         }
@@ -264,24 +382,65 @@ impl KubeApi {
                 }
             }
         }
+        let revision = revision.to_string();
+        if table {
+            let include =
+                table::IncludeObject::parse(query_param(&req.query, "includeObject").as_deref());
+            return (
+                200,
+                table::table(
+                    &served.printer,
+                    &out,
+                    Some(&revision),
+                    include,
+                    super::now(),
+                ),
+            );
+        }
         (
             200,
             json!({
                 "kind": res.list_kind(),
                 "apiVersion": res.api_version,
-                "metadata": {"resourceVersion": revision.to_string()},
+                "metadata": {"resourceVersion": revision},
                 "items": out,
             }),
         )
     }
 
-    async fn get(&self, res: &Resource, ns: Option<&str>, name: &str) -> Answer {
+    async fn get(
+        &self,
+        served: &Served,
+        ns: Option<&str>,
+        name: &str,
+        req: &RequestInfo,
+        table: bool,
+    ) -> Answer {
+        let res = &served.resource;
         match self.store.get(&res.key(ns, name)).await {
             Ok(Some(Stored { mut object, .. })) => {
                 if *res == PDBS
                     && let Err(e) = self.fill_pdb_status(&mut object).await
                 {
                     return store_error(&e);
+                }
+                if table {
+                    let include = table::IncludeObject::parse(
+                        query_param(&req.query, "includeObject").as_deref(),
+                    );
+                    let rv = object["metadata"]["resourceVersion"]
+                        .as_str()
+                        .map(str::to_owned);
+                    return (
+                        200,
+                        table::table(
+                            &served.printer,
+                            &[object],
+                            rv.as_deref(),
+                            include,
+                            super::now(),
+                        ),
+                    );
                 }
                 (200, object)
             }
@@ -290,20 +449,12 @@ impl KubeApi {
         }
     }
 
-    async fn create(&self, res: &Resource, ns: Option<&str>, body: &[u8]) -> Answer {
-        let Ok(mut object) = serde_json::from_slice::<Value>(body) else {
-            return bad_request("the body of the request was not valid JSON");
+    async fn create(&self, res: &Resource, ns: Option<&str>, req: &RequestInfo) -> Answer {
+        let mut object = match decode_body(&req.content_type, &req.body) {
+            Ok(o) => o,
+            Err(answer) => return answer,
         };
-        // The body must be a valid object of its kind (k8s-openapi's schema).
-        let valid = match res.kind {
-            "Node" => serde_json::from_value::<Node>(object.clone()).map(drop),
-            "Pod" => serde_json::from_value::<Pod>(object.clone()).map(drop),
-            "PodDisruptionBudget" => {
-                serde_json::from_value::<PodDisruptionBudget>(object.clone()).map(drop)
-            }
-            _ => serde_json::from_value::<Event>(object.clone()).map(drop),
-        };
-        if let Err(e) = valid {
+        if let Err(e) = validate_body(res, &object) {
             return bad_request(&format!("invalid {}: {e}", res.kind));
         }
         let now = super::now();
@@ -324,9 +475,19 @@ impl KubeApi {
         }
         meta["uid"] = json!(new_uid());
         meta["creationTimestamp"] = time_value(now);
-        if *res == PDBS {
+        if *res == PDBS || *res == CRDS || !objects::BUILTIN.contains(res) {
             meta["generation"] = json!(1);
+        }
+        if *res == PDBS {
             object["status"] = Value::Null;
+        }
+        if *res == NAMESPACES {
+            object["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+            object["spec"] = json!({"finalizers": ["kubernetes"]});
+            object["status"] = json!({"phase": "Active"});
+        }
+        if *res == CRDS {
+            object["status"] = crd::established_status(&object, &time_value(now));
         }
         object["apiVersion"] = json!(res.api_version);
         object["kind"] = json!(res.kind);
@@ -397,8 +558,8 @@ impl KubeApi {
         avoid: Option<&str>,
         same_owner: &[String],
     ) -> Result<Option<String>, StoreError> {
-        let (nodes, _) = self.store.list(NODES.registry).await?;
-        let (pods, _) = self.store.list(PODS.registry).await?;
+        let (nodes, _) = self.store.list(&NODES.registry).await?;
+        let (pods, _) = self.store.list(&PODS.registry).await?;
         let mut load: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         for s in &nodes {
             let Ok(node) = serde_json::from_value::<Node>(s.object.clone()) else {
@@ -440,16 +601,13 @@ impl KubeApi {
 
     async fn patch(
         &self,
-        res: &Resource,
+        served: &Served,
         ns: Option<&str>,
         name: &str,
         status_only: bool,
         req: &RequestInfo,
     ) -> Answer {
-        let Ok(patch) = serde_json::from_slice::<Value>(&req.body) else {
-            return bad_request("the body of the request was not valid JSON");
-        };
-        let flavour = req.content_type.split(';').next().unwrap_or("").trim();
+        let res = &served.resource;
         let key = res.key(ns, name);
         for _ in 0..8 {
             let stored = match self.store.get(&key).await {
@@ -457,49 +615,27 @@ impl KubeApi {
                 Ok(None) => return (404, objects::not_found(res, name)),
                 Err(e) => return store_error(&e),
             };
-            if let Some(rv) = patch
+            let mut next = match patch::apply(&req.content_type, &stored.object, &req.body) {
+                Ok(next) => next,
+                Err(e) => {
+                    let (code, reason) = e.code_and_reason();
+                    return (code, objects::status(code, reason, &e.to_string(), None));
+                }
+            };
+            if let Some(rv) = next
                 .pointer("/metadata/resourceVersion")
                 .and_then(Value::as_str)
                 && rv != stored.revision.to_string()
             {
                 return store_error(&StoreError::Conflict);
             }
-            let mut next = stored.object.clone();
-            match flavour {
-                "application/merge-patch+json" => json_patch::merge(&mut next, &patch),
-                "application/strategic-merge-patch+json" => strategic_merge(&mut next, &patch),
-                "application/json-patch+json" => {
-                    let Ok(ops) = serde_json::from_value::<json_patch::Patch>(patch.clone()) else {
-                        return bad_request("invalid JSON patch");
-                    };
-                    if let Err(e) = json_patch::patch(&mut next, &ops) {
-                        return (422, objects::status(422, "Invalid", &e.to_string(), None));
-                    }
-                }
-                other => {
-                    return (
-                        415,
-                        objects::status(
-                            415,
-                            "UnsupportedMediaType",
-                            &format!(
-                                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"
-                            ),
-                            None,
-                        ),
-                    );
-                }
-            }
-            // The main resource ignores status changes; `/status` ignores everything else.
-            let mut result = stored.object.clone();
-            if status_only {
-                result["status"] = next["status"].take();
-            } else {
-                result["metadata"]["labels"] = next["metadata"]["labels"].take();
-                result["metadata"]["annotations"] = next["metadata"]["annotations"].take();
-                result["spec"] = next["spec"].take();
-            }
-            if serde_json::from_value::<Node>(result.clone()).is_err() && *res == NODES {
+            let result = patched(
+                &stored.object,
+                &mut next,
+                status_only,
+                served.status_subresource,
+            );
+            if *res == NODES && serde_json::from_value::<Node>(result.clone()).is_err() {
                 return (
                     422,
                     objects::status(422, "Invalid", "the patched Node is not valid", None),
@@ -525,17 +661,33 @@ impl KubeApi {
                 Ok(None) => return (404, objects::not_found(res, name)),
                 Err(e) => return store_error(&e),
             };
-            match self.store.delete(&key, stored.revision).await {
-                Ok(()) => {
-                    let group = res.api_version.split_once('/').map_or("", |(g, _)| g);
+            let mut ops = vec![TxnOp::delete(key.as_str(), None)];
+            if *res == CRDS {
+                // The CRD's objects go with it (real: the CRD finalizer deletes them first).
+                for v in crd::served_versions(&stored.object) {
+                    ops.push(TxnOp::delete(
+                        v.resource().registry.as_bytes(),
+                        Some(DeleteOptions::new().with_prefix()),
+                    ));
+                }
+            }
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    stored.revision,
+                )])
+                .and_then(ops);
+            match self.store.txn(txn).await {
+                Ok((true, _)) => {
                     return (
                         200,
                         json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                            "status": "Success", "details": {"name": name, "group": group,
+                            "status": "Success", "details": {"name": name, "group": res.group(),
                             "kind": res.plural, "uid": stored.object["metadata"]["uid"]}}),
                     );
                 }
-                Err(StoreError::Conflict) => {}
+                Ok((false, _)) => {}
                 Err(e) => return store_error(&e),
             }
         }
@@ -773,70 +925,148 @@ fn success(code: u16) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code})
 }
 
-fn known_collection(seg: &[&str]) -> bool {
-    seg.iter()
-        .any(|s| ["nodes", "pods", "events", "poddisruptionbudgets"].contains(s))
+/// A resource as a request reaches it: what it is, how its rows print, whether `/status` is
+/// a separate subresource.
+#[derive(Debug, Clone)]
+struct Served {
+    resource: Resource,
+    printer: Printer,
+    status_subresource: bool,
 }
 
-fn selector_ok(labels: &[Requirement], fields: &[Requirement], object: &Value) -> bool {
+fn selector_ok(kind: &str, labels: &[Requirement], fields: &[Requirement], object: &Value) -> bool {
     objects::selector_matches(labels, |k| objects::label_of(object, k))
-        && objects::selector_matches(fields, |k| objects::field_of(object, k))
+        && objects::selector_matches(fields, |k| objects::field_of(object, kind, k).ok())
 }
 
-/// Marks a pod started by its (simulated) kubelet: Running and Ready on its node.
+/// A request body by its `Content-Type`: JSON (also when unset), YAML, or protobuf for what
+/// [`protobuf`] decodes; others (CBOR...) get kube-apiserver's 415.
+fn decode_body(content_type: &str, body: &[u8]) -> Result<Value, Answer> {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    match media {
+        "" | "application/json" | "*/*" => serde_json::from_slice(body)
+            .map_err(|e| bad_request(&format!("the body of the request was not valid JSON: {e}"))),
+        "application/yaml" => serde_yaml::from_slice(body)
+            .map_err(|e| bad_request(&format!("the body of the request was not valid YAML: {e}"))),
+        "application/vnd.kubernetes.protobuf" => protobuf::decode(body).map_err(|e| {
+            let code = if matches!(e, protobuf::ProtobufError::Unsupported(_)) {
+                415
+            } else {
+                400
+            };
+            let reason = if code == 415 {
+                "UnsupportedMediaType"
+            } else {
+                "BadRequest"
+            };
+            (code, objects::status(code, reason, &e.to_string(), None))
+        }),
+        other => Err((
+            415,
+            objects::status(
+                415,
+                "UnsupportedMediaType",
+                &format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (the simulator does not take {other})"
+                ),
+                None,
+            ),
+        )),
+    }
+}
+
+/// The body of a create must be a valid object of its kind (k8s-openapi's schema for
+/// built-in kinds, apiextensions' rules for CRDs, an object with metadata for custom
+/// resources).
+fn validate_body(res: &Resource, object: &Value) -> Result<(), String> {
+    let check = |r: Result<(), serde_json::Error>| r.map_err(|e| e.to_string());
+    match res.kind.as_ref() {
+        "Node" => check(serde_json::from_value::<Node>(object.clone()).map(drop)),
+        "Pod" => check(serde_json::from_value::<Pod>(object.clone()).map(drop)),
+        "PodDisruptionBudget" => {
+            check(serde_json::from_value::<PodDisruptionBudget>(object.clone()).map(drop))
+        }
+        "Event" => check(serde_json::from_value::<Event>(object.clone()).map(drop)),
+        "Namespace" => check(serde_json::from_value::<Namespace>(object.clone()).map(drop)),
+        "CustomResourceDefinition" => {
+            check(serde_json::from_value::<CustomResourceDefinition>(object.clone()).map(drop))?;
+            crd::validate(object)
+        }
+        _ if object.get("metadata").is_some_and(Value::is_object) => Ok(()),
+        _ => Err("metadata is required".into()),
+    }
+}
+
+/// The object a PATCH stores: on `/status` only the status changes; on the main resource
+/// everything but the status (when it is a subresource) and the fields the server owns
+/// (name, namespace, uid, creation time, generation), the generation moving when the spec
+/// does.
+fn patched(stored: &Value, next: &mut Value, status_only: bool, status_subresource: bool) -> Value {
+    if status_only {
+        let mut result = stored.clone();
+        result["status"] = next["status"].take();
+        return result;
+    }
+    let mut result = next.take();
+    if status_subresource {
+        match stored.get("status") {
+            Some(s) => result["status"] = s.clone(),
+            None => {
+                if let Some(o) = result.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+    }
+    for field in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "generation",
+        "deletionTimestamp",
+        "resourceVersion",
+    ] {
+        match stored["metadata"].get(field) {
+            Some(v) => result["metadata"][field] = v.clone(),
+            None => {
+                if let Some(m) = result["metadata"].as_object_mut() {
+                    m.remove(field);
+                }
+            }
+        }
+    }
+    result["apiVersion"] = stored["apiVersion"].clone();
+    result["kind"] = stored["kind"].clone();
+    if result.get("spec") != stored.get("spec")
+        && let Some(g) = stored["metadata"]["generation"].as_i64()
+    {
+        result["metadata"]["generation"] = json!(g + 1);
+    }
+    result
+}
+
+/// Marks a pod started by its (simulated) kubelet: Running and Ready on its node, every
+/// container running and ready (kubectl's READY column counts them).
 pub fn start_pod(pod: &mut Value, now: Timestamp) {
     let t = time_value(now);
     let conditions: Vec<Value> = ["PodScheduled", "Initialized", "ContainersReady", "Ready"]
         .iter()
         .map(|c| json!({"type": c, "status": "True", "lastTransitionTime": t}))
         .collect();
-    pod["status"] = json!({"phase": "Running", "conditions": conditions, "startTime": t});
-}
-
-/// Strategic merge patch for what the stand-in's objects need: JSON merge semantics, except
-/// that lists of conditions, addresses and taints merge by their key (`type` / `key`), and
-/// `$`-directives are dropped.
-pub fn strategic_merge(target: &mut Value, patch: &Value) {
-    let Value::Object(patch_map) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = json!({});
-    }
-    for (k, v) in patch_map {
-        if k.starts_with('$') {
-            continue;
-        }
-        let Some(obj) = target.as_object_mut() else {
-            return;
-        };
-        if v.is_null() {
-            obj.remove(k);
-            continue;
-        }
-        let merge_key = match k.as_str() {
-            "conditions" | "addresses" => Some("type"),
-            "taints" => Some("key"),
-            _ => None,
-        };
-        match (merge_key, obj.get_mut(k), v) {
-            (Some(mk), Some(Value::Array(current)), Value::Array(items)) => {
-                for item in items {
-                    match current.iter_mut().find(|c| c.get(mk) == item.get(mk)) {
-                        Some(existing) => strategic_merge(existing, item),
-                        None => current.push(item.clone()),
-                    }
-                }
-            }
-            (_, Some(existing), Value::Object(_)) if existing.is_object() => {
-                strategic_merge(existing, v);
-            }
-            _ => {
-                obj.insert(k.clone(), v.clone());
-            }
-        }
-    }
+    let containers: Vec<Value> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            json!({"name": c["name"], "image": c["image"].as_str().unwrap_or_default(),
+                "imageID": "", "ready": true, "started": true, "restartCount": 0,
+                "state": {"running": {"startedAt": t}}})
+        })
+        .collect();
+    pod["status"] = json!({"phase": "Running", "conditions": conditions, "startTime": t,
+        "containerStatuses": containers});
 }
 
 #[cfg(test)]
@@ -844,19 +1074,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn strategic_merge_merges_conditions_by_type_and_sets_scalars() {
-        let mut node = json!({"spec": {}, "status": {"conditions": [
-            {"type": "Ready", "status": "True"}, {"type": "DiskPressure", "status": "False"}]}});
-        strategic_merge(
-            &mut node,
-            &json!({"spec": {"unschedulable": true},
-                "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}),
+    fn patch_keeps_server_owned_fields_and_bumps_generation() {
+        let stored = json!({"apiVersion": "upgrade.cattle.io/v1", "kind": "Plan",
+            "metadata": {"name": "p", "uid": "u", "generation": 1, "resourceVersion": "5"},
+            "spec": {"version": "a"}, "status": {"applying": []}});
+        let mut next = json!({"apiVersion": "x", "kind": "Plan",
+            "metadata": {"name": "other", "uid": "v", "annotations": {"k": "v"}},
+            "spec": {"version": "b"}, "status": {"applying": ["n"]}});
+        let r = patched(&stored, &mut next, false, true);
+        assert_eq!(r["metadata"]["name"], "p");
+        assert_eq!(r["metadata"]["uid"], "u");
+        assert_eq!(r["metadata"]["annotations"]["k"], "v");
+        assert_eq!(r["metadata"]["generation"], 2);
+        assert_eq!(r["apiVersion"], "upgrade.cattle.io/v1");
+        assert_eq!(r["status"]["applying"], json!([]));
+        let mut next = json!({"status": {"applying": ["n"]}, "spec": {"version": "c"}});
+        let r = patched(&stored, &mut next, true, true);
+        assert_eq!(
+            (
+                r["status"]["applying"][0].as_str(),
+                r["spec"]["version"].as_str()
+            ),
+            (Some("n"), Some("a"))
         );
-        assert_eq!(node["spec"]["unschedulable"], true);
-        assert_eq!(node["status"]["conditions"][0]["status"], "Unknown");
-        assert_eq!(node["status"]["conditions"][1]["type"], "DiskPressure");
-        strategic_merge(&mut node, &json!({"spec": {"unschedulable": null}}));
-        assert!(node["spec"].get("unschedulable").is_none());
     }
 
     #[test]

@@ -5,7 +5,12 @@
 //!   `resourceVersion`, compare-and-swap writes;
 //! - [`objects`]: pure rules (selectors, pod health, PodDisruptionBudget arithmetic, `Status`
 //!   bodies);
-//! - [`handlers`]: the REST routes (nodes, pods, evictions, PDBs, events);
+//! - [`handlers`]: the REST routes (nodes, pods, evictions, PDBs, events, namespaces, CRDs
+//!   and their objects), over [`route`] (path parsing), [`discovery`] (`/api`, `/apis`...),
+//!   [`table`] (server-side printing for kubectl), [`patch`] (patch flavours), [`crd`]
+//!   (what a CustomResourceDefinition serves), [`openapi`] (the little kubectl's
+//!   validation needs) and [`protobuf`] (the Namespace bodies `kubectl create namespace`
+//!   sends);
 //! - [`controller`]: what kube-controller-manager would do, run by every server and made safe
 //!   by etcd transactions (node lifecycle → `Ready=Unknown`, terminating pods removed,
 //!   ReplicaSet replacements);
@@ -16,11 +21,18 @@
 
 pub mod client;
 pub mod controller;
+pub mod crd;
+pub mod discovery;
 pub mod fixtures;
 pub mod handlers;
 pub mod kubelet;
 pub mod objects;
+pub mod openapi;
+pub mod patch;
+pub mod protobuf;
+pub mod route;
 pub mod store;
+pub mod table;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

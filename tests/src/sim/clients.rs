@@ -1,0 +1,83 @@
+//! Real Kubernetes clients run inside a simulated server node against its API stand-in
+//! (`sim::kube`): the host's `kubectl` and Debian's Python `kubernetes` package, with the
+//! node's admin kubeconfig (`/etc/rancher/rke2/rke2.yaml`), as an operator on that server
+//! would run them.
+
+use std::path::Path;
+
+use crate::ground::{ExecOutput, Node, Result};
+
+/// The admin kubeconfig RKE2 writes on a server.
+pub const KUBECONFIG: &str = "/etc/rancher/rke2/rke2.yaml";
+/// The kubectl the tests run (comes with the machine image; other versions live under
+/// `/usr/lib/google-cloud-sdk/bin/kubectl.1.*`).
+pub const KUBECTL: &str = "/usr/bin/kubectl";
+/// Debian's Python, which has `python3-kubernetes` (not a pyenv Python from `PATH`).
+pub const PYTHON: &str = "/usr/bin/python3";
+/// Proof that `python3-kubernetes` is installed.
+pub const PYTHON_KUBERNETES: &str = "/usr/lib/python3/dist-packages/kubernetes/__init__.py";
+
+/// Whether [`kubectl`] passes `--server https://<node-ip>:6443`: `rke2.yaml` names
+/// `https://127.0.0.1:6443`, which nothing serves while nodes share the host's network.
+/// Remove once nodes have their own network namespace.
+pub const KUBECTL_SERVER_OVERRIDE: bool = true;
+
+/// Panics with the install hint when kubectl or python3-kubernetes is missing (the tests
+/// that use them must not silently skip).
+pub fn require_clients() {
+    assert!(
+        Path::new(KUBECTL).exists(),
+        "{KUBECTL} is missing: it comes with the machine image (scripts/install-test-deps.sh checks it)"
+    );
+    assert!(
+        Path::new(PYTHON_KUBERNETES).exists(),
+        "python3-kubernetes is missing: run scripts/install-test-deps.sh (apt-get install python3-kubernetes)"
+    );
+}
+
+/// The `--server` override for `node`, when [`KUBECTL_SERVER_OVERRIDE`] is on.
+#[must_use]
+pub fn server_url(node: &Node) -> Option<String> {
+    KUBECTL_SERVER_OVERRIDE.then(|| format!("https://{}:6443", node.ip()))
+}
+
+/// `kubectl --kubeconfig /etc/rancher/rke2/rke2.yaml ARGS` inside `node` (a node-private
+/// discovery cache under `/tmp`, so runs do not share what a CRD added).
+///
+/// # Errors
+/// The command could not be started (its exit status is in the output).
+pub fn kubectl(node: &Node, args: &[&str]) -> Result<ExecOutput> {
+    let server = server_url(node).map(|s| format!("--server={s}"));
+    let mut argv = vec![
+        "env",
+        "HOME=/tmp",
+        KUBECTL,
+        "--kubeconfig",
+        KUBECONFIG,
+        "--cache-dir=/tmp/kubectl-cache",
+    ];
+    if let Some(s) = server.as_deref() {
+        argv.push(s);
+    }
+    argv.extend_from_slice(args);
+    node.exec(&argv)
+}
+
+/// Runs a Python script with `/usr/bin/python3` inside `node`; the script finds the
+/// kubeconfig in `KUBECONFIG` and the server override (if any) in `KUBE_SERVER`.
+///
+/// # Errors
+/// The command could not be started.
+pub fn python(node: &Node, script: &str) -> Result<ExecOutput> {
+    let kubeconfig = format!("KUBECONFIG={KUBECONFIG}");
+    let server = format!("KUBE_SERVER={}", server_url(node).unwrap_or_default());
+    node.exec(&[
+        "env",
+        "HOME=/tmp",
+        &kubeconfig,
+        &server,
+        PYTHON,
+        "-c",
+        script,
+    ])
+}
