@@ -459,6 +459,19 @@ fn kubectl_applies_the_upgrade_crd_and_rke2_plans() {
         &["get", "plans", "-n", "system-upgrade", "--no-headers"],
     ));
     assert_eq!(plans.len(), 1, "{plans:?}");
+    // Server-side apply (approximated: create, then merge) brings it back.
+    for _ in 0..2 {
+        let applied = ok(server, &["apply", "--server-side", "-f", &agent_plan]);
+        assert!(
+            applied.contains("plan.upgrade.cattle.io/agent-plan serverside-applied"),
+            "{applied}"
+        );
+    }
+    let plans = rows(&ok(
+        server,
+        &["get", "plans", "-n", "system-upgrade", "--no-headers"],
+    ));
+    assert_eq!(plans.len(), 2, "{plans:?}");
 
     // Deleting the CRD takes its objects and its group away.
     ok(server, &["delete", "-f", &crd]);

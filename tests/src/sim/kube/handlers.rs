@@ -612,6 +612,12 @@ impl KubeApi {
         for _ in 0..8 {
             let stored = match self.store.get(&key).await {
                 Ok(Some(s)) => s,
+                Ok(None) if !status_only && req.content_type.starts_with(patch::APPLY_PATCH) => {
+                    // Server-side apply of a new object creates it.
+                    let mut create = req.clone();
+                    create.content_type = "application/yaml".to_owned();
+                    return self.create(res, ns, &create).await;
+                }
                 Ok(None) => return (404, objects::not_found(res, name)),
                 Err(e) => return store_error(&e),
             };

@@ -1,5 +1,9 @@
 //! PATCH bodies applied to a stored object, by `Content-Type`, as pure functions: JSON merge
-//! patch (RFC 7386), JSON patch (RFC 6902) and strategic merge patch.
+//! patch (RFC 7386), JSON patch (RFC 6902), strategic merge patch and server-side apply.
+//!
+//! Server-side apply is approximated too: the applied configuration (YAML or JSON) is merged
+//! in as a JSON merge patch; there are no managed fields, no conflicts and no removal of
+//! fields a manager stopped applying.
 //!
 //! Strategic merge is approximated: JSON merge semantics, except that the lists the
 //! stand-in's clients patch element-wise (conditions and addresses by `type`, taints by
@@ -11,12 +15,15 @@
 
 use serde_json::{Value, json};
 
+/// Server-side apply's media type (`kubectl apply --server-side`).
+pub const APPLY_PATCH: &str = "application/apply-patch+yaml";
+
 /// Why a patch could not be applied (mapped to a Kubernetes `Status`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PatchError {
     /// A `Content-Type` that is not a patch flavour the stand-in knows (415).
     #[error(
-        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {0:?})"
+        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {0:?})"
     )]
     UnsupportedMediaType(String),
     /// The body does not parse (400).
@@ -54,6 +61,13 @@ pub fn apply(content_type: &str, target: &Value, body: &[u8]) -> Result<Value, P
     match flavour {
         "application/merge-patch+json" => json_patch::merge(&mut next, &parse()?),
         "application/strategic-merge-patch+json" => strategic_merge(&mut next, &parse()?),
+        // Server-side apply, approximated: the applied configuration merged in.
+        APPLY_PATCH => {
+            let applied = serde_yaml::from_slice::<Value>(body).map_err(|e| {
+                PatchError::BadBody(format!("the body of the request was not valid YAML: {e}"))
+            })?;
+            json_patch::merge(&mut next, &applied);
+        }
         "application/json-patch+json" => {
             let ops = serde_json::from_value::<json_patch::Patch>(parse()?)
                 .map_err(|e| PatchError::BadBody(format!("invalid JSON patch: {e}")))?;
@@ -160,5 +174,7 @@ mod tests {
             apply("text/plain", &obj, b"{}").map_err(|e| e.code_and_reason().0),
             Err(415)
         );
+        let applied = apply(APPLY_PATCH, &obj, b"spec:\n  y: 2\n").expect("apply");
+        assert_eq!(applied["spec"], json!({"x": 1, "y": 2}));
     }
 }
