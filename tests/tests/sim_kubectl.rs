@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use rke2ops_tests::ground::{ExecOutput, Node, require_root_and_tools};
-use rke2ops_tests::sim::clients::{kubectl, python, require_clients};
+use rke2ops_tests::sim::clients::{kubectl, kubectl_argv, python, require_clients};
 use rke2ops_tests::sim::cluster::SimCluster;
 use rke2ops_tests::sim::kube::fixtures::{pdb, workload_pod};
 
@@ -153,6 +153,40 @@ fn kubectl_reads_nodes_pods_budgets_health_and_events() {
         bad.stderr.contains("field label not supported: reason"),
         "{}",
         bad.stderr
+    );
+
+    // `kubectl get -w` (a watch, answered as a long poll): the pod created meanwhile shows up
+    // and the watch then ends, as when an apiserver closes it.
+    write_json(
+        server,
+        "/tmp/web-0.json",
+        &workload_pod("web-0", "web", "agent-1", 0),
+    );
+    let k = kubectl_argv(server).join(" ");
+    let script = format!(
+        "({k} get pods -n default -w --request-timeout=20s; echo watch-exit=$?) & \
+         sleep 2; {k} create -n default -f /tmp/web-0.json >/dev/null; wait"
+    );
+    let watched = server.exec(&["sh", "-c", &script]).expect("sh");
+    eprintln!("{}{}", watched.stdout, watched.stderr);
+    let lines: Vec<&str> = watched.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}{}", watched.stdout, watched.stderr);
+    assert_eq!(
+        rows(lines[0])[0],
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    );
+    assert_eq!(rows(lines[1])[0][..4], ["web-0", "1/1", "Running", "0"]);
+    assert_eq!(lines[2], "watch-exit=0");
+    ok(
+        server,
+        &[
+            "delete",
+            "pod",
+            "-n",
+            "default",
+            "web-0",
+            "--grace-period=0",
+        ],
     );
 
     // A workload on the agent and a budget over it.

@@ -41,24 +41,35 @@ pub fn server_url(node: &Node) -> Option<String> {
     KUBECTL_SERVER_OVERRIDE.then(|| format!("https://{}:6443", node.ip()))
 }
 
-/// `kubectl --kubeconfig /etc/rancher/rke2/rke2.yaml ARGS` inside `node` (a node-private
-/// discovery cache under `/tmp`, so runs do not share what a CRD added).
-///
-/// # Errors
-/// The command could not be started (its exit status is in the output).
-pub fn kubectl(node: &Node, args: &[&str]) -> Result<ExecOutput> {
-    let server = server_url(node).map(|s| format!("--server={s}"));
-    let mut argv = vec![
+/// The command line (before the arguments) [`kubectl`] runs inside `node`: the kubeconfig,
+/// a node-private discovery cache under `/tmp` (so runs do not share what a CRD added), the
+/// server override.
+#[must_use]
+pub fn kubectl_argv(node: &Node) -> Vec<String> {
+    let mut argv: Vec<String> = [
         "env",
         "HOME=/tmp",
         KUBECTL,
         "--kubeconfig",
         KUBECONFIG,
         "--cache-dir=/tmp/kubectl-cache",
-    ];
-    if let Some(s) = server.as_deref() {
-        argv.push(s);
+    ]
+    .map(str::to_owned)
+    .into();
+    if let Some(s) = server_url(node) {
+        argv.push(format!("--server={s}"));
     }
+    argv
+}
+
+/// `kubectl --kubeconfig /etc/rancher/rke2/rke2.yaml ARGS` inside `node` (see
+/// [`kubectl_argv`]).
+///
+/// # Errors
+/// The command could not be started (its exit status is in the output).
+pub fn kubectl(node: &Node, args: &[&str]) -> Result<ExecOutput> {
+    let base = kubectl_argv(node);
+    let mut argv: Vec<&str> = base.iter().map(String::as_str).collect();
     argv.extend_from_slice(args);
     node.exec(&argv)
 }

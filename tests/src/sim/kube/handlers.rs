@@ -26,7 +26,7 @@ use super::objects::{
 use super::route::{self, ResourcePath, Route};
 use super::store::{Store, StoreError, Stored, encode};
 use super::table::{self, Printer};
-use super::{discovery, openapi, patch, protobuf};
+use super::{discovery, openapi, patch, protobuf, watch};
 use crate::sim::server::listen::{Reply, RequestInfo, reply};
 
 /// Annotation (simulator only) holding when a terminating pod's kubelet removes it.
@@ -114,6 +114,19 @@ impl KubeApi {
     /// Answers a request under `/api` or `/apis`; `None` for paths it does not serve (the
     /// listener answers those with kube-apiserver's 404).
     pub async fn handle(&self, req: &RequestInfo) -> Option<Reply> {
+        if req.method == "GET" && watch::is_watch(&req.query) {
+            match self.watch(req).await {
+                Some(Ok(events)) => return Some(reply(StatusCode::OK, "application/json", events)),
+                Some(Err((code, body))) => {
+                    return Some(reply(
+                        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                        "application/json",
+                        serde_json::to_vec(&body).unwrap_or_default(),
+                    ));
+                }
+                None => {}
+            }
+        }
         let (code, body) = self.answer(req).await?;
         let body = serde_json::to_vec(&body).unwrap_or_default();
         Some(reply(
@@ -181,7 +194,7 @@ impl KubeApi {
                         objects::status(
                             405,
                             "MethodNotAllowed",
-                            "watch is not supported by the simulated apiserver",
+                            "watch is not supported on this resource by the simulated apiserver",
                             None,
                         ),
                     )
@@ -253,6 +266,108 @@ impl KubeApi {
         let (group, version) = gv.split_once('/').unwrap_or(("", gv));
         let list = discovery::resource_list(&crds, group, version)?;
         Some((200, openapi::group_version_doc(&list)))
+    }
+
+    /// A watch of a collection (see [`watch`]): `None` when the path is not a served
+    /// collection (then the ordinary routes answer), else the event stream or an error.
+    async fn watch(&self, req: &RequestInfo) -> Option<Result<Vec<u8>, Answer>> {
+        let Some(Route::Resource(path)) = route::parse(&req.path) else {
+            return None;
+        };
+        if path.name.is_some() {
+            return None;
+        }
+        let served = match self.resolve(&path).await {
+            Ok(Some(s)) if s.resource != DAEMONSETS => s,
+            Ok(_) => return None,
+            Err(e) => return Some(Err(store_error(&e))),
+        };
+        if !served.resource.namespaced && path.namespace.is_some() {
+            return None;
+        }
+        Some(
+            self.watch_events(&served, path.namespace.as_deref(), req)
+                .await,
+        )
+    }
+
+    async fn watch_events(
+        &self,
+        served: &Served,
+        ns: Option<&str>,
+        req: &RequestInfo,
+    ) -> Result<Vec<u8>, Answer> {
+        let res = &served.resource;
+        let labels = query_param(&req.query, "labelSelector").unwrap_or_default();
+        let fields = query_param(&req.query, "fieldSelector").unwrap_or_default();
+        let (Some(labels), Some(fields)) = (
+            objects::parse_selector(&labels),
+            objects::parse_selector(&fields),
+        ) else {
+            return Err(bad_request("unable to parse selector"));
+        };
+        objects::check_fields(&res.kind, &fields).map_err(|e| bad_request(&e.to_string()))?;
+        let matches = |o: &Value| selector_ok(&res.kind, &labels, &fields, o);
+        let prefix = res.prefix(ns);
+        let since = query_param(&req.query, "resourceVersion")
+            .and_then(|rv| rv.parse::<i64>().ok())
+            .filter(|rv| *rv > 0);
+        let mut events: Vec<(&str, Value)> = Vec::new();
+        let mut after = since.unwrap_or_default();
+        if since.is_none() {
+            // No version: the current state first, as ADDED events.
+            let (items, revision) = self
+                .store
+                .list(&prefix)
+                .await
+                .map_err(|e| store_error(&e))?;
+            after = revision;
+            events.extend(
+                items
+                    .into_iter()
+                    .filter(|s| matches(&s.object))
+                    .map(|s| ("ADDED", s.object)),
+            );
+        }
+        if events.is_empty() {
+            let wait = watch::wait_for(query_param(&req.query, "timeoutSeconds").as_deref());
+            let changes = self
+                .store
+                .changes(&prefix, after, wait)
+                .await
+                .map_err(|e| store_error(&e))?;
+            for c in changes {
+                let old = c.previous.as_ref().is_some_and(&matches);
+                if let Some(t) = watch::event_type(c.deleted, c.created, old, matches(&c.object)) {
+                    events.push((t, c.object));
+                }
+            }
+        }
+        if *res == PDBS {
+            for (_, pdb) in &mut events {
+                self.fill_pdb_status(pdb)
+                    .await
+                    .map_err(|e| store_error(&e))?;
+            }
+        }
+        if table::wants_table(&req.accept) {
+            let include =
+                table::IncludeObject::parse(query_param(&req.query, "includeObject").as_deref());
+            let now = super::now();
+            for (_, object) in &mut events {
+                let rv = object["metadata"]["resourceVersion"]
+                    .as_str()
+                    .map(str::to_owned);
+                *object = table::table(
+                    &served.printer,
+                    std::slice::from_ref(object),
+                    rv.as_deref(),
+                    include,
+                    now,
+                );
+            }
+        }
+        Ok(watch::encode(&events))
     }
 
     /// Every served version of every stored CustomResourceDefinition.

@@ -9,8 +9,8 @@
 //!   and their objects), over [`route`] (path parsing), [`discovery`] (`/api`, `/apis`...),
 //!   [`table`] (server-side printing for kubectl), [`patch`] (patch flavours), [`crd`]
 //!   (what a CustomResourceDefinition serves), [`openapi`] (the little kubectl's
-//!   validation needs) and [`protobuf`] (the Namespace bodies `kubectl create namespace`
-//!   sends);
+//!   validation needs), [`protobuf`] (the Namespace bodies `kubectl create namespace`
+//!   sends) and [`watch`] (watches as long polls);
 //! - [`controller`]: what kube-controller-manager would do, run by every server and made safe
 //!   by etcd transactions (node lifecycle → `Ready=Unknown`, terminating pods removed,
 //!   ReplicaSet replacements);
@@ -33,6 +33,7 @@ pub mod protobuf;
 pub mod route;
 pub mod store;
 pub mod table;
+pub mod watch;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
