@@ -11,7 +11,9 @@
 use std::time::{Duration, Instant};
 
 use rke2ops_tests::ground::{ExecOutput, Node, require_root_and_tools};
-use rke2ops_tests::sim::clients::{kubectl, kubectl_argv, python, require_clients};
+use rke2ops_tests::sim::clients::{
+    OTHER_KUBECTLS, kubectl, kubectl_argv, kubectl_with, other_kubectls, python, require_clients,
+};
 use rke2ops_tests::sim::cluster::SimCluster;
 use rke2ops_tests::sim::kube::fixtures::{pdb, workload_pod};
 
@@ -19,8 +21,15 @@ use rke2ops_tests::sim::kube::fixtures::{pdb, workload_pod};
 const VERSION: &str = "v1.34.1+rke2r1";
 
 fn run(node: &Node, args: &[&str]) -> ExecOutput {
+    let start = Instant::now();
     let out = kubectl(node, args).expect("start kubectl");
-    eprintln!("$ kubectl {}\n{}{}", args.join(" "), out.stdout, out.stderr);
+    eprintln!(
+        "$ kubectl {}   [{:.1?}]\n{}{}",
+        args.join(" "),
+        start.elapsed(),
+        out.stdout,
+        out.stderr
+    );
     out
 }
 
@@ -157,15 +166,14 @@ fn kubectl_reads_nodes_pods_budgets_health_and_events() {
 
     // `kubectl get -w` (a watch, answered as a long poll): the pod created meanwhile shows up
     // and the watch then ends, as when an apiserver closes it.
-    write_json(
-        server,
-        "/tmp/web-0.json",
-        &workload_pod("web-0", "web", "agent-1", 0),
-    );
+    // (A bare pod: no ReplicaSet replacement, no label the budget below selects.)
+    let mut bare = workload_pod("web-0", "watch", "agent-1", 0);
+    bare.metadata.owner_references = None;
+    write_json(server, "/tmp/web-0.json", &bare);
     let k = kubectl_argv(server).join(" ");
     let script = format!(
         "({k} get pods -n default -w --request-timeout=20s; echo watch-exit=$?) & \
-         sleep 2; {k} create -n default -f /tmp/web-0.json >/dev/null; wait"
+         sleep 0.5; {k} create -n default -f /tmp/web-0.json >/dev/null; wait"
     );
     let watched = server.exec(&["sh", "-c", &script]).expect("sh");
     eprintln!("{}{}", watched.stdout, watched.stderr);
@@ -596,4 +604,64 @@ fn python_kubernetes_lists_nodes_and_evicts() {
     );
     assert_eq!(result["second"], "evicted");
     assert_eq!(result["gone"], 404, "{result}");
+}
+
+#[test]
+fn every_shipped_kubectl_version_reads_applies_and_drains() {
+    require_root_and_tools();
+    require_clients();
+    let versions = other_kubectls();
+    assert!(
+        !versions.is_empty(),
+        "no kubectl.1.* under {OTHER_KUBECTLS}: they come with the machine image"
+    );
+    let cluster = SimCluster::boot(1, 1).expect("boot 1 server + 1 agent");
+    let server = &cluster.servers[0].node;
+    wait_for("two Ready nodes", Duration::from_secs(30), || {
+        let out = run(server, &["get", "nodes", "--no-headers"]);
+        out.success() && out.stdout.lines().filter(|l| l.contains(" Ready ")).count() == 2
+    });
+    for binary in &versions {
+        let k = |args: &[&str]| {
+            let out = kubectl_with(binary, server, args).expect("start kubectl");
+            eprintln!(
+                "$ {binary} {}\n{}{}",
+                args.join(" "),
+                out.stdout,
+                out.stderr
+            );
+            assert!(
+                out.success(),
+                "{binary} {} failed: {}",
+                args.join(" "),
+                out.stderr
+            );
+            out.stdout
+        };
+        let nodes = rows(&k(&["get", "nodes", "-o", "wide"]));
+        assert_eq!(
+            row(&nodes, 0, "server-1")[1..3],
+            ["Ready", "control-plane,etcd,master"]
+        );
+        assert_eq!(row(&nodes, 0, "server-1")[4], VERSION);
+        let ns = format!("ns-{}", binary.rsplit('.').next().unwrap_or("x"));
+        let manifest = format!("/tmp/{ns}.yaml");
+        server
+            .write_file(
+                &manifest,
+                format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"),
+            )
+            .expect("write namespace");
+        assert!(k(&["apply", "-f", &manifest]).contains("created"));
+        assert!(k(&["apply", "-f", &manifest]).contains("unchanged"));
+        assert!(k(&["create", "namespace", &format!("x{ns}")]).contains("created"));
+        assert!(
+            k(&["drain", "agent-1", "--ignore-daemonsets", "--timeout=20s"]).contains("drained")
+        );
+        assert_eq!(
+            row(&rows(&k(&["get", "nodes"])), 0, "agent-1")[1],
+            "Ready,SchedulingDisabled"
+        );
+        assert!(k(&["uncordon", "agent-1"]).contains("uncordoned"));
+    }
 }

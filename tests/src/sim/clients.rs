@@ -12,6 +12,8 @@ pub const KUBECONFIG: &str = "/etc/rancher/rke2/rke2.yaml";
 /// The kubectl the tests run (comes with the machine image; other versions live under
 /// `/usr/lib/google-cloud-sdk/bin/kubectl.1.*`).
 pub const KUBECTL: &str = "/usr/bin/kubectl";
+/// Where the machine image keeps other kubectl versions.
+pub const OTHER_KUBECTLS: &str = "/usr/lib/google-cloud-sdk/bin";
 /// Debian's Python, which has `python3-kubernetes` (not a pyenv Python from `PATH`).
 pub const PYTHON: &str = "/usr/bin/python3";
 /// Proof that `python3-kubernetes` is installed.
@@ -46,16 +48,20 @@ pub fn server_url(node: &Node) -> Option<String> {
 /// server override.
 #[must_use]
 pub fn kubectl_argv(node: &Node) -> Vec<String> {
-    let mut argv: Vec<String> = [
-        "env",
-        "HOME=/tmp",
-        KUBECTL,
-        "--kubeconfig",
-        KUBECONFIG,
-        "--cache-dir=/tmp/kubectl-cache",
-    ]
-    .map(str::to_owned)
-    .into();
+    kubectl_argv_for(KUBECTL, node)
+}
+
+/// [`kubectl_argv`] for another kubectl binary (each gets its own discovery cache).
+#[must_use]
+pub fn kubectl_argv_for(binary: &str, node: &Node) -> Vec<String> {
+    let cache = format!(
+        "--cache-dir=/tmp/kubectl-cache/{}",
+        binary.trim_start_matches('/').replace('/', "_")
+    );
+    let mut argv: Vec<String> = ["env", "HOME=/tmp", binary, "--kubeconfig", KUBECONFIG]
+        .map(str::to_owned)
+        .into();
+    argv.push(cache);
     if let Some(s) = server_url(node) {
         argv.push(format!("--server={s}"));
     }
@@ -69,6 +75,32 @@ pub fn kubectl_argv(node: &Node) -> Vec<String> {
 /// The command could not be started (its exit status is in the output).
 pub fn kubectl(node: &Node, args: &[&str]) -> Result<ExecOutput> {
     let base = kubectl_argv(node);
+    let mut argv: Vec<&str> = base.iter().map(String::as_str).collect();
+    argv.extend_from_slice(args);
+    node.exec(&argv)
+}
+
+/// Every other kubectl version the machine image ships (`kubectl.1.27` ... `kubectl.1.33`),
+/// sorted.
+#[must_use]
+pub fn other_kubectls() -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(OTHER_KUBECTLS)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("kubectl.1."))
+        .map(|e| e.path().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    found
+}
+
+/// `binary ARGS` inside `node`, set up as [`kubectl`] is.
+///
+/// # Errors
+/// The command could not be started.
+pub fn kubectl_with(binary: &str, node: &Node, args: &[&str]) -> Result<ExecOutput> {
+    let base = kubectl_argv_for(binary, node);
     let mut argv: Vec<&str> = base.iter().map(String::as_str).collect();
     argv.extend_from_slice(args);
     node.exec(&argv)

@@ -114,6 +114,10 @@ impl KubeApi {
     /// Answers a request under `/api` or `/apis`; `None` for paths it does not serve (the
     /// listener answers those with kube-apiserver's 404).
     pub async fn handle(&self, req: &RequestInfo) -> Option<Reply> {
+        if req.method == "GET" && req.path.trim_end_matches('/') == "/openapi/v2" {
+            let (content_type, body) = openapi::v2(&req.accept);
+            return Some(reply(StatusCode::OK, content_type, body));
+        }
         if req.method == "GET" && watch::is_watch(&req.query) {
             match self.watch(req).await {
                 Some(Ok(events)) => return Some(reply(StatusCode::OK, "application/json", events)),

@@ -5,11 +5,36 @@
 //! downloading schemas. Without these documents `kubectl create -f`/`apply -f` refuse with
 //! "failed to download openapi".
 //!
+//! `/openapi/v2` is an empty document: kubectl before 1.29 reads it (as protobuf, whatever
+//! the response type) in `kubectl apply` and, finding no schema for a kind, computes its
+//! strategic merge patches from its compiled-in types, as it does when a schema is missing.
+//!
 //! Differs from kube-apiserver: the documents carry no schemas (`components` empty), so
 //! `kubectl explain` finds nothing, and the server does not enforce `fieldValidation`
-//! (unknown fields are kept, as with `fieldValidation=Ignore`). `/openapi/v2` is not served.
+//! (unknown fields are kept, as with `fieldValidation=Ignore`).
 
 use serde_json::{Value, json};
+
+/// The protobuf media type kube-apiserver answers `/openapi/v2` with (client-go asks for
+/// `...v2@v1.0+protobuf`, but an `@` does not parse as a response media type).
+pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// `/openapi/v2` for an `Accept` header: `Content-Type` and body. An empty protobuf message
+/// is zero bytes; JSON clients get a skeleton with no paths.
+#[must_use]
+pub fn v2(accept: &str) -> (&'static str, Vec<u8>) {
+    if accept.contains("protobuf") {
+        (V2_PROTOBUF, Vec::new())
+    } else {
+        let doc = json!({"swagger": "2.0",
+            "info": {"title": "Kubernetes (rke2-ops simulator)", "version": "unversioned"},
+            "paths": {}, "definitions": {}});
+        (
+            "application/json",
+            serde_json::to_vec(&doc).unwrap_or_default(),
+        )
+    }
+}
 
 /// The `/openapi/v3` index: one entry per served group version (`api/v1`,
 /// `apis/policy/v1`...).
@@ -83,6 +108,18 @@ pub fn group_version_doc(resource_list: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn v2_is_empty() {
+        assert_eq!(
+            v2("application/com.github.proto-openapi.spec.v2@v1.0+protobuf"),
+            (V2_PROTOBUF, Vec::new())
+        );
+        let (t, body) = v2("application/json");
+        assert_eq!(t, "application/json");
+        let doc: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(doc["swagger"], "2.0");
+    }
 
     #[test]
     fn documents_name_patch_operations_with_field_validation() {

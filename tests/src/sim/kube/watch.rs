@@ -1,6 +1,7 @@
 //! `?watch=true` as the stand-in answers it: a long poll. The listener sends whole bodies,
-//! not streams, so a watch request waits (up to [`MAX_WAIT`], or its `timeoutSeconds`) for
-//! the first changes after its `resourceVersion`, answers them as a JSON stream of watch
+//! not streams (a streaming body in `sim::server::listen` would allow real watches), so a
+//! watch request waits (up to [`MAX_WAIT`], or its `timeoutSeconds`) for the first changes
+//! after its `resourceVersion`, answers them as a JSON stream of watch
 //! events and ends; clients (client-go's reflector, kubectl's informers) then watch again
 //! from the last event's `resourceVersion`, as they do whenever a real apiserver closes a
 //! watch. Pure helpers; the etcd side is `Store::changes`.
@@ -9,8 +10,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-/// The longest a watch request waits for a change before answering with no events.
-pub const MAX_WAIT: Duration = Duration::from_secs(10);
+/// The longest a watch request waits for a change before answering with no events. Short,
+/// because client-go only gets the response headers with the whole body: kubectl's
+/// informers (`kubectl delete`'s and `kubectl wait`'s) cannot stop before their pending watch
+/// returns, so every command that waited would linger this long after it was satisfied.
+pub const MAX_WAIT: Duration = Duration::from_secs(2);
 
 /// How long to wait: `timeoutSeconds` when given and shorter than [`MAX_WAIT`].
 #[must_use]
@@ -78,7 +82,7 @@ mod tests {
     #[test]
     fn waits_and_encoding() {
         assert_eq!(wait_for(None), MAX_WAIT);
-        assert_eq!(wait_for(Some("3")), Duration::from_secs(3));
+        assert_eq!(wait_for(Some("1")), Duration::from_secs(1));
         assert_eq!(wait_for(Some("600")), MAX_WAIT);
         assert!(is_watch("watch=true&resourceVersion=5"));
         assert!(is_watch("watch=1"));
