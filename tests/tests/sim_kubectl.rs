@@ -491,6 +491,22 @@ fn kubectl_applies_the_upgrade_crd_and_rke2_plans() {
         ],
     );
     assert_eq!(generation, "2");
+    // A PUT (`kubectl replace`) of the whole object.
+    server
+        .write_file(
+            "/tmp/server-plan.yaml",
+            text.replace("v1.31.4+rke2r1", "v1.31.6+rke2r1"),
+        )
+        .expect("write plan");
+    assert!(
+        ok(server, &["replace", "-f", "/tmp/server-plan.yaml"])
+            .contains("plan.upgrade.cattle.io/server-plan replaced")
+    );
+    let plans = rows(&ok(
+        server,
+        &["get", "plans", "-n", "system-upgrade", "--no-headers"],
+    ));
+    assert_eq!(row(&plans, 0, "server-plan")[2], "v1.31.6+rke2r1");
 
     assert!(
         ok(server, &["delete", "-f", &agent_plan])

@@ -172,9 +172,11 @@ impl KubeApi {
             Err(e) => return Some(store_error(&e)),
         };
         let res = &served.resource;
-        // A namespaced resource's object is only reachable through its namespace, a
-        // cluster-scoped one never through one.
-        if res.namespaced == path.namespace.is_none() && path.name.is_some()
+        // A namespaced resource's objects are only reachable (and creatable) through their
+        // namespace, a cluster-scoped one's never through one; the all-namespaces
+        // collection is for reading.
+        let all_namespaces = res.namespaced && path.namespace.is_none();
+        if all_namespaces && (path.name.is_some() || req.method != "GET")
             || !res.namespaced && path.namespace.is_some()
         {
             return None;
@@ -217,6 +219,12 @@ impl KubeApi {
                 }
                 ("PATCH", Some(name), Some("status")) if served.status_subresource => {
                     self.patch(&served, ns, name, true, req).await
+                }
+                ("PUT", Some(name), None) if *res != DAEMONSETS => {
+                    self.replace(&served, ns, name, false, req).await
+                }
+                ("PUT", Some(name), Some("status")) if served.status_subresource => {
+                    self.replace(&served, ns, name, true, req).await
                 }
                 ("DELETE", Some(name), None) if *res == PODS => {
                     self.delete_pod(ns.unwrap_or_default(), name, req, false)
@@ -776,6 +784,51 @@ impl KubeApi {
             }
         }
         store_error(&StoreError::Conflict)
+    }
+
+    /// PUT: the whole object replaced (`kubectl replace`, clients' `replace_*`), with the
+    /// same rules as a patch for status and server-owned fields; its `resourceVersion`, when
+    /// set, must be current (409 otherwise).
+    async fn replace(
+        &self,
+        served: &Served,
+        ns: Option<&str>,
+        name: &str,
+        status_only: bool,
+        req: &RequestInfo,
+    ) -> Answer {
+        let res = &served.resource;
+        let mut body = match decode_body(&req.content_type, &req.body) {
+            Ok(b) => b,
+            Err(answer) => return answer,
+        };
+        if let Err(e) = validate_body(res, &body) {
+            return bad_request(&format!("invalid {}: {e}", res.kind));
+        }
+        if body["metadata"]["name"].as_str() != Some(name) {
+            return bad_request("the name of the object does not match the name on the URL");
+        }
+        let key = res.key(ns, name);
+        let stored = match self.store.get(&key).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return (404, objects::not_found(res, name)),
+            Err(e) => return store_error(&e),
+        };
+        if let Some(rv) = body["metadata"]["resourceVersion"].as_str()
+            && rv != stored.revision.to_string()
+        {
+            return store_error(&StoreError::Conflict);
+        }
+        let result = patched(
+            &stored.object,
+            &mut body,
+            status_only,
+            served.status_subresource,
+        );
+        match self.store.update(&key, &result, stored.revision).await {
+            Ok(rev) => (200, with_revision(result, rev)),
+            Err(e) => store_error(&e),
+        }
     }
 
     async fn remove(&self, res: &Resource, ns: Option<&str>, name: &str) -> Answer {
