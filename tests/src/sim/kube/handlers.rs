@@ -1,33 +1,30 @@
-//! The REST routes of the stand-in: discovery, nodes (+ `/status`), pods (+ `/eviction`),
-//! PodDisruptionBudgets, events, namespaces, CustomResourceDefinitions and their objects,
-//! DaemonSets (derived), with kube-apiserver's status codes, `Status` bodies and
-//! server-side `Table`s. Storage is [`Store`] (etcd); the pure rules are in
-//! [`super::objects`], [`super::table`], [`super::patch`], [`super::crd`],
-//! [`super::discovery`] and [`super::route`].
+//! The verbs of the stand-in's resources (list, get, create, patch, replace, delete, pod
+//! deletion and eviction against PodDisruptionBudgets), with kube-apiserver's status codes,
+//! `Status` bodies and server-side `Table`s; [`super::dispatch`] routes requests here.
+//! Storage is [`Store`] (etcd); the pure rules are in [`super::objects`], [`super::table`],
+//! [`super::patch`], [`super::body`] and [`super::crd`].
 
 use std::collections::{BTreeMap, HashMap};
 
 use etcd_client::{Compare, CompareOp, DeleteOptions, Txn, TxnOp};
-use hyper::StatusCode;
-use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use rand::Rng;
 use serde_json::{Value, json};
 
 use super::Settings;
-use super::crd::{self, CrdVersion};
+use super::body::{decode_body, patched, validate_body};
+use super::crd;
+use super::dispatch::Served;
 use super::objects::{
-    self, CRDS, DAEMONSETS, NAMESPACES, NODES, PDBS, PODS, REPLACEMENTS, Requirement, Resource,
-    budget,
+    self, CRDS, NAMESPACES, NODES, PDBS, PODS, REPLACEMENTS, Requirement, Resource, budget,
 };
-use super::route::{self, ResourcePath, Route};
+use super::patch;
 use super::store::{Store, StoreError, Stored, encode};
-use super::table::{self, Printer};
-use super::{discovery, openapi, patch, protobuf, watch};
-use crate::sim::server::listen::{Reply, RequestInfo, reply};
+use super::table;
+use crate::sim::server::listen::RequestInfo;
 
 /// Annotation (simulator only) holding when a terminating pod's kubelet removes it.
 pub const REMOVE_AT: &str = "sim.rke2-ops.io/remove-at";
@@ -72,7 +69,7 @@ pub fn name_suffix() -> String {
         .collect()
 }
 
-fn store_error(e: &StoreError) -> Answer {
+pub(super) fn store_error(e: &StoreError) -> Answer {
     match e {
         StoreError::AlreadyExists => (
             409,
@@ -94,11 +91,11 @@ fn store_error(e: &StoreError) -> Answer {
     }
 }
 
-fn bad_request(message: &str) -> Answer {
+pub(super) fn bad_request(message: &str) -> Answer {
     (400, objects::status(400, "BadRequest", message, None))
 }
 
-fn query_param(query: &str, key: &str) -> Option<String> {
+pub(super) fn query_param(query: &str, key: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.into_owned())
@@ -111,353 +108,6 @@ fn with_revision(mut object: Value, revision: i64) -> Value {
 }
 
 impl KubeApi {
-    /// Answers a request under `/api` or `/apis`; `None` for paths it does not serve (the
-    /// listener answers those with kube-apiserver's 404).
-    pub async fn handle(&self, req: &RequestInfo) -> Option<Reply> {
-        if req.method == "GET" && req.path.trim_end_matches('/') == "/openapi/v2" {
-            let (content_type, body) = openapi::v2(&req.accept);
-            return Some(reply(StatusCode::OK, content_type, body));
-        }
-        if req.method == "GET" && watch::is_watch(&req.query) {
-            match self.watch(req).await {
-                Some(Ok(events)) => return Some(reply(StatusCode::OK, "application/json", events)),
-                Some(Err((code, body))) => {
-                    return Some(reply(
-                        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                        "application/json",
-                        serde_json::to_vec(&body).unwrap_or_default(),
-                    ));
-                }
-                None => {}
-            }
-        }
-        let (code, body) = self.answer(req).await?;
-        let body = serde_json::to_vec(&body).unwrap_or_default();
-        Some(reply(
-            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            "application/json",
-            body,
-        ))
-    }
-
-    async fn answer(&self, req: &RequestInfo) -> Option<Answer> {
-        if let Some(rest) = req.path.strip_prefix("/openapi/v3") {
-            return self.openapi_v3(rest.trim_matches('/')).await;
-        }
-        let path = match route::parse(&req.path)? {
-            Route::Api => return Some((200, discovery::api_versions())),
-            Route::Apis => {
-                return Some(match self.crd_versions().await {
-                    Ok(crds) => (200, discovery::api_group_list(&crds)),
-                    Err(e) => store_error(&e),
-                });
-            }
-            Route::Group(group) => {
-                return match self.crd_versions().await {
-                    Ok(crds) => discovery::api_group(&crds, &group).map(|g| (200, g)),
-                    Err(e) => Some(store_error(&e)),
-                };
-            }
-            Route::GroupVersion(group, version) => {
-                return match self.crd_versions().await {
-                    Ok(crds) => discovery::resource_list(&crds, &group, &version).map(|l| (200, l)),
-                    Err(e) => Some(store_error(&e)),
-                };
-            }
-            Route::Resource(path) => path,
-        };
-        let served = match self.resolve(&path).await {
-            Ok(Some(s)) => s,
-            Ok(None) => return None,
-            Err(e) => return Some(store_error(&e)),
-        };
-        let res = &served.resource;
-        // A namespaced resource's objects are only reachable (and creatable) through their
-        // namespace, a cluster-scoped one's never through one; the all-namespaces
-        // collection is for reading.
-        let all_namespaces = res.namespaced && path.namespace.is_none();
-        if all_namespaces && (path.name.is_some() || req.method != "GET")
-            || !res.namespaced && path.namespace.is_some()
-        {
-            return None;
-        }
-        if *res == NAMESPACES
-            && let Err(e) = self.ensure_namespaces().await
-        {
-            return Some(store_error(&e));
-        }
-        let ns = path.namespace.as_deref();
-        let m = req.method.as_str();
-        let table = table::wants_table(&req.accept);
-        Some(
-            match (m, path.name.as_deref(), path.subresource.as_deref()) {
-                ("GET", None, None)
-                    if query_param(&req.query, "watch")
-                        .is_some_and(|w| w == "true" || w == "1") =>
-                {
-                    (
-                        405,
-                        objects::status(
-                            405,
-                            "MethodNotAllowed",
-                            "watch is not supported on this resource by the simulated apiserver",
-                            None,
-                        ),
-                    )
-                }
-                ("GET", None, None) if *res == DAEMONSETS => self.daemonsets(ns, None).await,
-                ("GET", Some(name), None) if *res == DAEMONSETS => {
-                    self.daemonsets(ns, Some(name)).await
-                }
-                ("GET", None, None) => self.list(&served, ns, req, table).await,
-                ("POST", None, None) if *res != DAEMONSETS => self.create(res, ns, req).await,
-                ("GET", Some(name), None | Some("status")) => {
-                    self.get(&served, ns, name, req, table).await
-                }
-                ("PATCH", Some(name), None) if *res != DAEMONSETS => {
-                    self.patch(&served, ns, name, false, req).await
-                }
-                ("PATCH", Some(name), Some("status")) if served.status_subresource => {
-                    self.patch(&served, ns, name, true, req).await
-                }
-                ("PUT", Some(name), None) if *res != DAEMONSETS => {
-                    self.replace(&served, ns, name, false, req).await
-                }
-                ("PUT", Some(name), Some("status")) if served.status_subresource => {
-                    self.replace(&served, ns, name, true, req).await
-                }
-                ("DELETE", Some(name), None) if *res == PODS => {
-                    self.delete_pod(ns.unwrap_or_default(), name, req, false)
-                        .await
-                }
-                ("POST", Some(name), Some("eviction")) if *res == PODS => {
-                    self.delete_pod(ns.unwrap_or_default(), name, req, true)
-                        .await
-                }
-                ("DELETE", Some(name), None) if *res != DAEMONSETS => {
-                    self.remove(res, ns, name).await
-                }
-                _ => (
-                    405,
-                    objects::status(
-                        405,
-                        "MethodNotAllowed",
-                        &format!(
-                            "the server does not allow this method on the requested resource ({m} {})",
-                            req.path
-                        ),
-                        None,
-                    ),
-                ),
-            },
-        )
-    }
-
-    /// `/openapi/v3` (`rest` empty) or one group version's document (see [`openapi`]).
-    async fn openapi_v3(&self, rest: &str) -> Option<Answer> {
-        let crds = match self.crd_versions().await {
-            Ok(c) => c,
-            Err(e) => return Some(store_error(&e)),
-        };
-        let mut gvs = vec!["v1".to_owned()];
-        for g in discovery::api_group_list(&crds)["groups"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            for v in g["versions"].as_array().into_iter().flatten() {
-                if let Some(gv) = v["groupVersion"].as_str() {
-                    gvs.push(gv.to_owned());
-                }
-            }
-        }
-        if rest.is_empty() {
-            return Some((200, openapi::index(&gvs)));
-        }
-        let gv = gvs.iter().find(|gv| openapi::api_path(gv) == rest)?;
-        let (group, version) = gv.split_once('/').unwrap_or(("", gv));
-        let list = discovery::resource_list(&crds, group, version)?;
-        Some((200, openapi::group_version_doc(&list)))
-    }
-
-    /// A watch of a collection (see [`watch`]): `None` when the path is not a served
-    /// collection (then the ordinary routes answer), else the event stream or an error.
-    async fn watch(&self, req: &RequestInfo) -> Option<Result<Vec<u8>, Answer>> {
-        let Some(Route::Resource(path)) = route::parse(&req.path) else {
-            return None;
-        };
-        if path.name.is_some() {
-            return None;
-        }
-        let served = match self.resolve(&path).await {
-            Ok(Some(s)) if s.resource != DAEMONSETS => s,
-            Ok(_) => return None,
-            Err(e) => return Some(Err(store_error(&e))),
-        };
-        if !served.resource.namespaced && path.namespace.is_some() {
-            return None;
-        }
-        Some(
-            self.watch_events(&served, path.namespace.as_deref(), req)
-                .await,
-        )
-    }
-
-    async fn watch_events(
-        &self,
-        served: &Served,
-        ns: Option<&str>,
-        req: &RequestInfo,
-    ) -> Result<Vec<u8>, Answer> {
-        let res = &served.resource;
-        let labels = query_param(&req.query, "labelSelector").unwrap_or_default();
-        let fields = query_param(&req.query, "fieldSelector").unwrap_or_default();
-        let (Some(labels), Some(fields)) = (
-            objects::parse_selector(&labels),
-            objects::parse_selector(&fields),
-        ) else {
-            return Err(bad_request("unable to parse selector"));
-        };
-        objects::check_fields(&res.kind, &fields).map_err(|e| bad_request(&e.to_string()))?;
-        let matches = |o: &Value| selector_ok(&res.kind, &labels, &fields, o);
-        let prefix = res.prefix(ns);
-        let since = query_param(&req.query, "resourceVersion")
-            .and_then(|rv| rv.parse::<i64>().ok())
-            .filter(|rv| *rv > 0);
-        let mut events: Vec<(&str, Value)> = Vec::new();
-        let mut after = since.unwrap_or_default();
-        if since.is_none() {
-            // No version: the current state first, as ADDED events.
-            let (items, revision) = self
-                .store
-                .list(&prefix)
-                .await
-                .map_err(|e| store_error(&e))?;
-            after = revision;
-            events.extend(
-                items
-                    .into_iter()
-                    .filter(|s| matches(&s.object))
-                    .map(|s| ("ADDED", s.object)),
-            );
-        }
-        if events.is_empty() {
-            let wait = watch::wait_for(query_param(&req.query, "timeoutSeconds").as_deref());
-            let changes = self
-                .store
-                .changes(&prefix, after, wait)
-                .await
-                .map_err(|e| store_error(&e))?;
-            for c in changes {
-                let old = c.previous.as_ref().is_some_and(&matches);
-                if let Some(t) = watch::event_type(c.deleted, c.created, old, matches(&c.object)) {
-                    events.push((t, c.object));
-                }
-            }
-        }
-        if *res == PDBS {
-            for (_, pdb) in &mut events {
-                self.fill_pdb_status(pdb)
-                    .await
-                    .map_err(|e| store_error(&e))?;
-            }
-        }
-        if table::wants_table(&req.accept) {
-            let include =
-                table::IncludeObject::parse(query_param(&req.query, "includeObject").as_deref());
-            let now = super::now();
-            for (_, object) in &mut events {
-                let rv = object["metadata"]["resourceVersion"]
-                    .as_str()
-                    .map(str::to_owned);
-                *object = table::table(
-                    &served.printer,
-                    std::slice::from_ref(object),
-                    rv.as_deref(),
-                    include,
-                    now,
-                );
-            }
-        }
-        Ok(watch::encode(&events))
-    }
-
-    /// Every served version of every stored CustomResourceDefinition.
-    async fn crd_versions(&self) -> Result<Vec<CrdVersion>, StoreError> {
-        let (crds, _) = self.store.list(&CRDS.registry).await?;
-        Ok(crds
-            .iter()
-            .flat_map(|s| crd::served_versions(&s.object))
-            .collect())
-    }
-
-    /// The built-in or custom resource a path names (`None`: not served, a 404).
-    async fn resolve(&self, path: &ResourcePath) -> Result<Option<Served>, StoreError> {
-        if let Some(resource) = Resource::builtin(&path.group, &path.version, &path.plural) {
-            let status_subresource = [NODES, PODS, PDBS, NAMESPACES, CRDS].contains(&resource);
-            return Ok(Some(Served {
-                printer: Printer::Builtin(resource.kind.to_string()),
-                resource,
-                status_subresource,
-            }));
-        }
-        Ok(self
-            .crd_versions()
-            .await?
-            .into_iter()
-            .find(|c| c.group == path.group && c.version == path.version && c.plural == path.plural)
-            .map(|c| Served {
-                resource: c.resource(),
-                printer: Printer::Custom(c.columns.clone()),
-                status_subresource: c.status_subresource,
-            }))
-    }
-
-    /// Creates the namespaces every cluster has (`default`, `kube-system`, `kube-public`,
-    /// `kube-node-lease`) if missing, as kube-apiserver's bootstrap controller does.
-    async fn ensure_namespaces(&self) -> Result<(), StoreError> {
-        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            let key = NAMESPACES.key(None, name);
-            if self.store.get(&key).await?.is_some() {
-                continue;
-            }
-            let ns = json!({"apiVersion": "v1", "kind": "Namespace",
-                "metadata": {"name": name, "uid": new_uid(), "creationTimestamp": time_value(super::now()),
-                    "labels": {"kubernetes.io/metadata.name": name}},
-                "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
-            match self.store.create(&key, &ns).await {
-                Ok(_) | Err(StoreError::AlreadyExists) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// DaemonSets as derived from the pods naming one as controller (see
-    /// [`objects::DAEMONSETS`]).
-    async fn daemonsets(&self, ns: Option<&str>, name: Option<&str>) -> Answer {
-        let (pods, revision) = match self.store.list(&PODS.prefix(ns)).await {
-            Ok(x) => x,
-            Err(e) => return store_error(&e),
-        };
-        let pods: Vec<Value> = pods.into_iter().map(|s| s.object).collect();
-        let sets = objects::daemonsets_of(&pods);
-        match name {
-            Some(name) => sets
-                .into_iter()
-                .find(|d| d["metadata"]["name"] == name)
-                .map_or_else(
-                    || (404, objects::not_found(&DAEMONSETS, name)),
-                    |d| (200, d),
-                ),
-            None => (
-                200,
-                json!({"kind": "DaemonSetList", "apiVersion": "apps/v1",
-                    "metadata": {"resourceVersion": revision.to_string()}, "items": sets}),
-            ),
-        }
-    }
-
     /// Whether each Node is Ready, by name.
     pub async fn node_readiness(&self) -> Result<HashMap<String, bool>, StoreError> {
         let (nodes, _) = self.store.list(&NODES.registry).await?;
@@ -471,7 +121,7 @@ impl KubeApi {
             .collect())
     }
 
-    async fn list(
+    pub(super) async fn list(
         &self,
         served: &Served,
         ns: Option<&str>,
@@ -535,7 +185,7 @@ impl KubeApi {
         )
     }
 
-    async fn get(
+    pub(super) async fn get(
         &self,
         served: &Served,
         ns: Option<&str>,
@@ -576,7 +226,12 @@ impl KubeApi {
         }
     }
 
-    async fn create(&self, res: &Resource, ns: Option<&str>, req: &RequestInfo) -> Answer {
+    pub(super) async fn create(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        req: &RequestInfo,
+    ) -> Answer {
         let mut object = match decode_body(&req.content_type, &req.body) {
             Ok(o) => o,
             Err(answer) => return answer,
@@ -726,7 +381,7 @@ impl KubeApi {
         Ok(best)
     }
 
-    async fn patch(
+    pub(super) async fn patch(
         &self,
         served: &Served,
         ns: Option<&str>,
@@ -789,7 +444,7 @@ impl KubeApi {
     /// PUT: the whole object replaced (`kubectl replace`, clients' `replace_*`), with the
     /// same rules as a patch for status and server-owned fields; its `resourceVersion`, when
     /// set, must be current (409 otherwise).
-    async fn replace(
+    pub(super) async fn replace(
         &self,
         served: &Served,
         ns: Option<&str>,
@@ -831,7 +486,7 @@ impl KubeApi {
         }
     }
 
-    async fn remove(&self, res: &Resource, ns: Option<&str>, name: &str) -> Answer {
+    pub(super) async fn remove(&self, res: &Resource, ns: Option<&str>, name: &str) -> Answer {
         let key = res.key(ns, name);
         for _ in 0..8 {
             let stored = match self.store.get(&key).await {
@@ -878,7 +533,13 @@ impl KubeApi {
     /// after [`Settings::replacement_delay`]. Every change is one etcd transaction guarded by
     /// the pod's and the budget's revisions, so two evictions cannot both spend the last
     /// allowed disruption.
-    async fn delete_pod(&self, ns: &str, name: &str, req: &RequestInfo, evict: bool) -> Answer {
+    pub(super) async fn delete_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        req: &RequestInfo,
+        evict: bool,
+    ) -> Answer {
         let body: Value = if req.body.is_empty() {
             Value::Null
         } else {
@@ -1062,7 +723,7 @@ impl KubeApi {
     }
 
     /// Fills a budget's `status` as the disruption controller keeps it (computed at read).
-    async fn fill_pdb_status(&self, object: &mut Value) -> Result<(), StoreError> {
+    pub(super) async fn fill_pdb_status(&self, object: &mut Value) -> Result<(), StoreError> {
         let Ok(pdb) = serde_json::from_value::<PodDisruptionBudget>(object.clone()) else {
             return Ok(());
         };
@@ -1103,125 +764,14 @@ fn success(code: u16) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code})
 }
 
-/// A resource as a request reaches it: what it is, how its rows print, whether `/status` is
-/// a separate subresource.
-#[derive(Debug, Clone)]
-struct Served {
-    resource: Resource,
-    printer: Printer,
-    status_subresource: bool,
-}
-
-fn selector_ok(kind: &str, labels: &[Requirement], fields: &[Requirement], object: &Value) -> bool {
+pub(super) fn selector_ok(
+    kind: &str,
+    labels: &[Requirement],
+    fields: &[Requirement],
+    object: &Value,
+) -> bool {
     objects::selector_matches(labels, |k| objects::label_of(object, k))
         && objects::selector_matches(fields, |k| objects::field_of(object, kind, k).ok())
-}
-
-/// A request body by its `Content-Type`: JSON (also when unset), YAML, or protobuf for what
-/// [`protobuf`] decodes; others (CBOR...) get kube-apiserver's 415.
-fn decode_body(content_type: &str, body: &[u8]) -> Result<Value, Answer> {
-    let media = content_type.split(';').next().unwrap_or("").trim();
-    match media {
-        "" | "application/json" | "*/*" => serde_json::from_slice(body)
-            .map_err(|e| bad_request(&format!("the body of the request was not valid JSON: {e}"))),
-        "application/yaml" => serde_yaml::from_slice(body)
-            .map_err(|e| bad_request(&format!("the body of the request was not valid YAML: {e}"))),
-        "application/vnd.kubernetes.protobuf" => protobuf::decode(body).map_err(|e| {
-            let code = if matches!(e, protobuf::ProtobufError::Unsupported(_)) {
-                415
-            } else {
-                400
-            };
-            let reason = if code == 415 {
-                "UnsupportedMediaType"
-            } else {
-                "BadRequest"
-            };
-            (code, objects::status(code, reason, &e.to_string(), None))
-        }),
-        other => Err((
-            415,
-            objects::status(
-                415,
-                "UnsupportedMediaType",
-                &format!(
-                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (the simulator does not take {other})"
-                ),
-                None,
-            ),
-        )),
-    }
-}
-
-/// The body of a create must be a valid object of its kind (k8s-openapi's schema for
-/// built-in kinds, apiextensions' rules for CRDs, an object with metadata for custom
-/// resources).
-fn validate_body(res: &Resource, object: &Value) -> Result<(), String> {
-    let check = |r: Result<(), serde_json::Error>| r.map_err(|e| e.to_string());
-    match res.kind.as_ref() {
-        "Node" => check(serde_json::from_value::<Node>(object.clone()).map(drop)),
-        "Pod" => check(serde_json::from_value::<Pod>(object.clone()).map(drop)),
-        "PodDisruptionBudget" => {
-            check(serde_json::from_value::<PodDisruptionBudget>(object.clone()).map(drop))
-        }
-        "Event" => check(serde_json::from_value::<Event>(object.clone()).map(drop)),
-        "Namespace" => check(serde_json::from_value::<Namespace>(object.clone()).map(drop)),
-        "CustomResourceDefinition" => {
-            check(serde_json::from_value::<CustomResourceDefinition>(object.clone()).map(drop))?;
-            crd::validate(object)
-        }
-        _ if object.get("metadata").is_some_and(Value::is_object) => Ok(()),
-        _ => Err("metadata is required".into()),
-    }
-}
-
-/// The object a PATCH stores: on `/status` only the status changes; on the main resource
-/// everything but the status (when it is a subresource) and the fields the server owns
-/// (name, namespace, uid, creation time, generation), the generation moving when the spec
-/// does.
-fn patched(stored: &Value, next: &mut Value, status_only: bool, status_subresource: bool) -> Value {
-    if status_only {
-        let mut result = stored.clone();
-        result["status"] = next["status"].take();
-        return result;
-    }
-    let mut result = next.take();
-    if status_subresource {
-        match stored.get("status") {
-            Some(s) => result["status"] = s.clone(),
-            None => {
-                if let Some(o) = result.as_object_mut() {
-                    o.remove("status");
-                }
-            }
-        }
-    }
-    for field in [
-        "name",
-        "namespace",
-        "uid",
-        "creationTimestamp",
-        "generation",
-        "deletionTimestamp",
-        "resourceVersion",
-    ] {
-        match stored["metadata"].get(field) {
-            Some(v) => result["metadata"][field] = v.clone(),
-            None => {
-                if let Some(m) = result["metadata"].as_object_mut() {
-                    m.remove(field);
-                }
-            }
-        }
-    }
-    result["apiVersion"] = stored["apiVersion"].clone();
-    result["kind"] = stored["kind"].clone();
-    if result.get("spec") != stored.get("spec")
-        && let Some(g) = stored["metadata"]["generation"].as_i64()
-    {
-        result["metadata"]["generation"] = json!(g + 1);
-    }
-    result
 }
 
 /// Marks a pod started by its (simulated) kubelet: Running and Ready on its node, every
@@ -1250,32 +800,6 @@ pub fn start_pod(pod: &mut Value, now: Timestamp) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn patch_keeps_server_owned_fields_and_bumps_generation() {
-        let stored = json!({"apiVersion": "upgrade.cattle.io/v1", "kind": "Plan",
-            "metadata": {"name": "p", "uid": "u", "generation": 1, "resourceVersion": "5"},
-            "spec": {"version": "a"}, "status": {"applying": []}});
-        let mut next = json!({"apiVersion": "x", "kind": "Plan",
-            "metadata": {"name": "other", "uid": "v", "annotations": {"k": "v"}},
-            "spec": {"version": "b"}, "status": {"applying": ["n"]}});
-        let r = patched(&stored, &mut next, false, true);
-        assert_eq!(r["metadata"]["name"], "p");
-        assert_eq!(r["metadata"]["uid"], "u");
-        assert_eq!(r["metadata"]["annotations"]["k"], "v");
-        assert_eq!(r["metadata"]["generation"], 2);
-        assert_eq!(r["apiVersion"], "upgrade.cattle.io/v1");
-        assert_eq!(r["status"]["applying"], json!([]));
-        let mut next = json!({"status": {"applying": ["n"]}, "spec": {"version": "c"}});
-        let r = patched(&stored, &mut next, true, true);
-        assert_eq!(
-            (
-                r["status"]["applying"][0].as_str(),
-                r["spec"]["version"].as_str()
-            ),
-            (Some("n"), Some("a"))
-        );
-    }
 
     #[test]
     fn uids_and_suffixes_have_kubernetes_shapes() {

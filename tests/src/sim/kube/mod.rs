@@ -5,8 +5,9 @@
 //!   `resourceVersion`, compare-and-swap writes;
 //! - [`objects`]: pure rules (selectors, pod health, PodDisruptionBudget arithmetic, `Status`
 //!   bodies);
-//! - [`handlers`]: the REST routes (nodes, pods, evictions, PDBs, events, namespaces, CRDs
-//!   and their objects), over [`route`] (path parsing), [`discovery`] (`/api`, `/apis`...),
+//! - [`dispatch`] → [`handlers`]: the REST routes (nodes, pods, evictions, PDBs, events,
+//!   namespaces, CRDs and their objects), over [`route`] (path parsing), [`body`] (request
+//!   bodies), [`discovery`] (`/api`, `/apis`...),
 //!   [`table`] (server-side printing for kubectl), [`patch`] (patch flavours), [`crd`]
 //!   (what a CustomResourceDefinition serves), [`openapi`] (the little kubectl's
 //!   validation needs), [`protobuf`] (the Namespace bodies `kubectl create namespace`
@@ -19,10 +20,12 @@
 //!
 //! `tests/SIMULATOR.md` §6 lists the routes and where this differs from kube-apiserver.
 
+pub mod body;
 pub mod client;
 pub mod controller;
 pub mod crd;
 pub mod discovery;
+pub mod dispatch;
 pub mod fixtures;
 pub mod handlers;
 pub mod kubelet;
