@@ -2,8 +2,9 @@
 //! host's `kubectl` (v1.32) and Debian's Python `kubernetes` package, run inside a
 //! simulated server node with its admin kubeconfig, as an operator runs them on an RKE2
 //! server. Discovery, server-side tables, selectors, cordon/uncordon, drain (with and without
-//! a blocking PodDisruptionBudget), health, version, events, the system-upgrade-controller
-//! CRD and RKE2's upgrade plans.
+//! a blocking PodDisruptionBudget), watches, health, version, events, the
+//! system-upgrade-controller CRD and RKE2's upgrade plans; and every other kubectl version the
+//! machine image ships (1.27 ... 1.33) for the basics.
 //!
 //! Needs root, systemd, etcd, kubectl and python3-kubernetes
 //! (`scripts/install-test-deps.sh`) and `cargo build -p rke2ops-tests --bins` first.

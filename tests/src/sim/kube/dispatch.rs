@@ -107,20 +107,16 @@ impl KubeApi {
         let table = table::wants_table(&req.accept);
         Some(
             match (m, path.name.as_deref(), path.subresource.as_deref()) {
-                ("GET", None, None)
-                    if query_param(&req.query, "watch")
-                        .is_some_and(|w| w == "true" || w == "1") =>
-                {
-                    (
+                // Watches of served collections were answered above; DaemonSets are derived.
+                ("GET", None, None) if watch::is_watch(&req.query) => (
+                    405,
+                    objects::status(
                         405,
-                        objects::status(
-                            405,
-                            "MethodNotAllowed",
-                            "watch is not supported on this resource by the simulated apiserver",
-                            None,
-                        ),
-                    )
-                }
+                        "MethodNotAllowed",
+                        "watch is not supported on this resource by the simulated apiserver",
+                        None,
+                    ),
+                ),
                 ("GET", None, None) if *res == DAEMONSETS => self.daemonsets(ns, None).await,
                 ("GET", Some(name), None) if *res == DAEMONSETS => {
                     self.daemonsets(ns, Some(name)).await
