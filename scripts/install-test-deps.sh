@@ -25,7 +25,18 @@ declare -A probe=(
   # ... and needs the well-known types (descriptor.proto), which --no-install-recommends
   # leaves out
   [libprotobuf-dev]=/usr/include/google/protobuf/descriptor.proto
+  # the Python Kubernetes client the stand-in API is checked with (tests/tests/sim_kubectl.rs);
+  # Debian's, for /usr/bin/python3
+  [python3-kubernetes]=/usr/lib/python3/dist-packages/kubernetes/__init__.py
 )
+
+# kubectl comes with the machine image (/usr/bin/kubectl); it is not a Debian package, so
+# it is checked, never installed from elsewhere.
+if [ ! -x /usr/bin/kubectl ]; then
+  echo "install-test-deps: /usr/bin/kubectl is missing; it comes with the machine image" \
+    "(tests/tests/sim_kubectl.rs runs it); install kubectl there by hand" >&2
+  kubectl_missing=1
+fi
 
 missing=()
 for pkg in "${!probe[@]}"; do
@@ -35,6 +46,9 @@ done
 [ -x /usr/bin/unshare ] || missing+=(util-linux)
 
 if [ ${#missing[@]} -eq 0 ]; then
+  if [ -n "${kubectl_missing:-}" ]; then
+    exit 1
+  fi
   echo "install-test-deps: all present"
   exit 0
 fi
@@ -50,3 +64,6 @@ echo "install-test-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends "${missing[@]}"
+
+# Packages installed, but kubectl still has to come from the machine image.
+[ -z "${kubectl_missing:-}" ] || exit 1

@@ -25,6 +25,7 @@
 
 pub mod certmon;
 pub mod check;
+pub mod clients;
 pub mod cluster;
 pub mod faults;
 pub mod kube;

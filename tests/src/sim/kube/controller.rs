@@ -76,7 +76,7 @@ pub fn heartbeat_expired(node: &Value, now: Timestamp, grace: Duration) -> bool 
 }
 
 async fn mark_silent_nodes(api: &KubeApi, now: Timestamp) -> Result<(), StoreError> {
-    let (nodes, _) = api.store.list(NODES.registry).await?;
+    let (nodes, _) = api.store.list(&NODES.registry).await?;
     for stored in nodes {
         if !heartbeat_expired(&stored.object, now, api.settings.node_grace) {
             continue;
@@ -112,7 +112,7 @@ async fn mark_silent_nodes(api: &KubeApi, now: Timestamp) -> Result<(), StoreErr
 }
 
 async fn remove_terminated_pods(api: &KubeApi, now: Timestamp) -> Result<(), StoreError> {
-    let (pods, _) = api.store.list(PODS.registry).await?;
+    let (pods, _) = api.store.list(&PODS.registry).await?;
     let mut ready = None;
     for stored in pods {
         let Some(at) = stored

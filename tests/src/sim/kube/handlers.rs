@@ -1,12 +1,13 @@
-//! The REST routes of the stand-in: nodes (+ `/status`), pods (+ `/eviction`),
-//! PodDisruptionBudgets and events, with kube-apiserver's status codes and `Status` bodies.
-//! Storage is [`Store`] (etcd); the pure rules are in [`super::objects`].
+//! The verbs of the stand-in's resources (list, get, create, patch, replace, delete, pod
+//! deletion and eviction against PodDisruptionBudgets), with kube-apiserver's status codes,
+//! `Status` bodies and server-side `Table`s; [`super::dispatch`] routes requests here.
+//! Storage is [`Store`] (etcd); the pure rules are in [`super::objects`], [`super::table`],
+//! [`super::patch`], [`super::body`] and [`super::crd`].
 
 use std::collections::{BTreeMap, HashMap};
 
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-use hyper::StatusCode;
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use etcd_client::{Compare, CompareOp, DeleteOptions, Txn, TxnOp};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -14,11 +15,16 @@ use rand::Rng;
 use serde_json::{Value, json};
 
 use super::Settings;
+use super::body::{decode_body, patched, validate_body};
+use super::crd;
+use super::dispatch::Served;
 use super::objects::{
-    self, EVENTS, NODES, PDBS, PODS, REPLACEMENTS, Requirement, Resource, budget,
+    self, CRDS, NAMESPACES, NODES, PDBS, PODS, REPLACEMENTS, Requirement, Resource, budget,
 };
+use super::patch;
 use super::store::{Store, StoreError, Stored, encode};
-use crate::sim::server::listen::{Reply, RequestInfo, reply};
+use super::table;
+use crate::sim::server::listen::RequestInfo;
 
 /// Annotation (simulator only) holding when a terminating pod's kubelet removes it.
 pub const REMOVE_AT: &str = "sim.rke2-ops.io/remove-at";
@@ -63,7 +69,7 @@ pub fn name_suffix() -> String {
         .collect()
 }
 
-fn store_error(e: &StoreError) -> Answer {
+pub(super) fn store_error(e: &StoreError) -> Answer {
     match e {
         StoreError::AlreadyExists => (
             409,
@@ -85,11 +91,11 @@ fn store_error(e: &StoreError) -> Answer {
     }
 }
 
-fn bad_request(message: &str) -> Answer {
+pub(super) fn bad_request(message: &str) -> Answer {
     (400, objects::status(400, "BadRequest", message, None))
 }
 
-fn query_param(query: &str, key: &str) -> Option<String> {
+pub(super) fn query_param(query: &str, key: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.into_owned())
@@ -102,130 +108,9 @@ fn with_revision(mut object: Value, revision: i64) -> Value {
 }
 
 impl KubeApi {
-    /// Answers a request under `/api` or `/apis`; `None` for paths it does not serve.
-    pub async fn handle(&self, req: &RequestInfo) -> Option<Reply> {
-        let path = req.path.trim_matches('/');
-        let seg: Vec<&str> = path.split('/').collect();
-        let m = req.method.as_str();
-        let answer = match (m, seg.as_slice()) {
-            ("GET", ["api"]) => (
-                200,
-                json!({"kind": "APIVersions", "versions": ["v1"],
-                "serverAddressByClientCIDRs": []}),
-            ),
-            ("GET", ["api", "v1", "nodes"]) => self.list(&NODES, None, &req.query).await,
-            ("POST", ["api", "v1", "nodes"]) => self.create(&NODES, None, &req.body).await,
-            ("GET", ["api", "v1", "nodes", name] | ["api", "v1", "nodes", name, "status"]) => {
-                self.get(&NODES, None, name).await
-            }
-            ("PATCH", ["api", "v1", "nodes", name]) => {
-                self.patch(&NODES, None, name, false, req).await
-            }
-            ("PATCH", ["api", "v1", "nodes", name, "status"]) => {
-                self.patch(&NODES, None, name, true, req).await
-            }
-            ("DELETE", ["api", "v1", "nodes", name]) => self.remove(&NODES, None, name).await,
-            ("GET", ["api", "v1", "pods"]) => self.list(&PODS, None, &req.query).await,
-            ("GET", ["api", "v1", "events"]) => self.list(&EVENTS, None, &req.query).await,
-            ("GET", ["api", "v1", "namespaces", ns, "pods"]) => {
-                self.list(&PODS, Some(ns), &req.query).await
-            }
-            ("POST", ["api", "v1", "namespaces", ns, "pods"]) => {
-                self.create(&PODS, Some(ns), &req.body).await
-            }
-            ("GET", ["api", "v1", "namespaces", ns, "pods", name]) => {
-                self.get(&PODS, Some(ns), name).await
-            }
-            ("DELETE", ["api", "v1", "namespaces", ns, "pods", name]) => {
-                self.delete_pod(ns, name, req, false).await
-            }
-            ("POST", ["api", "v1", "namespaces", ns, "pods", name, "eviction"]) => {
-                self.delete_pod(ns, name, req, true).await
-            }
-            ("GET", ["api", "v1", "namespaces", ns, "events"]) => {
-                self.list(&EVENTS, Some(ns), &req.query).await
-            }
-            ("POST", ["api", "v1", "namespaces", ns, "events"]) => {
-                self.create(&EVENTS, Some(ns), &req.body).await
-            }
-            ("GET", ["api", "v1", "namespaces", ns, "events", name]) => {
-                self.get(&EVENTS, Some(ns), name).await
-            }
-            ("GET", ["apis", "policy", "v1", "poddisruptionbudgets"]) => {
-                self.list(&PDBS, None, &req.query).await
-            }
-            (
-                "GET",
-                [
-                    "apis",
-                    "policy",
-                    "v1",
-                    "namespaces",
-                    ns,
-                    "poddisruptionbudgets",
-                ],
-            ) => self.list(&PDBS, Some(ns), &req.query).await,
-            (
-                "POST",
-                [
-                    "apis",
-                    "policy",
-                    "v1",
-                    "namespaces",
-                    ns,
-                    "poddisruptionbudgets",
-                ],
-            ) => self.create(&PDBS, Some(ns), &req.body).await,
-            (
-                "GET",
-                [
-                    "apis",
-                    "policy",
-                    "v1",
-                    "namespaces",
-                    ns,
-                    "poddisruptionbudgets",
-                    name,
-                ],
-            ) => self.get(&PDBS, Some(ns), name).await,
-            (
-                "DELETE",
-                [
-                    "apis",
-                    "policy",
-                    "v1",
-                    "namespaces",
-                    ns,
-                    "poddisruptionbudgets",
-                    name,
-                ],
-            ) => self.remove(&PDBS, Some(ns), name).await,
-            (_, ["api" | "apis", ..]) if known_collection(&seg) => (
-                405,
-                objects::status(
-                    405,
-                    "MethodNotAllowed",
-                    &format!(
-                        "the server does not allow this method on the requested resource ({m} {})",
-                        req.path
-                    ),
-                    None,
-                ),
-            ),
-            _ => return None,
-        };
-        let (code, body) = answer;
-        let body = serde_json::to_vec(&body).unwrap_or_default();
-        Some(reply(
-            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            "application/json",
-            body,
-        ))
-    }
-
     /// Whether each Node is Ready, by name.
     pub async fn node_readiness(&self) -> Result<HashMap<String, bool>, StoreError> {
-        let (nodes, _) = self.store.list(NODES.registry).await?;
+        let (nodes, _) = self.store.list(&NODES.registry).await?;
         Ok(nodes
             .into_iter()
             .filter_map(|s| serde_json::from_value::<Node>(s.object).ok())
@@ -236,24 +121,34 @@ impl KubeApi {
             .collect())
     }
 
-    async fn list(&self, res: &Resource, ns: Option<&str>, query: &str) -> Answer {
-        let labels = query_param(query, "labelSelector").unwrap_or_default();
-        let fields = query_param(query, "fieldSelector").unwrap_or_default();
-        let (Some(labels), Some(fields)) = (
-            objects::parse_selector(&labels),
-            objects::parse_selector(&fields),
-        ) else {
-            return bad_request(
-                "unable to parse requirement: selector not supported by the simulator",
-            );
+    pub(super) async fn list(
+        &self,
+        served: &Served,
+        ns: Option<&str>,
+        req: &RequestInfo,
+        table: bool,
+    ) -> Answer {
+        let res = &served.resource;
+        let labels = query_param(&req.query, "labelSelector").unwrap_or_default();
+        let fields = query_param(&req.query, "fieldSelector").unwrap_or_default();
+        let Some(labels) = objects::parse_selector(&labels) else {
+            return bad_request(&format!(
+                "unable to parse requirement: invalid label selector {labels:?}"
+            ));
         };
+        let Some(fields) = objects::parse_selector(&fields) else {
+            return bad_request(&format!("invalid field selector {fields:?}"));
+        };
+        if let Err(e) = objects::check_fields(&res.kind, &fields) {
+            return bad_request(&e.to_string());
+        }
         let (items, revision) = match self.store.list(&res.prefix(ns)).await {
             Ok(x) => x,
             Err(e) => return store_error(&e),
         };
         let mut out = Vec::new();
         for Stored { object, .. } in items {
-            if selector_ok(&labels, &fields, &object) {
+            if selector_ok(&res.kind, &labels, &fields, &object) {
                 out.push(object);
             }
         }
@@ -264,24 +159,65 @@ impl KubeApi {
                 }
             }
         }
+        let revision = revision.to_string();
+        if table {
+            let include =
+                table::IncludeObject::parse(query_param(&req.query, "includeObject").as_deref());
+            return (
+                200,
+                table::table(
+                    &served.printer,
+                    &out,
+                    Some(&revision),
+                    include,
+                    super::now(),
+                ),
+            );
+        }
         (
             200,
             json!({
                 "kind": res.list_kind(),
                 "apiVersion": res.api_version,
-                "metadata": {"resourceVersion": revision.to_string()},
+                "metadata": {"resourceVersion": revision},
                 "items": out,
             }),
         )
     }
 
-    async fn get(&self, res: &Resource, ns: Option<&str>, name: &str) -> Answer {
+    pub(super) async fn get(
+        &self,
+        served: &Served,
+        ns: Option<&str>,
+        name: &str,
+        req: &RequestInfo,
+        table: bool,
+    ) -> Answer {
+        let res = &served.resource;
         match self.store.get(&res.key(ns, name)).await {
             Ok(Some(Stored { mut object, .. })) => {
                 if *res == PDBS
                     && let Err(e) = self.fill_pdb_status(&mut object).await
                 {
                     return store_error(&e);
+                }
+                if table {
+                    let include = table::IncludeObject::parse(
+                        query_param(&req.query, "includeObject").as_deref(),
+                    );
+                    let rv = object["metadata"]["resourceVersion"]
+                        .as_str()
+                        .map(str::to_owned);
+                    return (
+                        200,
+                        table::table(
+                            &served.printer,
+                            &[object],
+                            rv.as_deref(),
+                            include,
+                            super::now(),
+                        ),
+                    );
                 }
                 (200, object)
             }
@@ -290,20 +226,17 @@ impl KubeApi {
         }
     }
 
-    async fn create(&self, res: &Resource, ns: Option<&str>, body: &[u8]) -> Answer {
-        let Ok(mut object) = serde_json::from_slice::<Value>(body) else {
-            return bad_request("the body of the request was not valid JSON");
+    pub(super) async fn create(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        req: &RequestInfo,
+    ) -> Answer {
+        let mut object = match decode_body(&req.content_type, &req.body) {
+            Ok(o) => o,
+            Err(answer) => return answer,
         };
-        // The body must be a valid object of its kind (k8s-openapi's schema).
-        let valid = match res.kind {
-            "Node" => serde_json::from_value::<Node>(object.clone()).map(drop),
-            "Pod" => serde_json::from_value::<Pod>(object.clone()).map(drop),
-            "PodDisruptionBudget" => {
-                serde_json::from_value::<PodDisruptionBudget>(object.clone()).map(drop)
-            }
-            _ => serde_json::from_value::<Event>(object.clone()).map(drop),
-        };
-        if let Err(e) = valid {
+        if let Err(e) = validate_body(res, &object) {
             return bad_request(&format!("invalid {}: {e}", res.kind));
         }
         let now = super::now();
@@ -324,9 +257,19 @@ impl KubeApi {
         }
         meta["uid"] = json!(new_uid());
         meta["creationTimestamp"] = time_value(now);
-        if *res == PDBS {
+        if *res == PDBS || *res == CRDS || !objects::BUILTIN.contains(res) {
             meta["generation"] = json!(1);
+        }
+        if *res == PDBS {
             object["status"] = Value::Null;
+        }
+        if *res == NAMESPACES {
+            object["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+            object["spec"] = json!({"finalizers": ["kubernetes"]});
+            object["status"] = json!({"phase": "Active"});
+        }
+        if *res == CRDS {
+            object["status"] = crd::established_status(&object, &time_value(now));
         }
         object["apiVersion"] = json!(res.api_version);
         object["kind"] = json!(res.kind);
@@ -397,8 +340,8 @@ impl KubeApi {
         avoid: Option<&str>,
         same_owner: &[String],
     ) -> Result<Option<String>, StoreError> {
-        let (nodes, _) = self.store.list(NODES.registry).await?;
-        let (pods, _) = self.store.list(PODS.registry).await?;
+        let (nodes, _) = self.store.list(&NODES.registry).await?;
+        let (pods, _) = self.store.list(&PODS.registry).await?;
         let mut load: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         for s in &nodes {
             let Ok(node) = serde_json::from_value::<Node>(s.object.clone()) else {
@@ -438,68 +381,49 @@ impl KubeApi {
         Ok(best)
     }
 
-    async fn patch(
+    pub(super) async fn patch(
         &self,
-        res: &Resource,
+        served: &Served,
         ns: Option<&str>,
         name: &str,
         status_only: bool,
         req: &RequestInfo,
     ) -> Answer {
-        let Ok(patch) = serde_json::from_slice::<Value>(&req.body) else {
-            return bad_request("the body of the request was not valid JSON");
-        };
-        let flavour = req.content_type.split(';').next().unwrap_or("").trim();
+        let res = &served.resource;
         let key = res.key(ns, name);
         for _ in 0..8 {
             let stored = match self.store.get(&key).await {
                 Ok(Some(s)) => s,
+                Ok(None) if !status_only && req.content_type.starts_with(patch::APPLY_PATCH) => {
+                    // Server-side apply of a new object creates it.
+                    let mut create = req.clone();
+                    create.content_type = "application/yaml".to_owned();
+                    return self.create(res, ns, &create).await;
+                }
                 Ok(None) => return (404, objects::not_found(res, name)),
                 Err(e) => return store_error(&e),
             };
-            if let Some(rv) = patch
+            let mut next = match patch::apply(&req.content_type, &stored.object, &req.body) {
+                Ok(next) => next,
+                Err(e) => {
+                    let (code, reason) = e.code_and_reason();
+                    return (code, objects::status(code, reason, &e.to_string(), None));
+                }
+            };
+            if let Some(rv) = next
                 .pointer("/metadata/resourceVersion")
                 .and_then(Value::as_str)
                 && rv != stored.revision.to_string()
             {
                 return store_error(&StoreError::Conflict);
             }
-            let mut next = stored.object.clone();
-            match flavour {
-                "application/merge-patch+json" => json_patch::merge(&mut next, &patch),
-                "application/strategic-merge-patch+json" => strategic_merge(&mut next, &patch),
-                "application/json-patch+json" => {
-                    let Ok(ops) = serde_json::from_value::<json_patch::Patch>(patch.clone()) else {
-                        return bad_request("invalid JSON patch");
-                    };
-                    if let Err(e) = json_patch::patch(&mut next, &ops) {
-                        return (422, objects::status(422, "Invalid", &e.to_string(), None));
-                    }
-                }
-                other => {
-                    return (
-                        415,
-                        objects::status(
-                            415,
-                            "UnsupportedMediaType",
-                            &format!(
-                                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"
-                            ),
-                            None,
-                        ),
-                    );
-                }
-            }
-            // The main resource ignores status changes; `/status` ignores everything else.
-            let mut result = stored.object.clone();
-            if status_only {
-                result["status"] = next["status"].take();
-            } else {
-                result["metadata"]["labels"] = next["metadata"]["labels"].take();
-                result["metadata"]["annotations"] = next["metadata"]["annotations"].take();
-                result["spec"] = next["spec"].take();
-            }
-            if serde_json::from_value::<Node>(result.clone()).is_err() && *res == NODES {
+            let result = patched(
+                &stored.object,
+                &mut next,
+                status_only,
+                served.status_subresource,
+            );
+            if *res == NODES && serde_json::from_value::<Node>(result.clone()).is_err() {
                 return (
                     422,
                     objects::status(422, "Invalid", "the patched Node is not valid", None),
@@ -517,7 +441,52 @@ impl KubeApi {
         store_error(&StoreError::Conflict)
     }
 
-    async fn remove(&self, res: &Resource, ns: Option<&str>, name: &str) -> Answer {
+    /// PUT: the whole object replaced (`kubectl replace`, clients' `replace_*`), with the
+    /// same rules as a patch for status and server-owned fields; its `resourceVersion`, when
+    /// set, must be current (409 otherwise).
+    pub(super) async fn replace(
+        &self,
+        served: &Served,
+        ns: Option<&str>,
+        name: &str,
+        status_only: bool,
+        req: &RequestInfo,
+    ) -> Answer {
+        let res = &served.resource;
+        let mut body = match decode_body(&req.content_type, &req.body) {
+            Ok(b) => b,
+            Err(answer) => return answer,
+        };
+        if let Err(e) = validate_body(res, &body) {
+            return bad_request(&format!("invalid {}: {e}", res.kind));
+        }
+        if body["metadata"]["name"].as_str() != Some(name) {
+            return bad_request("the name of the object does not match the name on the URL");
+        }
+        let key = res.key(ns, name);
+        let stored = match self.store.get(&key).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return (404, objects::not_found(res, name)),
+            Err(e) => return store_error(&e),
+        };
+        if let Some(rv) = body["metadata"]["resourceVersion"].as_str()
+            && rv != stored.revision.to_string()
+        {
+            return store_error(&StoreError::Conflict);
+        }
+        let result = patched(
+            &stored.object,
+            &mut body,
+            status_only,
+            served.status_subresource,
+        );
+        match self.store.update(&key, &result, stored.revision).await {
+            Ok(rev) => (200, with_revision(result, rev)),
+            Err(e) => store_error(&e),
+        }
+    }
+
+    pub(super) async fn remove(&self, res: &Resource, ns: Option<&str>, name: &str) -> Answer {
         let key = res.key(ns, name);
         for _ in 0..8 {
             let stored = match self.store.get(&key).await {
@@ -525,17 +494,33 @@ impl KubeApi {
                 Ok(None) => return (404, objects::not_found(res, name)),
                 Err(e) => return store_error(&e),
             };
-            match self.store.delete(&key, stored.revision).await {
-                Ok(()) => {
-                    let group = res.api_version.split_once('/').map_or("", |(g, _)| g);
+            let mut ops = vec![TxnOp::delete(key.as_str(), None)];
+            if *res == CRDS {
+                // The CRD's objects go with it (real: the CRD finalizer deletes them first).
+                for v in crd::served_versions(&stored.object) {
+                    ops.push(TxnOp::delete(
+                        v.resource().registry.as_bytes(),
+                        Some(DeleteOptions::new().with_prefix()),
+                    ));
+                }
+            }
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    stored.revision,
+                )])
+                .and_then(ops);
+            match self.store.txn(txn).await {
+                Ok((true, _)) => {
                     return (
                         200,
                         json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                            "status": "Success", "details": {"name": name, "group": group,
+                            "status": "Success", "details": {"name": name, "group": res.group(),
                             "kind": res.plural, "uid": stored.object["metadata"]["uid"]}}),
                     );
                 }
-                Err(StoreError::Conflict) => {}
+                Ok((false, _)) => {}
                 Err(e) => return store_error(&e),
             }
         }
@@ -548,7 +533,13 @@ impl KubeApi {
     /// after [`Settings::replacement_delay`]. Every change is one etcd transaction guarded by
     /// the pod's and the budget's revisions, so two evictions cannot both spend the last
     /// allowed disruption.
-    async fn delete_pod(&self, ns: &str, name: &str, req: &RequestInfo, evict: bool) -> Answer {
+    pub(super) async fn delete_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        req: &RequestInfo,
+        evict: bool,
+    ) -> Answer {
         let body: Value = if req.body.is_empty() {
             Value::Null
         } else {
@@ -732,7 +723,7 @@ impl KubeApi {
     }
 
     /// Fills a budget's `status` as the disruption controller keeps it (computed at read).
-    async fn fill_pdb_status(&self, object: &mut Value) -> Result<(), StoreError> {
+    pub(super) async fn fill_pdb_status(&self, object: &mut Value) -> Result<(), StoreError> {
         let Ok(pdb) = serde_json::from_value::<PodDisruptionBudget>(object.clone()) else {
             return Ok(());
         };
@@ -773,91 +764,42 @@ fn success(code: u16) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code})
 }
 
-fn known_collection(seg: &[&str]) -> bool {
-    seg.iter()
-        .any(|s| ["nodes", "pods", "events", "poddisruptionbudgets"].contains(s))
-}
-
-fn selector_ok(labels: &[Requirement], fields: &[Requirement], object: &Value) -> bool {
+pub(super) fn selector_ok(
+    kind: &str,
+    labels: &[Requirement],
+    fields: &[Requirement],
+    object: &Value,
+) -> bool {
     objects::selector_matches(labels, |k| objects::label_of(object, k))
-        && objects::selector_matches(fields, |k| objects::field_of(object, k))
+        && objects::selector_matches(fields, |k| objects::field_of(object, kind, k).ok())
 }
 
-/// Marks a pod started by its (simulated) kubelet: Running and Ready on its node.
+/// Marks a pod started by its (simulated) kubelet: Running and Ready on its node, every
+/// container running and ready (kubectl's READY column counts them).
 pub fn start_pod(pod: &mut Value, now: Timestamp) {
     let t = time_value(now);
     let conditions: Vec<Value> = ["PodScheduled", "Initialized", "ContainersReady", "Ready"]
         .iter()
         .map(|c| json!({"type": c, "status": "True", "lastTransitionTime": t}))
         .collect();
-    pod["status"] = json!({"phase": "Running", "conditions": conditions, "startTime": t});
-}
-
-/// Strategic merge patch for what the stand-in's objects need: JSON merge semantics, except
-/// that lists of conditions, addresses and taints merge by their key (`type` / `key`), and
-/// `$`-directives are dropped.
-pub fn strategic_merge(target: &mut Value, patch: &Value) {
-    let Value::Object(patch_map) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = json!({});
-    }
-    for (k, v) in patch_map {
-        if k.starts_with('$') {
-            continue;
-        }
-        let Some(obj) = target.as_object_mut() else {
-            return;
-        };
-        if v.is_null() {
-            obj.remove(k);
-            continue;
-        }
-        let merge_key = match k.as_str() {
-            "conditions" | "addresses" => Some("type"),
-            "taints" => Some("key"),
-            _ => None,
-        };
-        match (merge_key, obj.get_mut(k), v) {
-            (Some(mk), Some(Value::Array(current)), Value::Array(items)) => {
-                for item in items {
-                    match current.iter_mut().find(|c| c.get(mk) == item.get(mk)) {
-                        Some(existing) => strategic_merge(existing, item),
-                        None => current.push(item.clone()),
-                    }
-                }
-            }
-            (_, Some(existing), Value::Object(_)) if existing.is_object() => {
-                strategic_merge(existing, v);
-            }
-            _ => {
-                obj.insert(k.clone(), v.clone());
-            }
-        }
-    }
+    let containers: Vec<Value> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            json!({"name": c["name"], "image": c["image"].as_str().unwrap_or_default(),
+                "imageID": "", "ready": true, "started": true, "restartCount": 0,
+                "state": {"running": {"startedAt": t}}})
+        })
+        .collect();
+    pod["status"] = json!({"phase": "Running", "conditions": conditions, "startTime": t,
+        "containerStatuses": containers});
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strategic_merge_merges_conditions_by_type_and_sets_scalars() {
-        let mut node = json!({"spec": {}, "status": {"conditions": [
-            {"type": "Ready", "status": "True"}, {"type": "DiskPressure", "status": "False"}]}});
-        strategic_merge(
-            &mut node,
-            &json!({"spec": {"unschedulable": true},
-                "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}),
-        );
-        assert_eq!(node["spec"]["unschedulable"], true);
-        assert_eq!(node["status"]["conditions"][0]["status"], "Unknown");
-        assert_eq!(node["status"]["conditions"][1]["type"], "DiskPressure");
-        strategic_merge(&mut node, &json!({"spec": {"unschedulable": null}}));
-        assert!(node["spec"].get("unschedulable").is_none());
-    }
 
     #[test]
     fn uids_and_suffixes_have_kubernetes_shapes() {

@@ -13,8 +13,8 @@ use std::net::IpAddr;
 
 use hyper::Method;
 use k8s_openapi::api::core::v1::{
-    Container, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Pod,
-    PodCondition, PodSpec, PodStatus,
+    Container, ContainerState, ContainerStateRunning, ContainerStatus, Node, NodeAddress,
+    NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Pod, PodCondition, PodSpec, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -177,6 +177,8 @@ fn running_pod(
         last_transition_time: Some(Time(now)),
         ..Default::default()
     };
+    let container = name.split('-').next().unwrap_or("main").to_owned();
+    let image = "rancher/hardened-sim".to_owned();
     Pod {
         metadata: ObjectMeta {
             name: Some(name.clone()),
@@ -189,8 +191,8 @@ fn running_pod(
         spec: Some(PodSpec {
             node_name: Some(id.name.clone()),
             containers: vec![Container {
-                name: name.split('-').next().unwrap_or("main").to_owned(),
-                image: Some("rancher/hardened-sim".into()),
+                name: container.clone(),
+                image: Some(image.clone()),
                 ..Default::default()
             }],
             priority_class_name: Some("system-node-critical".into()),
@@ -201,6 +203,21 @@ fn running_pod(
             host_ip: Some(id.ip.to_string()),
             pod_ip: Some(id.ip.to_string()),
             start_time: Some(Time(now)),
+            container_statuses: Some(vec![ContainerStatus {
+                name: container,
+                image,
+                image_id: String::new(),
+                ready: true,
+                started: Some(true),
+                restart_count: 0,
+                state: Some(ContainerState {
+                    running: Some(ContainerStateRunning {
+                        started_at: Some(Time(now)),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
             conditions: Some(
                 ["PodScheduled", "Initialized", "ContainersReady", "Ready"]
                     .into_iter()

@@ -5,7 +5,13 @@
 //!   `resourceVersion`, compare-and-swap writes;
 //! - [`objects`]: pure rules (selectors, pod health, PodDisruptionBudget arithmetic, `Status`
 //!   bodies);
-//! - [`handlers`]: the REST routes (nodes, pods, evictions, PDBs, events);
+//! - [`dispatch`] → [`handlers`]: the REST routes (nodes, pods, evictions, PDBs, events,
+//!   namespaces, CRDs and their objects), over [`route`] (path parsing), [`body`] (request
+//!   bodies), [`discovery`] (`/api`, `/apis`...),
+//!   [`table`] (server-side printing for kubectl), [`patch`] (patch flavours), [`crd`]
+//!   (what a CustomResourceDefinition serves), [`openapi`] (the little kubectl's
+//!   validation needs), [`protobuf`] (the Namespace bodies `kubectl create namespace`
+//!   sends) and [`watch`] (watches as long polls);
 //! - [`controller`]: what kube-controller-manager would do, run by every server and made safe
 //!   by etcd transactions (node lifecycle → `Ready=Unknown`, terminating pods removed,
 //!   ReplicaSet replacements);
@@ -14,13 +20,23 @@
 //!
 //! `tests/SIMULATOR.md` §6 lists the routes and where this differs from kube-apiserver.
 
+pub mod body;
 pub mod client;
 pub mod controller;
+pub mod crd;
+pub mod discovery;
+pub mod dispatch;
 pub mod fixtures;
 pub mod handlers;
 pub mod kubelet;
 pub mod objects;
+pub mod openapi;
+pub mod patch;
+pub mod protobuf;
+pub mod route;
 pub mod store;
+pub mod table;
+pub mod watch;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -2,6 +2,7 @@
 //! stored, selectors (label and field), pod health, the PodDisruptionBudget arithmetic of the
 //! disruption controller, and `Status` error bodies. No I/O here; unit-tested below.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -10,53 +11,79 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
-/// A served resource: its REST name, kind and where its objects live in etcd.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A served resource: its REST name, kind and where its objects live in etcd. Built-in ones
+/// are constants; a CustomResourceDefinition's are built at request time (hence `Cow`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resource {
     /// Plural path segment (`pods`).
-    pub plural: &'static str,
+    pub plural: Cow<'static, str>,
     /// `kind` of one object.
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
     /// `apiVersion` (`v1`, `policy/v1`).
-    pub api_version: &'static str,
+    pub api_version: Cow<'static, str>,
     /// etcd key prefix, kube-apiserver's (nodes are `minions` there too).
-    pub registry: &'static str,
+    pub registry: Cow<'static, str>,
     /// Whether objects live in a namespace.
     pub namespaced: bool,
 }
 
+const fn builtin(
+    plural: &'static str,
+    kind: &'static str,
+    api_version: &'static str,
+    registry: &'static str,
+    namespaced: bool,
+) -> Resource {
+    Resource {
+        plural: Cow::Borrowed(plural),
+        kind: Cow::Borrowed(kind),
+        api_version: Cow::Borrowed(api_version),
+        registry: Cow::Borrowed(registry),
+        namespaced,
+    }
+}
+
 /// core/v1 Node.
-pub const NODES: Resource = Resource {
-    plural: "nodes",
-    kind: "Node",
-    api_version: "v1",
-    registry: "/registry/minions/",
-    namespaced: false,
-};
+pub const NODES: Resource = builtin("nodes", "Node", "v1", "/registry/minions/", false);
 /// core/v1 Pod.
-pub const PODS: Resource = Resource {
-    plural: "pods",
-    kind: "Pod",
-    api_version: "v1",
-    registry: "/registry/pods/",
-    namespaced: true,
-};
+pub const PODS: Resource = builtin("pods", "Pod", "v1", "/registry/pods/", true);
 /// policy/v1 PodDisruptionBudget.
-pub const PDBS: Resource = Resource {
-    plural: "poddisruptionbudgets",
-    kind: "PodDisruptionBudget",
-    api_version: "policy/v1",
-    registry: "/registry/poddisruptionbudgets/",
-    namespaced: true,
-};
+pub const PDBS: Resource = builtin(
+    "poddisruptionbudgets",
+    "PodDisruptionBudget",
+    "policy/v1",
+    "/registry/poddisruptionbudgets/",
+    true,
+);
 /// core/v1 Event.
-pub const EVENTS: Resource = Resource {
-    plural: "events",
-    kind: "Event",
-    api_version: "v1",
-    registry: "/registry/events/",
-    namespaced: true,
-};
+pub const EVENTS: Resource = builtin("events", "Event", "v1", "/registry/events/", true);
+/// core/v1 Namespace.
+pub const NAMESPACES: Resource = builtin(
+    "namespaces",
+    "Namespace",
+    "v1",
+    "/registry/namespaces/",
+    false,
+);
+/// apiextensions.k8s.io/v1 CustomResourceDefinition.
+pub const CRDS: Resource = builtin(
+    "customresourcedefinitions",
+    "CustomResourceDefinition",
+    "apiextensions.k8s.io/v1",
+    "/registry/apiextensions.k8s.io/customresourcedefinitions/",
+    false,
+);
+/// apps/v1 DaemonSet: never stored, derived from the pods that name one as controller (the
+/// simulated system pods do), so `kubectl drain` can look the owner up.
+pub const DAEMONSETS: Resource = builtin(
+    "daemonsets",
+    "DaemonSet",
+    "apps/v1",
+    "/registry/daemonsets/",
+    true,
+);
+/// Every built-in resource the stand-in serves.
+pub const BUILTIN: [Resource; 7] = [NODES, PODS, PDBS, EVENTS, NAMESPACES, CRDS, DAEMONSETS];
 /// Simulator only: pods the ReplicaSet controller owes (an evicted or deleted pod's
 /// replacement, due at a time), kept in etcd so any server's controller can create it.
 pub const REPLACEMENTS: &str = "/registry/rke2-sim/replacements/";
@@ -76,7 +103,7 @@ impl Resource {
     pub fn prefix(&self, namespace: Option<&str>) -> String {
         match namespace {
             Some(ns) if self.namespaced => format!("{}{ns}/", self.registry),
-            _ => self.registry.to_owned(),
+            _ => self.registry.to_string(),
         }
     }
 
@@ -84,6 +111,25 @@ impl Resource {
     #[must_use]
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)
+    }
+
+    /// The API group (`""` for core).
+    #[must_use]
+    pub fn group(&self) -> &str {
+        self.api_version.split_once('/').map_or("", |(g, _)| g)
+    }
+
+    /// The built-in resource served at `group`/`version` as `plural`.
+    #[must_use]
+    pub fn builtin(group: &str, version: &str, plural: &str) -> Option<Resource> {
+        let api_version = if group.is_empty() {
+            version.to_owned()
+        } else {
+            format!("{group}/{version}")
+        };
+        BUILTIN
+            .into_iter()
+            .find(|r| r.plural == plural && r.api_version == api_version)
     }
 }
 
@@ -98,21 +144,67 @@ pub enum Requirement {
     Exists(String),
     /// `!key` (labels only).
     NotExists(String),
+    /// `key in (a,b)` (labels only).
+    In(String, Vec<String>),
+    /// `key notin (a,b)` (labels only).
+    NotIn(String, Vec<String>),
 }
 
-/// Parses a selector query value (`a=b,c!=d,e,!f`); `None` when malformed (set-based
-/// selectors such as `env in (a,b)` are not simulated).
+/// Splits a selector at the commas that are not inside a `( )` value set.
+fn split_top_level(text: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0_i32, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+/// `key in (a,b)` / `key notin (a,b)`.
+fn parse_set(part: &str) -> Option<Requirement> {
+    let open = part.find('(')?;
+    let values = part[open + 1..].strip_suffix(')')?;
+    let values: Vec<String> = values
+        .split(',')
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect();
+    let head: Vec<&str> = part[..open].split_whitespace().collect();
+    match head.as_slice() {
+        [key, "in"] => Some(Requirement::In((*key).to_owned(), values)),
+        [key, "notin"] => Some(Requirement::NotIn((*key).to_owned(), values)),
+        _ => None,
+    }
+}
+
+/// Parses a selector query value (`a=b,c!=d,e,!f,g in (x,y),h notin (z)`); `None` when
+/// malformed.
 #[must_use]
 pub fn parse_selector(text: &str) -> Option<Vec<Requirement>> {
     let mut out = Vec::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let req = if let Some((k, v)) = part.split_once("!=") {
+    for part in split_top_level(text)
+        .into_iter()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let req = if part.contains('(') {
+            parse_set(part)?
+        } else if let Some((k, v)) = part.split_once("!=") {
             Requirement::NotEquals(k.trim().to_owned(), v.trim().to_owned())
         } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
             Requirement::Equals(k.trim().to_owned(), v.trim().to_owned())
         } else if let Some(k) = part.strip_prefix('!') {
             Requirement::NotExists(k.trim().to_owned())
-        } else if part.contains([' ', '(']) {
+        } else if part.contains(' ') {
             return None;
         } else {
             Requirement::Exists(part.to_owned())
@@ -123,34 +215,100 @@ pub fn parse_selector(text: &str) -> Option<Vec<Requirement>> {
 }
 
 /// Whether `lookup` (a label map or an object's fields) satisfies every requirement.
-pub fn selector_matches<'a>(
+pub fn selector_matches<S: AsRef<str>>(
     reqs: &[Requirement],
-    lookup: impl Fn(&str) -> Option<&'a str>,
+    lookup: impl Fn(&str) -> Option<S>,
 ) -> bool {
-    reqs.iter().all(|r| match r {
-        Requirement::Equals(k, v) => lookup(k) == Some(v.as_str()),
-        Requirement::NotEquals(k, v) => lookup(k) != Some(v.as_str()),
-        Requirement::Exists(k) => lookup(k).is_some(),
-        Requirement::NotExists(k) => lookup(k).is_none(),
+    reqs.iter().all(|r| {
+        let value = |k: &str| lookup(k);
+        let is = |k: &str, v: &str| value(k).is_some_and(|x| x.as_ref() == v);
+        match r {
+            Requirement::Equals(k, v) => is(k, v),
+            Requirement::NotEquals(k, v) => !is(k, v),
+            Requirement::Exists(k) => value(k).is_some(),
+            Requirement::NotExists(k) => value(k).is_none(),
+            Requirement::In(k, vs) => vs.iter().any(|v| is(k, v)),
+            Requirement::NotIn(k, vs) => !vs.iter().any(|v| is(k, v)),
+        }
     })
 }
 
-/// The fields a field selector may name (kube-apiserver's pod and node field sets, the
-/// common ones).
-#[must_use]
-pub fn field_of<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
-    let pointer = match field {
-        "metadata.name" => "/metadata/name",
-        "metadata.namespace" => "/metadata/namespace",
-        "spec.nodeName" => "/spec/nodeName",
-        "status.phase" => "/status/phase",
-        "spec.unschedulable" => "/spec/unschedulable",
-        "involvedObject.name" => "/involvedObject/name",
-        "involvedObject.kind" => "/involvedObject/kind",
-        "reason" => "/reason",
-        _ => return None,
+/// A field selector named a field the resource does not index (kube-apiserver: 400 `field
+/// label not supported`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field label not supported: {0}")]
+pub struct UnsupportedField(pub String);
+
+/// The fields kube-apiserver lets a field selector name for `kind` (its field-label
+/// conversion functions), each with where it lives in the object.
+fn field_pointer(kind: &str, field: &str) -> Option<&'static str> {
+    let common = match field {
+        "metadata.name" => Some("/metadata/name"),
+        "metadata.namespace" => Some("/metadata/namespace"),
+        _ => None,
     };
-    object.pointer(pointer).and_then(Value::as_str)
+    common.or(match (kind, field) {
+        ("Pod", "spec.nodeName") => Some("/spec/nodeName"),
+        ("Pod", "spec.restartPolicy") => Some("/spec/restartPolicy"),
+        ("Pod", "spec.schedulerName") => Some("/spec/schedulerName"),
+        ("Pod", "spec.serviceAccountName") => Some("/spec/serviceAccountName"),
+        ("Pod", "spec.hostNetwork") => Some("/spec/hostNetwork"),
+        ("Pod", "status.phase") => Some("/status/phase"),
+        ("Pod", "status.podIP") => Some("/status/podIP"),
+        ("Pod", "status.nominatedNodeName") => Some("/status/nominatedNodeName"),
+        ("Node", "spec.unschedulable") => Some("/spec/unschedulable"),
+        ("Event", "involvedObject.kind") => Some("/involvedObject/kind"),
+        ("Event", "involvedObject.namespace") => Some("/involvedObject/namespace"),
+        ("Event", "involvedObject.name") => Some("/involvedObject/name"),
+        ("Event", "involvedObject.uid") => Some("/involvedObject/uid"),
+        ("Event", "involvedObject.apiVersion") => Some("/involvedObject/apiVersion"),
+        ("Event", "involvedObject.resourceVersion") => Some("/involvedObject/resourceVersion"),
+        ("Event", "involvedObject.fieldPath") => Some("/involvedObject/fieldPath"),
+        ("Event", "reason") => Some("/reason"),
+        ("Event", "reportingComponent") => Some("/reportingComponent"),
+        ("Event", "source") => Some("/source/component"),
+        ("Event", "type") => Some("/type"),
+        ("Namespace", "status.phase") => Some("/status/phase"),
+        _ => None,
+    })
+}
+
+/// The value of `field` of an object of `kind` as a field selector sees it: absent fields
+/// are `""` and booleans `"true"`/`"false"`, as kube-apiserver's field sets have them.
+///
+/// # Errors
+/// The field is not one `kind` supports.
+pub fn field_of(object: &Value, kind: &str, field: &str) -> Result<String, UnsupportedField> {
+    let pointer = field_pointer(kind, field).ok_or_else(|| UnsupportedField(field.to_owned()))?;
+    Ok(match object.pointer(pointer) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Bool(b)) => b.to_string(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ if pointer == "/spec/unschedulable" || pointer == "/spec/hostNetwork" => {
+            "false".to_owned()
+        }
+        _ => String::new(),
+    })
+}
+
+/// Checks that every requirement of a field selector names a supported field and uses only
+/// `=`, `==` or `!=`.
+///
+/// # Errors
+/// The first unsupported field.
+pub fn check_fields(kind: &str, reqs: &[Requirement]) -> Result<(), UnsupportedField> {
+    for r in reqs {
+        match r {
+            Requirement::Equals(k, _) | Requirement::NotEquals(k, _) => {
+                field_pointer(kind, k).ok_or_else(|| UnsupportedField(k.clone()))?;
+            }
+            Requirement::Exists(k)
+            | Requirement::NotExists(k)
+            | Requirement::In(k, _)
+            | Requirement::NotIn(k, _) => return Err(UnsupportedField(k.clone())),
+        }
+    }
+    Ok(())
 }
 
 /// The label `key` of a JSON object.
@@ -299,6 +457,60 @@ pub fn replicaset_owner(pod: &Pod) -> Option<&str> {
         .map(|o| o.name.as_str())
 }
 
+/// The DaemonSets the pods (of one namespace or all) name as controller, as apps/v1 objects
+/// (the uid is the owner reference's; counts are the pods'). The stand-in does not store
+/// DaemonSets; `kubectl drain` only needs to find the owner of a DaemonSet pod.
+#[must_use]
+pub fn daemonsets_of(pods: &[Value]) -> Vec<Value> {
+    let mut sets: BTreeMap<(String, String), (Value, i64, i64)> = BTreeMap::new();
+    for pod in pods {
+        let Some(owner) = pod
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .and_then(|o| {
+                o.iter()
+                    .find(|o| o["kind"] == "DaemonSet" && o["controller"] == true)
+            })
+        else {
+            continue;
+        };
+        let ns = pod["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let name = owner["name"].as_str().unwrap_or_default().to_owned();
+        let ready = pod
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+        let entry = sets.entry((ns.clone(), name.clone())).or_insert_with(|| {
+            (
+                json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+                    "metadata": {"name": name, "namespace": ns, "uid": owner["uid"],
+                        "creationTimestamp": pod["metadata"]["creationTimestamp"], "generation": 1},
+                    "spec": {"selector": {"matchLabels": pod["metadata"]["labels"]},
+                        "template": {"metadata": {"labels": pod["metadata"]["labels"]},
+                            "spec": pod["spec"]}}}),
+                0,
+                0,
+            )
+        });
+        entry.1 += 1;
+        entry.2 += i64::from(ready);
+    }
+    sets.into_values()
+        .map(|(mut ds, n, ready)| {
+            ds["status"] = json!({"currentNumberScheduled": n, "desiredNumberScheduled": n,
+                "numberReady": ready, "numberAvailable": ready, "updatedNumberScheduled": n,
+                "numberMisscheduled": 0, "observedGeneration": 1});
+            ds
+        })
+        .collect()
+}
+
 /// A `Status` error body, as kube-apiserver writes it.
 #[must_use]
 pub fn status(code: u16, reason: &str, message: &str, details: Option<Value>) -> Value {
@@ -396,9 +608,48 @@ mod tests {
                 "agent-1".into()
             )]
         );
-        assert!(parse_selector("env in (a,b)").is_none());
-        let pod = json!({"spec": {"nodeName": "agent-1"}});
-        assert!(selector_matches(&reqs, |k| field_of(&pod, k)));
+        let set = parse_selector("env in (a,b),tier notin (db),app").expect("set-based");
+        assert_eq!(set.len(), 3);
+        assert!(selector_matches(&set, |k| match k {
+            "env" => Some("b"),
+            "app" => Some("x"),
+            _ => None,
+        }));
+        assert!(!selector_matches(&set, |k| (k == "app").then_some("x")));
+        assert!(parse_selector("env in a").is_none());
+        let pod = json!({"spec": {"nodeName": "agent-1"}, "status": {"phase": "Running"}});
+        assert!(selector_matches(&reqs, |k| field_of(&pod, "Pod", k).ok()));
+        let drain = parse_selector("status.phase!=Succeeded,status.phase!=Failed").expect("ok");
+        assert!(selector_matches(&drain, |k| field_of(&pod, "Pod", k).ok()));
+        assert_eq!(
+            field_of(&json!({}), "Node", "spec.unschedulable").as_deref(),
+            Ok("false")
+        );
+        assert!(
+            check_fields(
+                "Event",
+                &parse_selector("reason=X,type=Warning").expect("ok")
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            check_fields("Pod", &parse_selector("reason=X").expect("ok")),
+            Err(UnsupportedField("reason".into()))
+        );
+    }
+
+    #[test]
+    fn daemonsets_are_derived_from_their_pods() {
+        let pod = |n: &str| {
+            json!({"metadata": {"name": n, "namespace": "kube-system",
+            "labels": {"k8s-app": "canal"}, "ownerReferences": [{"kind": "DaemonSet",
+            "name": "rke2-canal", "uid": "u1", "controller": true, "apiVersion": "apps/v1"}]},
+            "spec": {}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+        };
+        let sets = daemonsets_of(&[pod("a"), pod("b"), json!({"metadata": {"name": "x"}})]);
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0]["metadata"]["uid"], "u1");
+        assert_eq!(sets[0]["status"]["numberReady"], 2);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn,
-    TxnOp,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    TlsOptions, Txn, TxnOp, WatchOptions,
 };
 use serde_json::Value;
 use tokio::sync::OnceCell;
@@ -188,6 +188,78 @@ impl Store {
         }
     }
 
+    /// The changes under `prefix` after revision `after`, waiting up to `wait` for a first
+    /// one (an empty list when none came): a long poll on an etcd watch, which the stand-in's
+    /// `?watch=true` answers with (its listener cannot stream).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when etcd does not answer or the revision is compacted.
+    pub async fn changes(
+        &self,
+        prefix: &str,
+        after: i64,
+        wait: Duration,
+    ) -> Result<Vec<Change>, StoreError> {
+        let mut client = self.client().await?;
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(after + 1)
+            .with_prev_key();
+        let mut stream = client
+            .watch(prefix, Some(options))
+            .await
+            .map_err(unavailable)?;
+        let start = tokio::time::Instant::now();
+        let mut deadline = start + wait;
+        let mut out = Vec::new();
+        loop {
+            let message = match tokio::time::timeout_at(deadline, stream.message()).await {
+                Err(_) | Ok(Ok(None)) => break,
+                Ok(Err(e)) => return Err(unavailable(e)),
+                Ok(Ok(Some(m))) => m,
+            };
+            if message.canceled() {
+                return Err(StoreError::Unavailable(format!(
+                    "watch canceled: {}",
+                    message.cancel_reason()
+                )));
+            }
+            for event in message.events() {
+                let Some(kv) = event.kv() else { continue };
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                let previous = event
+                    .prev_kv()
+                    .map(|p| decode(&key, p.value(), p.mod_revision()))
+                    .transpose()?
+                    .map(|s| s.object);
+                let deleted = event.event_type() == EventType::Delete;
+                let object = if deleted {
+                    let mut last = previous.clone().unwrap_or(Value::Null);
+                    if let Some(meta) = last.get_mut("metadata").and_then(Value::as_object_mut) {
+                        meta.insert(
+                            "resourceVersion".to_owned(),
+                            Value::String(kv.mod_revision().to_string()),
+                        );
+                    }
+                    last
+                } else {
+                    decode(&key, kv.value(), kv.mod_revision())?.object
+                };
+                out.push(Change {
+                    deleted,
+                    created: !deleted && kv.create_revision() == kv.mod_revision(),
+                    object,
+                    previous,
+                    revision: kv.mod_revision(),
+                });
+            }
+            if !out.is_empty() {
+                deadline = deadline.min(tokio::time::Instant::now() + SETTLE);
+            }
+        }
+        Ok(out)
+    }
+
     /// Runs a transaction: whether its compares held, and the revision after it.
     ///
     /// # Errors
@@ -198,6 +270,25 @@ impl Store {
         Ok((resp.succeeded(), resp.header().map_or(0, |h| h.revision())))
     }
 }
+
+/// One change of a key, as an etcd watch reports it.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The key was deleted.
+    pub deleted: bool,
+    /// The put created the key.
+    pub created: bool,
+    /// The object after the change (for a delete: the last state, at the delete's revision).
+    pub object: Value,
+    /// The object before the change, when there was one.
+    pub previous: Option<Value>,
+    /// The change's revision.
+    pub revision: i64,
+}
+
+/// How long [`Store::changes`] keeps gathering once a first change arrived (they come in
+/// bursts: a drain evicts several pods).
+const SETTLE: Duration = Duration::from_millis(150);
 
 /// The bytes stored for `object` (its `resourceVersion` is not stored: the revision is).
 #[must_use]

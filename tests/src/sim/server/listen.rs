@@ -35,6 +35,9 @@ pub struct RequestInfo {
     pub client_cert: bool,
     /// The `Content-Type` header (patch flavours differ by it), empty when absent.
     pub content_type: String,
+    /// The `Accept` header (kubectl asks for server-side `Table`s through it), empty when
+    /// absent.
+    pub accept: String,
     /// The request body (at most [`MAX_BODY`] bytes; a larger one is cut off and the
     /// handler sees invalid JSON, as a real apiserver would refuse it).
     pub body: Bytes,
@@ -134,6 +137,12 @@ where
                 content_type: parts
                     .headers
                     .get(hyper::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned(),
+                accept: parts
+                    .headers
+                    .get(hyper::header::ACCEPT)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_owned(),
