@@ -171,7 +171,7 @@ fn kubectl_reads_nodes_pods_budgets_health_and_events() {
     let mut bare = workload_pod("web-0", "watch", "agent-1", 0);
     bare.metadata.owner_references = None;
     write_json(server, "/tmp/web-0.json", &bare);
-    let k = kubectl_argv(server).join(" ");
+    let k = kubectl_argv().join(" ");
     let script = format!(
         "({k} get pods -n default -w --request-timeout=20s; echo watch-exit=$?) & \
          sleep 0.5; {k} create -n default -f /tmp/web-0.json >/dev/null; wait"
@@ -549,8 +549,6 @@ from kubernetes.client.rest import ApiException
 
 config.load_kube_config(config_file=os.environ["KUBECONFIG"])
 conf = client.Configuration.get_default_copy()
-if os.environ.get("KUBE_SERVER"):
-    conf.host = os.environ["KUBE_SERVER"]
 core = client.CoreV1Api(client.ApiClient(conf))
 out = {}
 nodes = core.list_node()

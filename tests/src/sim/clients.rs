@@ -19,11 +19,6 @@ pub const PYTHON: &str = "/usr/bin/python3";
 /// Proof that `python3-kubernetes` is installed.
 pub const PYTHON_KUBERNETES: &str = "/usr/lib/python3/dist-packages/kubernetes/__init__.py";
 
-/// Whether [`kubectl`] passes `--server https://<node-ip>:6443`: `rke2.yaml` names
-/// `https://127.0.0.1:6443`, which nothing serves while nodes share the host's network.
-/// Remove once nodes have their own network namespace.
-pub const KUBECTL_SERVER_OVERRIDE: bool = true;
-
 /// Panics with the install hint when kubectl or python3-kubernetes is missing (the tests
 /// that use them must not silently skip).
 pub fn require_clients() {
@@ -37,23 +32,18 @@ pub fn require_clients() {
     );
 }
 
-/// The `--server` override for `node`, when [`KUBECTL_SERVER_OVERRIDE`] is on.
+/// The command line (before the arguments) [`kubectl`] runs inside `node`: the node's
+/// `rke2.yaml` (its `https://127.0.0.1:6443` is the node's own apiserver: every node has its
+/// own loopback) and a node-private discovery cache under `/tmp` (so runs do not share what a
+/// CRD added).
 #[must_use]
-pub fn server_url(node: &Node) -> Option<String> {
-    KUBECTL_SERVER_OVERRIDE.then(|| format!("https://{}:6443", node.ip()))
-}
-
-/// The command line (before the arguments) [`kubectl`] runs inside `node`: the kubeconfig,
-/// a node-private discovery cache under `/tmp` (so runs do not share what a CRD added), the
-/// server override.
-#[must_use]
-pub fn kubectl_argv(node: &Node) -> Vec<String> {
-    kubectl_argv_for(KUBECTL, node)
+pub fn kubectl_argv() -> Vec<String> {
+    kubectl_argv_for(KUBECTL)
 }
 
 /// [`kubectl_argv`] for another kubectl binary (each gets its own discovery cache).
 #[must_use]
-pub fn kubectl_argv_for(binary: &str, node: &Node) -> Vec<String> {
+pub fn kubectl_argv_for(binary: &str) -> Vec<String> {
     let cache = format!(
         "--cache-dir=/tmp/kubectl-cache/{}",
         binary.trim_start_matches('/').replace('/', "_")
@@ -62,9 +52,6 @@ pub fn kubectl_argv_for(binary: &str, node: &Node) -> Vec<String> {
         .map(str::to_owned)
         .into();
     argv.push(cache);
-    if let Some(s) = server_url(node) {
-        argv.push(format!("--server={s}"));
-    }
     argv
 }
 
@@ -74,7 +61,7 @@ pub fn kubectl_argv_for(binary: &str, node: &Node) -> Vec<String> {
 /// # Errors
 /// The command could not be started (its exit status is in the output).
 pub fn kubectl(node: &Node, args: &[&str]) -> Result<ExecOutput> {
-    let base = kubectl_argv(node);
+    let base = kubectl_argv();
     let mut argv: Vec<&str> = base.iter().map(String::as_str).collect();
     argv.extend_from_slice(args);
     node.exec(&argv)
@@ -100,27 +87,18 @@ pub fn other_kubectls() -> Vec<String> {
 /// # Errors
 /// The command could not be started.
 pub fn kubectl_with(binary: &str, node: &Node, args: &[&str]) -> Result<ExecOutput> {
-    let base = kubectl_argv_for(binary, node);
+    let base = kubectl_argv_for(binary);
     let mut argv: Vec<&str> = base.iter().map(String::as_str).collect();
     argv.extend_from_slice(args);
     node.exec(&argv)
 }
 
 /// Runs a Python script with `/usr/bin/python3` inside `node`; the script finds the
-/// kubeconfig in `KUBECONFIG` and the server override (if any) in `KUBE_SERVER`.
+/// kubeconfig in `KUBECONFIG`.
 ///
 /// # Errors
 /// The command could not be started.
 pub fn python(node: &Node, script: &str) -> Result<ExecOutput> {
     let kubeconfig = format!("KUBECONFIG={KUBECONFIG}");
-    let server = format!("KUBE_SERVER={}", server_url(node).unwrap_or_default());
-    node.exec(&[
-        "env",
-        "HOME=/tmp",
-        &kubeconfig,
-        &server,
-        PYTHON,
-        "-c",
-        script,
-    ])
+    node.exec(&["env", "HOME=/tmp", &kubeconfig, PYTHON, "-c", script])
 }
