@@ -1,0 +1,335 @@
+//! The manual runbook (`docs/runbook.md`), run verbatim with the real clients inside a
+//! simulated server, before and after the hub rotates and upgrades the cluster: the machine's
+//! `kubectl` (through RKE2's `/var/lib/rancher/rke2/bin/kubectl` and the node's own
+//! `rke2.yaml`, `https://127.0.0.1:6443`), Debian's `etcdctl` against
+//! `https://127.0.0.1:2379`, and `rke2 certificate check`. Output is checked, not just exit
+//! codes: versions, Ready, counts, members. (The Python `kubernetes` client, listing nodes and
+//! evicting a pod, is in `sim_kubectl`.)
+//!
+//! Needs root, `kubectl`, `etcdctl` (scripts/install-test-deps.sh) and
+//! `cargo build --workspace --bins` first.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rke2ops_tests::ground::{ExecOutput, Node, require_root_and_tools};
+use rke2ops_tests::hub::HubProcess as Hub;
+use rke2ops_tests::plans::{
+    enroll_all, hub_address, mirror, start_hub, wait_nodes_ready, wait_state, wait_until,
+};
+use rke2ops_tests::runbook;
+use rke2ops_tests::sim::clients::require_clients;
+use rke2ops_tests::sim::cluster::{self, NodeSetup, SimCluster};
+use rke2ops_tests::sim::kube::fixtures::{pdb, workload_pod};
+use rke2ops_tests::sim::release::{self, NEW_VERSION, OLD_VERSION};
+use rke2ops_tests::sim::tree::{Role, Validity};
+use tokio::task::block_in_place;
+
+/// Runs one runbook command in a login-like shell on `node`: the section's `export` line
+/// first (as the operator typed it), `HOME` on the node's private `/tmp` for kubectl's cache.
+fn run(node: &Node, command: &str) -> ExecOutput {
+    let export = runbook::section(1)[0];
+    node.exec(&[
+        "sh",
+        "-c",
+        &format!("{export}\nexport HOME=/tmp\n{command}"),
+    ])
+    .expect("the command runs")
+}
+
+/// [`run`], which must succeed; its stdout.
+fn ok(node: &Node, command: &str) -> String {
+    let out = run(node, command);
+    assert!(
+        out.success(),
+        "`{command}` failed ({}):\n{}{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    out.stdout
+}
+
+/// The rows of a kubectl/tabwriter table, split on whitespace, header dropped.
+fn rows(table: &str) -> Vec<Vec<&str>> {
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect()
+}
+
+/// Section 1 of the runbook on `server`: every check a person makes before and after
+/// maintenance, with `version` the release every node must run.
+fn look_at_the_cluster(cluster: &SimCluster, version: &str) {
+    let server = &cluster.servers[0].node;
+    let commands = runbook::section(1);
+    let command = |prefix: &str| {
+        *commands
+            .iter()
+            .find(|c| c.starts_with(prefix) || c.ends_with(prefix))
+            .unwrap_or_else(|| panic!("the runbook has `{prefix}`"))
+    };
+
+    // kubectl get nodes -o wide: every node, Ready, the version, its own address. (Kubelets
+    // report a restart's version with their next status update: wait for it, as a person
+    // would run the command again.)
+    let mut nodes = String::new();
+    wait_until(
+        &format!("every node Ready at {version}"),
+        Duration::from_secs(60),
+        || {
+            nodes = ok(server, command("kubectl get nodes -o wide"));
+            let table = rows(&nodes);
+            table.len() == cluster.nodes().count()
+                && table.iter().all(|r| r[1] == "Ready" && r[4] == version)
+        },
+    );
+    let header = nodes.lines().next().unwrap_or_default();
+    for column in ["STATUS", "ROLES", "VERSION", "INTERNAL-IP", "OS-IMAGE"] {
+        assert!(header.contains(column), "{column} in {header:?}");
+    }
+    let table = rows(&nodes);
+    assert_eq!(table.len(), cluster.nodes().count(), "{nodes}");
+    for sim in cluster.nodes() {
+        let row = table
+            .iter()
+            .find(|r| r[0] == sim.node.name())
+            .unwrap_or_else(|| panic!("{} listed:\n{nodes}", sim.node.name()));
+        assert_eq!(row[1], "Ready", "{nodes}");
+        let roles = if sim.role == Role::Server {
+            "control-plane,etcd,master"
+        } else {
+            "<none>"
+        };
+        assert_eq!(row[2], roles, "{nodes}");
+        assert_eq!(row[4], version, "{nodes}");
+        assert_eq!(row[5], sim.node.ip().to_string(), "{nodes}");
+    }
+
+    // kubectl get pods -n kube-system: the system pods of every node, all running.
+    let pods = ok(server, command("kubectl get pods -n kube-system"));
+    let table = rows(&pods);
+    assert!(table.len() >= cluster.nodes().count(), "{pods}");
+    for row in &table {
+        assert_eq!((row[1], row[2]), ("1/1", "Running"), "{pods}");
+    }
+    for sim in cluster.nodes() {
+        assert!(
+            table
+                .iter()
+                .any(|r| r[0] == format!("kube-proxy-{}", sim.node.name())),
+            "kube-proxy of {}:\n{pods}",
+            sim.node.name()
+        );
+    }
+
+    let readyz = ok(server, command("kubectl get --raw='/readyz?verbose'"));
+    assert!(readyz.contains("[+]etcd ok"), "{readyz}");
+    assert!(
+        readyz.trim_end().ends_with("readyz check passed"),
+        "{readyz}"
+    );
+
+    let pdbs = ok(server, command("kubectl get pdb -A"));
+    let table = rows(&pdbs);
+    assert!(
+        table.iter().any(|r| r[0] == "default" && r[1] == "web-pdb"),
+        "{pdbs}"
+    );
+
+    // etcdctl: three members, all started; every endpoint healthy.
+    let members = ok(server, command("member list"));
+    let started: Vec<&str> = members
+        .lines()
+        .filter(|l| l.contains(", started,"))
+        .collect();
+    assert_eq!(started.len(), 3, "{members}");
+    for sim in &cluster.servers {
+        assert!(
+            members.contains(&format!("https://{}:2380", sim.node.ip())),
+            "{} in\n{members}",
+            sim.node.name()
+        );
+    }
+    let health = run(server, command("endpoint health"));
+    assert!(health.success(), "{}{}", health.stdout, health.stderr);
+    assert!(
+        format!("{}{}", health.stdout, health.stderr).contains("https://127.0.0.1:2379 is healthy"),
+        "{}{}",
+        health.stdout,
+        health.stderr
+    );
+}
+
+/// `rke2 certificate check --output table` on `node`: the rows whose status is not OK.
+fn certificates_needing_attention(node: &Node) -> Vec<String> {
+    let table = ok(node, "rke2 certificate check --output table");
+    assert!(table.lines().count() > 10, "{table}");
+    // Below the header and its underline (`FILENAME ...`, `-------- ...`).
+    table
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| !l.starts_with("FILENAME") && !l.starts_with("--------"))
+        .filter(|l| !l.trim_end().ends_with("OK"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_runbook_runs_verbatim_with_real_clients_before_and_after_a_rotation_and_an_upgrade() {
+    rke2ops_tests::ground::block_on(async {
+        require_root_and_tools();
+        require_clients();
+        assert!(
+            Path::new("/usr/bin/etcdctl").exists(),
+            "etcdctl is missing: run scripts/install-test-deps.sh"
+        );
+        let cluster = block_in_place(|| {
+            let cluster = SimCluster::boot(3, 2).expect("3+2 cluster");
+            // The older release everywhere, and RKE2's certificate monitor every 2 s.
+            for sim in cluster.nodes() {
+                release::install_rke2(&sim.node, OLD_VERSION).expect("install old");
+                cluster::set_env(
+                    &sim.node,
+                    sim.role,
+                    &[("RKE2_SIM_CERT_MONITOR_INTERVAL", "2")],
+                )
+                .expect("monitor interval");
+                sim.node
+                    .systemctl(&["restart", sim.unit()])
+                    .expect("restart");
+                sim.node
+                    .wait_for_unit_state(sim.unit(), "active", Duration::from_secs(60))
+                    .expect("active");
+            }
+            // server-1 has run for ~9 months: its apiserver leaf is inside the renewal window.
+            let aged = NodeSetup::new(Role::Server, None).with_validity(
+                "server/tls/serving-kube-apiserver.crt",
+                Validity::ExpiresIn(Duration::from_secs(40 * 86_400)),
+            );
+            cluster::write_node(&cluster.servers[0].node, &aged, &cluster.cas)
+                .expect("age server-1");
+            cluster
+        });
+        let server = &cluster.servers[0].node;
+        let client = rke2ops_tests::plans::kube_client(&cluster).await;
+        wait_nodes_ready(&client, 5, Duration::from_secs(60)).await;
+        // A workload on the workers with a budget, as the drains below must respect.
+        {
+            use k8s_openapi::api::core::v1::Pod;
+            use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+            use kube::api::{Api, PostParams};
+            let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+            for (name, node) in [("web-a", "agent-1"), ("web-b", "agent-2")] {
+                pods.create(&PostParams::default(), &workload_pod(name, "web", node, 5))
+                    .await
+                    .expect("create pod");
+            }
+            let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
+            budgets
+                .create(&PostParams::default(), &pdb("web-pdb", "web", 1))
+                .await
+                .expect("create pdb");
+        }
+
+        block_in_place(|| {
+            look_at_the_cluster(&cluster, OLD_VERSION);
+            // RKE2's certificate monitor warned about server-1, and the check shows why.
+            let warnings = runbook::section(1)
+                .into_iter()
+                .find(|c| c.contains("reason=CertificateExpirationWarning"))
+                .expect("the runbook lists the warnings");
+            wait_until(
+                "a CertificateExpirationWarning on server-1",
+                Duration::from_secs(30),
+                || {
+                    let out = run(server, warnings).stdout;
+                    out.lines().any(|l| {
+                        l.contains("Warning")
+                            && l.contains("CertificateExpirationWarning")
+                            && l.contains("node/server-1")
+                    })
+                },
+            );
+            let attention = certificates_needing_attention(server);
+            assert!(
+                attention
+                    .iter()
+                    .any(|l| l.contains("serving-kube-apiserver.crt") && l.contains("WARNING")),
+                "{attention:#?}"
+            );
+
+            // Section 2 on a worker, verbatim: drained (its pod evicted within the budget),
+            // then back.
+            let worker = "agent-1";
+            let [drain, uncordon] =
+                <[&str; 2]>::try_from(runbook::section(2)).expect("drain and uncordon");
+            let out = ok(server, &drain.replace("<worker>", worker));
+            assert!(out.contains("evicting pod default/web-a"), "{out}");
+            assert!(out.contains(&format!("node/{worker} drained")), "{out}");
+            let out = ok(server, &uncordon.replace("<worker>", worker));
+            assert!(out.contains(&format!("node/{worker} uncordoned")), "{out}");
+        });
+
+        // The hub does it all: a rotation, then an upgrade.
+        let good = mirror();
+        let state = tempfile::tempdir().expect("state");
+        let hub_addr = hub_address();
+        let hub: Hub = block_in_place(|| {
+            start_hub(
+                state.path(),
+                &hub_addr.ip().to_string(),
+                &cluster,
+                Some(&good),
+            )
+        });
+        block_in_place(|| {
+            enroll_all(&cluster, &hub);
+            let view = hub.json(&["rotate", "--settle", "1s"]);
+            let id = view["id"].as_str().expect("id").to_owned();
+            wait_state(&hub, &id, "completed", Duration::from_secs(300));
+            look_at_the_cluster(&cluster, OLD_VERSION);
+            for sim in cluster.nodes() {
+                let attention = certificates_needing_attention(&sim.node);
+                assert!(
+                    attention.is_empty(),
+                    "{}: every certificate fresh after the rotation: {attention:#?}",
+                    sim.node.name()
+                );
+            }
+
+            let view = hub.json(&["upgrade", "--version", NEW_VERSION, "--settle", "1s"]);
+            let id = view["id"].as_str().expect("id").to_owned();
+            wait_state(&hub, &id, "completed", Duration::from_secs(300));
+            look_at_the_cluster(&cluster, NEW_VERSION);
+            let version = ok(server, "kubectl version -o json");
+            assert!(
+                version.contains(&format!(
+                    "\"gitVersion\": \"v{}\"",
+                    NEW_VERSION.trim_start_matches('v')
+                )),
+                "{version}"
+            );
+
+            // Section 3, system-upgrade-controller's way, from the runbook's folder.
+            let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/runbook");
+            for command in runbook::section(3) {
+                let out = ok(server, &format!("cd {} && {command}", fixtures.display()));
+                if command == "kubectl get plans -n system-upgrade" {
+                    let table = rows(&out);
+                    let names: Vec<&str> = table.iter().map(|r| r[0]).collect();
+                    assert_eq!(names, ["agent-plan", "server-plan"], "{out}");
+                }
+            }
+            let gone = run(server, "kubectl get plans -n system-upgrade");
+            assert!(
+                gone.stdout.trim().is_empty() && gone.stderr.contains("No resources found"),
+                "{}{}",
+                gone.stdout,
+                gone.stderr
+            );
+        });
+    });
+}
