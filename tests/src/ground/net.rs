@@ -53,6 +53,10 @@ pub const SUBNET: &str = "10.250.0.0/16";
 const PREFIX: u8 = 16;
 /// The bridge's own address in the ground namespace.
 pub const BRIDGE_IP: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 1);
+/// The bridge's MAC address, set once: a bridge otherwise takes the lowest MAC of its ports
+/// and changes it as nodes come and go, and nodes that cached the old one lose the hub and
+/// the mirrors (connections hang until their ARP entry expires).
+const BRIDGE_MAC: &str = "02:72:6b:32:00:01";
 /// The bridge's name in the ground namespace.
 const BRIDGE: &str = "rk2g0";
 /// A node's link, inside the node.
@@ -136,6 +140,29 @@ pub struct Ground {
     nodes: Mutex<BTreeSet<u32>>,
     /// Numbers the ground-side ends of veth pairs (`rkn<n>`, within the 15-byte limit).
     veth_seq: AtomicU32,
+    /// Where the next node / ground-side address search starts (see [`next_free`]).
+    node_cursor: AtomicU32,
+    host_cursor: AtomicU32,
+}
+
+/// The first address of `range` at or after the cursor (wrapping) that `taken` does not
+/// hold; the cursor moves past it. Addresses are handed out round-robin rather than lowest
+/// first: a new node on the address a dead one had would meet stale neighbour (ARP) entries
+/// for the old one's MAC on the bridge side, and connections to it would hang for seconds.
+fn next_free(range: &[u32], cursor: &AtomicU32, taken: impl Fn(u32) -> bool) -> Result<u32> {
+    let len = range.len();
+    if len == 0 {
+        return Err(GroundError::NoFreeAddress);
+    }
+    let start = usize::try_from(cursor.load(Ordering::Relaxed)).unwrap_or(0) % len;
+    for step in 0..len {
+        let i = (start + step) % len;
+        if !taken(range[i]) {
+            cursor.store(u32::try_from(i + 1).unwrap_or(0), Ordering::Relaxed);
+            return Ok(range[i]);
+        }
+    }
+    Err(GroundError::NoFreeAddress)
 }
 
 impl Ground {
@@ -144,6 +171,7 @@ impl Ground {
             "set -e\n\
              ip link set lo up\n\
              ip link add {BRIDGE} type bridge\n\
+             ip link set {BRIDGE} address {BRIDGE_MAC}\n\
              ip addr add {BRIDGE_IP}/{PREFIX} dev {BRIDGE}\n\
              ip link set {BRIDGE} up\n\
              echo ready\n\
@@ -195,6 +223,8 @@ impl Ground {
             hosts: Mutex::new(BTreeSet::new()),
             nodes: Mutex::new(BTreeSet::new()),
             veth_seq: AtomicU32::new(0),
+            node_cursor: AtomicU32::new(0),
+            host_cursor: AtomicU32::new(0),
         })
     }
 
@@ -222,6 +252,12 @@ impl Ground {
     #[must_use]
     pub fn is_current(&self) -> bool {
         std::fs::metadata("/proc/thread-self/ns/net").is_ok_and(|m| m.ino() == self.ns_inode)
+    }
+
+    /// Drops the ground side's neighbour (ARP) entry for `ip`, if any: the address may have
+    /// belonged to a process that is gone (after the round-robin wrapped).
+    fn forget_neighbour(&self, ip: Ipv4Addr) {
+        let _ = self.ip(&["neigh", "flush", "to", &ip.to_string()]);
     }
 
     /// Runs `ip ARGS` in the ground namespace.
@@ -272,12 +308,15 @@ impl Ground {
                 .hosts
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let octet = (2..=254u8)
-                .find(|o| !hosts.contains(o))
-                .ok_or(GroundError::NoFreeAddress)?;
+            let range: Vec<u32> = (2..=254).collect();
+            let octet = next_free(&range, &self.host_cursor, |o| {
+                hosts.contains(&u8::try_from(o).unwrap_or(0))
+            })?;
+            let octet = u8::try_from(octet).map_err(|_| GroundError::NoFreeAddress)?;
             hosts.insert(octet);
             octet
         };
+        self.forget_neighbour(Ipv4Addr::new(10, 250, 0, octet));
         Ok(AddrLease {
             ip: Ipv4Addr::new(10, 250, 0, octet),
             ground: self,
@@ -347,10 +386,14 @@ impl Ground {
                 }
                 n
             }
-            None => (first..=last)
-                .find(|n| !nodes.contains(n) && !matches!(n & 0xff, 0 | 255))
-                .ok_or(GroundError::NoFreeAddress)?,
+            None => {
+                let range: Vec<u32> = (first..=last)
+                    .filter(|n| !matches!(n & 0xff, 0 | 255))
+                    .collect();
+                next_free(&range, &self.node_cursor, |n| nodes.contains(&n))?
+            }
         };
+        self.forget_neighbour(Ipv4Addr::from(ip));
         nodes.insert(ip);
         Ok(AddrLease {
             ip: Ipv4Addr::from(ip),
@@ -541,6 +584,17 @@ pub(super) fn nft_script(cuts: &[Cut]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_go_round_robin_skipping_taken_ones() {
+        let cursor = AtomicU32::new(0);
+        let range = [1, 2, 3];
+        assert_eq!(next_free(&range, &cursor, |_| false).ok(), Some(1));
+        assert_eq!(next_free(&range, &cursor, |_| false).ok(), Some(2), "not 1 again");
+        assert_eq!(next_free(&range, &cursor, |n| n == 3).ok(), Some(1), "wraps, skips");
+        assert!(next_free(&range, &cursor, |_| true).is_err());
+        assert!(next_free(&[], &cursor, |_| false).is_err());
+    }
 
     #[test]
     fn healing_only_deletes_the_table() {
