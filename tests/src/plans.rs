@@ -422,3 +422,93 @@ pub fn serials(cluster: &SimCluster) -> Vec<(String, Option<u64>)> {
         })
         .collect()
 }
+
+/// A booted 3 server + 2 worker cluster with a hub that has Kubernetes access (and the
+/// mirror, when given) and every agent enrolled and online. Fields drop in order: the hub
+/// first, then its address, its state, and the nodes.
+#[derive(Debug)]
+pub struct Fleet {
+    /// The hub, a station on the ground's bridge.
+    pub hub: Hub,
+    /// The hub's address, kept for restarts on it.
+    pub hub_addr: AddrLease,
+    /// The hub's state folder.
+    pub state: tempfile::TempDir,
+    /// The nodes.
+    pub cluster: SimCluster,
+}
+
+/// Boots a [`Fleet`] (blocking: call it from `block_in_place` inside [`crate::ground::block_on`]).
+///
+/// # Panics
+/// When any step fails.
+#[must_use]
+pub fn boot_fleet(mirror: Option<&MirrorHandle>) -> Fleet {
+    let cluster = SimCluster::boot(3, 2).expect("3+2 cluster");
+    let state = tempfile::tempdir().expect("state");
+    let hub_addr = hub_address();
+    let hub = start_hub(state.path(), &hub_addr.ip().to_string(), &cluster, mirror);
+    enroll_all(&cluster, &hub);
+    Fleet {
+        hub,
+        hub_addr,
+        state,
+        cluster,
+    }
+}
+
+/// A workload on the workers guarded by a budget that allows one disruption: pods `web-a`
+/// (agent-1) and `web-b` (agent-2) of a ReplicaSet, PodDisruptionBudget `web-pdb`
+/// (minAvailable 1).
+pub async fn web_workload(client: &Client) {
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use kube::api::PostParams;
+
+    use crate::sim::kube::fixtures::{pdb, workload_pod};
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for (name, node) in [("web-a", "agent-1"), ("web-b", "agent-2")] {
+        pods.create(&PostParams::default(), &workload_pod(name, "web", node, 5))
+            .await
+            .expect("create pod");
+    }
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
+    budgets
+        .create(&PostParams::default(), &pdb("web-pdb", "web", 1))
+        .await
+        .expect("create pdb");
+}
+
+/// The plan view's events as `"<node> <message>"` lines.
+#[must_use]
+pub fn event_lines(view: &Value) -> Vec<String> {
+    view["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} {}",
+                        e["node"].as_str().unwrap_or(""),
+                        e["message"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Asserts every node's serial changed between two [`serials`] readings.
+///
+/// # Panics
+/// When one did not (or a certificate is missing).
+pub fn assert_fresh_serials(before: &[(String, Option<u64>)], after: &[(String, Option<u64>)]) {
+    for ((name, old), (_, new)) in before.iter().zip(after) {
+        assert!(
+            old.is_some() && new.is_some() && old != new,
+            "{name}: {old:?} → {new:?}"
+        );
+    }
+}

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use rke2ops_tests::ground::{Cut, require_root_and_tools};
 use rke2ops_tests::hub::HubProcess as Hub;
 use rke2ops_tests::plans::{
-    IN_MAINTENANCE, Recorder, cordoned, enroll_all, hub_address, kube_client, plan, serials,
-    start_hub, wait_nodes_ready, wait_state, wait_until,
+    IN_MAINTENANCE, Recorder, assert_fresh_serials, boot_fleet, cordoned, event_lines, kube_client,
+    plan, serials, wait_nodes_ready, wait_state, wait_until,
 };
-use rke2ops_tests::sim::cluster::{self, SimCluster};
+use rke2ops_tests::sim::cluster;
 use serde_json::Value;
 use tokio::task::block_in_place;
 
@@ -74,26 +74,22 @@ async fn assert_invariants(recorder: Recorder, done: &Value, client: &kube::Clie
 fn an_agent_cut_off_from_the_hub_mid_operation_finishes_alone_and_the_plan_waits_for_it() {
     rke2ops_tests::ground::block_on(async {
         require_root_and_tools();
-        let cluster = block_in_place(|| SimCluster::boot(3, 2).expect("3+2 cluster"));
-        let state = tempfile::tempdir().expect("state");
-        let hub_addr = hub_address();
-        let ip = hub_addr.ip().to_string();
-        let hub = block_in_place(|| start_hub(state.path(), &ip, &cluster, None));
-        block_in_place(|| enroll_all(&cluster, &hub));
-        let client = kube_client(&cluster).await;
+        let fleet = block_in_place(|| boot_fleet(None));
+        let (cluster, hub) = (&fleet.cluster, &fleet.hub);
+        let client = kube_client(cluster).await;
         wait_nodes_ready(&client, 5, Duration::from_secs(60)).await;
         let server2 = &cluster.servers[1].node;
         // server-2's RKE2 takes 10 s to become ready at its next start: its operation is
         // surely still running when the cut lands.
         cluster::set_fault(server2, "slow-start", "10").expect("slow-start on server-2");
-        let before = serials(&cluster);
+        let before = serials(cluster);
 
         let view = block_in_place(|| hub.json(&["rotate", "--settle", "1s"]));
         let id = view["id"].as_str().expect("id").to_owned();
-        let recorder = Recorder::start(hub.socket(), id.clone(), &cluster);
+        let recorder = Recorder::start(hub.socket(), id.clone(), cluster);
         block_in_place(|| {
             wait_until("server-2 operating", Duration::from_secs(180), || {
-                phase(&plan(&hub, &id), "server-2") == "operate"
+                phase(&plan(hub, &id), "server-2") == "operate"
             });
         });
         server2
@@ -126,10 +122,10 @@ fn an_agent_cut_off_from_the_hub_mid_operation_finishes_alone_and_the_plan_waits
             wait_until(
                 "the hub sees server-2 offline",
                 Duration::from_secs(60),
-                || !online(&hub, "server-2"),
+                || !online(hub, "server-2"),
             );
             while cut_at.elapsed() < Duration::from_secs(40) {
-                let view = plan(&hub, &id);
+                let view = plan(hub, &id);
                 assert_eq!(view["state"], "running", "the plan waits: {view:#}");
                 for other in ["server-3", "agent-1", "agent-2"] {
                     assert_eq!(phase(&view, other), "pending", "{other} waits: {view:#}");
@@ -145,7 +141,7 @@ fn an_agent_cut_off_from_the_hub_mid_operation_finishes_alone_and_the_plan_waits
 
         server2.heal().expect("heal server-2");
         eprintln!("server-2 back after {:?}", cut_at.elapsed());
-        let done = block_in_place(|| wait_state(&hub, &id, "completed", Duration::from_secs(300)));
+        let done = block_in_place(|| wait_state(hub, &id, "completed", Duration::from_secs(300)));
         let server2_view = done["nodes"]
             .as_array()
             .and_then(|n| n.iter().find(|n| n["name"] == "server-2"))
@@ -154,13 +150,7 @@ fn an_agent_cut_off_from_the_hub_mid_operation_finishes_alone_and_the_plan_waits
             server2_view["attempt"], 1,
             "the operation the node finished alone counts; it is not run again: {server2_view:#}"
         );
-        let after = serials(&cluster);
-        for ((name, old), (_, new)) in before.iter().zip(&after) {
-            assert!(
-                old.is_some() && new.is_some() && old != new,
-                "{name}: {old:?} → {new:?}"
-            );
-        }
+        assert_fresh_serials(&before, &serials(cluster));
         assert_invariants(recorder, &done, &client).await;
     });
 }
@@ -169,13 +159,9 @@ fn an_agent_cut_off_from_the_hub_mid_operation_finishes_alone_and_the_plan_waits
 fn a_server_cut_off_from_its_etcd_peers_holds_the_gate_and_the_hub_fails_over_apiservers() {
     rke2ops_tests::ground::block_on(async {
         require_root_and_tools();
-        let cluster = block_in_place(|| SimCluster::boot(3, 2).expect("3+2 cluster"));
-        let state = tempfile::tempdir().expect("state");
-        let hub_addr = hub_address();
-        let ip = hub_addr.ip().to_string();
-        let hub = block_in_place(|| start_hub(state.path(), &ip, &cluster, None));
-        block_in_place(|| enroll_all(&cluster, &hub));
-        let client = kube_client(&cluster).await;
+        let fleet = block_in_place(|| boot_fleet(None));
+        let (cluster, hub) = (&fleet.cluster, &fleet.hub);
+        let client = kube_client(cluster).await;
         wait_nodes_ready(&client, 5, Duration::from_secs(60)).await;
         let [s1, s2, s3] = [0, 1, 2].map(|i| &cluster.servers[i].node);
 
@@ -192,7 +178,7 @@ fn a_server_cut_off_from_its_etcd_peers_holds_the_gate_and_the_hub_fails_over_ap
 
         let view = block_in_place(|| hub.json(&["rotate", "--settle", "1s"]));
         let id = view["id"].as_str().expect("id").to_owned();
-        let recorder = Recorder::start(hub.socket(), id.clone(), &cluster);
+        let recorder = Recorder::start(hub.socket(), id.clone(), cluster);
         // The gate holds, naming server-3; nobody enters maintenance (taking any server down
         // now would leave one healthy member of three).
         let held = block_in_place(|| {
@@ -201,7 +187,7 @@ fn a_server_cut_off_from_its_etcd_peers_holds_the_gate_and_the_hub_fails_over_ap
                 "the plan waits on etcd, naming server-3",
                 Duration::from_secs(120),
                 || {
-                    let view = plan(&hub, &id);
+                    let view = plan(hub, &id);
                     let reason = view["reason"].as_str().unwrap_or_default().to_owned();
                     assert!(busy(&view).is_empty(), "the gate holds: {view:#}");
                     if reasons.last() != Some(&reason) {
@@ -213,7 +199,7 @@ fn a_server_cut_off_from_its_etcd_peers_holds_the_gate_and_the_hub_fails_over_ap
             );
             let since = Instant::now();
             while since.elapsed() < Duration::from_secs(15) {
-                let view = plan(&hub, &id);
+                let view = plan(hub, &id);
                 assert!(busy(&view).is_empty(), "the gate holds: {view:#}");
                 std::thread::sleep(Duration::from_millis(500));
             }
@@ -222,21 +208,10 @@ fn a_server_cut_off_from_its_etcd_peers_holds_the_gate_and_the_hub_fails_over_ap
         eprintln!("gate held: {held}");
 
         s3.heal().expect("heal server-3");
-        let done = block_in_place(|| wait_state(&hub, &id, "completed", Duration::from_secs(300)));
+        let done = block_in_place(|| wait_state(hub, &id, "completed", Duration::from_secs(300)));
         // The last worker was cordoned, drained and uncordoned through the other apiservers
         // (the view holds the latest events).
-        let messages: Vec<String> = done["events"]
-            .as_array()
-            .expect("events")
-            .iter()
-            .map(|e| {
-                format!(
-                    "{} {}",
-                    e["node"].as_str().unwrap_or(""),
-                    e["message"].as_str().unwrap_or("")
-                )
-            })
-            .collect();
+        let messages = event_lines(&done);
         for step in ["cordoned", "drained", "uncordoned"] {
             assert!(
                 messages

@@ -15,8 +15,9 @@ use kube::api::{Api, ListParams, PostParams};
 use rke2ops_tests::ground::require_root_and_tools;
 use rke2ops_tests::hub::HubProcess as Hub;
 use rke2ops_tests::plans::{
-    Recorder, assert_sequential_in_order, cordoned, enroll_all, enroll_all_with, hub_address, idle,
-    kube_client, mirror, plan, releases, serials, start_hub, wait_online, wait_state, wait_until,
+    Recorder, assert_fresh_serials, assert_sequential_in_order, cordoned, enroll_all,
+    enroll_all_with, event_lines, hub_address, idle, kube_client, mirror, plan, releases, serials,
+    start_hub, wait_online, wait_state, wait_until, web_workload,
 };
 use rke2ops_tests::sim::cluster::{self, SimCluster};
 use rke2ops_tests::sim::kube::fixtures::{pdb, workload_pod};
@@ -73,19 +74,8 @@ fn rotation_plan_keeps_quorum_one_node_at_a_time_and_survives_hub_kills() {
         let ip = &hub_addr.ip().to_string();
         let hub = tokio::task::block_in_place(|| start_hub(state.path(), ip, &cluster, None));
         tokio::task::block_in_place(|| enroll_all(&cluster, &hub));
-        // A workload on the workers, guarded by a budget that allows one disruption.
         let client = kube_client(&cluster).await;
-        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-        for (name, node) in [("web-a", "agent-1"), ("web-b", "agent-2")] {
-            pods.create(&PostParams::default(), &workload_pod(name, "web", node, 5))
-                .await
-                .expect("create pod");
-        }
-        let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
-        budgets
-            .create(&PostParams::default(), &pdb("web-pdb", "web", 1))
-            .await
-            .expect("create pdb");
+        web_workload(&client).await;
         let before = serials(&cluster);
         // Plans are created on fleets that have been quiet for hours: stay idle past every
         // freshness limit the gates apply before starting it.
@@ -144,27 +134,10 @@ fn rotation_plan_keeps_quorum_one_node_at_a_time_and_survives_hub_kills() {
             );
         }
         // Every certificate is fresh: a new serial on every node.
-        let after = serials(&cluster);
-        for ((name, old), (_, new)) in before.iter().zip(&after) {
-            assert!(
-                old.is_some() && new.is_some() && old != new,
-                "{name}: {old:?} → {new:?}"
-            );
-        }
+        assert_fresh_serials(&before, &serials(&cluster));
         // Nothing stays cordoned; the workers were drained (events say so).
         assert!(cordoned(&client).await.is_empty());
-        let events: Vec<String> = done["events"]
-            .as_array()
-            .expect("events")
-            .iter()
-            .map(|e| {
-                format!(
-                    "{} {}",
-                    e["node"].as_str().unwrap_or(""),
-                    e["message"].as_str().unwrap_or("")
-                )
-            })
-            .collect();
+        let events = event_lines(&done);
         assert!(
             events
                 .iter()

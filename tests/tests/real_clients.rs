@@ -16,11 +16,11 @@ use rke2ops_tests::ground::{ExecOutput, Node, require_root_and_tools};
 use rke2ops_tests::hub::HubProcess as Hub;
 use rke2ops_tests::plans::{
     enroll_all, hub_address, mirror, start_hub, wait_nodes_ready, wait_state, wait_until,
+    web_workload,
 };
 use rke2ops_tests::runbook;
 use rke2ops_tests::sim::clients::require_clients;
 use rke2ops_tests::sim::cluster::{self, NodeSetup, SimCluster};
-use rke2ops_tests::sim::kube::fixtures::{pdb, workload_pod};
 use rke2ops_tests::sim::release::{self, NEW_VERSION, OLD_VERSION};
 use rke2ops_tests::sim::tree::{Role, Validity};
 use tokio::task::block_in_place;
@@ -217,22 +217,7 @@ fn the_runbook_runs_verbatim_with_real_clients_before_and_after_a_rotation_and_a
         let client = rke2ops_tests::plans::kube_client(&cluster).await;
         wait_nodes_ready(&client, 5, Duration::from_secs(60)).await;
         // A workload on the workers with a budget, as the drains below must respect.
-        {
-            use k8s_openapi::api::core::v1::Pod;
-            use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-            use kube::api::{Api, PostParams};
-            let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-            for (name, node) in [("web-a", "agent-1"), ("web-b", "agent-2")] {
-                pods.create(&PostParams::default(), &workload_pod(name, "web", node, 5))
-                    .await
-                    .expect("create pod");
-            }
-            let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
-            budgets
-                .create(&PostParams::default(), &pdb("web-pdb", "web", 1))
-                .await
-                .expect("create pdb");
-        }
+        web_workload(&client).await;
 
         block_in_place(|| {
             look_at_the_cluster(&cluster, OLD_VERSION);

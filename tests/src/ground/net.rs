@@ -590,8 +590,16 @@ mod tests {
         let cursor = AtomicU32::new(0);
         let range = [1, 2, 3];
         assert_eq!(next_free(&range, &cursor, |_| false).ok(), Some(1));
-        assert_eq!(next_free(&range, &cursor, |_| false).ok(), Some(2), "not 1 again");
-        assert_eq!(next_free(&range, &cursor, |n| n == 3).ok(), Some(1), "wraps, skips");
+        assert_eq!(
+            next_free(&range, &cursor, |_| false).ok(),
+            Some(2),
+            "not 1 again"
+        );
+        assert_eq!(
+            next_free(&range, &cursor, |n| n == 3).ok(),
+            Some(1),
+            "wraps, skips"
+        );
         assert!(next_free(&range, &cursor, |_| true).is_err());
         assert!(next_free(&[], &cursor, |_| false).is_err());
     }
