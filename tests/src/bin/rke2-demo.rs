@@ -102,6 +102,7 @@ fn tear_down_on_signal(hub_pid: Arc<AtomicU32>, state: PathBuf) -> Result<()> {
                     _ = int.recv() => ("SIGINT", 130),
                 }
             });
+            INTERRUPTED.store(true, Ordering::SeqCst);
             eprintln!("\n{name}: tearing down (hub stopped, nodes killed by their reapers)");
             let pid = hub_pid.load(Ordering::SeqCst);
             if let Ok(pid) = i32::try_from(pid)
@@ -122,7 +123,22 @@ fn tear_down_on_signal(hub_pid: Arc<AtomicU32>, state: PathBuf) -> Result<()> {
     Ok(())
 }
 
+/// Set by the signal thread: the main thread's errors from then on (a plan watch cut short)
+/// are the interruption's doing, and the signal thread decides the exit code.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn main() -> Result<()> {
+    let result = run();
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        // The signal thread is tearing down and exits the process with 128 + the signal.
+        loop {
+            std::thread::park();
+        }
+    }
+    result
+}
+
+fn run() -> Result<()> {
     let args = Args::parse();
     require_root_and_tools();
     let started = Instant::now();

@@ -448,13 +448,6 @@ impl Node {
         self.torn_down = true;
         let mut problems = Vec::new();
 
-        // Tell the reaper it is not needed, so it can never act on a stale PID later.
-        if let Some(mut reaper) = self.reaper.take() {
-            let _ = reaper.stdin.write_all(b"done\n");
-            drop(reaper.stdin);
-            let _ = reaper.child.wait();
-        }
-
         // SIGKILL to a namespace's init kills every process of the namespace. Check that the
         // PID is still the node's init first (it could be gone and the PID reused).
         if self.init_pid > 0 && self.in_node_pid_ns(self.init_pid) {
@@ -467,6 +460,15 @@ impl Node {
 
         if let Err(e) = self.wait_namespace_empty(Duration::from_secs(10)) {
             problems.push(e.to_string());
+        }
+        // Only now dismiss the reaper: had this process died while tearing down (a signal
+        // handler exiting while the main thread drops its nodes), the reaper would still have
+        // finished the job. Its kill checks the node's marker first, so it never hits a reused
+        // PID.
+        if let Some(mut reaper) = self.reaper.take() {
+            let _ = reaper.stdin.write_all(b"done\n");
+            drop(reaper.stdin);
+            let _ = reaper.child.wait();
         }
         if let Err(e) = remove_cgroups(&self.cgroups, Duration::from_secs(5)) {
             problems.push(e);
