@@ -19,7 +19,7 @@ use rke2ops_tests::plans::{
     web_workload,
 };
 use rke2ops_tests::runbook;
-use rke2ops_tests::sim::clients::require_clients;
+use rke2ops_tests::sim::clients::{install_runbook_files, require_clients};
 use rke2ops_tests::sim::cluster::{self, NodeSetup, SimCluster};
 use rke2ops_tests::sim::release::{self, NEW_VERSION, OLD_VERSION};
 use rke2ops_tests::sim::tree::{Role, Validity};
@@ -299,9 +299,9 @@ fn the_runbook_runs_verbatim_with_real_clients_before_and_after_a_rotation_and_a
             );
 
             // Section 3, system-upgrade-controller's way, from the runbook's folder.
-            let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/runbook");
+            let files = install_runbook_files(server).expect("runbook files on server-1");
             for command in runbook::section(3) {
-                let out = ok(server, &format!("cd {} && {command}", fixtures.display()));
+                let out = ok(server, &format!("cd {files} && {command}"));
                 if command == "kubectl get plans -n system-upgrade" {
                     let table = rows(&out);
                     let names: Vec<&str> = table.iter().map(|r| r[0]).collect();

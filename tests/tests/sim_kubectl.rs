@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use rke2ops_tests::ground::{ExecOutput, Node, require_root_and_tools};
 use rke2ops_tests::sim::clients::{
-    OTHER_KUBECTLS, kubectl, kubectl_argv, kubectl_with, other_kubectls, python, require_clients,
+    OTHER_KUBECTLS, RUNBOOK_DIR, install_runbook_files, kubectl, kubectl_argv, kubectl_with,
+    other_kubectls, python, require_clients,
 };
 use rke2ops_tests::sim::cluster::SimCluster;
 use rke2ops_tests::sim::kube::fixtures::{pdb, workload_pod};
@@ -355,10 +356,9 @@ fn kubectl_reads_nodes_pods_budgets_health_and_events() {
     assert_eq!(row(&nodes, 0, "agent-1")[1], "Ready,SchedulingDisabled");
 }
 
-/// A runbook file (`tests/fixtures/runbook/`), by its host path (nodes see the host's
-/// filesystem outside their private folders).
+/// A runbook file (`tests/fixtures/runbook/`) where [`install_runbook_files`] put it on a node.
 fn runbook(name: &str) -> String {
-    format!("{}/fixtures/runbook/{name}", env!("CARGO_MANIFEST_DIR"))
+    format!("{RUNBOOK_DIR}/{name}")
 }
 
 #[test]
@@ -367,6 +367,7 @@ fn kubectl_applies_the_upgrade_crd_and_rke2_plans() {
     require_clients();
     let cluster = SimCluster::boot(1, 0).expect("boot 1 server");
     let server = &cluster.servers[0].node;
+    install_runbook_files(server).expect("runbook files on the server");
     let (crd, server_plan, agent_plan) = (
         runbook("system-upgrade-crd.yaml"),
         runbook("server-plan.yaml"),

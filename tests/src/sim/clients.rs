@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::ground::{ExecOutput, Node, Result};
+use crate::ground::{ExecOutput, GroundError, Node, Result};
 
 /// The admin kubeconfig RKE2 writes on a server.
 pub const KUBECONFIG: &str = "/etc/rancher/rke2/rke2.yaml";
@@ -101,4 +101,32 @@ pub fn kubectl_with(binary: &str, node: &Node, args: &[&str]) -> Result<ExecOutp
 pub fn python(node: &Node, script: &str) -> Result<ExecOutput> {
     let kubeconfig = format!("KUBECONFIG={KUBECONFIG}");
     node.exec(&["env", "HOME=/tmp", &kubeconfig, PYTHON, "-c", script])
+}
+
+/// Where [`install_runbook_files`] puts the runbook's files on a node (a node-private folder:
+/// the repository may itself live under `/tmp`, which every node has its own of).
+pub const RUNBOOK_DIR: &str = "/var/tmp/runbook";
+
+/// Copies `tests/fixtures/runbook/*` (the SUC CRD, RKE2's server and agent plans) into
+/// [`RUNBOOK_DIR`] on `node`, as an operator copies them onto a server.
+///
+/// # Errors
+/// A file cannot be read or written.
+pub fn install_runbook_files(node: &Node) -> Result<&'static str> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/runbook");
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| GroundError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let entries = std::fs::read_dir(&dir).map_err(io("read folder", &dir))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let text = std::fs::read(&path).map_err(io("read", &path))?;
+        node.write_file(Path::new(RUNBOOK_DIR).join(entry.file_name()), text)?;
+    }
+    Ok(RUNBOOK_DIR)
 }
