@@ -465,7 +465,8 @@ fn kubectl_applies_the_upgrade_crd_and_rke2_plans() {
     );
 
     // A changed plan applies as a patch (client-side apply: last-applied annotation).
-    let text = std::fs::read_to_string(&server_plan).expect("read plan");
+    let text =
+        String::from_utf8(server.read_file(&server_plan).expect("read plan")).expect("utf-8 plan");
     server
         .write_file(
             "/tmp/server-plan.yaml",
