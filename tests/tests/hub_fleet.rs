@@ -9,20 +9,10 @@ use std::time::{Duration, Instant};
 
 use rke2ops_tests::ground::require_root_and_tools;
 use rke2ops_tests::hub::HubProcess as Hub;
+use rke2ops_tests::plans::wait_until;
 use rke2ops_tests::sim::cluster::{self, SimCluster};
 use rke2ops_tests::sim::tree::{Role, Validity};
 use serde_json::Value;
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting until {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 fn node<'a>(nodes: &'a Value, name: &str) -> Option<&'a Value> {
     nodes["nodes"]

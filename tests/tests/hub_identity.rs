@@ -7,7 +7,7 @@
 //! `cargo build --workspace --bins` first.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rke2_node_agent::link::tls;
 use rke2ops_common::identity::NodeKey;
@@ -15,6 +15,7 @@ use rke2ops_proto::v1 as pb;
 use rke2ops_proto::v1::agent_service_client::AgentServiceClient;
 use rke2ops_tests::ground::require_root_and_tools;
 use rke2ops_tests::hub::HubProcess as Hub;
+use rke2ops_tests::plans::wait_until;
 use rke2ops_tests::sim::cluster::{CONFIG_DIR, SimCluster};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -52,17 +53,6 @@ fn role_of(hub: &Hub, name: &str) -> Option<String> {
         .iter()
         .find(|n| n["name"] == name)
         .and_then(|n| n["role"].as_str().map(str::to_owned))
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting until {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 #[test]

@@ -360,7 +360,7 @@ impl Ground {
             source,
         })?;
         Self::wait_own_netns(child.id(), Duration::from_secs(10))?;
-        self.attach(child.id())?;
+        self.attach(child.id(), ip)?;
         Ok(child)
     }
 
@@ -420,7 +420,7 @@ impl Ground {
     /// Joins the network namespace of process `pid` (a node's `unshare`) to the bridge: a veth
     /// pair whose ground end is enslaved to the bridge and whose other end appears in the node
     /// as [`NODE_LINK`], down and without an address (the node's boot script configures it).
-    pub(super) fn attach(&self, pid: u32) -> Result<String> {
+    pub(super) fn attach(&self, pid: u32, ip: Ipv4Addr) -> Result<String> {
         let veth = format!("rkn{}", self.veth_seq.fetch_add(1, Ordering::Relaxed));
         self.ip(&[
             "link",
@@ -431,6 +431,8 @@ impl Ground {
             "peer",
             "name",
             NODE_LINK,
+            "address",
+            &link_mac(ip),
             "netns",
             &pid.to_string(),
         ])?;
@@ -498,6 +500,15 @@ impl Drop for AddrLease {
         }
         self.ground.release(self.ip, self.host_side);
     }
+}
+
+/// The MAC address of the link that carries `ip`, derived from it: a hub restarted on its
+/// address (or a node that inherits one) answers with the MAC its peers have cached, so no
+/// connection waits for a stale ARP entry to expire.
+#[must_use]
+pub fn link_mac(ip: Ipv4Addr) -> String {
+    let [_, b, c, d] = ip.octets();
+    format!("02:72:6b:{b:02x}:{c:02x}:{d:02x}")
 }
 
 /// The shell lines a node's boot script runs first, inside the node's new network namespace:
@@ -602,6 +613,13 @@ mod tests {
         );
         assert!(next_free(&range, &cursor, |_| true).is_err());
         assert!(next_free(&[], &cursor, |_| false).is_err());
+    }
+
+    #[test]
+    fn link_macs_follow_addresses_and_differ_from_the_bridge() {
+        assert_eq!(link_mac(Ipv4Addr::new(10, 250, 1, 7)), "02:72:6b:fa:01:07");
+        assert_eq!(link_mac(Ipv4Addr::new(10, 250, 0, 2)), "02:72:6b:fa:00:02");
+        assert_ne!(link_mac(Ipv4Addr::new(10, 250, 0, 1)), BRIDGE_MAC);
     }
 
     #[test]

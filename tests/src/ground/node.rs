@@ -260,7 +260,7 @@ impl Node {
         // The boot script waits for its link before it mounts anything.
         let unshare_pid = node.unshare.id();
         Ground::wait_own_netns(unshare_pid, Duration::from_secs(10))?;
-        ground.attach(unshare_pid)?;
+        ground.attach(unshare_pid, node.ip())?;
         node.find_init()?;
         node.wait_until_running(spec.boot_timeout)?;
         Ok(node)
