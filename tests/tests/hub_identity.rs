@@ -6,7 +6,7 @@
 //! Needs root, systemd, etcd and curl (`scripts/install-test-deps.sh`) and
 //! `cargo build --workspace --bins` first.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use rke2_node_agent::link::tls;
@@ -15,20 +15,9 @@ use rke2ops_proto::v1 as pb;
 use rke2ops_proto::v1::agent_service_client::AgentServiceClient;
 use rke2ops_tests::ground::require_root_and_tools;
 use rke2ops_tests::hub::HubProcess as Hub;
-use rke2ops_tests::plans::wait_until;
-use rke2ops_tests::sim::cluster::{CONFIG_DIR, SimCluster};
+use rke2ops_tests::plans::{kubeconfig, wait_until};
+use rke2ops_tests::sim::cluster::SimCluster;
 use tokio_stream::wrappers::ReceiverStream;
-
-/// The first server's `rke2.yaml`, written into `dir` for the hub.
-fn kubeconfig(cluster: &SimCluster, dir: &Path) -> PathBuf {
-    let path = dir.join("rke2.yaml");
-    let raw = cluster.servers[0]
-        .node
-        .read_file(format!("{CONFIG_DIR}/rke2.yaml"))
-        .expect("read rke2.yaml");
-    std::fs::write(&path, raw).expect("write kubeconfig");
-    path
-}
 
 fn start_hub(state: &Path, ip: &str, cluster: &SimCluster) -> Hub {
     let kubeconfig = kubeconfig(cluster, state);
