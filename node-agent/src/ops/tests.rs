@@ -1,0 +1,1 @@
+//! Runner tests with fakes (filled below).
