@@ -273,7 +273,8 @@ impl ServiceManager for FakeSystemd {
             active_enter: None,
             n_restarts: 0,
             exec_main_status: i32::from(node.failed),
-            main_pid: 0,
+            // A process whose executable was not replaced (this test's own).
+            main_pid: if node.active { std::process::id() } else { 0 },
         })
     }
 
@@ -365,8 +366,14 @@ type TestRunner = Runner<FakeSystemd, FakeProbes, FakeLog>;
 struct TestNode {
     dir: tempfile::TempDir,
     systemd: FakeSystemd,
+    /// The leaves before the rotation.
     old: CertSet,
+    /// The leaves the fake rotation writes.
     new: CertSet,
+    /// Whether the kubelet answers healthy (asked on every probe).
+    kubelet_healthy: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// The node's readiness deadline after a start.
+    ready_timeout: Duration,
 }
 
 impl TestNode {
@@ -411,6 +418,38 @@ impl TestNode {
             systemd,
             old,
             new,
+            kubelet_healthy: Arc::new(|| true),
+            ready_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// A node with [`OLD_VERSION`] installed under its prefix and [`NEW_VERSION`]'s release
+    /// in its artifact folder; `new_release_gets_ready`: whether the kubelet is healthy
+    /// once the new binary is installed (the old one always is).
+    fn for_upgrade(new_release_gets_ready: bool) -> Self {
+        let mut node = Self::new(None);
+        let installed = node.path("prefix/bin/rke2");
+        write_script(&installed, &version_script(OLD_VERSION));
+        write_release(&node.path("artifacts"), NEW_VERSION);
+        let old_binary = version_script(OLD_VERSION);
+        node.kubelet_healthy = Arc::new(move || {
+            new_release_gets_ready
+                || std::fs::read_to_string(&installed).is_ok_and(|text| text == old_binary)
+        });
+        // Not ready at the first look is not ready: keeps the many runs below fast.
+        node.ready_timeout = Duration::ZERO;
+        node
+    }
+
+    fn installed_binary(&self) -> String {
+        std::fs::read_to_string(self.path("prefix/bin/rke2")).expect("installed binary")
+    }
+
+    fn upgrade(&self) -> OpKind {
+        OpKind::Upgrade {
+            version: NEW_VERSION.to_owned(),
+            source: Some(self.path("artifacts").display().to_string()),
+            allow_rollback: true,
         }
     }
 
@@ -426,7 +465,7 @@ impl TestNode {
             rke2_bin: self.path("rke2"),
             node_ip: "127.0.0.1".parse().expect("ip"),
             kubelet_healthz: String::new(),
-            ready_timeout: Duration::from_secs(1),
+            ready_timeout: self.ready_timeout,
             install_prefix: self.path("prefix"),
             artifact_source: None,
             allowed_artifact_sources: vec![],
@@ -434,17 +473,13 @@ impl TestNode {
     }
 
     /// A fresh runner (as a new agent process would build) on this node's journal.
-    fn runner(&self, kubelet_healthy: Arc<dyn Fn() -> bool + Send + Sync>) -> TestRunner {
+    fn runner(&self) -> TestRunner {
         let probes = FakeProbes {
             data_dir: self.path("data"),
-            kubelet_healthy,
+            kubelet_healthy: Arc::clone(&self.kubelet_healthy),
         };
         let journal = Journal::open(self.path("journal")).expect("journal");
         Runner::with_seams(self.systemd.clone(), probes, FakeLog, self.setup(), journal)
-    }
-
-    fn healthy_runner(&self) -> TestRunner {
-        self.runner(Arc::new(|| true))
     }
 
     fn live_certs(&self) -> CertSet {
@@ -492,11 +527,7 @@ fn ok_steps(record: &OpRecord) -> Vec<Step> {
 #[tokio::test]
 async fn rotation_with_a_healthy_restart_keeps_the_new_certificates() {
     let node = TestNode::new(None);
-    let record = node
-        .healthy_runner()
-        .run(rotate_all(), |_| {})
-        .await
-        .expect("runs");
+    let record = node.runner().run(rotate_all(), |_| {}).await.expect("runs");
     assert_eq!(record.step, Step::Done, "{:?}", record.failure);
     assert_eq!(node.live_certs(), node.new);
     assert!(node.unit_runs());
@@ -507,11 +538,7 @@ async fn rotation_with_a_healthy_restart_keeps_the_new_certificates() {
 async fn rotation_restores_the_backup_when_the_unit_fails_to_start() {
     let node = TestNode::new(None);
     node.fail_next_starts(1);
-    let record = node
-        .healthy_runner()
-        .run(rotate_all(), |_| {})
-        .await
-        .expect("runs");
+    let record = node.runner().run(rotate_all(), |_| {}).await.expect("runs");
     assert_eq!(record.step, Step::Failed);
     let failure = record.failure.clone().unwrap_or_default();
     assert!(
@@ -534,11 +561,7 @@ async fn rotation_restores_the_backup_when_the_unit_fails_to_start() {
 #[tokio::test]
 async fn rotation_restores_the_backup_when_a_rotated_pem_is_empty() {
     let node = TestNode::new(Some("client-admin.crt"));
-    let record = node
-        .healthy_runner()
-        .run(rotate_all(), |_| {})
-        .await
-        .expect("runs");
+    let record = node.runner().run(rotate_all(), |_| {}).await.expect("runs");
     assert_eq!(record.step, Step::Failed);
     let failure = record.failure.clone().unwrap_or_default();
     assert!(
@@ -590,66 +613,94 @@ async fn run_until_crash(runner: TestRunner, id: &str, kind: OpKind, crash: Cras
     }
 }
 
-#[tokio::test]
-async fn a_rotation_crashed_at_any_step_resumes_to_a_running_unit_with_one_certificate_set() {
-    for starts_fail in [false, true] {
-        // The steps this path runs, from an uninterrupted run.
-        let reference = TestNode::new(None);
-        reference.fail_next_starts(u32::from(starts_fail));
-        let steps: Vec<Step> = reference
-            .healthy_runner()
-            .run(rotate_all(), |_| {})
-            .await
-            .expect("runs")
-            .log
-            .iter()
-            .map(|l| l.step)
-            .collect();
-        assert!(steps.len() >= 8, "{steps:?}");
-        for step in steps {
-            for after in [false, true] {
-                let crash = CrashAt { step, after };
-                let node = TestNode::new(None);
-                node.fail_next_starts(u32::from(starts_fail));
-                let id = "op-crash-1";
-                assert!(
-                    run_until_crash(node.healthy_runner(), id, rotate_all(), crash).await,
-                    "{crash:?} starts_fail={starts_fail}: never reached"
-                );
-                let journal = Journal::open(node.path("journal")).expect("journal");
-                let interrupted = journal.current().expect("readable");
-                assert_eq!(
-                    interrupted.as_ref().map(|r| (r.id.as_str(), r.step)),
-                    Some((id, step)),
-                    "{crash:?} starts_fail={starts_fail}: the journal holds the crashed step"
-                );
-                let record = node
-                    .healthy_runner()
-                    .resume(|_| {})
-                    .await
-                    .expect("resumes")
-                    .expect("an interrupted operation");
-                let context = format!("{crash:?} starts_fail={starts_fail}: {record:?}");
-                assert_eq!(record.id, id, "{context}");
-                assert!(node.unit_runs(), "{context}");
-                let live = node.live_certs();
-                match record.step {
-                    Step::Done => assert_eq!(live, node.new, "{context}"),
-                    Step::Failed => {
-                        assert!(starts_fail, "only the failing start fails: {context}");
-                        assert_eq!(live, node.old, "{context}");
-                    }
-                    other => panic!("ended at {other:?}: {context}"),
-                }
-                assert!(journal.current().expect("readable").is_none(), "{context}");
-                assert_eq!(
-                    journal.finished(id).expect("readable").map(|r| r.id),
-                    Some(id.to_owned()),
-                    "{context}"
-                );
-            }
+/// Crashes `kind` at the start and at the end of every step its path runs (the path taken
+/// from an uninterrupted run on another node from `make_node`), resumes each with a fresh
+/// runner on the same journal and hands the final record to `check`. Whatever the crash
+/// point, the resumed operation keeps its id and ends finished in the journal.
+async fn crash_at_every_step(
+    make_node: impl Fn() -> TestNode,
+    kind: impl Fn(&TestNode) -> OpKind,
+    check: impl Fn(&TestNode, &OpRecord, &str),
+) {
+    let reference = make_node();
+    let steps: Vec<Step> = reference
+        .runner()
+        .run(kind(&reference), |_| {})
+        .await
+        .expect("runs")
+        .log
+        .iter()
+        .map(|l| l.step)
+        .collect();
+    for step in steps {
+        for after in [false, true] {
+            let crash = CrashAt { step, after };
+            let node = make_node();
+            let id = "op-crash-1";
+            assert!(
+                run_until_crash(node.runner(), id, kind(&node), crash).await,
+                "{crash:?}: never reached"
+            );
+            let journal = Journal::open(node.path("journal")).expect("journal");
+            let interrupted = journal.current().expect("readable");
+            assert_eq!(
+                interrupted.as_ref().map(|r| (r.id.as_str(), r.step)),
+                Some((id, step)),
+                "{crash:?}: the journal holds the crashed step"
+            );
+            let record = node
+                .runner()
+                .resume(|_| {})
+                .await
+                .expect("resumes")
+                .expect("an interrupted operation");
+            let context = format!("{crash:?}: {record:?}");
+            assert_eq!(record.id, id, "{context}");
+            assert!(journal.current().expect("readable").is_none(), "{context}");
+            assert_eq!(
+                journal.finished(id).expect("readable").map(|r| r.id),
+                Some(id.to_owned()),
+                "{context}"
+            );
+            check(&node, &record, &context);
         }
     }
+}
+
+#[tokio::test]
+async fn a_rotation_crashed_at_any_step_resumes_to_a_running_unit_with_the_new_certificates() {
+    crash_at_every_step(
+        || TestNode::new(None),
+        |_| rotate_all(),
+        |node, record, context| {
+            assert_eq!(record.step, Step::Done, "{context}");
+            assert!(node.unit_runs(), "{context}");
+            assert_eq!(node.live_certs(), node.new, "{context}");
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_rolled_back_rotation_crashed_at_any_step_ends_running_on_one_certificate_set() {
+    crash_at_every_step(
+        || {
+            let node = TestNode::new(None);
+            node.fail_next_starts(1);
+            node
+        },
+        |_| rotate_all(),
+        |node, record, context| {
+            assert!(node.unit_runs(), "{context}");
+            // A crash after the failed start re-runs it, and the second start succeeds.
+            match record.step {
+                Step::Done => assert_eq!(node.live_certs(), node.new, "{context}"),
+                Step::Failed => assert_eq!(node.live_certs(), node.old, "{context}"),
+                other => panic!("ended at {other:?}: {context}"),
+            }
+        },
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -692,31 +743,16 @@ fn write_release(dir: &Path, version: &str) {
 
 #[tokio::test]
 async fn upgrade_restores_the_previous_binary_when_the_unit_does_not_become_ready() {
-    let node = TestNode::new(None);
-    let installed = node.path("prefix/bin/rke2");
-    write_script(&installed, &version_script(OLD_VERSION));
-    write_release(&node.path("artifacts"), NEW_VERSION);
-    // The new release never gets healthy; the old one does.
-    let old_binary = version_script(OLD_VERSION);
-    let probe_bin = installed.clone();
-    let runner = node.runner(Arc::new(move || {
-        std::fs::read_to_string(&probe_bin).is_ok_and(|text| text == old_binary)
-    }));
-    let record = runner
-        .run(
-            OpKind::Upgrade {
-                version: NEW_VERSION.to_owned(),
-                source: Some(node.path("artifacts").display().to_string()),
-                allow_rollback: true,
-            },
-            |_| {},
-        )
+    let node = TestNode::for_upgrade(false);
+    let record = node
+        .runner()
+        .run(node.upgrade(), |_| {})
         .await
         .expect("runs");
     assert_eq!(record.step, Step::Failed);
     let failure = record.failure.clone().unwrap_or_default();
     assert!(
-        failure.starts_with("wait-ready: not ready within 1 s"),
+        failure.starts_with("wait-ready: not ready within"),
         "{failure}"
     );
     assert!(
@@ -728,7 +764,7 @@ async fn upgrade_restores_the_previous_binary_when_the_unit_does_not_become_read
         "{record:?}"
     );
     assert_eq!(
-        std::fs::read_to_string(&installed).expect("read"),
+        node.installed_binary(),
         version_script(OLD_VERSION),
         "the previous binary is back"
     );
@@ -740,4 +776,42 @@ async fn upgrade_restores_the_previous_binary_when_the_unit_does_not_become_read
         2,
         "reloaded after the install and after the restore: {jobs:?}"
     );
+}
+
+#[tokio::test]
+async fn upgrade_to_a_release_that_gets_ready_keeps_the_new_binary() {
+    let node = TestNode::for_upgrade(true);
+    let record = node
+        .runner()
+        .run(node.upgrade(), |_| {})
+        .await
+        .expect("runs");
+    assert_eq!(record.step, Step::Done, "{:?}", record.failure);
+    assert_eq!(node.installed_binary(), version_script(NEW_VERSION));
+    assert!(node.unit_runs());
+}
+
+#[tokio::test]
+async fn an_upgrade_crashed_at_any_step_ends_running_on_one_whole_release() {
+    for gets_ready in [true, false] {
+        crash_at_every_step(
+            || TestNode::for_upgrade(gets_ready),
+            TestNode::upgrade,
+            |node, record, context| {
+                assert!(node.unit_runs(), "{context}");
+                let (step, version) = if gets_ready {
+                    (Step::Done, NEW_VERSION)
+                } else {
+                    (Step::Failed, OLD_VERSION)
+                };
+                assert_eq!(record.step, step, "{context}");
+                assert_eq!(
+                    node.installed_binary(),
+                    version_script(version),
+                    "{context}"
+                );
+            },
+        )
+        .await;
+    }
 }
