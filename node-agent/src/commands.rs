@@ -1,5 +1,5 @@
 //! The local operation commands (`rotate`, `restart`, `resume`, `status`): the same
-//! [`Runner`](crate::ops::runner::Runner) the daemon uses, driven from a terminal with a
+//! [`Runner`] the daemon uses, driven from a terminal with a
 //! progress line per step.
 
 use std::io::Write;

@@ -1,5 +1,5 @@
 //! The last lines a unit logged, for rollback reports: [`Journald`], the real
-//! [`UnitLog`](crate::service::UnitLog). It runs `journalctl`, not D-Bus: journald has no D-Bus
+//! [`UnitLog`]. It runs `journalctl`, not D-Bus: journald has no D-Bus
 //! API for reading, which is why this lives beside [`crate::dbus`] rather than in it.
 
 use std::io::ErrorKind;
