@@ -160,4 +160,18 @@ mod tests {
         );
         assert!(!dir.path().join("state").exists(), "nothing created");
     }
+
+    #[test]
+    fn a_hub_operation_rejected_for_a_bad_config_yaml_names_the_file_not_d_bus() {
+        let err = super::super::runner::OpError::from(RunnerSetupError::NodeConfig {
+            path: "/etc/rancher/rke2/config.yaml".into(),
+            reason: "node-ip \"x\": invalid IP address syntax".to_owned(),
+        })
+        .to_string();
+        assert!(
+            err.starts_with("/etc/rancher/rke2/config.yaml: node-ip"),
+            "{err}"
+        );
+        assert!(!err.contains("systemd"), "{err}");
+    }
 }
