@@ -1,5 +1,5 @@
 //! The local operation commands (`rotate`, `restart`, `resume`, `status`): the same
-//! [`Runner`](crate::ops::runner::Runner) the daemon uses, driven from a terminal with a
+//! [`Runner`] the daemon uses, driven from a terminal with a
 //! progress line per step.
 
 use std::io::Write;
@@ -13,10 +13,11 @@ use time::OffsetDateTime;
 use crate::cli::Output;
 use crate::config::Config;
 use crate::dbus::Systemd;
-use crate::health::node_config::{APISERVER_PORT, ETCD_CLIENT_PORT, NodeConfig};
+use crate::health::node_config::{APISERVER_PORT, ETCD_CLIENT_PORT};
 use crate::health::{apiserver, etcd, kubelet};
+use crate::ops::Runner;
 use crate::ops::journal::{Journal, OpRecord};
-use crate::ops::runner::{NodeSetup, Progress, Runner};
+use crate::ops::runner::{NodeSetup, Progress};
 use crate::ops::steps::{OpKind, Role, Step, first_step, on_success};
 use crate::service::{Rke2Unit, ServiceManager, detect_rke2_unit};
 
@@ -27,32 +28,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// What operations need, from the configuration and the node's config.yaml.
+/// What operations need, from the configuration and the node's config.yaml (kept for
+/// callers outside [`crate::ops`]; the runner itself is built by [`Runner::from_config`]).
 ///
 /// # Errors
 /// When config.yaml is invalid.
 pub fn node_setup(config: &Config) -> anyhow::Result<NodeSetup> {
-    let node = NodeConfig::load(&config.node_config)?;
-    Ok(NodeSetup {
-        data_dir: config.data_dir.clone(),
-        admin_kubeconfig: config.admin_kubeconfig.clone(),
-        kubeconfig_copies: config.kubeconfigs.clone(),
-        rke2_bin: config.rke2_bin.clone(),
-        node_ip: node.node_ip,
-        kubelet_healthz: config.kubelet_healthz_addr.clone(),
-        ready_timeout: config.ready_timeout,
-        install_prefix: config.install_prefix.clone(),
-        artifact_source: config.artifact_source.clone(),
-        allowed_artifact_sources: config.allowed_artifact_sources.clone(),
-    })
-}
-
-async fn runner(config: &Config) -> anyhow::Result<Runner<Systemd>> {
-    let systemd = Systemd::connect()
-        .await?
-        .with_job_timeout(config.ready_timeout);
-    let journal = Journal::open(config.state_dir.join("ops"))?;
-    Ok(Runner::new(systemd, node_setup(config)?, journal))
+    Ok(crate::ops::setup::node_setup(config)?)
 }
 
 /// Prints one line per step start and end.
@@ -117,7 +99,7 @@ fn report(record: &OpRecord) -> u8 {
 
 fn run_op(config: &Config, kind: OpKind, dry_run: bool) -> anyhow::Result<u8> {
     runtime()?.block_on(async {
-        let runner = runner(config).await?;
+        let runner = Runner::from_config(config).await?;
         if dry_run {
             return dry_run_plan(config, &kind).await;
         }
@@ -172,14 +154,14 @@ async fn dry_run_plan(config: &Config, kind: &OpKind) -> anyhow::Result<u8> {
     } = kind
     {
         let installed =
-            crate::ops::runner::binary_version(&config.install_prefix.join("bin/rke2")).await;
+            crate::ops::upgrade::binary_version(&config.install_prefix.join("bin/rke2")).await;
         let arch = crate::ops::artifacts::arch();
         println!(
             "installed: {} ({}); target {version}{}",
             installed.as_deref().unwrap_or("unknown"),
             config.install_prefix.join("bin/rke2").display(),
             match &installed {
-                Some(v) if crate::ops::runner::at_or_above(v, version, false) =>
+                Some(v) if crate::ops::upgrade::at_or_above(v, version, false) =>
                     " (at or above: would be skipped)",
                 _ => "",
             }
@@ -274,7 +256,7 @@ pub fn restart(config: &Config, dry_run: bool) -> anyhow::Result<u8> {
 /// As [`rotate`].
 pub fn resume(config: &Config) -> anyhow::Result<u8> {
     runtime()?.block_on(async {
-        let runner = runner(config).await?;
+        let runner = Runner::from_config(config).await?;
         match runner.resume(print_progress).await? {
             Some(record) => Ok(report(&record)),
             None => {

@@ -4,8 +4,9 @@
 //! - [`daemon`]: the `run` command: file watching, the inventory, `/metrics` and `/healthz`,
 //!   and the systemd notify protocol (READY, STATUS, WATCHDOG).
 //! - [`config`]: the TOML file and its flag/env overrides.
-//! - [`service`]: what operations need from systemd (a trait); [`dbus`] implements it over
-//!   systemd's D-Bus API.
+//! - [`service`]: what operations need from systemd and its journal (traits); [`dbus`]
+//!   implements the first over systemd's D-Bus API, [`journald`] the second.
+//! - [`ops`]: the operations (rotate, renew-by-restart, upgrade) and their runner.
 //!
 //! Certificate parsing and the decisions about them live in `rke2ops-common`; this crate
 //! owns the process: I/O, timing and signals.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod daemon;
 pub mod dbus;
 pub mod health;
+pub mod journald;
 pub mod link;
 pub mod ops;
 pub mod service;

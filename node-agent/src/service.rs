@@ -1,6 +1,6 @@
-//! What node operations need from the service manager, as a small trait, so the step
-//! machines can be unit-tested with a fake and run against systemd's D-Bus API for real
-//! ([`crate::dbus::Systemd`]).
+//! What node operations need from the service manager and its journal, as small traits, so
+//! the step machines can be unit-tested with fakes and run for real against systemd's D-Bus
+//! API ([`crate::dbus::Systemd`]) and journald ([`crate::journald::Journald`]).
 
 use std::fmt;
 
@@ -170,6 +170,14 @@ pub trait ServiceManager {
     async fn reset_failed(&self, unit: &str) -> Result<(), ServiceError>;
     /// `Reload` (daemon-reload), waiting until systemd has finished it.
     async fn daemon_reload(&self) -> Result<(), ServiceError>;
+}
+
+/// Where a failed operation reads the unit's last log lines for its report.
+#[allow(async_fn_in_trait)] // used with generics only, never as a trait object
+pub trait UnitLog {
+    /// The last `lines` messages of `unit`, oldest first. Never fails: a report is more
+    /// useful without the lines than not at all, so a reader that cannot read returns none.
+    async fn tail(&self, unit: &str, lines: usize) -> Vec<String>;
 }
 
 /// Which RKE2 unit this node runs: the loaded one, preferring an active one, servers first.

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use rke2_node_agent::dbus::{Systemd, journal_tail};
+use rke2_node_agent::dbus::Systemd;
+use rke2_node_agent::journald::journal_tail;
 use rke2_node_agent::service::{ServiceError, ServiceManager, UnitState, detect_rke2_unit};
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;

@@ -260,15 +260,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 /// journal says where it was; the runner re-runs that step (steps are idempotent).
 async fn resume_interrupted(config: Config) {
     let runner = async {
-        let systemd = crate::dbus::Systemd::connect()
-            .await?
-            .with_job_timeout(config.ready_timeout);
         let journal = crate::ops::journal::Journal::open(config.state_dir.join("ops"))?;
         if journal.current()?.is_none() {
             return Ok::<_, anyhow::Error>(None);
         }
-        let setup = crate::commands::node_setup(&config)?;
-        let runner = crate::ops::runner::Runner::new(systemd, setup, journal);
+        let runner = crate::ops::Runner::from_config(&config).await?;
         Ok(runner
             .resume(|p| match p.outcome {
                 None => tracing::info!(op = %p.record.id, step = p.step.name(), "resuming step"),

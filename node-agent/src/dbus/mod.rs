@@ -38,7 +38,6 @@
 //! error as `name: message` (e.g. `org.freedesktop.systemd1.NoSuchUnit: Unit foo.service not
 //! found.`).
 
-mod journal;
 mod proxies;
 mod state;
 
@@ -54,7 +53,6 @@ use zbus::names::InterfaceName;
 use zbus::proxy::CacheProperties;
 use zbus::{Connection, OwnedObjectPath};
 
-pub use journal::journal_tail;
 pub use proxies::{
     JobRemoved, JobRemovedArgs, JobRemovedStream, ManagerProxy, SYSTEMD_SERVICE, ServiceProxy,
     UnitProxy,

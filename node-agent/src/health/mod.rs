@@ -1,5 +1,6 @@
 //! Health probes of the node's RKE2: the apiserver's `/readyz` over mutual TLS (servers),
-//! the kubelet's `/healthz`, and etcd membership, health, alarms and quorum (servers).
+//! the kubelet's `/healthz`, and etcd membership, health, alarms and quorum (servers). An
+//! operation reaches them through [`HealthProbes`], so it can run against fakes in tests.
 //!
 //! Addresses come from the node's `/etc/rancher/rke2/config.yaml` (`node-ip`, default
 //! 127.0.0.1) and RKE2's ports. Each probe reads the certificate files afresh, so after a
@@ -9,6 +10,9 @@ pub mod apiserver;
 pub mod etcd;
 pub mod kubelet;
 pub mod node_config;
+pub mod probes;
+
+pub use probes::{HealthProbes, NodeProbes};
 
 use std::path::PathBuf;
 

@@ -338,13 +338,7 @@ impl OpsDriver {
         kind: Option<OpKind>,
         cancel: &AtomicBool,
     ) -> Result<Option<OpRecord>, OpError> {
-        let systemd = crate::dbus::Systemd::connect()
-            .await?
-            .with_job_timeout(self.config.ready_timeout);
-        let setup = crate::commands::node_setup(&self.config).map_err(|e| {
-            OpError::Service(crate::service::ServiceError::Connect(format!("{e:#}")))
-        })?;
-        let runner = Runner::new(systemd, setup, self.journal()?);
+        let runner = Runner::from_config(&self.config).await?;
         let events = self.events.clone();
         let progress = move |p: &Progress<'_>| {
             let _ = events.send(progress_message(p));

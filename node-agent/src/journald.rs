@@ -1,5 +1,6 @@
-//! The last lines a unit logged, for rollback reports (`journalctl`, not D-Bus: journald has no
-//! D-Bus API for reading).
+//! The last lines a unit logged, for rollback reports: [`Journald`], the real
+//! [`UnitLog`]. It runs `journalctl`, not D-Bus: journald has no D-Bus
+//! API for reading, which is why this lives beside [`crate::dbus`] rather than in it.
 
 use std::io::ErrorKind;
 use std::process::Stdio;
@@ -7,6 +8,8 @@ use std::time::Duration;
 
 use tokio::process::Command;
 use tracing::warn;
+
+use crate::service::UnitLog;
 
 /// How long `journalctl` may take before the report goes without its lines.
 const JOURNALCTL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,4 +62,14 @@ pub async fn journal_tail(unit: &str, lines: usize) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+/// The system journal, read with `journalctl` ([`journal_tail`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Journald;
+
+impl UnitLog for Journald {
+    async fn tail(&self, unit: &str, lines: usize) -> Vec<String> {
+        journal_tail(unit, lines).await
+    }
 }

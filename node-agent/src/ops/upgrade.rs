@@ -1,0 +1,242 @@
+//! An upgrade's side effects: reading the installed version, fetching and verifying the
+//! release artifacts, installing them with the previous files kept, checking that the unit
+//! runs the new binary, and putting the previous files back on failure. The pure version
+//! comparison ([`at_or_above`]) and banner parsing are here too; the order and the rollback
+//! policy are the step machine's ([`super::steps`]).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::journal::{Journal, OpRecord};
+use super::runner::op_dir;
+use super::setup::NodeSetup;
+use super::steps::OpKind;
+use super::{artifacts, install};
+use crate::service::ServiceManager;
+
+/// The version `bin --version` reports (`rke2 version v1.34.1+rke2r1 (<commit>)`), if it runs.
+pub async fn binary_version(bin: &Path) -> Option<String> {
+    let output = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::process::Command::new(bin).arg("--version").output(),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    parse_version_banner(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// The version in RKE2's `--version` banner.
+#[must_use]
+pub fn parse_version_banner(stdout: &str) -> Option<String> {
+    let line = stdout.lines().next()?;
+    let mut words = line.split_whitespace();
+    (words.next()? == "rke2" && words.next()? == "version")
+        .then(|| words.next().map(str::to_owned))
+        .flatten()
+}
+
+/// Whether an upgrade to `target` has nothing to do: the installed version is at or above it
+/// and the unit does not still run a replaced binary.
+#[must_use]
+pub fn at_or_above(installed: &str, target: &str, running_replaced: bool) -> bool {
+    use rke2ops_common::version::Rke2Version;
+    match (
+        installed.parse::<Rke2Version>(),
+        target.parse::<Rke2Version>(),
+    ) {
+        (Ok(installed), Ok(target)) => installed >= target && !running_replaced,
+        _ => false,
+    }
+}
+
+/// The binary the upgrade replaces.
+fn installed_bin(setup: &NodeSetup) -> PathBuf {
+    setup.install_prefix.join("bin/rke2")
+}
+
+/// The upgrade's target version and its artifact source (the request's, else the
+/// configured one).
+fn target(setup: &NodeSetup, record: &OpRecord) -> Result<(String, artifacts::Source), String> {
+    let OpKind::Upgrade {
+        version, source, ..
+    } = &record.kind
+    else {
+        return Err("not an upgrade".to_owned());
+    };
+    let source = source
+        .clone()
+        .or_else(|| setup.artifact_source.clone())
+        .ok_or_else(|| artifacts::ArtifactError::NoSource.to_string())?;
+    let source = artifacts::Source::parse(&source).map_err(|e| e.to_string())?;
+    Ok((version.clone(), source))
+}
+
+/// Whether the unit's main process runs an executable that was replaced on disk.
+async fn running_replaced(manager: &impl ServiceManager, unit: &str) -> Option<bool> {
+    let state = manager.state(unit).await.ok()?;
+    if state.main_pid == 0 {
+        return None;
+    }
+    // Under the shipped unit the agent lacks CAP_SYS_PTRACE, so the kernel hides other
+    // processes' `exe` links. The upgrade restarts the unit after installing, so an
+    // unreadable link counts as "runs what is installed" (the CLI outside the sandbox
+    // still checks it).
+    match std::fs::read_link(format!("/proc/{}/exe", state.main_pid)) {
+        Ok(exe) => Some(exe.to_string_lossy().ends_with(" (deleted)")),
+        Err(e) => {
+            tracing::debug!(pid = state.main_pid, error = %e, "cannot read the main process's exe link");
+            Some(false)
+        }
+    }
+}
+
+/// Reads the installed version (kept as the previous one) and skips the upgrade when it is
+/// at or above the target and running.
+pub async fn check_version(
+    setup: &NodeSetup,
+    manager: &impl ServiceManager,
+    record: &mut OpRecord,
+) -> Result<String, String> {
+    let (target, source) = target(setup, record)?;
+    let bin = installed_bin(setup);
+    let installed = binary_version(&bin)
+        .await
+        .ok_or_else(|| format!("{} --version did not print a version", bin.display()))?;
+    if record.previous_version.is_none() {
+        record.previous_version = Some(installed.clone());
+    }
+    let replaced = running_replaced(manager, &record.unit)
+        .await
+        .unwrap_or(false);
+    if at_or_above(&installed, &target, replaced) {
+        let why = format!("{installed} is installed and running, at or above the target {target}");
+        record.skipped = Some(why.clone());
+        return Ok(why);
+    }
+    Ok(format!(
+        "{installed} installed{}; upgrading to {target} from {source}",
+        if replaced {
+            " (the unit runs a replaced binary)"
+        } else {
+            ""
+        }
+    ))
+}
+
+/// Downloads (or copies, air-gapped) the tarball and its checksum file into the operation's
+/// folder.
+pub async fn fetch(
+    setup: &NodeSetup,
+    journal: &Journal,
+    record: &OpRecord,
+) -> Result<String, String> {
+    let (version, source) = target(setup, record)?;
+    artifacts::fetch(
+        &source,
+        &setup.allowed_artifact_sources,
+        &version,
+        artifacts::arch(),
+        &op_dir(journal, record)?.join("artifacts"),
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// The tarball's sha256 matches its line in the checksum file.
+pub fn verify_checksum(journal: &Journal, record: &OpRecord) -> Result<String, String> {
+    let hash = artifacts::verify(
+        &op_dir(journal, record)?.join("artifacts"),
+        artifacts::arch(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(format!(
+        "{} sha256 {hash} matches {}",
+        artifacts::tarball_name(artifacts::arch()),
+        artifacts::sums_name(artifacts::arch())
+    ))
+}
+
+/// Stages the tarball, keeps the files it replaces (journaled before anything is replaced,
+/// so a failure or a crash can put them back), then installs atomically.
+pub fn install_files(
+    setup: &NodeSetup,
+    journal: &Journal,
+    record: &mut OpRecord,
+) -> Result<String, String> {
+    let dir = op_dir(journal, record)?;
+    let tarball = dir
+        .join("artifacts")
+        .join(artifacts::tarball_name(artifacts::arch()));
+    let files = install::stage(&tarball, &dir.join("staged")).map_err(|e| e.to_string())?;
+    record.installed_files.clone_from(&files);
+    let previous = dir.join("previous");
+    let kept = install::keep_previous(&setup.install_prefix, &files, &previous)
+        .map_err(|e| e.to_string())?;
+    record.backup = Some(previous.display().to_string());
+    journal.save(record).map_err(|e| e.to_string())?;
+    install::install(&dir.join("staged"), &setup.install_prefix, &files)
+        .map_err(|e| e.to_string())?;
+    Ok(format!(
+        "{} files installed into {} ({kept} previous kept in {})",
+        files.len(),
+        setup.install_prefix.display(),
+        previous.display()
+    ))
+}
+
+/// The installed binary reports the target and the unit runs it (not a replaced file).
+pub async fn verify_version(
+    setup: &NodeSetup,
+    manager: &impl ServiceManager,
+    record: &OpRecord,
+) -> Result<String, String> {
+    let (target, _) = target(setup, record)?;
+    let bin = installed_bin(setup);
+    let installed = binary_version(&bin)
+        .await
+        .ok_or_else(|| format!("{} --version did not print a version", bin.display()))?;
+    if installed != target {
+        return Err(format!(
+            "{} reports {installed}, not {target}",
+            bin.display()
+        ));
+    }
+    match running_replaced(manager, &record.unit).await {
+        Some(true) => Err(format!(
+            "{} still runs the binary that was replaced",
+            record.unit
+        )),
+        Some(false) => Ok(format!(
+            "{} reports {installed}; {} runs it",
+            bin.display(),
+            record.unit
+        )),
+        None => Err(format!("{} has no main process", record.unit)),
+    }
+}
+
+/// Puts the previous release's files back and reloads systemd (the unit is started again by
+/// the next step).
+pub async fn restore_previous(
+    setup: &NodeSetup,
+    manager: &impl ServiceManager,
+    journal: &Journal,
+    record: &OpRecord,
+) -> Result<String, String> {
+    // Stop first: a release that never gets ready may still be starting.
+    let _ = manager.stop(&record.unit).await;
+    let previous = op_dir(journal, record)?.join("previous");
+    let n = install::restore(&previous, &setup.install_prefix, &record.installed_files)
+        .map_err(|e| e.to_string())?;
+    manager.daemon_reload().await.map_err(|e| e.to_string())?;
+    Ok(format!(
+        "restored {n} previous files into {}{}, systemd reloaded",
+        setup.install_prefix.display(),
+        record
+            .previous_version
+            .as_deref()
+            .map(|v| format!(" ({v})"))
+            .unwrap_or_default()
+    ))
+}
