@@ -4,6 +4,7 @@
 //! - [`daemon`]: the `run` command: file watching, the inventory, `/metrics` and `/healthz`,
 //!   and the systemd notify protocol (READY, STATUS, WATCHDOG).
 //! - [`config`]: the TOML file and its flag/env overrides.
+//! - [`link`]: the hub link; [`state`]: what the daemon and the link share (below both).
 //! - [`service`]: what operations need from systemd (a trait); [`dbus`] implements it over
 //!   systemd's D-Bus API.
 //!
@@ -20,3 +21,4 @@ pub mod health;
 pub mod link;
 pub mod ops;
 pub mod service;
+pub mod state;

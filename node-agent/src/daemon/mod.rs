@@ -19,18 +19,12 @@ use rke2ops_common::certs::{Inventory, Scanner};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch as channel;
+use tracing::Instrument as _;
 
 use crate::config::Config;
+pub use crate::state::Snapshot;
+use crate::state::refresh_service;
 use metrics::Metrics;
-
-/// One published inventory.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    /// What the scan found.
-    pub inventory: Inventory,
-    /// When the scan finished.
-    pub scanned_at: OffsetDateTime,
-}
 
 /// Runs the daemon on a small tokio runtime until SIGTERM or SIGINT.
 ///
@@ -87,12 +81,19 @@ async fn shutdown_signal() {
     }
 }
 
-async fn scan(scanner: Scanner, metrics: &Metrics) -> anyhow::Result<(Scanner, Snapshot)> {
+async fn scan(
+    scanner: Scanner,
+    metrics: &Metrics,
+    node: &str,
+) -> anyhow::Result<(Scanner, Snapshot)> {
     let started = Instant::now();
+    let span = tracing::info_span!("scan", node = %node);
     let (scanner, inventory) = tokio::task::spawn_blocking(move || {
-        let mut scanner = scanner;
-        let inventory = scanner.scan();
-        (scanner, inventory)
+        span.in_scope(|| {
+            let mut scanner = scanner;
+            let inventory = scanner.scan();
+            (scanner, inventory)
+        })
     })
     .await
     .context("scan task failed")?;
@@ -115,6 +116,7 @@ async fn scan(scanner: Scanner, metrics: &Metrics) -> anyhow::Result<(Scanner, S
 /// # Errors
 /// When the metrics address cannot be bound or inotify cannot start.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let node = crate::state::node_name(&config);
     let listener = TcpListener::bind(config.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on metrics_addr {}", config.metrics_addr))?;
@@ -127,7 +129,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }));
     let rx_for_link = rx.clone();
     let metrics = Arc::new(Metrics::new(rx, config.warn_days));
-    let (scanner, snapshot) = scan(Scanner::new(config.scan_config()), &metrics).await?;
+    let (scanner, snapshot) = scan(Scanner::new(config.scan_config()), &metrics, &node).await?;
     let mut scanner = Some(scanner);
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     // The system bus is optional: outside systemd (or without D-Bus) the agent still
@@ -151,9 +153,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         metrics: Arc::clone(&metrics),
         systemd: bus.clone(),
     };
-    let server = tokio::spawn(http::serve(listener, state, async {
-        let _ = stop_http_rx.await;
-    }));
+    let server = tokio::spawn(
+        http::serve(listener, state, async {
+            let _ = stop_http_rx.await;
+        })
+        .instrument(tracing::info_span!("http", node = %node)),
+    );
 
     let service = match &bus {
         Some(s) => refresh_service(s, &metrics.service).await,
@@ -173,27 +178,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // With a hub, the link resumes an interrupted operation itself, so its result reaches the
     // hub under the same id.
     if bus.is_some() && config.hub.is_none() {
-        tokio::spawn(resume_interrupted(config.clone()));
+        tokio::spawn(
+            resume_interrupted(config.clone())
+                .instrument(tracing::info_span!("resume", node = %node)),
+        );
     }
-    let link = config.hub.as_ref().map(|hub| {
-        let settings = crate::link::HubSettings {
-            address: hub.address.clone(),
-            token: hub.token.clone(),
-            ca_pin: hub.ca_pin.clone(),
-            node_name: hub.node_name.clone(),
-            identity_dir: config.state_dir.join("identity"),
-            heartbeat: hub.heartbeat,
-            warn_days: config.warn_days,
-            rke2_bin: config.rke2_bin.clone(),
-            data_dir: config.data_dir.clone(),
-            agent: config.clone(),
-        };
-        tokio::spawn(crate::link::run(
-            settings,
-            rx_for_link.clone(),
-            std::sync::Arc::clone(&metrics.service),
-            bus.clone(),
-        ))
+    let link = config.hub.is_some().then(|| {
+        tokio::spawn(
+            crate::link::run(
+                config.clone(),
+                rx_for_link.clone(),
+                Arc::clone(&metrics.service),
+                bus.clone(),
+            )
+            .instrument(tracing::info_span!("hub_link", node = %node)),
+        )
     });
 
     let watchdog_every = systemd::watchdog_interval();
@@ -217,7 +216,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 metrics.watch_batches.inc();
                 watcher.reconcile();
                 let current = scanner.take().context("scanner missing")?;
-                let (s, snapshot) = scan(current, &metrics).await?;
+                let (s, snapshot) = scan(current, &metrics, &node).await?;
                 scanner = Some(s);
                 let service = match &bus {
                     Some(s) => refresh_service(s, &metrics.service).await,
@@ -290,27 +289,4 @@ async fn resume_interrupted(config: Config) {
             tracing::error!(error = %format!("{e:#}"), "cannot finish the interrupted operation")
         }
     }
-}
-
-/// Reads the RKE2 unit's state (bounded: a stuck bus must not stall the agent), stores it for
-/// the metrics and returns it. Called on scrapes and when the STATUS line is rebuilt, never
-/// on a timer.
-pub(crate) async fn refresh_service(
-    systemd: &crate::dbus::Systemd,
-    slot: &metrics::ServiceSlot,
-) -> Option<(String, crate::service::UnitState)> {
-    use crate::service::{ServiceManager, detect_rke2_unit};
-    let read = async {
-        let unit = detect_rke2_unit(systemd).await.ok().flatten()?;
-        let state = systemd.state(unit.name()).await.ok()?;
-        Some((unit.name().to_owned(), state))
-    };
-    let fresh = tokio::time::timeout(std::time::Duration::from_secs(2), read)
-        .await
-        .ok()
-        .flatten();
-    if let Ok(mut slot) = slot.lock() {
-        slot.clone_from(&fresh);
-    }
-    fresh
 }

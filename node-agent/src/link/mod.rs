@@ -29,43 +29,40 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::daemon::Snapshot;
-use crate::daemon::metrics::ServiceSlot;
+use crate::config::{Config, HubConfig};
+use crate::state::{ServiceSlot, Snapshot, refresh_service};
 
-/// Where and how to reach the hub.
-#[derive(Debug, Clone)]
-pub struct HubSettings {
-    /// `host:port` of the hub's gRPC listener.
-    pub address: String,
-    /// Join token (`<id>.<secret>`), needed only until enrolled. Never logged.
-    pub token: Option<String>,
-    /// `sha256:<hex>` pin of the hub CA, needed only until enrolled.
-    pub ca_pin: Option<String>,
-    /// This node's name (the certificate CN).
-    pub node_name: String,
-    /// Where the enrolled identity lives.
-    pub identity_dir: PathBuf,
-    /// Interval of heartbeats between status changes.
-    pub heartbeat: Duration,
-    /// Certificate warning window (days) for the statuses sent.
-    pub warn_days: u32,
-    /// The rke2 binary (for the version in Hello).
-    pub rke2_bin: PathBuf,
-    /// RKE2's data dir (the role when systemd cannot tell).
-    pub data_dir: PathBuf,
-    /// The agent's configuration: operations and health probes need all of it.
-    pub agent: crate::config::Config,
+/// Where and how to reach the hub: a view of the agent's configuration (nothing copied).
+#[derive(Debug, Clone, Copy)]
+pub struct HubSettings<'a> {
+    /// The hub part: address, enrollment token and CA pin, node name, heartbeat interval.
+    pub hub: &'a HubConfig,
+    /// The whole configuration: the identity's folder, the warning window, the rke2 binary,
+    /// and what operations and health probes need.
+    pub agent: &'a Config,
 }
 
-impl HubSettings {
+impl<'a> HubSettings<'a> {
+    /// The hub settings of `config`; `None` when no hub is configured.
+    #[must_use]
+    pub fn of(config: &'a Config) -> Option<Self> {
+        config.hub.as_ref().map(|hub| Self { hub, agent: config })
+    }
+
+    /// Where the enrolled identity lives.
+    fn identity_dir(&self) -> PathBuf {
+        self.agent.state_dir.join("identity")
+    }
+
     fn host_port(&self) -> anyhow::Result<(String, u16)> {
         let (host, port) = self
+            .hub
             .address
             .rsplit_once(':')
-            .with_context(|| format!("hub_address {:?} is not host:port", self.address))?;
+            .with_context(|| format!("hub_address {:?} is not host:port", self.hub.address))?;
         let port = port
             .parse()
-            .with_context(|| format!("hub_address {:?}: bad port", self.address))?;
+            .with_context(|| format!("hub_address {:?}: bad port", self.hub.address))?;
         Ok((
             host.trim_start_matches('[')
                 .trim_end_matches(']')
@@ -75,15 +72,19 @@ impl HubSettings {
     }
 }
 
-/// Runs the link until the task is dropped. `bus` (systemd) refreshes the RKE2 unit's state
-/// at each heartbeat, so the hub learns of a unit that stopped or restarted.
+/// Runs the link until the task is dropped (at once when `config` has no hub). `bus`
+/// (systemd) refreshes the RKE2 unit's state at each heartbeat, so the hub learns of a unit
+/// that stopped or restarted.
 pub async fn run(
-    settings: HubSettings,
+    config: Config,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     service: ServiceSlot,
     bus: Option<Arc<crate::dbus::Systemd>>,
 ) {
-    let (driver, mut events) = ops::OpsDriver::new(settings.agent.clone());
+    let Some(settings) = HubSettings::of(&config) else {
+        return;
+    };
+    let (driver, mut events) = ops::OpsDriver::new(config.clone());
     // An operation the hub started and a restart interrupted finishes now; its result waits in
     // the event channel for the first session.
     driver.resume_interrupted();
@@ -91,15 +92,15 @@ pub async fn run(
     loop {
         let started = tokio::time::Instant::now();
         let link = Link {
-            settings: &settings,
+            settings,
             service: &service,
             bus: bus.as_deref(),
             driver: &driver,
         };
         match session(link, snapshots.clone(), &mut events).await {
-            Ok(()) => tracing::info!(hub = %settings.address, "hub stream ended"),
+            Ok(()) => tracing::info!(hub = %settings.hub.address, "hub stream ended"),
             Err(e) => {
-                tracing::warn!(hub = %settings.address, error = %format!("{e:#}"), "hub link failed")
+                tracing::warn!(hub = %settings.hub.address, error = %format!("{e:#}"), "hub link failed")
             }
         }
         // A session that lasted a while resets the backoff.
@@ -119,26 +120,28 @@ pub async fn run(
 }
 
 /// Loads the identity, enrolling first when there is none.
-async fn ensure_identity(settings: &HubSettings) -> anyhow::Result<identity::Identity> {
-    if let Some(found) = identity::load_identity(&settings.identity_dir)? {
+async fn ensure_identity(settings: HubSettings<'_>) -> anyhow::Result<identity::Identity> {
+    if let Some(found) = identity::load_identity(&settings.identity_dir())? {
         return Ok(found);
     }
     let token = settings
+        .hub
         .token
         .as_deref()
         .context("not enrolled and no hub_token configured")?;
     let pin = settings
+        .hub
         .ca_pin
         .as_deref()
         .context("not enrolled and no hub_ca_pin configured")?;
     let (host, port) = settings.host_port()?;
     let channel = tls::channel(&host, port, tls::enrollment_config(pin)?)?;
     let key = identity::NodeKey::generate()?;
-    let csr_pem = key.csr_pem(&settings.node_name)?;
+    let csr_pem = key.csr_pem(&settings.hub.node_name)?;
     let response = AgentServiceClient::new(channel)
         .enroll(pb::EnrollRequest {
             token: token.to_owned(),
-            node_name: settings.node_name.clone(),
+            node_name: settings.hub.node_name.clone(),
             csr_pem,
         })
         .await
@@ -155,12 +158,12 @@ async fn ensure_identity(settings: &HubSettings) -> anyhow::Result<identity::Ide
             .context("the hub returned an unreadable CA")?;
     identity::verify_pin(&ca_ders, pin)?;
     let saved = identity::save_identity(
-        &settings.identity_dir,
+        &settings.identity_dir(),
         &key.to_pem(),
         &response.certificate_pem,
         &response.ca_pem,
     )?;
-    tracing::info!(node = %settings.node_name, hub = %settings.address, "enrolled with the hub");
+    tracing::info!(node = %settings.hub.node_name, hub = %settings.hub.address, "enrolled with the hub");
     Ok(saved)
 }
 
@@ -180,7 +183,7 @@ fn rke2_version(bin: &std::path::Path) -> String {
 
 /// What one session borrows from the link.
 struct Link<'a> {
-    settings: &'a HubSettings,
+    settings: HubSettings<'a>,
     service: &'a ServiceSlot,
     bus: Option<&'a crate::dbus::Systemd>,
     driver: &'a Arc<ops::OpsDriver>,
@@ -208,13 +211,13 @@ async fn session(
         let key = identity::NodeKey::generate()?;
         let renewed = client
             .renew_certificate(pb::RenewRequest {
-                csr_pem: key.csr_pem(&settings.node_name)?,
+                csr_pem: key.csr_pem(&settings.hub.node_name)?,
             })
             .await
             .map_err(|s| anyhow::anyhow!("certificate renewal refused: {}", s.message()))?
             .into_inner();
         id = identity::save_identity(
-            &settings.identity_dir,
+            &settings.identity_dir(),
             &key.to_pem(),
             &renewed.certificate_pem,
             &id.ca_pem,
@@ -235,7 +238,7 @@ async fn session(
         .ok()
         .and_then(|s| s.as_ref().map(|(unit, _)| unit.clone()));
     let is_server = unit.map_or_else(
-        || settings.data_dir.join("server").is_dir(),
+        || settings.agent.data_dir.join("server").is_dir(),
         |u| u.starts_with("rke2-server"),
     );
     let role = if is_server {
@@ -244,9 +247,9 @@ async fn session(
         pb::NodeRole::Agent
     };
     let hello = pb::Hello {
-        node_name: settings.node_name.clone(),
+        node_name: settings.hub.node_name.clone(),
         role: role.into(),
-        rke2_version: rke2_version(&settings.rke2_bin),
+        rke2_version: rke2_version(&settings.agent.rke2_bin),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     tx.send(pb::AgentMessage {
@@ -262,7 +265,7 @@ async fn session(
         let mut message = convert::status_message(
             &snapshot.inventory,
             OffsetDateTime::now_utc(),
-            warn_window(settings.warn_days),
+            warn_window(settings.agent.warn_days),
             &state,
             full,
         );
@@ -271,7 +274,7 @@ async fn session(
             body: Some(pb::agent_message::Body::Status(message)),
         }
     };
-    let mut health = probe::probe(&settings.agent, is_server).await;
+    let mut health = probe::probe(settings.agent, is_server).await;
     let current = Arc::clone(&snapshots.borrow_and_update());
     let first = status(true, &current, &health);
     let mut last_summary = summary(&first);
@@ -282,8 +285,8 @@ async fn session(
         .await
         .map_err(|s| anyhow::anyhow!("hub refused the stream: {}", s.message()))?
         .into_inner();
-    tracing::info!(hub = %settings.address, node = %settings.node_name, "connected to the hub");
-    let mut heartbeat = tokio::time::interval(settings.heartbeat);
+    tracing::info!(hub = %settings.hub.address, node = %settings.hub.node_name, "connected to the hub");
+    let mut heartbeat = tokio::time::interval(settings.hub.heartbeat);
     heartbeat.tick().await;
     loop {
         tokio::select! {
@@ -298,9 +301,9 @@ async fn session(
                 if matches!(event.body, Some(pb::agent_message::Body::Result(_))) {
                     // The hub gates its next node on this: fresh health right before the result.
                     if let Some(bus) = bus {
-                        crate::daemon::refresh_service(bus, service).await;
+                        refresh_service(bus, service).await;
                     }
-                    health = probe::probe(&settings.agent, is_server).await;
+                    health = probe::probe(settings.agent, is_server).await;
                     let snapshot = Arc::clone(&snapshots.borrow());
                     let message = status(false, &snapshot, &health);
                     last_summary = summary(&message);
@@ -310,11 +313,11 @@ async fn session(
             }
             _ = heartbeat.tick() => {
                 if let Some(bus) = bus {
-                    crate::daemon::refresh_service(bus, service).await;
+                    refresh_service(bus, service).await;
                 }
                 // A summary status when the unit's state or the worst status moved (cheap for
                 // the hub: no certificate list), a bare heartbeat otherwise.
-                health = probe::probe(&settings.agent, is_server).await;
+                health = probe::probe(settings.agent, is_server).await;
                 let snapshot = Arc::clone(&snapshots.borrow());
                 let message = status(false, &snapshot, &health);
                 let now_summary = summary(&message);
@@ -332,9 +335,9 @@ async fn session(
                         // The hub gates a plan on this answer: probe now, not at the last
                         // heartbeat.
                         if let Some(bus) = bus {
-                            crate::daemon::refresh_service(bus, service).await;
+                            refresh_service(bus, service).await;
                         }
-                        health = probe::probe(&settings.agent, is_server).await;
+                        health = probe::probe(settings.agent, is_server).await;
                         let snapshot = Arc::clone(&snapshots.borrow());
                         let message = status(true, &snapshot, &health);
                         last_summary = summary(&message);

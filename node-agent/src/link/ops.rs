@@ -306,7 +306,7 @@ impl OpsDriver {
             *running = Some((id.clone(), Arc::clone(&cancel)));
         }
         let driver = Arc::clone(self);
-        let span = tracing::info_span!("operation", op = %id);
+        let span = tracing::info_span!("operation", node = %crate::state::node_name(&self.config), op = %id);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let outcome = driver.execute(&id, kind, &cancel).await;
