@@ -10,12 +10,12 @@ pub mod metrics;
 pub mod systemd;
 pub mod watch;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use rke2ops_common::certs::{Inventory, Scanner};
+use rke2ops_common::shutdown::{Drained, Listener, Shutdown};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch as channel;
@@ -26,10 +26,12 @@ pub use crate::state::Snapshot;
 use crate::state::refresh_service;
 use metrics::Metrics;
 
-/// Runs the daemon on a small tokio runtime until SIGTERM or SIGINT.
+/// Runs the daemon on a small tokio runtime until SIGTERM or SIGINT: the first signal drains
+/// (the loop stops, the metrics server gets up to 5 s to finish), a second one forces.
 ///
 /// # Errors
-/// When the metrics address cannot be bound or inotify cannot start.
+/// When the signal handlers cannot be installed, the metrics address cannot be bound or
+/// inotify cannot start.
 pub fn main(config: Config) -> anyhow::Result<()> {
     init_tracing();
     // One worker: the agent's work is a few milliseconds per file event, and fewer threads
@@ -40,7 +42,13 @@ pub fn main(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(config, shutdown_signal()))
+    runtime.block_on(async {
+        let shutdown = Shutdown::new();
+        shutdown
+            .escalate_on_signals("rke2-node-agent")
+            .context("cannot install the SIGTERM/SIGINT handlers")?;
+        run(config, shutdown.listener()).await
+    })
 }
 
 fn init_tracing() {
@@ -59,26 +67,6 @@ fn init_tracing() {
     } else {
         builder.try_init()
     };
-}
-
-/// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
-                _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
-            }
-        }
-        _ => {
-            tracing::error!("cannot install signal handlers; only a kill will stop the agent");
-            std::future::pending::<()>().await;
-        }
-    }
 }
 
 async fn scan(
@@ -110,12 +98,13 @@ async fn scan(
     ))
 }
 
-/// Runs the daemon until `shutdown` resolves. Binds the metrics address, scans once, tells
-/// systemd it is ready, then follows file events.
+/// Runs the daemon until `shutdown` drains. Binds the metrics address, scans once, tells
+/// systemd it is ready, then follows file events. Once draining it stops the hub link and
+/// waits up to 5 s for the metrics server, less when the stop is forced.
 ///
 /// # Errors
 /// When the metrics address cannot be bound or inotify cannot start.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
     let node = crate::state::node_name(&config);
     let listener = TcpListener::bind(config.metrics_addr)
         .await
@@ -131,7 +120,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let metrics = Arc::new(Metrics::new(rx, config.warn_days));
     let (scanner, snapshot) = scan(Scanner::new(config.scan_config()), &metrics, &node).await?;
     let mut scanner = Some(scanner);
-    let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     // The system bus is optional: outside systemd (or without D-Bus) the agent still
     // watches certificates; operations and service metrics need it.
     let connect = tokio::time::timeout(
@@ -154,10 +142,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         systemd: bus.clone(),
     };
     let server = tokio::spawn(
-        http::serve(listener, state, async {
-            let _ = stop_http_rx.await;
-        })
-        .instrument(tracing::info_span!("http", node = %node)),
+        http::serve(listener, state, shutdown.clone().draining_owned())
+            .instrument(tracing::info_span!("http", node = %node)),
     );
 
     let service = match &bus {
@@ -199,7 +185,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let mut watchdog =
         tokio::time::interval(watchdog_every.unwrap_or(std::time::Duration::from_secs(3600)));
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
     loop {
         let until_change = next_change.map(|t| {
             let secs = (t - OffsetDateTime::now_utc()).as_seconds_f64().max(0.0);
@@ -207,7 +192,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             std::time::Duration::from_secs_f64(secs.min(86_400.0))
         });
         tokio::select! {
-            () = &mut shutdown => break,
+            () = shutdown.draining() => break,
             _ = watchdog.tick(), if watchdog_every.is_some() => systemd::watchdog(),
             batch = watcher.next_batch() => {
                 if batch.is_none() {
@@ -244,12 +229,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     if let Some(link) = link {
         link.abort();
     }
-    let _ = stop_http_tx.send(());
-    match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "metrics server ended with an error"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "metrics server task failed"),
-        Err(_) => tracing::warn!("metrics server did not stop within 5 s"),
+    match shutdown
+        .drain_within(std::time::Duration::from_secs(5), server)
+        .await
+    {
+        Drained::Done(Ok(Ok(()))) => {}
+        Drained::Done(Ok(Err(e))) => {
+            tracing::warn!(error = %e, "metrics server ended with an error");
+        }
+        Drained::Done(Err(e)) => tracing::warn!(error = %e, "metrics server task failed"),
+        Drained::TimedOut => tracing::warn!("metrics server did not stop within 5 s"),
+        Drained::Forced => tracing::warn!("stop forced: not waiting for the metrics server"),
     }
     tracing::info!("stopped");
     Ok(())
