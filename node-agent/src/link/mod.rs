@@ -12,6 +12,7 @@
 
 pub mod backoff;
 pub mod convert;
+pub mod messages;
 pub mod ops;
 pub mod probe;
 pub mod tls;
@@ -23,11 +24,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rke2ops_common::certs::status::warn_window;
 use rke2ops_common::identity;
-use rke2ops_proto::v1 as pb;
-use rke2ops_proto::v1::agent_service_client::AgentServiceClient;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+
+use convert::HubClient;
+use messages::{Hello, Incoming, Outgoing, StatusReport, Summary};
 
 use crate::config::{Config, HubConfig};
 use crate::state::{ServiceSlot, Snapshot, refresh_service};
@@ -138,15 +139,10 @@ async fn ensure_identity(settings: HubSettings<'_>) -> anyhow::Result<identity::
     let channel = tls::channel(&host, port, tls::enrollment_config(pin)?)?;
     let key = identity::NodeKey::generate()?;
     let csr_pem = key.csr_pem(&settings.hub.node_name)?;
-    let response = AgentServiceClient::new(channel)
-        .enroll(pb::EnrollRequest {
-            token: token.to_owned(),
-            node_name: settings.hub.node_name.clone(),
-            csr_pem,
-        })
+    let response = HubClient::new(channel)
+        .enroll(token, &settings.hub.node_name, csr_pem)
         .await
-        .map_err(|s| anyhow::anyhow!("enrollment refused: {} ({:?})", s.message(), s.code()))?
-        .into_inner();
+        .map_err(|s| anyhow::anyhow!("enrollment refused: {} ({:?})", s.message(), s.code()))?;
     // The CA the hub returns must be the pinned one (the TLS layer already checked the CA
     // it presented); otherwise a compromised hub could hand over another trust anchor.
     let ca_ders: Vec<Vec<u8>> =
@@ -192,7 +188,7 @@ struct Link<'a> {
 async fn session(
     link: Link<'_>,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
-    events: &mut mpsc::UnboundedReceiver<pb::AgentMessage>,
+    events: &mut mpsc::UnboundedReceiver<Outgoing>,
 ) -> anyhow::Result<()> {
     let Link {
         settings,
@@ -202,7 +198,7 @@ async fn session(
     } = link;
     let mut id = ensure_identity(settings).await?;
     let (host, port) = settings.host_port()?;
-    let mut client = AgentServiceClient::new(tls::channel(
+    let mut client = HubClient::new(tls::channel(
         &host,
         port,
         tls::mutual_config(&id.ca_pem, &id.cert_pem, &id.key_pem)?,
@@ -210,12 +206,9 @@ async fn session(
     if identity::renewal_due(id.not_before, id.not_after, OffsetDateTime::now_utc()) {
         let key = identity::NodeKey::generate()?;
         let renewed = client
-            .renew_certificate(pb::RenewRequest {
-                csr_pem: key.csr_pem(&settings.hub.node_name)?,
-            })
+            .renew(key.csr_pem(&settings.hub.node_name)?)
             .await
-            .map_err(|s| anyhow::anyhow!("certificate renewal refused: {}", s.message()))?
-            .into_inner();
+            .map_err(|s| anyhow::anyhow!("certificate renewal refused: {}", s.message()))?;
         id = identity::save_identity(
             &settings.identity_dir(),
             &key.to_pem(),
@@ -223,14 +216,14 @@ async fn session(
             &id.ca_pem,
         )?;
         tracing::info!("client certificate renewed");
-        client = AgentServiceClient::new(tls::channel(
+        client = HubClient::new(tls::channel(
             &host,
             port,
             tls::mutual_config(&id.ca_pem, &id.cert_pem, &id.key_pem)?,
         )?);
     }
 
-    let (tx, rx) = mpsc::channel::<pb::AgentMessage>(16);
+    let (tx, rx) = mpsc::channel::<Outgoing>(16);
     // The unit systemd runs says it; without systemd, RKE2's own rule: a node with a
     // `server/` folder in its data dir is a server.
     let unit = service
@@ -241,50 +234,38 @@ async fn session(
         || settings.agent.data_dir.join("server").is_dir(),
         |u| u.starts_with("rke2-server"),
     );
-    let role = if is_server {
-        pb::NodeRole::Server
-    } else {
-        pb::NodeRole::Agent
-    };
-    let hello = pb::Hello {
+    let hello = Hello {
         node_name: settings.hub.node_name.clone(),
-        role: role.into(),
+        is_server,
         rke2_version: rke2_version(&settings.agent.rke2_bin),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    tx.send(pb::AgentMessage {
-        body: Some(pb::agent_message::Body::Hello(hello)),
-    })
-    .await?;
-    let status = |full: bool, snapshot: &Snapshot, health: &probe::Probe| {
-        let state = service
+    tx.send(Outgoing::Hello(hello)).await?;
+    let status = |full: bool, snapshot: Arc<Snapshot>, health: &probe::Probe| {
+        let service_state = service
             .lock()
             .ok()
             .and_then(|s| s.as_ref().map(|(_, st)| st.active_state.clone()))
             .unwrap_or_default();
-        let mut message = convert::status_message(
-            &snapshot.inventory,
-            OffsetDateTime::now_utc(),
-            warn_window(settings.agent.warn_days),
-            &state,
+        StatusReport {
+            snapshot,
+            now: OffsetDateTime::now_utc(),
+            warn: warn_window(settings.agent.warn_days),
+            service_state,
             full,
-        );
-        health.fill(&mut message);
-        pb::AgentMessage {
-            body: Some(pb::agent_message::Body::Status(message)),
+            health: health.clone(),
         }
     };
     let mut health = probe::probe(settings.agent, is_server).await;
     let current = Arc::clone(&snapshots.borrow_and_update());
-    let first = status(true, &current, &health);
-    let mut last_summary = summary(&first);
-    tx.send(first).await?;
+    let first = status(true, current, &health);
+    let mut last_summary: Summary = first.summary();
+    tx.send(Outgoing::Status(Box::new(first))).await?;
 
     let mut inbound = client
-        .connect(ReceiverStream::new(rx))
+        .connect(rx)
         .await
-        .map_err(|s| anyhow::anyhow!("hub refused the stream: {}", s.message()))?
-        .into_inner();
+        .map_err(|s| anyhow::anyhow!("hub refused the stream: {}", s.message()))?;
     tracing::info!(hub = %settings.hub.address, node = %settings.hub.node_name, "connected to the hub");
     let mut heartbeat = tokio::time::interval(settings.hub.heartbeat);
     heartbeat.tick().await;
@@ -293,21 +274,21 @@ async fn session(
             changed = snapshots.changed() => {
                 changed.context("inventory channel closed")?;
                 let snapshot = Arc::clone(&snapshots.borrow_and_update());
-                let message = status(true, &snapshot, &health);
-                last_summary = summary(&message);
-                tx.send(message).await?;
+                let report = status(true, snapshot, &health);
+                last_summary = report.summary();
+                tx.send(Outgoing::Status(Box::new(report))).await?;
             }
             Some(event) = events.recv() => {
-                if matches!(event.body, Some(pb::agent_message::Body::Result(_))) {
+                if matches!(event, Outgoing::Result(_)) {
                     // The hub gates its next node on this: fresh health right before the result.
                     if let Some(bus) = bus {
                         refresh_service(bus, service).await;
                     }
                     health = probe::probe(settings.agent, is_server).await;
                     let snapshot = Arc::clone(&snapshots.borrow());
-                    let message = status(false, &snapshot, &health);
-                    last_summary = summary(&message);
-                    tx.send(message).await?;
+                    let report = status(false, snapshot, &health);
+                    last_summary = report.summary();
+                    tx.send(Outgoing::Status(Box::new(report))).await?;
                 }
                 tx.send(event).await?;
             }
@@ -319,19 +300,19 @@ async fn session(
                 // the hub: no certificate list), a bare heartbeat otherwise.
                 health = probe::probe(settings.agent, is_server).await;
                 let snapshot = Arc::clone(&snapshots.borrow());
-                let message = status(false, &snapshot, &health);
-                let now_summary = summary(&message);
+                let report = status(false, snapshot, &health);
+                let now_summary = report.summary();
                 if now_summary == last_summary {
-                    tx.send(pb::AgentMessage { body: Some(pb::agent_message::Body::Heartbeat(pb::Heartbeat {})) }).await?;
+                    tx.send(Outgoing::Heartbeat).await?;
                 } else {
                     last_summary = now_summary;
-                    tx.send(message).await?;
+                    tx.send(Outgoing::Status(Box::new(report))).await?;
                 }
             }
             message = inbound.message() => {
                 match message.map_err(|s| anyhow::anyhow!("stream error: {}", s.message()))? {
                     None => return Ok(()),
-                    Some(pb::HubMessage { body: Some(pb::hub_message::Body::RequestStatus(_)) }) => {
+                    Some(Incoming::RequestStatus) => {
                         // The hub gates a plan on this answer: probe now, not at the last
                         // heartbeat.
                         if let Some(bus) = bus {
@@ -339,42 +320,20 @@ async fn session(
                         }
                         health = probe::probe(settings.agent, is_server).await;
                         let snapshot = Arc::clone(&snapshots.borrow());
-                        let message = status(true, &snapshot, &health);
-                        last_summary = summary(&message);
-                        tx.send(message).await?;
+                        let report = status(true, snapshot, &health);
+                        last_summary = report.summary();
+                        tx.send(Outgoing::Status(Box::new(report))).await?;
                     }
-                    Some(pb::HubMessage { body: Some(pb::hub_message::Body::Run(run)) }) => {
+                    Some(Incoming::Run(run)) => {
                         tracing::info!(op = %rke2ops_common::text::quoted(&run.operation_id), "operation requested by the hub");
                         driver.handle_run(run).await;
                     }
-                    Some(pb::HubMessage { body: Some(pb::hub_message::Body::Cancel(cancel)) }) => {
-                        driver.handle_cancel(&cancel.operation_id);
+                    Some(Incoming::Cancel(operation_id)) => {
+                        driver.handle_cancel(&operation_id);
                     }
-                    Some(_) => {}
+                    Some(Incoming::Unknown) => {}
                 }
             }
         }
-    }
-}
-
-/// What a summary status carries (unit state, worst status, deadline, errors, and the health
-/// probes without their timestamps), to tell whether it changed.
-type Summary = (String, i32, Option<i64>, u32, probe::HealthSummary);
-
-fn summary(message: &pb::AgentMessage) -> Option<Summary> {
-    match &message.body {
-        Some(pb::agent_message::Body::Status(s)) => Some((
-            s.service_state.clone(),
-            s.worst_status,
-            s.renewal_deadline.as_ref().map(|t| t.seconds),
-            s.error_count,
-            probe::Probe {
-                readiness: s.readiness.clone().unwrap_or_default(),
-                etcd: s.etcd.clone(),
-                rke2_version: s.rke2_version.clone(),
-            }
-            .summary(),
-        )),
-        _ => None,
     }
 }
