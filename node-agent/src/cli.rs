@@ -158,3 +158,57 @@ pub enum Output {
     /// rke2-ops' JSON document.
     Json,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, FileConfig};
+    use clap::Parser as _;
+
+    fn common(args: &[&str]) -> CommonArgs {
+        match Cli::try_parse_from(args).expect("parses").command {
+            Command::Check(a) => a.common,
+            Command::Run(a) => a.common,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_file_key_by_key() {
+        let file = FileConfig::parse(
+            "warn_days = 30\nkubeconfigs = [\"/file.yaml\"]\ndata_dir = \"/file\"\n",
+            std::path::Path::new("/etc/rke2-ops/node-agent.toml"),
+        )
+        .expect("parses");
+        let flags = common(&[
+            "rke2-node-agent",
+            "check",
+            "--kubeconfig",
+            "/a.yaml,/b.yaml",
+            "--warn-days",
+            "7",
+        ]);
+        let config = Config::resolve(file, flags.overrides(None)).expect("valid");
+        assert_eq!(config.warn_days, 7);
+        assert_eq!(
+            config.kubeconfigs,
+            vec![PathBuf::from("/a.yaml"), PathBuf::from("/b.yaml")]
+        );
+        assert_eq!(config.data_dir, PathBuf::from("/file"));
+    }
+
+    #[test]
+    fn metrics_addr_is_a_flag_of_run_only() {
+        assert!(
+            Cli::try_parse_from(["rke2-node-agent", "check", "--metrics-addr", "127.0.0.1:1"])
+                .is_err()
+        );
+        let run = Cli::try_parse_from(["rke2-node-agent", "run", "--metrics-addr", "127.0.0.1:1"])
+            .expect("parses");
+        let Command::Run(args) = run.command else {
+            panic!("not run");
+        };
+        assert_eq!(args.metrics_addr.as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(args.common.settings.metrics_addr, None);
+    }
+}

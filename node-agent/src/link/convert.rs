@@ -455,4 +455,84 @@ mod tests {
             "{why}"
         );
     }
+
+    #[test]
+    fn outcomes_and_phases_map_to_their_wire_enums() {
+        for (outcome, wire) in [
+            (Outcome::Succeeded, pb::OperationOutcome::Succeeded),
+            (Outcome::Skipped, pb::OperationOutcome::Skipped),
+            (Outcome::Failed, pb::OperationOutcome::Failed),
+            (Outcome::Rejected, pb::OperationOutcome::Rejected),
+        ] {
+            assert_eq!(pb::OperationOutcome::from(outcome), wire);
+        }
+        for (phase, wire) in [
+            (StepPhase::Started, pb::StepPhase::Started),
+            (StepPhase::Succeeded, pb::StepPhase::Succeeded),
+            (StepPhase::Failed, pb::StepPhase::Failed),
+        ] {
+            assert_eq!(pb::StepPhase::from(phase), wire);
+        }
+    }
+
+    #[test]
+    fn a_status_report_carries_the_health_probes() {
+        let now = OffsetDateTime::from_unix_timestamp(1_795_500_000).expect("time");
+        let report = StatusReport {
+            snapshot: std::sync::Arc::new(crate::state::Snapshot {
+                inventory: Inventory::default(),
+                scanned_at: now,
+            }),
+            now,
+            warn: time::Duration::days(120),
+            service_state: "active".into(),
+            full: false,
+            health: super::super::probe::Probe {
+                readiness: Readiness {
+                    apiserver_ready: true,
+                    kubelet_healthy: false,
+                    detail: "kubelet: refused".into(),
+                    checked_at: Some(now),
+                },
+                etcd: None,
+                rke2_version: "v1.34.1+rke2r1".into(),
+            },
+        };
+        let message = pb::AgentMessage::from(Outgoing::Status(Box::new(report)));
+        let Some(pb::agent_message::Body::Status(status)) = message.body else {
+            panic!("not a status: {message:?}");
+        };
+        let readiness = status.readiness.expect("readiness");
+        assert!(readiness.apiserver_ready && !readiness.kubelet_healthy);
+        assert_eq!(readiness.checked_at, Some(timestamp(now)));
+        assert_eq!(status.rke2_version, "v1.34.1+rke2r1");
+        assert!(status.etcd.is_none() && !status.full);
+    }
+
+    #[test]
+    fn hub_messages_become_domain_requests() {
+        let run = pb::HubMessage {
+            body: Some(pb::hub_message::Body::Run(pb::RunOperation {
+                operation_id: "op-1".into(),
+                kind: None,
+            })),
+        };
+        match Incoming::from(run) {
+            Incoming::Run(request) => {
+                assert_eq!(request.operation_id, "op-1");
+                assert!(request.kind.is_err(), "no kind is refused");
+            }
+            other => panic!("not a run: {other:?}"),
+        }
+        let cancel = pb::HubMessage {
+            body: Some(pb::hub_message::Body::Cancel(pb::CancelOperation {
+                operation_id: "op-1".into(),
+            })),
+        };
+        assert_eq!(Incoming::from(cancel), Incoming::Cancel("op-1".into()));
+        assert_eq!(
+            Incoming::from(pb::HubMessage { body: None }),
+            Incoming::Unknown
+        );
+    }
 }
