@@ -163,7 +163,6 @@ pub enum Output {
 mod tests {
     use super::*;
     use crate::config::{Config, FileConfig};
-    use clap::Parser as _;
 
     fn common(args: &[&str]) -> CommonArgs {
         match Cli::try_parse_from(args).expect("parses").command {
