@@ -3,8 +3,10 @@
 //! - [`check`]: the one-shot `check` command (RKE2's table or JSON, and an exit code).
 //! - [`daemon`]: the `run` command: file watching, the inventory, `/metrics` and `/healthz`,
 //!   and the systemd notify protocol (READY, STATUS, WATCHDOG).
-//! - [`config`]: the TOML file and its flag/env overrides.
-//! - [`link`]: the hub link; [`state`]: what the daemon and the link share (below both).
+//! - [`config`]: the TOML file and its flag/env overrides (one [`config::ConfigLayer`] for
+//!   both), resolved into the effective [`config::Config`].
+//! - [`link`]: the hub link; [`state`]: what the daemon and the link share (below both:
+//!   `daemon` → `link` → `state`, never `link` → `daemon`).
 //! - [`service`]: what operations need from systemd (a trait); [`dbus`] implements it over
 //!   systemd's D-Bus API.
 //!

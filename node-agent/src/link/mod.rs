@@ -9,6 +9,9 @@
 //! - The client certificate is renewed over the authenticated channel long before it expires.
 //! - Operations the hub sends run through [`ops::OpsDriver`] (idempotent by operation id);
 //!   statuses carry the node's health ([`probe`]), probed at each heartbeat.
+//! - The link speaks domain types ([`messages`]); only [`convert`] touches the wire's prost
+//!   structs and the generated client. It reads the daemon's published state through
+//!   [`crate::state`] and never imports the daemon.
 
 pub mod backoff;
 pub mod convert;
