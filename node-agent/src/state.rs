@@ -27,7 +27,7 @@ pub type ServiceSlot = Arc<Mutex<Option<(String, UnitState)>>>;
 /// Reads the RKE2 unit's state (bounded: a stuck bus must not stall the agent), stores it for
 /// the metrics and returns it. Called on scrapes and when the STATUS line is rebuilt, never
 /// on a timer.
-pub(crate) async fn refresh_service(
+pub async fn refresh_service(
     systemd: &crate::dbus::Systemd,
     slot: &ServiceSlot,
 ) -> Option<(String, UnitState)> {

@@ -180,6 +180,20 @@ fn rke2_version(bin: &std::path::Path) -> String {
         .unwrap_or_default()
 }
 
+/// The unit's state re-read (when systemd is there), then the node probed: what a status
+/// the hub acts on must reflect.
+async fn fresh_health(
+    bus: Option<&crate::dbus::Systemd>,
+    service: &ServiceSlot,
+    agent: &Config,
+    is_server: bool,
+) -> probe::Probe {
+    if let Some(bus) = bus {
+        refresh_service(bus, service).await;
+    }
+    probe::probe(agent, is_server).await
+}
+
 /// What one session borrows from the link.
 struct Link<'a> {
     settings: HubSettings<'a>,
@@ -284,10 +298,7 @@ async fn session(
             Some(event) = events.recv() => {
                 if matches!(event, Outgoing::Result(_)) {
                     // The hub gates its next node on this: fresh health right before the result.
-                    if let Some(bus) = bus {
-                        refresh_service(bus, service).await;
-                    }
-                    health = probe::probe(settings.agent, is_server).await;
+                    health = fresh_health(bus, service, settings.agent, is_server).await;
                     let snapshot = Arc::clone(&snapshots.borrow());
                     let report = status(false, snapshot, &health);
                     last_summary = report.summary();
@@ -296,12 +307,9 @@ async fn session(
                 tx.send(event).await?;
             }
             _ = heartbeat.tick() => {
-                if let Some(bus) = bus {
-                    refresh_service(bus, service).await;
-                }
                 // A summary status when the unit's state or the worst status moved (cheap for
                 // the hub: no certificate list), a bare heartbeat otherwise.
-                health = probe::probe(settings.agent, is_server).await;
+                health = fresh_health(bus, service, settings.agent, is_server).await;
                 let snapshot = Arc::clone(&snapshots.borrow());
                 let report = status(false, snapshot, &health);
                 let now_summary = report.summary();
@@ -318,10 +326,7 @@ async fn session(
                     Some(Incoming::RequestStatus) => {
                         // The hub gates a plan on this answer: probe now, not at the last
                         // heartbeat.
-                        if let Some(bus) = bus {
-                            refresh_service(bus, service).await;
-                        }
-                        health = probe::probe(settings.agent, is_server).await;
+                        health = fresh_health(bus, service, settings.agent, is_server).await;
                         let snapshot = Arc::clone(&snapshots.borrow());
                         let report = status(true, snapshot, &health);
                         last_summary = report.summary();
