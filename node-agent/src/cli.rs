@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{DEFAULT_CONFIG_PATH, Overrides};
+use crate::config::{ConfigLayer, DEFAULT_CONFIG_PATH, Overrides};
 
 /// Per-node agent of rke2-ops: watches RKE2's certificates and exports their state.
 #[derive(Debug, Parser)]
@@ -103,67 +103,9 @@ pub struct CommonArgs {
     /// Configuration file (TOML). The default path may be absent; a path given here must exist.
     #[arg(long, env = "RKE2OPS_CONFIG")]
     pub config: Option<PathBuf>,
-    /// RKE2's data dir [default: /var/lib/rancher/rke2].
-    #[arg(long, env = "RKE2OPS_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// RKE2's admin kubeconfig [default: /etc/rancher/rke2/rke2.yaml].
-    #[arg(long, env = "RKE2OPS_ADMIN_KUBECONFIG")]
-    pub admin_kubeconfig: Option<PathBuf>,
-    /// Extra kubeconfig whose embedded certificates are inspected (repeatable).
-    #[arg(
-        long = "kubeconfig",
-        env = "RKE2OPS_KUBECONFIGS",
-        value_delimiter = ','
-    )]
-    pub kubeconfigs: Vec<PathBuf>,
-    /// Days before expiry from which a certificate is WARNING [default: 120].
-    #[arg(long, env = "RKE2OPS_WARN_DAYS")]
-    pub warn_days: Option<u32>,
-    /// Journal and identity folder [default: /var/lib/rke2-ops/node-agent].
-    #[arg(long, env = "RKE2OPS_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// The rke2 binary [default: /usr/local/bin/rke2].
-    #[arg(long, env = "RKE2OPS_RKE2_BIN")]
-    pub rke2_bin: Option<PathBuf>,
-    /// RKE2's config.yaml, for node-ip [default: /etc/rancher/rke2/config.yaml].
-    #[arg(long, env = "RKE2OPS_NODE_CONFIG")]
-    pub node_config: Option<PathBuf>,
-    /// kubelet's health endpoint host:port [default: 127.0.0.1:10248].
-    #[arg(long, env = "RKE2OPS_KUBELET_HEALTHZ_ADDR")]
-    pub kubelet_healthz_addr: Option<String>,
-    /// Seconds RKE2 may take to become ready after a start [default: 600].
-    #[arg(long, env = "RKE2OPS_READY_TIMEOUT_SECS")]
-    pub ready_timeout_secs: Option<u64>,
-    /// The hub's host:port (no hub link when unset).
-    #[arg(long, env = "RKE2OPS_HUB_ADDRESS")]
-    pub hub_address: Option<String>,
-    /// Join token for the first enrollment (prefer the config file or the environment: a
-    /// flag is visible in the process list).
-    #[arg(long, env = "RKE2OPS_HUB_TOKEN", hide_env_values = true)]
-    pub hub_token: Option<String>,
-    /// sha256:<hex> pin of the hub CA, for the first enrollment.
-    #[arg(long, env = "RKE2OPS_HUB_CA_PIN")]
-    pub hub_ca_pin: Option<String>,
-    /// This node's name at the hub [default: the host name].
-    #[arg(long, env = "RKE2OPS_NODE_NAME")]
-    pub node_name: Option<String>,
-    /// Seconds between heartbeats to the hub [default: 10].
-    #[arg(long, env = "RKE2OPS_HEARTBEAT_SECS")]
-    pub heartbeat_secs: Option<u64>,
-    /// Where upgrades fetch RKE2 releases: http(s) URL prefix or absolute folder.
-    #[arg(long, env = "RKE2OPS_ARTIFACT_SOURCE")]
-    pub artifact_source: Option<String>,
-    /// The only sources upgrades may fetch from (repeatable; URL prefix or folder)
-    /// [default: any].
-    #[arg(
-        long = "allowed-artifact-source",
-        env = "RKE2OPS_ALLOWED_ARTIFACT_SOURCES",
-        value_delimiter = ','
-    )]
-    pub allowed_artifact_sources: Vec<String>,
-    /// Where RKE2's tarball is installed [default: /usr/local].
-    #[arg(long, env = "RKE2OPS_INSTALL_PREFIX")]
-    pub install_prefix: Option<PathBuf>,
+    /// Every configuration key as a flag (and environment variable).
+    #[command(flatten)]
+    pub settings: ConfigLayer,
 }
 
 impl CommonArgs {
@@ -176,28 +118,12 @@ impl CommonArgs {
         }
     }
 
-    /// The flags as config overrides.
+    /// The flags as config overrides; `metrics_addr` is a flag of `run` alone.
     #[must_use]
     pub fn overrides(&self, metrics_addr: Option<String>) -> Overrides {
         Overrides {
-            data_dir: self.data_dir.clone(),
-            admin_kubeconfig: self.admin_kubeconfig.clone(),
-            kubeconfigs: self.kubeconfigs.clone(),
             metrics_addr,
-            warn_days: self.warn_days,
-            state_dir: self.state_dir.clone(),
-            rke2_bin: self.rke2_bin.clone(),
-            node_config: self.node_config.clone(),
-            kubelet_healthz_addr: self.kubelet_healthz_addr.clone(),
-            ready_timeout_secs: self.ready_timeout_secs,
-            hub_address: self.hub_address.clone(),
-            hub_token: self.hub_token.clone(),
-            hub_ca_pin: self.hub_ca_pin.clone(),
-            node_name: self.node_name.clone(),
-            heartbeat_secs: self.heartbeat_secs,
-            artifact_source: self.artifact_source.clone(),
-            allowed_artifact_sources: self.allowed_artifact_sources.clone(),
-            install_prefix: self.install_prefix.clone(),
+            ..self.settings.clone()
         }
     }
 }
@@ -231,4 +157,57 @@ pub enum Output {
     Table,
     /// rke2-ops' JSON document.
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, FileConfig};
+
+    fn common(args: &[&str]) -> CommonArgs {
+        match Cli::try_parse_from(args).expect("parses").command {
+            Command::Check(a) => a.common,
+            Command::Run(a) => a.common,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_file_key_by_key() {
+        let file = FileConfig::parse(
+            "warn_days = 30\nkubeconfigs = [\"/file.yaml\"]\ndata_dir = \"/file\"\n",
+            std::path::Path::new("/etc/rke2-ops/node-agent.toml"),
+        )
+        .expect("parses");
+        let flags = common(&[
+            "rke2-node-agent",
+            "check",
+            "--kubeconfig",
+            "/a.yaml,/b.yaml",
+            "--warn-days",
+            "7",
+        ]);
+        let config = Config::resolve(file, flags.overrides(None)).expect("valid");
+        assert_eq!(config.warn_days, 7);
+        assert_eq!(
+            config.kubeconfigs,
+            vec![PathBuf::from("/a.yaml"), PathBuf::from("/b.yaml")]
+        );
+        assert_eq!(config.data_dir, PathBuf::from("/file"));
+    }
+
+    #[test]
+    fn metrics_addr_is_a_flag_of_run_only() {
+        assert!(
+            Cli::try_parse_from(["rke2-node-agent", "check", "--metrics-addr", "127.0.0.1:1"])
+                .is_err()
+        );
+        let run = Cli::try_parse_from(["rke2-node-agent", "run", "--metrics-addr", "127.0.0.1:1"])
+            .expect("parses");
+        let Command::Run(args) = run.command else {
+            panic!("not run");
+        };
+        assert_eq!(args.metrics_addr.as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(args.common.settings.metrics_addr, None);
+    }
 }

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use clap::Args;
 use rke2ops_common::certs::status::DEFAULT_WARN_DAYS;
 use rke2ops_common::layout::{DEFAULT_ADMIN_KUBECONFIG, DEFAULT_DATA_DIR};
 use serde::Deserialize;
@@ -21,90 +22,116 @@ pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9810";
 
 pub use rke2ops_common::config::ConfigError;
 
-/// The file's schema: every key optional, unknown keys refused.
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// RKE2's data dir.
-    pub data_dir: Option<PathBuf>,
-    /// RKE2's admin kubeconfig (its embedded certificates are inspected when present).
-    pub admin_kubeconfig: Option<PathBuf>,
-    /// Further kubeconfig copies whose embedded certificates are inspected (must exist).
-    pub kubeconfigs: Option<Vec<PathBuf>>,
-    /// `host:port` of the metrics and health endpoint.
-    pub metrics_addr: Option<String>,
-    /// Days before expiry from which a certificate is WARNING.
-    pub warn_days: Option<u32>,
-    /// Where the agent keeps its operation journal and identity.
-    pub state_dir: Option<PathBuf>,
-    /// The `rke2` binary (`certificate rotate`).
-    pub rke2_bin: Option<PathBuf>,
-    /// RKE2's node options (`node-ip`).
-    pub node_config: Option<PathBuf>,
-    /// kubelet's health endpoint, `host:port`.
-    pub kubelet_healthz_addr: Option<String>,
-    /// How long RKE2 may take to become ready after a start, in seconds.
-    pub ready_timeout_secs: Option<u64>,
-    /// `host:port` of the hub; no hub link when unset.
-    pub hub_address: Option<String>,
-    /// Join token for the first enrollment (a secret: keep this file root-only).
-    pub hub_token: Option<String>,
-    /// `sha256:<hex>` pin of the hub CA, for the first enrollment.
-    pub hub_ca_pin: Option<String>,
-    /// This node's name at the hub [default: the host name].
-    pub node_name: Option<String>,
-    /// Seconds between heartbeats to the hub.
-    pub heartbeat_secs: Option<u64>,
-    /// Where upgrades fetch RKE2 releases: an http(s) URL prefix (`<prefix>/<version>/...`,
-    /// GitHub's release layout) or an absolute folder (air-gap).
-    pub artifact_source: Option<String>,
-    /// The only sources upgrades may fetch from (URL prefixes or folders), whoever asks: the
-    /// hub or a local `--source`. Unset or empty: any source.
-    pub allowed_artifact_sources: Option<Vec<String>>,
-    /// Where RKE2's tarball is installed (install.sh's `INSTALL_RKE2_TAR_PREFIX`).
-    pub install_prefix: Option<PathBuf>,
+/// Declares [`ConfigLayer`] once, and with it [`ConfigLayer::over`], so the file's keys, the
+/// flags and the merge cannot drift apart: adding a key is one field here plus its default in
+/// [`Config::resolve`].
+macro_rules! config_layer {
+    (
+        $(#[$struct_meta:meta])*
+        pub struct $name:ident {
+            $(
+                $(#[$field_meta:meta])*
+                pub $field:ident: Option<$ty:ty>,
+            )*
+        }
+    ) => {
+        $(#[$struct_meta])*
+        pub struct $name {
+            $(
+                $(#[$field_meta])*
+                pub $field: Option<$ty>,
+            )*
+        }
+
+        impl $name {
+            /// This layer over `lower`: every key set here wins, the others come from `lower`.
+            #[must_use]
+            pub fn over(self, lower: Self) -> Self {
+                Self {
+                    $($field: self.$field.or(lower.$field),)*
+                }
+            }
+        }
+    };
 }
 
-/// Values given on the command line (or their environment variables); they win over the file.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Overrides {
-    /// `--data-dir`.
-    pub data_dir: Option<PathBuf>,
-    /// `--admin-kubeconfig`.
-    pub admin_kubeconfig: Option<PathBuf>,
-    /// `--kubeconfig` (repeatable); replaces the file's list when given.
-    pub kubeconfigs: Vec<PathBuf>,
-    /// `--metrics-addr`.
-    pub metrics_addr: Option<String>,
-    /// `--warn-days`.
-    pub warn_days: Option<u32>,
-    /// `--state-dir`.
-    pub state_dir: Option<PathBuf>,
-    /// `--rke2-bin`.
-    pub rke2_bin: Option<PathBuf>,
-    /// `--node-config`.
-    pub node_config: Option<PathBuf>,
-    /// `--kubelet-healthz-addr`.
-    pub kubelet_healthz_addr: Option<String>,
-    /// `--ready-timeout-secs`.
-    pub ready_timeout_secs: Option<u64>,
-    /// `--hub-address`.
-    pub hub_address: Option<String>,
-    /// `--hub-token`.
-    pub hub_token: Option<String>,
-    /// `--hub-ca-pin`.
-    pub hub_ca_pin: Option<String>,
-    /// `--node-name`.
-    pub node_name: Option<String>,
-    /// `--heartbeat-secs`.
-    pub heartbeat_secs: Option<u64>,
-    /// `--artifact-source`.
-    pub artifact_source: Option<String>,
-    /// `--allowed-artifact-source` (repeatable); replaces the file's list when given.
-    pub allowed_artifact_sources: Vec<String>,
-    /// `--install-prefix`.
-    pub install_prefix: Option<PathBuf>,
+config_layer! {
+    /// One layer of the configuration, every key optional: the file
+    /// (`/etc/rke2-ops/node-agent.toml`, unknown keys refused) and the command line (each flag
+    /// with its `RKE2OPS_*` environment variable) are both this struct. The flags' layer goes
+    /// [`over`](Self::over) the file's; [`Config::resolve`] fills the rest with defaults and
+    /// checks the values. The doc comments are the flags' `--help`.
+    #[derive(Debug, Default, Clone, PartialEq, Eq, Args, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ConfigLayer {
+        /// RKE2's data dir [default: /var/lib/rancher/rke2].
+        #[arg(long, env = "RKE2OPS_DATA_DIR")]
+        pub data_dir: Option<PathBuf>,
+        /// RKE2's admin kubeconfig [default: /etc/rancher/rke2/rke2.yaml].
+        #[arg(long, env = "RKE2OPS_ADMIN_KUBECONFIG")]
+        pub admin_kubeconfig: Option<PathBuf>,
+        /// Extra kubeconfig whose embedded certificates are inspected (repeatable).
+        #[arg(long = "kubeconfig", env = "RKE2OPS_KUBECONFIGS", value_delimiter = ',')]
+        pub kubeconfigs: Option<Vec<PathBuf>>,
+        /// host:port for /metrics and /healthz [default: 0.0.0.0:9810]. A flag of `run` only
+        /// (`RunArgs`), so not one of the shared flags.
+        #[arg(skip)]
+        pub metrics_addr: Option<String>,
+        /// Days before expiry from which a certificate is WARNING [default: 120].
+        #[arg(long, env = "RKE2OPS_WARN_DAYS")]
+        pub warn_days: Option<u32>,
+        /// Journal and identity folder [default: /var/lib/rke2-ops/node-agent].
+        #[arg(long, env = "RKE2OPS_STATE_DIR")]
+        pub state_dir: Option<PathBuf>,
+        /// The rke2 binary [default: /usr/local/bin/rke2].
+        #[arg(long, env = "RKE2OPS_RKE2_BIN")]
+        pub rke2_bin: Option<PathBuf>,
+        /// RKE2's config.yaml, for node-ip [default: /etc/rancher/rke2/config.yaml].
+        #[arg(long, env = "RKE2OPS_NODE_CONFIG")]
+        pub node_config: Option<PathBuf>,
+        /// kubelet's health endpoint host:port [default: 127.0.0.1:10248].
+        #[arg(long, env = "RKE2OPS_KUBELET_HEALTHZ_ADDR")]
+        pub kubelet_healthz_addr: Option<String>,
+        /// Seconds RKE2 may take to become ready after a start [default: 600].
+        #[arg(long, env = "RKE2OPS_READY_TIMEOUT_SECS")]
+        pub ready_timeout_secs: Option<u64>,
+        /// The hub's host:port (no hub link when unset).
+        #[arg(long, env = "RKE2OPS_HUB_ADDRESS")]
+        pub hub_address: Option<String>,
+        /// Join token for the first enrollment (prefer the config file or the environment: a
+        /// flag is visible in the process list).
+        #[arg(long, env = "RKE2OPS_HUB_TOKEN", hide_env_values = true)]
+        pub hub_token: Option<String>,
+        /// sha256:<hex> pin of the hub CA, for the first enrollment.
+        #[arg(long, env = "RKE2OPS_HUB_CA_PIN")]
+        pub hub_ca_pin: Option<String>,
+        /// This node's name at the hub [default: the host name].
+        #[arg(long, env = "RKE2OPS_NODE_NAME")]
+        pub node_name: Option<String>,
+        /// Seconds between heartbeats to the hub [default: 10].
+        #[arg(long, env = "RKE2OPS_HEARTBEAT_SECS")]
+        pub heartbeat_secs: Option<u64>,
+        /// Where upgrades fetch RKE2 releases: http(s) URL prefix or absolute folder.
+        #[arg(long, env = "RKE2OPS_ARTIFACT_SOURCE")]
+        pub artifact_source: Option<String>,
+        /// The only sources upgrades may fetch from (repeatable; URL prefix or folder)
+        /// [default: any].
+        #[arg(
+            long = "allowed-artifact-source",
+            env = "RKE2OPS_ALLOWED_ARTIFACT_SOURCES",
+            value_delimiter = ','
+        )]
+        pub allowed_artifact_sources: Option<Vec<String>>,
+        /// Where RKE2's tarball is installed [default: /usr/local].
+        #[arg(long, env = "RKE2OPS_INSTALL_PREFIX")]
+        pub install_prefix: Option<PathBuf>,
+    }
 }
+
+/// The configuration file's layer.
+pub type FileConfig = ConfigLayer;
+/// The command line's layer (flags and their environment variables); it wins over the file.
+pub type Overrides = ConfigLayer;
 
 /// The effective configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,7 +202,7 @@ pub const DEFAULT_KUBELET_HEALTHZ: &str = "127.0.0.1:10248";
 /// install.sh's default tarball prefix.
 pub const DEFAULT_INSTALL_PREFIX: &str = "/usr/local";
 
-impl FileConfig {
+impl ConfigLayer {
     /// Parses TOML text; `path` only names the source in errors.
     ///
     /// # Errors
@@ -195,37 +222,30 @@ impl FileConfig {
 }
 
 impl Config {
-    /// Merges defaults, the file and the overrides (in rising priority).
+    /// Merges defaults, the file and the overrides (in rising priority): a key the overrides
+    /// set wins whole (a list given on the command line replaces the file's).
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] for a bad address or window.
     pub fn resolve(file: FileConfig, overrides: Overrides) -> Result<Self, ConfigError> {
-        let metrics_addr = overrides
+        let layer = overrides.over(file);
+        let metrics_addr = layer
             .metrics_addr
-            .or(file.metrics_addr)
             .unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_owned());
         let metrics_addr = metrics_addr.parse().map_err(|e| ConfigError::Invalid {
             key: "metrics_addr",
             message: format!("{metrics_addr:?} is not host:port ({e})"),
         })?;
-        let warn_days = overrides
-            .warn_days
-            .or(file.warn_days)
-            .unwrap_or(DEFAULT_WARN_DAYS);
+        let warn_days = layer.warn_days.unwrap_or(DEFAULT_WARN_DAYS);
         if warn_days > 3650 {
             return Err(ConfigError::Invalid {
                 key: "warn_days",
                 message: format!("{warn_days} days is more than 10 years"),
             });
         }
-        let kubeconfigs = if overrides.kubeconfigs.is_empty() {
-            file.kubeconfigs.unwrap_or_default()
-        } else {
-            overrides.kubeconfigs
-        };
-        let install_prefix = overrides
+        let kubeconfigs = layer.kubeconfigs.unwrap_or_default();
+        let install_prefix = layer
             .install_prefix
-            .or(file.install_prefix)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_INSTALL_PREFIX));
         if !install_prefix.is_absolute() {
             return Err(ConfigError::Invalid {
@@ -233,15 +253,8 @@ impl Config {
                 message: format!("{} is not an absolute path", install_prefix.display()),
             });
         }
-        let artifact_source = overrides
-            .artifact_source
-            .or(file.artifact_source)
-            .filter(|s| !s.trim().is_empty());
-        let allowed = if overrides.allowed_artifact_sources.is_empty() {
-            file.allowed_artifact_sources.unwrap_or_default()
-        } else {
-            overrides.allowed_artifact_sources
-        };
+        let artifact_source = layer.artifact_source.filter(|s| !s.trim().is_empty());
+        let allowed = layer.allowed_artifact_sources.unwrap_or_default();
         let allowed_artifact_sources = allowed
             .iter()
             .map(|s| Source::parse(s))
@@ -262,46 +275,35 @@ impl Config {
             artifact_source,
             allowed_artifact_sources,
             install_prefix,
-            data_dir: overrides
+            data_dir: layer
                 .data_dir
-                .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
-            admin_kubeconfig: overrides
+            admin_kubeconfig: layer
                 .admin_kubeconfig
-                .or(file.admin_kubeconfig)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_ADMIN_KUBECONFIG)),
             kubeconfigs,
             metrics_addr,
             warn_days,
-            state_dir: overrides
+            state_dir: layer
                 .state_dir
-                .or(file.state_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
-            rke2_bin: overrides
+            rke2_bin: layer
                 .rke2_bin
-                .or(file.rke2_bin)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_RKE2_BIN)),
-            node_config: overrides
+            node_config: layer
                 .node_config
-                .or(file.node_config)
                 .unwrap_or_else(|| PathBuf::from(rke2ops_common::layout::DEFAULT_NODE_CONFIG)),
-            kubelet_healthz_addr: overrides
+            kubelet_healthz_addr: layer
                 .kubelet_healthz_addr
-                .or(file.kubelet_healthz_addr)
                 .unwrap_or_else(|| DEFAULT_KUBELET_HEALTHZ.to_owned()),
-            ready_timeout: std::time::Duration::from_secs(
-                overrides
-                    .ready_timeout_secs
-                    .or(file.ready_timeout_secs)
-                    .unwrap_or(600),
-            ),
-            hub: match overrides.hub_address.or(file.hub_address) {
+            ready_timeout: std::time::Duration::from_secs(layer.ready_timeout_secs.unwrap_or(600)),
+            hub: match layer.hub_address {
                 None => None,
                 Some(address) => Some(HubConfig {
                     address,
-                    token: overrides.hub_token.or(file.hub_token),
-                    ca_pin: overrides.hub_ca_pin.or(file.hub_ca_pin),
-                    node_name: match overrides.node_name.or(file.node_name) {
+                    token: layer.hub_token,
+                    ca_pin: layer.hub_ca_pin,
+                    node_name: match layer.node_name {
                         Some(name) => name,
                         None => nix::unistd::gethostname()
                             .ok()
@@ -312,11 +314,7 @@ impl Config {
                             })?,
                     },
                     heartbeat: std::time::Duration::from_secs(
-                        overrides
-                            .heartbeat_secs
-                            .or(file.heartbeat_secs)
-                            .unwrap_or(10)
-                            .max(1),
+                        layer.heartbeat_secs.unwrap_or(10).max(1),
                     ),
                 }),
             },
@@ -445,7 +443,7 @@ mod tests {
         let err = Config::resolve(
             parse("artifact_source = \"/tmp/x\"").expect("parses"),
             Overrides {
-                allowed_artifact_sources: vec!["/srv/rke2".into()],
+                allowed_artifact_sources: Some(vec!["/srv/rke2".into()]),
                 ..Overrides::default()
             },
         )

@@ -3,7 +3,10 @@
 //! - [`check`]: the one-shot `check` command (RKE2's table or JSON, and an exit code).
 //! - [`daemon`]: the `run` command: file watching, the inventory, `/metrics` and `/healthz`,
 //!   and the systemd notify protocol (READY, STATUS, WATCHDOG).
-//! - [`config`]: the TOML file and its flag/env overrides.
+//! - [`config`]: the TOML file and its flag/env overrides (one [`config::ConfigLayer`] for
+//!   both), resolved into the effective [`config::Config`].
+//! - [`link`]: the hub link; [`state`]: what the daemon and the link share (below both:
+//!   `daemon` → `link` → `state`, never `link` → `daemon`).
 //! - [`service`]: what operations need from systemd and its journal (traits); [`dbus`]
 //!   implements the first over systemd's D-Bus API, [`journald`] the second.
 //! - [`ops`]: the operations (rotate, renew-by-restart, upgrade) and their runner.
@@ -22,3 +25,4 @@ pub mod journald;
 pub mod link;
 pub mod ops;
 pub mod service;
+pub mod state;

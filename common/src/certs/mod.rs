@@ -1,8 +1,9 @@
 //! Certificate inspection.
 //!
 //! [`scan::Scanner`] walks the data dir and kubeconfigs; [`parse`] turns one PEM bundle into
-//! [`model::CertEntry`]s; [`status`] holds RKE2's status rules; [`keys`] decides whether a
-//! private key belongs to a certificate; [`chain`] verifies leaves against the tree's CAs.
+//! [`model::CertEntry`]s; [`status`] holds RKE2's status words ([`CertStatus`]) and their
+//! rules; [`keys`] decides whether a private key belongs to a certificate; [`chain`] verifies
+//! leaves against the tree's CAs.
 //! A file that cannot be used becomes a [`model::FileError`] entry: a scan never stops early.
 
 pub mod chain;
@@ -13,8 +14,9 @@ pub mod parse;
 pub mod scan;
 pub mod status;
 
-pub use model::{CertEntry, CertStatus, FileError, Inventory, Usage};
+pub use model::{CertEntry, FileError, Inventory, Usage};
 pub use scan::{ScanConfig, Scanner};
+pub use status::CertStatus;
 
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -1,47 +1,9 @@
 //! The certificate inventory's value types: what one scan found.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use super::status::cert_status;
-
-/// RKE2's status words (`rke2 certificate check`), worst last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum CertStatus {
-    /// Valid and outside the warning window.
-    #[serde(rename = "OK")]
-    Ok,
-    /// Valid, but inside the warning window (RKE2 renews it on the next start).
-    #[serde(rename = "WARNING")]
-    Warning,
-    /// `now` is before NotBefore.
-    #[serde(rename = "NOT YET VALID")]
-    NotYetValid,
-    /// `now` is after NotAfter.
-    #[serde(rename = "EXPIRED")]
-    Expired,
-}
-
-impl CertStatus {
-    /// The word RKE2 prints.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "OK",
-            Self::Warning => "WARNING",
-            Self::NotYetValid => "NOT YET VALID",
-            Self::Expired => "EXPIRED",
-        }
-    }
-}
-
-impl fmt::Display for CertStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use super::status::{CertStatus, cert_status};
 
 /// A usage as RKE2 names it in `certificate check`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -1,8 +1,46 @@
-//! RKE2's certificate status rules, as pure functions of the validity window and "now".
+//! RKE2's certificate status words and their rules, as pure functions of the validity window
+//! and "now". The model's types use these; this module uses nothing of the model.
 
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use super::model::CertStatus;
+/// RKE2's status words (`rke2 certificate check`), worst last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum CertStatus {
+    /// Valid and outside the warning window.
+    #[serde(rename = "OK")]
+    Ok,
+    /// Valid, but inside the warning window (RKE2 renews it on the next start).
+    #[serde(rename = "WARNING")]
+    Warning,
+    /// `now` is before NotBefore.
+    #[serde(rename = "NOT YET VALID")]
+    NotYetValid,
+    /// `now` is after NotAfter.
+    #[serde(rename = "EXPIRED")]
+    Expired,
+}
+
+impl CertStatus {
+    /// The word RKE2 prints.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "OK",
+            Self::Warning => "WARNING",
+            Self::NotYetValid => "NOT YET VALID",
+            Self::Expired => "EXPIRED",
+        }
+    }
+}
+
+impl fmt::Display for CertStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// RKE2's `CertificateRenewDays` since the May 2025 releases: a leaf this close to expiry is
 /// reissued on the next start, and `rke2 certificate check` calls it WARNING.

@@ -51,7 +51,7 @@ pub async fn serve(
 /// the rest (curl, promtool).
 async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
     if let Some(systemd) = &state.systemd {
-        super::refresh_service(systemd, &state.metrics.service).await;
+        crate::state::refresh_service(systemd, &state.metrics.service).await;
     }
     let metrics = &state.metrics;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());

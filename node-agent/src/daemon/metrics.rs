@@ -19,7 +19,8 @@ use rke2ops_common::renewal;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use super::Snapshot;
+pub use crate::state::ServiceSlot;
+use crate::state::Snapshot;
 
 /// Metrics registry plus the handles the daemon updates.
 #[derive(Debug)]
@@ -36,9 +37,6 @@ pub struct Metrics {
 }
 
 use rke2ops_common::exposition::{Labels, const_gauges as gauge};
-
-/// The RKE2 unit's state as last read (on a scrape), shared with the collector.
-pub type ServiceSlot = Arc<std::sync::Mutex<Option<(String, crate::service::UnitState)>>>;
 
 #[derive(Debug)]
 struct InventoryCollector {

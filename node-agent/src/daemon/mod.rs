@@ -10,32 +10,28 @@ pub mod metrics;
 pub mod systemd;
 pub mod watch;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use rke2ops_common::certs::{Inventory, Scanner};
+use rke2ops_common::shutdown::{Drained, Listener, Shutdown};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch as channel;
+use tracing::Instrument as _;
 
 use crate::config::Config;
+pub use crate::state::Snapshot;
+use crate::state::refresh_service;
 use metrics::Metrics;
 
-/// One published inventory.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    /// What the scan found.
-    pub inventory: Inventory,
-    /// When the scan finished.
-    pub scanned_at: OffsetDateTime,
-}
-
-/// Runs the daemon on a small tokio runtime until SIGTERM or SIGINT.
+/// Runs the daemon on a small tokio runtime until SIGTERM or SIGINT: the first signal drains
+/// (the loop stops, the metrics server gets up to 5 s to finish), a second one forces.
 ///
 /// # Errors
-/// When the metrics address cannot be bound or inotify cannot start.
+/// When the signal handlers cannot be installed, the metrics address cannot be bound or
+/// inotify cannot start.
 pub fn main(config: Config) -> anyhow::Result<()> {
     init_tracing();
     // One worker: the agent's work is a few milliseconds per file event, and fewer threads
@@ -46,7 +42,13 @@ pub fn main(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(config, shutdown_signal()))
+    runtime.block_on(async {
+        let shutdown = Shutdown::new();
+        shutdown
+            .escalate_on_signals("rke2-node-agent")
+            .context("cannot install the SIGTERM/SIGINT handlers")?;
+        run(config, shutdown.listener()).await
+    })
 }
 
 fn init_tracing() {
@@ -67,32 +69,19 @@ fn init_tracing() {
     };
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
-                _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
-            }
-        }
-        _ => {
-            tracing::error!("cannot install signal handlers; only a kill will stop the agent");
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
-async fn scan(scanner: Scanner, metrics: &Metrics) -> anyhow::Result<(Scanner, Snapshot)> {
+async fn scan(
+    scanner: Scanner,
+    metrics: &Metrics,
+    node: &str,
+) -> anyhow::Result<(Scanner, Snapshot)> {
     let started = Instant::now();
+    let span = tracing::info_span!("scan", node = %node);
     let (scanner, inventory) = tokio::task::spawn_blocking(move || {
-        let mut scanner = scanner;
-        let inventory = scanner.scan();
-        (scanner, inventory)
+        span.in_scope(|| {
+            let mut scanner = scanner;
+            let inventory = scanner.scan();
+            (scanner, inventory)
+        })
     })
     .await
     .context("scan task failed")?;
@@ -109,12 +98,14 @@ async fn scan(scanner: Scanner, metrics: &Metrics) -> anyhow::Result<(Scanner, S
     ))
 }
 
-/// Runs the daemon until `shutdown` resolves. Binds the metrics address, scans once, tells
-/// systemd it is ready, then follows file events.
+/// Runs the daemon until `shutdown` drains. Binds the metrics address, scans once, tells
+/// systemd it is ready, then follows file events. Once draining it stops the hub link and
+/// waits up to 5 s for the metrics server, less when the stop is forced.
 ///
 /// # Errors
 /// When the metrics address cannot be bound or inotify cannot start.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
+    let node = crate::state::node_name(&config);
     let listener = TcpListener::bind(config.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on metrics_addr {}", config.metrics_addr))?;
@@ -127,9 +118,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }));
     let rx_for_link = rx.clone();
     let metrics = Arc::new(Metrics::new(rx, config.warn_days));
-    let (scanner, snapshot) = scan(Scanner::new(config.scan_config()), &metrics).await?;
+    let (scanner, snapshot) = scan(Scanner::new(config.scan_config()), &metrics, &node).await?;
     let mut scanner = Some(scanner);
-    let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     // The system bus is optional: outside systemd (or without D-Bus) the agent still
     // watches certificates; operations and service metrics need it.
     let connect = tokio::time::timeout(
@@ -151,9 +141,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         metrics: Arc::clone(&metrics),
         systemd: bus.clone(),
     };
-    let server = tokio::spawn(http::serve(listener, state, async {
-        let _ = stop_http_rx.await;
-    }));
+    let server = tokio::spawn(
+        http::serve(listener, state, shutdown.clone().draining_owned())
+            .instrument(tracing::info_span!("http", node = %node)),
+    );
 
     let service = match &bus {
         Some(s) => refresh_service(s, &metrics.service).await,
@@ -173,34 +164,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // With a hub, the link resumes an interrupted operation itself, so its result reaches the
     // hub under the same id.
     if bus.is_some() && config.hub.is_none() {
-        tokio::spawn(resume_interrupted(config.clone()));
+        tokio::spawn(
+            resume_interrupted(config.clone())
+                .instrument(tracing::info_span!("resume", node = %node)),
+        );
     }
-    let link = config.hub.as_ref().map(|hub| {
-        let settings = crate::link::HubSettings {
-            address: hub.address.clone(),
-            token: hub.token.clone(),
-            ca_pin: hub.ca_pin.clone(),
-            node_name: hub.node_name.clone(),
-            identity_dir: config.state_dir.join("identity"),
-            heartbeat: hub.heartbeat,
-            warn_days: config.warn_days,
-            rke2_bin: config.rke2_bin.clone(),
-            data_dir: config.data_dir.clone(),
-            agent: config.clone(),
-        };
-        tokio::spawn(crate::link::run(
-            settings,
-            rx_for_link.clone(),
-            std::sync::Arc::clone(&metrics.service),
-            bus.clone(),
-        ))
+    let link = config.hub.is_some().then(|| {
+        tokio::spawn(
+            crate::link::run(
+                config.clone(),
+                rx_for_link.clone(),
+                Arc::clone(&metrics.service),
+                bus.clone(),
+            )
+            .instrument(tracing::info_span!("hub_link", node = %node)),
+        )
     });
 
     let watchdog_every = systemd::watchdog_interval();
     let mut watchdog =
         tokio::time::interval(watchdog_every.unwrap_or(std::time::Duration::from_secs(3600)));
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
     loop {
         let until_change = next_change.map(|t| {
             let secs = (t - OffsetDateTime::now_utc()).as_seconds_f64().max(0.0);
@@ -208,7 +192,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             std::time::Duration::from_secs_f64(secs.min(86_400.0))
         });
         tokio::select! {
-            () = &mut shutdown => break,
+            () = shutdown.draining() => break,
             _ = watchdog.tick(), if watchdog_every.is_some() => systemd::watchdog(),
             batch = watcher.next_batch() => {
                 if batch.is_none() {
@@ -217,7 +201,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 metrics.watch_batches.inc();
                 watcher.reconcile();
                 let current = scanner.take().context("scanner missing")?;
-                let (s, snapshot) = scan(current, &metrics).await?;
+                let (s, snapshot) = scan(current, &metrics, &node).await?;
                 scanner = Some(s);
                 let service = match &bus {
                     Some(s) => refresh_service(s, &metrics.service).await,
@@ -245,12 +229,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     if let Some(link) = link {
         link.abort();
     }
-    let _ = stop_http_tx.send(());
-    match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "metrics server ended with an error"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "metrics server task failed"),
-        Err(_) => tracing::warn!("metrics server did not stop within 5 s"),
+    match shutdown
+        .drain_within(std::time::Duration::from_secs(5), server)
+        .await
+    {
+        Drained::Done(Ok(Ok(()))) => {}
+        Drained::Done(Ok(Err(e))) => {
+            tracing::warn!(error = %e, "metrics server ended with an error");
+        }
+        Drained::Done(Err(e)) => tracing::warn!(error = %e, "metrics server task failed"),
+        Drained::TimedOut => tracing::warn!("metrics server did not stop within 5 s"),
+        Drained::Forced => tracing::warn!("stop forced: not waiting for the metrics server"),
     }
     tracing::info!("stopped");
     Ok(())
@@ -286,27 +275,4 @@ async fn resume_interrupted(config: Config) {
             tracing::error!(error = %format!("{e:#}"), "cannot finish the interrupted operation")
         }
     }
-}
-
-/// Reads the RKE2 unit's state (bounded: a stuck bus must not stall the agent), stores it for
-/// the metrics and returns it. Called on scrapes and when the STATUS line is rebuilt, never
-/// on a timer.
-pub(crate) async fn refresh_service(
-    systemd: &crate::dbus::Systemd,
-    slot: &metrics::ServiceSlot,
-) -> Option<(String, crate::service::UnitState)> {
-    use crate::service::{ServiceManager, detect_rke2_unit};
-    let read = async {
-        let unit = detect_rke2_unit(systemd).await.ok().flatten()?;
-        let state = systemd.state(unit.name()).await.ok()?;
-        Some((unit.name().to_owned(), state))
-    };
-    let fresh = tokio::time::timeout(std::time::Duration::from_secs(2), read)
-        .await
-        .ok()
-        .flatten();
-    if let Ok(mut slot) = slot.lock() {
-        slot.clone_from(&fresh);
-    }
-    fresh
 }

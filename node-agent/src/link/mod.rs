@@ -9,9 +9,13 @@
 //! - The client certificate is renewed over the authenticated channel long before it expires.
 //! - Operations the hub sends run through [`ops::OpsDriver`] (idempotent by operation id);
 //!   statuses carry the node's health ([`probe`]), probed at each heartbeat.
+//! - The link speaks domain types ([`messages`]); only [`convert`] touches the wire's prost
+//!   structs and the generated client. It reads the daemon's published state through
+//!   [`crate::state`] and never imports the daemon.
 
 pub mod backoff;
 pub mod convert;
+pub mod messages;
 pub mod ops;
 pub mod probe;
 pub mod tls;
@@ -23,49 +27,46 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rke2ops_common::certs::status::warn_window;
 use rke2ops_common::identity;
-use rke2ops_proto::v1 as pb;
-use rke2ops_proto::v1::agent_service_client::AgentServiceClient;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
 
-use crate::daemon::Snapshot;
-use crate::daemon::metrics::ServiceSlot;
+use convert::HubClient;
+use messages::{Hello, Incoming, Outgoing, StatusReport, Summary};
 
-/// Where and how to reach the hub.
-#[derive(Debug, Clone)]
-pub struct HubSettings {
-    /// `host:port` of the hub's gRPC listener.
-    pub address: String,
-    /// Join token (`<id>.<secret>`), needed only until enrolled. Never logged.
-    pub token: Option<String>,
-    /// `sha256:<hex>` pin of the hub CA, needed only until enrolled.
-    pub ca_pin: Option<String>,
-    /// This node's name (the certificate CN).
-    pub node_name: String,
-    /// Where the enrolled identity lives.
-    pub identity_dir: PathBuf,
-    /// Interval of heartbeats between status changes.
-    pub heartbeat: Duration,
-    /// Certificate warning window (days) for the statuses sent.
-    pub warn_days: u32,
-    /// The rke2 binary (for the version in Hello).
-    pub rke2_bin: PathBuf,
-    /// RKE2's data dir (the role when systemd cannot tell).
-    pub data_dir: PathBuf,
-    /// The agent's configuration: operations and health probes need all of it.
-    pub agent: crate::config::Config,
+use crate::config::{Config, HubConfig};
+use crate::state::{ServiceSlot, Snapshot, refresh_service};
+
+/// Where and how to reach the hub: a view of the agent's configuration (nothing copied).
+#[derive(Debug, Clone, Copy)]
+pub struct HubSettings<'a> {
+    /// The hub part: address, enrollment token and CA pin, node name, heartbeat interval.
+    pub hub: &'a HubConfig,
+    /// The whole configuration: the identity's folder, the warning window, the rke2 binary,
+    /// and what operations and health probes need.
+    pub agent: &'a Config,
 }
 
-impl HubSettings {
+impl<'a> HubSettings<'a> {
+    /// The hub settings of `config`; `None` when no hub is configured.
+    #[must_use]
+    pub fn of(config: &'a Config) -> Option<Self> {
+        config.hub.as_ref().map(|hub| Self { hub, agent: config })
+    }
+
+    /// Where the enrolled identity lives.
+    fn identity_dir(&self) -> PathBuf {
+        self.agent.state_dir.join("identity")
+    }
+
     fn host_port(&self) -> anyhow::Result<(String, u16)> {
         let (host, port) = self
+            .hub
             .address
             .rsplit_once(':')
-            .with_context(|| format!("hub_address {:?} is not host:port", self.address))?;
+            .with_context(|| format!("hub_address {:?} is not host:port", self.hub.address))?;
         let port = port
             .parse()
-            .with_context(|| format!("hub_address {:?}: bad port", self.address))?;
+            .with_context(|| format!("hub_address {:?}: bad port", self.hub.address))?;
         Ok((
             host.trim_start_matches('[')
                 .trim_end_matches(']')
@@ -75,15 +76,19 @@ impl HubSettings {
     }
 }
 
-/// Runs the link until the task is dropped. `bus` (systemd) refreshes the RKE2 unit's state
-/// at each heartbeat, so the hub learns of a unit that stopped or restarted.
+/// Runs the link until the task is dropped (at once when `config` has no hub). `bus`
+/// (systemd) refreshes the RKE2 unit's state at each heartbeat, so the hub learns of a unit
+/// that stopped or restarted.
 pub async fn run(
-    settings: HubSettings,
+    config: Config,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     service: ServiceSlot,
     bus: Option<Arc<crate::dbus::Systemd>>,
 ) {
-    let (driver, mut events) = ops::OpsDriver::new(settings.agent.clone());
+    let Some(settings) = HubSettings::of(&config) else {
+        return;
+    };
+    let (driver, mut events) = ops::OpsDriver::new(config.clone());
     // An operation the hub started and a restart interrupted finishes now; its result waits in
     // the event channel for the first session.
     driver.resume_interrupted();
@@ -91,15 +96,15 @@ pub async fn run(
     loop {
         let started = tokio::time::Instant::now();
         let link = Link {
-            settings: &settings,
+            settings,
             service: &service,
             bus: bus.as_deref(),
             driver: &driver,
         };
         match session(link, snapshots.clone(), &mut events).await {
-            Ok(()) => tracing::info!(hub = %settings.address, "hub stream ended"),
+            Ok(()) => tracing::info!(hub = %settings.hub.address, "hub stream ended"),
             Err(e) => {
-                tracing::warn!(hub = %settings.address, error = %format!("{e:#}"), "hub link failed")
+                tracing::warn!(hub = %settings.hub.address, error = %format!("{e:#}"), "hub link failed")
             }
         }
         // A session that lasted a while resets the backoff.
@@ -119,31 +124,28 @@ pub async fn run(
 }
 
 /// Loads the identity, enrolling first when there is none.
-async fn ensure_identity(settings: &HubSettings) -> anyhow::Result<identity::Identity> {
-    if let Some(found) = identity::load_identity(&settings.identity_dir)? {
+async fn ensure_identity(settings: HubSettings<'_>) -> anyhow::Result<identity::Identity> {
+    if let Some(found) = identity::load_identity(&settings.identity_dir())? {
         return Ok(found);
     }
     let token = settings
+        .hub
         .token
         .as_deref()
         .context("not enrolled and no hub_token configured")?;
     let pin = settings
+        .hub
         .ca_pin
         .as_deref()
         .context("not enrolled and no hub_ca_pin configured")?;
     let (host, port) = settings.host_port()?;
     let channel = tls::channel(&host, port, tls::enrollment_config(pin)?)?;
     let key = identity::NodeKey::generate()?;
-    let csr_pem = key.csr_pem(&settings.node_name)?;
-    let response = AgentServiceClient::new(channel)
-        .enroll(pb::EnrollRequest {
-            token: token.to_owned(),
-            node_name: settings.node_name.clone(),
-            csr_pem,
-        })
+    let csr_pem = key.csr_pem(&settings.hub.node_name)?;
+    let response = HubClient::new(channel)
+        .enroll(token, &settings.hub.node_name, csr_pem)
         .await
-        .map_err(|s| anyhow::anyhow!("enrollment refused: {} ({:?})", s.message(), s.code()))?
-        .into_inner();
+        .map_err(|s| anyhow::anyhow!("enrollment refused: {} ({:?})", s.message(), s.code()))?;
     // The CA the hub returns must be the pinned one (the TLS layer already checked the CA
     // it presented); otherwise a compromised hub could hand over another trust anchor.
     let ca_ders: Vec<Vec<u8>> =
@@ -155,12 +157,12 @@ async fn ensure_identity(settings: &HubSettings) -> anyhow::Result<identity::Ide
             .context("the hub returned an unreadable CA")?;
     identity::verify_pin(&ca_ders, pin)?;
     let saved = identity::save_identity(
-        &settings.identity_dir,
+        &settings.identity_dir(),
         &key.to_pem(),
         &response.certificate_pem,
         &response.ca_pem,
     )?;
-    tracing::info!(node = %settings.node_name, hub = %settings.address, "enrolled with the hub");
+    tracing::info!(node = %settings.hub.node_name, hub = %settings.hub.address, "enrolled with the hub");
     Ok(saved)
 }
 
@@ -178,9 +180,23 @@ fn rke2_version(bin: &std::path::Path) -> String {
         .unwrap_or_default()
 }
 
+/// The unit's state re-read (when systemd is there), then the node probed: what a status
+/// the hub acts on must reflect.
+async fn fresh_health(
+    bus: Option<&crate::dbus::Systemd>,
+    service: &ServiceSlot,
+    agent: &Config,
+    is_server: bool,
+) -> probe::Probe {
+    if let Some(bus) = bus {
+        refresh_service(bus, service).await;
+    }
+    probe::probe(agent, is_server).await
+}
+
 /// What one session borrows from the link.
 struct Link<'a> {
-    settings: &'a HubSettings,
+    settings: HubSettings<'a>,
     service: &'a ServiceSlot,
     bus: Option<&'a crate::dbus::Systemd>,
     driver: &'a Arc<ops::OpsDriver>,
@@ -189,7 +205,7 @@ struct Link<'a> {
 async fn session(
     link: Link<'_>,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
-    events: &mut mpsc::UnboundedReceiver<pb::AgentMessage>,
+    events: &mut mpsc::UnboundedReceiver<Outgoing>,
 ) -> anyhow::Result<()> {
     let Link {
         settings,
@@ -199,7 +215,7 @@ async fn session(
     } = link;
     let mut id = ensure_identity(settings).await?;
     let (host, port) = settings.host_port()?;
-    let mut client = AgentServiceClient::new(tls::channel(
+    let mut client = HubClient::new(tls::channel(
         &host,
         port,
         tls::mutual_config(&id.ca_pem, &id.cert_pem, &id.key_pem)?,
@@ -207,27 +223,24 @@ async fn session(
     if identity::renewal_due(id.not_before, id.not_after, OffsetDateTime::now_utc()) {
         let key = identity::NodeKey::generate()?;
         let renewed = client
-            .renew_certificate(pb::RenewRequest {
-                csr_pem: key.csr_pem(&settings.node_name)?,
-            })
+            .renew(key.csr_pem(&settings.hub.node_name)?)
             .await
-            .map_err(|s| anyhow::anyhow!("certificate renewal refused: {}", s.message()))?
-            .into_inner();
+            .map_err(|s| anyhow::anyhow!("certificate renewal refused: {}", s.message()))?;
         id = identity::save_identity(
-            &settings.identity_dir,
+            &settings.identity_dir(),
             &key.to_pem(),
             &renewed.certificate_pem,
             &id.ca_pem,
         )?;
         tracing::info!("client certificate renewed");
-        client = AgentServiceClient::new(tls::channel(
+        client = HubClient::new(tls::channel(
             &host,
             port,
             tls::mutual_config(&id.ca_pem, &id.cert_pem, &id.key_pem)?,
         )?);
     }
 
-    let (tx, rx) = mpsc::channel::<pb::AgentMessage>(16);
+    let (tx, rx) = mpsc::channel::<Outgoing>(16);
     // The unit systemd runs says it; without systemd, RKE2's own rule: a node with a
     // `server/` folder in its data dir is a server.
     let unit = service
@@ -235,143 +248,100 @@ async fn session(
         .ok()
         .and_then(|s| s.as_ref().map(|(unit, _)| unit.clone()));
     let is_server = unit.map_or_else(
-        || settings.data_dir.join("server").is_dir(),
+        || settings.agent.data_dir.join("server").is_dir(),
         |u| u.starts_with("rke2-server"),
     );
-    let role = if is_server {
-        pb::NodeRole::Server
-    } else {
-        pb::NodeRole::Agent
-    };
-    let hello = pb::Hello {
-        node_name: settings.node_name.clone(),
-        role: role.into(),
-        rke2_version: rke2_version(&settings.rke2_bin),
+    let hello = Hello {
+        node_name: settings.hub.node_name.clone(),
+        is_server,
+        rke2_version: rke2_version(&settings.agent.rke2_bin),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    tx.send(pb::AgentMessage {
-        body: Some(pb::agent_message::Body::Hello(hello)),
-    })
-    .await?;
-    let status = |full: bool, snapshot: &Snapshot, health: &probe::Probe| {
-        let state = service
+    tx.send(Outgoing::Hello(hello)).await?;
+    let status = |full: bool, snapshot: Arc<Snapshot>, health: &probe::Probe| {
+        let service_state = service
             .lock()
             .ok()
             .and_then(|s| s.as_ref().map(|(_, st)| st.active_state.clone()))
             .unwrap_or_default();
-        let mut message = convert::status_message(
-            &snapshot.inventory,
-            OffsetDateTime::now_utc(),
-            warn_window(settings.warn_days),
-            &state,
+        StatusReport {
+            snapshot,
+            now: OffsetDateTime::now_utc(),
+            warn: warn_window(settings.agent.warn_days),
+            service_state,
             full,
-        );
-        health.fill(&mut message);
-        pb::AgentMessage {
-            body: Some(pb::agent_message::Body::Status(message)),
+            health: health.clone(),
         }
     };
-    let mut health = probe::probe(&settings.agent, is_server).await;
+    let mut health = probe::probe(settings.agent, is_server).await;
     let current = Arc::clone(&snapshots.borrow_and_update());
-    let first = status(true, &current, &health);
-    let mut last_summary = summary(&first);
-    tx.send(first).await?;
+    let first = status(true, current, &health);
+    let mut last_summary: Summary = first.summary();
+    tx.send(Outgoing::Status(Box::new(first))).await?;
 
     let mut inbound = client
-        .connect(ReceiverStream::new(rx))
+        .connect(rx)
         .await
-        .map_err(|s| anyhow::anyhow!("hub refused the stream: {}", s.message()))?
-        .into_inner();
-    tracing::info!(hub = %settings.address, node = %settings.node_name, "connected to the hub");
-    let mut heartbeat = tokio::time::interval(settings.heartbeat);
+        .map_err(|s| anyhow::anyhow!("hub refused the stream: {}", s.message()))?;
+    tracing::info!(hub = %settings.hub.address, node = %settings.hub.node_name, "connected to the hub");
+    let mut heartbeat = tokio::time::interval(settings.hub.heartbeat);
     heartbeat.tick().await;
     loop {
         tokio::select! {
             changed = snapshots.changed() => {
                 changed.context("inventory channel closed")?;
                 let snapshot = Arc::clone(&snapshots.borrow_and_update());
-                let message = status(true, &snapshot, &health);
-                last_summary = summary(&message);
-                tx.send(message).await?;
+                let report = status(true, snapshot, &health);
+                last_summary = report.summary();
+                tx.send(Outgoing::Status(Box::new(report))).await?;
             }
             Some(event) = events.recv() => {
-                if matches!(event.body, Some(pb::agent_message::Body::Result(_))) {
+                if matches!(event, Outgoing::Result(_)) {
                     // The hub gates its next node on this: fresh health right before the result.
-                    if let Some(bus) = bus {
-                        crate::daemon::refresh_service(bus, service).await;
-                    }
-                    health = probe::probe(&settings.agent, is_server).await;
+                    health = fresh_health(bus, service, settings.agent, is_server).await;
                     let snapshot = Arc::clone(&snapshots.borrow());
-                    let message = status(false, &snapshot, &health);
-                    last_summary = summary(&message);
-                    tx.send(message).await?;
+                    let report = status(false, snapshot, &health);
+                    last_summary = report.summary();
+                    tx.send(Outgoing::Status(Box::new(report))).await?;
                 }
                 tx.send(event).await?;
             }
             _ = heartbeat.tick() => {
-                if let Some(bus) = bus {
-                    crate::daemon::refresh_service(bus, service).await;
-                }
                 // A summary status when the unit's state or the worst status moved (cheap for
                 // the hub: no certificate list), a bare heartbeat otherwise.
-                health = probe::probe(&settings.agent, is_server).await;
+                health = fresh_health(bus, service, settings.agent, is_server).await;
                 let snapshot = Arc::clone(&snapshots.borrow());
-                let message = status(false, &snapshot, &health);
-                let now_summary = summary(&message);
+                let report = status(false, snapshot, &health);
+                let now_summary = report.summary();
                 if now_summary == last_summary {
-                    tx.send(pb::AgentMessage { body: Some(pb::agent_message::Body::Heartbeat(pb::Heartbeat {})) }).await?;
+                    tx.send(Outgoing::Heartbeat).await?;
                 } else {
                     last_summary = now_summary;
-                    tx.send(message).await?;
+                    tx.send(Outgoing::Status(Box::new(report))).await?;
                 }
             }
             message = inbound.message() => {
                 match message.map_err(|s| anyhow::anyhow!("stream error: {}", s.message()))? {
                     None => return Ok(()),
-                    Some(pb::HubMessage { body: Some(pb::hub_message::Body::RequestStatus(_)) }) => {
+                    Some(Incoming::RequestStatus) => {
                         // The hub gates a plan on this answer: probe now, not at the last
                         // heartbeat.
-                        if let Some(bus) = bus {
-                            crate::daemon::refresh_service(bus, service).await;
-                        }
-                        health = probe::probe(&settings.agent, is_server).await;
+                        health = fresh_health(bus, service, settings.agent, is_server).await;
                         let snapshot = Arc::clone(&snapshots.borrow());
-                        let message = status(true, &snapshot, &health);
-                        last_summary = summary(&message);
-                        tx.send(message).await?;
+                        let report = status(true, snapshot, &health);
+                        last_summary = report.summary();
+                        tx.send(Outgoing::Status(Box::new(report))).await?;
                     }
-                    Some(pb::HubMessage { body: Some(pb::hub_message::Body::Run(run)) }) => {
+                    Some(Incoming::Run(run)) => {
                         tracing::info!(op = %rke2ops_common::text::quoted(&run.operation_id), "operation requested by the hub");
                         driver.handle_run(run).await;
                     }
-                    Some(pb::HubMessage { body: Some(pb::hub_message::Body::Cancel(cancel)) }) => {
-                        driver.handle_cancel(&cancel.operation_id);
+                    Some(Incoming::Cancel(operation_id)) => {
+                        driver.handle_cancel(&operation_id);
                     }
-                    Some(_) => {}
+                    Some(Incoming::Unknown) => {}
                 }
             }
         }
-    }
-}
-
-/// What a summary status carries (unit state, worst status, deadline, errors, and the health
-/// probes without their timestamps), to tell whether it changed.
-type Summary = (String, i32, Option<i64>, u32, probe::HealthSummary);
-
-fn summary(message: &pb::AgentMessage) -> Option<Summary> {
-    match &message.body {
-        Some(pb::agent_message::Body::Status(s)) => Some((
-            s.service_state.clone(),
-            s.worst_status,
-            s.renewal_deadline.as_ref().map(|t| t.seconds),
-            s.error_count,
-            probe::Probe {
-                readiness: s.readiness.clone().unwrap_or_default(),
-                etcd: s.etcd.clone(),
-                rke2_version: s.rke2_version.clone(),
-            }
-            .summary(),
-        )),
-        _ => None,
     }
 }

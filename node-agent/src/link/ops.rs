@@ -11,11 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rke2ops_common::text::{MAX_DETAIL, clip};
-use rke2ops_proto::v1 as pb;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
-use super::convert::timestamp;
+use super::messages::{OpProgress, OpResult, Outcome, Outgoing, RunRequest, StepPhase};
 use crate::config::Config;
 use crate::ops::journal::{Journal, JournalError, OpRecord};
 use crate::ops::runner::{OpError, Progress, Runner};
@@ -60,60 +59,13 @@ pub fn decide_run(
     }
 }
 
-/// The wire request as an operation, every field the hub chose checked before it can reach
-/// a path, a unit or a command line: an upgrade's `version` must be a canonical RKE2
-/// version (it names the release folder to fetch), a rotation's `services` must be names
-/// RKE2 knows (they become `--service` arguments), an `artifact_source` must be a URL or an
-/// absolute folder (`allowed_artifact_sources` is checked when it runs).
-///
-/// # Errors
-/// A message for the REJECTED result naming the field.
-pub fn kind_of(run: &pb::RunOperation) -> Result<OpKind, String> {
-    use pb::run_operation::Kind;
-    match &run.kind {
-        Some(Kind::Rotate(r)) => {
-            if let Some(bad) = r
-                .services
-                .iter()
-                .find(|s| rke2ops_common::layout::service_certs(s).is_none())
-            {
-                return Err(format!(
-                    "bad request: rotate.services: unknown service {} (known: {})",
-                    rke2ops_common::text::quoted(bad),
-                    rke2ops_common::layout::SERVICES.join(", ")
-                ));
-            }
-            Ok(OpKind::Rotate {
-                services: r.services.clone(),
-            })
-        }
-        Some(Kind::Restart(_)) => Ok(OpKind::RenewByRestart),
-        Some(Kind::Upgrade(u)) => {
-            u.version
-                .parse::<rke2ops_common::version::Rke2Version>()
-                .map_err(|e| format!("bad request: upgrade.version: {e}"))?;
-            let source = Some(u.artifact_source.clone()).filter(|s| !s.is_empty());
-            if let Some(source) = &source {
-                crate::ops::artifacts::Source::parse(source)
-                    .map_err(|e| format!("bad request: upgrade.artifact_source: {e}"))?;
-            }
-            Ok(OpKind::Upgrade {
-                version: u.version.clone(),
-                source,
-                allow_rollback: u.allow_rollback,
-            })
-        }
-        None => Err("bad request: no operation kind".to_owned()),
-    }
-}
-
 /// The result of a finished operation (pure): succeeded, skipped, failed, or rejected when it
 /// was cancelled before changing anything.
 #[must_use]
-pub fn result_of(record: &OpRecord, rke2_version: String) -> pb::OperationResult {
+pub fn result_of(record: &OpRecord, rke2_version: String) -> OpResult {
     let (outcome, detail) = match record.step {
         Step::Done => (
-            pb::OperationOutcome::Succeeded,
+            Outcome::Succeeded,
             format!(
                 "{} succeeded: {}",
                 record.kind.name(),
@@ -125,64 +77,57 @@ pub fn result_of(record: &OpRecord, rke2_version: String) -> pb::OperationResult
                     .map_or("", |l| l.detail.as_str())
             ),
         ),
-        Step::Skipped => (
-            pb::OperationOutcome::Skipped,
-            record.skipped.clone().unwrap_or_default(),
-        ),
-        _ if record.cancelled => (pb::OperationOutcome::Rejected, "cancelled".to_owned()),
+        Step::Skipped => (Outcome::Skipped, record.skipped.clone().unwrap_or_default()),
+        _ if record.cancelled => (Outcome::Rejected, "cancelled".to_owned()),
         _ => (
-            pb::OperationOutcome::Failed,
+            Outcome::Failed,
             record
                 .failure
                 .clone()
                 .unwrap_or_else(|| "failed".to_owned()),
         ),
     };
-    pb::OperationResult {
+    OpResult {
         operation_id: record.id.clone(),
-        outcome: outcome.into(),
+        outcome,
         detail: clip(&detail, MAX_DETAIL).into_owned(),
         unit_journal: record.unit_journal.clone(),
         rke2_version,
-        finished_at: record.finished_at.map(timestamp),
+        finished_at: record.finished_at,
     }
 }
 
 /// A REJECTED result. The id is echoed as sent (clipped to the longest valid id), so the hub
 /// can match it; an invalid id matches nothing there.
 #[must_use]
-pub fn rejected(id: &str, why: String, rke2_version: String) -> pb::OperationResult {
-    pb::OperationResult {
+pub fn rejected(id: &str, why: String, rke2_version: String) -> OpResult {
+    OpResult {
         operation_id: clip(id, rke2ops_common::ids::MAX_OPERATION_ID).into_owned(),
-        outcome: pb::OperationOutcome::Rejected.into(),
+        outcome: Outcome::Rejected,
         detail: clip(&why, MAX_DETAIL).into_owned(),
         unit_journal: vec![],
         rke2_version,
-        finished_at: Some(timestamp(OffsetDateTime::now_utc())),
+        finished_at: Some(OffsetDateTime::now_utc()),
     }
 }
 
-fn progress_message(p: &Progress<'_>) -> pb::AgentMessage {
+fn progress_message(p: &Progress<'_>) -> Outgoing {
     let (phase, detail) = match p.outcome {
-        None => (pb::StepPhase::Started, String::new()),
-        Some(Ok(d)) => (pb::StepPhase::Succeeded, clip(d, MAX_DETAIL).into_owned()),
-        Some(Err(d)) => (pb::StepPhase::Failed, clip(d, MAX_DETAIL).into_owned()),
+        None => (StepPhase::Started, String::new()),
+        Some(Ok(d)) => (StepPhase::Succeeded, clip(d, MAX_DETAIL).into_owned()),
+        Some(Err(d)) => (StepPhase::Failed, clip(d, MAX_DETAIL).into_owned()),
     };
-    pb::AgentMessage {
-        body: Some(pb::agent_message::Body::Progress(pb::OperationProgress {
-            operation_id: p.record.id.clone(),
-            step: p.step.name().to_owned(),
-            phase: phase.into(),
-            detail,
-            elapsed_ms: u64::try_from(p.elapsed.as_millis()).unwrap_or(u64::MAX),
-        })),
-    }
+    Outgoing::Progress(OpProgress {
+        operation_id: p.record.id.clone(),
+        step: p.step.name().to_owned(),
+        phase,
+        detail,
+        elapsed_ms: u64::try_from(p.elapsed.as_millis()).unwrap_or(u64::MAX),
+    })
 }
 
-fn result_message(result: pb::OperationResult) -> pb::AgentMessage {
-    pb::AgentMessage {
-        body: Some(pb::agent_message::Body::Result(result)),
-    }
+fn result_message(result: OpResult) -> Outgoing {
+    Outgoing::Result(result)
 }
 
 /// The operation running in this process: its id and cancel flag.
@@ -194,7 +139,7 @@ pub struct OpsDriver {
     /// The agent's configuration (node setup, journal, binary).
     config: Config,
     /// Progress and results, drained by the connected session.
-    events: mpsc::UnboundedSender<pb::AgentMessage>,
+    events: mpsc::UnboundedSender<Outgoing>,
     /// The operation running now.
     running: Mutex<Running>,
 }
@@ -202,7 +147,7 @@ pub struct OpsDriver {
 impl OpsDriver {
     /// A driver and the receiving end of its events.
     #[must_use]
-    pub fn new(config: Config) -> (Arc<Self>, mpsc::UnboundedReceiver<pb::AgentMessage>) {
+    pub fn new(config: Config) -> (Arc<Self>, mpsc::UnboundedReceiver<Outgoing>) {
         let (events, rx) = mpsc::unbounded_channel();
         (
             Arc::new(Self {
@@ -239,15 +184,15 @@ impl OpsDriver {
     }
 
     /// Handles a `RunOperation`.
-    pub async fn handle_run(self: &Arc<Self>, run: pb::RunOperation) {
-        let id = run.operation_id.clone();
+    pub async fn handle_run(self: &Arc<Self>, run: RunRequest) {
+        let id = run.operation_id;
         if let Err(e) = rke2ops_common::ids::check_operation_id(&id) {
             // Before anything reads the journal with it or names a folder after it.
             return self.reject(&id, format!("bad request: {e}")).await;
         }
         // Every field checked before the journal is even opened: a hostile request leaves
         // no trace on the node but the log line.
-        let kind = match kind_of(&run) {
+        let kind = match run.kind {
             Ok(kind) => kind,
             Err(why) => return self.reject(&id, why).await,
         };
@@ -306,7 +251,7 @@ impl OpsDriver {
             *running = Some((id.clone(), Arc::clone(&cancel)));
         }
         let driver = Arc::clone(self);
-        let span = tracing::info_span!("operation", op = %id);
+        let span = tracing::info_span!("operation", node = %crate::state::node_name(&self.config), op = %id);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let outcome = driver.execute(&id, kind, &cancel).await;
@@ -325,7 +270,7 @@ impl OpsDriver {
                     ),
                     Err(e) => rejected(&id, e.to_string(), version),
                 };
-                tracing::info!(outcome = result.outcome, detail = %result.detail, "operation ended");
+                tracing::info!(outcome = ?result.outcome, detail = %result.detail, "operation ended");
                 let _ = driver.events.send(result_message(result));
             },
             span,
@@ -410,44 +355,23 @@ mod tests {
     }
 
     #[test]
-    fn outcomes_map_to_the_wire() {
+    fn outcomes_follow_the_journal_record() {
         let mut skipped = record("s", Step::Skipped);
         skipped.skipped = Some("v1.34.1+rke2r1 is installed".into());
         let r = result_of(&skipped, "v1.34.1+rke2r1".into());
-        assert_eq!(r.outcome, i32::from(pb::OperationOutcome::Skipped));
+        assert_eq!(r.outcome, Outcome::Skipped);
         assert_eq!(r.detail, "v1.34.1+rke2r1 is installed");
         let mut cancelled = record("c", Step::Failed);
         cancelled.cancelled = true;
         cancelled.failure = Some("cancelled".into());
         let r = result_of(&cancelled, String::new());
-        assert_eq!(r.outcome, i32::from(pb::OperationOutcome::Rejected));
+        assert_eq!(r.outcome, Outcome::Rejected);
         assert_eq!(r.detail, "cancelled");
         let mut failed = record("f", Step::Failed);
         failed.failure = Some("wait-ready: not ready within 20 s".into());
         let r = result_of(&failed, String::new());
-        assert_eq!(r.outcome, i32::from(pb::OperationOutcome::Failed));
+        assert_eq!(r.outcome, Outcome::Failed);
         assert!(r.detail.contains("wait-ready"));
-    }
-
-    #[test]
-    fn upgrade_requests_take_the_configured_source_when_empty() {
-        let run = pb::RunOperation {
-            operation_id: "u".into(),
-            kind: Some(pb::run_operation::Kind::Upgrade(pb::UpgradeOperation {
-                version: "v1.34.1+rke2r1".into(),
-                artifact_source: String::new(),
-                allow_rollback: true,
-            })),
-        };
-        assert_eq!(
-            kind_of(&run),
-            Ok(OpKind::Upgrade {
-                version: "v1.34.1+rke2r1".into(),
-                source: None,
-                allow_rollback: true
-            })
-        );
-        assert!(kind_of(&pb::RunOperation::default()).is_err());
     }
 
     #[test]
@@ -472,34 +396,5 @@ mod tests {
         let r = rejected(&long, "x".repeat(100_000), String::new());
         assert_eq!(r.operation_id.len(), 128 + "…(9872 bytes cut)".len());
         assert!(r.detail.len() <= MAX_DETAIL + 32);
-    }
-
-    #[test]
-    fn hostile_fields_are_rejected_naming_the_field() {
-        let upgrade = |version: &str, source: &str| pb::RunOperation {
-            operation_id: "u".into(),
-            kind: Some(pb::run_operation::Kind::Upgrade(pb::UpgradeOperation {
-                version: version.into(),
-                artifact_source: source.into(),
-                allow_rollback: true,
-            })),
-        };
-        for bad in ["v1.34.01+rke2r1", "../../etc", "v1.34.1+rke2r1/../x", ""] {
-            let why = kind_of(&upgrade(bad, "")).expect_err(bad);
-            assert!(why.contains("upgrade.version"), "{why}");
-        }
-        let why = kind_of(&upgrade("v1.34.1+rke2r1", "relative/dir")).expect_err("relative");
-        assert!(why.contains("upgrade.artifact_source"), "{why}");
-        let rotate = pb::RunOperation {
-            operation_id: "r".into(),
-            kind: Some(pb::run_operation::Kind::Rotate(pb::RotateOperation {
-                services: vec!["kubelet".into(), "--data-dir=/".into()],
-            })),
-        };
-        let why = kind_of(&rotate).expect_err("unknown service");
-        assert!(
-            why.contains("rotate.services") && why.contains("--data-dir=/"),
-            "{why}"
-        );
     }
 }

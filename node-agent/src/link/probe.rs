@@ -5,10 +5,8 @@
 
 use std::time::Duration;
 
-use rke2ops_proto::v1 as pb;
 use time::OffsetDateTime;
 
-use super::convert::timestamp;
 use crate::config::Config;
 use crate::health::node_config::{APISERVER_PORT, ETCD_CLIENT_PORT, NodeConfig};
 use crate::health::{apiserver, etcd, kubelet};
@@ -17,14 +15,49 @@ use crate::health::{apiserver, etcd, kubelet};
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One round of probes.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Probe {
     /// apiserver and kubelet.
-    pub readiness: pb::Readiness,
+    pub readiness: Readiness,
     /// etcd (servers only).
-    pub etcd: Option<pb::EtcdHealth>,
+    pub etcd: Option<EtcdHealth>,
     /// `rke2 --version` of the configured binary; empty when unknown.
     pub rke2_version: String,
+}
+
+/// Whether the node's apiserver and kubelet answer as healthy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// apiserver `/readyz` said ready (servers only; false on agents).
+    pub apiserver_ready: bool,
+    /// kubelet `/healthz` said ok.
+    pub kubelet_healthy: bool,
+    /// Why a probe failed, `; `-separated; empty when all is well.
+    pub detail: String,
+    /// When the probes ran.
+    pub checked_at: Option<OffsetDateTime>,
+}
+
+/// etcd as this member sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdHealth {
+    /// Every member, with whether it answered healthy.
+    pub members: Vec<EtcdMember>,
+    /// Active alarms (e.g. NOSPACE).
+    pub alarms: Vec<String>,
+    /// When the probe ran.
+    pub checked_at: Option<OffsetDateTime>,
+    /// Why etcd could not be asked; empty when it answered.
+    pub error: String,
+}
+
+/// One etcd member.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdMember {
+    /// The member's name.
+    pub name: String,
+    /// Whether it answered healthy.
+    pub healthy: bool,
 }
 
 /// The part of a probe whose change is worth a summary status (timestamps and wording left
@@ -65,13 +98,6 @@ impl Probe {
             etcd_unreachable: etcd_error,
         }
     }
-
-    /// Puts the probe into a status message.
-    pub fn fill(&self, status: &mut pb::Status) {
-        status.readiness = Some(self.readiness.clone());
-        status.etcd.clone_from(&self.etcd);
-        status.rke2_version.clone_from(&self.rke2_version);
-    }
 }
 
 /// Probes the node. `is_server` decides the apiserver and etcd probes.
@@ -84,10 +110,10 @@ pub async fn probe(config: &Config, is_server: bool) -> Probe {
         Ok(n) => n,
         Err(e) => {
             return Probe {
-                readiness: pb::Readiness {
+                readiness: Readiness {
                     detail: e.to_string(),
-                    checked_at: Some(timestamp(now)),
-                    ..pb::Readiness::default()
+                    checked_at: Some(now),
+                    ..Readiness::default()
                 },
                 etcd: None,
                 rke2_version,
@@ -148,17 +174,17 @@ pub async fn probe(config: &Config, is_server: bool) -> Probe {
         )
         .await;
         Some(match health {
-            Ok(Ok(h)) => pb::EtcdHealth {
+            Ok(Ok(h)) => EtcdHealth {
                 members: h
                     .members
                     .iter()
-                    .map(|m| pb::EtcdMember {
+                    .map(|m| EtcdMember {
                         name: m.name.clone(),
                         healthy: m.healthy,
                     })
                     .collect(),
                 alarms: h.alarms,
-                checked_at: Some(timestamp(now)),
+                checked_at: Some(now),
                 error: String::new(),
             },
             Ok(Err(e)) => etcd_error(now, e.to_string()),
@@ -171,22 +197,22 @@ pub async fn probe(config: &Config, is_server: bool) -> Probe {
         None
     };
     Probe {
-        readiness: pb::Readiness {
+        readiness: Readiness {
             apiserver_ready,
             kubelet_healthy,
             detail: detail.join("; "),
-            checked_at: Some(timestamp(now)),
+            checked_at: Some(now),
         },
         etcd,
         rke2_version,
     }
 }
 
-fn etcd_error(now: OffsetDateTime, error: String) -> pb::EtcdHealth {
-    pb::EtcdHealth {
+fn etcd_error(now: OffsetDateTime, error: String) -> EtcdHealth {
+    EtcdHealth {
         members: vec![],
         alarms: vec![],
-        checked_at: Some(timestamp(now)),
+        checked_at: Some(now),
         error,
     }
 }
@@ -197,21 +223,16 @@ mod tests {
 
     #[test]
     fn summary_ignores_timestamps_and_wording_but_not_health() {
-        let at = |s| {
-            Some(prost_types::Timestamp {
-                seconds: s,
-                nanos: 0,
-            })
-        };
+        let at = |s| Some(OffsetDateTime::from_unix_timestamp(s).expect("time"));
         let a = Probe {
-            readiness: pb::Readiness {
+            readiness: Readiness {
                 apiserver_ready: true,
                 kubelet_healthy: true,
                 detail: String::new(),
                 checked_at: at(1),
             },
-            etcd: Some(pb::EtcdHealth {
-                members: vec![pb::EtcdMember {
+            etcd: Some(EtcdHealth {
+                members: vec![EtcdMember {
                     name: "server-1".into(),
                     healthy: true,
                 }],
