@@ -1,13 +1,17 @@
 //! One node's maintenance: cordon → drain → operation on its agent → verify → uncordon →
 //! settle. Each phase is written to the store before its side effect; this task is the only
 //! writer of its node's row while it runs, so progress, results and phase changes never race.
+//!
+//! Which phase follows which is not decided here: the pure transitions on
+//! [`NodePhase`] (`on_success`, `on_failure`, `on_abort`) say; this module performs each
+//! phase's side effect and records the outcome.
 
 use std::time::Duration;
 
-use rke2ops_proto::v1 as pb;
 use time::OffsetDateTime;
 
 use super::Engine;
+use super::messages::{Operation, Outcome, RunOperation};
 use super::ops::{OpEvent, operation_id};
 use crate::plan::health::{NodeLive, node_recovered};
 use crate::plan::model::{NodePhase, Plan, PlanKind, PlanNode, PlanState};
@@ -79,21 +83,26 @@ fn save(
     Ok(())
 }
 
-/// Moves `node` to `phase`, recording `event`, and returns it for the loop to re-read.
+/// Whether `plan` cordons and drains its nodes: its policy says so and the hub can.
+fn drains(engine: &Engine, plan: &Plan) -> bool {
+    plan.policy.drain && engine.cluster.is_some()
+}
+
+/// Moves `node` to the phase after its current one succeeded ([`NodePhase::on_success`]),
+/// recording `event`, and returns it for the loop to re-read.
 fn advance(
     engine: &Engine,
-    id: i64,
+    plan: &Plan,
     mut node: PlanNode,
-    phase: NodePhase,
     event: &str,
 ) -> Result<Option<PlanNode>, crate::store::StoreError> {
     let now = OffsetDateTime::now_utc();
-    node.phase = phase;
+    node.phase = node.phase.on_success(drains(engine, plan));
     node.phase_at = Some(now);
-    if phase == NodePhase::Done {
+    if node.phase == NodePhase::Done {
         node.finished_at = Some(now);
     }
-    save(engine, id, &node, Some(event))?;
+    save(engine, plan.id, &node, Some(event))?;
     Ok(None)
 }
 
@@ -110,7 +119,7 @@ async fn fail(
             .await;
     }
     let now = OffsetDateTime::now_utc();
-    node.phase = NodePhase::Failed;
+    node.phase = node.phase.on_failure();
     node.detail.clone_from(&reason);
     node.phase_at = Some(now);
     node.finished_at = Some(now);
@@ -161,20 +170,19 @@ async fn abort(
     engine.release(plan.id, &mut node).await;
     let detail = node.detail.clone();
     let now = OffsetDateTime::now_utc();
-    node.phase = NodePhase::Skipped;
+    node.phase = node.phase.on_abort();
     node.finished_at = Some(now);
     save(engine, plan.id, &node, Some(&detail))?;
     Ok(None)
 }
 
-fn run_message(engine: &Engine, plan: &Plan, node: &PlanNode) -> pb::RunOperation {
-    use pb::run_operation::Kind;
+fn run_message(engine: &Engine, plan: &Plan, node: &PlanNode) -> RunOperation {
     let kind = match plan.kind {
-        PlanKind::Rotate => Kind::Rotate(pb::RotateOperation {
+        PlanKind::Rotate => Operation::Rotate {
             services: plan.policy.services.clone(),
-        }),
-        PlanKind::Restart => Kind::Restart(pb::RestartOperation {}),
-        PlanKind::Upgrade => Kind::Upgrade(pb::UpgradeOperation {
+        },
+        PlanKind::Restart => Operation::Restart,
+        PlanKind::Upgrade => Operation::Upgrade {
             version: plan.target_version.clone(),
             artifact_source: if plan.policy.artifact_source.is_empty() {
                 engine.settings.artifact_mirror.clone()
@@ -182,9 +190,9 @@ fn run_message(engine: &Engine, plan: &Plan, node: &PlanNode) -> pb::RunOperatio
                 plan.policy.artifact_source.clone()
             },
             allow_rollback: plan.policy.allow_rollback,
-        }),
+        },
     };
-    pb::RunOperation {
+    RunOperation {
         operation_id: node.operation_id.clone(),
         kind: Some(kind),
     }
@@ -200,7 +208,7 @@ async fn phase(
     match node.phase {
         NodePhase::Cordon => {
             let Some(cluster) = kube else {
-                return advance(engine, id, node, NodePhase::Operate, "no cordon/drain");
+                return advance(engine, plan, node, "no cordon/drain");
             };
             // Who cordoned it is recorded *before* cordoning: a hub killed between the
             // cordon and the next write must still know, after its restart, that the plan
@@ -232,14 +240,14 @@ async fn phase(
                     } else {
                         "was already cordoned: it stays cordoned afterwards"
                     };
-                    advance(engine, id, node, NodePhase::Drain, event)
+                    advance(engine, plan, node, event)
                 }
                 Err(e) => fail(engine, id, node, format!("cordon: {e}")).await,
             }
         }
         NodePhase::Drain => {
             let Some(cluster) = kube else {
-                return advance(engine, id, node, NodePhase::Operate, "no drain");
+                return advance(engine, plan, node, "no drain");
             };
             let name = node.node.clone();
             let mut progress = |line: String| {
@@ -248,13 +256,7 @@ async fn phase(
             match cluster.drain(&node.node, &plan.policy, &mut progress).await {
                 Ok(summary) => {
                     node.detail.clone_from(&summary);
-                    advance(
-                        engine,
-                        id,
-                        node,
-                        NodePhase::Operate,
-                        &format!("drained: {summary}"),
-                    )
+                    advance(engine, plan, node, &format!("drained: {summary}"))
                 }
                 Err(e) => fail(engine, id, node, format!("drain: {e}")).await,
             }
@@ -277,7 +279,7 @@ async fn phase(
             } else {
                 "healthy"
             };
-            advance(engine, id, node, NodePhase::Settle, event)
+            advance(engine, plan, node, event)
         }
         NodePhase::Settle => {
             if let Some(until) = node.settle_until {
@@ -286,7 +288,7 @@ async fn phase(
                     tokio::time::sleep(left.unsigned_abs()).await;
                 }
             }
-            advance(engine, id, node, NodePhase::Done, "done")
+            advance(engine, plan, node, "done")
         }
         _ => Ok(None),
     }
@@ -328,8 +330,7 @@ async fn operate(
             }
             Ok(Some(OpEvent::Progress(p))) => {
                 node.step.clone_from(&p.step);
-                let ended = p.phase == i32::from(pb::StepPhase::Succeeded)
-                    || p.phase == i32::from(pb::StepPhase::Failed);
+                let ended = p.phase.ended();
                 if ended {
                     node.detail = format!("{}: {}", p.step, p.detail);
                 }
@@ -350,11 +351,11 @@ async fn operate(
         Ok(r) => r,
         Err(reason) => return fail(engine, id, node, format!("operation {op}: {reason}")).await,
     };
-    let outcome = pb::OperationOutcome::try_from(result.outcome).unwrap_or_default();
+    let outcome = result.outcome;
     node.step.clear();
     match outcome {
-        pb::OperationOutcome::Succeeded | pb::OperationOutcome::Skipped => {
-            let word = if outcome == pb::OperationOutcome::Skipped {
+        Outcome::Succeeded | Outcome::Skipped => {
+            let word = if outcome == Outcome::Skipped {
                 "skipped by the agent"
             } else {
                 "succeeded"
@@ -363,19 +364,12 @@ async fn operate(
             // Verification counts only reports from now on.
             node.phase_at = Some(OffsetDateTime::now_utc());
             let event = format!("operation {word}: {}", result.detail);
-            node.phase = NodePhase::Verify;
+            node.phase = node.phase.on_success(drains(engine, plan));
             save(engine, id, &node, Some(&event))?;
             Ok(None)
         }
         _ => {
-            let mut reason = format!(
-                "operation {op} {}: {}",
-                outcome
-                    .as_str_name()
-                    .trim_start_matches("OPERATION_OUTCOME_")
-                    .to_lowercase(),
-                result.detail
-            );
+            let mut reason = format!("operation {op} {}: {}", outcome.word(), result.detail);
             if let Some(last) = result.unit_journal.last() {
                 reason.push_str(&format!(" (unit journal: {last})"));
             }
@@ -421,13 +415,7 @@ async fn verify(
                 )
             }) {
                 Some(Ok(summary)) => {
-                    return advance(
-                        engine,
-                        id,
-                        node,
-                        NodePhase::Uncordon,
-                        &format!("healthy: {summary}"),
-                    );
+                    return advance(engine, plan, node, &format!("healthy: {summary}"));
                 }
                 Some(Err(e)) => why = e,
                 None => why = "the hub does not know this node".to_owned(),

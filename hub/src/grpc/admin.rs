@@ -9,8 +9,8 @@ use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
 use super::agent::{check_credential, peer_serial};
+use super::convert;
 use super::{Caller, Hub, caller, internal, observed};
-use crate::convert;
 use crate::pki::token::JoinToken;
 use crate::pki::{ADMIN_CN_PREFIX, TokenBinding};
 use crate::store::{CredentialKind, StoreError};

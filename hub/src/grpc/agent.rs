@@ -13,12 +13,14 @@ use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::convert;
 use super::{Caller, Hub, caller, internal, observed};
-use crate::convert;
+use crate::engine::messages::{HealthStatus, ToAgent};
 use crate::pki::token::JoinToken;
 use crate::pki::{
     CredentialVerdict, EnrollmentKind, EnrollmentRefusal, HelloRole, certificate_serial,
 };
+use crate::registry::AgentLink;
 use crate::store::{CredentialKind, Enrollment, StoreError, TokenError};
 
 /// The service.
@@ -36,6 +38,16 @@ impl AgentApi {
 }
 
 type HubStream = Pin<Box<dyn Stream<Item = Result<pb::HubMessage, Status>> + Send>>;
+
+/// An agent's response stream as the registry sees it: domain requests in, wire messages out.
+#[derive(Debug)]
+struct AgentStream(mpsc::Sender<Result<pb::HubMessage, Status>>);
+
+impl AgentLink for AgentStream {
+    fn try_send(&self, message: ToAgent) -> bool {
+        self.0.try_send(Ok(message.into())).is_ok()
+    }
+}
 
 fn node_of<T>(request: &Request<T>) -> Result<String, Status> {
     match caller(request)? {
@@ -307,7 +319,10 @@ impl AgentApi {
             .map_err(internal)?;
         store.set_online(&node, true, now).map_err(internal)?;
         let (tx, rx) = mpsc::channel(16);
-        let session = self.hub.registry.connect(&node, tx.clone(), now);
+        let session = self
+            .hub
+            .registry
+            .connect(&node, AgentStream(tx.clone()), now);
         let heartbeat_timeout = self.hub.heartbeat_timeout;
         self.hub.engine.on_connected(&node, &hello.rke2_version);
         tracing::info!(%node, %role, version = %hello.rke2_version, "agent connected");
@@ -478,7 +493,7 @@ pub fn handle(
                     .replace_certificates(node, &rows, &errors, now)
                     .map_err(internal)?;
             }
-            engine.on_status(node, &status);
+            engine.on_status(node, &HealthStatus::from(&status));
             if !status.rke2_version.is_empty() {
                 store
                     .set_rke2_version(node, &status.rke2_version)
@@ -493,7 +508,7 @@ pub fn handle(
             Ok(())
         }
         Some(pb::agent_message::Body::Progress(progress)) => {
-            engine.on_progress(node, progress);
+            engine.on_progress(node, progress.into());
             Ok(())
         }
         Some(pb::agent_message::Body::Result(result)) => {
@@ -502,7 +517,7 @@ pub fn handle(
                     .set_rke2_version(node, &result.rke2_version)
                     .map_err(internal)?;
             }
-            engine.on_result(node, result);
+            engine.on_result(node, result.into());
             Ok(())
         }
         Some(pb::agent_message::Body::Hello(_)) => Err(Status::invalid_argument(

@@ -1,10 +1,19 @@
-//! Wire (`rke2ops.v1`) ↔ domain conversions: the only hub module that touches prost structs
-//! besides the service glue. Malformed messages become errors naming the field.
+//! Wire (`rke2ops.v1`) ↔ domain conversions, beside the gRPC handlers: the only hub code
+//! that touches prost structs besides the service glue (and the CLI's gRPC clients). Incoming
+//! messages convert with `TryFrom` (or `From` where every wire value has a domain meaning),
+//! malformed ones becoming errors that name the field; outgoing ones with `From`.
 
 use prost_types::Timestamp;
 use rke2ops_proto::v1 as pb;
 use time::OffsetDateTime;
 
+use crate::engine::messages::{
+    EtcdHealth, HealthStatus, Operation, OperationProgress, OperationResult, Outcome,
+    ReadinessProbe, RunOperation, StepPhase, ToAgent,
+};
+use crate::plan::action::Action;
+use crate::plan::model::{PlanKind, PlanPolicy};
+use crate::plan::version::Rke2Version;
 use crate::store::model::{CertRow, FileErrorRow, NodeRecord};
 
 /// A message field that is missing or out of range.
@@ -276,6 +285,245 @@ pub fn plan_message(
             })
             .collect(),
         origin: plan.origin.clone(),
+    }
+}
+
+// ---- agents' messages ------------------------------------------------------------------
+
+/// The health part of a status (the rest goes to the store, checked field by field in
+/// [`super::agent::handle`]).
+impl From<&pb::Status> for HealthStatus {
+    fn from(status: &pb::Status) -> Self {
+        Self {
+            rke2_version: status.rke2_version.clone(),
+            etcd: status.etcd.as_ref().map(|e| EtcdHealth {
+                members: e
+                    .members
+                    .iter()
+                    .map(|m| (m.name.clone(), m.healthy))
+                    .collect(),
+                alarms: e.alarms.clone(),
+                error: e.error.clone(),
+            }),
+            readiness: status.readiness.as_ref().map(|r| ReadinessProbe {
+                apiserver_ready: r.apiserver_ready,
+                kubelet_healthy: r.kubelet_healthy,
+                detail: r.detail.clone(),
+            }),
+        }
+    }
+}
+
+/// A step phase this hub does not know is unspecified (progress is informational).
+impl From<i32> for StepPhase {
+    fn from(value: i32) -> Self {
+        match pb::StepPhase::try_from(value) {
+            Ok(pb::StepPhase::Started) => Self::Started,
+            Ok(pb::StepPhase::Succeeded) => Self::Succeeded,
+            Ok(pb::StepPhase::Failed) => Self::Failed,
+            Ok(pb::StepPhase::Unspecified) | Err(_) => Self::Unspecified,
+        }
+    }
+}
+
+impl From<pb::OperationProgress> for OperationProgress {
+    fn from(p: pb::OperationProgress) -> Self {
+        Self {
+            operation_id: p.operation_id,
+            step: p.step,
+            phase: StepPhase::from(p.phase),
+            detail: p.detail,
+        }
+    }
+}
+
+/// An outcome this hub does not know is unspecified, which the engine treats as a failure.
+impl From<i32> for Outcome {
+    fn from(value: i32) -> Self {
+        match pb::OperationOutcome::try_from(value) {
+            Ok(pb::OperationOutcome::Succeeded) => Self::Succeeded,
+            Ok(pb::OperationOutcome::Failed) => Self::Failed,
+            Ok(pb::OperationOutcome::Skipped) => Self::Skipped,
+            Ok(pb::OperationOutcome::Rejected) => Self::Rejected,
+            Ok(pb::OperationOutcome::Unspecified) | Err(_) => Self::Unspecified,
+        }
+    }
+}
+
+impl From<pb::OperationResult> for OperationResult {
+    fn from(r: pb::OperationResult) -> Self {
+        Self {
+            operation_id: r.operation_id,
+            outcome: Outcome::from(r.outcome),
+            detail: r.detail,
+            unit_journal: r.unit_journal,
+            rke2_version: r.rke2_version,
+        }
+    }
+}
+
+// ---- the hub's requests to agents -----------------------------------------------------
+
+impl From<RunOperation> for pb::RunOperation {
+    fn from(run: RunOperation) -> Self {
+        use pb::run_operation::Kind;
+        Self {
+            operation_id: run.operation_id,
+            kind: run.kind.map(|kind| match kind {
+                Operation::Rotate { services } => Kind::Rotate(pb::RotateOperation { services }),
+                Operation::Restart => Kind::Restart(pb::RestartOperation {}),
+                Operation::Upgrade {
+                    version,
+                    artifact_source,
+                    allow_rollback,
+                } => Kind::Upgrade(pb::UpgradeOperation {
+                    version,
+                    artifact_source,
+                    allow_rollback,
+                }),
+            }),
+        }
+    }
+}
+
+impl From<ToAgent> for pb::HubMessage {
+    fn from(message: ToAgent) -> Self {
+        use pb::hub_message::Body;
+        let body = match message {
+            ToAgent::RequestStatus => Body::RequestStatus(pb::RequestStatus {}),
+            ToAgent::Run(run) => Body::Run(run.into()),
+            ToAgent::Cancel { operation_id } => Body::Cancel(pb::CancelOperation { operation_id }),
+        };
+        Self { body: Some(body) }
+    }
+}
+
+// ---- operators' plan requests ----------------------------------------------------------
+
+/// A request field the hub refuses. The message names the field the way the CLI spells it
+/// (`skip: which node (--node)`), and is what the operator reads.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{message}")]
+pub struct RequestError {
+    /// The wire field at fault.
+    pub field: &'static str,
+    /// What is wrong, naming the field.
+    pub message: String,
+}
+
+fn refuse(field: &'static str, message: impl Into<String>) -> RequestError {
+    RequestError {
+        field,
+        message: message.into(),
+    }
+}
+
+impl TryFrom<&pb::PlanActionRequest> for Action {
+    type Error = RequestError;
+
+    fn try_from(req: &pb::PlanActionRequest) -> Result<Self, RequestError> {
+        match pb::PlanAction::try_from(req.action) {
+            Ok(pb::PlanAction::Pause) => Ok(Self::Pause),
+            Ok(pb::PlanAction::Resume) => Ok(Self::Resume),
+            Ok(pb::PlanAction::Skip) if !req.node.is_empty() => Ok(Self::Skip(req.node.clone())),
+            Ok(pb::PlanAction::Skip) => Err(refuse("node", "skip: which node (--node)")),
+            Ok(pb::PlanAction::Abort) => Ok(Self::Abort),
+            _ => Err(refuse("action", "action: pause, resume, skip or abort")),
+        }
+    }
+}
+
+/// Where an upgrade's target comes from, as asked (the channel is resolved by the handler:
+/// that is a fetch, not a conversion).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetAsk {
+    /// Not an upgrade: no target.
+    None,
+    /// `--version`.
+    Version(Rke2Version),
+    /// `--channel`.
+    Channel(String),
+}
+
+/// A `CreatePlanRequest` in domain terms, before its channel is resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanAsk {
+    /// What to do.
+    pub kind: PlanKind,
+    /// The upgrade's target.
+    pub target: TargetAsk,
+    /// Nodes (empty = all).
+    pub nodes: Vec<String>,
+    /// How (defaults filled in for the fields left at zero).
+    pub policy: PlanPolicy,
+    /// Preview only.
+    pub dry_run: bool,
+}
+
+impl TryFrom<&pb::CreatePlanRequest> for PlanAsk {
+    type Error = RequestError;
+
+    fn try_from(req: &pb::CreatePlanRequest) -> Result<Self, RequestError> {
+        let kind = plan_kind(req.kind).map_err(|e| refuse("kind", e.to_string()))?;
+        let target = match (kind, req.version.is_empty(), req.channel.is_empty()) {
+            (PlanKind::Upgrade, false, true) => TargetAsk::Version(
+                req.version
+                    .parse()
+                    .map_err(|e| refuse("version", format!("version: {e}")))?,
+            ),
+            (PlanKind::Upgrade, true, false) => TargetAsk::Channel(req.channel.clone()),
+            (PlanKind::Upgrade, _, _) => {
+                return Err(refuse(
+                    "version",
+                    "upgrade: exactly one of --version and --channel",
+                ));
+            }
+            (_, true, true) => TargetAsk::None,
+            (other, _, _) => {
+                return Err(refuse(
+                    "version",
+                    format!("{other}: --version and --channel are for upgrades"),
+                ));
+            }
+        };
+        Ok(Self {
+            kind,
+            target,
+            nodes: req.nodes.clone(),
+            policy: PlanPolicy::from(req),
+            dry_run: req.dry_run,
+        })
+    }
+}
+
+/// The policy a `CreatePlanRequest` asks for: zero means "the default" for the timeouts, a
+/// negative grace period means "each pod's own". Bounds are checked by plan creation
+/// ([`crate::plan::create::validate`]), not here.
+impl From<&pb::CreatePlanRequest> for PlanPolicy {
+    fn from(req: &pb::CreatePlanRequest) -> Self {
+        let defaults = Self::default();
+        Self {
+            concurrency: req.concurrency.max(1),
+            drain: !req.no_drain,
+            drain_timeout_secs: if req.drain_timeout_seconds == 0 {
+                defaults.drain_timeout_secs
+            } else {
+                req.drain_timeout_seconds
+            },
+            grace_period_secs: (req.grace_period_seconds >= 0).then_some(req.grace_period_seconds),
+            settle_secs: req.settle_seconds,
+            window: (!req.window.trim().is_empty()).then(|| req.window.trim().to_owned()),
+            allow_minor_skip: req.allow_minor_skip,
+            allow_rollback: !req.no_rollback,
+            services: req.services.clone(),
+            artifact_source: req.artifact_source.clone(),
+            ready_timeout_secs: if req.ready_timeout_seconds == 0 {
+                defaults.ready_timeout_secs
+            } else {
+                req.ready_timeout_seconds
+            },
+            operation_timeout_secs: defaults.operation_timeout_secs,
+        }
     }
 }
 
