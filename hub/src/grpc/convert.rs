@@ -12,7 +12,7 @@ use crate::engine::messages::{
     ReadinessProbe, RunOperation, StepPhase, ToAgent,
 };
 use crate::plan::action::Action;
-use crate::plan::model::{PlanKind, PlanPolicy};
+use crate::plan::model::{Plan, PlanEvent, PlanKind, PlanNode, PlanPolicy, PlanState};
 use crate::plan::version::Rke2Version;
 use crate::store::model::{CertRow, FileErrorRow, NodeRecord};
 
@@ -152,18 +152,24 @@ pub fn cert_row(c: &pb::Certificate, field: &str) -> Result<CertRow, ConvertErro
 /// A row → the wire.
 #[must_use]
 pub fn cert_message(row: &CertRow) -> pb::Certificate {
-    pb::Certificate {
-        path: row.path.clone(),
-        index: row.index,
-        subject: row.subject.clone(),
-        issuer: row.issuer.clone(),
-        serial: row.serial.clone(),
-        usages: row.usages.clone(),
-        is_ca: row.is_ca,
-        sans: row.sans.clone(),
-        not_before: Some(timestamp(row.not_before)),
-        not_after: Some(timestamp(row.not_after)),
-        status: status_value(Some(&row.status)),
+    pb::Certificate::from(row)
+}
+
+impl From<&CertRow> for pb::Certificate {
+    fn from(row: &CertRow) -> Self {
+        Self {
+            path: row.path.clone(),
+            index: row.index,
+            subject: row.subject.clone(),
+            issuer: row.issuer.clone(),
+            serial: row.serial.clone(),
+            usages: row.usages.clone(),
+            is_ca: row.is_ca,
+            sans: row.sans.clone(),
+            not_before: Some(timestamp(row.not_before)),
+            not_after: Some(timestamp(row.not_after)),
+            status: status_value(Some(&row.status)),
+        }
     }
 }
 
@@ -195,22 +201,25 @@ pub fn node_message(node: &NodeRecord, error_count: u32) -> pb::NodeInfo {
 
 /// The wire word for a plan kind.
 #[must_use]
-pub fn plan_kind_value(kind: crate::plan::model::PlanKind) -> i32 {
-    use crate::plan::model::PlanKind;
-    match kind {
-        PlanKind::Rotate => pb::PlanKind::Rotate,
-        PlanKind::Restart => pb::PlanKind::Restart,
-        PlanKind::Upgrade => pb::PlanKind::Upgrade,
+pub fn plan_kind_value(kind: PlanKind) -> i32 {
+    pb::PlanKind::from(kind).into()
+}
+
+impl From<PlanKind> for pb::PlanKind {
+    fn from(kind: PlanKind) -> Self {
+        match kind {
+            PlanKind::Rotate => Self::Rotate,
+            PlanKind::Restart => Self::Restart,
+            PlanKind::Upgrade => Self::Upgrade,
+        }
     }
-    .into()
 }
 
 /// A plan kind from the wire.
 ///
 /// # Errors
 /// [`ConvertError`] for an unspecified or unknown kind.
-pub fn plan_kind(value: i32) -> Result<crate::plan::model::PlanKind, ConvertError> {
-    use crate::plan::model::PlanKind;
+pub fn plan_kind(value: i32) -> Result<PlanKind, ConvertError> {
     match pb::PlanKind::try_from(value) {
         Ok(pb::PlanKind::Rotate) => Ok(PlanKind::Rotate),
         Ok(pb::PlanKind::Restart) => Ok(PlanKind::Restart),
@@ -224,43 +233,63 @@ pub fn plan_kind(value: i32) -> Result<crate::plan::model::PlanKind, ConvertErro
 
 /// The wire value for a plan state.
 #[must_use]
-pub fn plan_state_value(state: crate::plan::model::PlanState) -> i32 {
-    use crate::plan::model::PlanState;
-    match state {
-        PlanState::Running => pb::PlanState::Running,
-        PlanState::Paused => pb::PlanState::Paused,
-        PlanState::Halted => pb::PlanState::Halted,
-        PlanState::Completed => pb::PlanState::Completed,
-        PlanState::Aborted => pb::PlanState::Aborted,
+pub fn plan_state_value(state: PlanState) -> i32 {
+    pb::PlanState::from(state).into()
+}
+
+impl From<PlanState> for pb::PlanState {
+    fn from(state: PlanState) -> Self {
+        match state {
+            PlanState::Running => Self::Running,
+            PlanState::Paused => Self::Paused,
+            PlanState::Halted => Self::Halted,
+            PlanState::Completed => Self::Completed,
+            PlanState::Aborted => Self::Aborted,
+        }
     }
-    .into()
 }
 
 /// One plan node on the wire.
 #[must_use]
-pub fn plan_node_message(n: &crate::plan::model::PlanNode) -> pb::PlanNodeView {
-    pb::PlanNodeView {
-        name: n.node.clone(),
-        role: role_value(crate::plan::model::role_word(n.role)),
-        phase: n.phase.name().to_owned(),
-        step: n.step.clone(),
-        detail: n.detail.clone(),
-        started_at: n.started_at.map(timestamp),
-        finished_at: n.finished_at.map(timestamp),
-        from_version: n.from_version.clone(),
-        cordoned_by_plan: n.cordoned,
-        attempt: n.attempt,
-        operation_id: n.operation_id.clone(),
-        phase_since: n.phase_at.map(timestamp),
+pub fn plan_node_message(n: &PlanNode) -> pb::PlanNodeView {
+    pb::PlanNodeView::from(n)
+}
+
+impl From<&PlanNode> for pb::PlanNodeView {
+    fn from(n: &PlanNode) -> Self {
+        Self {
+            name: n.node.clone(),
+            role: role_value(crate::plan::model::role_word(n.role)),
+            phase: n.phase.name().to_owned(),
+            step: n.step.clone(),
+            detail: n.detail.clone(),
+            started_at: n.started_at.map(timestamp),
+            finished_at: n.finished_at.map(timestamp),
+            from_version: n.from_version.clone(),
+            cordoned_by_plan: n.cordoned,
+            attempt: n.attempt,
+            operation_id: n.operation_id.clone(),
+            phase_since: n.phase_at.map(timestamp),
+        }
+    }
+}
+
+impl From<&PlanEvent> for pb::PlanEvent {
+    fn from(e: &PlanEvent) -> Self {
+        Self {
+            at: Some(timestamp(e.at)),
+            node: e.node.clone(),
+            message: e.message.clone(),
+        }
     }
 }
 
 /// A plan on the wire.
 #[must_use]
 pub fn plan_message(
-    plan: &crate::plan::model::Plan,
-    nodes: &[crate::plan::model::PlanNode],
-    events: &[crate::plan::model::PlanEvent],
+    plan: &Plan,
+    nodes: &[PlanNode],
+    events: &[PlanEvent],
     gates: Vec<String>,
 ) -> pb::PlanView {
     pb::PlanView {
@@ -274,16 +303,9 @@ pub fn plan_message(
         created_at: Some(timestamp(plan.created_at)),
         finished_at: plan.finished_at.map(timestamp),
         policy: plan.policy.describe(plan.kind),
-        nodes: nodes.iter().map(plan_node_message).collect(),
+        nodes: nodes.iter().map(pb::PlanNodeView::from).collect(),
         gates,
-        events: events
-            .iter()
-            .map(|e| pb::PlanEvent {
-                at: Some(timestamp(e.at)),
-                node: e.node.clone(),
-                message: e.message.clone(),
-            })
-            .collect(),
+        events: events.iter().map(pb::PlanEvent::from).collect(),
         origin: plan.origin.clone(),
     }
 }
@@ -594,5 +616,194 @@ mod tests {
             assert_eq!(role_word(role_value(word)), word);
         }
         assert_eq!(role_word(99), "unknown");
+    }
+
+    #[test]
+    fn plan_actions_convert_and_refusals_name_the_field() {
+        let req = |action: pb::PlanAction, node: &str| pb::PlanActionRequest {
+            action: action.into(),
+            node: node.to_owned(),
+            ..Default::default()
+        };
+        assert_eq!(
+            Action::try_from(&req(pb::PlanAction::Pause, "")),
+            Ok(Action::Pause)
+        );
+        assert_eq!(
+            Action::try_from(&req(pb::PlanAction::Resume, "")),
+            Ok(Action::Resume)
+        );
+        assert_eq!(
+            Action::try_from(&req(pb::PlanAction::Abort, "")),
+            Ok(Action::Abort)
+        );
+        assert_eq!(
+            Action::try_from(&req(pb::PlanAction::Skip, "w1")),
+            Ok(Action::Skip("w1".to_owned()))
+        );
+        let err = Action::try_from(&req(pb::PlanAction::Skip, "")).expect_err("no node");
+        assert_eq!(
+            (err.field, err.to_string().as_str()),
+            ("node", "skip: which node (--node)")
+        );
+        let err = Action::try_from(&req(pb::PlanAction::Unspecified, "")).expect_err("none");
+        assert_eq!(err.field, "action");
+        assert_eq!(err.to_string(), "action: pause, resume, skip or abort");
+    }
+
+    fn create(kind: pb::PlanKind, version: &str, channel: &str) -> pb::CreatePlanRequest {
+        pb::CreatePlanRequest {
+            kind: kind.into(),
+            version: version.to_owned(),
+            channel: channel.to_owned(),
+            grace_period_seconds: -1,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_plan_request_takes_its_target_from_exactly_one_of_version_and_channel() {
+        let ask = PlanAsk::try_from(&create(pb::PlanKind::Upgrade, "v1.34.1+rke2r1", ""))
+            .expect("a version");
+        assert_eq!(
+            ask.target,
+            TargetAsk::Version("v1.34.1+rke2r1".parse().expect("version"))
+        );
+        let ask = PlanAsk::try_from(&create(pb::PlanKind::Upgrade, "", "stable")).expect("channel");
+        assert_eq!(ask.target, TargetAsk::Channel("stable".to_owned()));
+        let err = PlanAsk::try_from(&create(pb::PlanKind::Upgrade, "v1.34.1+rke2r1", "stable"))
+            .expect_err("both");
+        assert_eq!(
+            err.to_string(),
+            "upgrade: exactly one of --version and --channel"
+        );
+        let err = PlanAsk::try_from(&create(pb::PlanKind::Upgrade, "latest", ""))
+            .expect_err("not a version");
+        assert!(err.to_string().starts_with("version: "), "{err}");
+        let err = PlanAsk::try_from(&create(pb::PlanKind::Rotate, "", "stable"))
+            .expect_err("rotate takes no channel");
+        assert_eq!(
+            err.to_string(),
+            "rotate: --version and --channel are for upgrades"
+        );
+        let ask = PlanAsk::try_from(&create(pb::PlanKind::Restart, "", "")).expect("restart");
+        assert_eq!((ask.kind, ask.target), (PlanKind::Restart, TargetAsk::None));
+    }
+
+    #[test]
+    fn an_unspecified_plan_kind_is_refused_naming_the_kind() {
+        let err = PlanAsk::try_from(&create(pb::PlanKind::Unspecified, "", "")).expect_err("kind");
+        assert_eq!(err.field, "kind");
+        assert_eq!(
+            err.to_string(),
+            "invalid kind: 0 is not rotate, restart or upgrade"
+        );
+    }
+
+    #[test]
+    fn zero_timeouts_mean_the_defaults_and_a_negative_grace_period_each_pod_s_own() {
+        let policy = PlanPolicy::from(&create(pb::PlanKind::Rotate, "", ""));
+        let defaults = PlanPolicy::default();
+        assert_eq!(policy.drain_timeout_secs, defaults.drain_timeout_secs);
+        assert_eq!(policy.ready_timeout_secs, defaults.ready_timeout_secs);
+        assert_eq!(policy.grace_period_secs, None);
+        assert_eq!(policy.concurrency, 1, "at least one worker");
+        assert!(policy.drain && policy.allow_rollback);
+        let policy = PlanPolicy::from(&pb::CreatePlanRequest {
+            no_drain: true,
+            no_rollback: true,
+            grace_period_seconds: 0,
+            window: "  Sat 22:00-04:00 UTC ".to_owned(),
+            ..create(pb::PlanKind::Rotate, "", "")
+        });
+        assert!(!policy.drain && !policy.allow_rollback);
+        assert_eq!(policy.grace_period_secs, Some(0));
+        assert_eq!(policy.window.as_deref(), Some("Sat 22:00-04:00 UTC"));
+    }
+
+    #[test]
+    fn unknown_outcomes_and_step_phases_are_unspecified() {
+        assert_eq!(Outcome::from(99), Outcome::Unspecified);
+        assert_eq!(
+            Outcome::from(i32::from(pb::OperationOutcome::Rejected)),
+            Outcome::Rejected
+        );
+        assert_eq!(StepPhase::from(99), StepPhase::Unspecified);
+        let result = OperationResult::from(pb::OperationResult {
+            operation_id: "plan1-w1-1".into(),
+            outcome: pb::OperationOutcome::Skipped.into(),
+            detail: "already there".into(),
+            unit_journal: vec!["line".into()],
+            rke2_version: "v1.34.1+rke2r1".into(),
+            finished_at: None,
+        });
+        assert_eq!(result.outcome, Outcome::Skipped);
+        assert_eq!(result.unit_journal, ["line"]);
+        let progress = OperationProgress::from(pb::OperationProgress {
+            operation_id: "plan1-w1-1".into(),
+            step: "wait-ready".into(),
+            phase: pb::StepPhase::Failed.into(),
+            detail: "timed out".into(),
+            elapsed_ms: 5,
+        });
+        assert!(progress.phase.ended());
+    }
+
+    #[test]
+    fn requests_to_agents_reach_the_wire_unchanged() {
+        let run = ToAgent::Run(RunOperation {
+            operation_id: "plan2-s1-1".into(),
+            kind: Some(Operation::Upgrade {
+                version: "v1.34.1+rke2r1".into(),
+                artifact_source: "/srv/rke2".into(),
+                allow_rollback: true,
+            }),
+        });
+        let wire = pb::HubMessage::from(run);
+        let Some(pb::hub_message::Body::Run(run)) = wire.body else {
+            panic!("a run: {wire:?}");
+        };
+        assert_eq!(run.operation_id, "plan2-s1-1");
+        assert_eq!(
+            run.kind,
+            Some(pb::run_operation::Kind::Upgrade(pb::UpgradeOperation {
+                version: "v1.34.1+rke2r1".into(),
+                artifact_source: "/srv/rke2".into(),
+                allow_rollback: true,
+            }))
+        );
+        let cancel = pb::HubMessage::from(ToAgent::Cancel {
+            operation_id: "plan2-s1-1".into(),
+        });
+        assert!(matches!(
+            cancel.body,
+            Some(pb::hub_message::Body::Cancel(c)) if c.operation_id == "plan2-s1-1"
+        ));
+        assert!(matches!(
+            pb::HubMessage::from(ToAgent::RequestStatus).body,
+            Some(pb::hub_message::Body::RequestStatus(_))
+        ));
+    }
+
+    #[test]
+    fn a_status_s_health_reaches_the_engine() {
+        let status = pb::Status {
+            rke2_version: "v1.34.1+rke2r1".into(),
+            etcd: Some(pb::EtcdHealth {
+                members: vec![pb::EtcdMember {
+                    name: "s1".into(),
+                    healthy: false,
+                }],
+                alarms: vec!["NOSPACE".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let health = HealthStatus::from(&status);
+        assert_eq!(health.rke2_version, "v1.34.1+rke2r1");
+        let etcd = health.etcd.expect("etcd");
+        assert_eq!(etcd.members, [("s1".to_owned(), false)]);
+        assert_eq!(etcd.alarms, ["NOSPACE"]);
+        assert!(health.readiness.is_none());
     }
 }

@@ -11,6 +11,10 @@ pub mod plans;
 
 use std::sync::Arc;
 
+/// The generated servers, for [`crate::serve`] to mount the services with.
+pub use rke2ops_proto::v1::admin_service_server::AdminServiceServer;
+pub use rke2ops_proto::v1::agent_service_server::AgentServiceServer;
+
 use tonic::{Request, Status};
 
 use crate::pki::{HubCa, PeerIdentity, peer_identity};
