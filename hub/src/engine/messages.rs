@@ -3,8 +3,10 @@
 //! conversions both ways live beside the gRPC handlers ([`crate::grpc::convert`]); nothing
 //! here knows about prost or tonic.
 
-use crate::plan::health::{EtcdReport, Readiness};
 use time::OffsetDateTime;
+
+use crate::plan::health::{EtcdReport, Readiness};
+use crate::store::model::{CertRow, FileErrorRow};
 
 /// A request from the hub to one agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +130,22 @@ pub struct OperationResult {
     pub unit_journal: Vec<String>,
     /// The RKE2 version running afterwards (empty when unknown).
     pub rke2_version: String,
+}
+
+/// A status an agent sent, its fields checked: what the store records about the node and
+/// what the gates read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentStatus {
+    /// A full status's snapshot: every certificate and every file error (none: a summary).
+    pub snapshot: Option<(Vec<CertRow>, Vec<FileErrorRow>)>,
+    /// When the node's first leaf enters RKE2's renewal window.
+    pub renewal_deadline: Option<OffsetDateTime>,
+    /// The RKE2 word of its worst certificate status (none: no certificates).
+    pub worst_status: Option<&'static str>,
+    /// systemd's ActiveState of the RKE2 unit (empty when unknown).
+    pub service_state: String,
+    /// Its health and running version, for the engine.
+    pub health: HealthStatus,
 }
 
 /// The part of an agent's status the engine keeps (its health, for the gates).

@@ -16,7 +16,7 @@ use tracing::Instrument as _;
 
 use super::convert;
 use super::{Caller, Hub, caller, internal, observed};
-use crate::engine::messages::{HealthStatus, ToAgent};
+use crate::engine::messages::{AgentStatus, ToAgent};
 use crate::pki::token::JoinToken;
 use crate::pki::{
     CredentialVerdict, EnrollmentKind, EnrollmentRefusal, HelloRole, certificate_serial,
@@ -467,51 +467,36 @@ pub fn handle(
         Some(pb::agent_message::Body::Status(status)) => {
             // Everything is checked before anything is written: a refused message changes
             // nothing.
-            let invalid = |e: convert::ConvertError| Status::invalid_argument(e.to_string());
-            let snapshot = if status.full {
-                let rows = status
-                    .certificates
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| convert::cert_row(c, &format!("status.certificates[{i}]")))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(invalid)?;
-                let errors: Vec<_> = status.errors.iter().map(convert::error_row).collect();
-                Some((rows, errors))
-            } else {
-                None
-            };
-            let deadline = status
-                .renewal_deadline
-                .as_ref()
-                .map(|t| convert::time_of(t, "status.renewal_deadline"))
-                .transpose()
-                .map_err(invalid)?;
-            let worst = convert::worst_status_word(status.worst_status, "status.worst_status")
-                .map_err(invalid)?;
+            let status = AgentStatus::try_from(&status)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
             let state = if status.service_state.is_empty() {
                 "unknown"
             } else {
                 &status.service_state
             };
-            if status.rke2_version.len() > MAX_FIELD || status.service_state.len() > MAX_FIELD {
+            let version = &status.health.rke2_version;
+            if version.len() > MAX_FIELD || status.service_state.len() > MAX_FIELD {
                 return Err(Status::invalid_argument(format!(
                     "status.rke2_version / status.service_state: longer than {MAX_FIELD} bytes"
                 )));
             }
-            if let Some((rows, errors)) = snapshot {
+            if let Some((rows, errors)) = &status.snapshot {
                 store
-                    .replace_certificates(node, &rows, &errors, now)
+                    .replace_certificates(node, rows, errors, now)
                     .map_err(internal)?;
             }
-            engine.on_status(node, &HealthStatus::from(&status));
-            if !status.rke2_version.is_empty() {
-                store
-                    .set_rke2_version(node, &status.rke2_version)
-                    .map_err(internal)?;
+            engine.on_status(node, &status.health);
+            if !version.is_empty() {
+                store.set_rke2_version(node, version).map_err(internal)?;
             }
             store
-                .update_node_status(node, state, worst, deadline, now)
+                .update_node_status(
+                    node,
+                    state,
+                    status.worst_status,
+                    status.renewal_deadline,
+                    now,
+                )
                 .map_err(internal)
         }
         Some(pb::agent_message::Body::Heartbeat(_)) => {

@@ -8,7 +8,7 @@ use rke2ops_proto::v1 as pb;
 use time::OffsetDateTime;
 
 use crate::engine::messages::{
-    EtcdHealth, HealthStatus, Operation, OperationProgress, OperationResult, Outcome,
+    AgentStatus, EtcdHealth, HealthStatus, Operation, OperationProgress, OperationResult, Outcome,
     ReadinessProbe, RunOperation, StepPhase, ToAgent,
 };
 use crate::plan::action::Action;
@@ -333,6 +333,40 @@ impl From<&pb::Status> for HealthStatus {
                 detail: r.detail.clone(),
             }),
         }
+    }
+}
+
+/// A status, every field checked before anything is written: a refused message changes
+/// nothing. Errors name the field (`status.certificates[3].not_after`).
+impl TryFrom<&pb::Status> for AgentStatus {
+    type Error = ConvertError;
+
+    fn try_from(status: &pb::Status) -> Result<Self, ConvertError> {
+        let snapshot = if status.full {
+            let rows = status
+                .certificates
+                .iter()
+                .enumerate()
+                .map(|(i, c)| cert_row(c, &format!("status.certificates[{i}]")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let errors: Vec<_> = status.errors.iter().map(error_row).collect();
+            Some((rows, errors))
+        } else {
+            None
+        };
+        let renewal_deadline = status
+            .renewal_deadline
+            .as_ref()
+            .map(|t| time_of(t, "status.renewal_deadline"))
+            .transpose()?;
+        let worst_status = worst_status_word(status.worst_status, "status.worst_status")?;
+        Ok(Self {
+            snapshot,
+            renewal_deadline,
+            worst_status,
+            service_state: status.service_state.clone(),
+            health: HealthStatus::from(status),
+        })
     }
 }
 
@@ -805,5 +839,31 @@ mod tests {
         assert_eq!(etcd.members, [("s1".to_owned(), false)]);
         assert_eq!(etcd.alarms, ["NOSPACE"]);
         assert!(health.readiness.is_none());
+    }
+
+    #[test]
+    fn a_status_is_checked_whole_and_refusals_name_the_field() {
+        let mut full = pb::Status {
+            full: true,
+            certificates: vec![cert(), cert()],
+            worst_status: pb::CertStatus::Warning.into(),
+            service_state: "active".into(),
+            ..Default::default()
+        };
+        let status = AgentStatus::try_from(&full).expect("valid");
+        assert_eq!(status.snapshot.map(|(rows, _)| rows.len()), Some(2));
+        assert_eq!(status.worst_status, Some("WARNING"));
+        full.certificates[1].not_after = None;
+        let err = AgentStatus::try_from(&full).expect_err("missing time");
+        assert_eq!(err.field, "status.certificates[1].not_after");
+        let summary = pb::Status {
+            worst_status: 42,
+            ..Default::default()
+        };
+        let err = AgentStatus::try_from(&summary).expect_err("unknown worst status");
+        assert_eq!(err.field, "status.worst_status");
+        let summary = pb::Status::default();
+        let status = AgentStatus::try_from(&summary).expect("an empty summary is valid");
+        assert!(status.snapshot.is_none() && status.worst_status.is_none());
     }
 }
