@@ -6,20 +6,17 @@
 //! [`NodePhase`] (`on_success`, `on_failure`, `on_abort`) say; this module performs each
 //! phase's side effect and records the outcome.
 
+mod agent;
+mod verify;
+
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
 use super::Engine;
-use super::messages::{Operation, Outcome, RunOperation};
-use super::ops::{OpEvent, operation_id};
-use crate::plan::health::{NodeLive, node_recovered};
-use crate::plan::model::{NodePhase, Plan, PlanKind, PlanNode, PlanState};
-
-/// How often a waiting phase looks again.
-const POLL: Duration = Duration::from_millis(250);
-/// How often an operation without a result is asked for again.
-const RESEND: Duration = Duration::from_secs(10);
+use crate::plan::model::{NodePhase, Plan, PlanNode, PlanState};
+use agent::{abort, operate};
+use verify::verify;
 
 /// Walks `node` of plan `id` to done, failed, or (plan aborted) released.
 pub async fn run(engine: &Engine, id: i64, name: &str) {
@@ -126,78 +123,6 @@ async fn fail(
     save(engine, id, &node, Some(&format!("failed: {reason}")))?;
     Ok(None)
 }
-
-/// The plan was aborted while this node was in maintenance: a running operation finishes
-/// (the agent keeps the node consistent), then the node is uncordoned if the plan did it.
-async fn abort(
-    engine: &Engine,
-    plan: &Plan,
-    mut node: PlanNode,
-) -> Result<Option<PlanNode>, crate::store::StoreError> {
-    if node.phase == NodePhase::Operate && !node.operation_id.is_empty() {
-        // Wait for the agent's answer without ever (re)sending the operation: a cancel goes
-        // out (the agent refuses it once the operation changed the node), and a running
-        // operation reports its result; none within the ready timeout → released anyway.
-        let mut rx = engine
-            .ops
-            .listen(&node.node, run_message(engine, plan, &node));
-        engine
-            .ops
-            .cancel(&engine.registry, &node.node, &node.operation_id);
-        let deadline = tokio::time::Instant::now()
-            + Duration::from_secs(
-                plan.policy
-                    .ready_timeout_secs
-                    .min(plan.policy.operation_timeout_secs),
-            );
-        loop {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(OpEvent::Result(r))) => {
-                    node.detail = format!("aborted; operation ended: {}", r.detail);
-                    break;
-                }
-                Ok(Some(OpEvent::Progress(_))) => {}
-                Ok(None) | Err(_) => {
-                    node.detail = "aborted; no result from the agent".to_owned();
-                    break;
-                }
-            }
-        }
-        engine.ops.finish(&node.operation_id);
-    } else {
-        node.detail = "plan aborted".to_owned();
-    }
-    engine.release(plan.id, &mut node).await;
-    let detail = node.detail.clone();
-    let now = OffsetDateTime::now_utc();
-    node.phase = node.phase.on_abort();
-    node.finished_at = Some(now);
-    save(engine, plan.id, &node, Some(&detail))?;
-    Ok(None)
-}
-
-fn run_message(engine: &Engine, plan: &Plan, node: &PlanNode) -> RunOperation {
-    let kind = match plan.kind {
-        PlanKind::Rotate => Operation::Rotate {
-            services: plan.policy.services.clone(),
-        },
-        PlanKind::Restart => Operation::Restart,
-        PlanKind::Upgrade => Operation::Upgrade {
-            version: plan.target_version.clone(),
-            artifact_source: if plan.policy.artifact_source.is_empty() {
-                engine.settings.artifact_mirror.clone()
-            } else {
-                plan.policy.artifact_source.clone()
-            },
-            allow_rollback: plan.policy.allow_rollback,
-        },
-    };
-    RunOperation {
-        operation_id: node.operation_id.clone(),
-        kind: Some(kind),
-    }
-}
-
 async fn phase(
     engine: &Engine,
     plan: &Plan,
@@ -292,156 +217,6 @@ async fn phase(
         }
         _ => Ok(None),
     }
-}
-
-async fn operate(
-    engine: &Engine,
-    plan: &Plan,
-    mut node: PlanNode,
-) -> Result<Option<PlanNode>, crate::store::StoreError> {
-    let id = plan.id;
-    let op = operation_id(id, &node.node, node.attempt);
-    if node.operation_id != op {
-        // Recorded before it is sent, so a restarted hub asks for the same id again.
-        node.operation_id.clone_from(&op);
-        node.phase_at = Some(OffsetDateTime::now_utc());
-        save(
-            engine,
-            id,
-            &node,
-            Some(&format!("operation {op} sent to the agent")),
-        )?;
-    }
-    let mut rx = engine.ops.start(
-        &engine.registry,
-        &node.node,
-        run_message(engine, plan, &node),
-    );
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_secs(plan.policy.operation_timeout_secs);
-    let result = loop {
-        // Re-ask now and then: a result sent on a stream that broke (hub or network
-        // restart) is lost, and agents answer a known id with its result.
-        let wait = (tokio::time::Instant::now() + RESEND).min(deadline);
-        match tokio::time::timeout_at(wait, rx.recv()).await {
-            Err(_) if wait < deadline => {
-                engine.ops.resend_one(&engine.registry, &node.node, &op);
-                continue;
-            }
-            Ok(Some(OpEvent::Progress(p))) => {
-                node.step.clone_from(&p.step);
-                let ended = p.phase.ended();
-                if ended {
-                    node.detail = format!("{}: {}", p.step, p.detail);
-                }
-                save(engine, id, &node, ended.then_some(node.detail.as_str()))?;
-            }
-            Ok(Some(OpEvent::Result(r))) => break Ok(r),
-            Ok(None) => break Err("the operation's channel closed".to_owned()),
-            Err(_) => {
-                break Err(format!(
-                    "no result from the agent within {} s",
-                    plan.policy.operation_timeout_secs
-                ));
-            }
-        }
-    };
-    engine.ops.finish(&op);
-    let result = match result {
-        Ok(r) => r,
-        Err(reason) => return fail(engine, id, node, format!("operation {op}: {reason}")).await,
-    };
-    let outcome = result.outcome;
-    node.step.clear();
-    match outcome {
-        Outcome::Succeeded | Outcome::Skipped => {
-            let word = if outcome == Outcome::Skipped {
-                "skipped by the agent"
-            } else {
-                "succeeded"
-            };
-            node.detail = format!("{word}: {}", result.detail);
-            // Verification counts only reports from now on.
-            node.phase_at = Some(OffsetDateTime::now_utc());
-            let event = format!("operation {word}: {}", result.detail);
-            node.phase = node.phase.on_success(drains(engine, plan));
-            save(engine, id, &node, Some(&event))?;
-            Ok(None)
-        }
-        _ => {
-            let mut reason = format!("operation {op} {}: {}", outcome.word(), result.detail);
-            if let Some(last) = result.unit_journal.last() {
-                reason.push_str(&format!(" (unit journal: {last})"));
-            }
-            fail(engine, id, node, reason).await
-        }
-    }
-}
-
-async fn verify(
-    engine: &Engine,
-    plan: &Plan,
-    node: PlanNode,
-) -> Result<Option<PlanNode>, crate::store::StoreError> {
-    let id = plan.id;
-    let since = node.phase_at.unwrap_or_else(OffsetDateTime::now_utc) - Duration::from_secs(2);
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_secs(plan.policy.ready_timeout_secs);
-    let mut why = String::new();
-    loop {
-        let live = live_of(engine, &node);
-        let kube_node = match &engine.cluster {
-            Some(c) => match c.node(&node.node).await {
-                Ok(None) => {
-                    why = format!("the Kubernetes API has no Node {}", node.node);
-                    None
-                }
-                Ok(found) => found,
-                Err(e) => {
-                    why = format!("Kubernetes API: {e}");
-                    None
-                }
-            },
-            None => None,
-        };
-        if engine.cluster.is_none() || kube_node.is_some() {
-            match live.as_ref().map(|l| {
-                node_recovered(
-                    plan.kind,
-                    &plan.target_version,
-                    l,
-                    kube_node.as_ref(),
-                    since,
-                )
-            }) {
-                Some(Ok(summary)) => {
-                    return advance(engine, plan, node, &format!("healthy: {summary}"));
-                }
-                Some(Err(e)) => why = e,
-                None => why = "the hub does not know this node".to_owned(),
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return fail(
-                engine,
-                id,
-                node,
-                format!(
-                    "not healthy within {} s after its operation: {why}",
-                    plan.policy.ready_timeout_secs
-                ),
-            )
-            .await;
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-fn live_of(engine: &Engine, node: &PlanNode) -> Option<NodeLive> {
-    engine
-        .node_lives()
-        .into_iter()
-        .find(|l| l.name == node.node)
 }
 
 #[cfg(test)]
