@@ -10,18 +10,18 @@
 //! once.
 //!
 //! Layout, by job:
-//! - [`reports`](self::reports): agent reports coming in (connection, status, heartbeat,
-//!   operation progress and results);
-//! - [`requests`](self::requests): operator requests (preview, create, pause, resume, skip,
-//!   abort);
-//! - [`drive`](self::drive): the loop and its pass over the active plans; [`gates`](self::gates)
-//!   feeds the health gates; `node` walks one node through its phases (the transitions are
-//!   the pure [`NodePhase`](crate::plan::model::NodePhase) methods);
+//! - `reports`: agent reports coming in (connection, status, heartbeat, operation progress
+//!   and results);
+//! - `requests`: operator requests (preview, create, pause, resume, skip, abort);
+//! - `drive`: the loop and its pass over the active plans; `gates` feeds the health gates;
+//!   `node` walks one node through its phases (which phase follows which is decided by the
+//!   pure [`NodePhase`](crate::plan::model::NodePhase) transitions);
 //! - [`ops`]: operations in flight; [`live`]: agents' health reports; [`cluster`]: what the
 //!   engine needs from Kubernetes; [`messages`]: what the hub and agents say, as domain
-//!   types (the wire forms stay in [`crate::grpc`]); auto-maintenance in `auto`.
+//!   types; `auto`: auto-maintenance.
 //!
-//! The engine never touches prost types: the gRPC layer converts at its edge.
+//! The engine never touches prost types: the gRPC layer converts at its edge
+//! ([`crate::grpc::convert`]).
 
 mod auto;
 pub mod cluster;

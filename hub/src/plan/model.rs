@@ -1,6 +1,8 @@
 //! A plan's durable shape: what it does (kind, target, policy), where it is (state) and where
-//! each of its nodes is (phase). The store persists exactly these types; the engine changes
-//! them and writes them back before every side effect.
+//! each of its nodes is (phase), with the pure transitions between a node's phases
+//! ([`NodePhase::on_success`] and its siblings). The store persists exactly these types; the
+//! engine performs each phase's side effect, asks the phase for the next one, and writes it
+//! back before the next side effect.
 
 use std::fmt;
 use std::str::FromStr;
