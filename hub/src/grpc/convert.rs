@@ -108,6 +108,50 @@ pub fn role_value(word: &str) -> i32 {
     .into()
 }
 
+/// An optional role word (a token's binding, a removed node) → enum value; none is
+/// unspecified.
+#[must_use]
+pub fn optional_role_value(word: Option<&str>) -> i32 {
+    word.map_or(pb::NodeRole::Unspecified.into(), role_value)
+}
+
+/// The role a new token binds its node to (unspecified: none, the first hello fixes it).
+///
+/// # Errors
+/// A value outside the enum, naming the role.
+pub fn token_role(value: i32) -> Result<Option<&'static str>, RequestError> {
+    match pb::NodeRole::try_from(value) {
+        Ok(pb::NodeRole::Unspecified) => Ok(None),
+        Ok(pb::NodeRole::Server) => Ok(Some("server")),
+        Ok(pb::NodeRole::Agent) => Ok(Some("agent")),
+        Err(_) => Err(refuse(
+            "role",
+            format!("role {value} is neither server nor agent"),
+        )),
+    }
+}
+
+/// A node's file error → the wire.
+#[must_use]
+pub fn node_file_error(node: String, error: FileErrorRow) -> pb::NodeFileError {
+    pb::NodeFileError {
+        node,
+        error: Some(pb::FileError {
+            path: error.path,
+            reason: error.reason,
+        }),
+    }
+}
+
+/// A node's certificate → the wire.
+#[must_use]
+pub fn node_certificate(node: &str, row: &CertRow) -> pb::NodeCertificate {
+    pb::NodeCertificate {
+        node: node.to_owned(),
+        certificate: Some(pb::Certificate::from(row)),
+    }
+}
+
 /// One reported certificate → a row.
 ///
 /// # Errors
@@ -865,5 +909,23 @@ mod tests {
         let summary = pb::Status::default();
         let status = AgentStatus::try_from(&summary).expect("an empty summary is valid");
         assert!(status.snapshot.is_none() && status.worst_status.is_none());
+    }
+
+    #[test]
+    fn token_roles_are_optional_but_never_unknown() {
+        assert_eq!(token_role(0), Ok(None));
+        assert_eq!(token_role(pb::NodeRole::Server.into()), Ok(Some("server")));
+        assert_eq!(token_role(pb::NodeRole::Agent.into()), Ok(Some("agent")));
+        let err = token_role(7).expect_err("outside the enum");
+        assert_eq!(err.field, "role");
+        assert_eq!(err.to_string(), "role 7 is neither server nor agent");
+        assert_eq!(
+            optional_role_value(None),
+            i32::from(pb::NodeRole::Unspecified)
+        );
+        assert_eq!(
+            optional_role_value(Some("agent")),
+            i32::from(pb::NodeRole::Agent)
+        );
     }
 }
