@@ -105,16 +105,14 @@ impl Engine {
         }
         let engine = Arc::clone(self);
         let span = tracing::info_span!("plan_node", plan = id, node = %node);
-        tokio::spawn(
-            async move {
-                node::run(&engine, key.0, &key.1).await;
-                if let Ok(mut r) = engine.running.lock() {
-                    r.remove(&key);
-                }
-                engine.notify();
+        let node_task = async move {
+            node::run(&engine, key.0, &key.1).await;
+            if let Ok(mut r) = engine.running.lock() {
+                r.remove(&key);
             }
-            .instrument(span),
-        );
+            engine.notify();
+        };
+        tokio::spawn(node_task.instrument(span));
     }
 
     async fn drive(self: Arc<Self>, plan: Plan) -> Result<(), StoreError> {

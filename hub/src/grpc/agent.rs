@@ -338,112 +338,108 @@ impl AgentApi {
         let full_status_limit = std::sync::Arc::clone(&self.hub.full_status_limit);
         let summary_status_limit = std::sync::Arc::clone(&self.hub.summary_status_limit);
         let span = tracing::info_span!("agent_stream", %node);
-        tokio::spawn(
-            async move {
-                let mut shutdown = shutdown;
-                let mut ended = session.ended;
-                let reason = loop {
-                    // The select arms only pick; anything that awaits runs after it, so no
-                    // watch guard is held across an await.
-                    let next = tokio::select! {
-                        next = inbound.next() => Some(next),
-                        _ = shutdown.wait_for(|stop| *stop) => break "hub shutting down".to_owned(),
-                        _ = &mut ended => None,
-                    };
-                    let Some(next) = next else {
-                        // Reaped (silent past the timeout) or replaced by a newer stream: end
-                        // this one so the agent reconnects instead of talking into a stream
-                        // nobody counts.
-                        let reason = format!(
-                            "session ended by the hub (silent for over {} s, or replaced)",
-                            heartbeat_timeout.as_secs()
-                        );
-                        let _ = tx.send(Err(Status::unavailable(reason.clone()))).await;
+        let stream_task = async move {
+            let mut shutdown = shutdown;
+            let mut ended = session.ended;
+            let reason = loop {
+                // The select arms only pick; anything that awaits runs after it, so no
+                // watch guard is held across an await.
+                let next = tokio::select! {
+                    next = inbound.next() => Some(next),
+                    _ = shutdown.wait_for(|stop| *stop) => break "hub shutting down".to_owned(),
+                    _ = &mut ended => None,
+                };
+                let Some(next) = next else {
+                    // Reaped (silent past the timeout) or replaced by a newer stream: end
+                    // this one so the agent reconnects instead of talking into a stream
+                    // nobody counts.
+                    let reason = format!(
+                        "session ended by the hub (silent for over {} s, or replaced)",
+                        heartbeat_timeout.as_secs()
+                    );
+                    let _ = tx.send(Err(Status::unavailable(reason.clone()))).await;
+                    break reason;
+                };
+                match next {
+                    None => break "stream closed".to_owned(),
+                    Some(Err(e)) => {
+                        // Tell the agent why (e.g. a message over the size limit) instead of
+                        // ending its stream as if all were well.
+                        let reason = format!("stream error: {}", e.message());
+                        let _ = tx.send(Err(e)).await;
                         break reason;
-                    };
-                    match next {
-                        None => break "stream closed".to_owned(),
-                        Some(Err(e)) => {
-                            // Tell the agent why (e.g. a message over the size limit) instead of
-                            // ending its stream as if all were well.
-                            let reason = format!("stream error: {}", e.message());
-                            let _ = tx.send(Err(e)).await;
-                            break reason;
-                        }
-                        Some(Ok(message)) => {
-                            let started = std::time::Instant::now();
-                            let now = OffsetDateTime::now_utc();
-                            registry.seen(&node, now);
-                            let kind = match &message.body {
-                                Some(pb::agent_message::Body::Status(s)) if s.full => {
-                                    "Connect/status-full"
-                                }
-                                Some(pb::agent_message::Body::Status(_)) => "Connect/status",
-                                Some(pb::agent_message::Body::Heartbeat(_)) => "Connect/heartbeat",
-                                _ => "Connect/other",
-                            };
-                            let limit = match &message.body {
-                                Some(pb::agent_message::Body::Status(s)) if s.full => Some((
-                                    &full_status_limit,
-                                    crate::ratelimit::FULL_STATUS,
-                                    "full",
-                                )),
-                                Some(pb::agent_message::Body::Status(_)) => Some((
-                                    &summary_status_limit,
-                                    crate::ratelimit::SUMMARY_STATUS,
-                                    "summary",
-                                )),
-                                _ => None,
-                            };
-                            let is_status = limit.is_some();
-                            // Only statuses and results write to SQLite; heartbeats and progress
-                            // touch memory, so they are handled in place (200 heartbeats a second
-                            // at 2,000 nodes would otherwise each hop to a blocking thread).
-                            let writes = is_status
-                                || matches!(message.body, Some(pb::agent_message::Body::Result(_)));
-                            let over = limit.filter(|(limiter, _, _)| {
-                                !limiter.allow(&node, std::time::Instant::now())
-                            });
-                            let result = if let Some((_, rate, what)) = over {
-                                Err(Status::resource_exhausted(format!(
-                                    "node {node}: more than {} {what} statuses at once, or more \
-                                 than one per {} ms after that; reconnect later",
-                                    rate.burst,
-                                    rate.every.as_millis()
-                                )))
-                            } else if !writes {
-                                handle(&store, &engine, &node, message, now)
-                            } else {
-                                // SQLite commits fsync: off the async workers, so one node's
-                                // large snapshot never stalls every other stream.
-                                let (store, engine, node) =
-                                    (store.clone(), std::sync::Arc::clone(&engine), node.clone());
-                                let span = tracing::info_span!("agent_message", kind);
-                                tokio::task::spawn_blocking(move || {
-                                    span.in_scope(|| handle(&store, &engine, &node, message, now))
-                                })
-                                .await
-                                .unwrap_or_else(|e| Err(internal(e)))
-                            };
-                            let code = result
-                                .as_ref()
-                                .map_or_else(Status::code, |()| tonic::Code::Ok);
-                            metrics.observe(kind, code, started.elapsed().as_secs_f64());
-                            if let Err(status) = result {
-                                let _ = tx.send(Err(status.clone())).await;
-                                break format!("refused a message: {}", status.message());
+                    }
+                    Some(Ok(message)) => {
+                        let started = std::time::Instant::now();
+                        let now = OffsetDateTime::now_utc();
+                        registry.seen(&node, now);
+                        let kind = match &message.body {
+                            Some(pb::agent_message::Body::Status(s)) if s.full => {
+                                "Connect/status-full"
                             }
+                            Some(pb::agent_message::Body::Status(_)) => "Connect/status",
+                            Some(pb::agent_message::Body::Heartbeat(_)) => "Connect/heartbeat",
+                            _ => "Connect/other",
+                        };
+                        let limit = match &message.body {
+                            Some(pb::agent_message::Body::Status(s)) if s.full => {
+                                Some((&full_status_limit, crate::ratelimit::FULL_STATUS, "full"))
+                            }
+                            Some(pb::agent_message::Body::Status(_)) => Some((
+                                &summary_status_limit,
+                                crate::ratelimit::SUMMARY_STATUS,
+                                "summary",
+                            )),
+                            _ => None,
+                        };
+                        let is_status = limit.is_some();
+                        // Only statuses and results write to SQLite; heartbeats and progress
+                        // touch memory, so they are handled in place (200 heartbeats a second
+                        // at 2,000 nodes would otherwise each hop to a blocking thread).
+                        let writes = is_status
+                            || matches!(message.body, Some(pb::agent_message::Body::Result(_)));
+                        let over = limit.filter(|(limiter, _, _)| {
+                            !limiter.allow(&node, std::time::Instant::now())
+                        });
+                        let result = if let Some((_, rate, what)) = over {
+                            Err(Status::resource_exhausted(format!(
+                                "node {node}: more than {} {what} statuses at once, or more \
+                             than one per {} ms after that; reconnect later",
+                                rate.burst,
+                                rate.every.as_millis()
+                            )))
+                        } else if !writes {
+                            handle(&store, &engine, &node, message, now)
+                        } else {
+                            // SQLite commits fsync: off the async workers, so one node's
+                            // large snapshot never stalls every other stream.
+                            let (store, engine, node) =
+                                (store.clone(), std::sync::Arc::clone(&engine), node.clone());
+                            let span = tracing::info_span!("agent_message", kind);
+                            tokio::task::spawn_blocking(move || {
+                                span.in_scope(|| handle(&store, &engine, &node, message, now))
+                            })
+                            .await
+                            .unwrap_or_else(|e| Err(internal(e)))
+                        };
+                        let code = result
+                            .as_ref()
+                            .map_or_else(Status::code, |()| tonic::Code::Ok);
+                        metrics.observe(kind, code, started.elapsed().as_secs_f64());
+                        if let Err(status) = result {
+                            let _ = tx.send(Err(status.clone())).await;
+                            break format!("refused a message: {}", status.message());
                         }
                     }
-                };
-                if registry.disconnect(&node, session.id) {
-                    engine.on_disconnected(&node);
-                    let _ = store.set_online(&node, false, OffsetDateTime::now_utc());
                 }
-                tracing::info!(%node, %reason, "agent disconnected");
+            };
+            if registry.disconnect(&node, session.id) {
+                engine.on_disconnected(&node);
+                let _ = store.set_online(&node, false, OffsetDateTime::now_utc());
             }
-            .instrument(span),
-        );
+            tracing::info!(%node, %reason, "agent disconnected");
+        };
+        tokio::spawn(stream_task.instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

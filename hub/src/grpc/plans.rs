@@ -220,32 +220,30 @@ pub fn watch(hub: &Hub, req: &pb::WatchPlanRequest) -> Result<PlanStream, Status
     let until_halted = req.until_halted;
     let hub = hub.clone();
     let (tx, rx) = tokio::sync::mpsc::channel(8);
-    tokio::spawn(
-        async move {
-            let mut changes = hub.engine.subscribe();
-            let mut view = first;
-            loop {
-                let state = pb::PlanState::try_from(view.state).unwrap_or_default();
-                let end = matches!(state, pb::PlanState::Completed | pb::PlanState::Aborted)
-                    || (until_halted && state == pb::PlanState::Halted);
-                if tx.send(Ok(view)).await.is_err() || end {
+    let watch_task = async move {
+        let mut changes = hub.engine.subscribe();
+        let mut view = first;
+        loop {
+            let state = pb::PlanState::try_from(view.state).unwrap_or_default();
+            let end = matches!(state, pb::PlanState::Completed | pb::PlanState::Aborted)
+                || (until_halted && state == pb::PlanState::Halted);
+            if tx.send(Ok(view)).await.is_err() || end {
+                return;
+            }
+            // Wake on a change, or every few seconds anyway (elapsed times move).
+            let _ = tokio::time::timeout(Duration::from_secs(5), changes.changed()).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = changes.borrow_and_update();
+            view = match show(&hub, id) {
+                Ok(v) => v,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
                     return;
                 }
-                // Wake on a change, or every few seconds anyway (elapsed times move).
-                let _ = tokio::time::timeout(Duration::from_secs(5), changes.changed()).await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                let _ = changes.borrow_and_update();
-                view = match show(&hub, id) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                };
-            }
+            };
         }
-        .instrument(tracing::info_span!("watch_plan", plan = id)),
-    );
+    };
+    tokio::spawn(watch_task.instrument(tracing::info_span!("watch_plan", plan = id)));
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
