@@ -227,4 +227,22 @@ mod tests {
             Err(oneshot::error::TryRecvError::Empty)
         );
     }
+
+    #[test]
+    fn requests_reach_only_a_connected_node_s_stream() {
+        let registry = Registry::default();
+        let (tx, mut rx) = mpsc::channel::<ToAgent>(1);
+        let _session = registry.connect("n1", tx, T0);
+        assert!(registry.send("n1", ToAgent::RequestStatus));
+        assert_eq!(rx.try_recv(), Ok(ToAgent::RequestStatus));
+        assert!(
+            !registry.send("n2", ToAgent::RequestStatus),
+            "not connected"
+        );
+        assert!(registry.send("n1", ToAgent::RequestStatus));
+        assert!(
+            !registry.send("n1", ToAgent::RequestStatus),
+            "a full stream refuses instead of waiting"
+        );
+    }
 }
