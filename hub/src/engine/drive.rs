@@ -21,8 +21,14 @@ use crate::store::StoreError;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 impl Engine {
-    /// Runs the engine until the task is dropped.
+    /// Runs the engine until the task is dropped, in its own span whoever spawns it.
     pub async fn run(self: Arc<Self>) {
+        self.run_loop()
+            .instrument(tracing::info_span!("plan_engine"))
+            .await;
+    }
+
+    async fn run_loop(self: Arc<Self>) {
         let mut pruned_at: Option<std::time::Instant> = None;
         loop {
             if pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
