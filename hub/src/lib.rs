@@ -4,7 +4,8 @@
 //! - [`serve`]: `rke2-hub serve`: the TLS listener for agents, the admin socket, liveness.
 //! - [`listener`]: the agents' TCP/TLS accept loop: a per-peer cap on connections without a
 //!   hub certificate and a handshake deadline.
-//! - [`grpc`]: the services and their authorization; [`convert`]: wire ↔ domain.
+//! - [`grpc`]: the services, their authorization, and every wire ↔ domain conversion
+//!   ([`grpc::convert`]; re-exported as `convert` for the CLI's gRPC clients).
 //! - [`registry`]: live agent streams; [`ratelimit`]: per-node limits on what agents send; [`config`]: hub.toml and flags.
 //! - [`kube`]: the Kubernetes API for plans (Node readiness, cordon, drain, Events) with
 //!   failover between the servers' apiservers.
@@ -17,10 +18,11 @@
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod convert;
 pub mod engine;
 pub mod fetch;
 pub mod grpc;
+/// The wire conversions under their old path, for the gRPC clients (`cli`, `client`).
+pub use grpc::convert;
 pub mod kube;
 pub mod listener;
 pub mod metrics;

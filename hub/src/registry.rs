@@ -9,19 +9,34 @@
 //! the node would look offline forever.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rke2ops_proto::v1 as pb;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::engine::messages::ToAgent;
+
+/// Where a session's requests go: the agent's response stream. The gRPC layer implements it
+/// (converting to the wire there), so the registry and the engine never see prost types.
+pub trait AgentLink: Send + Sync + std::fmt::Debug {
+    /// Queues `message` without waiting; false when the stream is full or gone.
+    fn try_send(&self, message: ToAgent) -> bool;
+}
+
+/// A plain channel of domain messages (tests, and any link that converts on its own).
+impl AgentLink for mpsc::Sender<ToAgent> {
+    fn try_send(&self, message: ToAgent) -> bool {
+        mpsc::Sender::try_send(self, message).is_ok()
+    }
+}
 
 /// One live stream.
 #[derive(Debug)]
 struct Session {
     id: u64,
     last_seen: OffsetDateTime,
-    to_agent: mpsc::Sender<Result<pb::HubMessage, tonic::Status>>,
+    to_agent: Arc<dyn AgentLink>,
     /// Dropped with the session, which tells its stream task to end the stream.
     _ended: oneshot::Sender<()>,
 }
@@ -54,7 +69,7 @@ impl Registry {
     pub fn connect(
         &self,
         node: &str,
-        to_agent: mpsc::Sender<Result<pb::HubMessage, tonic::Status>>,
+        to_agent: impl AgentLink + 'static,
         now: OffsetDateTime,
     ) -> SessionHandle {
         let id = self
@@ -68,7 +83,7 @@ impl Registry {
                 Session {
                     id,
                     last_seen: now,
-                    to_agent,
+                    to_agent: Arc::new(to_agent),
                     _ended: end,
                 },
             );
@@ -142,13 +157,13 @@ impl Registry {
     }
 
     /// Sends `message` to `node`'s agent; false if it is not connected.
-    pub fn send(&self, node: &str, message: pb::HubMessage) -> bool {
-        let sender = self
+    pub fn send(&self, node: &str, message: ToAgent) -> bool {
+        let link = self
             .sessions
             .lock()
             .ok()
-            .and_then(|s| s.get(node).map(|s| s.to_agent.clone()));
-        sender.is_some_and(|tx| tx.try_send(Ok(message)).is_ok())
+            .and_then(|s| s.get(node).map(|s| Arc::clone(&s.to_agent)));
+        link.is_some_and(|link| link.try_send(message))
     }
 }
 
@@ -175,7 +190,7 @@ mod tests {
     #[test]
     fn a_replaced_session_ending_does_not_disconnect_the_node() {
         let registry = Registry::default();
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = mpsc::channel::<ToAgent>(1);
         let mut old = registry.connect("n1", tx.clone(), T0);
         let new = registry.connect("n1", tx, T0);
         assert!(
@@ -193,7 +208,7 @@ mod tests {
     #[test]
     fn stale_sessions_are_reaped() {
         let registry = Registry::default();
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = mpsc::channel::<ToAgent>(1);
         let mut quiet = registry.connect("quiet", tx.clone(), T0);
         let mut chatty = registry.connect("chatty", tx, T0);
         registry.seen("chatty", T0 + time::Duration::seconds(40));
@@ -210,6 +225,24 @@ mod tests {
         assert_eq!(
             chatty.ended.try_recv(),
             Err(oneshot::error::TryRecvError::Empty)
+        );
+    }
+
+    #[test]
+    fn requests_reach_only_a_connected_node_s_stream() {
+        let registry = Registry::default();
+        let (tx, mut rx) = mpsc::channel::<ToAgent>(1);
+        let _session = registry.connect("n1", tx, T0);
+        assert!(registry.send("n1", ToAgent::RequestStatus));
+        assert_eq!(rx.try_recv(), Ok(ToAgent::RequestStatus));
+        assert!(
+            !registry.send("n2", ToAgent::RequestStatus),
+            "not connected"
+        );
+        assert!(registry.send("n1", ToAgent::RequestStatus));
+        assert!(
+            !registry.send("n1", ToAgent::RequestStatus),
+            "a full stream refuses instead of waiting"
         );
     }
 }

@@ -12,16 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rke2ops_proto::v1::admin_service_server::AdminServiceServer;
-use rke2ops_proto::v1::agent_service_server::AgentServiceServer;
 use time::OffsetDateTime;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
 use crate::config::Config;
-use crate::grpc::Hub;
 use crate::grpc::admin::AdminApi;
 use crate::grpc::agent::AgentApi;
+use crate::grpc::{AdminServiceServer, AgentServiceServer, Hub};
 use crate::pki::HubCa;
 use crate::registry::Registry;
 use crate::store::Store;

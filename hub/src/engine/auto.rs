@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rke2ops_common::report::json::rfc3339;
 use time::OffsetDateTime;
+use tracing::Instrument as _;
 
 use super::{Engine, EngineError, PlanRequest};
 use crate::plan::model::{PlanKind, PlanPolicy};
@@ -25,8 +26,15 @@ pub struct AutoMaintenance {
 
 impl Engine {
     /// Auto-maintenance: every `every`, when no plan is active, creates a `restart` plan for
-    /// the nodes whose renewal deadline is near (see [`crate::plan::auto`]).
+    /// the nodes whose renewal deadline is near (see [`crate::plan::auto`]). Runs in its own
+    /// span whoever spawns it.
     pub async fn auto_maintenance(self: Arc<Self>, auto: AutoMaintenance) {
+        self.auto_loop(auto)
+            .instrument(tracing::info_span!("auto_maintenance"))
+            .await;
+    }
+
+    async fn auto_loop(self: Arc<Self>, auto: AutoMaintenance) {
         let mut tick = tokio::time::interval(auto.every);
         loop {
             tick.tick().await;

@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use rke2ops_proto::v1 as pb;
 use time::OffsetDateTime;
 
+use super::messages::HealthStatus;
 use crate::plan::health::{EtcdReport, Readiness};
 
 /// Reports of one node.
@@ -40,7 +40,7 @@ impl Live {
     }
 
     /// Records what a status carries.
-    pub fn status(&self, node: &str, status: &pb::Status, now: OffsetDateTime) {
+    pub fn status(&self, node: &str, status: &HealthStatus, now: OffsetDateTime) {
         let Ok(mut nodes) = self.nodes.lock() else {
             return;
         };
@@ -49,24 +49,10 @@ impl Live {
             entry.rke2_version.clone_from(&status.rke2_version);
         }
         if let Some(e) = &status.etcd {
-            entry.etcd = Some(EtcdReport {
-                members: e
-                    .members
-                    .iter()
-                    .map(|m| (m.name.clone(), m.healthy))
-                    .collect(),
-                alarms: e.alarms.clone(),
-                error: e.error.clone(),
-                received_at: now,
-            });
+            entry.etcd = Some(e.report(now));
         }
         if let Some(r) = &status.readiness {
-            entry.readiness = Some(Readiness {
-                apiserver_ready: r.apiserver_ready,
-                kubelet_healthy: r.kubelet_healthy,
-                detail: r.detail.clone(),
-                received_at: now,
-            });
+            entry.readiness = Some(r.report(now));
         }
     }
 
@@ -121,16 +107,13 @@ mod tests {
 
     const T0: OffsetDateTime = datetime!(2026-12-05 10:00 UTC);
 
-    fn status() -> pb::Status {
-        pb::Status {
-            etcd: Some(pb::EtcdHealth {
-                members: vec![pb::EtcdMember {
-                    name: "s1".into(),
-                    healthy: true,
-                }],
+    fn status() -> HealthStatus {
+        HealthStatus {
+            etcd: Some(crate::engine::messages::EtcdHealth {
+                members: vec![("s1".into(), true)],
                 ..Default::default()
             }),
-            readiness: Some(pb::Readiness {
+            readiness: Some(crate::engine::messages::ReadinessProbe {
                 apiserver_ready: true,
                 kubelet_healthy: true,
                 ..Default::default()

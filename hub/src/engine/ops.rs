@@ -9,27 +9,27 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use rke2ops_proto::v1 as pb;
 use tokio::sync::mpsc;
 
 use rke2ops_common::ids::MAX_OPERATION_ID;
 use sha2::Digest as _;
 
+use super::messages::{OperationProgress, OperationResult, RunOperation, ToAgent};
 use crate::registry::Registry;
 
 /// What an agent said about an operation.
 #[derive(Debug, Clone)]
 pub enum OpEvent {
     /// A step started or ended.
-    Progress(pb::OperationProgress),
+    Progress(OperationProgress),
     /// It ended.
-    Result(pb::OperationResult),
+    Result(OperationResult),
 }
 
 #[derive(Debug)]
 struct Slot {
     node: String,
-    run: pb::RunOperation,
+    run: RunOperation,
     tx: mpsc::UnboundedSender<OpEvent>,
 }
 
@@ -41,7 +41,7 @@ pub const MAX_EARLY: usize = 1024;
 pub struct Ops {
     slots: Mutex<HashMap<String, Slot>>,
     /// Early results by node: (operation id, result).
-    early: Mutex<HashMap<String, (String, pb::OperationResult)>>,
+    early: Mutex<HashMap<String, (String, OperationResult)>>,
 }
 
 impl Ops {
@@ -51,24 +51,19 @@ impl Ops {
         &self,
         registry: &Registry,
         node: &str,
-        run: pb::RunOperation,
+        run: RunOperation,
     ) -> mpsc::UnboundedReceiver<OpEvent> {
         // Registered before it is sent, so a result that comes back at once finds its slot.
         let id = run.operation_id.clone();
         let rx = self.listen(node, run.clone());
-        let sent = registry.send(
-            node,
-            pb::HubMessage {
-                body: Some(pb::hub_message::Body::Run(run)),
-            },
-        );
+        let sent = registry.send(node, ToAgent::Run(run));
         tracing::info!(%node, operation = %id, sent, "operation requested");
         rx
     }
 
     /// Registers `run` for `node` *without* sending it (an aborted plan waits for the result
     /// of an operation that may be running, but must never start one).
-    pub fn listen(&self, node: &str, run: pb::RunOperation) -> mpsc::UnboundedReceiver<OpEvent> {
+    pub fn listen(&self, node: &str, run: RunOperation) -> mpsc::UnboundedReceiver<OpEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
         let id = run.operation_id.clone();
         if let Ok(mut early) = self.early.lock()
@@ -99,7 +94,7 @@ impl Ops {
 
     /// `node`'s agent (re)connected: send it its pending operations again.
     pub fn resend(&self, registry: &Registry, node: &str) {
-        let runs: Vec<pb::RunOperation> = self
+        let runs: Vec<RunOperation> = self
             .slots
             .lock()
             .map(|s| {
@@ -111,12 +106,7 @@ impl Ops {
             .unwrap_or_default();
         for run in runs {
             tracing::info!(%node, operation = %run.operation_id, "re-sending the operation after a reconnect");
-            registry.send(
-                node,
-                pb::HubMessage {
-                    body: Some(pb::hub_message::Body::Run(run)),
-                },
-            );
+            registry.send(node, ToAgent::Run(run));
         }
     }
 
@@ -128,12 +118,7 @@ impl Ops {
             .ok()
             .and_then(|s| s.get(id).map(|s| s.run.clone()));
         if let Some(run) = run {
-            registry.send(
-                node,
-                pb::HubMessage {
-                    body: Some(pb::hub_message::Body::Run(run)),
-                },
-            );
+            registry.send(node, ToAgent::Run(run));
         }
     }
 
@@ -141,10 +126,8 @@ impl Ops {
     pub fn cancel(&self, registry: &Registry, node: &str, id: &str) {
         registry.send(
             node,
-            pb::HubMessage {
-                body: Some(pb::hub_message::Body::Cancel(pb::CancelOperation {
-                    operation_id: id.to_owned(),
-                })),
+            ToAgent::Cancel {
+                operation_id: id.to_owned(),
             },
         );
     }
@@ -232,13 +215,13 @@ mod tests {
         let registry = Registry::default();
         let ops = Ops::default();
         let id = operation_id(3, "s1", 1);
-        let result = pb::OperationResult {
+        let result = OperationResult {
             operation_id: id.clone(),
             ..Default::default()
         };
         // Before anyone waits (hub just restarted): kept.
         assert!(ops.deliver("s1", &id, OpEvent::Result(result.clone()), |_, _| true));
-        let run = pb::RunOperation {
+        let run = RunOperation {
             operation_id: id.clone(),
             kind: None,
         };
@@ -251,7 +234,7 @@ mod tests {
     }
 
     fn result(id: &str) -> OpEvent {
-        OpEvent::Result(pb::OperationResult {
+        OpEvent::Result(OperationResult {
             operation_id: id.to_owned(),
             ..Default::default()
         })
@@ -270,7 +253,7 @@ mod tests {
             ops.deliver("s1", "plan3-s1-2", result("plan3-s1-2"), |p, a| p == 3
                 && a == 1)
         );
-        let run = |id: &str| pb::RunOperation {
+        let run = |id: &str| RunOperation {
             operation_id: id.to_owned(),
             kind: None,
         };

@@ -9,8 +9,8 @@ use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
 use super::agent::{check_credential, peer_serial};
+use super::convert;
 use super::{Caller, Hub, caller, internal, observed};
-use crate::convert;
 use crate::pki::token::JoinToken;
 use crate::pki::{ADMIN_CN_PREFIX, TokenBinding};
 use crate::store::{CredentialKind, StoreError};
@@ -255,10 +255,7 @@ impl AdminApi {
             hub_address: self.hub.advertise_address.clone(),
             node: binding.node.unwrap_or_default(),
             replace: binding.replace,
-            role: binding
-                .role
-                .as_deref()
-                .map_or(pb::NodeRole::Unspecified.into(), convert::role_value),
+            role: convert::optional_role_value(binding.role.as_deref()),
         }))
     }
 
@@ -274,17 +271,9 @@ impl AdminApi {
                 "--replace needs --node: a token may replace only the node it is bound to",
             ));
         }
-        let role = match pb::NodeRole::try_from(req.role) {
-            Ok(pb::NodeRole::Unspecified) => None,
-            Ok(pb::NodeRole::Server) => Some("server".to_owned()),
-            Ok(pb::NodeRole::Agent) => Some("agent".to_owned()),
-            Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "role {} is neither server nor agent",
-                    req.role
-                )));
-            }
-        };
+        let role = convert::token_role(req.role)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?
+            .map(str::to_owned);
         if let Some(name) = &node
             && !req.replace
         {
@@ -335,10 +324,7 @@ impl AdminApi {
         }
         Ok(Response::new(pb::RemoveNodeResponse {
             name: removed.name,
-            role: removed
-                .role
-                .as_deref()
-                .map_or(pb::NodeRole::Unspecified.into(), convert::role_value),
+            role: convert::optional_role_value(removed.role.as_deref()),
             revoked_serial: removed.revoked_serial.unwrap_or_default(),
             in_inventory: removed.in_inventory,
             certificates: removed.certificates,
@@ -408,21 +394,12 @@ impl AdminApi {
         };
         let errors = errors
             .into_iter()
-            .map(|(node, e)| pb::NodeFileError {
-                node,
-                error: Some(pb::FileError {
-                    path: e.path,
-                    reason: e.reason,
-                }),
-            })
+            .map(|(node, e)| convert::node_file_error(node, e))
             .collect();
         Ok(Response::new(pb::ListCertificatesResponse {
             certificates: rows
                 .iter()
-                .map(|(node, row)| pb::NodeCertificate {
-                    node: node.clone(),
-                    certificate: Some(convert::cert_message(row)),
-                })
+                .map(|(node, row)| convert::node_certificate(node, row))
                 .collect(),
             errors,
             next_page_token,

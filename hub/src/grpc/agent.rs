@@ -12,13 +12,16 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument as _;
 
+use super::convert;
 use super::{Caller, Hub, caller, internal, observed};
-use crate::convert;
+use crate::engine::messages::{AgentStatus, ToAgent};
 use crate::pki::token::JoinToken;
 use crate::pki::{
     CredentialVerdict, EnrollmentKind, EnrollmentRefusal, HelloRole, certificate_serial,
 };
+use crate::registry::AgentLink;
 use crate::store::{CredentialKind, Enrollment, StoreError, TokenError};
 
 /// The service.
@@ -36,6 +39,16 @@ impl AgentApi {
 }
 
 type HubStream = Pin<Box<dyn Stream<Item = Result<pb::HubMessage, Status>> + Send>>;
+
+/// An agent's response stream as the registry sees it: domain requests in, wire messages out.
+#[derive(Debug)]
+struct AgentStream(mpsc::Sender<Result<pb::HubMessage, Status>>);
+
+impl AgentLink for AgentStream {
+    fn try_send(&self, message: ToAgent) -> bool {
+        self.0.try_send(Ok(message.into())).is_ok()
+    }
+}
 
 fn node_of<T>(request: &Request<T>) -> Result<String, Status> {
     match caller(request)? {
@@ -155,15 +168,18 @@ impl AgentApi {
         let (node, token_id, serial) = (req.node_name.clone(), id.clone(), signed.serial.clone());
         let hash = secret.hash();
         let not_after = signed.not_after;
+        let span = tracing::info_span!("enroll", node = %req.node_name);
         let enrolled = tokio::task::spawn_blocking(move || {
-            store.enroll_node(&Enrollment {
-                token_id: &token_id,
-                secret_hash: &hash,
-                node: &node,
-                claimed_role: None,
-                serial: &serial,
-                not_after,
-                now,
+            span.in_scope(|| {
+                store.enroll_node(&Enrollment {
+                    token_id: &token_id,
+                    secret_hash: &hash,
+                    node: &node,
+                    claimed_role: None,
+                    serial: &serial,
+                    not_after,
+                    now,
+                })
             })
         })
         .await
@@ -307,7 +323,10 @@ impl AgentApi {
             .map_err(internal)?;
         store.set_online(&node, true, now).map_err(internal)?;
         let (tx, rx) = mpsc::channel(16);
-        let session = self.hub.registry.connect(&node, tx.clone(), now);
+        let session = self
+            .hub
+            .registry
+            .connect(&node, AgentStream(tx.clone()), now);
         let heartbeat_timeout = self.hub.heartbeat_timeout;
         self.hub.engine.on_connected(&node, &hello.rke2_version);
         tracing::info!(%node, %role, version = %hello.rke2_version, "agent connected");
@@ -318,7 +337,8 @@ impl AgentApi {
         let metrics = std::sync::Arc::clone(&self.hub.metrics);
         let full_status_limit = std::sync::Arc::clone(&self.hub.full_status_limit);
         let summary_status_limit = std::sync::Arc::clone(&self.hub.summary_status_limit);
-        tokio::spawn(async move {
+        let span = tracing::info_span!("agent_stream", %node);
+        let stream_task = async move {
             let mut shutdown = shutdown;
             let mut ended = session.ended;
             let reason = loop {
@@ -384,7 +404,7 @@ impl AgentApi {
                         let result = if let Some((_, rate, what)) = over {
                             Err(Status::resource_exhausted(format!(
                                 "node {node}: more than {} {what} statuses at once, or more \
-                                 than one per {} ms after that; reconnect later",
+                             than one per {} ms after that; reconnect later",
                                 rate.burst,
                                 rate.every.as_millis()
                             )))
@@ -395,8 +415,9 @@ impl AgentApi {
                             // large snapshot never stalls every other stream.
                             let (store, engine, node) =
                                 (store.clone(), std::sync::Arc::clone(&engine), node.clone());
+                            let span = tracing::info_span!("agent_message", kind);
                             tokio::task::spawn_blocking(move || {
-                                handle(&store, &engine, &node, message, now)
+                                span.in_scope(|| handle(&store, &engine, &node, message, now))
                             })
                             .await
                             .unwrap_or_else(|e| Err(internal(e)))
@@ -417,7 +438,8 @@ impl AgentApi {
                 let _ = store.set_online(&node, false, OffsetDateTime::now_utc());
             }
             tracing::info!(%node, %reason, "agent disconnected");
-        });
+        };
+        tokio::spawn(stream_task.instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -441,51 +463,36 @@ pub fn handle(
         Some(pb::agent_message::Body::Status(status)) => {
             // Everything is checked before anything is written: a refused message changes
             // nothing.
-            let invalid = |e: convert::ConvertError| Status::invalid_argument(e.to_string());
-            let snapshot = if status.full {
-                let rows = status
-                    .certificates
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| convert::cert_row(c, &format!("status.certificates[{i}]")))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(invalid)?;
-                let errors: Vec<_> = status.errors.iter().map(convert::error_row).collect();
-                Some((rows, errors))
-            } else {
-                None
-            };
-            let deadline = status
-                .renewal_deadline
-                .as_ref()
-                .map(|t| convert::time_of(t, "status.renewal_deadline"))
-                .transpose()
-                .map_err(invalid)?;
-            let worst = convert::worst_status_word(status.worst_status, "status.worst_status")
-                .map_err(invalid)?;
+            let status = AgentStatus::try_from(&status)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
             let state = if status.service_state.is_empty() {
                 "unknown"
             } else {
                 &status.service_state
             };
-            if status.rke2_version.len() > MAX_FIELD || status.service_state.len() > MAX_FIELD {
+            let version = &status.health.rke2_version;
+            if version.len() > MAX_FIELD || status.service_state.len() > MAX_FIELD {
                 return Err(Status::invalid_argument(format!(
                     "status.rke2_version / status.service_state: longer than {MAX_FIELD} bytes"
                 )));
             }
-            if let Some((rows, errors)) = snapshot {
+            if let Some((rows, errors)) = &status.snapshot {
                 store
-                    .replace_certificates(node, &rows, &errors, now)
+                    .replace_certificates(node, rows, errors, now)
                     .map_err(internal)?;
             }
-            engine.on_status(node, &status);
-            if !status.rke2_version.is_empty() {
-                store
-                    .set_rke2_version(node, &status.rke2_version)
-                    .map_err(internal)?;
+            engine.on_status(node, &status.health);
+            if !version.is_empty() {
+                store.set_rke2_version(node, version).map_err(internal)?;
             }
             store
-                .update_node_status(node, state, worst, deadline, now)
+                .update_node_status(
+                    node,
+                    state,
+                    status.worst_status,
+                    status.renewal_deadline,
+                    now,
+                )
                 .map_err(internal)
         }
         Some(pb::agent_message::Body::Heartbeat(_)) => {
@@ -493,7 +500,7 @@ pub fn handle(
             Ok(())
         }
         Some(pb::agent_message::Body::Progress(progress)) => {
-            engine.on_progress(node, progress);
+            engine.on_progress(node, progress.into());
             Ok(())
         }
         Some(pb::agent_message::Body::Result(result)) => {
@@ -502,7 +509,7 @@ pub fn handle(
                     .set_rke2_version(node, &result.rke2_version)
                     .map_err(internal)?;
             }
-            engine.on_result(node, result);
+            engine.on_result(node, result.into());
             Ok(())
         }
         Some(pb::agent_message::Body::Hello(_)) => Err(Status::invalid_argument(

@@ -1,13 +1,19 @@
 //! The hub's gRPC services: [`agent::AgentApi`] (enrollment, renewal, the agents' streams)
 //! and [`admin::AdminApi`] (the CLI's). Authorization is decided here from the transport:
 //! the TLS peer certificate (node or admin, by the hub CA's issuance) or the Unix socket's
-//! peer uid.
+//! peer uid. Every prost type the hub reads or writes is converted here ([`convert`]): the
+//! engine, the registry and the store see only domain types.
 
 pub mod admin;
 pub mod agent;
+pub mod convert;
 pub mod plans;
 
 use std::sync::Arc;
+
+/// The generated servers, for [`crate::serve`] to mount the services with.
+pub use rke2ops_proto::v1::admin_service_server::AdminServiceServer;
+pub use rke2ops_proto::v1::agent_service_server::AgentServiceServer;
 
 use tonic::{Request, Status};
 

@@ -7,9 +7,10 @@ use rke2ops_proto::v1 as pb;
 use time::OffsetDateTime;
 use tokio_stream::Stream;
 use tonic::Status;
+use tracing::Instrument as _;
 
+use super::convert::{self, PlanAsk, TargetAsk};
 use super::{Hub, internal};
-use crate::convert;
 use crate::engine::{Action, AlertGate, EngineError, PlanRequest};
 use crate::plan::model::{Plan, PlanKind, PlanPolicy, PlanState};
 use crate::store::StoreError;
@@ -99,67 +100,27 @@ fn gates(
     out
 }
 
-/// Builds a policy and request from the wire request, resolving a channel.
+/// The domain request for the wire request, resolving a channel.
 async fn request_of(hub: &Hub, req: &pb::CreatePlanRequest) -> Result<PlanRequest, Status> {
-    let kind = convert::plan_kind(req.kind).map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let (target, channel) = match (kind, req.version.is_empty(), req.channel.is_empty()) {
-        (PlanKind::Upgrade, false, true) => (
+    let ask = PlanAsk::try_from(req).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let (target, channel) = match ask.target {
+        TargetAsk::None => (None, String::new()),
+        TargetAsk::Version(version) => (Some(version), String::new()),
+        TargetAsk::Channel(channel) => (
             Some(
-                req.version
-                    .parse()
-                    .map_err(|e| Status::invalid_argument(format!("version: {e}")))?,
-            ),
-            String::new(),
-        ),
-        (PlanKind::Upgrade, true, false) => (
-            Some(
-                crate::plan::channel::fetch_and_resolve(&hub.channel_url, &req.channel)
+                crate::plan::channel::fetch_and_resolve(&hub.channel_url, &channel)
                     .await
                     .map_err(|e| Status::failed_precondition(e.to_string()))?,
             ),
-            req.channel.clone(),
+            channel,
         ),
-        (PlanKind::Upgrade, _, _) => {
-            return Err(Status::invalid_argument(
-                "upgrade: exactly one of --version and --channel",
-            ));
-        }
-        (_, true, true) => (None, String::new()),
-        (other, _, _) => {
-            return Err(Status::invalid_argument(format!(
-                "{other}: --version and --channel are for upgrades"
-            )));
-        }
-    };
-    let defaults = PlanPolicy::default();
-    let policy = PlanPolicy {
-        concurrency: req.concurrency.max(1),
-        drain: !req.no_drain,
-        drain_timeout_secs: if req.drain_timeout_seconds == 0 {
-            defaults.drain_timeout_secs
-        } else {
-            req.drain_timeout_seconds
-        },
-        grace_period_secs: (req.grace_period_seconds >= 0).then_some(req.grace_period_seconds),
-        settle_secs: req.settle_seconds,
-        window: (!req.window.trim().is_empty()).then(|| req.window.trim().to_owned()),
-        allow_minor_skip: req.allow_minor_skip,
-        allow_rollback: !req.no_rollback,
-        services: req.services.clone(),
-        artifact_source: req.artifact_source.clone(),
-        ready_timeout_secs: if req.ready_timeout_seconds == 0 {
-            defaults.ready_timeout_secs
-        } else {
-            req.ready_timeout_seconds
-        },
-        operation_timeout_secs: defaults.operation_timeout_secs,
     };
     Ok(PlanRequest {
-        kind,
+        kind: ask.kind,
         target_version: target,
         channel,
-        nodes: req.nodes.clone(),
-        policy,
+        nodes: ask.nodes,
+        policy: ask.policy,
         origin: "operator".to_owned(),
     })
 }
@@ -259,7 +220,7 @@ pub fn watch(hub: &Hub, req: &pb::WatchPlanRequest) -> Result<PlanStream, Status
     let until_halted = req.until_halted;
     let hub = hub.clone();
     let (tx, rx) = tokio::sync::mpsc::channel(8);
-    tokio::spawn(async move {
+    let watch_task = async move {
         let mut changes = hub.engine.subscribe();
         let mut view = first;
         loop {
@@ -281,7 +242,8 @@ pub fn watch(hub: &Hub, req: &pb::WatchPlanRequest) -> Result<PlanStream, Status
                 }
             };
         }
-    });
+    };
+    tokio::spawn(watch_task.instrument(tracing::info_span!("watch_plan", plan = id)));
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
@@ -292,20 +254,7 @@ pub async fn act(
     req: pb::PlanActionRequest,
 ) -> Result<pb::PlanView, Status> {
     let id = plan_id(&req.id)?;
-    let action = match pb::PlanAction::try_from(req.action) {
-        Ok(pb::PlanAction::Pause) => Action::Pause,
-        Ok(pb::PlanAction::Resume) => Action::Resume,
-        Ok(pb::PlanAction::Skip) if !req.node.is_empty() => Action::Skip(req.node.clone()),
-        Ok(pb::PlanAction::Skip) => {
-            return Err(Status::invalid_argument("skip: which node (--node)"));
-        }
-        Ok(pb::PlanAction::Abort) => Action::Abort,
-        _ => {
-            return Err(Status::invalid_argument(
-                "action: pause, resume, skip or abort",
-            ));
-        }
-    };
+    let action = Action::try_from(&req).map_err(|e| Status::invalid_argument(e.to_string()))?;
     if req.dry_run {
         hub.engine
             .check(id, &action)

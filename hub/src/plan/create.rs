@@ -5,6 +5,56 @@
 use super::decide::Role;
 use super::model::{NodePhase, PlanKind, PlanNode, PlanPolicy};
 use super::version::{GuardError, Rke2Version, UpgradeStep, guard};
+use super::window::MaintenanceWindow;
+
+/// What an operator (or auto-maintenance) asks for: a plan before it holds any node.
+#[derive(Debug, Clone)]
+pub struct PlanRequest {
+    /// What to do.
+    pub kind: PlanKind,
+    /// Upgrade target (already resolved from a channel).
+    pub target_version: Option<Rke2Version>,
+    /// The channel it came from.
+    pub channel: String,
+    /// Nodes (empty = all).
+    pub nodes: Vec<String>,
+    /// How.
+    pub policy: PlanPolicy,
+    /// `operator` or `auto-maintenance`.
+    pub origin: String,
+}
+
+/// Checks a request's fields before anything looks at the inventory: a version only for
+/// upgrades (and one for them), a window that parses, known services, bounded numbers and
+/// texts ([`check_policy_bounds`]).
+///
+/// # Errors
+/// A message naming the field at fault.
+pub fn validate(request: &PlanRequest) -> Result<(), String> {
+    if request.kind == PlanKind::Upgrade && request.target_version.is_none() {
+        return Err("upgrade: a --version or --channel is required".to_owned());
+    }
+    if request.kind != PlanKind::Upgrade && request.target_version.is_some() {
+        return Err(format!("{}: takes no version", request.kind));
+    }
+    if let Some(w) = &request.policy.window
+        && let Err(e) = MaintenanceWindow::parse(w)
+    {
+        return Err(e.to_string());
+    }
+    for service in &request.policy.services {
+        if rke2ops_common::layout::service_certs(service).is_none() {
+            return Err(format!(
+                "services: unknown RKE2 service {service:?} (known: {})",
+                rke2ops_common::layout::SERVICES.join(", ")
+            ));
+        }
+    }
+    if request.policy.concurrency > 100 {
+        return Err("concurrency: at most 100 workers at once".to_owned());
+    }
+    check_policy_bounds(&request.policy)
+}
 
 /// A node the hub knows, as plan creation sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,5 +376,69 @@ mod tests {
             ..ok
         };
         assert_eq!(check_policy_bounds(&day), Ok(()));
+    }
+
+    fn request(kind: PlanKind, target: Option<&str>) -> PlanRequest {
+        PlanRequest {
+            kind,
+            target_version: target.and_then(v),
+            channel: String::new(),
+            nodes: Vec::new(),
+            policy: PlanPolicy::default(),
+            origin: "operator".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_valid_request_passes() {
+        assert_eq!(validate(&request(PlanKind::Rotate, None)), Ok(()));
+        assert_eq!(
+            validate(&request(PlanKind::Upgrade, Some("v1.34.1+rke2r1"))),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn an_upgrade_needs_a_target_and_nothing_else_takes_one() {
+        let err = validate(&request(PlanKind::Upgrade, None)).expect_err("no target");
+        assert_eq!(err, "upgrade: a --version or --channel is required");
+        let err = validate(&request(PlanKind::Restart, Some("v1.34.1+rke2r1"))).expect_err("v");
+        assert_eq!(err, "restart: takes no version");
+    }
+
+    #[test]
+    fn a_window_that_does_not_parse_is_refused() {
+        let mut r = request(PlanKind::Rotate, None);
+        r.policy.window = Some("whenever".to_owned());
+        assert!(validate(&r).is_err());
+        r.policy.window = Some("Sat,Sun 22:00-04:00 UTC".to_owned());
+        assert_eq!(validate(&r), Ok(()));
+    }
+
+    #[test]
+    fn unknown_services_are_refused_naming_the_known_ones() {
+        let mut r = request(PlanKind::Rotate, None);
+        r.policy.services = vec!["kube-bogus".to_owned()];
+        let err = validate(&r).expect_err("unknown service");
+        assert!(
+            err.starts_with("services: unknown RKE2 service \"kube-bogus\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn concurrency_and_policy_bounds_are_checked() {
+        let mut r = request(PlanKind::Rotate, None);
+        r.policy.concurrency = 101;
+        assert_eq!(
+            validate(&r),
+            Err("concurrency: at most 100 workers at once".to_owned())
+        );
+        r.policy.concurrency = 100;
+        r.policy.ready_timeout_secs = 0;
+        assert_eq!(
+            validate(&r),
+            Err("ready_timeout: must be at least 1 s".to_owned())
+        );
     }
 }

@@ -1,10 +1,10 @@
 //! Rolling maintenance plans. The pure parts: the decision which node goes next
-//! ([`decide`]), which nodes a plan holds ([`create`]), RKE2 versions and the upgrade guards
-//! ([`version`]), release channels ([`channel`]), maintenance windows ([`window`]), health
-//! gates ([`health`]) and the Prometheus alert gate ([`alerts`]), which operator actions a
-//! plan allows ([`action`]), which nodes auto-maintenance restarts ([`auto`]); the durable
-//! shape ([`model`]). [`crate::engine`] drives them against agents, Kubernetes and
-//! Prometheus.
+//! ([`decide`]), whether a request is valid and which nodes a plan holds ([`create`]), RKE2
+//! versions and the upgrade guards ([`version`]), release channels ([`channel`]),
+//! maintenance windows ([`window`]), health gates ([`health`]) and the Prometheus alert gate
+//! ([`alerts`]), which operator actions a plan allows ([`action`]), which nodes
+//! auto-maintenance restarts ([`auto`]); the durable shape and a node's phase transitions
+//! ([`model`]). [`crate::engine`] drives them against agents, Kubernetes and Prometheus.
 
 pub mod action;
 pub mod alerts;

@@ -1,6 +1,8 @@
 //! A plan's durable shape: what it does (kind, target, policy), where it is (state) and where
-//! each of its nodes is (phase). The store persists exactly these types; the engine changes
-//! them and writes them back before every side effect.
+//! each of its nodes is (phase), with the pure transitions between a node's phases
+//! ([`NodePhase::on_success`] and its siblings). The store persists exactly these types; the
+//! engine performs each phase's side effect, asks the phase for the next one, and writes it
+//! back before the next side effect.
 
 use std::fmt;
 use std::str::FromStr;
@@ -104,6 +106,81 @@ impl NodePhase {
             self,
             Self::Pending | Self::Done | Self::Skipped | Self::Failed
         )
+    }
+
+    /// Done, skipped or failed: no transition but the operator's (resume, skip) leaves it.
+    #[must_use]
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Done | Self::Skipped | Self::Failed)
+    }
+
+    /// The phase a node enters when the plan starts its maintenance: a pending node is
+    /// cordoned first; any other phase is not startable and stays.
+    #[must_use]
+    pub fn on_start(self) -> Self {
+        match self {
+            Self::Pending => Self::Cordon,
+            other => other,
+        }
+    }
+
+    /// The phase after this one's work succeeded (or had nothing to do). `drains`: the
+    /// plan cordons and drains (its policy says so and the hub has Kubernetes access);
+    /// without it a node goes from cordon straight to its operation. Pending and the
+    /// terminal phases stay (they have no work of their own).
+    #[must_use]
+    pub fn on_success(self, drains: bool) -> Self {
+        match self {
+            Self::Cordon if drains => Self::Drain,
+            Self::Cordon | Self::Drain => Self::Operate,
+            Self::Operate => Self::Verify,
+            Self::Verify => Self::Uncordon,
+            Self::Uncordon => Self::Settle,
+            Self::Settle => Self::Done,
+            other @ (Self::Pending | Self::Done | Self::Skipped | Self::Failed) => other,
+        }
+    }
+
+    /// The phase after this one's work failed: a node in maintenance fails (which halts its
+    /// plan); pending and terminal phases have no work to fail and stay.
+    #[must_use]
+    pub fn on_failure(self) -> Self {
+        if self.in_progress() {
+            Self::Failed
+        } else {
+            self
+        }
+    }
+
+    /// The phase after the plan was aborted while the node was in maintenance (its running
+    /// operation ended and it was released): skipped. Other phases stay.
+    #[must_use]
+    pub fn on_abort(self) -> Self {
+        if self.in_progress() {
+            Self::Skipped
+        } else {
+            self
+        }
+    }
+
+    /// The phase after the operator resumed the plan: a failed node is retried from the
+    /// start; every other phase stays.
+    #[must_use]
+    pub fn on_resume(self) -> Self {
+        match self {
+            Self::Failed => Self::Pending,
+            other => other,
+        }
+    }
+
+    /// The phase after the operator skipped the node: only a pending or failed node may be
+    /// skipped ([`crate::plan::action::check`]); it is then skipped. Other phases stay.
+    #[must_use]
+    pub fn on_skip(self) -> Self {
+        match self {
+            Self::Pending | Self::Failed => Self::Skipped,
+            other => other,
+        }
     }
 }
 
@@ -431,5 +508,132 @@ mod tests {
         assert_eq!(p.concurrency, 2);
         assert!(p.drain && p.allow_rollback);
         assert!(serde_json::from_str::<PlanPolicy>(r#"{"bogus":1}"#).is_err());
+    }
+
+    const ALL: [NodePhase; 10] = [
+        NodePhase::Pending,
+        NodePhase::Cordon,
+        NodePhase::Drain,
+        NodePhase::Operate,
+        NodePhase::Verify,
+        NodePhase::Uncordon,
+        NodePhase::Settle,
+        NodePhase::Done,
+        NodePhase::Skipped,
+        NodePhase::Failed,
+    ];
+
+    /// The phase after `phase` succeeded, for both kinds of plan.
+    fn succeed(phase: NodePhase) -> (NodePhase, NodePhase) {
+        (phase.on_success(true), phase.on_success(false))
+    }
+
+    #[test]
+    fn a_pending_node_starts_by_cordoning_and_nothing_else_starts() {
+        assert_eq!(NodePhase::Pending.on_start(), NodePhase::Cordon);
+        for phase in ALL.into_iter().filter(|p| *p != NodePhase::Pending) {
+            assert_eq!(phase.on_start(), phase, "{phase}");
+        }
+    }
+
+    #[test]
+    fn a_draining_plan_walks_cordon_drain_operate_verify_uncordon_settle_done() {
+        let mut walk = vec![NodePhase::Pending.on_start()];
+        while let Some(&last) = walk.last()
+            && !last.is_terminal()
+        {
+            walk.push(last.on_success(true));
+        }
+        assert_eq!(
+            walk,
+            [
+                NodePhase::Cordon,
+                NodePhase::Drain,
+                NodePhase::Operate,
+                NodePhase::Verify,
+                NodePhase::Uncordon,
+                NodePhase::Settle,
+                NodePhase::Done,
+            ]
+        );
+    }
+
+    #[test]
+    fn without_drain_a_node_goes_from_cordon_straight_to_its_operation() {
+        assert_eq!(NodePhase::Cordon.on_success(false), NodePhase::Operate);
+        // A node re-entering drain after a restart (the cluster went away) still operates.
+        assert_eq!(NodePhase::Drain.on_success(false), NodePhase::Operate);
+        assert_eq!(NodePhase::Drain.on_success(true), NodePhase::Operate);
+    }
+
+    #[test]
+    fn the_phases_after_the_operation_do_not_depend_on_draining() {
+        for (phase, next) in [
+            (NodePhase::Operate, NodePhase::Verify),
+            (NodePhase::Verify, NodePhase::Uncordon),
+            (NodePhase::Uncordon, NodePhase::Settle),
+            (NodePhase::Settle, NodePhase::Done),
+        ] {
+            assert_eq!(succeed(phase), (next, next), "{phase}");
+        }
+    }
+
+    #[test]
+    fn pending_and_terminal_phases_have_no_work_to_succeed_or_fail() {
+        for phase in [
+            NodePhase::Pending,
+            NodePhase::Done,
+            NodePhase::Skipped,
+            NodePhase::Failed,
+        ] {
+            assert_eq!(succeed(phase), (phase, phase), "{phase}");
+            assert_eq!(phase.on_failure(), phase, "{phase}");
+            assert_eq!(phase.on_abort(), phase, "{phase}");
+        }
+    }
+
+    #[test]
+    fn any_phase_in_maintenance_fails_into_failed() {
+        for phase in ALL.into_iter().filter(|p| p.in_progress()) {
+            assert_eq!(phase.on_failure(), NodePhase::Failed, "{phase}");
+        }
+    }
+
+    #[test]
+    fn an_abort_leaves_every_node_in_maintenance_skipped() {
+        for phase in ALL.into_iter().filter(|p| p.in_progress()) {
+            assert_eq!(phase.on_abort(), NodePhase::Skipped, "{phase}");
+        }
+    }
+
+    #[test]
+    fn resume_retries_failed_nodes_only() {
+        assert_eq!(NodePhase::Failed.on_resume(), NodePhase::Pending);
+        for phase in ALL.into_iter().filter(|p| *p != NodePhase::Failed) {
+            assert_eq!(phase.on_resume(), phase, "{phase}");
+        }
+    }
+
+    #[test]
+    fn only_pending_or_failed_nodes_can_be_skipped() {
+        for phase in ALL {
+            let expected = if matches!(phase, NodePhase::Pending | NodePhase::Failed) {
+                NodePhase::Skipped
+            } else {
+                phase
+            };
+            assert_eq!(phase.on_skip(), expected, "{phase}");
+        }
+    }
+
+    #[test]
+    fn terminal_phases_are_exactly_done_skipped_and_failed() {
+        for phase in ALL {
+            assert_eq!(
+                phase.is_terminal(),
+                !phase.in_progress() && phase != NodePhase::Pending,
+                "{phase}"
+            );
+        }
     }
 }

@@ -1,21 +1,22 @@
 //! One node's maintenance: cordon → drain → operation on its agent → verify → uncordon →
 //! settle. Each phase is written to the store before its side effect; this task is the only
 //! writer of its node's row while it runs, so progress, results and phase changes never race.
+//!
+//! Which phase follows which is not decided here: the pure transitions on
+//! [`NodePhase`] (`on_success`, `on_failure`, `on_abort`) say; this module performs each
+//! phase's side effect and records the outcome.
+
+mod agent;
+mod verify;
 
 use std::time::Duration;
 
-use rke2ops_proto::v1 as pb;
 use time::OffsetDateTime;
 
 use super::Engine;
-use super::ops::{OpEvent, operation_id};
-use crate::plan::health::{NodeLive, node_recovered};
-use crate::plan::model::{NodePhase, Plan, PlanKind, PlanNode, PlanState};
-
-/// How often a waiting phase looks again.
-const POLL: Duration = Duration::from_millis(250);
-/// How often an operation without a result is asked for again.
-const RESEND: Duration = Duration::from_secs(10);
+use crate::plan::model::{NodePhase, Plan, PlanNode, PlanState};
+use agent::{abort, operate};
+use verify::verify;
 
 /// Walks `node` of plan `id` to done, failed, or (plan aborted) released.
 pub async fn run(engine: &Engine, id: i64, name: &str) {
@@ -79,21 +80,26 @@ fn save(
     Ok(())
 }
 
-/// Moves `node` to `phase`, recording `event`, and returns it for the loop to re-read.
+/// Whether `plan` cordons and drains its nodes: its policy says so and the hub can.
+fn drains(engine: &Engine, plan: &Plan) -> bool {
+    plan.policy.drain && engine.cluster.is_some()
+}
+
+/// Moves `node` to the phase after its current one succeeded ([`NodePhase::on_success`]),
+/// recording `event`, and returns it for the loop to re-read.
 fn advance(
     engine: &Engine,
-    id: i64,
+    plan: &Plan,
     mut node: PlanNode,
-    phase: NodePhase,
     event: &str,
 ) -> Result<Option<PlanNode>, crate::store::StoreError> {
     let now = OffsetDateTime::now_utc();
-    node.phase = phase;
+    node.phase = node.phase.on_success(drains(engine, plan));
     node.phase_at = Some(now);
-    if phase == NodePhase::Done {
+    if node.phase == NodePhase::Done {
         node.finished_at = Some(now);
     }
-    save(engine, id, &node, Some(event))?;
+    save(engine, plan.id, &node, Some(event))?;
     Ok(None)
 }
 
@@ -110,86 +116,13 @@ async fn fail(
             .await;
     }
     let now = OffsetDateTime::now_utc();
-    node.phase = NodePhase::Failed;
+    node.phase = node.phase.on_failure();
     node.detail.clone_from(&reason);
     node.phase_at = Some(now);
     node.finished_at = Some(now);
     save(engine, id, &node, Some(&format!("failed: {reason}")))?;
     Ok(None)
 }
-
-/// The plan was aborted while this node was in maintenance: a running operation finishes
-/// (the agent keeps the node consistent), then the node is uncordoned if the plan did it.
-async fn abort(
-    engine: &Engine,
-    plan: &Plan,
-    mut node: PlanNode,
-) -> Result<Option<PlanNode>, crate::store::StoreError> {
-    if node.phase == NodePhase::Operate && !node.operation_id.is_empty() {
-        // Wait for the agent's answer without ever (re)sending the operation: a cancel goes
-        // out (the agent refuses it once the operation changed the node), and a running
-        // operation reports its result; none within the ready timeout → released anyway.
-        let mut rx = engine
-            .ops
-            .listen(&node.node, run_message(engine, plan, &node));
-        engine
-            .ops
-            .cancel(&engine.registry, &node.node, &node.operation_id);
-        let deadline = tokio::time::Instant::now()
-            + Duration::from_secs(
-                plan.policy
-                    .ready_timeout_secs
-                    .min(plan.policy.operation_timeout_secs),
-            );
-        loop {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(OpEvent::Result(r))) => {
-                    node.detail = format!("aborted; operation ended: {}", r.detail);
-                    break;
-                }
-                Ok(Some(OpEvent::Progress(_))) => {}
-                Ok(None) | Err(_) => {
-                    node.detail = "aborted; no result from the agent".to_owned();
-                    break;
-                }
-            }
-        }
-        engine.ops.finish(&node.operation_id);
-    } else {
-        node.detail = "plan aborted".to_owned();
-    }
-    engine.release(plan.id, &mut node).await;
-    let detail = node.detail.clone();
-    let now = OffsetDateTime::now_utc();
-    node.phase = NodePhase::Skipped;
-    node.finished_at = Some(now);
-    save(engine, plan.id, &node, Some(&detail))?;
-    Ok(None)
-}
-
-fn run_message(engine: &Engine, plan: &Plan, node: &PlanNode) -> pb::RunOperation {
-    use pb::run_operation::Kind;
-    let kind = match plan.kind {
-        PlanKind::Rotate => Kind::Rotate(pb::RotateOperation {
-            services: plan.policy.services.clone(),
-        }),
-        PlanKind::Restart => Kind::Restart(pb::RestartOperation {}),
-        PlanKind::Upgrade => Kind::Upgrade(pb::UpgradeOperation {
-            version: plan.target_version.clone(),
-            artifact_source: if plan.policy.artifact_source.is_empty() {
-                engine.settings.artifact_mirror.clone()
-            } else {
-                plan.policy.artifact_source.clone()
-            },
-            allow_rollback: plan.policy.allow_rollback,
-        }),
-    };
-    pb::RunOperation {
-        operation_id: node.operation_id.clone(),
-        kind: Some(kind),
-    }
-}
-
 async fn phase(
     engine: &Engine,
     plan: &Plan,
@@ -200,7 +133,7 @@ async fn phase(
     match node.phase {
         NodePhase::Cordon => {
             let Some(cluster) = kube else {
-                return advance(engine, id, node, NodePhase::Operate, "no cordon/drain");
+                return advance(engine, plan, node, "no cordon/drain");
             };
             // Who cordoned it is recorded *before* cordoning: a hub killed between the
             // cordon and the next write must still know, after its restart, that the plan
@@ -232,14 +165,14 @@ async fn phase(
                     } else {
                         "was already cordoned: it stays cordoned afterwards"
                     };
-                    advance(engine, id, node, NodePhase::Drain, event)
+                    advance(engine, plan, node, event)
                 }
                 Err(e) => fail(engine, id, node, format!("cordon: {e}")).await,
             }
         }
         NodePhase::Drain => {
             let Some(cluster) = kube else {
-                return advance(engine, id, node, NodePhase::Operate, "no drain");
+                return advance(engine, plan, node, "no drain");
             };
             let name = node.node.clone();
             let mut progress = |line: String| {
@@ -248,13 +181,7 @@ async fn phase(
             match cluster.drain(&node.node, &plan.policy, &mut progress).await {
                 Ok(summary) => {
                     node.detail.clone_from(&summary);
-                    advance(
-                        engine,
-                        id,
-                        node,
-                        NodePhase::Operate,
-                        &format!("drained: {summary}"),
-                    )
+                    advance(engine, plan, node, &format!("drained: {summary}"))
                 }
                 Err(e) => fail(engine, id, node, format!("drain: {e}")).await,
             }
@@ -277,7 +204,7 @@ async fn phase(
             } else {
                 "healthy"
             };
-            advance(engine, id, node, NodePhase::Settle, event)
+            advance(engine, plan, node, event)
         }
         NodePhase::Settle => {
             if let Some(until) = node.settle_until {
@@ -286,174 +213,10 @@ async fn phase(
                     tokio::time::sleep(left.unsigned_abs()).await;
                 }
             }
-            advance(engine, id, node, NodePhase::Done, "done")
+            advance(engine, plan, node, "done")
         }
         _ => Ok(None),
     }
-}
-
-async fn operate(
-    engine: &Engine,
-    plan: &Plan,
-    mut node: PlanNode,
-) -> Result<Option<PlanNode>, crate::store::StoreError> {
-    let id = plan.id;
-    let op = operation_id(id, &node.node, node.attempt);
-    if node.operation_id != op {
-        // Recorded before it is sent, so a restarted hub asks for the same id again.
-        node.operation_id.clone_from(&op);
-        node.phase_at = Some(OffsetDateTime::now_utc());
-        save(
-            engine,
-            id,
-            &node,
-            Some(&format!("operation {op} sent to the agent")),
-        )?;
-    }
-    let mut rx = engine.ops.start(
-        &engine.registry,
-        &node.node,
-        run_message(engine, plan, &node),
-    );
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_secs(plan.policy.operation_timeout_secs);
-    let result = loop {
-        // Re-ask now and then: a result sent on a stream that broke (hub or network
-        // restart) is lost, and agents answer a known id with its result.
-        let wait = (tokio::time::Instant::now() + RESEND).min(deadline);
-        match tokio::time::timeout_at(wait, rx.recv()).await {
-            Err(_) if wait < deadline => {
-                engine.ops.resend_one(&engine.registry, &node.node, &op);
-                continue;
-            }
-            Ok(Some(OpEvent::Progress(p))) => {
-                node.step.clone_from(&p.step);
-                let ended = p.phase == i32::from(pb::StepPhase::Succeeded)
-                    || p.phase == i32::from(pb::StepPhase::Failed);
-                if ended {
-                    node.detail = format!("{}: {}", p.step, p.detail);
-                }
-                save(engine, id, &node, ended.then_some(node.detail.as_str()))?;
-            }
-            Ok(Some(OpEvent::Result(r))) => break Ok(r),
-            Ok(None) => break Err("the operation's channel closed".to_owned()),
-            Err(_) => {
-                break Err(format!(
-                    "no result from the agent within {} s",
-                    plan.policy.operation_timeout_secs
-                ));
-            }
-        }
-    };
-    engine.ops.finish(&op);
-    let result = match result {
-        Ok(r) => r,
-        Err(reason) => return fail(engine, id, node, format!("operation {op}: {reason}")).await,
-    };
-    let outcome = pb::OperationOutcome::try_from(result.outcome).unwrap_or_default();
-    node.step.clear();
-    match outcome {
-        pb::OperationOutcome::Succeeded | pb::OperationOutcome::Skipped => {
-            let word = if outcome == pb::OperationOutcome::Skipped {
-                "skipped by the agent"
-            } else {
-                "succeeded"
-            };
-            node.detail = format!("{word}: {}", result.detail);
-            // Verification counts only reports from now on.
-            node.phase_at = Some(OffsetDateTime::now_utc());
-            let event = format!("operation {word}: {}", result.detail);
-            node.phase = NodePhase::Verify;
-            save(engine, id, &node, Some(&event))?;
-            Ok(None)
-        }
-        _ => {
-            let mut reason = format!(
-                "operation {op} {}: {}",
-                outcome
-                    .as_str_name()
-                    .trim_start_matches("OPERATION_OUTCOME_")
-                    .to_lowercase(),
-                result.detail
-            );
-            if let Some(last) = result.unit_journal.last() {
-                reason.push_str(&format!(" (unit journal: {last})"));
-            }
-            fail(engine, id, node, reason).await
-        }
-    }
-}
-
-async fn verify(
-    engine: &Engine,
-    plan: &Plan,
-    node: PlanNode,
-) -> Result<Option<PlanNode>, crate::store::StoreError> {
-    let id = plan.id;
-    let since = node.phase_at.unwrap_or_else(OffsetDateTime::now_utc) - Duration::from_secs(2);
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_secs(plan.policy.ready_timeout_secs);
-    let mut why = String::new();
-    loop {
-        let live = live_of(engine, &node);
-        let kube_node = match &engine.cluster {
-            Some(c) => match c.node(&node.node).await {
-                Ok(None) => {
-                    why = format!("the Kubernetes API has no Node {}", node.node);
-                    None
-                }
-                Ok(found) => found,
-                Err(e) => {
-                    why = format!("Kubernetes API: {e}");
-                    None
-                }
-            },
-            None => None,
-        };
-        if engine.cluster.is_none() || kube_node.is_some() {
-            match live.as_ref().map(|l| {
-                node_recovered(
-                    plan.kind,
-                    &plan.target_version,
-                    l,
-                    kube_node.as_ref(),
-                    since,
-                )
-            }) {
-                Some(Ok(summary)) => {
-                    return advance(
-                        engine,
-                        id,
-                        node,
-                        NodePhase::Uncordon,
-                        &format!("healthy: {summary}"),
-                    );
-                }
-                Some(Err(e)) => why = e,
-                None => why = "the hub does not know this node".to_owned(),
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return fail(
-                engine,
-                id,
-                node,
-                format!(
-                    "not healthy within {} s after its operation: {why}",
-                    plan.policy.ready_timeout_secs
-                ),
-            )
-            .await;
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-fn live_of(engine: &Engine, node: &PlanNode) -> Option<NodeLive> {
-    engine
-        .node_lives()
-        .into_iter()
-        .find(|l| l.name == node.node)
 }
 
 #[cfg(test)]

@@ -1,0 +1,258 @@
+//! The drive loop: every tick (or when woken by a change), one pass over the active plans.
+//! A pass adopts nodes in maintenance that have no task (a restarted hub), asks the pure
+//! decision ([`crate::plan::decide`]) which nodes may start behind the gates
+//! ([`super::gates`]), starts them (one task per node, [`super::node`]), and records why a
+//! plan waits, halts or completed. Ended plans are made to leave nothing cordoned, and old
+//! history is pruned hourly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tracing::Instrument as _;
+
+use super::{Engine, node};
+use crate::plan::decide::{Decision, Policy, Role, decide};
+use crate::plan::model::{Plan, PlanNode, PlanState};
+use crate::plan::window::MaintenanceWindow;
+use crate::store::StoreError;
+
+/// How often old history is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+impl Engine {
+    /// Runs the engine until the task is dropped, in its own span whoever spawns it.
+    pub async fn run(self: Arc<Self>) {
+        self.run_loop()
+            .instrument(tracing::info_span!("plan_engine"))
+            .await;
+    }
+
+    async fn run_loop(self: Arc<Self>) {
+        let mut pruned_at: Option<std::time::Instant> = None;
+        loop {
+            if pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                pruned_at = Some(std::time::Instant::now());
+                self.prune_history().await;
+            }
+            if let Err(e) = Arc::clone(&self).pass().await {
+                tracing::error!(error = %e, "plan engine pass failed");
+            }
+            let _ = tokio::time::timeout(self.settings.tick, self.wake.notified()).await;
+        }
+    }
+
+    /// Removes ended plans and audit rows older than the retention, off the async workers
+    /// (a year of history is a large delete).
+    async fn prune_history(&self) {
+        let store = self.store.clone();
+        let before = OffsetDateTime::now_utc() - self.settings.history_retention;
+        let span = tracing::info_span!("prune_history");
+        match tokio::task::spawn_blocking(move || span.in_scope(|| store.prune_history(before)))
+            .await
+        {
+            Ok(Ok(p)) if p.plans + p.audit_rows > 0 => {
+                tracing::info!(plans = p.plans, audit_rows = p.audit_rows, %before, "old history pruned");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot prune old history"),
+            Err(e) => tracing::warn!(error = %e, "history pruning task failed"),
+        }
+    }
+
+    /// One look at every active plan.
+    pub(super) async fn pass(self: Arc<Self>) -> Result<(), StoreError> {
+        for plan in self.store.plans(true)? {
+            Arc::clone(&self).drive(plan).await?;
+        }
+        self.release_leftovers().await
+    }
+
+    /// Ended plans must leave nothing behind: a node still in maintenance when its plan was
+    /// aborted (the hub may have restarted since) is walked to its end by its task, and a node
+    /// the plan cordoned but could not uncordon yet (hub killed mid-abort, API unreachable) is
+    /// uncordoned now; retried every pass until it works.
+    async fn release_leftovers(self: &Arc<Self>) -> Result<(), StoreError> {
+        // Only the ended plans that still hold something: the history is never read whole.
+        for plan_id in self.store.ended_plans_to_release()? {
+            for mut node in self.store.plan_nodes(plan_id)? {
+                let running = self
+                    .running
+                    .lock()
+                    .map(|r| r.contains(&(plan_id, node.node.clone())))
+                    .unwrap_or(false);
+                if node.phase.in_progress() {
+                    self.spawn_node(plan_id, &node.node);
+                } else if node.cordoned && !running {
+                    self.release(plan_id, &mut node).await;
+                    if !node.cordoned {
+                        self.store.save_plan_node(
+                            plan_id,
+                            &node,
+                            None,
+                            OffsetDateTime::now_utc(),
+                        )?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_node(self: &Arc<Self>, id: i64, node: &str) {
+        let key = (id, node.to_owned());
+        let fresh = self
+            .running
+            .lock()
+            .map(|mut r| r.insert(key.clone()))
+            .unwrap_or(false);
+        if !fresh {
+            return;
+        }
+        let engine = Arc::clone(self);
+        let span = tracing::info_span!("plan_node", plan = id, node = %node);
+        let node_task = async move {
+            node::run(&engine, key.0, &key.1).await;
+            if let Ok(mut r) = engine.running.lock() {
+                r.remove(&key);
+            }
+            engine.notify();
+        };
+        tokio::spawn(node_task.instrument(span));
+    }
+
+    async fn drive(self: Arc<Self>, plan: Plan) -> Result<(), StoreError> {
+        let id = plan.id;
+        let nodes = self.store.plan_nodes(id)?;
+        // Adopt nodes in maintenance that have no task (the hub restarted mid-node).
+        for node in nodes.iter().filter(|n| n.phase.in_progress()) {
+            self.spawn_node(id, &node.node);
+        }
+        if plan.state != PlanState::Running {
+            return Ok(());
+        }
+        let now = OffsetDateTime::now_utc();
+        let window = match plan.policy.window.as_deref().map(MaintenanceWindow::parse) {
+            Some(Ok(w)) => Some(w),
+            Some(Err(e)) => {
+                self.halt(&plan, &e.to_string(), now)?;
+                return Ok(());
+            }
+            None => None,
+        };
+        let policy = Policy {
+            concurrency: usize::try_from(plan.policy.concurrency.max(1)).unwrap_or(1),
+            window,
+            paused: false,
+        };
+        let views: Vec<_> = nodes.iter().map(PlanNode::decision_view).collect();
+        let health = self.cluster_health(now).await;
+        let mut decision = match (
+            decide(&views, &policy, &health.clone().unwrap_or_default(), now),
+            &health,
+        ) {
+            (Decision::Start(_), Err(unknown)) => {
+                self.ask_for_status(&unknown.ask);
+                Decision::Wait(unknown.reason.clone())
+            }
+            (d, _) => d,
+        };
+        // The alert gate asks Prometheus only when a node would start now, so a slow or
+        // absent Prometheus never delays the rest of a pass.
+        if let (Decision::Start(_), Ok(mut health), Some(gate)) =
+            (&decision, health, &self.settings.alert_gate)
+        {
+            decision = match crate::plan::alerts::fetch_blocking(
+                &self.http,
+                &gate.prometheus_url,
+                &gate.ignore,
+            )
+            .await
+            {
+                Ok(firing) => {
+                    health.alerts_firing = firing;
+                    decide(&views, &policy, &health, now)
+                }
+                Err(e) => Decision::Wait(e.to_string()),
+            };
+        }
+        if let Decision::Start(names) = &decision
+            && let Some(server) = names.iter().find(|n| {
+                nodes
+                    .iter()
+                    .any(|p| &p.node == *n && p.role == Role::Server)
+            })
+        {
+            decision = self
+                .confirm_server_start(&views, &policy, server, now)
+                .await;
+        }
+        match decision {
+            Decision::Start(names) => {
+                for name in names {
+                    let Some(mut node) = nodes.iter().find(|n| n.node == name).cloned() else {
+                        continue;
+                    };
+                    if !self.registry.connected().contains(&name) {
+                        self.set_reason(
+                            &plan,
+                            &format!("waiting for {name}'s agent to connect"),
+                            now,
+                        )?;
+                        return Ok(());
+                    }
+                    node.attempt += 1;
+                    node.phase = node.phase.on_start();
+                    node.started_at = Some(now);
+                    node.phase_at = Some(now);
+                    node.finished_at = None;
+                    node.step.clear();
+                    node.detail.clear();
+                    node.operation_id.clear();
+                    self.store.save_plan_node(
+                        id,
+                        &node,
+                        Some(&format!("maintenance starts (attempt {})", node.attempt)),
+                        now,
+                    )?;
+                    self.spawn_node(id, &name);
+                }
+                self.set_reason(&plan, "", now)?;
+                self.notify();
+            }
+            Decision::Wait(why) => self.set_reason(&plan, &why, now)?,
+            Decision::Halted(why) => self.halt(&plan, &why, now)?,
+            Decision::Complete => {
+                self.store.set_plan_state(
+                    id,
+                    PlanState::Completed,
+                    "every node done or skipped",
+                    now,
+                )?;
+                self.store.plan_event(id, "", "completed", now)?;
+                tracing::info!(plan = id, "plan completed");
+                self.notify();
+            }
+        }
+        Ok(())
+    }
+
+    fn set_reason(&self, plan: &Plan, why: &str, now: OffsetDateTime) -> Result<(), StoreError> {
+        if plan.reason != why {
+            self.store
+                .set_plan_state(plan.id, PlanState::Running, why, now)?;
+            self.notify();
+        }
+        Ok(())
+    }
+
+    fn halt(&self, plan: &Plan, why: &str, now: OffsetDateTime) -> Result<(), StoreError> {
+        self.store
+            .set_plan_state(plan.id, PlanState::Halted, why, now)?;
+        self.store
+            .plan_event(plan.id, "", &format!("halted: {why}"), now)?;
+        tracing::warn!(plan = plan.id, reason = %why, "plan halted");
+        self.notify();
+        Ok(())
+    }
+}

@@ -1,0 +1,172 @@
+//! The phases that talk to the node's agent: the operation (sent, re-sent until its result
+//! arrives, its progress recorded) and, when the plan was aborted meanwhile, the wait for a
+//! running operation's end before the node is released.
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::{drains, fail, save};
+use crate::engine::Engine;
+use crate::engine::messages::{Operation, Outcome, RunOperation};
+use crate::engine::ops::{OpEvent, operation_id};
+use crate::plan::model::{NodePhase, Plan, PlanKind, PlanNode};
+use crate::store::StoreError;
+
+/// How often an operation without a result is asked for again.
+const RESEND: Duration = Duration::from_secs(10);
+
+/// The plan was aborted while this node was in maintenance: a running operation finishes
+/// (the agent keeps the node consistent), then the node is uncordoned if the plan did it.
+pub(super) async fn abort(
+    engine: &Engine,
+    plan: &Plan,
+    mut node: PlanNode,
+) -> Result<Option<PlanNode>, StoreError> {
+    if node.phase == NodePhase::Operate && !node.operation_id.is_empty() {
+        // Wait for the agent's answer without ever (re)sending the operation: a cancel goes
+        // out (the agent refuses it once the operation changed the node), and a running
+        // operation reports its result; none within the ready timeout → released anyway.
+        let mut rx = engine
+            .ops
+            .listen(&node.node, run_message(engine, plan, &node));
+        engine
+            .ops
+            .cancel(&engine.registry, &node.node, &node.operation_id);
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_secs(
+                plan.policy
+                    .ready_timeout_secs
+                    .min(plan.policy.operation_timeout_secs),
+            );
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(OpEvent::Result(r))) => {
+                    node.detail = format!("aborted; operation ended: {}", r.detail);
+                    break;
+                }
+                Ok(Some(OpEvent::Progress(_))) => {}
+                Ok(None) | Err(_) => {
+                    node.detail = "aborted; no result from the agent".to_owned();
+                    break;
+                }
+            }
+        }
+        engine.ops.finish(&node.operation_id);
+    } else {
+        node.detail = "plan aborted".to_owned();
+    }
+    engine.release(plan.id, &mut node).await;
+    let detail = node.detail.clone();
+    let now = OffsetDateTime::now_utc();
+    node.phase = node.phase.on_abort();
+    node.finished_at = Some(now);
+    save(engine, plan.id, &node, Some(&detail))?;
+    Ok(None)
+}
+
+fn run_message(engine: &Engine, plan: &Plan, node: &PlanNode) -> RunOperation {
+    let kind = match plan.kind {
+        PlanKind::Rotate => Operation::Rotate {
+            services: plan.policy.services.clone(),
+        },
+        PlanKind::Restart => Operation::Restart,
+        PlanKind::Upgrade => Operation::Upgrade {
+            version: plan.target_version.clone(),
+            artifact_source: if plan.policy.artifact_source.is_empty() {
+                engine.settings.artifact_mirror.clone()
+            } else {
+                plan.policy.artifact_source.clone()
+            },
+            allow_rollback: plan.policy.allow_rollback,
+        },
+    };
+    RunOperation {
+        operation_id: node.operation_id.clone(),
+        kind: Some(kind),
+    }
+}
+
+pub(super) async fn operate(
+    engine: &Engine,
+    plan: &Plan,
+    mut node: PlanNode,
+) -> Result<Option<PlanNode>, StoreError> {
+    let id = plan.id;
+    let op = operation_id(id, &node.node, node.attempt);
+    if node.operation_id != op {
+        // Recorded before it is sent, so a restarted hub asks for the same id again.
+        node.operation_id.clone_from(&op);
+        node.phase_at = Some(OffsetDateTime::now_utc());
+        save(
+            engine,
+            id,
+            &node,
+            Some(&format!("operation {op} sent to the agent")),
+        )?;
+    }
+    let mut rx = engine.ops.start(
+        &engine.registry,
+        &node.node,
+        run_message(engine, plan, &node),
+    );
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(plan.policy.operation_timeout_secs);
+    let result = loop {
+        // Re-ask now and then: a result sent on a stream that broke (hub or network
+        // restart) is lost, and agents answer a known id with its result.
+        let wait = (tokio::time::Instant::now() + RESEND).min(deadline);
+        match tokio::time::timeout_at(wait, rx.recv()).await {
+            Err(_) if wait < deadline => {
+                engine.ops.resend_one(&engine.registry, &node.node, &op);
+                continue;
+            }
+            Ok(Some(OpEvent::Progress(p))) => {
+                node.step.clone_from(&p.step);
+                let ended = p.phase.ended();
+                if ended {
+                    node.detail = format!("{}: {}", p.step, p.detail);
+                }
+                save(engine, id, &node, ended.then_some(node.detail.as_str()))?;
+            }
+            Ok(Some(OpEvent::Result(r))) => break Ok(r),
+            Ok(None) => break Err("the operation's channel closed".to_owned()),
+            Err(_) => {
+                break Err(format!(
+                    "no result from the agent within {} s",
+                    plan.policy.operation_timeout_secs
+                ));
+            }
+        }
+    };
+    engine.ops.finish(&op);
+    let result = match result {
+        Ok(r) => r,
+        Err(reason) => return fail(engine, id, node, format!("operation {op}: {reason}")).await,
+    };
+    let outcome = result.outcome;
+    node.step.clear();
+    match outcome {
+        Outcome::Succeeded | Outcome::Skipped => {
+            let word = if outcome == Outcome::Skipped {
+                "skipped by the agent"
+            } else {
+                "succeeded"
+            };
+            node.detail = format!("{word}: {}", result.detail);
+            // Verification counts only reports from now on.
+            node.phase_at = Some(OffsetDateTime::now_utc());
+            let event = format!("operation {word}: {}", result.detail);
+            node.phase = node.phase.on_success(drains(engine, plan));
+            save(engine, id, &node, Some(&event))?;
+            Ok(None)
+        }
+        _ => {
+            let mut reason = format!("operation {op} {}: {}", outcome.word(), result.detail);
+            if let Some(last) = result.unit_journal.last() {
+                reason.push_str(&format!(" (unit journal: {last})"));
+            }
+            fail(engine, id, node, reason).await
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Operator requests: preview and create a plan, and the actions on one (pause, resume, skip,
+//! abort), each checked by the pure rules first ([`crate::plan::create::validate`],
+//! [`crate::plan::action::check`]) and written to the store before the loop acts on it.
+
+use time::OffsetDateTime;
+
+use super::{Engine, EngineError};
+use crate::plan::action::{self, Action};
+use crate::plan::create::{Candidate, PlanRequest, plan_nodes, validate};
+use crate::plan::model::{NodePhase, PlanNode, PlanState, role_of};
+use crate::store::NewPlan;
+
+impl Engine {
+    /// The nodes a request would hold, in order, with skips (nothing stored).
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`] naming the field or node.
+    pub fn preview(&self, request: &PlanRequest) -> Result<Vec<PlanNode>, EngineError> {
+        validate(request).map_err(EngineError::Invalid)?;
+        let inventory = self
+            .store
+            .nodes()?
+            .into_iter()
+            .filter_map(|n| {
+                Some(Candidate {
+                    role: role_of(&n.role).ok()?,
+                    rke2_version: {
+                        let live = self.live.get(&n.name).rke2_version;
+                        if live.is_empty() {
+                            n.rke2_version
+                        } else {
+                            live
+                        }
+                    },
+                    name: n.name,
+                })
+            })
+            .collect::<Vec<_>>();
+        plan_nodes(
+            request.kind,
+            request.target_version,
+            &inventory,
+            &request.nodes,
+            request.policy.allow_minor_skip,
+        )
+        .map_err(|e| EngineError::Invalid(e.to_string()))
+    }
+
+    /// Creates the plan; the loop starts it.
+    ///
+    /// # Errors
+    /// [`EngineError`]: invalid request, another plan active.
+    pub fn create(&self, request: &PlanRequest, actor: &str) -> Result<i64, EngineError> {
+        let nodes = self.preview(request)?;
+        let target = request
+            .target_version
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let id = self.store.create_plan(
+            &NewPlan {
+                kind: request.kind,
+                target_version: &target,
+                channel: &request.channel,
+                policy: &request.policy,
+                origin: &request.origin,
+                created_by: actor,
+            },
+            &nodes,
+            OffsetDateTime::now_utc(),
+        )?;
+        tracing::info!(plan = id, kind = %request.kind, %target, nodes = nodes.len(), %actor, "plan created");
+        self.notify();
+        Ok(id)
+    }
+
+    /// Whether plan `id` would accept `action` now (`--dry-run`): the same check as [`Self::act`].
+    ///
+    /// # Errors
+    /// [`EngineError`]: unknown plan, or the reason the action would be refused.
+    pub fn check(&self, id: i64, action: &Action) -> Result<(), EngineError> {
+        let plan = self.store.plan(id)?;
+        let nodes = self.store.plan_nodes(id)?;
+        action::check(id, plan.state, &nodes, action).map_err(EngineError::Invalid)
+    }
+
+    /// Applies an operator's action.
+    ///
+    /// # Errors
+    /// [`EngineError`]: unknown plan or node, or an action the plan's state does not allow.
+    pub async fn act(&self, id: i64, action: &Action, actor: &str) -> Result<(), EngineError> {
+        let plan = self.store.plan(id)?;
+        let now = OffsetDateTime::now_utc();
+        let nodes = self.store.plan_nodes(id)?;
+        action::check(id, plan.state, &nodes, action).map_err(EngineError::Invalid)?;
+        let word = action.word();
+        match action {
+            Action::Pause => {
+                self.store.set_plan_state(
+                    id,
+                    PlanState::Paused,
+                    &format!("paused by {actor}"),
+                    now,
+                )?;
+            }
+            Action::Resume => {
+                for mut node in nodes {
+                    if node.phase == NodePhase::Failed {
+                        node.phase = node.phase.on_resume();
+                        node.detail = format!("retrying (resumed by {actor})");
+                        node.finished_at = None;
+                        self.store
+                            .save_plan_node(id, &node, Some("resumed: will retry"), now)?;
+                    }
+                }
+                self.store.set_plan_state(id, PlanState::Running, "", now)?;
+            }
+            Action::Skip(name) => {
+                let mut node = nodes.into_iter().find(|n| &n.node == name).ok_or_else(|| {
+                    EngineError::Invalid(format!("plan {id} has no node {name:?}"))
+                })?;
+                self.release(id, &mut node).await;
+                node.phase = node.phase.on_skip();
+                node.detail = format!("skipped by {actor}");
+                node.finished_at = Some(now);
+                self.store
+                    .save_plan_node(id, &node, Some(&format!("skipped by {actor}")), now)?;
+                if plan.state == PlanState::Halted {
+                    self.store.set_plan_state(id, PlanState::Running, "", now)?;
+                }
+            }
+            Action::Abort => {
+                self.store.set_plan_state(
+                    id,
+                    PlanState::Aborted,
+                    &format!("aborted by {actor}"),
+                    now,
+                )?;
+                for mut node in self.store.plan_nodes(id)? {
+                    let running = self
+                        .running
+                        .lock()
+                        .map(|r| r.contains(&(id, node.node.clone())))
+                        .unwrap_or(false);
+                    if running {
+                        if node.phase == NodePhase::Operate && !node.operation_id.is_empty() {
+                            self.ops
+                                .cancel(&self.registry, &node.node, &node.operation_id);
+                        }
+                        continue; // its task uncordons it at the next phase boundary
+                    }
+                    if node.cordoned || node.phase == NodePhase::Failed {
+                        self.release(id, &mut node).await;
+                        self.store.save_plan_node(id, &node, None, now)?;
+                    }
+                }
+            }
+        }
+        self.store.audit(
+            actor,
+            &format!("plan.{word}"),
+            &format!("plan {id} {action}"),
+            now,
+        )?;
+        self.store
+            .plan_event(id, "", &format!("{word} by {actor}"), now)?;
+        tracing::info!(plan = id, action = word, %actor, "plan action");
+        self.notify();
+        Ok(())
+    }
+}

@@ -1,0 +1,931 @@
+//! Wire (`rke2ops.v1`) ↔ domain conversions, beside the gRPC handlers: the only hub code
+//! that touches prost structs besides the service glue (and the CLI's gRPC clients). Incoming
+//! messages convert with `TryFrom` (or `From` where every wire value has a domain meaning),
+//! malformed ones becoming errors that name the field; outgoing ones with `From`.
+
+use prost_types::Timestamp;
+use rke2ops_proto::v1 as pb;
+use time::OffsetDateTime;
+
+use crate::engine::messages::{
+    AgentStatus, EtcdHealth, HealthStatus, Operation, OperationProgress, OperationResult, Outcome,
+    ReadinessProbe, RunOperation, StepPhase, ToAgent,
+};
+use crate::plan::action::Action;
+use crate::plan::model::{Plan, PlanEvent, PlanKind, PlanNode, PlanPolicy, PlanState};
+use crate::plan::version::Rke2Version;
+use crate::store::model::{CertRow, FileErrorRow, NodeRecord};
+
+/// A message field that is missing or out of range.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid {field}: {reason}")]
+pub struct ConvertError {
+    /// The field, e.g. `status.certificates[3].not_after`.
+    pub field: String,
+    /// Why.
+    pub reason: String,
+}
+
+fn bad(field: impl Into<String>, reason: impl Into<String>) -> ConvertError {
+    ConvertError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A protobuf timestamp → time.
+///
+/// # Errors
+/// Out of range.
+pub fn time_of(ts: &Timestamp, field: &str) -> Result<OffsetDateTime, ConvertError> {
+    OffsetDateTime::from_unix_timestamp(ts.seconds).map_err(|e| bad(field, e.to_string()))
+}
+
+/// time → protobuf timestamp.
+#[must_use]
+pub fn timestamp(t: OffsetDateTime) -> Timestamp {
+    Timestamp {
+        seconds: t.unix_timestamp(),
+        nanos: 0,
+    }
+}
+
+/// The RKE2 word of a status enum value.
+#[must_use]
+pub fn status_word(value: i32) -> Option<&'static str> {
+    match pb::CertStatus::try_from(value).ok()? {
+        pb::CertStatus::Ok => Some("OK"),
+        pb::CertStatus::Warning => Some("WARNING"),
+        pb::CertStatus::Expired => Some("EXPIRED"),
+        pb::CertStatus::NotYetValid => Some("NOT YET VALID"),
+        pb::CertStatus::Unspecified => None,
+    }
+}
+
+/// The RKE2 word of a node's worst status: `None` for unspecified (a node without
+/// certificates).
+///
+/// # Errors
+/// A value outside the enum.
+pub fn worst_status_word(value: i32, field: &str) -> Result<Option<&'static str>, ConvertError> {
+    match pb::CertStatus::try_from(value) {
+        Ok(_) => Ok(status_word(value)),
+        Err(_) => Err(bad(field, format!("unknown value {value}"))),
+    }
+}
+
+/// An RKE2 status word → enum value.
+#[must_use]
+pub fn status_value(word: Option<&str>) -> i32 {
+    match word {
+        Some("OK") => pb::CertStatus::Ok,
+        Some("WARNING") => pb::CertStatus::Warning,
+        Some("EXPIRED") => pb::CertStatus::Expired,
+        Some("NOT YET VALID") => pb::CertStatus::NotYetValid,
+        _ => pb::CertStatus::Unspecified,
+    }
+    .into()
+}
+
+/// Role enum → the store's word.
+#[must_use]
+pub fn role_word(value: i32) -> &'static str {
+    match pb::NodeRole::try_from(value) {
+        Ok(pb::NodeRole::Server) => "server",
+        Ok(pb::NodeRole::Agent) => "agent",
+        _ => "unknown",
+    }
+}
+
+/// The store's role word → enum value.
+#[must_use]
+pub fn role_value(word: &str) -> i32 {
+    match word {
+        "server" => pb::NodeRole::Server,
+        "agent" => pb::NodeRole::Agent,
+        _ => pb::NodeRole::Unspecified,
+    }
+    .into()
+}
+
+/// An optional role word (a token's binding, a removed node) → enum value; none is
+/// unspecified.
+#[must_use]
+pub fn optional_role_value(word: Option<&str>) -> i32 {
+    word.map_or(pb::NodeRole::Unspecified.into(), role_value)
+}
+
+/// The role a new token binds its node to (unspecified: none, the first hello fixes it).
+///
+/// # Errors
+/// A value outside the enum, naming the role.
+pub fn token_role(value: i32) -> Result<Option<&'static str>, RequestError> {
+    match pb::NodeRole::try_from(value) {
+        Ok(pb::NodeRole::Unspecified) => Ok(None),
+        Ok(pb::NodeRole::Server) => Ok(Some("server")),
+        Ok(pb::NodeRole::Agent) => Ok(Some("agent")),
+        Err(_) => Err(refuse(
+            "role",
+            format!("role {value} is neither server nor agent"),
+        )),
+    }
+}
+
+/// A node's file error → the wire.
+#[must_use]
+pub fn node_file_error(node: String, error: FileErrorRow) -> pb::NodeFileError {
+    pb::NodeFileError {
+        node,
+        error: Some(pb::FileError {
+            path: error.path,
+            reason: error.reason,
+        }),
+    }
+}
+
+/// A node's certificate → the wire.
+#[must_use]
+pub fn node_certificate(node: &str, row: &CertRow) -> pb::NodeCertificate {
+    pb::NodeCertificate {
+        node: node.to_owned(),
+        certificate: Some(pb::Certificate::from(row)),
+    }
+}
+
+/// One reported certificate → a row.
+///
+/// # Errors
+/// Missing validity times or an unknown status.
+pub fn cert_row(c: &pb::Certificate, field: &str) -> Result<CertRow, ConvertError> {
+    let not_before = time_of(
+        c.not_before
+            .as_ref()
+            .ok_or_else(|| bad(format!("{field}.not_before"), "missing"))?,
+        field,
+    )?;
+    let not_after = time_of(
+        c.not_after
+            .as_ref()
+            .ok_or_else(|| bad(format!("{field}.not_after"), "missing"))?,
+        field,
+    )?;
+    let status = status_word(c.status).ok_or_else(|| {
+        bad(
+            format!("{field}.status"),
+            format!("unknown value {}", c.status),
+        )
+    })?;
+    if c.path.is_empty() {
+        return Err(bad(format!("{field}.path"), "empty"));
+    }
+    Ok(CertRow {
+        path: c.path.clone(),
+        index: c.index,
+        subject: c.subject.clone(),
+        issuer: c.issuer.clone(),
+        serial: c.serial.clone(),
+        usages: c.usages.clone(),
+        is_ca: c.is_ca,
+        sans: c.sans.clone(),
+        not_before,
+        not_after,
+        status: status.to_owned(),
+    })
+}
+
+/// A row → the wire.
+#[must_use]
+pub fn cert_message(row: &CertRow) -> pb::Certificate {
+    pb::Certificate::from(row)
+}
+
+impl From<&CertRow> for pb::Certificate {
+    fn from(row: &CertRow) -> Self {
+        Self {
+            path: row.path.clone(),
+            index: row.index,
+            subject: row.subject.clone(),
+            issuer: row.issuer.clone(),
+            serial: row.serial.clone(),
+            usages: row.usages.clone(),
+            is_ca: row.is_ca,
+            sans: row.sans.clone(),
+            not_before: Some(timestamp(row.not_before)),
+            not_after: Some(timestamp(row.not_after)),
+            status: status_value(Some(&row.status)),
+        }
+    }
+}
+
+/// A file error → row.
+#[must_use]
+pub fn error_row(e: &pb::FileError) -> FileErrorRow {
+    FileErrorRow {
+        path: e.path.clone(),
+        reason: e.reason.clone(),
+    }
+}
+
+/// A node → the wire.
+#[must_use]
+pub fn node_message(node: &NodeRecord, error_count: u32) -> pb::NodeInfo {
+    pb::NodeInfo {
+        name: node.name.clone(),
+        role: role_value(&node.role),
+        rke2_version: node.rke2_version.clone(),
+        agent_version: node.agent_version.clone(),
+        service_state: node.service_state.clone(),
+        worst_status: status_value(node.worst_status.as_deref()),
+        renewal_deadline: node.renewal_deadline.map(timestamp),
+        last_seen: Some(timestamp(node.last_seen)),
+        online: node.online,
+        error_count,
+    }
+}
+
+/// The wire word for a plan kind.
+#[must_use]
+pub fn plan_kind_value(kind: PlanKind) -> i32 {
+    pb::PlanKind::from(kind).into()
+}
+
+impl From<PlanKind> for pb::PlanKind {
+    fn from(kind: PlanKind) -> Self {
+        match kind {
+            PlanKind::Rotate => Self::Rotate,
+            PlanKind::Restart => Self::Restart,
+            PlanKind::Upgrade => Self::Upgrade,
+        }
+    }
+}
+
+/// A plan kind from the wire.
+///
+/// # Errors
+/// [`ConvertError`] for an unspecified or unknown kind.
+pub fn plan_kind(value: i32) -> Result<PlanKind, ConvertError> {
+    match pb::PlanKind::try_from(value) {
+        Ok(pb::PlanKind::Rotate) => Ok(PlanKind::Rotate),
+        Ok(pb::PlanKind::Restart) => Ok(PlanKind::Restart),
+        Ok(pb::PlanKind::Upgrade) => Ok(PlanKind::Upgrade),
+        _ => Err(ConvertError {
+            field: "kind".to_owned(),
+            reason: format!("{value} is not rotate, restart or upgrade"),
+        }),
+    }
+}
+
+/// The wire value for a plan state.
+#[must_use]
+pub fn plan_state_value(state: PlanState) -> i32 {
+    pb::PlanState::from(state).into()
+}
+
+impl From<PlanState> for pb::PlanState {
+    fn from(state: PlanState) -> Self {
+        match state {
+            PlanState::Running => Self::Running,
+            PlanState::Paused => Self::Paused,
+            PlanState::Halted => Self::Halted,
+            PlanState::Completed => Self::Completed,
+            PlanState::Aborted => Self::Aborted,
+        }
+    }
+}
+
+/// One plan node on the wire.
+#[must_use]
+pub fn plan_node_message(n: &PlanNode) -> pb::PlanNodeView {
+    pb::PlanNodeView::from(n)
+}
+
+impl From<&PlanNode> for pb::PlanNodeView {
+    fn from(n: &PlanNode) -> Self {
+        Self {
+            name: n.node.clone(),
+            role: role_value(crate::plan::model::role_word(n.role)),
+            phase: n.phase.name().to_owned(),
+            step: n.step.clone(),
+            detail: n.detail.clone(),
+            started_at: n.started_at.map(timestamp),
+            finished_at: n.finished_at.map(timestamp),
+            from_version: n.from_version.clone(),
+            cordoned_by_plan: n.cordoned,
+            attempt: n.attempt,
+            operation_id: n.operation_id.clone(),
+            phase_since: n.phase_at.map(timestamp),
+        }
+    }
+}
+
+impl From<&PlanEvent> for pb::PlanEvent {
+    fn from(e: &PlanEvent) -> Self {
+        Self {
+            at: Some(timestamp(e.at)),
+            node: e.node.clone(),
+            message: e.message.clone(),
+        }
+    }
+}
+
+/// A plan on the wire.
+#[must_use]
+pub fn plan_message(
+    plan: &Plan,
+    nodes: &[PlanNode],
+    events: &[PlanEvent],
+    gates: Vec<String>,
+) -> pb::PlanView {
+    pb::PlanView {
+        id: plan.id.to_string(),
+        kind: plan_kind_value(plan.kind),
+        target_version: plan.target_version.clone(),
+        channel: plan.channel.clone(),
+        state: plan_state_value(plan.state),
+        reason: plan.reason.clone(),
+        created_by: plan.created_by.clone(),
+        created_at: Some(timestamp(plan.created_at)),
+        finished_at: plan.finished_at.map(timestamp),
+        policy: plan.policy.describe(plan.kind),
+        nodes: nodes.iter().map(pb::PlanNodeView::from).collect(),
+        gates,
+        events: events.iter().map(pb::PlanEvent::from).collect(),
+        origin: plan.origin.clone(),
+    }
+}
+
+// ---- agents' messages ------------------------------------------------------------------
+
+/// The health part of a status (the rest goes to the store, checked field by field in
+/// [`super::agent::handle`]).
+impl From<&pb::Status> for HealthStatus {
+    fn from(status: &pb::Status) -> Self {
+        Self {
+            rke2_version: status.rke2_version.clone(),
+            etcd: status.etcd.as_ref().map(|e| EtcdHealth {
+                members: e
+                    .members
+                    .iter()
+                    .map(|m| (m.name.clone(), m.healthy))
+                    .collect(),
+                alarms: e.alarms.clone(),
+                error: e.error.clone(),
+            }),
+            readiness: status.readiness.as_ref().map(|r| ReadinessProbe {
+                apiserver_ready: r.apiserver_ready,
+                kubelet_healthy: r.kubelet_healthy,
+                detail: r.detail.clone(),
+            }),
+        }
+    }
+}
+
+/// A status, every field checked before anything is written: a refused message changes
+/// nothing. Errors name the field (`status.certificates[3].not_after`).
+impl TryFrom<&pb::Status> for AgentStatus {
+    type Error = ConvertError;
+
+    fn try_from(status: &pb::Status) -> Result<Self, ConvertError> {
+        let snapshot = if status.full {
+            let rows = status
+                .certificates
+                .iter()
+                .enumerate()
+                .map(|(i, c)| cert_row(c, &format!("status.certificates[{i}]")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let errors: Vec<_> = status.errors.iter().map(error_row).collect();
+            Some((rows, errors))
+        } else {
+            None
+        };
+        let renewal_deadline = status
+            .renewal_deadline
+            .as_ref()
+            .map(|t| time_of(t, "status.renewal_deadline"))
+            .transpose()?;
+        let worst_status = worst_status_word(status.worst_status, "status.worst_status")?;
+        Ok(Self {
+            snapshot,
+            renewal_deadline,
+            worst_status,
+            service_state: status.service_state.clone(),
+            health: HealthStatus::from(status),
+        })
+    }
+}
+
+/// A step phase this hub does not know is unspecified (progress is informational).
+impl From<i32> for StepPhase {
+    fn from(value: i32) -> Self {
+        match pb::StepPhase::try_from(value) {
+            Ok(pb::StepPhase::Started) => Self::Started,
+            Ok(pb::StepPhase::Succeeded) => Self::Succeeded,
+            Ok(pb::StepPhase::Failed) => Self::Failed,
+            Ok(pb::StepPhase::Unspecified) | Err(_) => Self::Unspecified,
+        }
+    }
+}
+
+impl From<pb::OperationProgress> for OperationProgress {
+    fn from(p: pb::OperationProgress) -> Self {
+        Self {
+            operation_id: p.operation_id,
+            step: p.step,
+            phase: StepPhase::from(p.phase),
+            detail: p.detail,
+        }
+    }
+}
+
+/// An outcome this hub does not know is unspecified, which the engine treats as a failure.
+impl From<i32> for Outcome {
+    fn from(value: i32) -> Self {
+        match pb::OperationOutcome::try_from(value) {
+            Ok(pb::OperationOutcome::Succeeded) => Self::Succeeded,
+            Ok(pb::OperationOutcome::Failed) => Self::Failed,
+            Ok(pb::OperationOutcome::Skipped) => Self::Skipped,
+            Ok(pb::OperationOutcome::Rejected) => Self::Rejected,
+            Ok(pb::OperationOutcome::Unspecified) | Err(_) => Self::Unspecified,
+        }
+    }
+}
+
+impl From<pb::OperationResult> for OperationResult {
+    fn from(r: pb::OperationResult) -> Self {
+        Self {
+            operation_id: r.operation_id,
+            outcome: Outcome::from(r.outcome),
+            detail: r.detail,
+            unit_journal: r.unit_journal,
+            rke2_version: r.rke2_version,
+        }
+    }
+}
+
+// ---- the hub's requests to agents -----------------------------------------------------
+
+impl From<RunOperation> for pb::RunOperation {
+    fn from(run: RunOperation) -> Self {
+        use pb::run_operation::Kind;
+        Self {
+            operation_id: run.operation_id,
+            kind: run.kind.map(|kind| match kind {
+                Operation::Rotate { services } => Kind::Rotate(pb::RotateOperation { services }),
+                Operation::Restart => Kind::Restart(pb::RestartOperation {}),
+                Operation::Upgrade {
+                    version,
+                    artifact_source,
+                    allow_rollback,
+                } => Kind::Upgrade(pb::UpgradeOperation {
+                    version,
+                    artifact_source,
+                    allow_rollback,
+                }),
+            }),
+        }
+    }
+}
+
+impl From<ToAgent> for pb::HubMessage {
+    fn from(message: ToAgent) -> Self {
+        use pb::hub_message::Body;
+        let body = match message {
+            ToAgent::RequestStatus => Body::RequestStatus(pb::RequestStatus {}),
+            ToAgent::Run(run) => Body::Run(run.into()),
+            ToAgent::Cancel { operation_id } => Body::Cancel(pb::CancelOperation { operation_id }),
+        };
+        Self { body: Some(body) }
+    }
+}
+
+// ---- operators' plan requests ----------------------------------------------------------
+
+/// A request field the hub refuses. The message names the field the way the CLI spells it
+/// (`skip: which node (--node)`), and is what the operator reads.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{message}")]
+pub struct RequestError {
+    /// The wire field at fault.
+    pub field: &'static str,
+    /// What is wrong, naming the field.
+    pub message: String,
+}
+
+fn refuse(field: &'static str, message: impl Into<String>) -> RequestError {
+    RequestError {
+        field,
+        message: message.into(),
+    }
+}
+
+impl TryFrom<&pb::PlanActionRequest> for Action {
+    type Error = RequestError;
+
+    fn try_from(req: &pb::PlanActionRequest) -> Result<Self, RequestError> {
+        match pb::PlanAction::try_from(req.action) {
+            Ok(pb::PlanAction::Pause) => Ok(Self::Pause),
+            Ok(pb::PlanAction::Resume) => Ok(Self::Resume),
+            Ok(pb::PlanAction::Skip) if !req.node.is_empty() => Ok(Self::Skip(req.node.clone())),
+            Ok(pb::PlanAction::Skip) => Err(refuse("node", "skip: which node (--node)")),
+            Ok(pb::PlanAction::Abort) => Ok(Self::Abort),
+            _ => Err(refuse("action", "action: pause, resume, skip or abort")),
+        }
+    }
+}
+
+/// Where an upgrade's target comes from, as asked (the channel is resolved by the handler:
+/// that is a fetch, not a conversion).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetAsk {
+    /// Not an upgrade: no target.
+    None,
+    /// `--version`.
+    Version(Rke2Version),
+    /// `--channel`.
+    Channel(String),
+}
+
+/// A `CreatePlanRequest` in domain terms, before its channel is resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanAsk {
+    /// What to do.
+    pub kind: PlanKind,
+    /// The upgrade's target.
+    pub target: TargetAsk,
+    /// Nodes (empty = all).
+    pub nodes: Vec<String>,
+    /// How (defaults filled in for the fields left at zero).
+    pub policy: PlanPolicy,
+    /// Preview only.
+    pub dry_run: bool,
+}
+
+impl TryFrom<&pb::CreatePlanRequest> for PlanAsk {
+    type Error = RequestError;
+
+    fn try_from(req: &pb::CreatePlanRequest) -> Result<Self, RequestError> {
+        let kind = plan_kind(req.kind).map_err(|e| refuse("kind", e.to_string()))?;
+        let target = match (kind, req.version.is_empty(), req.channel.is_empty()) {
+            (PlanKind::Upgrade, false, true) => TargetAsk::Version(
+                req.version
+                    .parse()
+                    .map_err(|e| refuse("version", format!("version: {e}")))?,
+            ),
+            (PlanKind::Upgrade, true, false) => TargetAsk::Channel(req.channel.clone()),
+            (PlanKind::Upgrade, _, _) => {
+                return Err(refuse(
+                    "version",
+                    "upgrade: exactly one of --version and --channel",
+                ));
+            }
+            (_, true, true) => TargetAsk::None,
+            (other, _, _) => {
+                return Err(refuse(
+                    "version",
+                    format!("{other}: --version and --channel are for upgrades"),
+                ));
+            }
+        };
+        Ok(Self {
+            kind,
+            target,
+            nodes: req.nodes.clone(),
+            policy: PlanPolicy::from(req),
+            dry_run: req.dry_run,
+        })
+    }
+}
+
+/// The policy a `CreatePlanRequest` asks for: zero means "the default" for the timeouts, a
+/// negative grace period means "each pod's own". Bounds are checked by plan creation
+/// ([`crate::plan::create::validate`]), not here.
+impl From<&pb::CreatePlanRequest> for PlanPolicy {
+    fn from(req: &pb::CreatePlanRequest) -> Self {
+        let defaults = Self::default();
+        Self {
+            concurrency: req.concurrency.max(1),
+            drain: !req.no_drain,
+            drain_timeout_secs: if req.drain_timeout_seconds == 0 {
+                defaults.drain_timeout_secs
+            } else {
+                req.drain_timeout_seconds
+            },
+            grace_period_secs: (req.grace_period_seconds >= 0).then_some(req.grace_period_seconds),
+            settle_secs: req.settle_seconds,
+            window: (!req.window.trim().is_empty()).then(|| req.window.trim().to_owned()),
+            allow_minor_skip: req.allow_minor_skip,
+            allow_rollback: !req.no_rollback,
+            services: req.services.clone(),
+            artifact_source: req.artifact_source.clone(),
+            ready_timeout_secs: if req.ready_timeout_seconds == 0 {
+                defaults.ready_timeout_secs
+            } else {
+                req.ready_timeout_seconds
+            },
+            operation_timeout_secs: defaults.operation_timeout_secs,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert() -> pb::Certificate {
+        pb::Certificate {
+            path: "server/tls/client-admin.crt".into(),
+            index: 0,
+            subject: "CN=system:admin".into(),
+            issuer: "CN=ca".into(),
+            serial: "01".into(),
+            usages: vec!["ClientAuth".into()],
+            is_ca: false,
+            sans: vec![],
+            not_before: Some(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            not_after: Some(Timestamp {
+                seconds: 1_731_536_000,
+                nanos: 0,
+            }),
+            status: pb::CertStatus::Warning.into(),
+        }
+    }
+
+    #[test]
+    fn certificates_round_trip() {
+        let row = cert_row(&cert(), "status.certificates[0]").expect("valid");
+        assert_eq!(row.status, "WARNING");
+        assert_eq!(cert_message(&row), cert());
+    }
+
+    #[test]
+    fn missing_time_names_the_field() {
+        let mut c = cert();
+        c.not_after = None;
+        let err = cert_row(&c, "status.certificates[2]").expect_err("invalid");
+        assert_eq!(err.field, "status.certificates[2].not_after");
+    }
+
+    #[test]
+    fn unknown_status_value_is_refused() {
+        let mut c = cert();
+        c.status = 42;
+        assert!(cert_row(&c, "x").is_err());
+        c.status = 0;
+        assert!(cert_row(&c, "x").is_err(), "unspecified is not a status");
+    }
+
+    #[test]
+    fn worst_status_may_be_unspecified_but_not_unknown() {
+        assert_eq!(worst_status_word(0, "w"), Ok(None));
+        assert_eq!(
+            worst_status_word(pb::CertStatus::Expired.into(), "w"),
+            Ok(Some("EXPIRED"))
+        );
+        let err = worst_status_word(99, "status.worst_status").expect_err("out of the enum");
+        assert_eq!(err.field, "status.worst_status");
+    }
+
+    #[test]
+    fn roles_and_words_round_trip() {
+        for word in ["server", "agent"] {
+            assert_eq!(role_word(role_value(word)), word);
+        }
+        assert_eq!(role_word(99), "unknown");
+    }
+
+    #[test]
+    fn plan_actions_convert_and_refusals_name_the_field() {
+        let req = |action: pb::PlanAction, node: &str| pb::PlanActionRequest {
+            action: action.into(),
+            node: node.to_owned(),
+            ..Default::default()
+        };
+        assert_eq!(
+            Action::try_from(&req(pb::PlanAction::Pause, "")),
+            Ok(Action::Pause)
+        );
+        assert_eq!(
+            Action::try_from(&req(pb::PlanAction::Resume, "")),
+            Ok(Action::Resume)
+        );
+        assert_eq!(
+            Action::try_from(&req(pb::PlanAction::Abort, "")),
+            Ok(Action::Abort)
+        );
+        assert_eq!(
+            Action::try_from(&req(pb::PlanAction::Skip, "w1")),
+            Ok(Action::Skip("w1".to_owned()))
+        );
+        let err = Action::try_from(&req(pb::PlanAction::Skip, "")).expect_err("no node");
+        assert_eq!(
+            (err.field, err.to_string().as_str()),
+            ("node", "skip: which node (--node)")
+        );
+        let err = Action::try_from(&req(pb::PlanAction::Unspecified, "")).expect_err("none");
+        assert_eq!(err.field, "action");
+        assert_eq!(err.to_string(), "action: pause, resume, skip or abort");
+    }
+
+    fn create(kind: pb::PlanKind, version: &str, channel: &str) -> pb::CreatePlanRequest {
+        pb::CreatePlanRequest {
+            kind: kind.into(),
+            version: version.to_owned(),
+            channel: channel.to_owned(),
+            grace_period_seconds: -1,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_plan_request_takes_its_target_from_exactly_one_of_version_and_channel() {
+        let ask = PlanAsk::try_from(&create(pb::PlanKind::Upgrade, "v1.34.1+rke2r1", ""))
+            .expect("a version");
+        assert_eq!(
+            ask.target,
+            TargetAsk::Version("v1.34.1+rke2r1".parse().expect("version"))
+        );
+        let ask = PlanAsk::try_from(&create(pb::PlanKind::Upgrade, "", "stable")).expect("channel");
+        assert_eq!(ask.target, TargetAsk::Channel("stable".to_owned()));
+        let err = PlanAsk::try_from(&create(pb::PlanKind::Upgrade, "v1.34.1+rke2r1", "stable"))
+            .expect_err("both");
+        assert_eq!(
+            err.to_string(),
+            "upgrade: exactly one of --version and --channel"
+        );
+        let err = PlanAsk::try_from(&create(pb::PlanKind::Upgrade, "latest", ""))
+            .expect_err("not a version");
+        assert!(err.to_string().starts_with("version: "), "{err}");
+        let err = PlanAsk::try_from(&create(pb::PlanKind::Rotate, "", "stable"))
+            .expect_err("rotate takes no channel");
+        assert_eq!(
+            err.to_string(),
+            "rotate: --version and --channel are for upgrades"
+        );
+        let ask = PlanAsk::try_from(&create(pb::PlanKind::Restart, "", "")).expect("restart");
+        assert_eq!((ask.kind, ask.target), (PlanKind::Restart, TargetAsk::None));
+    }
+
+    #[test]
+    fn an_unspecified_plan_kind_is_refused_naming_the_kind() {
+        let err = PlanAsk::try_from(&create(pb::PlanKind::Unspecified, "", "")).expect_err("kind");
+        assert_eq!(err.field, "kind");
+        assert_eq!(
+            err.to_string(),
+            "invalid kind: 0 is not rotate, restart or upgrade"
+        );
+    }
+
+    #[test]
+    fn zero_timeouts_mean_the_defaults_and_a_negative_grace_period_each_pod_s_own() {
+        let policy = PlanPolicy::from(&create(pb::PlanKind::Rotate, "", ""));
+        let defaults = PlanPolicy::default();
+        assert_eq!(policy.drain_timeout_secs, defaults.drain_timeout_secs);
+        assert_eq!(policy.ready_timeout_secs, defaults.ready_timeout_secs);
+        assert_eq!(policy.grace_period_secs, None);
+        assert_eq!(policy.concurrency, 1, "at least one worker");
+        assert!(policy.drain && policy.allow_rollback);
+        let policy = PlanPolicy::from(&pb::CreatePlanRequest {
+            no_drain: true,
+            no_rollback: true,
+            grace_period_seconds: 0,
+            window: "  Sat 22:00-04:00 UTC ".to_owned(),
+            ..create(pb::PlanKind::Rotate, "", "")
+        });
+        assert!(!policy.drain && !policy.allow_rollback);
+        assert_eq!(policy.grace_period_secs, Some(0));
+        assert_eq!(policy.window.as_deref(), Some("Sat 22:00-04:00 UTC"));
+    }
+
+    #[test]
+    fn unknown_outcomes_and_step_phases_are_unspecified() {
+        assert_eq!(Outcome::from(99), Outcome::Unspecified);
+        assert_eq!(
+            Outcome::from(i32::from(pb::OperationOutcome::Rejected)),
+            Outcome::Rejected
+        );
+        assert_eq!(StepPhase::from(99), StepPhase::Unspecified);
+        let result = OperationResult::from(pb::OperationResult {
+            operation_id: "plan1-w1-1".into(),
+            outcome: pb::OperationOutcome::Skipped.into(),
+            detail: "already there".into(),
+            unit_journal: vec!["line".into()],
+            rke2_version: "v1.34.1+rke2r1".into(),
+            finished_at: None,
+        });
+        assert_eq!(result.outcome, Outcome::Skipped);
+        assert_eq!(result.unit_journal, ["line"]);
+        let progress = OperationProgress::from(pb::OperationProgress {
+            operation_id: "plan1-w1-1".into(),
+            step: "wait-ready".into(),
+            phase: pb::StepPhase::Failed.into(),
+            detail: "timed out".into(),
+            elapsed_ms: 5,
+        });
+        assert!(progress.phase.ended());
+    }
+
+    #[test]
+    fn requests_to_agents_reach_the_wire_unchanged() {
+        let run = ToAgent::Run(RunOperation {
+            operation_id: "plan2-s1-1".into(),
+            kind: Some(Operation::Upgrade {
+                version: "v1.34.1+rke2r1".into(),
+                artifact_source: "/srv/rke2".into(),
+                allow_rollback: true,
+            }),
+        });
+        let wire = pb::HubMessage::from(run);
+        let Some(pb::hub_message::Body::Run(run)) = wire.body else {
+            panic!("a run: {wire:?}");
+        };
+        assert_eq!(run.operation_id, "plan2-s1-1");
+        assert_eq!(
+            run.kind,
+            Some(pb::run_operation::Kind::Upgrade(pb::UpgradeOperation {
+                version: "v1.34.1+rke2r1".into(),
+                artifact_source: "/srv/rke2".into(),
+                allow_rollback: true,
+            }))
+        );
+        let cancel = pb::HubMessage::from(ToAgent::Cancel {
+            operation_id: "plan2-s1-1".into(),
+        });
+        assert!(matches!(
+            cancel.body,
+            Some(pb::hub_message::Body::Cancel(c)) if c.operation_id == "plan2-s1-1"
+        ));
+        assert!(matches!(
+            pb::HubMessage::from(ToAgent::RequestStatus).body,
+            Some(pb::hub_message::Body::RequestStatus(_))
+        ));
+    }
+
+    #[test]
+    fn a_status_s_health_reaches_the_engine() {
+        let status = pb::Status {
+            rke2_version: "v1.34.1+rke2r1".into(),
+            etcd: Some(pb::EtcdHealth {
+                members: vec![pb::EtcdMember {
+                    name: "s1".into(),
+                    healthy: false,
+                }],
+                alarms: vec!["NOSPACE".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let health = HealthStatus::from(&status);
+        assert_eq!(health.rke2_version, "v1.34.1+rke2r1");
+        let etcd = health.etcd.expect("etcd");
+        assert_eq!(etcd.members, [("s1".to_owned(), false)]);
+        assert_eq!(etcd.alarms, ["NOSPACE"]);
+        assert!(health.readiness.is_none());
+    }
+
+    #[test]
+    fn a_status_is_checked_whole_and_refusals_name_the_field() {
+        let mut full = pb::Status {
+            full: true,
+            certificates: vec![cert(), cert()],
+            worst_status: pb::CertStatus::Warning.into(),
+            service_state: "active".into(),
+            ..Default::default()
+        };
+        let status = AgentStatus::try_from(&full).expect("valid");
+        assert_eq!(status.snapshot.map(|(rows, _)| rows.len()), Some(2));
+        assert_eq!(status.worst_status, Some("WARNING"));
+        full.certificates[1].not_after = None;
+        let err = AgentStatus::try_from(&full).expect_err("missing time");
+        assert_eq!(err.field, "status.certificates[1].not_after");
+        let summary = pb::Status {
+            worst_status: 42,
+            ..Default::default()
+        };
+        let err = AgentStatus::try_from(&summary).expect_err("unknown worst status");
+        assert_eq!(err.field, "status.worst_status");
+        let summary = pb::Status::default();
+        let status = AgentStatus::try_from(&summary).expect("an empty summary is valid");
+        assert!(status.snapshot.is_none() && status.worst_status.is_none());
+    }
+
+    #[test]
+    fn token_roles_are_optional_but_never_unknown() {
+        assert_eq!(token_role(0), Ok(None));
+        assert_eq!(token_role(pb::NodeRole::Server.into()), Ok(Some("server")));
+        assert_eq!(token_role(pb::NodeRole::Agent.into()), Ok(Some("agent")));
+        let err = token_role(7).expect_err("outside the enum");
+        assert_eq!(err.field, "role");
+        assert_eq!(err.to_string(), "role 7 is neither server nor agent");
+        assert_eq!(
+            optional_role_value(None),
+            i32::from(pb::NodeRole::Unspecified)
+        );
+        assert_eq!(
+            optional_role_value(Some("agent")),
+            i32::from(pb::NodeRole::Agent)
+        );
+    }
+}
