@@ -8,14 +8,13 @@
 //! - [`registry`]: live agent streams; [`ratelimit`]: per-node limits on what agents send; [`config`]: hub.toml and flags.
 //! - [`kube`]: the Kubernetes API for plans (Node readiness, cordon, drain, Events) with
 //!   failover between the servers' apiservers.
-//! - [`cli`], [`client`]: the operator commands.
+//! - [`cli`]: the operator commands (arguments, the admin-socket client, rendering).
 //! - [`plan`], [`engine`]: rolling plans (pure decisions; the engine driving them);
 //!   [`fetch`]: the hub's HTTP reads (channels, Prometheus alerts).
 //! - [`store`]: the hub's durable state (nodes, latest certificate snapshot per node, join
 //!   tokens, audit log) in an embedded SQLite database.
 
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod convert;
 pub mod engine;
@@ -26,7 +25,6 @@ pub mod listener;
 pub mod metrics;
 pub mod pki;
 pub mod plan;
-pub mod plan_client;
 pub mod ratelimit;
 pub mod registry;
 pub mod serve;

@@ -6,7 +6,8 @@ use clap::Parser;
 use rke2_hub::cli::plans::PlanCommand;
 use rke2_hub::cli::{AdminCertCommand, Cli, Command, ServeArgs, TokenCommand};
 use rke2_hub::config::{Config, DEFAULT_CONFIG_PATH, FileConfig, Overrides};
-use rke2_hub::{client, plan_client, serve};
+use rke2_hub::cli::{client, plans_client};
+use rke2_hub::serve;
 
 const EXIT_USAGE: u8 = 64;
 const EXIT_CONFIG: u8 = 78;
@@ -107,20 +108,20 @@ fn main() -> ExitCode {
         Command::AdminCert {
             command: AdminCertCommand::Revoke(args),
         } => code(client::admin_cert_revoke(&args)),
-        Command::Rotate(args) => runtime.block_on(plan_client::rotate(&args)),
-        Command::Restart(args) => runtime.block_on(plan_client::restart(&args)),
-        Command::Upgrade(args) => runtime.block_on(plan_client::upgrade(&args)),
-        Command::Plans(args) => runtime.block_on(plan_client::plans(&args)),
+        Command::Rotate(args) => runtime.block_on(plans_client::rotate(&args)),
+        Command::Restart(args) => runtime.block_on(plans_client::restart(&args)),
+        Command::Upgrade(args) => runtime.block_on(plans_client::upgrade(&args)),
+        Command::Plans(args) => runtime.block_on(plans_client::plans(&args)),
         Command::Plan {
             command: PlanCommand::Show(args),
-        } => runtime.block_on(plan_client::show(&args)),
+        } => runtime.block_on(plans_client::show(&args)),
         Command::Plan {
             command: PlanCommand::Watch(args),
-        } => runtime.block_on(plan_client::watch(&args)),
-        Command::Pause(args) => runtime.block_on(plan_client::pause(&args)),
-        Command::Resume(args) => runtime.block_on(plan_client::resume(&args)),
-        Command::Skip(args) => runtime.block_on(plan_client::skip(&args)),
-        Command::Abort(args) => runtime.block_on(plan_client::abort(&args)),
+        } => runtime.block_on(plans_client::watch(&args)),
+        Command::Pause(args) => runtime.block_on(plans_client::pause(&args)),
+        Command::Resume(args) => runtime.block_on(plans_client::resume(&args)),
+        Command::Skip(args) => runtime.block_on(plans_client::skip(&args)),
+        Command::Abort(args) => runtime.block_on(plans_client::abort(&args)),
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,

@@ -1,7 +1,14 @@
 //! The command line of `rke2-hub`: `serve`, and the operator commands that talk to a running
 //! hub over its admin socket (or over TLS with an admin certificate).
+//!
+//! - this module: the arguments (clap) of every command;
+//! - [`plans`]: the plan commands' arguments; [`plans_client`]: their requests and output;
+//! - [`client`]: the connection to a hub and the other operator commands;
+//! - [`render`]: tables and values shown to operators.
 
+pub mod client;
 pub mod plans;
+pub mod plans_client;
 pub mod render;
 
 use std::path::PathBuf;
