@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use rke2_hub::cli::plans::PlanCommand;
 use rke2_hub::cli::{AdminCertCommand, Cli, Command, ServeArgs, TokenCommand};
-use rke2_hub::config::{Config, DEFAULT_CONFIG_PATH, FileConfig, Overrides};
 use rke2_hub::cli::{client, plans_client};
+use rke2_hub::config::{Config, DEFAULT_CONFIG_PATH, FileConfig, Overrides};
 use rke2_hub::serve;
 
 const EXIT_USAGE: u8 = 64;

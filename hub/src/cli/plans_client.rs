@@ -14,10 +14,10 @@ use rke2ops_common::report::tabwriter;
 use rke2ops_proto::v1 as pb;
 use time::OffsetDateTime;
 
+use super::client::{connect, refused};
 use crate::cli::plans::PlansListArgs;
 use crate::cli::plans::{ActionArgs, PlanArgs, PlanIdArgs, RotateArgs, SkipArgs, UpgradeArgs};
 use crate::cli::{ClientArgs, Output};
-use super::client::{connect, refused};
 use crate::convert;
 
 fn base_request(kind: pb::PlanKind, args: &PlanArgs) -> pb::CreatePlanRequest {

@@ -113,7 +113,7 @@ async fn request_of(hub: &Hub, req: &pb::CreatePlanRequest) -> Result<PlanReques
         ),
         (PlanKind::Upgrade, true, false) => (
             Some(
-                crate::plan::channel::fetch_and_resolve(&hub.channel_url, &req.channel)
+                crate::fetch::channel::fetch_and_resolve(&hub.channel_url, &req.channel)
                     .await
                     .map_err(|e| Status::failed_precondition(e.to_string()))?,
             ),
