@@ -147,6 +147,20 @@ pub struct Config {
     pub history_retention: Duration,
 }
 
+impl Config {
+    /// The Kubernetes API access `serve` hands the engine and the role sync: the kubeconfig
+    /// and the apiserver endpoints; none without a kubeconfig (no cordon or drain).
+    #[must_use]
+    pub fn kube_settings(&self) -> Option<crate::kube::KubeSettings> {
+        self.kubeconfig
+            .as_ref()
+            .map(|path| crate::kube::KubeSettings {
+                kubeconfig: path.clone(),
+                endpoints: self.apiserver_endpoints.clone(),
+            })
+    }
+}
+
 /// Default of `history_retention_days`: more than a year of plans stays answerable.
 pub const DEFAULT_HISTORY_RETENTION_DAYS: u64 = 400;
 /// Longest `history_retention_days` (about 100 years): beyond it the cut-off time overflows.

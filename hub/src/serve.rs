@@ -52,7 +52,8 @@ pub async fn run(
         store.clone(),
         Arc::clone(&registry),
     ));
-    let cluster = crate::engine::kube_cluster::from_config(&config)?;
+    let kube_settings = config.kube_settings();
+    let cluster = crate::engine::kube_cluster::from_settings(kube_settings.as_ref())?;
     let engine = crate::engine::Engine::new(
         store.clone(),
         Arc::clone(&registry),
@@ -149,8 +150,8 @@ pub async fn run(
     let uds_task = tokio::spawn(uds_server);
     let sweeper = tokio::spawn(sweep(hub.clone()));
     let engine_task = tokio::spawn(Arc::clone(&engine).run());
-    let roles_task =
-        role_source(&config)?.map(|kube| tokio::spawn(sync_roles(store.clone(), kube)));
+    let roles_task = role_source(kube_settings.as_ref())?
+        .map(|kube| tokio::spawn(sync_roles(store.clone(), kube)));
     let auto_task = config.auto_restart_within.map(|lead| {
         tokio::spawn(
             Arc::clone(&engine).auto_maintenance(crate::engine::AutoMaintenance {
@@ -260,16 +261,15 @@ fn lock_state_dir(state_dir: &std::path::Path) -> anyhow::Result<std::fs::File> 
 const ROLE_SYNC_EVERY: Duration = Duration::from_secs(60);
 
 /// The Kubernetes API the nodes' roles are read from, when the hub has a kubeconfig.
-fn role_source(config: &Config) -> anyhow::Result<Option<crate::kube::KubeAccess>> {
-    let Some(path) = &config.kubeconfig else {
+fn role_source(
+    settings: Option<&crate::kube::KubeSettings>,
+) -> anyhow::Result<Option<crate::kube::KubeAccess>> {
+    let Some(settings) = settings else {
         return Ok(None);
     };
-    crate::kube::KubeAccess::new(&crate::kube::KubeSettings {
-        kubeconfig: path.clone(),
-        endpoints: config.apiserver_endpoints.clone(),
-    })
-    .map(Some)
-    .with_context(|| format!("kubeconfig {}", path.display()))
+    crate::kube::KubeAccess::new(settings)
+        .map(Some)
+        .with_context(|| format!("kubeconfig {}", settings.kubeconfig.display()))
 }
 
 /// Corrects every enrolled node's role from its Kubernetes Node's labels, now and every
