@@ -17,6 +17,7 @@ use rke2ops_proto::v1::agent_service_server::AgentServiceServer;
 use time::OffsetDateTime;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
+use tracing::Instrument as _;
 
 use crate::config::Config;
 use crate::grpc::Hub;
@@ -141,24 +142,35 @@ pub async fn run(
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on metrics_addr {}", config.metrics_addr))?;
-    let metrics_task = tokio::spawn(crate::metrics::serve(
-        metrics_listener,
-        metrics,
-        stopped(stop_rx.clone()),
-    ));
-    let tcp_task = tokio::spawn(tcp_server);
-    let uds_task = tokio::spawn(uds_server);
-    let sweeper = tokio::spawn(sweep(hub.clone()));
-    let engine_task = tokio::spawn(Arc::clone(&engine).run());
-    let roles_task = role_source(kube_settings.as_ref())?
-        .map(|kube| tokio::spawn(sync_roles(store.clone(), kube)));
+    let metrics_task = tokio::spawn(
+        crate::metrics::serve(metrics_listener, metrics, stopped(stop_rx.clone()))
+            .instrument(tracing::info_span!("metrics", addr = %config.metrics_addr)),
+    );
+    let tcp_task = tokio::spawn(
+        tcp_server.instrument(tracing::info_span!("agents_grpc", listen = %config.listen_addr)),
+    );
+    let uds_task = tokio::spawn(uds_server.instrument(tracing::info_span!(
+        "admin_socket",
+        path = %config.admin_socket.display()
+    )));
+    let sweeper = tokio::spawn(sweep(hub.clone()).instrument(tracing::info_span!("offline_sweep")));
+    let engine_task = tokio::spawn(
+        Arc::clone(&engine)
+            .run()
+            .instrument(tracing::info_span!("plan_engine")),
+    );
+    let roles_task = role_source(kube_settings.as_ref())?.map(|kube| {
+        tokio::spawn(sync_roles(store.clone(), kube).instrument(tracing::info_span!("role_sync")))
+    });
     let auto_task = config.auto_restart_within.map(|lead| {
         tokio::spawn(
-            Arc::clone(&engine).auto_maintenance(crate::engine::AutoMaintenance {
-                lead,
-                window: config.auto_restart_window.clone(),
-                every: Duration::from_secs(300),
-            }),
+            Arc::clone(&engine)
+                .auto_maintenance(crate::engine::AutoMaintenance {
+                    lead,
+                    window: config.auto_restart_window.clone(),
+                    every: Duration::from_secs(300),
+                })
+                .instrument(tracing::info_span!("auto_maintenance")),
         )
     });
 
