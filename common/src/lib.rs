@@ -12,6 +12,8 @@
 //! - [`ids`]: operation ids, checked by syntax before they name a file.
 //! - [`text`]: peer-supplied strings clipped and escaped before they reach a message or terminal.
 //! - [`version`]: RKE2 versions (`v1.34.1+rke2r1`), parsed and ordered.
+//! - `shutdown` (feature `shutdown`, on with `http-server`): the daemons' graceful stop, first
+//!   signal drains, second forces.
 //! - [`atomic_file`]: replacing a file as root: no torn write, no followed link, owner kept.
 //!
 //! Nothing here does network I/O or talks to systemd (but for `http_server`, behind its
@@ -28,5 +30,7 @@ pub mod ids;
 pub mod layout;
 pub mod renewal;
 pub mod report;
+#[cfg(feature = "shutdown")]
+pub mod shutdown;
 pub mod text;
 pub mod version;
