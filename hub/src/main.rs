@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{CommandFactory as _, FromArgMatches as _};
 use rke2_hub::cli::env;
 use rke2_hub::cli::plans::PlanCommand;
@@ -9,6 +10,7 @@ use rke2_hub::cli::{AdminCertCommand, Cli, Command, ServeArgs, TokenCommand};
 use rke2_hub::cli::{client, plans_client};
 use rke2_hub::config::{Config, DEFAULT_CONFIG_PATH, Options};
 use rke2_hub::serve;
+use rke2ops_common::shutdown::Shutdown;
 
 const EXIT_USAGE: u8 = 64;
 const EXIT_CONFIG: u8 = 78;
@@ -22,19 +24,13 @@ fn config(args: &ServeArgs) -> Result<Config, rke2_hub::config::ConfigError> {
     Config::resolve(args.options.clone().or(file))
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    if let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    } else {
-        std::future::pending::<()>().await;
-    }
+/// `serve` until the first SIGTERM/SIGINT drains it (a second one forces the stop).
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    shutdown
+        .escalate_on_signals("rke2-hub")
+        .context("cannot install the SIGTERM/SIGINT handlers")?;
+    serve::run(config, shutdown.listener()).await
 }
 
 fn main() -> ExitCode {
@@ -90,7 +86,7 @@ fn main() -> ExitCode {
     let code = |r: anyhow::Result<()>| r.map(|()| 0u8);
     let result: anyhow::Result<u8> = match cli.command {
         Command::Serve(args) => match config(&args) {
-            Ok(config) => code(runtime.block_on(serve::run(config, shutdown_signal()))),
+            Ok(config) => code(runtime.block_on(serve(config))),
             Err(e) => {
                 eprintln!("rke2-hub: {e}");
                 return ExitCode::from(EXIT_CONFIG);

@@ -2,7 +2,8 @@
 //! certificate, serves the agents' TLS listener (AgentService, AdminService for admin
 //! certificates, health; connections admitted and handshaken by [`crate::listener`]) and the
 //! admin Unix socket (AdminService, health), marks silent nodes offline, and tells systemd
-//! when it is ready. SIGTERM stops it cleanly.
+//! when it is ready. SIGTERM stops it cleanly: the first one drains (see
+//! [`rke2ops_common::shutdown`]), a second one forces the stop.
 //!
 //! One `serve` per state dir: it takes an exclusive lock on `<state_dir>/serve.lock` before it
 //! opens the store or the CA, so a second hub on the same state (a stray manual start beside
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use rke2ops_common::shutdown::{Drained, Listener};
 use rke2ops_proto::v1::admin_service_server::AdminServiceServer;
 use rke2ops_proto::v1::agent_service_server::AgentServiceServer;
 use time::OffsetDateTime;
@@ -30,14 +32,18 @@ use crate::store::Store;
 /// Largest message accepted from an agent (a full status of a large node is ~100 KiB).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// Runs the hub until SIGTERM/SIGINT.
+/// How long the drain may take after the first stop request: the servers finish their calls
+/// (metrics at most 5 s, then each gRPC server at most 10 s), inside the unit's
+/// `TimeoutStopSec=30s`. A second signal cuts it short.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(25);
+
+/// Runs the hub until `shutdown` drains (the first SIGTERM/SIGINT), then stops taking work
+/// and waits for the servers within [`DRAIN_DEADLINE`] or until the stop is forced (a second
+/// signal); the state dir is left clean either way.
 ///
 /// # Errors
 /// When the state dir, store, CA or listeners cannot be set up.
-pub async fn run(
-    config: Config,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("cannot create state dir {}", config.state_dir.display()))?;
     // Held (open) until `run` returns; the kernel releases it if the process dies.
@@ -189,7 +195,7 @@ pub async fn run(
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("serving"),
     ]);
-    shutdown.await;
+    shutdown.draining().await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     // Ending every agent stream lets the graceful shutdown finish at once.
@@ -202,14 +208,24 @@ pub async fn run(
     if let Some(task) = auto_task {
         task.abort();
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), metrics_task).await;
-    for task in [tcp_task, uds_task] {
-        match tokio::time::timeout(Duration::from_secs(10), task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
-            Err(_) => tracing::warn!("server did not stop within 10 s"),
+    let servers_done = async {
+        let _ = tokio::time::timeout(Duration::from_secs(5), metrics_task).await;
+        for task in [tcp_task, uds_task] {
+            match tokio::time::timeout(Duration::from_secs(10), task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+                Err(_) => tracing::warn!("server did not stop within 10 s"),
+            }
         }
+    };
+    match shutdown.drain_within(DRAIN_DEADLINE, servers_done).await {
+        Drained::Done(()) => {}
+        Drained::Forced => tracing::warn!("shutdown forced: not waiting for the servers"),
+        Drained::TimedOut => tracing::warn!(
+            deadline_secs = DRAIN_DEADLINE.as_secs(),
+            "the servers did not stop in time"
+        ),
     }
     let _ = std::fs::remove_file(&config.admin_socket);
     let _ = store.mark_all_offline(OffsetDateTime::now_utc());
