@@ -1,5 +1,10 @@
 //! The hub's configuration: `/etc/rke2-ops/hub.toml`, then flags (each with an environment
-//! variable) on top. Unknown keys are errors naming the key and the line.
+//! variable, `RKE2OPS_HUB_*`) on top. Unknown keys are errors naming the key and the line.
+//!
+//! Every setting is declared once, in [`Options`]: its field name is the file key, its clap
+//! attributes make the `serve` flag and variable. `serve` merges the flags over the file
+//! ([`Options::or`]) and [`Config::resolve`] applies the defaults and checks the values into
+//! the typed [`Config`] the rest of the hub reads.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
