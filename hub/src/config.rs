@@ -463,4 +463,26 @@ mod tests {
             rke2ops_common::config::parse_toml(text, Path::new("hub.toml")).expect("parses");
         assert_eq!(args.options, file);
     }
+
+    #[test]
+    fn every_serve_setting_is_a_hub_toml_key_and_unknown_keys_are_not() {
+        let command = <Options as clap::Args>::augment_args(clap::Command::new("serve"));
+        let ids: Vec<String> = command
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .collect();
+        assert_eq!(ids.len(), 18, "{ids:?}");
+        for id in ids.iter().map(String::as_str).chain(["no_such_key"]) {
+            // A value of the wrong type for most keys: only an unknown key says "unknown".
+            let text = format!("{id} = {{}}\n");
+            let err = rke2ops_common::config::parse_toml::<Options>(&text, Path::new("hub.toml"))
+                .expect_err("a table is no setting's type")
+                .to_string();
+            assert_eq!(
+                err.contains("unknown field"),
+                id == "no_such_key",
+                "{id}: {err}"
+            );
+        }
+    }
 }
