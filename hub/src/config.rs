@@ -1,5 +1,10 @@
 //! The hub's configuration: `/etc/rke2-ops/hub.toml`, then flags (each with an environment
-//! variable) on top. Unknown keys are errors naming the key and the line.
+//! variable, `RKE2OPS_HUB_*`) on top. Unknown keys are errors naming the key and the line.
+//!
+//! Every setting is declared once, in [`Options`]: its field name is the file key, its clap
+//! attributes make the `serve` flag and variable. `serve` merges the flags over the file
+//! ([`Options::or`]) and [`Config::resolve`] applies the defaults and checks the values into
+//! the typed [`Config`] the rest of the hub reads.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,76 +25,102 @@ pub const DEFAULT_ADMIN_SOCKET: &str = "/run/rke2-ops/hub.sock";
 
 pub use rke2ops_common::config::ConfigError;
 
-/// The file's schema.
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// `host:port` the agents' gRPC listener binds.
-    pub listen_addr: Option<String>,
-    /// `host:port` agents dial (printed with join tokens); defaults to the listener.
-    pub advertise_address: Option<String>,
-    /// DNS names and IPs for the hub's server certificate (besides the advertised host).
-    pub server_sans: Option<Vec<String>>,
-    /// `host:port` of `/metrics`.
-    pub metrics_addr: Option<String>,
-    /// Database, CA and server certificate.
-    pub state_dir: Option<PathBuf>,
-    /// The admin Unix socket.
-    pub admin_socket: Option<PathBuf>,
-    /// A node whose stream is silent this long is offline.
-    pub heartbeat_timeout_secs: Option<u64>,
-    /// Kubeconfig for cordon/drain (e.g. a copy of a server's `rke2.yaml`); none = no
-    /// cordon or drain.
-    pub kubeconfig: Option<PathBuf>,
-    /// apiserver URLs tried in order with failover (default: the kubeconfig's server).
-    pub apiserver_endpoints: Option<Vec<String>>,
-    /// RKE2's channels JSON, for `upgrade --channel`.
-    pub channel_url: Option<String>,
-    /// Default artifact source for upgrades: URL prefix (GitHub release layout) or a folder
-    /// on the nodes; empty = each agent's own `artifact_source`.
-    pub artifact_mirror: Option<String>,
-    /// Auto-maintenance: create `restart` plans for nodes whose renewal deadline is this
-    /// many days away or closer (unset = off).
-    pub auto_restart_within_days: Option<u64>,
-    /// Auto-maintenance: the window those plans run in (e.g. `Sat,Sun 02:00-05:00 UTC`).
-    pub auto_restart_window: Option<String>,
-    /// Connections without a hub certificate one address may hold (default 32).
-    pub max_unauthenticated_per_peer: Option<usize>,
-    /// Seconds a TLS handshake may take (default 10).
-    pub tls_handshake_timeout_secs: Option<u64>,
-    /// Alert gate: Prometheus's base URL; while it has a firing alert (not ignored), no plan
-    /// starts a node (unset = no alert gate).
-    pub alert_gate_prometheus_url: Option<String>,
-    /// Alert names that never hold maintenance (default: Watchdog, InfoInhibitor and the
-    /// renewal alerts plans exist to clear; see `plan::alerts::DEFAULT_IGNORED`).
-    pub alert_gate_ignore: Option<Vec<String>>,
-    /// Days the history is kept: ended plans (with their nodes and events) and audit rows
-    /// older than this are removed, hourly (default 400: over a year).
-    pub history_retention_days: Option<u64>,
+/// Declares [`Options`] once and derives from the same field list what would otherwise be a
+/// second copy kept in step by hand: [`Options::or`], the field-by-field precedence.
+macro_rules! options {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$fmeta:meta])* pub $field:ident : Option<$ty:ty>, )*
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: Option<$ty>, )*
+        }
+
+        impl $name {
+            /// Each setting from `self` where it is set, from `under` elsewhere: flags (with
+            /// their environment variables) `.or(file)`.
+            #[must_use]
+            pub fn or(self, under: Self) -> Self {
+                Self { $( $field: self.$field.or(under.$field), )* }
+            }
+        }
+    };
 }
 
-/// Flag overrides.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub struct Overrides {
-    pub listen_addr: Option<String>,
-    pub advertise_address: Option<String>,
-    pub server_sans: Vec<String>,
-    pub metrics_addr: Option<String>,
-    pub state_dir: Option<PathBuf>,
-    pub admin_socket: Option<PathBuf>,
-    pub heartbeat_timeout_secs: Option<u64>,
-    pub kubeconfig: Option<PathBuf>,
-    pub apiserver_endpoints: Vec<String>,
-    pub channel_url: Option<String>,
-    pub artifact_mirror: Option<String>,
-    pub auto_restart_within_days: Option<u64>,
-    pub auto_restart_window: Option<String>,
-    pub max_unauthenticated_per_peer: Option<usize>,
-    pub tls_handshake_timeout_secs: Option<u64>,
-    pub alert_gate_prometheus_url: Option<String>,
-    pub alert_gate_ignore: Vec<String>,
-    pub history_retention_days: Option<u64>,
+options! {
+    /// Every setting of `rke2-hub serve`, once: the keys of hub.toml (the field names; unknown
+    /// keys are refused) and the flags of `serve` (each with an `RKE2OPS_HUB_*` environment
+    /// variable). Unset is `None`; [`Config::resolve`] applies the defaults. Precedence: flag >
+    /// environment > file > default.
+    ///
+    /// The doc comment of each field is its `--help` text.
+    #[derive(Debug, Default, Clone, PartialEq, Eq, clap::Args, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Options {
+        /// host:port of the agents' gRPC listener [default: 0.0.0.0:9811].
+        #[arg(long, env = "RKE2OPS_HUB_LISTEN_ADDR")]
+        pub listen_addr: Option<String>,
+        /// host:port agents dial, printed with tokens [default: the listener].
+        #[arg(long, env = "RKE2OPS_HUB_ADVERTISE_ADDRESS")]
+        pub advertise_address: Option<String>,
+        /// Extra SAN for the hub's server certificate (repeatable).
+        #[arg(long = "server-san", env = "RKE2OPS_HUB_SERVER_SANS", value_delimiter = ',')]
+        pub server_sans: Option<Vec<String>>,
+        /// host:port of /metrics [default: 0.0.0.0:9812].
+        #[arg(long, env = "RKE2OPS_HUB_METRICS_ADDR")]
+        pub metrics_addr: Option<String>,
+        /// State dir [default: /var/lib/rke2-ops-hub].
+        #[arg(long, env = "RKE2OPS_HUB_STATE_DIR")]
+        pub state_dir: Option<PathBuf>,
+        /// Admin socket [default: /run/rke2-ops/hub.sock].
+        #[arg(long, env = "RKE2OPS_HUB_ADMIN_SOCKET")]
+        pub admin_socket: Option<PathBuf>,
+        /// Seconds of silence after which a node is offline [default: 35].
+        #[arg(long, env = "RKE2OPS_HUB_HEARTBEAT_TIMEOUT_SECS")]
+        pub heartbeat_timeout_secs: Option<u64>,
+        /// Kubeconfig for cordon/drain (e.g. a copy of a server's rke2.yaml) [default: none,
+        /// no cordon/drain].
+        #[arg(long, env = "RKE2OPS_HUB_KUBECONFIG")]
+        pub kubeconfig: Option<PathBuf>,
+        /// apiserver URL tried in order with failover (repeatable) [default: the kubeconfig's].
+        #[arg(
+            long = "apiserver-endpoint",
+            env = "RKE2OPS_HUB_APISERVER_ENDPOINTS",
+            value_delimiter = ','
+        )]
+        pub apiserver_endpoints: Option<Vec<String>>,
+        /// RKE2 channels JSON [default: https://update.rke2.io/v1-release/channels].
+        #[arg(long, env = "RKE2OPS_HUB_CHANNEL_URL")]
+        pub channel_url: Option<String>,
+        /// Default artifact source for upgrades [default: RKE2's GitHub releases].
+        #[arg(long, env = "RKE2OPS_HUB_ARTIFACT_MIRROR")]
+        pub artifact_mirror: Option<String>,
+        /// Auto-maintenance: restart plans for nodes whose renewal deadline is this many days
+        /// away or closer [default: off].
+        #[arg(long, env = "RKE2OPS_HUB_AUTO_RESTART_WITHIN_DAYS")]
+        pub auto_restart_within_days: Option<u64>,
+        /// Auto-maintenance window, e.g. "Sat,Sun 02:00-05:00 Europe/Berlin".
+        #[arg(long, env = "RKE2OPS_HUB_AUTO_RESTART_WINDOW")]
+        pub auto_restart_window: Option<String>,
+        /// Days ended plans and audit rows are kept [default: 400].
+        #[arg(long, env = "RKE2OPS_HUB_HISTORY_RETENTION_DAYS")]
+        pub history_retention_days: Option<u64>,
+        /// Connections without a hub certificate one address may hold [default: 32].
+        #[arg(long, env = "RKE2OPS_HUB_MAX_UNAUTHENTICATED_PER_PEER")]
+        pub max_unauthenticated_per_peer: Option<usize>,
+        /// Seconds a TLS handshake may take [default: 10].
+        #[arg(long, env = "RKE2OPS_HUB_TLS_HANDSHAKE_TIMEOUT_SECS")]
+        pub tls_handshake_timeout_secs: Option<u64>,
+        /// Alert gate: no node starts while this Prometheus has a firing alert [default: off].
+        #[arg(long, env = "RKE2OPS_HUB_ALERT_GATE_PROMETHEUS_URL")]
+        pub alert_gate_prometheus_url: Option<String>,
+        /// An alert name that never holds maintenance (repeatable; added to the built-in list).
+        #[arg(long, env = "RKE2OPS_HUB_ALERT_GATE_IGNORE", value_delimiter = ',')]
+        pub alert_gate_ignore: Option<Vec<String>>,
+    }
 }
 
 /// The systemd credential the hub reads its kubeconfig from when `kubeconfig` is not set:
@@ -147,6 +178,20 @@ pub struct Config {
     pub history_retention: Duration,
 }
 
+impl Config {
+    /// The Kubernetes API access `serve` hands the engine and the role sync: the kubeconfig
+    /// and the apiserver endpoints; none without a kubeconfig (no cordon or drain).
+    #[must_use]
+    pub fn kube_settings(&self) -> Option<crate::kube::KubeSettings> {
+        self.kubeconfig
+            .as_ref()
+            .map(|path| crate::kube::KubeSettings {
+                kubeconfig: path.clone(),
+                endpoints: self.apiserver_endpoints.clone(),
+            })
+    }
+}
+
 /// Default of `history_retention_days`: more than a year of plans stays answerable.
 pub const DEFAULT_HISTORY_RETENTION_DAYS: u64 = 400;
 /// Longest `history_retention_days` (about 100 years): beyond it the cut-off time overflows.
@@ -159,8 +204,8 @@ fn addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-impl FileConfig {
-    /// Loads `path`; a missing file is empty only when not `required`.
+impl Options {
+    /// Loads the file `path`; a missing file is empty only when not `required`.
     ///
     /// # Errors
     /// [`ConfigError`] naming the file, key and line.
@@ -170,25 +215,18 @@ impl FileConfig {
 }
 
 impl Config {
-    /// Defaults < file < flags.
+    /// The effective configuration: `o` (flags over the file, see [`Options::or`]) over the
+    /// defaults, checked.
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] for bad addresses.
-    pub fn resolve(file: FileConfig, o: Overrides) -> Result<Self, ConfigError> {
+    /// [`ConfigError::Invalid`] naming the key of a bad value.
+    pub fn resolve(o: Options) -> Result<Self, ConfigError> {
         let listen = o
             .listen_addr
-            .or(file.listen_addr)
             .unwrap_or_else(|| DEFAULT_LISTEN_ADDR.to_owned());
         let listen_addr = addr("listen_addr", &listen)?;
-        let advertise_address = o
-            .advertise_address
-            .or(file.advertise_address)
-            .unwrap_or_else(|| listen.clone());
-        let mut server_sans = if o.server_sans.is_empty() {
-            file.server_sans.unwrap_or_default()
-        } else {
-            o.server_sans
-        };
+        let advertise_address = o.advertise_address.unwrap_or_else(|| listen.clone());
+        let mut server_sans = o.server_sans.unwrap_or_default();
         if let Some((host, _)) = advertise_address.rsplit_once(':') {
             let host = host
                 .trim_start_matches('[')
@@ -200,50 +238,34 @@ impl Config {
         }
         let metrics = o
             .metrics_addr
-            .or(file.metrics_addr)
             .unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_owned());
         Ok(Self {
             listen_addr,
             advertise_address,
             server_sans,
             metrics_addr: addr("metrics_addr", &metrics)?,
-            state_dir: o
-                .state_dir
-                .or(file.state_dir)
-                .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+            state_dir: o.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
             admin_socket: o
                 .admin_socket
-                .or(file.admin_socket)
                 .unwrap_or_else(|| DEFAULT_ADMIN_SOCKET.into()),
-            heartbeat_timeout: Duration::from_secs(
-                o.heartbeat_timeout_secs
-                    .or(file.heartbeat_timeout_secs)
-                    .unwrap_or(35),
-            ),
-            kubeconfig: o.kubeconfig.or(file.kubeconfig).or_else(|| {
+            heartbeat_timeout: Duration::from_secs(o.heartbeat_timeout_secs.unwrap_or(35)),
+            kubeconfig: o.kubeconfig.or_else(|| {
                 credential(
                     std::env::var_os("CREDENTIALS_DIRECTORY").as_deref(),
                     KUBECONFIG_CREDENTIAL,
                 )
             }),
-            apiserver_endpoints: if o.apiserver_endpoints.is_empty() {
-                file.apiserver_endpoints.unwrap_or_default()
-            } else {
-                o.apiserver_endpoints
-            },
+            apiserver_endpoints: o.apiserver_endpoints.unwrap_or_default(),
             channel_url: o
                 .channel_url
-                .or(file.channel_url)
                 .unwrap_or_else(|| DEFAULT_CHANNEL_URL.to_owned()),
             artifact_mirror: o
                 .artifact_mirror
-                .or(file.artifact_mirror)
                 .unwrap_or_else(|| DEFAULT_ARTIFACT_MIRROR.to_owned()),
             auto_restart_within: o
                 .auto_restart_within_days
-                .or(file.auto_restart_within_days)
                 .map(|d| Duration::from_secs(d * 86_400)),
-            auto_restart_window: match o.auto_restart_window.or(file.auto_restart_window) {
+            auto_restart_window: match o.auto_restart_window {
                 Some(w) => {
                     crate::plan::window::MaintenanceWindow::parse(&w).map_err(|e| {
                         ConfigError::Invalid {
@@ -255,11 +277,7 @@ impl Config {
                 }
                 None => None,
             },
-            alert_gate: match o
-                .alert_gate_prometheus_url
-                .or(file.alert_gate_prometheus_url)
-                .filter(|u| !u.trim().is_empty())
-            {
+            alert_gate: match o.alert_gate_prometheus_url.filter(|u| !u.trim().is_empty()) {
                 Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
                     return Err(ConfigError::Invalid {
                         key: "alert_gate_prometheus_url",
@@ -268,43 +286,37 @@ impl Config {
                 }
                 Some(url) => Some(crate::engine::AlertGate {
                     prometheus_url: url,
-                    ignore: if o.alert_gate_ignore.is_empty() {
-                        file.alert_gate_ignore.unwrap_or_else(|| {
-                            crate::plan::alerts::DEFAULT_IGNORED
-                                .iter()
-                                .map(|s| (*s).to_owned())
-                                .collect()
-                        })
-                    } else {
-                        o.alert_gate_ignore
-                    },
+                    ignore: o.alert_gate_ignore.unwrap_or_else(|| {
+                        crate::plan::alerts::DEFAULT_IGNORED
+                            .iter()
+                            .map(|s| (*s).to_owned())
+                            .collect()
+                    }),
                 }),
                 None => None,
             },
             listener_limits: {
                 let defaults = crate::listener::Limits::default();
-                let per_peer = o
-                    .max_unauthenticated_per_peer
-                    .or(file.max_unauthenticated_per_peer)
-                    .map_or(Ok(defaults.per_peer), |n| {
-                        std::num::NonZeroUsize::new(n).ok_or(ConfigError::Invalid {
-                            key: "max_unauthenticated_per_peer",
-                            message: "must be at least 1".to_owned(),
-                        })
-                    })?;
-                let handshake = o
-                    .tls_handshake_timeout_secs
-                    .or(file.tls_handshake_timeout_secs)
-                    .map_or(Ok(defaults.handshake_timeout), |s| {
-                        if s == 0 {
-                            Err(ConfigError::Invalid {
-                                key: "tls_handshake_timeout_secs",
+                let per_peer =
+                    o.max_unauthenticated_per_peer
+                        .map_or(Ok(defaults.per_peer), |n| {
+                            std::num::NonZeroUsize::new(n).ok_or(ConfigError::Invalid {
+                                key: "max_unauthenticated_per_peer",
                                 message: "must be at least 1".to_owned(),
                             })
-                        } else {
-                            Ok(Duration::from_secs(s))
-                        }
-                    })?;
+                        })?;
+                let handshake =
+                    o.tls_handshake_timeout_secs
+                        .map_or(Ok(defaults.handshake_timeout), |s| {
+                            if s == 0 {
+                                Err(ConfigError::Invalid {
+                                    key: "tls_handshake_timeout_secs",
+                                    message: "must be at least 1".to_owned(),
+                                })
+                            } else {
+                                Ok(Duration::from_secs(s))
+                            }
+                        })?;
                 crate::listener::Limits {
                     per_peer,
                     handshake_timeout: handshake,
@@ -312,7 +324,6 @@ impl Config {
             },
             history_retention: match o
                 .history_retention_days
-                .or(file.history_retention_days)
                 .unwrap_or(DEFAULT_HISTORY_RETENTION_DAYS)
             {
                 d @ 1..=MAX_HISTORY_RETENTION_DAYS => Duration::from_secs(d * 86_400),
@@ -336,9 +347,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("hub.toml");
         std::fs::write(&path, "listen_addr = \"0.0.0.0:1\"\nlisten_adr = \"x\"\n").expect("write");
-        let msg = FileConfig::load(&path, true)
-            .expect_err("unknown")
-            .to_string();
+        let msg = Options::load(&path, true).expect_err("unknown").to_string();
         assert!(
             msg.contains("listen_adr") && msg.contains("line 2") && msg.contains("hub.toml"),
             "{msg}"
@@ -359,23 +368,23 @@ mod tests {
 
     #[test]
     fn the_alert_gate_has_default_ignores_and_checks_its_url() {
-        let c = Config::resolve(FileConfig::default(), Overrides::default()).expect("valid");
+        let c = Config::resolve(Options::default()).expect("valid");
         assert_eq!(c.alert_gate, None, "off by default");
-        let file = FileConfig {
+        let file = Options {
             alert_gate_prometheus_url: Some("http://prom:9090".into()),
-            ..FileConfig::default()
+            ..Options::default()
         };
-        let gate = Config::resolve(file, Overrides::default())
+        let gate = Config::resolve(Options::default().or(file))
             .expect("valid")
             .alert_gate
             .expect("configured");
         assert!(gate.ignore.iter().any(|a| a == "RKE2RenewalRestartDue"));
-        let o = Overrides {
+        let o = Options {
             alert_gate_prometheus_url: Some("http://prom:9090".into()),
-            alert_gate_ignore: vec!["Noisy".into()],
-            ..Overrides::default()
+            alert_gate_ignore: Some(vec!["Noisy".into()]),
+            ..Options::default()
         };
-        let gate = Config::resolve(FileConfig::default(), o)
+        let gate = Config::resolve(o)
             .expect("valid")
             .alert_gate
             .expect("configured");
@@ -384,11 +393,11 @@ mod tests {
             ["Noisy"],
             "an explicit list replaces the default"
         );
-        let o = Overrides {
+        let o = Options {
             alert_gate_prometheus_url: Some("prom:9090".into()),
-            ..Overrides::default()
+            ..Options::default()
         };
-        let err = Config::resolve(FileConfig::default(), o).expect_err("not a URL");
+        let err = Config::resolve(o).expect_err("not a URL");
         assert!(
             err.to_string().contains("alert_gate_prometheus_url"),
             "{err}"
@@ -397,17 +406,83 @@ mod tests {
 
     #[test]
     fn advertised_host_becomes_a_san_and_flags_win() {
-        let file = FileConfig {
+        let file = Options {
             advertise_address: Some("hub.example:9811".into()),
-            ..FileConfig::default()
+            metrics_addr: Some("127.0.0.2:2".into()),
+            ..Options::default()
         };
-        let o = Overrides {
+        let flags = Options {
             metrics_addr: Some("127.0.0.1:1".into()),
-            ..Overrides::default()
+            ..Options::default()
         };
-        let c = Config::resolve(file, o).expect("valid");
+        let c = Config::resolve(flags.or(file)).expect("valid");
         assert_eq!(c.server_sans, vec!["hub.example"]);
         assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:1");
         assert_eq!(c.listen_addr.to_string(), "0.0.0.0:9811");
+    }
+
+    #[test]
+    fn flags_replace_file_lists_and_the_file_fills_the_rest() {
+        let file = Options {
+            server_sans: Some(vec!["file.example".into()]),
+            apiserver_endpoints: Some(vec!["https://a:6443".into()]),
+            heartbeat_timeout_secs: Some(20),
+            ..Options::default()
+        };
+        let flags = Options {
+            server_sans: Some(vec!["flag.example".into()]),
+            ..Options::default()
+        };
+        let c = Config::resolve(flags.or(file)).expect("valid");
+        assert_eq!(c.server_sans, ["flag.example"]);
+        assert_eq!(c.apiserver_endpoints, ["https://a:6443"]);
+        assert_eq!(c.heartbeat_timeout, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn every_flag_of_serve_is_a_file_key() {
+        // One definition: a flag's value lands in the field named like the hub.toml key.
+        use clap::Parser as _;
+        let cli = crate::cli::Cli::try_parse_from([
+            "rke2-hub",
+            "serve",
+            "--server-san",
+            "a,b",
+            "--apiserver-endpoint",
+            "https://x:6443",
+            "--history-retention-days",
+            "9",
+        ])
+        .expect("parses");
+        let crate::cli::Command::Serve(args) = cli.command else {
+            panic!("serve");
+        };
+        let text = "server_sans = [\"a\", \"b\"]\napiserver_endpoints = [\"https://x:6443\"]\n\
+                    history_retention_days = 9\n";
+        let file: Options =
+            rke2ops_common::config::parse_toml(text, Path::new("hub.toml")).expect("parses");
+        assert_eq!(args.options, file);
+    }
+
+    #[test]
+    fn every_serve_setting_is_a_hub_toml_key_and_unknown_keys_are_not() {
+        let command = <Options as clap::Args>::augment_args(clap::Command::new("serve"));
+        let ids: Vec<String> = command
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .collect();
+        assert_eq!(ids.len(), 18, "{ids:?}");
+        for id in ids.iter().map(String::as_str).chain(["no_such_key"]) {
+            // A value of the wrong type for most keys: only an unknown key says "unknown".
+            let text = format!("{id} = {{}}\n");
+            let err = rke2ops_common::config::parse_toml::<Options>(&text, Path::new("hub.toml"))
+                .expect_err("a table is no setting's type")
+                .to_string();
+            assert_eq!(
+                err.contains("unknown field"),
+                id == "no_such_key",
+                "{id}: {err}"
+            );
+        }
     }
 }

@@ -5,30 +5,26 @@
 //! - [`listener`]: the agents' TCP/TLS accept loop: a per-peer cap on connections without a
 //!   hub certificate and a handshake deadline.
 //! - [`grpc`]: the services, their authorization, and every wire ↔ domain conversion
-//!   ([`grpc::convert`]; re-exported as `convert` for the CLI's gRPC clients).
+//!   ([`grpc::convert`], which the CLI's gRPC clients use too).
 //! - [`registry`]: live agent streams; [`ratelimit`]: per-node limits on what agents send; [`config`]: hub.toml and flags.
 //! - [`kube`]: the Kubernetes API for plans (Node readiness, cordon, drain, Events) with
 //!   failover between the servers' apiservers.
-//! - [`cli`], [`client`]: the operator commands.
+//! - [`cli`]: the operator commands (arguments, the admin-socket client, rendering).
 //! - [`plan`], [`engine`]: rolling plans (pure decisions; the engine driving them);
 //!   [`fetch`]: the hub's HTTP reads (channels, Prometheus alerts).
 //! - [`store`]: the hub's durable state (nodes, latest certificate snapshot per node, join
 //!   tokens, audit log) in an embedded SQLite database.
 
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod engine;
 pub mod fetch;
 pub mod grpc;
-/// The wire conversions under their old path, for the gRPC clients (`cli`, `client`).
-pub use grpc::convert;
 pub mod kube;
 pub mod listener;
 pub mod metrics;
 pub mod pki;
 pub mod plan;
-pub mod plan_client;
 pub mod ratelimit;
 pub mod registry;
 pub mod serve;

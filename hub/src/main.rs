@@ -2,11 +2,15 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use anyhow::Context as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
+use rke2_hub::cli::env;
 use rke2_hub::cli::plans::PlanCommand;
 use rke2_hub::cli::{AdminCertCommand, Cli, Command, ServeArgs, TokenCommand};
-use rke2_hub::config::{Config, DEFAULT_CONFIG_PATH, FileConfig, Overrides};
-use rke2_hub::{client, plan_client, serve};
+use rke2_hub::cli::{client, plans_client};
+use rke2_hub::config::{Config, DEFAULT_CONFIG_PATH, Options};
+use rke2_hub::serve;
+use rke2ops_common::shutdown::Shutdown;
 
 const EXIT_USAGE: u8 = 64;
 const EXIT_CONFIG: u8 = 78;
@@ -16,50 +20,28 @@ fn config(args: &ServeArgs) -> Result<Config, rke2_hub::config::ConfigError> {
         Some(p) => (p.clone(), true),
         None => (DEFAULT_CONFIG_PATH.into(), false),
     };
-    let file = FileConfig::load(&path, required)?;
-    Config::resolve(
-        file,
-        Overrides {
-            listen_addr: args.listen_addr.clone(),
-            advertise_address: args.advertise_address.clone(),
-            server_sans: args.server_sans.clone(),
-            metrics_addr: args.metrics_addr.clone(),
-            state_dir: args.state_dir.clone(),
-            admin_socket: args.admin_socket.clone(),
-            heartbeat_timeout_secs: args.heartbeat_timeout_secs,
-            kubeconfig: args.kubeconfig.clone(),
-            apiserver_endpoints: args.apiserver_endpoints.clone(),
-            channel_url: args.channel_url.clone(),
-            artifact_mirror: args.artifact_mirror.clone(),
-            auto_restart_within_days: args.auto_restart_within_days,
-            auto_restart_window: args.auto_restart_window.clone(),
-            max_unauthenticated_per_peer: args.max_unauthenticated_per_peer,
-            tls_handshake_timeout_secs: args.tls_handshake_timeout_secs,
-            alert_gate_prometheus_url: args.alert_gate_prometheus_url.clone(),
-            alert_gate_ignore: args.alert_gate_ignore.clone(),
-            history_retention_days: args.history_retention_days,
-        },
-    )
+    let file = Options::load(&path, required)?;
+    Config::resolve(args.options.clone().or(file))
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    if let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    } else {
-        std::future::pending::<()>().await;
-    }
+/// `serve` until the first SIGTERM/SIGINT drains it (a second one forces the stop).
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    shutdown
+        .escalate_on_signals("rke2-hub")
+        .context("cannot install the SIGTERM/SIGINT handlers")?;
+    serve::run(config, shutdown.listener()).await
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let os_env = |name: &str| std::env::var_os(name);
+    let command = env::with_legacy_names(Cli::command(), &os_env);
+    let parsed = command
+        .clone()
+        .try_get_matches()
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
@@ -68,15 +50,29 @@ fn main() -> ExitCode {
     // kube-rs logs every non-2xx answer at ERROR (a 500 from the apiserver of a server in
     // maintenance, a 404 for a Node not registered yet); the hub's kube module reports what
     // matters itself (failovers with the endpoint, errors to the plan), so those lines are
-    // off unless RKE2_HUB_LOG asks for them.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RKE2_HUB_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,kube_client::client::builder=off")
-    });
+    // off unless RKE2OPS_HUB_LOG asks for them.
+    let filter = env::lookup(env::LOG, &os_env)
+        .0
+        .and_then(|directives| {
+            tracing_subscriber::EnvFilter::try_new(directives.to_string_lossy()).ok()
+        })
+        .unwrap_or_else(|| {
+            tracing_subscriber::EnvFilter::new("info,kube_client::client::builder=off")
+        });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+    // One warning per deprecated name the command reads: in the log for `serve`, on stderr
+    // for the operator commands (whose stderr is their only channel).
+    for legacy in env::used_legacy_names(&command, &matches, &os_env) {
+        if matches!(cli.command, Command::Serve(_)) {
+            tracing::warn!(old = %legacy.old, new = %legacy.new, "{legacy}");
+        } else {
+            eprintln!("rke2-hub: warning: {legacy}");
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -90,7 +86,7 @@ fn main() -> ExitCode {
     let code = |r: anyhow::Result<()>| r.map(|()| 0u8);
     let result: anyhow::Result<u8> = match cli.command {
         Command::Serve(args) => match config(&args) {
-            Ok(config) => code(runtime.block_on(serve::run(config, shutdown_signal()))),
+            Ok(config) => code(runtime.block_on(serve(config))),
             Err(e) => {
                 eprintln!("rke2-hub: {e}");
                 return ExitCode::from(EXIT_CONFIG);
@@ -107,20 +103,20 @@ fn main() -> ExitCode {
         Command::AdminCert {
             command: AdminCertCommand::Revoke(args),
         } => code(client::admin_cert_revoke(&args)),
-        Command::Rotate(args) => runtime.block_on(plan_client::rotate(&args)),
-        Command::Restart(args) => runtime.block_on(plan_client::restart(&args)),
-        Command::Upgrade(args) => runtime.block_on(plan_client::upgrade(&args)),
-        Command::Plans(args) => runtime.block_on(plan_client::plans(&args)),
+        Command::Rotate(args) => runtime.block_on(plans_client::rotate(&args)),
+        Command::Restart(args) => runtime.block_on(plans_client::restart(&args)),
+        Command::Upgrade(args) => runtime.block_on(plans_client::upgrade(&args)),
+        Command::Plans(args) => runtime.block_on(plans_client::plans(&args)),
         Command::Plan {
             command: PlanCommand::Show(args),
-        } => runtime.block_on(plan_client::show(&args)),
+        } => runtime.block_on(plans_client::show(&args)),
         Command::Plan {
             command: PlanCommand::Watch(args),
-        } => runtime.block_on(plan_client::watch(&args)),
-        Command::Pause(args) => runtime.block_on(plan_client::pause(&args)),
-        Command::Resume(args) => runtime.block_on(plan_client::resume(&args)),
-        Command::Skip(args) => runtime.block_on(plan_client::skip(&args)),
-        Command::Abort(args) => runtime.block_on(plan_client::abort(&args)),
+        } => runtime.block_on(plans_client::watch(&args)),
+        Command::Pause(args) => runtime.block_on(plans_client::pause(&args)),
+        Command::Resume(args) => runtime.block_on(plans_client::resume(&args)),
+        Command::Skip(args) => runtime.block_on(plans_client::skip(&args)),
+        Command::Abort(args) => runtime.block_on(plans_client::abort(&args)),
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,

@@ -2,7 +2,8 @@
 //! certificate, serves the agents' TLS listener (AgentService, AdminService for admin
 //! certificates, health; connections admitted and handshaken by [`crate::listener`]) and the
 //! admin Unix socket (AdminService, health), marks silent nodes offline, and tells systemd
-//! when it is ready. SIGTERM stops it cleanly.
+//! when it is ready. SIGTERM stops it cleanly: the first one drains (see
+//! [`rke2ops_common::shutdown`]), a second one forces the stop.
 //!
 //! One `serve` per state dir: it takes an exclusive lock on `<state_dir>/serve.lock` before it
 //! opens the store or the CA, so a second hub on the same state (a stray manual start beside
@@ -12,9 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use rke2ops_common::shutdown::{Drained, Listener};
 use time::OffsetDateTime;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
+use tracing::Instrument as _;
 
 use crate::config::Config;
 use crate::grpc::admin::AdminApi;
@@ -27,14 +30,18 @@ use crate::store::Store;
 /// Largest message accepted from an agent (a full status of a large node is ~100 KiB).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// Runs the hub until SIGTERM/SIGINT.
+/// How long the drain may take after the first stop request: the servers finish their calls
+/// (metrics at most 5 s, then each gRPC server at most 10 s), inside the unit's
+/// `TimeoutStopSec=30s`. A second signal cuts it short.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(25);
+
+/// Runs the hub until `shutdown` drains (the first SIGTERM/SIGINT), then stops taking work
+/// and waits for the servers within [`DRAIN_DEADLINE`] or until the stop is forced (a second
+/// signal); the state dir is left clean either way.
 ///
 /// # Errors
 /// When the state dir, store, CA or listeners cannot be set up.
-pub async fn run(
-    config: Config,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("cannot create state dir {}", config.state_dir.display()))?;
     // Held (open) until `run` returns; the kernel releases it if the process dies.
@@ -50,7 +57,8 @@ pub async fn run(
         store.clone(),
         Arc::clone(&registry),
     ));
-    let cluster = crate::engine::kube_cluster::from_config(&config)?;
+    let kube_settings = config.kube_settings();
+    let cluster = crate::engine::kube_cluster::from_settings(kube_settings.as_ref())?;
     let engine = crate::engine::Engine::new(
         store.clone(),
         Arc::clone(&registry),
@@ -138,24 +146,35 @@ pub async fn run(
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on metrics_addr {}", config.metrics_addr))?;
-    let metrics_task = tokio::spawn(crate::metrics::serve(
-        metrics_listener,
-        metrics,
-        stopped(stop_rx.clone()),
-    ));
-    let tcp_task = tokio::spawn(tcp_server);
-    let uds_task = tokio::spawn(uds_server);
-    let sweeper = tokio::spawn(sweep(hub.clone()));
-    let engine_task = tokio::spawn(Arc::clone(&engine).run());
-    let roles_task =
-        role_source(&config)?.map(|kube| tokio::spawn(sync_roles(store.clone(), kube)));
+    let metrics_task = tokio::spawn(
+        crate::metrics::serve(metrics_listener, metrics, stopped(stop_rx.clone()))
+            .instrument(tracing::info_span!("metrics", addr = %config.metrics_addr)),
+    );
+    let tcp_task = tokio::spawn(
+        tcp_server.instrument(tracing::info_span!("agents_grpc", listen = %config.listen_addr)),
+    );
+    let uds_task = tokio::spawn(uds_server.instrument(tracing::info_span!(
+        "admin_socket",
+        path = %config.admin_socket.display()
+    )));
+    let sweeper = tokio::spawn(sweep(hub.clone()).instrument(tracing::info_span!("offline_sweep")));
+    let engine_task = tokio::spawn(
+        Arc::clone(&engine)
+            .run()
+            .instrument(tracing::info_span!("plan_engine")),
+    );
+    let roles_task = role_source(kube_settings.as_ref())?.map(|kube| {
+        tokio::spawn(sync_roles(store.clone(), kube).instrument(tracing::info_span!("role_sync")))
+    });
     let auto_task = config.auto_restart_within.map(|lead| {
         tokio::spawn(
-            Arc::clone(&engine).auto_maintenance(crate::engine::AutoMaintenance {
-                lead,
-                window: config.auto_restart_window.clone(),
-                every: Duration::from_secs(300),
-            }),
+            Arc::clone(&engine)
+                .auto_maintenance(crate::engine::AutoMaintenance {
+                    lead,
+                    window: config.auto_restart_window.clone(),
+                    every: Duration::from_secs(300),
+                })
+                .instrument(tracing::info_span!("auto_maintenance")),
         )
     });
 
@@ -174,7 +193,7 @@ pub async fn run(
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("serving"),
     ]);
-    shutdown.await;
+    shutdown.draining().await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     // Ending every agent stream lets the graceful shutdown finish at once.
@@ -187,14 +206,24 @@ pub async fn run(
     if let Some(task) = auto_task {
         task.abort();
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), metrics_task).await;
-    for task in [tcp_task, uds_task] {
-        match tokio::time::timeout(Duration::from_secs(10), task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
-            Err(_) => tracing::warn!("server did not stop within 10 s"),
+    let servers_done = async {
+        let _ = tokio::time::timeout(Duration::from_secs(5), metrics_task).await;
+        for task in [tcp_task, uds_task] {
+            match tokio::time::timeout(Duration::from_secs(10), task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+                Err(_) => tracing::warn!("server did not stop within 10 s"),
+            }
         }
+    };
+    match shutdown.drain_within(DRAIN_DEADLINE, servers_done).await {
+        Drained::Done(()) => {}
+        Drained::Forced => tracing::warn!("shutdown forced: not waiting for the servers"),
+        Drained::TimedOut => tracing::warn!(
+            deadline_secs = DRAIN_DEADLINE.as_secs(),
+            "the servers did not stop in time"
+        ),
     }
     let _ = std::fs::remove_file(&config.admin_socket);
     let _ = store.mark_all_offline(OffsetDateTime::now_utc());
@@ -258,16 +287,15 @@ fn lock_state_dir(state_dir: &std::path::Path) -> anyhow::Result<std::fs::File> 
 const ROLE_SYNC_EVERY: Duration = Duration::from_secs(60);
 
 /// The Kubernetes API the nodes' roles are read from, when the hub has a kubeconfig.
-fn role_source(config: &Config) -> anyhow::Result<Option<crate::kube::KubeAccess>> {
-    let Some(path) = &config.kubeconfig else {
+fn role_source(
+    settings: Option<&crate::kube::KubeSettings>,
+) -> anyhow::Result<Option<crate::kube::KubeAccess>> {
+    let Some(settings) = settings else {
         return Ok(None);
     };
-    crate::kube::KubeAccess::new(&crate::kube::KubeSettings {
-        kubeconfig: path.clone(),
-        endpoints: config.apiserver_endpoints.clone(),
-    })
-    .map(Some)
-    .with_context(|| format!("kubeconfig {}", path.display()))
+    crate::kube::KubeAccess::new(settings)
+        .map(Some)
+        .with_context(|| format!("kubeconfig {}", settings.kubeconfig.display()))
 }
 
 /// Corrects every enrolled node's role from its Kubernetes Node's labels, now and every

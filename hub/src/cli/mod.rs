@@ -1,7 +1,17 @@
 //! The command line of `rke2-hub`: `serve`, and the operator commands that talk to a running
 //! hub over its admin socket (or over TLS with an admin certificate).
+//!
+//! - this module: the arguments (clap) of every command;
+//! - [`plans`]: the plan commands' arguments; [`plans_client`]: their requests and output;
+//! - [`client`]: the connection to a hub and the other operator commands;
+//! - [`env`]: the environment variables' names (`RKE2OPS_HUB_*`) and the deprecated
+//!   `RKE2_HUB_*` ones still read;
+//! - [`render`]: tables and values shown to operators.
 
+pub mod client;
+pub mod env;
 pub mod plans;
+pub mod plans_client;
 pub mod render;
 
 use std::path::PathBuf;
@@ -80,7 +90,7 @@ pub struct AdminCertRevokeArgs {
     /// The admin's name (as given to `admin-cert create`).
     pub name: String,
     /// The hub's state dir.
-    #[arg(long, env = "RKE2_HUB_STATE_DIR", default_value = crate::config::DEFAULT_STATE_DIR)]
+    #[arg(long, env = "RKE2OPS_HUB_STATE_DIR", default_value = crate::config::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
     /// Show what would be revoked; change nothing.
     #[arg(long)]
@@ -132,7 +142,7 @@ pub struct AdminCertArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// The hub's state dir.
-    #[arg(long, env = "RKE2_HUB_STATE_DIR", default_value = crate::config::DEFAULT_STATE_DIR)]
+    #[arg(long, env = "RKE2OPS_HUB_STATE_DIR", default_value = crate::config::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
     /// Show what would be issued; write nothing.
     #[arg(long)]
@@ -158,13 +168,13 @@ pub enum TokenCommand {
 #[derive(Debug, Args, Clone)]
 pub struct ClientArgs {
     /// The hub's admin socket.
-    #[arg(long, env = "RKE2_HUB_SOCKET", default_value = crate::config::DEFAULT_ADMIN_SOCKET)]
+    #[arg(long, env = "RKE2OPS_HUB_SOCKET", default_value = crate::config::DEFAULT_ADMIN_SOCKET)]
     pub socket: PathBuf,
     /// A remote hub's host:port (TLS with `--admin-dir`).
-    #[arg(long, env = "RKE2_HUB_ADDRESS")]
+    #[arg(long, env = "RKE2OPS_HUB_ADDRESS")]
     pub hub: Option<String>,
     /// Folder with admin.crt, admin.key and ca.crt from `rke2-hub admin-cert create`.
-    #[arg(long, env = "RKE2_HUB_ADMIN_DIR", requires = "hub")]
+    #[arg(long, env = "RKE2OPS_HUB_ADMIN_DIR", requires = "hub")]
     pub admin_dir: Option<PathBuf>,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
@@ -243,72 +253,11 @@ pub struct CertsArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Configuration file (TOML) [default: /etc/rke2-ops/hub.toml, may be absent].
-    #[arg(long, env = "RKE2_HUB_CONFIG")]
+    #[arg(long, env = "RKE2OPS_HUB_CONFIG")]
     pub config: Option<PathBuf>,
-    /// host:port of the agents' gRPC listener [default: 0.0.0.0:9811].
-    #[arg(long, env = "RKE2_HUB_LISTEN_ADDR")]
-    pub listen_addr: Option<String>,
-    /// host:port agents dial, printed with tokens [default: the listener].
-    #[arg(long, env = "RKE2_HUB_ADVERTISE_ADDRESS")]
-    pub advertise_address: Option<String>,
-    /// Extra SAN for the hub's server certificate (repeatable).
-    #[arg(
-        long = "server-san",
-        env = "RKE2_HUB_SERVER_SANS",
-        value_delimiter = ','
-    )]
-    pub server_sans: Vec<String>,
-    /// host:port of /metrics [default: 0.0.0.0:9812].
-    #[arg(long, env = "RKE2_HUB_METRICS_ADDR")]
-    pub metrics_addr: Option<String>,
-    /// State dir [default: /var/lib/rke2-ops-hub].
-    #[arg(long, env = "RKE2_HUB_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Admin socket [default: /run/rke2-ops/hub.sock].
-    #[arg(long, env = "RKE2_HUB_ADMIN_SOCKET")]
-    pub admin_socket: Option<PathBuf>,
-    /// Seconds of silence after which a node is offline [default: 35].
-    #[arg(long, env = "RKE2_HUB_HEARTBEAT_TIMEOUT_SECS")]
-    pub heartbeat_timeout_secs: Option<u64>,
-    /// Kubeconfig for cordon/drain (e.g. a copy of a server's rke2.yaml) [default: none,
-    /// no cordon/drain].
-    #[arg(long, env = "RKE2_HUB_KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
-    /// apiserver URL tried in order with failover (repeatable) [default: the kubeconfig's].
-    #[arg(
-        long = "apiserver-endpoint",
-        env = "RKE2_HUB_APISERVER_ENDPOINTS",
-        value_delimiter = ','
-    )]
-    pub apiserver_endpoints: Vec<String>,
-    /// RKE2 channels JSON [default: https://update.rke2.io/v1-release/channels].
-    #[arg(long, env = "RKE2_HUB_CHANNEL_URL")]
-    pub channel_url: Option<String>,
-    /// Default artifact source for upgrades [default: RKE2's GitHub releases].
-    #[arg(long, env = "RKE2_HUB_ARTIFACT_MIRROR")]
-    pub artifact_mirror: Option<String>,
-    /// Auto-maintenance: restart plans for nodes whose renewal deadline is this many days
-    /// away or closer [default: off].
-    #[arg(long, env = "RKE2_HUB_AUTO_RESTART_WITHIN_DAYS")]
-    pub auto_restart_within_days: Option<u64>,
-    /// Auto-maintenance window, e.g. "Sat,Sun 02:00-05:00 Europe/Berlin".
-    #[arg(long, env = "RKE2_HUB_AUTO_RESTART_WINDOW")]
-    pub auto_restart_window: Option<String>,
-    /// Days ended plans and audit rows are kept [default: 400].
-    #[arg(long, env = "RKE2_HUB_HISTORY_RETENTION_DAYS")]
-    pub history_retention_days: Option<u64>,
-    /// Connections without a hub certificate one address may hold [default: 32].
-    #[arg(long, env = "RKE2_HUB_MAX_UNAUTHENTICATED_PER_PEER")]
-    pub max_unauthenticated_per_peer: Option<usize>,
-    /// Seconds a TLS handshake may take [default: 10].
-    #[arg(long, env = "RKE2_HUB_TLS_HANDSHAKE_TIMEOUT_SECS")]
-    pub tls_handshake_timeout_secs: Option<u64>,
-    /// Alert gate: no node starts while this Prometheus has a firing alert [default: off].
-    #[arg(long, env = "RKE2_HUB_ALERT_GATE_PROMETHEUS_URL")]
-    pub alert_gate_prometheus_url: Option<String>,
-    /// An alert name that never holds maintenance (repeatable; added to the built-in list).
-    #[arg(long, env = "RKE2_HUB_ALERT_GATE_IGNORE", value_delimiter = ',')]
-    pub alert_gate_ignore: Vec<String>,
+    /// Every other setting, each also a hub.toml key.
+    #[command(flatten)]
+    pub options: crate::config::Options,
 }
 
 /// `--output` values.

@@ -162,7 +162,7 @@ impl Engine {
         if let (Decision::Start(_), Ok(mut health), Some(gate)) =
             (&decision, health, &self.settings.alert_gate)
         {
-            decision = match crate::plan::alerts::fetch_blocking(
+            decision = match crate::fetch::alerts::fetch_blocking(
                 &self.http,
                 &gate.prometheus_url,
                 &gate.ignore,

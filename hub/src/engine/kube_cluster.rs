@@ -1,5 +1,6 @@
 //! The engine's [`Cluster`] on the hub's kube-rs client ([`crate::kube::KubeAccess`], which
-//! fails over between the servers' API endpoints), built from the configuration.
+//! fails over between the servers' API endpoints), built from [`KubeSettings`] (the
+//! kubeconfig and the apiserver endpoints; `serve` builds them from the configuration).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,24 +8,20 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::cluster::{BoxFut, Cluster};
-use crate::config::Config;
 use crate::kube::{DrainOptions, KubeAccess, KubeSettings};
 use crate::plan::health::KubeNode;
 use crate::plan::model::PlanPolicy;
 
-/// The cluster access `config` asks for (none without a kubeconfig).
+/// The cluster access `settings` describe (none without a kubeconfig: no cordon or drain).
 ///
 /// # Errors
 /// When the kubeconfig cannot be used (names the file).
-pub fn from_config(config: &Config) -> anyhow::Result<Option<Arc<dyn Cluster>>> {
-    let Some(path) = &config.kubeconfig else {
+pub fn from_settings(settings: Option<&KubeSettings>) -> anyhow::Result<Option<Arc<dyn Cluster>>> {
+    let Some(settings) = settings else {
         return Ok(None);
     };
-    let access = KubeAccess::new(&KubeSettings {
-        kubeconfig: path.clone(),
-        endpoints: config.apiserver_endpoints.clone(),
-    })
-    .with_context(|| format!("kubeconfig {}", path.display()))?;
+    let access = KubeAccess::new(settings)
+        .with_context(|| format!("kubeconfig {}", settings.kubeconfig.display()))?;
     Ok(Some(Arc::new(Kube(access))))
 }
 

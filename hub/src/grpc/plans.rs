@@ -108,7 +108,7 @@ async fn request_of(hub: &Hub, req: &pb::CreatePlanRequest) -> Result<PlanReques
         TargetAsk::Version(version) => (Some(version), String::new()),
         TargetAsk::Channel(channel) => (
             Some(
-                crate::plan::channel::fetch_and_resolve(&hub.channel_url, &channel)
+                crate::fetch::channel::fetch_and_resolve(&hub.channel_url, &channel)
                     .await
                     .map_err(|e| Status::failed_precondition(e.to_string()))?,
             ),

@@ -1,7 +1,10 @@
 //! The hub CA: created once in `<state_dir>/pki/`, loaded on every later start, and the
 //! signer of every certificate the hub hands out (node client certificates, admin client
-//! certificates, the hub's own server certificate).
+//! certificates, the hub's own server certificate, which it also keeps across restarts), and
+//! the PEM and file helpers those need. The files' names and the certificates' lifetimes are
+//! defined here, beside their one user.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -20,12 +23,33 @@ use rke2ops_common::identity::{
 };
 
 use super::csr::check_node_csr;
+use super::error::PkiError;
 use super::peer::{ADMIN_CN_PREFIX, ADMIN_ORGANIZATION, NODE_ORGANIZATION, validate_admin_name};
-use super::server::ServerName;
-use super::{
-    ADMIN_CERT_LIFETIME, CA_CERT_FILE, CA_KEY_FILE, CA_LIFETIME, CLOCK_SKEW_ALLOWANCE,
-    NODE_CERT_LIFETIME, PKI_DIR, PkiError, SERVER_CERT_LIFETIME,
+use super::server::{
+    ReissueReason, ServerIdentity, ServerName, StoredServerCert, reissue_reason, server_name_of,
 };
+
+/// Folder under the hub's state directory that holds the PKI files.
+pub const PKI_DIR: &str = "pki";
+/// The CA certificate.
+pub const CA_CERT_FILE: &str = "ca.crt";
+/// The CA private key.
+pub const CA_KEY_FILE: &str = "ca.key";
+/// The hub's server certificate chain (leaf then CA).
+pub const SERVER_CERT_FILE: &str = "server.crt";
+/// The hub's server key.
+pub const SERVER_KEY_FILE: &str = "server.key";
+/// The CA's lifetime (kubeadm's too): ten years.
+pub const CA_LIFETIME: Duration = Duration::days(3650);
+/// A node certificate's lifetime; agents renew it with a third (30 days) left.
+pub const NODE_CERT_LIFETIME: Duration = Duration::days(90);
+/// An admin certificate's lifetime.
+pub const ADMIN_CERT_LIFETIME: Duration = Duration::days(365);
+/// The server certificate's lifetime.
+pub const SERVER_CERT_LIFETIME: Duration = Duration::days(365);
+/// Certificates start this long before `now`, so a node whose clock is a little behind the
+/// hub's accepts a certificate the moment it gets it.
+pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::minutes(5);
 
 /// CN of the hub's server certificate (clients check its SANs, not this).
 const SERVER_CN: &str = "rke2-ops-hub";
@@ -153,6 +177,8 @@ impl HubCa {
         match (key_path.exists(), cert_path.exists()) {
             (true, true) => Self::load(&key_path, &cert_path, now),
             (false, false) => Err(PkiError::NoCa {
+                cert_file: CA_CERT_FILE,
+                key_file: CA_KEY_FILE,
                 state_dir: state_dir.to_path_buf(),
                 pki_dir: dir,
             }),
@@ -363,6 +389,117 @@ impl HubCa {
     }
 }
 
+impl HubCa {
+    /// The hub's server identity for `sans` (DNS names and IP addresses): the stored one
+    /// when still good (see [`reissue_reason`]), otherwise a new one, stored 0600 as a
+    /// crash-safe pair. Logs why it reissued.
+    ///
+    /// # Errors
+    /// [`PkiError::NoServerNames`] / [`PkiError::InvalidServerName`] for bad names; issuance
+    /// errors; a [`PkiError::File`] naming the file that could not be written.
+    pub fn load_or_issue_server(
+        &self,
+        state_dir: &Path,
+        sans: &[String],
+        now: OffsetDateTime,
+    ) -> Result<ServerIdentity, PkiError> {
+        if sans.is_empty() {
+            return Err(PkiError::NoServerNames);
+        }
+        let wanted = sans
+            .iter()
+            .map(|name| ServerName::parse(name))
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        let dir = state_dir.join(PKI_DIR);
+        create_private_dir(&dir)?;
+        let key_path = dir.join(SERVER_KEY_FILE);
+        let cert_path = dir.join(SERVER_CERT_FILE);
+        finish_interrupted_write(&[&key_path, &cert_path])?;
+
+        let reason = match self.read_stored_server(&key_path, &cert_path) {
+            Ok(None) => Some(ReissueReason::Missing),
+            Ok(Some((stored, identity))) => match reissue_reason(&stored, &wanted, now) {
+                None => return Ok(identity),
+                reason => reason,
+            },
+            Err(e) => Some(ReissueReason::Unreadable(e.to_string())),
+        };
+        let names: Vec<String> = wanted.iter().map(ToString::to_string).collect();
+        let issued = self.issue_server_cert(&names, now)?;
+        let cert_chain_pem = format!("{}{}", issued.cert_pem, self.cert_pem());
+        write_files_together(&[
+            (&key_path, issued.key_pem.as_bytes()),
+            (&cert_path, cert_chain_pem.as_bytes()),
+        ])?;
+        if let Some(reason) = &reason {
+            tracing::info!(
+                path = %cert_path.display(),
+                names = %names.join(","),
+                not_after = %issued.not_after,
+                %reason,
+                "issued the hub's server certificate"
+            );
+        }
+        Ok(ServerIdentity {
+            cert_chain_pem,
+            key_pem: issued.key_pem,
+            not_after: issued.not_after,
+            reissued: reason,
+        })
+    }
+
+    /// The stored server certificate's facts and identity; `Ok(None)` when a file is missing.
+    fn read_stored_server(
+        &self,
+        key_path: &Path,
+        cert_path: &Path,
+    ) -> Result<Option<(StoredServerCert, ServerIdentity)>, PkiError> {
+        if !key_path.exists() || !cert_path.exists() {
+            return Ok(None);
+        }
+        let key_pem = read_text(key_path)?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| PkiError::Content {
+            path: key_path.to_path_buf(),
+            reason: format!("not a usable private key: {e}"),
+        })?;
+        let leaf_der = first_certificate(&read_text(cert_path)?, cert_path)?;
+        let leaf = parse_certificate(&leaf_der, cert_path)?;
+        let ca_der = self.cert_der();
+        let ca = parse_certificate(ca_der, cert_path)?;
+        let names = leaf
+            .subject_alternative_name()
+            .map_err(|e| PkiError::Content {
+                path: cert_path.to_path_buf(),
+                reason: format!("unreadable subjectAltName: {e}"),
+            })?
+            .map(|san| {
+                san.value
+                    .general_names
+                    .iter()
+                    .filter_map(server_name_of)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let stored = StoredServerCert {
+            names,
+            not_after: leaf.validity().not_after.to_datetime(),
+            signed_by_current_ca: leaf.verify_signature(Some(ca.public_key())).is_ok(),
+            key_matches: key.der_bytes() == &*leaf.public_key().subject_public_key.data,
+        };
+        let identity = ServerIdentity {
+            cert_chain_pem: format!(
+                "{}{}",
+                pem_encode("CERTIFICATE", &leaf_der),
+                self.cert_pem()
+            ),
+            key_pem,
+            not_after: stored.not_after,
+            reissued: None,
+        };
+        Ok(Some((stored, identity)))
+    }
+}
+
 /// Makes a new CA: (key PEM, certificate PEM).
 fn create_ca(now: OffsetDateTime) -> Result<(String, String), PkiError> {
     let key = new_key()?;
@@ -427,7 +564,7 @@ fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
     t - Duration::nanoseconds(i64::from(t.nanosecond()))
 }
 
-pub(super) fn read_text(path: &Path) -> Result<String, PkiError> {
+fn read_text(path: &Path) -> Result<String, PkiError> {
     fs::read_to_string(path).map_err(|source| {
         PkiError::File(rke2ops_common::identity::FileError {
             path: path.to_path_buf(),
@@ -438,7 +575,7 @@ pub(super) fn read_text(path: &Path) -> Result<String, PkiError> {
 }
 
 /// The DER of the first `CERTIFICATE` block of `pem`.
-pub(super) fn first_certificate(pem: &str, path: &Path) -> Result<Vec<u8>, PkiError> {
+fn first_certificate(pem: &str, path: &Path) -> Result<Vec<u8>, PkiError> {
     let content = |reason: String| PkiError::Content {
         path: path.to_path_buf(),
         reason,
@@ -452,10 +589,7 @@ pub(super) fn first_certificate(pem: &str, path: &Path) -> Result<Vec<u8>, PkiEr
     Err(content("no CERTIFICATE block".to_owned()))
 }
 
-pub(super) fn parse_certificate<'a>(
-    der: &'a [u8],
-    path: &Path,
-) -> Result<X509Certificate<'a>, PkiError> {
+fn parse_certificate<'a>(der: &'a [u8], path: &Path) -> Result<X509Certificate<'a>, PkiError> {
     X509Certificate::from_der(der)
         .map(|(_, cert)| cert)
         .map_err(|e| PkiError::Content {
@@ -465,7 +599,7 @@ pub(super) fn parse_certificate<'a>(
 }
 
 /// PEM with LF line endings and 64-character lines.
-pub(super) fn pem_encode(label: &str, der: &[u8]) -> String {
+fn pem_encode(label: &str, der: &[u8]) -> String {
     pem::encode_config(
         &pem::Pem::new(label, der),
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),

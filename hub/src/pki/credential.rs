@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 
-use super::PkiError;
+use super::error::PkiError;
 
 /// Why a serial stopped being accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use x509_parser::x509::SubjectPublicKeyInfo;
 
 use rke2ops_common::identity::validate_node_name;
 
-use super::PkiError;
+use super::error::PkiError;
 
 /// Largest CSR PEM considered (a P-256 CSR is about 400 bytes); larger input is refused
 /// before any parsing.

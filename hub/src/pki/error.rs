@@ -43,10 +43,14 @@ pub enum PkiError {
         state_dir.display(),
         pki_dir.display(),
         state_dir.display(),
-        CA_CERT = super::CA_CERT_FILE,
-        CA_KEY = super::CA_KEY_FILE
+        CA_CERT = cert_file,
+        CA_KEY = key_file
     )]
     NoCa {
+        /// The CA certificate's file name (`ca.crt`).
+        cert_file: &'static str,
+        /// The CA key's file name (`ca.key`).
+        key_file: &'static str,
         /// The state dir that was given.
         state_dir: PathBuf,
         /// Its PKI folder.

@@ -14,7 +14,7 @@ use x509_parser::prelude::FromDer;
 
 use rke2ops_common::identity::validate_node_name;
 
-use super::PkiError;
+use super::error::PkiError;
 
 /// The subject organization (O) of every node certificate.
 pub const NODE_ORGANIZATION: &str = "rke2-ops:nodes";

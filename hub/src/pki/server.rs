@@ -1,7 +1,8 @@
 //! The hub's gRPC server certificate, kept in `<state_dir>/pki/server.crt` and `server.key`
 //! across restarts and reissued when it is missing, unreadable, not from the current CA, not
 //! matching its key, within [`SERVER_REISSUE_BEFORE`] of expiry, or issued for other names
-//! than the listener now needs. The decision is the pure [`reissue_reason`].
+//! than the listener now needs. The decision is the pure [`reissue_reason`]; reading, issuing
+//! and storing the pair is [`super::HubCa::load_or_issue_server`] (in `ca`).
 //!
 //! `server.crt` holds the leaf followed by the CA: the hub must present its CA in the TLS
 //! chain so an enrolling agent can check the pin before it sends its join token. These two
@@ -11,18 +12,15 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
-use std::path::Path;
 
-use rcgen::{KeyPair, PublicKeyData, SanType};
-use time::OffsetDateTime;
+use rcgen::SanType;
+use time::{Duration, OffsetDateTime};
 use x509_parser::extensions::GeneralName;
 
-use rke2ops_common::identity::{
-    create_private_dir, finish_interrupted_write, write_files_together,
-};
+use super::error::PkiError;
 
-use super::ca::{first_certificate, parse_certificate, pem_encode, read_text};
-use super::{HubCa, PKI_DIR, PkiError, SERVER_CERT_FILE, SERVER_KEY_FILE, SERVER_REISSUE_BEFORE};
+/// The server certificate is reissued at start when it has less than this left.
+pub const SERVER_REISSUE_BEFORE: Duration = Duration::days(30);
 
 /// One name the hub is reached by: a DNS name (lowercased) or an IP address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -191,118 +189,8 @@ fn join(names: &BTreeSet<ServerName>) -> String {
         .join(", ")
 }
 
-impl HubCa {
-    /// The hub's server identity for `sans` (DNS names and IP addresses): the stored one
-    /// when still good (see [`reissue_reason`]), otherwise a new one, stored 0600 as a
-    /// crash-safe pair. Logs why it reissued.
-    ///
-    /// # Errors
-    /// [`PkiError::NoServerNames`] / [`PkiError::InvalidServerName`] for bad names; issuance
-    /// errors; a [`PkiError::File`] naming the file that could not be written.
-    pub fn load_or_issue_server(
-        &self,
-        state_dir: &Path,
-        sans: &[String],
-        now: OffsetDateTime,
-    ) -> Result<ServerIdentity, PkiError> {
-        if sans.is_empty() {
-            return Err(PkiError::NoServerNames);
-        }
-        let wanted = sans
-            .iter()
-            .map(|name| ServerName::parse(name))
-            .collect::<Result<BTreeSet<_>, _>>()?;
-        let dir = state_dir.join(PKI_DIR);
-        create_private_dir(&dir)?;
-        let key_path = dir.join(SERVER_KEY_FILE);
-        let cert_path = dir.join(SERVER_CERT_FILE);
-        finish_interrupted_write(&[&key_path, &cert_path])?;
-
-        let reason = match self.read_stored_server(&key_path, &cert_path) {
-            Ok(None) => Some(ReissueReason::Missing),
-            Ok(Some((stored, identity))) => match reissue_reason(&stored, &wanted, now) {
-                None => return Ok(identity),
-                reason => reason,
-            },
-            Err(e) => Some(ReissueReason::Unreadable(e.to_string())),
-        };
-        let names: Vec<String> = wanted.iter().map(ToString::to_string).collect();
-        let issued = self.issue_server_cert(&names, now)?;
-        let cert_chain_pem = format!("{}{}", issued.cert_pem, self.cert_pem());
-        write_files_together(&[
-            (&key_path, issued.key_pem.as_bytes()),
-            (&cert_path, cert_chain_pem.as_bytes()),
-        ])?;
-        if let Some(reason) = &reason {
-            tracing::info!(
-                path = %cert_path.display(),
-                names = %names.join(","),
-                not_after = %issued.not_after,
-                %reason,
-                "issued the hub's server certificate"
-            );
-        }
-        Ok(ServerIdentity {
-            cert_chain_pem,
-            key_pem: issued.key_pem,
-            not_after: issued.not_after,
-            reissued: reason,
-        })
-    }
-
-    /// The stored server certificate's facts and identity; `Ok(None)` when a file is missing.
-    fn read_stored_server(
-        &self,
-        key_path: &Path,
-        cert_path: &Path,
-    ) -> Result<Option<(StoredServerCert, ServerIdentity)>, PkiError> {
-        if !key_path.exists() || !cert_path.exists() {
-            return Ok(None);
-        }
-        let key_pem = read_text(key_path)?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| PkiError::Content {
-            path: key_path.to_path_buf(),
-            reason: format!("not a usable private key: {e}"),
-        })?;
-        let leaf_der = first_certificate(&read_text(cert_path)?, cert_path)?;
-        let leaf = parse_certificate(&leaf_der, cert_path)?;
-        let ca_der = self.cert_der();
-        let ca = parse_certificate(ca_der, cert_path)?;
-        let names = leaf
-            .subject_alternative_name()
-            .map_err(|e| PkiError::Content {
-                path: cert_path.to_path_buf(),
-                reason: format!("unreadable subjectAltName: {e}"),
-            })?
-            .map(|san| {
-                san.value
-                    .general_names
-                    .iter()
-                    .filter_map(server_name_of)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let stored = StoredServerCert {
-            names,
-            not_after: leaf.validity().not_after.to_datetime(),
-            signed_by_current_ca: leaf.verify_signature(Some(ca.public_key())).is_ok(),
-            key_matches: key.der_bytes() == &*leaf.public_key().subject_public_key.data,
-        };
-        let identity = ServerIdentity {
-            cert_chain_pem: format!(
-                "{}{}",
-                pem_encode("CERTIFICATE", &leaf_der),
-                self.cert_pem()
-            ),
-            key_pem,
-            not_after: stored.not_after,
-            reissued: None,
-        };
-        Ok(Some((stored, identity)))
-    }
-}
-
-fn server_name_of(name: &GeneralName<'_>) -> Option<ServerName> {
+/// A SAN entry as a [`ServerName`] (other kinds are not the hub's names).
+pub(super) fn server_name_of(name: &GeneralName<'_>) -> Option<ServerName> {
     match name {
         GeneralName::DNSName(dns) => Some(ServerName::Dns(dns.to_ascii_lowercase())),
         GeneralName::IPAddress(bytes) => match bytes.len() {

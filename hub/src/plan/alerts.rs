@@ -7,6 +7,9 @@
 //! own renewal and halted-plan alerts, `monitoring/rke2-ops.rules.yml`) and the always-firing
 //! heartbeats (`Watchdog`, `InfoInhibitor`): gating a renewal plan on the renewal alert would
 //! deadlock it. The operator's `alert_gate_ignore` adds to it.
+//!
+//! This module only reads an answer it is given ([`blocking`], pure);
+//! [`crate::fetch::alerts`] asks Prometheus.
 
 use serde::Deserialize;
 
@@ -35,6 +38,7 @@ pub fn ignore_list(extra: &[String]) -> Vec<String> {
     all
 }
 
+// Pure (URL parsing only); shown with the gate in `plan show`.
 pub use crate::fetch::display_url;
 
 #[derive(Debug, Deserialize)]
@@ -118,27 +122,6 @@ pub fn blocking(json: &str, ignore: &[String], url: &str) -> Result<Vec<String>,
 #[must_use]
 pub fn alerts_url(prometheus: &str) -> String {
     format!("{}/api/v1/alerts", prometheus.trim_end_matches('/'))
-}
-
-/// Asks Prometheus (base URL `prometheus`) which alerts block maintenance now.
-///
-/// # Errors
-/// [`AlertGateError`] naming the URL: unreachable, not 200, or not an alerts document.
-pub async fn fetch_blocking(
-    client: &reqwest::Client,
-    prometheus: &str,
-    ignore: &[String],
-) -> Result<Vec<String>, AlertGateError> {
-    let url = alerts_url(prometheus);
-    let shown = display_url(&url);
-    let fetch = |reason: String| AlertGateError::Fetch {
-        url: shown.clone(),
-        reason: reason.replace(&url, &shown),
-    };
-    let body = crate::fetch::get_json_text(client, &url)
-        .await
-        .map_err(fetch)?;
-    blocking(&body, ignore, &shown)
 }
 
 #[cfg(test)]

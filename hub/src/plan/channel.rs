@@ -2,6 +2,9 @@
 //! whose `data[]` entries have an `id` (`stable`, `latest`, `v1.34`, ...) and a `latest`
 //! version. The hub resolves a channel once, when a plan is created, so the plan's target
 //! never moves under it.
+//!
+//! This module only reads a document it is given ([`resolve`], pure);
+//! [`crate::fetch::channel`] fetches it.
 
 use serde::Deserialize;
 
@@ -82,25 +85,6 @@ pub fn resolve(json: &str, channel: &str, url: &str) -> Result<Rke2Version, Chan
             url: url.to_owned(),
             reason: format!("channel {channel}: {e}"),
         })
-}
-
-/// Fetches the channels document and resolves `channel`.
-///
-/// # Errors
-/// [`ChannelError`] naming the URL.
-pub async fn fetch_and_resolve(url: &str, channel: &str) -> Result<Rke2Version, ChannelError> {
-    let fetch = |reason: String| ChannelError::Fetch {
-        url: crate::fetch::display_url(url),
-        reason,
-    };
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(20))
-        .build()
-        .map_err(|e| fetch(e.without_url().to_string()))?;
-    let body = crate::fetch::get_json_text(&client, url)
-        .await
-        .map_err(fetch)?;
-    resolve(&body, channel, &crate::fetch::display_url(url))
 }
 
 #[cfg(test)]

@@ -1,4 +1,9 @@
-//! The operator commands: a gRPC client of the hub's admin socket, and the output.
+//! The operator commands that are not plans (`token create`, `nodes`, `certs`, `admin-cert`):
+//! the connection to a running hub ([`connect`]: its admin socket, or `--hub` over mutual TLS
+//! with an admin certificate), the requests, and their output. `admin-cert` works on the
+//! state dir directly (it needs the CA's key, which never crosses the wire).
+//!
+//! It owns no argument definitions ([`super`]) and no table layout ([`super::render`]).
 
 use std::path::Path;
 
@@ -12,7 +17,7 @@ use crate::cli::{
     AdminCertRevokeArgs, CertsArgs, ListArgs, NodeRemoveArgs, NodesArgs, NodesCommand, Output,
     TokenCreateArgs, render,
 };
-use crate::convert;
+use crate::grpc::convert;
 use crate::store::model::{CertRow, FileErrorRow, NodeRecord};
 
 pub(crate) async fn connect(

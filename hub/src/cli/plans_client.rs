@@ -1,5 +1,7 @@
-//! The plan commands' client side: build the request, call the hub, print the plan (a table,
-//! or JSON), and follow it live.
+//! The plan commands' client side (`rotate`, `restart`, `upgrade`, `plans`, `plan show|watch`,
+//! `pause`, `resume`, `skip`, `abort`): build the request, call the hub over the connection
+//! [`super::client`] opens, print the plan (a table, or JSON), and follow it live. The
+//! arguments are [`super::plans`]'; the decisions stay in the hub.
 //!
 //! Exit codes of `plan watch` (and `--watch`): 0 completed, 1 halted (the reason is printed)
 //! or the hub refused or could not be reached, 2 aborted, 3 the watch was lost before the
@@ -12,11 +14,11 @@ use rke2ops_common::report::tabwriter;
 use rke2ops_proto::v1 as pb;
 use time::OffsetDateTime;
 
+use super::client::{connect, refused};
 use crate::cli::plans::PlansListArgs;
 use crate::cli::plans::{ActionArgs, PlanArgs, PlanIdArgs, RotateArgs, SkipArgs, UpgradeArgs};
 use crate::cli::{ClientArgs, Output};
-use crate::client::{connect, refused};
-use crate::convert;
+use crate::grpc::convert;
 
 fn base_request(kind: pb::PlanKind, args: &PlanArgs) -> pb::CreatePlanRequest {
     pb::CreatePlanRequest {

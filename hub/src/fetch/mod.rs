@@ -4,6 +4,15 @@
 //!
 //! Both peers are outside the hub's trust: the body is capped at [`MAX_BODY`], and reasons
 //! never carry the URL (reqwest's errors would repeat it, credentials and all).
+//!
+//! - [`channel`]: RKE2's channels document, for `upgrade --channel`;
+//! - [`alerts`]: Prometheus's firing alerts, for the alert gate.
+//!
+//! Only the network reads live here: what an answer means is decided by the pure readers in
+//! [`crate::plan::channel`] and [`crate::plan::alerts`].
+
+pub mod alerts;
+pub mod channel;
 
 /// The largest body read: RKE2's channels document is a few kB, Prometheus's alert list
 /// for a large cluster well under a MB.
@@ -82,7 +91,7 @@ mod tests {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
+        let peer = async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             if let Ok((mut s, _)) = listener.accept().await {
                 let mut request = [0u8; 4096];
@@ -101,7 +110,11 @@ mod tests {
                     }
                 }
             }
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(
+            peer,
+            tracing::info_span!("oversized_peer", %addr),
+        ));
         let client = reqwest::Client::new();
         let err = get_json_text(&client, &format!("http://u:s3cret@{addr}/x"))
             .await
