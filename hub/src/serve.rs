@@ -70,9 +70,8 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
             ..crate::engine::EngineSettings::default()
         },
     );
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let hub = Hub {
-        shutdown: stop_rx.clone(),
+        shutdown: shutdown.clone(),
         engine: Arc::clone(&engine),
         channel_url: config.channel_url.clone(),
         metrics: Arc::clone(&metrics),
@@ -125,9 +124,6 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
     let admin_api = AdminServiceServer::new(AdminApi::new(hub.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     let tcp_server = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -137,17 +133,20 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
         .add_service(admin_api.clone())
         .serve_with_incoming_shutdown(
             crate::listener::incoming(tcp, tls, config.listener_limits),
-            stopped(stop_rx.clone()),
+            shutdown.clone().draining_owned(),
         );
     let uds_server = Server::builder()
         .add_service(health)
         .add_service(admin_api)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(uds), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(uds),
+            shutdown.clone().draining_owned(),
+        );
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on metrics_addr {}", config.metrics_addr))?;
     let metrics_task = tokio::spawn(
-        crate::metrics::serve(metrics_listener, metrics, stopped(stop_rx.clone()))
+        crate::metrics::serve(metrics_listener, metrics, shutdown.clone().draining_owned())
             .instrument(tracing::info_span!("metrics", addr = %config.metrics_addr)),
     );
     let tcp_task = tokio::spawn(
@@ -195,7 +194,6 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
     ]);
     shutdown.draining().await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    let _ = stop_tx.send(true);
     // Ending every agent stream lets the graceful shutdown finish at once.
     hub.registry.close_all();
     sweeper.abort();

@@ -346,7 +346,7 @@ impl AgentApi {
                 // watch guard is held across an await.
                 let next = tokio::select! {
                     next = inbound.next() => Some(next),
-                    _ = shutdown.wait_for(|stop| *stop) => break "hub shutting down".to_owned(),
+                    () = shutdown.draining() => break "hub shutting down".to_owned(),
                     _ = &mut ended => None,
                 };
                 let Some(next) = next else {

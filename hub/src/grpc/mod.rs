@@ -40,8 +40,8 @@ pub struct Hub {
     pub engine: Arc<crate::engine::Engine>,
     /// RKE2's channels JSON (for `upgrade --channel`).
     pub channel_url: String,
-    /// Becomes true when the hub stops: agent streams end so the server can drain.
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Drains when the hub stops: agent streams end so the server can drain.
+    pub shutdown: rke2ops_common::shutdown::Listener,
     /// Per-node limit on full statuses ([`crate::ratelimit::FULL_STATUS`]).
     pub full_status_limit: Arc<crate::ratelimit::Limiter>,
     /// Per-node limit on summary statuses ([`crate::ratelimit::SUMMARY_STATUS`]).

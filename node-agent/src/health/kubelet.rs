@@ -19,7 +19,11 @@ where
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
+    // The connection's driver: its errors surface through `send_request`.
+    tokio::spawn(tracing::Instrument::instrument(
+        conn,
+        tracing::debug_span!("health_probe_conn", host),
+    ));
     let request = hyper::Request::get(path)
         .header(hyper::header::HOST, host)
         .body(Empty::<Bytes>::new())

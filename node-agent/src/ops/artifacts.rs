@@ -554,13 +554,15 @@ async fn fetch_files(
                     }
                 })?;
                 let (found, target, limit) = (found.clone(), dest.join(file), *limit);
-                bytes_total +=
-                    tokio::task::spawn_blocking(move || copy_bounded(&found, &target, limit))
-                        .await
-                        .map_err(|e| ArtifactError::Io {
-                            path: dest.to_path_buf(),
-                            source: std::io::Error::other(e),
-                        })??;
+                let span = tracing::Span::current();
+                bytes_total += tokio::task::spawn_blocking(move || {
+                    span.in_scope(|| copy_bounded(&found, &target, limit))
+                })
+                .await
+                .map_err(|e| ArtifactError::Io {
+                    path: dest.to_path_buf(),
+                    source: std::io::Error::other(e),
+                })??;
             }
         }
     }
@@ -634,7 +636,8 @@ async fn download(
     }
     file.flush().await.map_err(io(&tmp))?;
     drop(file);
-    tokio::task::spawn_blocking(move || commit(new))
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(|| commit(new)))
         .await
         .map_err(|e| ArtifactError::Io {
             path: tmp,
