@@ -1,7 +1,10 @@
 //! Generated gRPC types and services of `rke2ops.v1`.
 //!
-//! Only the conversion modules of the agent and hub touch these prost structs; the rest of
-//! the code works with the domain types of `rke2ops-common`.
+//! Only the edges touch these prost structs: the agent's `link/convert.rs` (which also wraps
+//! the generated client), the hub's gRPC services under `grpc/` with their conversions in
+//! `grpc/convert.rs`, and the hub CLI's gRPC clients (`cli/client.rs`, `cli/plans_client.rs`).
+//! Everything else (the agent's runner and link, the hub's engine, registry and store) works
+//! with domain types.
 
 #![allow(missing_docs, clippy::all, missing_debug_implementations)]
 
