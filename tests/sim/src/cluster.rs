@@ -60,7 +60,7 @@ pub fn unit_name(role: Role) -> &'static str {
     }
 }
 
-/// The unit file in this repository (`tests/units/`).
+/// The unit file in this repository (`tests/sim/units/`).
 #[must_use]
 pub fn unit_file(role: Role) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -4,7 +4,7 @@
 //! A release `<out>/<version>/` holds what RKE2's GitHub release holds for one architecture:
 //! - `rke2.linux-amd64.tar.gz`: `bin/rke2` (the simulator with the version in its trailer,
 //!   [`crate::version::with_trailer`]), `bin/rke2-killall.sh`, `bin/rke2-uninstall.sh`,
-//!   `lib/systemd/system/rke2-{server,agent}.service` (this repository's `tests/units/`, RKE2's
+//!   `lib/systemd/system/rke2-{server,agent}.service` (this repository's `tests/sim/units/`, RKE2's
 //!   units), `share/rke2/LICENSE.txt` and `share/rke2/rke2-cis-sysctl.conf`;
 //! - `sha256sum-amd64.txt`: `<hex>  <file>` lines as `sha256sum` writes them.
 //!

@@ -3,7 +3,7 @@
 //! certificate rotate`, a real three-member etcd cluster, and the fault switches.
 //!
 //! Each test boots proving-ground nodes (`rke2ops_ground`) and sets simulated RKE2 up
-//! with `rke2ops_sim::cluster` (RKE2's unit files from `tests/units/`, unchanged).
+//! with `rke2ops_sim::cluster` (RKE2's unit files from `tests/sim/units/`, unchanged).
 //! Needs root, systemd, etcd and curl (`scripts/install-test-deps.sh`) and
 //! `cargo build -p rke2ops-tests` first.
 
