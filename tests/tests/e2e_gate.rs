@@ -116,9 +116,10 @@ fn not_built_message(targets: &[Target]) -> String {
         message,
         "Run every check and test as CI does (installs the test packages first):\n  \
          sudo -E scripts/test.sh\n\
-         or build the binaries they run and the end-to-end tests of one package, or one target:\n  \
+         or build the binaries they run, then run every test or one target:\n  \
          cargo build --workspace --bins --features {FEATURE}\n  \
-         sudo -E cargo test -p rke2ops-tests --features {FEATURE} [--test e2e_agent_dbus]"
+         sudo -E cargo test --workspace --features {FEATURE}\n  \
+         sudo -E cargo test -p rke2ops-tests --features {FEATURE} --test e2e_agent_dbus"
     );
     message
 }

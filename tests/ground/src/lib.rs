@@ -126,7 +126,8 @@ pub fn require_root_and_tools() {
 pub fn check_root_and_tools() -> std::result::Result<(), String> {
     if !nix::unistd::geteuid().is_root() {
         return Err(
-            "these tests boot systemd in namespaces and must run as root (sudo -E cargo test ...)"
+            "these tests boot systemd in namespaces and must run as root (sudo -E scripts/test.sh, \
+             or sudo -E cargo test --features e2e ...)"
                 .into(),
         );
     }
