@@ -4,7 +4,8 @@
 #   scripts/demo.sh [--hold-secs N]
 #
 # Needs root (each simulated node is a real systemd in its own namespaces). Installs the
-# Debian packages it needs, builds the binaries, then runs `rke2-demo`.
+# Debian packages it needs, builds the binaries, then runs `rke2-demo` (package
+# scripts/demo/). Built with the features scripts/test.sh uses, so the two share one build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
@@ -12,5 +13,5 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 scripts/install-test-deps.sh
-cargo build --workspace --bins --locked
+cargo build --workspace --bins --locked --features e2e
 exec target/debug/rke2-demo "$@"

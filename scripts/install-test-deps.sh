@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the proving ground (tests/src/ground) and the end-to-end tests need on a Debian
+# Installs what the proving ground (tests/ground) and the end-to-end tests need on a Debian
 # machine: a real systemd and D-Bus to boot simulated nodes, util-linux for unshare/nsenter,
 # iproute2 and nftables (a network per node, and partitions), promtool (metrics lint), etcd (real etcd members), openssl and curl.
 #
@@ -18,14 +18,14 @@ declare -A probe=(
   [etcd-client]=/usr/bin/etcdctl
   [openssl]=/usr/bin/openssl
   [curl]=/usr/bin/curl
-  # cuts a proving-ground node off the network (tests/src/ground/net.rs)
+  # cuts a proving-ground node off the network (tests/ground/src/net.rs)
   [nftables]=/usr/sbin/nft
   # etcd-client generates its gRPC code at build time with protoc
   [protobuf-compiler]=/usr/bin/protoc
   # ... and needs the well-known types (descriptor.proto), which --no-install-recommends
   # leaves out
   [libprotobuf-dev]=/usr/include/google/protobuf/descriptor.proto
-  # the Python Kubernetes client the stand-in API is checked with (tests/tests/sim_kubectl.rs);
+  # the Python Kubernetes client the stand-in API is checked with (tests/sim/tests/e2e_sim_kubectl.rs);
   # Debian's, for /usr/bin/python3
   [python3-kubernetes]=/usr/lib/python3/dist-packages/kubernetes/__init__.py
 )
@@ -34,7 +34,7 @@ declare -A probe=(
 # it is checked, never installed from elsewhere.
 if [ ! -x /usr/bin/kubectl ]; then
   echo "install-test-deps: /usr/bin/kubectl is missing; it comes with the machine image" \
-    "(tests/tests/sim_kubectl.rs runs it); install kubectl there by hand" >&2
+    "(tests/sim/tests/e2e_sim_kubectl.rs runs it); install kubectl there by hand" >&2
   kubectl_missing=1
 fi
 
