@@ -336,7 +336,7 @@ impl Hub {
             .arg(state.join("state"))
             .arg("--admin-socket")
             .arg(&socket)
-            .env("RKE2_HUB_CONFIG", "/dev/null")
+            .env("RKE2OPS_HUB_CONFIG", "/dev/null")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -227,7 +227,7 @@ impl Hub {
             .arg(state.join("state"))
             .arg("--admin-socket")
             .arg(state.join("hub.sock"))
-            .env("RKE2_HUB_CONFIG", "/dev/null")
+            .env("RKE2OPS_HUB_CONFIG", "/dev/null")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -122,7 +122,7 @@ impl HubProcess {
             .arg("--admin-socket")
             .arg(state.join("hub.sock"))
             .args(extra)
-            .env("RKE2_HUB_CONFIG", "/dev/null")
+            .env("RKE2OPS_HUB_CONFIG", "/dev/null")
             .stdout(Stdio::null());
         let child = match place {
             Where::Station => crate::ground::ground()

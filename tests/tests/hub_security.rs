@@ -90,6 +90,8 @@ impl Hub {
             .arg(dir.path().join("state"))
             .arg("--admin-socket")
             .arg(dir.path().join("hub.sock"))
+            // Deliberately the hub's pre-`RKE2OPS_HUB_*` names: they must keep working
+            // (`old_environment_names_still_work_with_a_warning`).
             .env("RKE2_HUB_CONFIG", "/dev/null")
             .env("RKE2_HUB_LOG", "info")
             .stdout(Stdio::null())
@@ -485,6 +487,25 @@ async fn eventually(what: &str, timeout: Duration, mut done: impl FnMut() -> boo
 
 // ---------------------------------------------------------------------------------------------
 // The tests.
+
+/// A hub set up with the `RKE2_HUB_*` names of earlier releases reads them and says once per
+/// name what to rename it to.
+#[test]
+fn old_environment_names_still_work_with_a_warning() {
+    let hub = Hub::start("127.0.45.1");
+    let log = hub.log();
+    for (old, new) in [
+        ("RKE2_HUB_CONFIG", "RKE2OPS_HUB_CONFIG"),
+        ("RKE2_HUB_LOG", "RKE2OPS_HUB_LOG"),
+    ] {
+        let warning = format!("environment variable {old} is deprecated: rename it to {new}");
+        assert_eq!(
+            log.matches(&warning).count(),
+            1,
+            "one deprecation warning for {old}:\n{log}"
+        );
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_without_a_client_certificate_is_unauthenticated() {
@@ -1970,7 +1991,7 @@ async fn a_second_serve_on_the_same_state_dir_exits_before_touching_the_store() 
         .arg(hub.state())
         .arg("--admin-socket")
         .arg(hub.dir.path().join("second.sock"))
-        .env("RKE2_HUB_CONFIG", "/dev/null")
+        .env("RKE2OPS_HUB_CONFIG", "/dev/null")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

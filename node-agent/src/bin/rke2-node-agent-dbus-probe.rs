@@ -1,7 +1,7 @@
 //! Test tool, not shipped: drives [`rke2_node_agent::dbus::Systemd`] once and prints the
 //! outcome as one JSON object on stdout (exit status 0 when `"ok": true`, 1 otherwise).
 //!
-//! The proving-ground tests (`tests/tests/agent_dbus.rs`) install it into a simulated node and
+//! The proving-ground tests (`tests/tests/e2e_agent_dbus.rs`) install it into a simulated node and
 //! run it there, so it reaches that node's system bus exactly as the agent would:
 //!
 //! ```text
