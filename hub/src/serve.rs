@@ -157,23 +157,18 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
         path = %config.admin_socket.display()
     )));
     let sweeper = tokio::spawn(sweep(hub.clone()).instrument(tracing::info_span!("offline_sweep")));
-    let engine_task = tokio::spawn(
-        Arc::clone(&engine)
-            .run()
-            .instrument(tracing::info_span!("plan_engine")),
-    );
+    // The engine's loops open their own spans (`plan_engine`, `auto_maintenance`).
+    let engine_task = tokio::spawn(Arc::clone(&engine).run());
     let roles_task = role_source(kube_settings.as_ref())?.map(|kube| {
         tokio::spawn(sync_roles(store.clone(), kube).instrument(tracing::info_span!("role_sync")))
     });
     let auto_task = config.auto_restart_within.map(|lead| {
         tokio::spawn(
-            Arc::clone(&engine)
-                .auto_maintenance(crate::engine::AutoMaintenance {
-                    lead,
-                    window: config.auto_restart_window.clone(),
-                    every: Duration::from_secs(300),
-                })
-                .instrument(tracing::info_span!("auto_maintenance")),
+            Arc::clone(&engine).auto_maintenance(crate::engine::AutoMaintenance {
+                lead,
+                window: config.auto_restart_window.clone(),
+                every: Duration::from_secs(300),
+            }),
         )
     });
 

@@ -17,7 +17,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
 use time::OffsetDateTime;
 
-use super::journal::{Journal, OpRecord};
+use super::journal::{Journal, JournalError, OpRecord};
 use super::runner::{Progress, Runner};
 use super::setup::NodeSetup;
 use super::steps::{OpKind, Step};
@@ -613,6 +613,23 @@ async fn run_until_crash(runner: TestRunner, id: &str, kind: OpKind, crash: Cras
     }
 }
 
+/// Waits (at most 10 s) until nobody holds `journal`'s operations lock. The crashed run
+/// dropped its lock, but a sibling test that forked a child (`rke2` scripts) at that moment
+/// shares the lock's open file until the child's exec closes it: a restarted agent meets the
+/// same thing from a dying process, and systemd's restart delay covers it.
+async fn wait_until_unlocked(journal: &Journal) {
+    let started = std::time::Instant::now();
+    loop {
+        match journal.lock() {
+            Ok(lock) => return drop(lock),
+            Err(JournalError::Busy { .. }) if started.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("the crashed run's journal lock was never released: {e}"),
+        }
+    }
+}
+
 /// Crashes `kind` at the start and at the end of every step its path runs (the path taken
 /// from an uninterrupted run on another node from `make_node`), resumes each with a fresh
 /// runner on the same journal and hands the final record to `check`. Whatever the crash
@@ -648,6 +665,7 @@ async fn crash_at_every_step(
                 Some((id, step)),
                 "{crash:?}: the journal holds the crashed step"
             );
+            wait_until_unlocked(&journal).await;
             let record = node
                 .runner()
                 .resume(|_| {})
