@@ -78,18 +78,46 @@ pub fn plan(code: Code, facts: &Facts, findings: &[Finding]) -> Plan {
     }
 }
 
-/// Runs `--fix code`; returns the exit code (0 fixed or nothing to fix, 2 otherwise).
+/// sysexits' EX_USAGE: `--fix` names no known code.
+pub const EXIT_UNKNOWN_CODE: u8 = 64;
+
+/// Runs `--fix code`; returns the exit code: 0 fixed (or nothing to fix), 2 not fixed (the
+/// reason on stderr), 64 unknown code, 78 bad config.yaml.
 ///
 /// # Errors
-/// An unknown code, or a runtime that cannot start.
+/// Never: every failure is reported on stderr and becomes an exit code, so a failed fix
+/// never exits 1 ("warnings only").
 pub fn run(config: &Config, options: &Options, code: &str) -> anyhow::Result<u8> {
+    match fix(config, options, code) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("rke2-node-agent doctor: {e:#}");
+            let unknown = e.downcast_ref::<UnknownCode>().is_some();
+            let bad_input = e.downcast_ref::<gather::GatherError>().is_some();
+            Ok(if unknown {
+                EXIT_UNKNOWN_CODE
+            } else if bad_input {
+                super::run::EXIT_BAD_INPUT
+            } else {
+                EXIT_BLOCKER
+            })
+        }
+    }
+}
+
+/// `--fix` named no known code.
+#[derive(Debug, thiserror::Error)]
+#[error("--fix {0:?}: unknown code (known: {1})")]
+pub struct UnknownCode(String, String);
+
+fn fix(config: &Config, options: &Options, code: &str) -> anyhow::Result<u8> {
     let known = rke2ops_common::doctor::Code::ALL
         .iter()
         .map(|c| c.as_str())
         .collect::<Vec<_>>()
         .join(", ");
     let code = Code::parse(code)
-        .ok_or_else(|| anyhow::anyhow!("--fix {code:?}: unknown code (known: {known})"))?;
+        .ok_or_else(|| UnknownCode(code.to_owned(), known))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
