@@ -116,8 +116,7 @@ fn fix(config: &Config, options: &Options, code: &str) -> anyhow::Result<u8> {
         .map(|c| c.as_str())
         .collect::<Vec<_>>()
         .join(", ");
-    let code = Code::parse(code)
-        .ok_or_else(|| UnknownCode(code.to_owned(), known))?;
+    let code = Code::parse(code).ok_or_else(|| UnknownCode(code.to_owned(), known))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -189,3 +189,56 @@ pub fn all_findings(facts: &Facts, options: &Options) -> Vec<Finding> {
     rke2ops_common::doctor::sort(&mut findings);
     findings
 }
+
+/// What the daemon runs after every rescan: the file-based checks over its fresh inventory
+/// (no systemd: the daemon exports the unit's state separately), counted per (code,
+/// severity) for `rke2ops_doctor_findings`.
+#[derive(Debug, Clone)]
+pub struct DaemonChecks {
+    config: crate::config::Config,
+    options: Options,
+}
+
+impl DaemonChecks {
+    /// The checks with `config`'s warning window and the default disk thresholds.
+    #[must_use]
+    pub fn new(config: &crate::config::Config) -> Self {
+        Self {
+            config: config.clone(),
+            options: Options {
+                warn_days: config.warn_days,
+                staging_min_free: DEFAULT_STAGING_MIN_FREE_MIB * 1024 * 1024,
+                etcd_min_free: DEFAULT_ETCD_MIN_FREE_MIB * 1024 * 1024,
+            },
+        }
+    }
+
+    /// Findings per (code, severity) for `inventory` (scanned with the daemon's scan config).
+    ///
+    /// # Errors
+    /// When config.yaml is bad.
+    pub fn counts(
+        &self,
+        inventory: &Inventory,
+    ) -> Result<
+        Vec<(
+            rke2ops_common::doctor::Code,
+            rke2ops_common::doctor::Severity,
+            usize,
+        )>,
+        gather::GatherError,
+    > {
+        let scan = self.config.scan_config();
+        let facts = gather::facts(
+            &self.config,
+            &self.options,
+            &scan,
+            inventory.clone(),
+            UnitFacts::NotInstalled,
+        )?;
+        Ok(rke2ops_common::doctor::counts(&file_findings(
+            &facts,
+            &self.options,
+        )))
+    }
+}
