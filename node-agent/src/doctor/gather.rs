@@ -9,6 +9,7 @@ use rke2ops_common::certs::scan::{KubeconfigPath, read_limited};
 use rke2ops_common::certs::{Inventory, ScanConfig, keys, parse};
 use time::OffsetDateTime;
 
+use super::etcd::{EtcdFacts, parse_db_metrics};
 use super::{BackupCopy, BrokenFile, DiskFacts, Facts, NodeNames, Options, UnitFacts, certs};
 use crate::config::Config;
 use crate::service::{ServiceManager as _, UnitLog as _, detect_rke2_unit};
@@ -401,8 +402,14 @@ pub fn facts(
         .map(|k| k.path.display().to_string())
         .filter(|p| *p != admin)
         .collect();
+    // The hub's name for the node when enrolled, else RKE2's (config.yaml `node-name`, else
+    // the host name).
+    let node = match (&config.hub, &names.hostname) {
+        (None, Some(name)) => name.clone(),
+        _ => crate::state::node_name(config),
+    };
     Ok(Facts {
-        node: crate::state::node_name(config),
+        node,
         now: OffsetDateTime::now_utc(),
         data_dir: config.data_dir.clone(),
         broken: broken_files(&config.data_dir, &inventory, scan.max_file_size),
@@ -412,7 +419,61 @@ pub fn facts(
         names,
         unit,
         disks: disks(config, options),
+        etcd: EtcdFacts::NotHere,
     })
+}
+
+/// The most of etcd's metrics page read (it is a few hundred KiB).
+const METRICS_LIMIT: usize = 8 * 1024 * 1024;
+
+/// etcd's plain-HTTP metrics (`127.0.0.1:2381/metrics`), body only; `None` on any failure.
+async fn etcd_metrics(timeout: std::time::Duration) -> Option<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect("127.0.0.1:2381")
+            .await
+            .ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: text/plain\r\n\r\n")
+            .await
+            .ok()?;
+        let mut body = Vec::new();
+        stream
+            .take(METRICS_LIMIT as u64)
+            .read_to_end(&mut body)
+            .await
+            .ok()?;
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200")
+            .then(|| body.to_owned())
+            .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_owned()))
+    };
+    tokio::time::timeout(timeout, fetch).await.ok().flatten()
+}
+
+/// Asks the embedded etcd (servers with `server/db/etcd`) for members, alarms and DB size.
+pub async fn etcd_facts(data_dir: &Path) -> EtcdFacts {
+    if !data_dir.join("server/db/etcd").is_dir() {
+        return EtcdFacts::NotHere;
+    }
+    let timeout = std::time::Duration::from_secs(5);
+    let creds = crate::health::etcd::EtcdCredentials::rke2(data_dir);
+    match crate::health::etcd::health("https://127.0.0.1:2379", &creds, timeout).await {
+        Ok(health) => {
+            let (db_size, quota) = etcd_metrics(timeout)
+                .await
+                .map_or((None, None), |text| parse_db_metrics(&text));
+            EtcdFacts::Found {
+                health,
+                db_size,
+                quota,
+            }
+        }
+        Err(e) => EtcdFacts::Unreachable {
+            reason: e.to_string(),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //!
 //! Split as the rest of the agent: [`gather`] does every read (scanner inventory, backups,
 //! config.yaml, interface addresses, systemd, statvfs) into plain [`Facts`]; the checks
-//! ([`certs`], [`kubeconfigs`], [`sans`], [`unit`], [`disk`]) are pure functions of the facts
+//! ([`certs`], [`kubeconfigs`], [`sans`], [`unit`], [`disk`], [`etcd`]) are pure functions of the facts
 //! and are unit-tested with generated certificates. The finding vocabulary (codes,
 //! severities, exit code, table) is `rke2ops_common::doctor`.
 
@@ -17,6 +17,7 @@ use crate::service::UnitState;
 
 pub mod certs;
 pub mod disk;
+pub mod etcd;
 pub mod fix;
 pub mod gather;
 pub mod kubeconfigs;
@@ -138,6 +139,8 @@ pub struct Facts {
     pub unit: UnitFacts,
     /// Free space where it matters.
     pub disks: Vec<DiskFacts>,
+    /// Embedded etcd (servers).
+    pub etcd: etcd::EtcdFacts,
 }
 
 impl Facts {
@@ -186,6 +189,7 @@ pub fn file_findings(facts: &Facts, options: &Options) -> Vec<Finding> {
 pub fn all_findings(facts: &Facts, options: &Options) -> Vec<Finding> {
     let mut findings = file_findings(facts, options);
     findings.extend(unit::check(facts));
+    findings.extend(etcd::check(facts));
     rke2ops_common::doctor::sort(&mut findings);
     findings
 }

@@ -25,12 +25,17 @@ pub fn run(
 ) -> anyhow::Result<u8> {
     let scan = gather::scan_config(config);
     let inventory = Scanner::new(scan.clone()).scan();
-    let unit = tokio::runtime::Builder::new_current_thread()
+    let (unit, etcd) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(gather::unit_facts());
+        .block_on(async {
+            tokio::join!(gather::unit_facts(), gather::etcd_facts(&config.data_dir))
+        });
     let facts = match gather::facts(config, options, &scan, inventory, unit) {
-        Ok(facts) => facts,
+        Ok(mut facts) => {
+            facts.etcd = etcd;
+            facts
+        }
         Err(e) => {
             eprintln!("rke2-node-agent doctor: {e}");
             return Ok(EXIT_BAD_INPUT);

@@ -128,6 +128,7 @@ pub fn facts_with(certs: Vec<CertEntry>) -> Facts {
             reason: "test".to_owned(),
         },
         disks: Vec::new(),
+        etcd: super::etcd::EtcdFacts::NotHere,
     }
 }
 
