@@ -10,12 +10,12 @@ use rke2ops_common::doctor::{Code, Finding, Severity};
 
 use super::Facts;
 
-/// The shell a person would run to refresh `copy` from `admin`, keeping its `server:`
-/// (what `doctor --fix` and rotations do through `ops::files::refresh_kubeconfig`).
+/// `doctor --fix code`, or the shell a person would run to refresh `copy` from `admin`
+/// keeping its `server:` (what rotations do through `ops::files::refresh_kubeconfig`).
 #[must_use]
-pub fn refresh_command(admin: &str, copy: &str) -> String {
+pub fn refresh_command(code: Code, admin: &str, copy: &str) -> String {
     format!(
-        "rke2-node-agent doctor --fix kubeconfig-ca-differs (or by hand: server=$(kubectl \
+        "rke2-node-agent doctor --fix {code} (or by hand: server=$(kubectl \
          --kubeconfig {copy} config view -o jsonpath='{{.clusters[0].cluster.server}}') && cp \
          {admin} {copy} && kubectl --kubeconfig {copy} config set-cluster default --server \"$server\")"
     )
@@ -42,7 +42,6 @@ pub fn check(facts: &Facts) -> Vec<Finding> {
     let admin_ca = ca_data(facts, &facts.admin_kubeconfig);
     let mut findings = Vec::new();
     for copy in &facts.kubeconfig_copies {
-        let fix = refresh_command(&facts.admin_kubeconfig, copy);
         for cert in facts.inventory.certificates.iter().filter(|c| {
             &c.path == copy && !c.is_ca && field_is(&c.origin, "client-certificate-data")
         }) {
@@ -51,19 +50,23 @@ pub fn check(facts: &Facts) -> Vec<Finding> {
                 ChainCheck::UnknownIssuer => "no CA in the tree has its issuer's name".to_owned(),
                 ChainCheck::NotApplicable | ChainCheck::Verified { .. } => continue,
             };
-            let mut f = Finding::new(
-                Code::KubeconfigUnknownAuthority,
-                Severity::Warning,
-                &facts.node,
-                copy,
-                String::new(),
-            )
-            .with("field", "client-certificate-data")
-            .with("subject", &cert.subject_cn)
-            .with("issuer", &cert.issuer)
-            .with("chain", why);
-            f.fix = fix.replace("kubeconfig-ca-differs", "kubeconfig-unknown-authority");
-            findings.push(f);
+            findings.push(
+                Finding::new(
+                    Code::KubeconfigUnknownAuthority,
+                    Severity::Warning,
+                    &facts.node,
+                    copy,
+                    refresh_command(
+                        Code::KubeconfigUnknownAuthority,
+                        &facts.admin_kubeconfig,
+                        copy,
+                    ),
+                )
+                .with("field", "client-certificate-data")
+                .with("subject", &cert.subject_cn)
+                .with("issuer", &cert.issuer)
+                .with("chain", why),
+            );
         }
         // Without rke2.yaml (an agent node) there is nothing to compare with.
         if admin_ca.is_empty() {
@@ -77,7 +80,7 @@ pub fn check(facts: &Facts) -> Vec<Finding> {
                     Severity::Warning,
                     &facts.node,
                     copy,
-                    fix,
+                    refresh_command(Code::KubeconfigCaDiffers, &facts.admin_kubeconfig, copy),
                 )
                 .with("field", "certificate-authority-data")
                 .with("differs_from", &facts.admin_kubeconfig),
