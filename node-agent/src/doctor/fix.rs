@@ -15,7 +15,7 @@ use rke2ops_common::doctor::{Code, EXIT_BLOCKER, EXIT_OK, Finding};
 use super::{Facts, Options, all_findings, certs, gather};
 use crate::config::Config;
 use crate::ops::files;
-use crate::service::{JobResult, ServiceManager as _};
+use crate::service::{JobResult, ServiceManager};
 
 /// What a planned fix does, decided from the facts alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,28 +155,71 @@ fn fix(config: &Config, options: &Options, code: &str) -> anyhow::Result<u8> {
             unit,
             copies,
             unfixable,
-        } => runtime.block_on(restore(config, &unit, &copies, &unfixable)),
+        } => runtime.block_on(async {
+            for path in &unfixable {
+                eprintln!(
+                    "rke2-node-agent doctor: {path}: no backup holds a valid copy; not restored"
+                );
+            }
+            if copies.is_empty() {
+                return Ok(EXIT_BLOCKER);
+            }
+            let systemd = crate::dbus::Systemd::connect().await?;
+            let verdict = restore(&systemd, &config.data_dir, &scan, &unit, &copies).await?;
+            for line in &verdict.report {
+                println!("{line}");
+            }
+            for p in &verdict.still_broken {
+                eprintln!("rke2-node-agent doctor: {p}: still unusable after the restore");
+            }
+            Ok(if verdict.ok() && unfixable.is_empty() {
+                EXIT_OK
+            } else {
+                EXIT_BLOCKER
+            })
+        }),
     }
 }
 
-async fn restore(
-    config: &Config,
+/// What a restore did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// Progress lines for the operator.
+    pub report: Vec<String>,
+    /// systemd's verdict on the start.
+    pub started: JobResult,
+    /// Restored files that the rescan still finds unusable.
+    pub still_broken: Vec<String>,
+}
+
+impl Restored {
+    /// Started and every restored file verified.
+    #[must_use]
+    pub fn ok(&self) -> bool {
+        self.started.is_success() && self.still_broken.is_empty()
+    }
+}
+
+/// Stops `unit`, copies each (backup copy, live file) pair (paths relative to `data_dir`)
+/// through a temporary file and a rename keeping the live file's owner and mode, starts the
+/// unit, rescans and checks the restored files are usable.
+///
+/// # Errors
+/// When systemd fails to answer, the stop job fails, or a copy fails (the unit is then left
+/// stopped: starting it on a half-restored tree would only crash-loop).
+pub async fn restore(
+    manager: &impl ServiceManager,
+    data_dir: &std::path::Path,
+    scan: &rke2ops_common::certs::ScanConfig,
     unit: &str,
     copies: &[(String, String)],
-    unfixable: &[String],
-) -> anyhow::Result<u8> {
-    for path in unfixable {
-        eprintln!("rke2-node-agent doctor: {path}: no backup holds a valid copy; not restored");
-    }
-    if copies.is_empty() {
-        return Ok(EXIT_BLOCKER);
-    }
-    let systemd = crate::dbus::Systemd::connect().await?;
-    let stopped = systemd.stop(unit).await?;
+) -> anyhow::Result<Restored> {
+    let mut report = Vec::new();
+    let stopped = manager.stop(unit).await?;
     if !stopped.is_success() {
         anyhow::bail!("systemctl stop {unit}: job {stopped}");
     }
-    let data_dir = &config.data_dir;
+    report.push(format!("stopped {unit}"));
     let mut restored = Vec::new();
     for (from, to) in copies {
         let (from_abs, to_abs) = (data_dir.join(from), data_dir.join(to));
@@ -184,28 +227,21 @@ async fn restore(
             .map_err(|e| anyhow::anyhow!("{}: {e}", from_abs.display()))?;
         atomic_file::replace_with_copy(&from_abs, &to_abs, Policy::KeepExisting(Attrs::of(&attrs)))
             .map_err(|e| anyhow::anyhow!("{} -> {e}", from_abs.display()))?;
-        println!("restored {to} from {from}");
+        report.push(format!("restored {to} from {from}"));
         restored.push(to.clone());
     }
-    let started = systemd.start(unit).await?;
-    if started != JobResult::Done {
-        eprintln!("rke2-node-agent doctor: systemctl start {unit}: job {started}");
-    }
-    // Verify: none of the restored files is unusable any more.
-    let inventory = Scanner::new(gather::scan_config(config)).scan();
-    let still: Vec<&String> = restored
-        .iter()
-        .filter(|p| inventory.errors.iter().any(|e| &e.path == *p))
+    let started = manager.start(unit).await?;
+    report.push(format!("start {unit}: {started}"));
+    let inventory = Scanner::new(scan.clone()).scan();
+    let still_broken = restored
+        .into_iter()
+        .filter(|p| inventory.errors.iter().any(|e| &e.path == p))
         .collect();
-    if still.is_empty() && started.is_success() {
-        println!("{unit} started; restored files verified");
-        Ok(EXIT_OK)
-    } else {
-        for p in still {
-            eprintln!("rke2-node-agent doctor: {p}: still unusable after the restore");
-        }
-        Ok(EXIT_BLOCKER)
-    }
+    Ok(Restored {
+        report,
+        started,
+        still_broken,
+    })
 }
 
 #[cfg(test)]
@@ -281,5 +317,84 @@ mod tests {
                 copies: vec!["/root/.kube/config".to_owned()]
             }
         );
+    }
+
+    /// Records calls; checks the live file is still empty when the stop comes (the copy
+    /// happens with the unit stopped) and restored when the start comes.
+    struct Recorder {
+        calls: std::sync::Mutex<Vec<String>>,
+        live: std::path::PathBuf,
+    }
+
+    impl ServiceManager for Recorder {
+        async fn start(&self, unit: &str) -> Result<JobResult, crate::service::ServiceError> {
+            let size = std::fs::metadata(&self.live).map(|m| m.len()).unwrap_or(0);
+            self.calls
+                .lock()
+                .expect("lock")
+                .push(format!("start {unit} size>0={}", size > 0));
+            Ok(JobResult::Done)
+        }
+        async fn stop(&self, unit: &str) -> Result<JobResult, crate::service::ServiceError> {
+            let size = std::fs::metadata(&self.live).map(|m| m.len()).unwrap_or(0);
+            self.calls
+                .lock()
+                .expect("lock")
+                .push(format!("stop {unit} size>0={}", size > 0));
+            Ok(JobResult::Done)
+        }
+        async fn restart(&self, _: &str) -> Result<JobResult, crate::service::ServiceError> {
+            unreachable!("not used")
+        }
+        async fn state(
+            &self,
+            _: &str,
+        ) -> Result<crate::service::UnitState, crate::service::ServiceError> {
+            unreachable!("not used")
+        }
+        async fn reset_failed(&self, _: &str) -> Result<(), crate::service::ServiceError> {
+            unreachable!("not used")
+        }
+        async fn daemon_reload(&self) -> Result<(), crate::service::ServiceError> {
+            unreachable!("not used")
+        }
+    }
+
+    #[tokio::test]
+    async fn pem_restore_copies_with_the_unit_stopped_then_starts_and_verifies() {
+        use super::super::test_support::{ca, write};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let client = ca("rke2-client");
+        let (cert, key) = client.leaf("system:admin", &[], 0, 365);
+        write(dir.path(), "server/tls/client-ca.crt", &client.pem);
+        let live = write(dir.path(), "server/tls/client-admin.crt", "");
+        write(dir.path(), "server/tls/client-admin.key", &key);
+        write(dir.path(), "server/tls-1700000000/client-admin.crt", &cert);
+        let scan = rke2ops_common::certs::ScanConfig::new(dir.path(), None, &[]);
+        let manager = Recorder {
+            calls: std::sync::Mutex::new(Vec::new()),
+            live: live.clone(),
+        };
+        let done = restore(
+            &manager,
+            dir.path(),
+            &scan,
+            "rke2-server",
+            &[(
+                "server/tls-1700000000/client-admin.crt".to_owned(),
+                "server/tls/client-admin.crt".to_owned(),
+            )],
+        )
+        .await
+        .expect("restores");
+        assert!(done.ok(), "{done:?}");
+        assert_eq!(
+            *manager.calls.lock().expect("lock"),
+            vec![
+                "stop rke2-server size>0=false".to_owned(),
+                "start rke2-server size>0=true".to_owned()
+            ]
+        );
+        assert_eq!(std::fs::read_to_string(&live).expect("read"), cert);
     }
 }
