@@ -201,8 +201,8 @@ impl Restored {
 }
 
 /// Stops `unit`, copies each (backup copy, live file) pair (paths relative to `data_dir`)
-/// through a temporary file and a rename keeping the live file's owner and mode, starts the
-/// unit, rescans and checks the restored files are usable.
+/// through a temporary file and a rename keeping the live file's owner and mode, clears the
+/// unit's failed state, starts it, rescans and checks the restored files are usable.
 ///
 /// # Errors
 /// When systemd fails to answer, the stop job fails, or a copy fails (the unit is then left
@@ -230,6 +230,8 @@ pub async fn restore(
         report.push(format!("restored {to} from {from}"));
         restored.push(to.clone());
     }
+    // A unit that crash-looped on the broken file may have hit its start limit.
+    manager.reset_failed(unit).await?;
     let started = manager.start(unit).await?;
     report.push(format!("start {unit}: {started}"));
     let inventory = Scanner::new(scan.clone()).scan();
@@ -352,8 +354,12 @@ mod tests {
         ) -> Result<crate::service::UnitState, crate::service::ServiceError> {
             unreachable!("not used")
         }
-        async fn reset_failed(&self, _: &str) -> Result<(), crate::service::ServiceError> {
-            unreachable!("not used")
+        async fn reset_failed(&self, unit: &str) -> Result<(), crate::service::ServiceError> {
+            self.calls
+                .lock()
+                .expect("lock")
+                .push(format!("reset-failed {unit}"));
+            Ok(())
         }
         async fn daemon_reload(&self) -> Result<(), crate::service::ServiceError> {
             unreachable!("not used")
@@ -392,6 +398,7 @@ mod tests {
             *manager.calls.lock().expect("lock"),
             vec![
                 "stop rke2-server size>0=false".to_owned(),
+                "reset-failed rke2-server".to_owned(),
                 "start rke2-server size>0=true".to_owned()
             ]
         );
