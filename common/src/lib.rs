@@ -2,6 +2,8 @@
 //!
 //! - [`certs`]: reading RKE2's TLS tree (and kubeconfigs) into a certificate inventory,
 //!   with RKE2's status words, chain and key checks, and never failing on a bad file.
+//! - [`doctor`]: the doctor's findings (stable codes, severities, evidence, fix), exit code
+//!   and table.
 //! - [`renewal`]: the node's renewal deadline, the pure decision behind "restart due".
 //! - [`layout`]: where RKE2 keeps things, and how its backup folders are named.
 //! - [`report`]: the `check` renderings (RKE2's table, our JSON).
@@ -22,6 +24,7 @@
 pub mod atomic_file;
 pub mod certs;
 pub mod config;
+pub mod doctor;
 pub mod exposition;
 #[cfg(feature = "http-server")]
 pub mod http_server;

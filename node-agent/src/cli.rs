@@ -38,6 +38,31 @@ pub enum Command {
     /// version; roll back when the new release does not become ready. Already at or above
     /// the target: skipped (exit 0).
     Upgrade(UpgradeArgs),
+    /// Diagnose this node: certificates, PEM files, kubeconfig copies, SANs, the RKE2 unit,
+    /// disk space; each finding with its evidence and the command that fixes it. Exit 0
+    /// nothing (or info only), 1 warnings, 2 any blocker.
+    Doctor(DoctorArgs),
+}
+
+/// `doctor` options (`--warn-days` and the rest of `check`'s settings come with `common`).
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Warn when the upgrade staging folder (the state dir) has less free space (MiB).
+    #[arg(long, default_value_t = crate::doctor::DEFAULT_STAGING_MIN_FREE_MIB)]
+    pub staging_min_free_mib: u64,
+    /// Warn when etcd's data dir (`<data-dir>/server/db`) has less free space (MiB).
+    #[arg(long, default_value_t = crate::doctor::DEFAULT_ETCD_MIN_FREE_MIB)]
+    pub etcd_min_free_mib: u64,
+    /// Fix the findings of this code (pem-empty-or-corrupt, kubeconfig-unknown-authority,
+    /// kubeconfig-ca-differs); other codes print their command and exit 2.
+    #[arg(long, value_name = "CODE")]
+    pub fix: Option<String>,
 }
 
 /// `upgrade` options.
@@ -168,6 +193,7 @@ mod tests {
         match Cli::try_parse_from(args).expect("parses").command {
             Command::Check(a) => a.common,
             Command::Run(a) => a.common,
+            Command::Doctor(a) => a.common,
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -194,6 +220,31 @@ mod tests {
             vec![PathBuf::from("/a.yaml"), PathBuf::from("/b.yaml")]
         );
         assert_eq!(config.data_dir, PathBuf::from("/file"));
+    }
+
+    #[test]
+    fn doctor_takes_checks_flags_and_its_thresholds() {
+        let cli = Cli::try_parse_from([
+            "rke2-node-agent",
+            "doctor",
+            "--data-dir",
+            "/d",
+            "--warn-days",
+            "30",
+            "--output",
+            "json",
+            "--etcd-min-free-mib",
+            "10",
+        ])
+        .expect("parses");
+        let Command::Doctor(args) = cli.command else {
+            panic!("not doctor");
+        };
+        assert_eq!(args.output, Output::Json);
+        assert_eq!(args.etcd_min_free_mib, 10);
+        assert_eq!(args.staging_min_free_mib, 2048);
+        assert_eq!(args.common.settings.warn_days, Some(30));
+        assert_eq!(args.common.settings.data_dir, Some(PathBuf::from("/d")));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `rke2-node-agent`: the per-node half of rke2-ops.
 //!
 //! - [`check`]: the one-shot `check` command (RKE2's table or JSON, and an exit code).
+//! - [`doctor`]: the `doctor` command: findings with evidence and fix commands (pure checks
+//!   over gathered facts).
 //! - [`daemon`]: the `run` command: file watching, the inventory, `/metrics` and `/healthz`,
 //!   and the systemd notify protocol (READY, STATUS, WATCHDOG).
 //! - [`config`]: the TOML file and its flag/env overrides (one [`config::ConfigLayer`] for
@@ -20,6 +22,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod dbus;
+pub mod doctor;
 pub mod health;
 pub mod journald;
 pub mod link;

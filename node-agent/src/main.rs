@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use rke2_node_agent::cli::{Cli, Command};
 use rke2_node_agent::config::{Config, FileConfig};
-use rke2_node_agent::{check, commands, daemon};
+use rke2_node_agent::{check, commands, daemon, doctor};
 
 /// sysexits' EX_USAGE / EX_CONFIG: kept apart from `check`'s 1 and 2.
 const EXIT_USAGE: u8 = 64;
@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         Command::Restart(args) | Command::Resume(args) => (&args.common, None),
         Command::Status(args) => (&args.common, None),
         Command::Upgrade(args) => (&args.common, None),
+        Command::Doctor(args) => (&args.common, None),
     };
     let (path, required) = common.config_path();
     let config = match FileConfig::load(&path, required)
@@ -53,6 +54,22 @@ fn main() -> ExitCode {
             },
             args.dry_run,
         ),
+        Command::Doctor(args) => {
+            let options = doctor::Options {
+                warn_days: config.warn_days,
+                staging_min_free: args.staging_min_free_mib.saturating_mul(1024 * 1024),
+                etcd_min_free: args.etcd_min_free_mib.saturating_mul(1024 * 1024),
+            };
+            match args.fix {
+                Some(code) => doctor::fix::run(&config, &options, &code),
+                None => doctor::run(
+                    &config,
+                    &options,
+                    args.output,
+                    &mut std::io::stdout().lock(),
+                ),
+            }
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -15,6 +15,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use rke2ops_common::certs::CertStatus;
 use rke2ops_common::certs::status::warn_window;
+use rke2ops_common::doctor::{Code, Severity};
 use rke2ops_common::renewal;
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -34,7 +35,12 @@ pub struct Metrics {
     pub watch_batches: Counter,
     /// The RKE2 unit's last read state.
     pub service: ServiceSlot,
+    /// The doctor's file-based findings after the last rescan, per (code, severity).
+    pub doctor: DoctorSlot,
 }
+
+/// Doctor finding counts per (code, severity), replaced after every rescan.
+pub type DoctorSlot = Arc<std::sync::Mutex<Vec<(Code, Severity, usize)>>>;
 
 use rke2ops_common::exposition::{Labels, const_gauges as gauge};
 
@@ -43,6 +49,7 @@ struct InventoryCollector {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     warn_days: u32,
     service: ServiceSlot,
+    doctor: DoctorSlot,
 }
 
 #[allow(clippy::cast_precision_loss)] // Unix seconds fit f64 exactly for millennia.
@@ -202,6 +209,32 @@ impl Collector for InventoryCollector {
                 &[(vec![], ts(newest.created))],
             )?;
         }
+        // Codes and severities only: a bounded label set, never file names or contents.
+        let doctor: Vec<(Labels, f64)> = self
+            .doctor
+            .lock()
+            .map(|counts| {
+                counts
+                    .iter()
+                    .map(|(code, severity, n)| {
+                        (
+                            vec![
+                                ("code", code.as_str().to_owned()),
+                                ("severity", severity.as_str().to_owned()),
+                            ],
+                            *n as f64,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        gauge(
+            &mut encoder,
+            "rke2ops_doctor_findings",
+            "Current doctor findings of the file-based checks (certificates, PEM files, \
+             kubeconfigs, SANs, disk) by code and severity; absent means none",
+            &doctor,
+        )?;
         gauge(
             &mut encoder,
             "rke2ops_last_scan_timestamp_seconds",
@@ -249,10 +282,12 @@ impl Metrics {
             watch_batches.clone(),
         );
         let service = ServiceSlot::default();
+        let doctor = DoctorSlot::default();
         registry.register_collector(Box::new(InventoryCollector {
             snapshots,
             warn_days,
             service: Arc::clone(&service),
+            doctor: Arc::clone(&doctor),
         }));
         Self {
             registry,
@@ -260,6 +295,7 @@ impl Metrics {
             scan_duration,
             watch_batches,
             service,
+            doctor,
         }
     }
 
@@ -271,5 +307,29 @@ impl Metrics {
         let mut out = String::with_capacity(16 * 1024);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod doctor_tests {
+    use super::*;
+    use rke2ops_common::certs::Inventory;
+
+    #[test]
+    fn doctor_findings_are_exported_by_code_and_severity_only() {
+        let (_tx, rx) = watch::channel(Arc::new(Snapshot {
+            inventory: Inventory::default(),
+            scanned_at: OffsetDateTime::now_utc(),
+        }));
+        let metrics = Metrics::new(rx, 120);
+        *metrics.doctor.lock().expect("not poisoned") = vec![
+            (Code::PemEmptyOrCorrupt, Severity::Blocker, 2),
+            (Code::DiskLow, Severity::Warning, 1),
+        ];
+        let text = metrics.encode().expect("encodes");
+        assert!(text.contains(
+            "rke2ops_doctor_findings{code=\"pem-empty-or-corrupt\",severity=\"blocker\"} 2"
+        ));
+        assert!(text.contains("rke2ops_doctor_findings{code=\"disk-low\",severity=\"warning\"} 1"));
     }
 }

@@ -73,18 +73,30 @@ async fn scan(
     scanner: Scanner,
     metrics: &Metrics,
     node: &str,
+    doctor: &Arc<crate::doctor::DaemonChecks>,
 ) -> anyhow::Result<(Scanner, Snapshot)> {
     let started = Instant::now();
     let span = tracing::info_span!("scan", node = %node);
-    let (scanner, inventory) = tokio::task::spawn_blocking(move || {
+    let checks = Arc::clone(doctor);
+    let (scanner, inventory, findings) = tokio::task::spawn_blocking(move || {
         span.in_scope(|| {
             let mut scanner = scanner;
             let inventory = scanner.scan();
-            (scanner, inventory)
+            // The doctor's file-based checks ride on the same rescan (metric only).
+            let findings = checks.counts(&inventory);
+            (scanner, inventory, findings)
         })
     })
     .await
     .context("scan task failed")?;
+    match findings {
+        Ok(counts) => {
+            if let Ok(mut slot) = metrics.doctor.lock() {
+                *slot = counts;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "doctor checks skipped"),
+    }
     metrics
         .scan_duration
         .observe(started.elapsed().as_secs_f64());
@@ -118,7 +130,9 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
     }));
     let rx_for_link = rx.clone();
     let metrics = Arc::new(Metrics::new(rx, config.warn_days));
-    let (scanner, snapshot) = scan(Scanner::new(config.scan_config()), &metrics, &node).await?;
+    let doctor = Arc::new(crate::doctor::DaemonChecks::new(&config));
+    let (scanner, snapshot) =
+        scan(Scanner::new(config.scan_config()), &metrics, &node, &doctor).await?;
     let mut scanner = Some(scanner);
     // The system bus is optional: outside systemd (or without D-Bus) the agent still
     // watches certificates; operations and service metrics need it.
@@ -201,7 +215,7 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
                 metrics.watch_batches.inc();
                 watcher.reconcile();
                 let current = scanner.take().context("scanner missing")?;
-                let (s, snapshot) = scan(current, &metrics, &node).await?;
+                let (s, snapshot) = scan(current, &metrics, &node, &doctor).await?;
                 scanner = Some(s);
                 let service = match &bus {
                     Some(s) => refresh_service(s, &metrics.service).await,
