@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rke2ops_tests::ground::{ExecOutput, Node, require_root_and_tools};
-use rke2ops_tests::hub::HubProcess as Hub;
+use rke2ops_tests::hub::{AGENT_BIN, HubProcess as Hub};
 use rke2ops_tests::plans::{
     enroll_all, hub_address, mirror, start_hub, wait_nodes_ready, wait_state, wait_until,
     web_workload,
@@ -177,6 +177,28 @@ fn certificates_needing_attention(node: &Node) -> Vec<String> {
         .collect()
 }
 
+/// `rke2-node-agent doctor --output json` on `node` (the agent's own config): its exit code
+/// and its findings' `(code, severity, object)`, all of it printed for a failing assertion.
+fn doctor(node: &Node, extra: &[&str]) -> (i32, Vec<(String, String, String)>, String) {
+    let mut argv = vec![AGENT_BIN, "doctor", "--output", "json"];
+    argv.extend_from_slice(extra);
+    let out = node.exec(&argv).expect("doctor runs");
+    let code = out.status.code().unwrap_or(-1);
+    let report = format!("{}: exit {code}\n{}{}", node.name(), out.stdout, out.stderr);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor's JSON ({e}):\n{report}"));
+    let findings = json["findings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("findings:\n{report}"))
+        .iter()
+        .map(|f| {
+            let field = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
+            (field("code"), field("severity"), field("object"))
+        })
+        .collect();
+    (code, findings, report)
+}
+
 #[test]
 fn the_runbook_runs_verbatim_with_real_clients_before_and_after_a_rotation_and_an_upgrade() {
     rke2ops_tests::ground::block_on(async {
@@ -272,6 +294,17 @@ fn the_runbook_runs_verbatim_with_real_clients_before_and_after_a_rotation_and_a
         });
         block_in_place(|| {
             enroll_all(&cluster, &hub);
+            // The doctor sees what the runbook's check showed on server-1: the aged leaf,
+            // inside its renewal window, and nothing else there.
+            let (code, findings, report) = doctor(server, &[]);
+            assert!(
+                (1..=2).contains(&code)
+                    && !findings.is_empty()
+                    && findings
+                        .iter()
+                        .all(|(_, _, object)| object.ends_with("serving-kube-apiserver.crt")),
+                "{report}"
+            );
             let view = hub.json(&["rotate", "--settle", "1s"]);
             let id = view["id"].as_str().expect("id").to_owned();
             wait_state(&hub, &id, "completed", Duration::from_secs(300));
@@ -283,6 +316,10 @@ fn the_runbook_runs_verbatim_with_real_clients_before_and_after_a_rotation_and_a
                     "{}: every certificate fresh after the rotation: {attention:#?}",
                     sim.node.name()
                 );
+                // A healthy node: the doctor raises no false alarm (certificates, SANs against
+                // the node's addresses, kubeconfigs, the unit, disk, etcd on servers).
+                let (code, findings, report) = doctor(&sim.node, &[]);
+                assert!(code == 0 && findings.is_empty(), "{report}");
             }
 
             let view = hub.json(&["upgrade", "--version", NEW_VERSION, "--settle", "1s"]);
@@ -315,6 +352,41 @@ fn the_runbook_runs_verbatim_with_real_clients_before_and_after_a_rotation_and_a
                 gone.stdout,
                 gone.stderr
             );
+
+            // `failed to find any PEM data`: an emptied leaf is a blocker naming the rotation's
+            // backup; `doctor --fix` restores it with the unit stopped and the node is clean.
+            let emptied = "/var/lib/rancher/rke2/server/tls/client-kube-proxy.crt";
+            ok(server, &format!(": > {emptied}"));
+            let (code, findings, report) = doctor(server, &[]);
+            assert!(
+                code == 2
+                    && findings
+                        .iter()
+                        .any(|(code, severity, object)| code == "pem-empty-or-corrupt"
+                            && severity == "blocker"
+                            && object.ends_with("client-kube-proxy.crt")),
+                "{report}"
+            );
+            assert!(
+                report.contains("server/tls-"),
+                "the backup is named: {report}"
+            );
+            let fixed = server
+                .exec(&[AGENT_BIN, "doctor", "--fix", "pem-empty-or-corrupt"])
+                .expect("doctor --fix runs");
+            assert!(
+                fixed.success(),
+                "doctor --fix: {}\n{}{}",
+                fixed.status,
+                fixed.stdout,
+                fixed.stderr
+            );
+            assert!(
+                !ok(server, &format!("cat {emptied}")).trim().is_empty(),
+                "restored"
+            );
+            let (code, findings, report) = doctor(server, &[]);
+            assert!(code == 0 && findings.is_empty(), "after the fix: {report}");
         });
     });
 }

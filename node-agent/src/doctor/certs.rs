@@ -165,11 +165,12 @@ pub fn broken_files(facts: &Facts) -> Vec<Finding> {
             match newest_valid_copy(file) {
                 Some(copy) => {
                     let mut f = finding.with("backup", &copy.backup);
-                    f.fix = format!(
-                        "systemctl stop {unit} && cp -a {} {} && systemctl start {unit}",
-                        facts.abs(&copy.path),
-                        facts.abs(&file.path)
-                    );
+                    let mut copies =
+                        format!("cp -a {} {}", facts.abs(&copy.path), facts.abs(&file.path));
+                    if let Some((from, to)) = &copy.partner {
+                        copies = format!("{copies} && cp -a {} {}", facts.abs(from), facts.abs(to));
+                    }
+                    f.fix = format!("systemctl stop {unit} && {copies} && systemctl start {unit}");
                     f
                 }
                 None => {
@@ -194,6 +195,16 @@ pub fn broken_files(facts: &Facts) -> Vec<Finding> {
             }
         })
         .collect()
+}
+
+/// The other half of a certificate/key pair: `x.key` for `x.crt` and the reverse.
+#[must_use]
+pub fn partner_of(path: &str) -> Option<String> {
+    if let Some(stem) = path.strip_suffix(".crt") {
+        Some(format!("{stem}.key"))
+    } else {
+        path.strip_suffix(".key").map(|stem| format!("{stem}.crt"))
+    }
 }
 
 /// The newest backup copy that parses.
@@ -312,6 +323,7 @@ mod tests {
             created,
             path: format!("{backup}/client-admin.crt"),
             valid,
+            partner: None,
         }
     }
 

@@ -58,7 +58,10 @@ pub fn plan(code: Code, facts: &Facts, findings: &[Finding]) -> Plan {
             let mut unfixable = Vec::new();
             for file in &facts.broken {
                 match certs::newest_valid_copy(file) {
-                    Some(copy) => copies.push((copy.path.clone(), file.path.clone())),
+                    Some(copy) => {
+                        copies.push((copy.path.clone(), file.path.clone()));
+                        copies.extend(copy.partner.clone());
+                    }
                     None => unfixable.push(file.path.clone()),
                 }
             }
@@ -255,7 +258,7 @@ mod tests {
     use time::macros::datetime;
 
     #[test]
-    fn pem_fix_restores_from_the_newest_valid_copy_and_lists_the_rest() {
+    fn pem_fix_restores_the_pair_from_the_newest_valid_copy_and_lists_the_rest() {
         let mut facts = facts_with(vec![]);
         facts.broken = vec![
             BrokenFile {
@@ -266,6 +269,10 @@ mod tests {
                     created: datetime!(2023-11-14 22:13:20 UTC),
                     path: "server/tls-1700000000/client-admin.crt".to_owned(),
                     valid: true,
+                    partner: Some((
+                        "server/tls-1700000000/client-admin.key".to_owned(),
+                        "server/tls/client-admin.key".to_owned(),
+                    )),
                 }],
             },
             BrokenFile {
@@ -286,10 +293,25 @@ mod tests {
         assert_eq!(unit, "rke2-server");
         assert_eq!(
             copies,
-            vec![(
-                "server/tls-1700000000/client-admin.crt".to_owned(),
-                "server/tls/client-admin.crt".to_owned()
-            )]
+            vec![
+                (
+                    "server/tls-1700000000/client-admin.crt".to_owned(),
+                    "server/tls/client-admin.crt".to_owned()
+                ),
+                // The backup's key with its certificate: the live key is a newer one.
+                (
+                    "server/tls-1700000000/client-admin.key".to_owned(),
+                    "server/tls/client-admin.key".to_owned()
+                )
+            ]
+        );
+        assert!(
+            findings[0].fix.contains(
+                "cp -a /var/lib/rancher/rke2/server/tls-1700000000/client-admin.key \
+                 /var/lib/rancher/rke2/server/tls/client-admin.key"
+            ),
+            "{}",
+            findings[0].fix
         );
         assert_eq!(unfixable, vec!["server/tls/client-ca.crt".to_owned()]);
     }

@@ -272,11 +272,16 @@ pub fn broken_files(data_dir: &Path, inventory: &Inventory, max: u64) -> Vec<Bro
                 .filter_map(|backup| {
                     let copy = certs::path_in_backup(&path, &backup.path)?;
                     let bytes = read_limited(&data_dir.join(&copy), max).ok()?;
+                    let partner = certs::partner_of(&path).and_then(|live| {
+                        let copy = certs::path_in_backup(&live, &backup.path)?;
+                        data_dir.join(&copy).is_file().then_some((copy, live))
+                    });
                     Some(BackupCopy {
                         backup: backup.path.clone(),
                         created: backup.created,
                         valid: usable(&copy, &bytes),
                         path: copy,
+                        partner,
                     })
                 })
                 .collect();

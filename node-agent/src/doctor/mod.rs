@@ -57,6 +57,10 @@ pub struct BackupCopy {
     pub path: String,
     /// The copy parses (a certificate bundle, or a usable private key).
     pub valid: bool,
+    /// The other half of the pair (the `.key` of a `.crt`, the `.crt` of a `.key`) as this
+    /// backup holds it, and its live path: restored together, because after a rotation the
+    /// live other half is a newer one that does not match the backup's copy.
+    pub partner: Option<(String, String)>,
 }
 
 /// A file that is empty or not PEM, with what the backups hold of it.
