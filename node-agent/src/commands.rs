@@ -17,7 +17,7 @@ use crate::health::node_config::{APISERVER_PORT, ETCD_CLIENT_PORT};
 use crate::health::{apiserver, etcd, kubelet};
 use crate::ops::Runner;
 use crate::ops::journal::{Journal, OpRecord};
-use crate::ops::runner::{NodeSetup, Progress};
+use crate::ops::runner::Progress;
 use crate::ops::steps::{OpKind, Role, Step, first_step, on_success};
 use crate::service::{Rke2Unit, ServiceManager, detect_rke2_unit};
 
@@ -26,15 +26,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-}
-
-/// What operations need, from the configuration and the node's config.yaml (kept for
-/// callers outside [`crate::ops`]; the runner itself is built by [`Runner::from_config`]).
-///
-/// # Errors
-/// When config.yaml is invalid.
-pub fn node_setup(config: &Config) -> anyhow::Result<NodeSetup> {
-    Ok(crate::ops::setup::node_setup(config)?)
 }
 
 /// Prints one line per step start and end.
@@ -296,7 +287,7 @@ fn rfc3339(t: OffsetDateTime) -> String {
 /// When the runtime cannot start or config.yaml is invalid.
 pub fn status(config: &Config, output: Output) -> anyhow::Result<u8> {
     runtime()?.block_on(async {
-        let setup = node_setup(config)?;
+        let setup = crate::ops::setup::node_setup(config)?;
         let timeout = std::time::Duration::from_secs(5);
         let mut problems = Vec::new();
         let mut doc = Status {
