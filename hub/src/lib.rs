@@ -12,11 +12,14 @@
 //! - [`cli`]: the operator commands (arguments, the admin-socket client, rendering).
 //! - [`plan`], [`engine`]: rolling plans (pure decisions; the engine driving them);
 //!   [`fetch`]: the hub's HTTP reads (channels, Prometheus alerts).
+//! - [`doctor`]: `rke2-hub doctor`'s fleet-wide checks (PodDisruptionBudgets, leftover
+//!   system-upgrade-controller, version skew), pure over what the hub gathered.
 //! - [`store`]: the hub's durable state (nodes, latest certificate snapshot per node, join
 //!   tokens, audit log) in an embedded SQLite database.
 
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod engine;
 pub mod fetch;
 pub mod grpc;
