@@ -19,13 +19,23 @@ use crate::store::{CredentialKind, StoreError};
 #[derive(Debug, Clone)]
 pub struct AdminApi {
     hub: Hub,
+    /// The cluster `Doctor` reads (PodDisruptionBudgets, system-upgrade-controller); `None`
+    /// without a kubeconfig, when those checks are skipped with an info finding.
+    kube: Option<crate::kube::KubeAccess>,
 }
 
 impl AdminApi {
     /// Serves `hub`.
     #[must_use]
     pub fn new(hub: Hub) -> Self {
-        Self { hub }
+        Self { hub, kube: None }
+    }
+
+    /// The same service reading the cluster through `kube` for `Doctor`.
+    #[must_use]
+    pub fn with_kube(mut self, kube: Option<crate::kube::KubeAccess>) -> Self {
+        self.kube = kube;
+        self
     }
 
     /// The admin calling (the audit actor), after checking an admin certificate is still
@@ -184,6 +194,19 @@ impl AdminService for AdminApi {
         .await;
         observed(&self.hub, "RemoveNode", started, result)
     }
+
+    async fn doctor(
+        &self,
+        request: Request<pb::DoctorRequest>,
+    ) -> Result<Response<pb::DoctorReport>, Status> {
+        let started = std::time::Instant::now();
+        let result = async {
+            self.admin_of(&request)?;
+            self.doctor_for(&request.into_inner().node).await
+        }
+        .await;
+        observed(&self.hub, "Doctor", started, result)
+    }
 }
 
 impl AdminApi {
@@ -330,6 +353,42 @@ impl AdminApi {
             certificates: removed.certificates,
             was_connected: connected,
             dry_run: req.dry_run,
+        }))
+    }
+
+    /// `doctor`: gathers the cluster's objects (when the hub has a kubeconfig) and the
+    /// inventory, runs the pure checks, keeps the findings about `node` (when given; the
+    /// info saying the Kubernetes checks were skipped is always kept).
+    async fn doctor_for(&self, node: &str) -> Result<Response<pb::DoctorReport>, Status> {
+        use crate::doctor::{KubeSkipped, NodeVersion};
+        use rke2ops_common::doctor::Code;
+        let nodes = self.hub.store.nodes().map_err(internal)?;
+        if !node.is_empty() && !nodes.iter().any(|n| n.name == node) {
+            return Err(Status::not_found(format!("unknown node {node:?}")));
+        }
+        let versions: Vec<NodeVersion> = nodes
+            .into_iter()
+            .map(|n| NodeVersion {
+                name: n.name,
+                role: n.role,
+                version: n.rke2_version,
+            })
+            .collect();
+        let cluster = match &self.kube {
+            None => Err(KubeSkipped::NoKubeconfig),
+            Some(kube) => kube.doctor_facts().await.map_err(|e| {
+                tracing::warn!(error = %e, "doctor: cannot read the cluster");
+                KubeSkipped::Unreachable(e.to_string())
+            }),
+        };
+        let mut findings =
+            crate::doctor::run(cluster.as_ref().map_err(Clone::clone), &versions, None);
+        if !node.is_empty() {
+            findings
+                .retain(|f| f.code == Code::KubeChecksSkipped || crate::doctor::is_about(f, node));
+        }
+        Ok(Response::new(pb::DoctorReport {
+            findings: findings.iter().map(convert::doctor_finding).collect(),
         }))
     }
 

@@ -7,6 +7,7 @@
 //! uncordon: [`KubeAccess::cordon`] tells whether this call cordoned the node so the plan
 //! only undoes its own cordons. The drain decisions are pure ([`drain`]).
 
+mod doctor;
 pub mod drain;
 pub mod endpoints;
 mod error;
