@@ -4,12 +4,14 @@
 //!
 //! - [`pdb`]: `pdb-blocks-drain`, budgets that never allow a disruption;
 //! - [`suc`]: `suc-leftover`, system-upgrade-controller still installed;
-//! - [`skew`]: `version-skew`, the inventory against the version skew policy.
+//! - [`skew`]: `version-skew`, the inventory against the version skew policy;
+//! - [`preflight`]: which findings refuse a plan (and which the operator accepted).
 //!
 //! The finding model, exit code and table are common's ([`rke2ops_common::doctor`]). This
 //! module does no I/O; the admin RPC gathers and calls [`run`].
 
 pub mod pdb;
+pub mod preflight;
 pub mod skew;
 pub mod suc;
 

@@ -11,9 +11,13 @@ use tonic::{Request, Response, Status};
 use super::agent::{check_credential, peer_serial};
 use super::convert;
 use super::{Caller, Hub, caller, internal, observed};
+use crate::doctor::preflight::{self, Preflight};
+use crate::doctor::{KubeSkipped, NodeVersion};
 use crate::pki::token::JoinToken;
 use crate::pki::{ADMIN_CN_PREFIX, TokenBinding};
+use crate::plan::version::Rke2Version;
 use crate::store::{CredentialKind, StoreError};
+use rke2ops_common::doctor::Code;
 
 /// The service.
 #[derive(Debug, Clone)]
@@ -108,7 +112,7 @@ impl AdminService for AdminApi {
         let started = std::time::Instant::now();
         let result = async {
             let actor = self.admin_of(&request)?;
-            super::plans::create(&self.hub, &actor, request.into_inner())
+            self.create_plan_checked(&actor, request.into_inner())
                 .await
                 .map(Response::new)
         }
@@ -356,16 +360,102 @@ impl AdminApi {
         }))
     }
 
-    /// `doctor`: gathers the cluster's objects (when the hub has a kubeconfig) and the
-    /// inventory, runs the pure checks, keeps the findings about `node` (when given; the
-    /// info saying the Kubernetes checks were skipped is always kept).
+    /// `doctor`: the fleet's findings, keeping those about `node` (when given; the info
+    /// saying the Kubernetes checks were skipped is always kept).
     async fn doctor_for(&self, node: &str) -> Result<Response<pb::DoctorReport>, Status> {
-        use crate::doctor::{KubeSkipped, NodeVersion};
-        use rke2ops_common::doctor::Code;
-        let nodes = self.hub.store.nodes().map_err(internal)?;
-        if !node.is_empty() && !nodes.iter().any(|n| n.name == node) {
+        if !node.is_empty() && self.hub.store.node(node).map_err(internal)?.is_none() {
             return Err(Status::not_found(format!("unknown node {node:?}")));
         }
+        let mut findings = self.fleet_findings(None).await?;
+        if !node.is_empty() {
+            findings
+                .retain(|f| f.code == Code::KubeChecksSkipped || crate::doctor::is_about(f, node));
+        }
+        Ok(Response::new(pb::DoctorReport {
+            findings: findings.iter().map(convert::doctor_finding).collect(),
+        }))
+    }
+
+    /// `CreatePlan` behind its preflight: the fleet doctor runs first; blockers in the
+    /// plan's scope refuse it (naming each) unless their code is accepted; a dry run shows
+    /// them as events; accepted ones are recorded in the plan's events and the audit log.
+    async fn create_plan_checked(
+        &self,
+        actor: &str,
+        req: pb::CreatePlanRequest,
+    ) -> Result<pb::PlanView, Status> {
+        let accept = req
+            .accept
+            .iter()
+            .map(|word| {
+                Code::parse(word).ok_or_else(|| {
+                    Status::invalid_argument(format!("--accept {word}: no such doctor code"))
+                })
+            })
+            .collect::<Result<Vec<Code>, Status>>()?;
+        let target: Option<Rke2Version> = req.version.parse().ok();
+        let findings = self.fleet_findings(target.as_ref()).await?;
+        let preflight = Preflight::of(findings, &req.nodes, !req.no_drain, &accept);
+        let dry_run = req.dry_run;
+        if !dry_run && !preflight.refused.is_empty() {
+            return Err(Status::failed_precondition(preflight.refusal()));
+        }
+        let mut view = super::plans::create(&self.hub, actor, req).await?;
+        let now = OffsetDateTime::now_utc();
+        if dry_run {
+            let sets = [
+                ("refuses the plan unless accepted", &preflight.refused),
+                ("accepted", &preflight.accepted),
+                ("noted", &preflight.noted),
+            ];
+            for (what, set) in sets {
+                for f in set {
+                    view.events.push(pb::PlanEvent {
+                        at: Some(convert::timestamp(now)),
+                        node: f.node.clone(),
+                        message: format!(
+                            "preflight {} ({what}): {}",
+                            f.severity,
+                            preflight::line(f)
+                        ),
+                    });
+                }
+            }
+            return Ok(view);
+        }
+        if preflight.accepted.is_empty() {
+            return Ok(view);
+        }
+        let id: i64 = view
+            .id
+            .trim_start_matches("plan")
+            .parse()
+            .map_err(|_| Status::internal(format!("plan id {:?} is not a number", view.id)))?;
+        for f in &preflight.accepted {
+            let message = format!(
+                "preflight blocker accepted by {actor}: {}",
+                preflight::line(f)
+            );
+            self.hub
+                .store
+                .plan_event(id, "", &message, now)
+                .map_err(internal)?;
+            self.hub
+                .store
+                .audit(actor, "plan.accept", &format!("plan {id}: {message}"), now)
+                .map_err(internal)?;
+        }
+        super::plans::get(&self.hub, &view.id)
+    }
+
+    /// Every finding of the fleet doctor: the cluster's objects (when the hub has a
+    /// kubeconfig and an apiserver answers) and the inventory's versions (with a plan's
+    /// `target`, the nodes already at or above it too).
+    async fn fleet_findings(
+        &self,
+        target: Option<&Rke2Version>,
+    ) -> Result<Vec<rke2ops_common::doctor::Finding>, Status> {
+        let nodes = self.hub.store.nodes().map_err(internal)?;
         let versions: Vec<NodeVersion> = nodes
             .into_iter()
             .map(|n| NodeVersion {
@@ -381,15 +471,11 @@ impl AdminApi {
                 KubeSkipped::Unreachable(e.to_string())
             }),
         };
-        let mut findings =
-            crate::doctor::run(cluster.as_ref().map_err(Clone::clone), &versions, None);
-        if !node.is_empty() {
-            findings
-                .retain(|f| f.code == Code::KubeChecksSkipped || crate::doctor::is_about(f, node));
-        }
-        Ok(Response::new(pb::DoctorReport {
-            findings: findings.iter().map(convert::doctor_finding).collect(),
-        }))
+        Ok(crate::doctor::run(
+            cluster.as_ref().map_err(Clone::clone),
+            &versions,
+            target,
+        ))
     }
 
     async fn list_nodes_inner(
