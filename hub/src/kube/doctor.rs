@@ -9,9 +9,22 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 
-use super::{KubeAccess, KubeError, api_error};
+use super::{KubeAccess, KubeError, api_error, status_code};
 use crate::doctor::suc::{DEPLOYMENT, PLAN_CRD};
 use crate::doctor::{ClusterFacts, SucFacts};
+
+/// A list's items, or none when the API does not serve the resource at all (404: an API
+/// without it holds none of it). Only system-upgrade-controller's reads use this, so an
+/// API without Deployments (a stand-in) still gets its budgets checked.
+fn served<T: Clone>(
+    answer: Result<kube::core::ObjectList<T>, kube::Error>,
+) -> Result<Vec<T>, KubeError> {
+    match answer {
+        Ok(list) => Ok(list.items),
+        Err(e) if status_code(&e) == Some(404) => Ok(Vec::new()),
+        Err(e) => Err(api_error(&e)),
+    }
+}
 
 fn key(ns: Option<&str>, name: Option<&str>) -> String {
     format!("{}/{}", ns.unwrap_or("default"), name.unwrap_or_default())
@@ -53,7 +66,8 @@ impl KubeAccess {
         let plans = if crd {
             let gvk = GroupVersionKind::gvk("upgrade.cattle.io", "v1", "Plan");
             let resource = ApiResource::from_gvk_with_plural(&gvk, "plans");
-            self.endpoints
+            let answer = self
+                .endpoints
                 .call(|c| {
                     let resource = resource.clone();
                     async move {
@@ -62,9 +76,8 @@ impl KubeAccess {
                             .await
                     }
                 })
-                .await?
-                .map_err(|e| api_error(&e))?
-                .items
+                .await?;
+            served(answer)?
                 .iter()
                 .map(|p| key(p.metadata.namespace.as_deref(), p.metadata.name.as_deref()))
                 .collect()
@@ -72,15 +85,14 @@ impl KubeAccess {
             Vec::new()
         };
         let selector = format!("metadata.name={DEPLOYMENT}");
-        let deployments = self
+        let answer = self
             .endpoints
             .call(|c| {
                 let lp = ListParams::default().fields(&selector);
                 async move { Api::<Deployment>::all(c).list(&lp).await }
             })
-            .await?
-            .map_err(|e| api_error(&e))?
-            .items
+            .await?;
+        let deployments = served(answer)?
             .iter()
             .map(|d| {
                 d.metadata
