@@ -7,16 +7,20 @@
 //! - [`grpc`]: the services, their authorization, and every wire ↔ domain conversion
 //!   ([`grpc::convert`], which the CLI's gRPC clients use too).
 //! - [`registry`]: live agent streams; [`ratelimit`]: per-node limits on what agents send; [`config`]: hub.toml and flags.
-//! - [`kube`]: the Kubernetes API for plans (Node readiness, cordon, drain, Events) with
-//!   failover between the servers' apiservers.
+//! - [`kube`]: the Kubernetes API for plans (Node readiness, cordon, drain, Events) and the
+//!   doctor's reads (budgets, pods, system-upgrade-controller) with failover between the
+//!   servers' apiservers.
 //! - [`cli`]: the operator commands (arguments, the admin-socket client, rendering).
 //! - [`plan`], [`engine`]: rolling plans (pure decisions; the engine driving them);
 //!   [`fetch`]: the hub's HTTP reads (channels, Prometheus alerts).
+//! - [`doctor`]: `rke2-hub doctor`'s fleet-wide checks (PodDisruptionBudgets, leftover
+//!   system-upgrade-controller, version skew), pure over what the hub gathered.
 //! - [`store`]: the hub's durable state (nodes, latest certificate snapshot per node, join
 //!   tokens, audit log) in an embedded SQLite database.
 
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod engine;
 pub mod fetch;
 pub mod grpc;

@@ -121,8 +121,10 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
         .await;
     let agent_api = AgentServiceServer::new(AgentApi::new(hub.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let admin_api = AdminServiceServer::new(AdminApi::new(hub.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let admin_api = AdminServiceServer::new(
+        AdminApi::new(hub.clone()).with_kube(role_source(kube_settings.as_ref())?),
+    )
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
     let tcp_server = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -336,8 +336,8 @@ fn a_never_ready_server_halts_the_plan_and_a_blocking_pdb_is_named() {
         });
         abort_uncordons(&hub, &id, &client, "abort uncordoned server-2").await;
 
-        // A budget that never allows a disruption blocks agent-1's drain: retried, then the plan
-        // halts naming it.
+        // A budget that never allows a disruption blocks agent-1's drain: the preflight refuses
+        // the plan naming it; accepted, the drain is retried, then the plan halts naming it.
         let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
         pods.create(
             &PostParams::default(),
@@ -350,8 +350,23 @@ fn a_never_ready_server_halts_the_plan_and_a_blocking_pdb_is_named() {
             .create(&PostParams::default(), &pdb("db-pdb", "db", 1))
             .await
             .expect("pdb");
+        let refused = tokio::task::block_in_place(|| hub.run(&["rotate", "--node", "agent-1"]));
+        let refusal = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success()
+                && refusal.contains("pdb-blocks-drain pdb default/db-pdb on agent-1"),
+            "{refusal}"
+        );
         let view = tokio::task::block_in_place(|| {
-            hub.json(&["rotate", "--node", "agent-1", "--drain-timeout", "12s"])
+            hub.json(&[
+                "rotate",
+                "--node",
+                "agent-1",
+                "--drain-timeout",
+                "12s",
+                "--accept",
+                "pdb-blocks-drain",
+            ])
         });
         let id = view["id"].as_str().expect("id").to_owned();
         let halted = tokio::task::block_in_place(|| {

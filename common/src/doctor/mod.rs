@@ -52,11 +52,22 @@ pub enum Code {
     EtcdAlarm,
     /// etcd's database is close to its quota.
     EtcdDbNearQuota,
+    /// A PodDisruptionBudget can never allow a disruption: draining a node hosting one of its
+    /// pods hangs (the hub's cluster-wide check).
+    PdbBlocksDrain,
+    /// system-upgrade-controller (its CRD, Plans or Deployment) is still in the cluster and
+    /// may upgrade nodes behind the hub's back.
+    SucLeftover,
+    /// The nodes' RKE2 versions are skewed beyond what Kubernetes supports, or a node is
+    /// already at or above a plan's target.
+    VersionSkew,
+    /// The hub has no usable Kubernetes API: its cluster-wide checks were skipped.
+    KubeChecksSkipped,
 }
 
 impl Code {
     /// Every code, in documentation order.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 20] = [
         Self::CertExpired,
         Self::CertNotYetValid,
         Self::RenewalDeadlineNear,
@@ -73,6 +84,10 @@ impl Code {
         Self::EtcdMemberUnhealthy,
         Self::EtcdAlarm,
         Self::EtcdDbNearQuota,
+        Self::PdbBlocksDrain,
+        Self::SucLeftover,
+        Self::VersionSkew,
+        Self::KubeChecksSkipped,
     ];
 
     /// The stable string (`cert-expired`).
@@ -95,6 +110,10 @@ impl Code {
             Self::EtcdMemberUnhealthy => "etcd-member-unhealthy",
             Self::EtcdAlarm => "etcd-alarm",
             Self::EtcdDbNearQuota => "etcd-db-near-quota",
+            Self::PdbBlocksDrain => "pdb-blocks-drain",
+            Self::SucLeftover => "suc-leftover",
+            Self::VersionSkew => "version-skew",
+            Self::KubeChecksSkipped => "kube-checks-skipped",
         }
     }
 

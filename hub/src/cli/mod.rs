@@ -4,11 +4,13 @@
 //! - this module: the arguments (clap) of every command;
 //! - [`plans`]: the plan commands' arguments; [`plans_client`]: their requests and output;
 //! - [`client`]: the connection to a hub and the other operator commands;
+//! - [`doctor`]: `doctor`'s request and output;
 //! - [`env`]: the environment variables' names (`RKE2OPS_HUB_*`) and the deprecated
 //!   `RKE2_HUB_*` ones still read;
 //! - [`render`]: tables and values shown to operators.
 
 pub mod client;
+pub mod doctor;
 pub mod env;
 pub mod plans;
 pub mod plans_client;
@@ -72,6 +74,20 @@ pub enum Command {
     Skip(plans::SkipArgs),
     /// End a plan: nothing new starts and what it cordoned is uncordoned.
     Abort(plans::ActionArgs),
+    /// What is wrong across the fleet: PodDisruptionBudgets that block drains, leftover
+    /// system-upgrade-controller, version skew. Exit 0 / 1 (warnings) / 2 (a blocker).
+    Doctor(DoctorArgs),
+}
+
+/// `doctor` options.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Connection and output.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Only findings about this node.
+    #[arg(long)]
+    pub node: Option<String>,
 }
 
 /// Admin certificate subcommands.

@@ -52,6 +52,10 @@ pub struct PlanArgs {
     /// How long a node may take to be healthy after its operation.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub ready_timeout: Duration,
+    /// Start although the preflight (`rke2-hub doctor`) finds blockers of this code
+    /// (repeatable; recorded in the plan's events and the audit log).
+    #[arg(long = "accept", value_name = "CODE")]
+    pub accept: Vec<String>,
     /// Print the exact order and gates; create nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -34,6 +34,7 @@ fn base_request(kind: pb::PlanKind, args: &PlanArgs) -> pb::CreatePlanRequest {
         window: args.window.clone().unwrap_or_default(),
         ready_timeout_seconds: args.ready_timeout.as_secs(),
         dry_run: args.dry_run,
+        accept: args.accept.clone(),
         ..pb::CreatePlanRequest::default()
     }
 }

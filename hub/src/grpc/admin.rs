@@ -11,21 +11,35 @@ use tonic::{Request, Response, Status};
 use super::agent::{check_credential, peer_serial};
 use super::convert;
 use super::{Caller, Hub, caller, internal, observed};
+use crate::doctor::preflight::{self, Preflight};
+use crate::doctor::{KubeSkipped, NodeVersion};
 use crate::pki::token::JoinToken;
 use crate::pki::{ADMIN_CN_PREFIX, TokenBinding};
+use crate::plan::version::Rke2Version;
 use crate::store::{CredentialKind, StoreError};
+use rke2ops_common::doctor::Code;
 
 /// The service.
 #[derive(Debug, Clone)]
 pub struct AdminApi {
     hub: Hub,
+    /// The cluster `Doctor` reads (PodDisruptionBudgets, system-upgrade-controller); `None`
+    /// without a kubeconfig, when those checks are skipped with an info finding.
+    kube: Option<crate::kube::KubeAccess>,
 }
 
 impl AdminApi {
     /// Serves `hub`.
     #[must_use]
     pub fn new(hub: Hub) -> Self {
-        Self { hub }
+        Self { hub, kube: None }
+    }
+
+    /// The same service reading the cluster through `kube` for `Doctor`.
+    #[must_use]
+    pub fn with_kube(mut self, kube: Option<crate::kube::KubeAccess>) -> Self {
+        self.kube = kube;
+        self
     }
 
     /// The admin calling (the audit actor), after checking an admin certificate is still
@@ -98,7 +112,7 @@ impl AdminService for AdminApi {
         let started = std::time::Instant::now();
         let result = async {
             let actor = self.admin_of(&request)?;
-            super::plans::create(&self.hub, &actor, request.into_inner())
+            self.create_plan_checked(&actor, request.into_inner())
                 .await
                 .map(Response::new)
         }
@@ -183,6 +197,19 @@ impl AdminService for AdminApi {
         }
         .await;
         observed(&self.hub, "RemoveNode", started, result)
+    }
+
+    async fn doctor(
+        &self,
+        request: Request<pb::DoctorRequest>,
+    ) -> Result<Response<pb::DoctorReport>, Status> {
+        let started = std::time::Instant::now();
+        let result = async {
+            self.admin_of(&request)?;
+            self.doctor_for(&request.into_inner().node).await
+        }
+        .await;
+        observed(&self.hub, "Doctor", started, result)
     }
 }
 
@@ -331,6 +358,124 @@ impl AdminApi {
             was_connected: connected,
             dry_run: req.dry_run,
         }))
+    }
+
+    /// `doctor`: the fleet's findings, keeping those about `node` (when given; the info
+    /// saying the Kubernetes checks were skipped is always kept).
+    async fn doctor_for(&self, node: &str) -> Result<Response<pb::DoctorReport>, Status> {
+        if !node.is_empty() && self.hub.store.node(node).map_err(internal)?.is_none() {
+            return Err(Status::not_found(format!("unknown node {node:?}")));
+        }
+        let mut findings = self.fleet_findings(None).await?;
+        if !node.is_empty() {
+            findings
+                .retain(|f| f.code == Code::KubeChecksSkipped || crate::doctor::is_about(f, node));
+        }
+        Ok(Response::new(pb::DoctorReport {
+            findings: findings.iter().map(convert::doctor_finding).collect(),
+        }))
+    }
+
+    /// `CreatePlan` behind its preflight: the fleet doctor runs first; blockers in the
+    /// plan's scope refuse it (naming each) unless their code is accepted; a dry run shows
+    /// them as events; accepted ones are recorded in the plan's events and the audit log.
+    async fn create_plan_checked(
+        &self,
+        actor: &str,
+        req: pb::CreatePlanRequest,
+    ) -> Result<pb::PlanView, Status> {
+        let accept = req
+            .accept
+            .iter()
+            .map(|word| {
+                Code::parse(word).ok_or_else(|| {
+                    Status::invalid_argument(format!("--accept {word}: no such doctor code"))
+                })
+            })
+            .collect::<Result<Vec<Code>, Status>>()?;
+        let target: Option<Rke2Version> = req.version.parse().ok();
+        let findings = self.fleet_findings(target.as_ref()).await?;
+        let preflight = Preflight::of(findings, &req.nodes, !req.no_drain, &accept);
+        let dry_run = req.dry_run;
+        if !dry_run && !preflight.refused.is_empty() {
+            return Err(Status::failed_precondition(preflight.refusal()));
+        }
+        let mut view = super::plans::create(&self.hub, actor, req).await?;
+        let now = OffsetDateTime::now_utc();
+        if dry_run {
+            let sets = [
+                ("refuses the plan unless accepted", &preflight.refused),
+                ("accepted", &preflight.accepted),
+                ("noted", &preflight.noted),
+            ];
+            for (what, set) in sets {
+                for f in set {
+                    view.events.push(pb::PlanEvent {
+                        at: Some(convert::timestamp(now)),
+                        node: f.node.clone(),
+                        message: format!(
+                            "preflight {} ({what}): {}",
+                            f.severity,
+                            preflight::line(f)
+                        ),
+                    });
+                }
+            }
+            return Ok(view);
+        }
+        if preflight.accepted.is_empty() {
+            return Ok(view);
+        }
+        let id: i64 = view
+            .id
+            .trim_start_matches("plan")
+            .parse()
+            .map_err(|_| Status::internal(format!("plan id {:?} is not a number", view.id)))?;
+        for f in &preflight.accepted {
+            let message = format!(
+                "preflight blocker accepted by {actor}: {}",
+                preflight::line(f)
+            );
+            self.hub
+                .store
+                .plan_event(id, "", &message, now)
+                .map_err(internal)?;
+            self.hub
+                .store
+                .audit(actor, "plan.accept", &format!("plan {id}: {message}"), now)
+                .map_err(internal)?;
+        }
+        super::plans::get(&self.hub, &view.id)
+    }
+
+    /// Every finding of the fleet doctor: the cluster's objects (when the hub has a
+    /// kubeconfig and an apiserver answers) and the inventory's versions (with a plan's
+    /// `target`, the nodes already at or above it too).
+    async fn fleet_findings(
+        &self,
+        target: Option<&Rke2Version>,
+    ) -> Result<Vec<rke2ops_common::doctor::Finding>, Status> {
+        let nodes = self.hub.store.nodes().map_err(internal)?;
+        let versions: Vec<NodeVersion> = nodes
+            .into_iter()
+            .map(|n| NodeVersion {
+                name: n.name,
+                role: n.role,
+                version: n.rke2_version,
+            })
+            .collect();
+        let cluster = match &self.kube {
+            None => Err(KubeSkipped::NoKubeconfig),
+            Some(kube) => kube.doctor_facts().await.map_err(|e| {
+                tracing::warn!(error = %e, "doctor: cannot read the cluster");
+                KubeSkipped::Unreachable(e.to_string())
+            }),
+        };
+        Ok(crate::doctor::run(
+            cluster.as_ref().map_err(Clone::clone),
+            &versions,
+            target,
+        ))
     }
 
     async fn list_nodes_inner(

@@ -4,6 +4,7 @@
 //! malformed ones becoming errors that name the field; outgoing ones with `From`.
 
 use prost_types::Timestamp;
+use rke2ops_common::doctor::{Code, Evidence, Finding, Severity};
 use rke2ops_proto::v1 as pb;
 use time::OffsetDateTime;
 
@@ -627,6 +628,65 @@ impl From<&pb::CreatePlanRequest> for PlanPolicy {
     }
 }
 
+/// A doctor finding → wire.
+#[must_use]
+pub fn doctor_finding(f: &Finding) -> pb::DoctorFinding {
+    pb::DoctorFinding {
+        code: f.code.as_str().to_owned(),
+        severity: f.severity.as_str().to_owned(),
+        node: f.node.clone(),
+        object: f.object.clone(),
+        evidence: f
+            .evidence
+            .iter()
+            .map(|e| pb::DoctorEvidence {
+                field: e.field.clone(),
+                value: e.value.clone(),
+            })
+            .collect(),
+        fix: f.fix.clone(),
+    }
+}
+
+/// Wire → a doctor finding.
+///
+/// # Errors
+/// [`ConvertError`] for a code or severity this build does not know (a newer hub).
+pub fn finding_of(f: &pb::DoctorFinding, field: &str) -> Result<Finding, ConvertError> {
+    let code = Code::parse(&f.code).ok_or_else(|| {
+        bad(
+            format!("{field}.code"),
+            format!("unknown code {:?}", f.code),
+        )
+    })?;
+    let severity = match f.severity.as_str() {
+        "info" => Severity::Info,
+        "warning" => Severity::Warning,
+        "blocker" => Severity::Blocker,
+        other => {
+            return Err(bad(
+                format!("{field}.severity"),
+                format!("unknown severity {other:?}"),
+            ));
+        }
+    };
+    Ok(Finding {
+        code,
+        severity,
+        node: f.node.clone(),
+        object: f.object.clone(),
+        evidence: f
+            .evidence
+            .iter()
+            .map(|e| Evidence {
+                field: e.field.clone(),
+                value: e.value.clone(),
+            })
+            .collect(),
+        fix: f.fix.clone(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -927,5 +987,27 @@ mod tests {
             optional_role_value(Some("agent")),
             i32::from(pb::NodeRole::Agent)
         );
+    }
+
+    #[test]
+    fn doctor_findings_cross_the_wire_unchanged_and_unknown_codes_are_refused() {
+        let f = Finding::new(
+            Code::PdbBlocksDrain,
+            Severity::Blocker,
+            "w1,w2",
+            "pdb shop/web",
+            "kubectl -n shop get pdb web -o yaml",
+        )
+        .with("maxUnavailable", "0");
+        let wire = doctor_finding(&f);
+        assert_eq!(wire.code, "pdb-blocks-drain");
+        assert_eq!(finding_of(&wire, "findings[0]"), Ok(f));
+        let unknown = pb::DoctorFinding {
+            code: "from-the-future".into(),
+            severity: "blocker".into(),
+            ..pb::DoctorFinding::default()
+        };
+        let err = finding_of(&unknown, "findings[0]").expect_err("unknown code");
+        assert_eq!(err.field, "findings[0].code");
     }
 }

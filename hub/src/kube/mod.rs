@@ -3,10 +3,14 @@
 //! through kube-rs (rustls with ring) using RKE2's admin kubeconfig, with failover between
 //! the servers' apiservers ([`endpoints`]).
 //!
+//! The fleet doctor's reads (every PodDisruptionBudget and pod, system-upgrade-controller's
+//! CRD, Plans and Deployment) are in `doctor`; the checks over them are [`crate::doctor`]'s.
+//!
 //! The plan engine owns *when*; this module owns *how*, and never decides on its own to
 //! uncordon: [`KubeAccess::cordon`] tells whether this call cordoned the node so the plan
 //! only undoes its own cordons. The drain decisions are pure ([`drain`]).
 
+mod doctor;
 pub mod drain;
 pub mod endpoints;
 mod error;
