@@ -145,22 +145,19 @@ impl NodePhase {
     /// plan); pending and terminal phases have no work to fail and stay.
     #[must_use]
     pub fn on_failure(self) -> Self {
-        if self.in_progress() {
-            Self::Failed
-        } else {
-            self
-        }
+        self.if_in_progress(Self::Failed)
     }
 
     /// The phase after the plan was aborted while the node was in maintenance (its running
     /// operation ended and it was released): skipped. Other phases stay.
     #[must_use]
     pub fn on_abort(self) -> Self {
-        if self.in_progress() {
-            Self::Skipped
-        } else {
-            self
-        }
+        self.if_in_progress(Self::Skipped)
+    }
+
+    /// `end` for a node in maintenance; any other phase stays.
+    fn if_in_progress(self, end: Self) -> Self {
+        if self.in_progress() { end } else { self }
     }
 
     /// The phase after the operator resumed the plan: a failed node is retried from the
