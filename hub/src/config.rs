@@ -120,6 +120,10 @@ options! {
         /// An alert name that never holds maintenance (repeatable; added to the built-in list).
         #[arg(long, env = "RKE2OPS_HUB_ALERT_GATE_IGNORE", value_delimiter = ',')]
         pub alert_gate_ignore: Option<Vec<String>>,
+        /// Doctor: a node's clock this many seconds off the hub's is a `clock-skew` warning
+        /// (ten times as far, a blocker) [default: 30].
+        #[arg(long, env = "RKE2OPS_HUB_DOCTOR_CLOCK_SKEW_SECS")]
+        pub doctor_clock_skew_secs: Option<u64>,
     }
 }
 
@@ -176,6 +180,8 @@ pub struct Config {
     pub alert_gate: Option<crate::engine::AlertGate>,
     /// How long ended plans and audit rows are kept.
     pub history_retention: Duration,
+    /// The doctor's clock-skew threshold.
+    pub clock_skew: Duration,
 }
 
 impl Config {
@@ -334,6 +340,18 @@ impl Config {
                     });
                 }
             },
+            clock_skew: match o
+                .doctor_clock_skew_secs
+                .unwrap_or(crate::doctor::clock::DEFAULT_THRESHOLD_SECS)
+            {
+                s @ 1..=86_400 => Duration::from_secs(s),
+                s => {
+                    return Err(ConfigError::Invalid {
+                        key: "doctor_clock_skew_secs",
+                        message: format!("{s} is outside 1..=86400"),
+                    });
+                }
+            },
         })
     }
 }
@@ -471,7 +489,7 @@ mod tests {
             .get_arguments()
             .map(|a| a.get_id().to_string())
             .collect();
-        assert_eq!(ids.len(), 18, "{ids:?}");
+        assert_eq!(ids.len(), 19, "{ids:?}");
         for id in ids.iter().map(String::as_str).chain(["no_such_key"]) {
             // A value of the wrong type for most keys: only an unknown key says "unknown".
             let text = format!("{id} = {{}}\n");

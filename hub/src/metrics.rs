@@ -31,6 +31,34 @@ pub struct HubMetrics {
 struct FleetCollector {
     store: Store,
     streams: Arc<Streams>,
+    doctor: Arc<crate::doctor::Latest>,
+}
+
+/// `rke2ops_hub_doctor_findings` series of `findings`: the count per (node, code, severity);
+/// a finding naming several nodes counts for each, a cluster-wide one under `node=""`.
+#[must_use]
+pub fn doctor_series(findings: &[rke2ops_common::doctor::Finding]) -> Vec<(Labels, f64)> {
+    let mut counts: std::collections::BTreeMap<(String, &str, &str), u32> = Default::default();
+    for f in findings {
+        for node in f.node.split(',') {
+            *counts
+                .entry((node.to_owned(), f.code.as_str(), f.severity.as_str()))
+                .or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|((node, code, severity), n)| {
+            (
+                vec![
+                    ("node", node),
+                    ("code", code.to_owned()),
+                    ("severity", severity.to_owned()),
+                ],
+                f64::from(n),
+            )
+        })
+        .collect()
 }
 
 impl Collector for FleetCollector {
@@ -61,6 +89,13 @@ impl Collector for FleetCollector {
             "rke2ops_hub_nodes",
             "Known nodes by state, role and RKE2 version",
             &series,
+        )?;
+        gauge(
+            &mut encoder,
+            "rke2ops_hub_doctor_findings",
+            "Findings of the fleet doctor's last run (every minute, and at each doctor, plan \
+             preflight and node check) by node (empty: cluster-wide), code and severity",
+            &doctor_series(&self.doctor.findings()),
         )?;
         gauge(
             &mut encoder,
@@ -136,7 +171,7 @@ impl Collector for FleetCollector {
 impl HubMetrics {
     /// Registers everything.
     #[must_use]
-    pub fn new(store: Store, streams: Arc<Streams>) -> Self {
+    pub fn new(store: Store, streams: Arc<Streams>, doctor: Arc<crate::doctor::Latest>) -> Self {
         let mut registry = Registry::default();
         let build = Family::<Labels, prometheus_client::metrics::gauge::Gauge>::default();
         build
@@ -161,7 +196,11 @@ impl HubMetrics {
             "Time to handle a call or a stream message",
             rpc_seconds.clone(),
         );
-        registry.register_collector(Box::new(FleetCollector { store, streams }));
+        registry.register_collector(Box::new(FleetCollector {
+            store,
+            streams,
+            doctor,
+        }));
         Self {
             registry,
             rpcs,

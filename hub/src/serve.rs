@@ -53,10 +53,6 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
     let ca = Arc::new(HubCa::load_or_create(&config.state_dir, now)?);
     let server = ca.load_or_issue_server(&config.state_dir, &config.server_sans, now)?;
     let registry = Arc::new(Registry::default());
-    let metrics = Arc::new(crate::metrics::HubMetrics::new(
-        store.clone(),
-        Arc::clone(&registry),
-    ));
     let kube_settings = config.kube_settings();
     let cluster = crate::engine::kube_cluster::from_settings(kube_settings.as_ref())?;
     let engine = crate::engine::Engine::new(
@@ -67,9 +63,15 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
             artifact_mirror: config.artifact_mirror.clone(),
             alert_gate: config.alert_gate.clone(),
             history_retention: config.history_retention,
+            clock_skew: config.clock_skew,
             ..crate::engine::EngineSettings::default()
         },
     );
+    let metrics = Arc::new(crate::metrics::HubMetrics::new(
+        store.clone(),
+        Arc::clone(&registry),
+        engine.doctor_latest(),
+    ));
     let hub = Hub {
         shutdown: shutdown.clone(),
         engine: Arc::clone(&engine),
@@ -121,10 +123,8 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
         .await;
     let agent_api = AgentServiceServer::new(AgentApi::new(hub.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let admin_api = AdminServiceServer::new(
-        AdminApi::new(hub.clone()).with_kube(role_source(kube_settings.as_ref())?),
-    )
-    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let admin_api = AdminServiceServer::new(AdminApi::new(hub.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
     let tcp_server = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -18,6 +18,9 @@ pub struct Snapshot {
     pub inventory: Inventory,
     /// When the scan finished.
     pub scanned_at: OffsetDateTime,
+    /// The doctor's file-based findings on this inventory, worst first (empty when
+    /// config.yaml is unreadable: the daemon logs why).
+    pub findings: Vec<rke2ops_common::doctor::Finding>,
 }
 
 /// The RKE2 unit's state as last read (on a scrape, a STATUS rebuild or a hub heartbeat):

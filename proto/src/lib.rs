@@ -12,3 +12,25 @@
 pub mod v1 {
     tonic::include_proto!("rke2ops.v1");
 }
+
+/// A doctor finding on the wire, the same from either side (the agent reports its own, the
+/// hub serves the fleet's). The way back, which must refuse unknown codes, is the hub's.
+impl From<&rke2ops_common::doctor::Finding> for v1::DoctorFinding {
+    fn from(f: &rke2ops_common::doctor::Finding) -> Self {
+        Self {
+            code: f.code.as_str().to_owned(),
+            severity: f.severity.as_str().to_owned(),
+            node: f.node.clone(),
+            object: f.object.clone(),
+            evidence: f
+                .evidence
+                .iter()
+                .map(|e| v1::DoctorEvidence {
+                    field: e.field.clone(),
+                    value: e.value.clone(),
+                })
+                .collect(),
+            fix: f.fix.clone(),
+        }
+    }
+}

@@ -63,11 +63,22 @@ pub enum Code {
     VersionSkew,
     /// The hub has no usable Kubernetes API: its cluster-wide checks were skipped.
     KubeChecksSkipped,
+    /// A node's clock is off from the hub's (certificates it issues or checks become
+    /// not-yet-valid or expire early elsewhere).
+    ClockSkew,
+    /// RKE2's own certificate monitor posted `CertificateExpirationWarning` or
+    /// `CACertificateExpirationWarning` on the Node, and no agent finding explains it.
+    Rke2CertWarning,
+    /// etcd cannot lose one more member without losing quorum (a server's restart would stop
+    /// the cluster).
+    EtcdQuorumAtRisk,
+    /// The node's agent is offline: its findings are as old as its last report.
+    AgentOffline,
 }
 
 impl Code {
     /// Every code, in documentation order.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 24] = [
         Self::CertExpired,
         Self::CertNotYetValid,
         Self::RenewalDeadlineNear,
@@ -88,6 +99,10 @@ impl Code {
         Self::SucLeftover,
         Self::VersionSkew,
         Self::KubeChecksSkipped,
+        Self::ClockSkew,
+        Self::Rke2CertWarning,
+        Self::EtcdQuorumAtRisk,
+        Self::AgentOffline,
     ];
 
     /// The stable string (`cert-expired`).
@@ -114,6 +129,10 @@ impl Code {
             Self::SucLeftover => "suc-leftover",
             Self::VersionSkew => "version-skew",
             Self::KubeChecksSkipped => "kube-checks-skipped",
+            Self::ClockSkew => "clock-skew",
+            Self::Rke2CertWarning => "rke2-cert-warning",
+            Self::EtcdQuorumAtRisk => "etcd-quorum-at-risk",
+            Self::AgentOffline => "agent-offline",
         }
     }
 

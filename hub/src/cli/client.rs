@@ -285,18 +285,23 @@ async fn list_nodes(args: &ListArgs) -> anyhow::Result<()> {
         .await
         .map_err(refused)?
         .into_inner();
-    let nodes: Vec<(NodeRecord, u32)> = response
+    let nodes: Vec<render::NodeLine> = response
         .nodes
         .iter()
-        .map(|n| (node_record(n), n.error_count))
+        .map(|n| render::NodeLine {
+            record: node_record(n),
+            file_errors: n.error_count,
+            worst_finding: n.worst_finding.clone(),
+        })
         .collect();
     match args.client.output {
         Output::Json => {
             let docs: Vec<serde_json::Value> = nodes
                 .iter()
-                .map(|(n, errors)| {
-                    let mut doc = serde_json::to_value(n).unwrap_or_default();
-                    doc["file_errors"] = (*errors).into();
+                .map(|n| {
+                    let mut doc = serde_json::to_value(&n.record).unwrap_or_default();
+                    doc["file_errors"] = n.file_errors.into();
+                    doc["worst_finding"] = n.worst_finding.clone().into();
                     doc
                 })
                 .collect();
@@ -351,6 +356,18 @@ pub async fn certs(args: &CertsArgs) -> anyhow::Result<()> {
         .iter()
         .filter_map(|e| Some((e.node.clone(), convert::error_row(e.error.as_ref()?))))
         .collect();
+    // The worst finding of each node shown (from the fleet doctor's last run).
+    let findings: Vec<(String, String)> = client
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .map_err(refused)?
+        .into_inner()
+        .nodes
+        .into_iter()
+        .filter(|n| !n.worst_finding.is_empty())
+        .filter(|n| args.node.as_ref().is_none_or(|only| *only == n.name))
+        .map(|n| (n.name, n.worst_finding))
+        .collect();
     match args.client.output {
         Output::Json => {
             let certs: Vec<serde_json::Value> = rows
@@ -365,16 +382,22 @@ pub async fn certs(args: &CertsArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|(node, e)| serde_json::json!({"node": node, "path": e.path, "reason": e.reason}))
                 .collect();
+            let worst: serde_json::Map<String, serde_json::Value> = findings
+                .iter()
+                .map(|(node, f)| (node.clone(), f.clone().into()))
+                .collect();
             println!(
                 "{}",
-                serde_json::to_string_pretty(
-                    &serde_json::json!({"certificates": certs, "errors": errs})
-                )?
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "certificates": certs,
+                    "errors": errs,
+                    "worst_findings": worst
+                }))?
             );
         }
         Output::Table => print!(
             "{}",
-            render::certs(&rows, &errors, OffsetDateTime::now_utc())
+            render::certs(&rows, &errors, &findings, OffsetDateTime::now_utc())
         ),
     }
     Ok(())

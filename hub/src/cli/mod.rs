@@ -74,8 +74,10 @@ pub enum Command {
     Skip(plans::SkipArgs),
     /// End a plan: nothing new starts and what it cordoned is uncordoned.
     Abort(plans::ActionArgs),
-    /// What is wrong across the fleet: PodDisruptionBudgets that block drains, leftover
-    /// system-upgrade-controller, version skew. Exit 0 / 1 (warnings) / 2 (a blocker).
+    /// What is wrong across the fleet: every node's own findings (as its agent reports
+    /// them), clocks, etcd, PodDisruptionBudgets that block drains, leftover
+    /// system-upgrade-controller, version skew, RKE2's certificate events. Exit 0 / 1
+    /// (warnings) / 2 (a blocker); 69 when the hub cannot be asked.
     Doctor(DoctorArgs),
 }
 
@@ -88,6 +90,9 @@ pub struct DoctorArgs {
     /// Only findings about this node.
     #[arg(long)]
     pub node: Option<String>,
+    /// The version an upgrade would install: nodes already at or above it are noted.
+    #[arg(long, value_name = "VERSION")]
+    pub target: Option<String>,
 }
 
 /// Admin certificate subcommands.

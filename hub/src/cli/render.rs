@@ -24,9 +24,20 @@ fn ago(t: OffsetDateTime, now: OffsetDateTime) -> String {
     }
 }
 
-/// `rke2-hub nodes`.
+/// One row of `rke2-hub nodes`.
+#[derive(Debug, Clone)]
+pub struct NodeLine {
+    /// The inventory's record.
+    pub record: NodeRecord,
+    /// How many files the agent could not read.
+    pub file_errors: u32,
+    /// The worst doctor finding, "<severity> <code>"; empty when none.
+    pub worst_finding: String,
+}
+
+/// `rke2-hub nodes` (FINDING last, so scripts reading the older columns keep working).
 #[must_use]
-pub fn nodes(nodes: &[(NodeRecord, u32)], now: OffsetDateTime) -> String {
+pub fn nodes(nodes: &[NodeLine], now: OffsetDateTime) -> String {
     let mut lines = vec![
         [
             "NAME",
@@ -37,11 +48,13 @@ pub fn nodes(nodes: &[(NodeRecord, u32)], now: OffsetDateTime) -> String {
             "RENEWAL DEADLINE",
             "LAST SEEN",
             "STATE",
+            "FINDING",
         ]
         .map(str::to_owned)
         .to_vec(),
     ];
-    for (node, errors) in nodes {
+    for line in nodes {
+        let (node, errors) = (&line.record, &line.file_errors);
         let certs = match (&node.worst_status, errors) {
             (_, n) if *n > 0 => format!(
                 "{} ({n} errors)",
@@ -63,16 +76,23 @@ pub fn nodes(nodes: &[(NodeRecord, u32)], now: OffsetDateTime) -> String {
             } else {
                 "offline".to_owned()
             },
+            if line.worst_finding.is_empty() {
+                "-".to_owned()
+            } else {
+                line.worst_finding.clone()
+            },
         ]);
     }
     tabwriter::layout(&lines, 3)
 }
 
-/// `rke2-hub certs`: the agent's columns with a NODE column first.
+/// `rke2-hub certs`: the agent's columns with a NODE column first; after the table, each
+/// node's file errors and its worst doctor finding (`findings`: node, "<severity> <code>").
 #[must_use]
 pub fn certs(
     rows: &[(String, CertRow)],
     errors: &[(String, FileErrorRow)],
+    findings: &[(String, String)],
     now: OffsetDateTime,
 ) -> String {
     let mut lines = vec![
@@ -124,6 +144,14 @@ pub fn certs(
             out.push_str(&format!(
                 "error: {node}: {}: {}\n",
                 error.path, error.reason
+            ));
+        }
+    }
+    if !findings.is_empty() {
+        out.push('\n');
+        for (node, finding) in findings {
+            out.push_str(&format!(
+                "finding: {node}: {finding} (rke2-hub doctor --node {node})\n"
             ));
         }
     }

@@ -5,15 +5,29 @@
 //! - [`pdb`]: `pdb-blocks-drain`, budgets that never allow a disruption;
 //! - [`suc`]: `suc-leftover`, system-upgrade-controller still installed;
 //! - [`skew`]: `version-skew`, the inventory against the version skew policy;
+//! - [`agents`]: every node's own findings as its agent reported them, `clock-skew`
+//!   ([`clock`]) and `agent-offline`;
+//! - [`etcd`]: members any server sees unhealthy, alarms, `etcd-quorum-at-risk`;
+//! - [`events`]: RKE2's certificate-monitor events beside the finding they confirm;
 //! - [`preflight`]: which findings refuse a plan (and which the operator accepted).
 //!
 //! The finding model, exit code and table are common's ([`rke2ops_common::doctor`]). This
-//! module does no I/O; the admin RPC gathers and calls [`run`].
+//! module does no I/O; the engine gathers ([`crate::engine::Engine::fleet_findings`]) and
+//! calls [`run`].
 
+pub mod agents;
+pub mod clock;
+pub mod etcd;
+pub mod events;
 pub mod pdb;
 pub mod preflight;
 pub mod skew;
 pub mod suc;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use time::OffsetDateTime;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -32,6 +46,27 @@ pub struct ClusterFacts {
     pub pods: Vec<Pod>,
     /// What is left of system-upgrade-controller.
     pub suc: SucFacts,
+    /// RKE2's certificate-monitor events on Nodes.
+    pub cert_events: Vec<events::CertEvent>,
+}
+
+/// Everything the fleet doctor looks at, gathered by the engine.
+#[derive(Debug, Clone)]
+pub struct FleetFacts<'a> {
+    /// The Kubernetes objects, or why they could not be read.
+    pub cluster: Result<&'a ClusterFacts, KubeSkipped>,
+    /// Every node's role and version.
+    pub nodes: &'a [NodeVersion],
+    /// A plan's target version (its nodes already there are noted).
+    pub target: Option<&'a Rke2Version>,
+    /// Every node's agent and what it reported.
+    pub agents: &'a [agents::AgentView<'a>],
+    /// The latest fresh etcd report of each online server.
+    pub etcd: &'a [(String, crate::plan::health::EtcdReport)],
+    /// Each node's newest leaf NotBefore (its last renewal), from the stored snapshots.
+    pub renewed_at: &'a HashMap<String, OffsetDateTime>,
+    /// A node's clock further off than this is `clock-skew`.
+    pub clock_threshold: Duration,
 }
 
 /// Why the Kubernetes checks did not run.
@@ -43,25 +78,83 @@ pub enum KubeSkipped {
     Unreachable(String),
 }
 
-/// Every finding for the fleet: the Kubernetes checks when `cluster` holds facts (one info
-/// finding saying why otherwise), the version skew of `nodes` (and, with `target`, the nodes
-/// already at or above it). Sorted worst first.
+/// Every finding for the fleet, worst first: the Kubernetes checks when `cluster` holds facts
+/// (one info finding saying why otherwise), the version skew of `nodes` (and, with `target`,
+/// the nodes already at or above it), every node's agent findings and clock, etcd across the
+/// servers, and RKE2's certificate events merged into the findings they confirm.
 #[must_use]
-pub fn run(
-    cluster: Result<&ClusterFacts, KubeSkipped>,
-    nodes: &[NodeVersion],
-    target: Option<&Rke2Version>,
-) -> Vec<Finding> {
-    let mut out = match cluster {
-        Ok(facts) => {
-            let mut found = pdb::check(&facts.pdbs, &facts.pods);
-            found.extend(suc::check(&facts.suc));
+pub fn run(facts: &FleetFacts<'_>) -> Vec<Finding> {
+    let mut out = match &facts.cluster {
+        Ok(cluster) => {
+            let mut found = pdb::check(&cluster.pdbs, &cluster.pods);
+            found.extend(suc::check(&cluster.suc));
             found
         }
-        Err(why) => vec![skipped(&why)],
+        Err(why) => vec![skipped(why)],
     };
-    out.extend(skew::check(nodes, target));
+    out.extend(skew::check(facts.nodes, facts.target));
+    out.extend(agents::check(facts.agents, facts.clock_threshold));
+    out.extend(etcd::check(facts.etcd));
+    if let Ok(cluster) = &facts.cluster {
+        events::merge(&mut out, &cluster.cert_events, facts.renewed_at);
+    }
     rke2ops_common::doctor::sort(&mut out);
+    out
+}
+
+/// The fleet doctor's last run: what `nodes` and `certs` show per node and the hub's
+/// `rke2ops_hub_doctor_findings` exports, between runs (the engine refreshes it every
+/// minute and whenever a doctor, a plan's preflight or a node's checks run).
+#[derive(Debug, Default)]
+pub struct Latest(std::sync::Mutex<Option<(OffsetDateTime, Vec<Finding>)>>);
+
+impl Latest {
+    /// Replaces the last run.
+    pub fn set(&self, at: OffsetDateTime, findings: Vec<Finding>) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some((at, findings));
+        }
+    }
+
+    /// The last run's findings when it ran at most `max_age` before `now`.
+    #[must_use]
+    pub fn within(&self, now: OffsetDateTime, max_age: Duration) -> Option<Vec<Finding>> {
+        let slot = self.0.lock().ok()?;
+        let (at, findings) = slot.as_ref()?;
+        let age = now - *at;
+        (age >= time::Duration::ZERO && age <= max_age).then(|| findings.clone())
+    }
+
+    /// The last run (none yet: empty).
+    #[must_use]
+    pub fn findings(&self) -> Vec<Finding> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(|(_, f)| f.clone()))
+            .unwrap_or_default()
+    }
+
+    /// The worst finding about each node in the last run (a finding naming several nodes
+    /// counts for each): (severity, code) per node name.
+    #[must_use]
+    pub fn worst_per_node(&self) -> HashMap<String, (Severity, Code)> {
+        worst_per_node(&self.findings())
+    }
+}
+
+/// The worst finding about each node of `findings` (worst severity, then first code).
+#[must_use]
+pub fn worst_per_node(findings: &[Finding]) -> HashMap<String, (Severity, Code)> {
+    let mut out: HashMap<String, (Severity, Code)> = HashMap::new();
+    for f in findings {
+        for node in f.node.split(',').filter(|n| !n.is_empty()) {
+            let slot = out.entry(node.to_owned()).or_insert((f.severity, f.code));
+            if f.severity > slot.0 || (f.severity == slot.0 && f.code < slot.1) {
+                *slot = (f.severity, f.code);
+            }
+        }
+    }
     out
 }
 
@@ -76,7 +169,7 @@ fn skipped(why: &KubeSkipped) -> Finding {
              and restart it",
         )
         .with("kubeconfig", "not configured")
-        .with("skipped", "pdb-blocks-drain,suc-leftover"),
+        .with("skipped", "pdb-blocks-drain,suc-leftover,rke2-cert-warning"),
         KubeSkipped::Unreachable(e) => Finding::new(
             Code::KubeChecksSkipped,
             Severity::Info,
@@ -85,7 +178,7 @@ fn skipped(why: &KubeSkipped) -> Finding {
             "check the apiservers (`kubectl get --raw /readyz`) and the hub's kubeconfig",
         )
         .with("error", e.clone())
-        .with("skipped", "pdb-blocks-drain,suc-leftover"),
+        .with("skipped", "pdb-blocks-drain,suc-leftover,rke2-cert-warning"),
     }
 }
 
@@ -116,9 +209,27 @@ mod tests {
         ]
     }
 
+    fn fleet<'a>(
+        cluster: Result<&'a ClusterFacts, KubeSkipped>,
+        nodes: &'a [NodeVersion],
+        renewed: &'a HashMap<String, OffsetDateTime>,
+    ) -> FleetFacts<'a> {
+        FleetFacts {
+            cluster,
+            nodes,
+            target: None,
+            agents: &[],
+            etcd: &[],
+            renewed_at: renewed,
+            clock_threshold: Duration::from_secs(30),
+        }
+    }
+
     #[test]
     fn without_a_kubeconfig_one_info_says_the_kube_checks_were_skipped() {
-        let found = run(Err(KubeSkipped::NoKubeconfig), &nodes(), None);
+        let nodes = nodes();
+        let renewed = HashMap::new();
+        let found = run(&fleet(Err(KubeSkipped::NoKubeconfig), &nodes, &renewed));
         assert_eq!(found.len(), 2);
         assert_eq!(found[0].code, Code::VersionSkew);
         assert_eq!(found[1].code, Code::KubeChecksSkipped);
@@ -144,8 +255,11 @@ mod tests {
                 crd: true,
                 ..SucFacts::default()
             },
+            cert_events: Vec::new(),
         };
-        let found = run(Ok(&facts), &nodes(), None);
+        let nodes = nodes();
+        let renewed = HashMap::new();
+        let found = run(&fleet(Ok(&facts), &nodes, &renewed));
         assert_eq!(found.len(), 3);
         assert_eq!(found[2].code, Code::SucLeftover);
         let about_w2: Vec<_> = found.iter().filter(|f| is_about(f, "w2")).collect();
@@ -153,5 +267,56 @@ mod tests {
         assert_eq!(about_w2[0].code, Code::PdbBlocksDrain);
         assert_eq!(found.iter().filter(|f| is_about(f, "w1")).count(), 2);
         assert!(!found.iter().any(|f| is_about(f, "w")));
+    }
+
+    #[test]
+    fn agents_etcd_and_events_come_together_worst_first() {
+        use crate::store::NodeFindings;
+        let facts = ClusterFacts {
+            cert_events: vec![events::CertEvent {
+                node: "w1".into(),
+                reason: events::LEAF_WARNING.into(),
+                message: "agent/client-kubelet.crt: certificate will expire within 120 days".into(),
+                last_seen: OffsetDateTime::UNIX_EPOCH,
+            }],
+            ..ClusterFacts::default()
+        };
+        let near = Finding::new(
+            Code::RenewalDeadlineNear,
+            Severity::Warning,
+            "w1",
+            "agent/client-kubelet.crt",
+            "restart",
+        );
+        let w1 = NodeFindings {
+            node: "w1".into(),
+            reported_at: None,
+            clock_offset_ms: Some(-400_000),
+            findings: vec![near],
+        };
+        let agents = [agents::AgentView {
+            reported: &w1,
+            online: true,
+            last_seen: OffsetDateTime::UNIX_EPOCH,
+        }];
+        let nodes = nodes();
+        let renewed = HashMap::new();
+        let mut input = fleet(Ok(&facts), &nodes, &renewed);
+        input.agents = &agents;
+        let found = run(&input);
+        let codes: Vec<Code> = found.iter().map(|f| f.code).collect();
+        assert_eq!(
+            codes,
+            [
+                Code::VersionSkew,
+                Code::ClockSkew,
+                Code::RenewalDeadlineNear
+            ]
+        );
+        assert_eq!(
+            found[2].evidence.last().map(|e| e.field.as_str()),
+            Some("rke2_event"),
+            "the event confirms the agent's finding"
+        );
     }
 }

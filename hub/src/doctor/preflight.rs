@@ -15,10 +15,20 @@ pub struct Preflight {
     pub noted: Vec<Finding>,
 }
 
+/// Blockers every plan remedies on the node it operates: each restarts RKE2, and a start
+/// renews the leaves inside the renewal window (rotate reissues them all). They are what the
+/// plan is for, so they never refuse it or hold its node.
+pub const REMEDIED_BY_EVERY_PLAN: [Code; 3] = [
+    Code::CertExpired,
+    Code::RenewalDeadlinePassed,
+    Code::ServicePastRenewalWindow,
+];
+
 impl Preflight {
     /// Sorts `findings` for a plan over `nodes` (empty: every node) that drains (`drain`):
     /// findings about other nodes are out of scope (cluster-wide ones, with no node, never
-    /// are), and without a drain a budget blocks nothing.
+    /// are), without a drain a budget blocks nothing, and what the plan remedies
+    /// ([`REMEDIED_BY_EVERY_PLAN`]) is only noted.
     #[must_use]
     pub fn of(findings: Vec<Finding>, nodes: &[String], drain: bool, accept: &[Code]) -> Self {
         let mut out = Self::default();
@@ -29,7 +39,7 @@ impl Preflight {
             if !in_scope || (!drain && f.code == Code::PdbBlocksDrain) {
                 continue;
             }
-            if f.severity != Severity::Blocker {
+            if f.severity != Severity::Blocker || REMEDIED_BY_EVERY_PLAN.contains(&f.code) {
                 out.noted.push(f);
             } else if accept.contains(&f.code) {
                 out.accepted.push(f);
@@ -60,6 +70,23 @@ impl Preflight {
                 .collect::<Vec<_>>()
                 .join(" ")
         )
+    }
+
+    /// Why the next node may not start, when a blocker about it (or the cluster) that the
+    /// plan did not accept is found in the checks run right before it: the same rules as at
+    /// creation, so a budget created mid-plan holds the node before its drain.
+    #[must_use]
+    pub fn hold(&self) -> Option<String> {
+        if self.refused.is_empty() {
+            return None;
+        }
+        let lines: Vec<String> = self.refused.iter().map(line).collect();
+        Some(format!(
+            "the doctor holds the next node: {}; fix it (rke2-hub doctor shows the commands), \
+             or abort and start again with --accept {}",
+            lines.join("; "),
+            self.refused[0].code
+        ))
     }
 }
 
@@ -143,5 +170,31 @@ mod tests {
         let p = Preflight::of(sample(), &[], false, &[]);
         assert_eq!(p.refused.len(), 1);
         assert_eq!(p.refused[0].code, Code::VersionSkew);
+    }
+
+    #[test]
+    fn what_every_plan_remedies_is_noted_not_refused() {
+        let findings = vec![
+            finding(Code::CertExpired, Severity::Blocker, "w1"),
+            finding(Code::ServicePastRenewalWindow, Severity::Blocker, "w1"),
+            finding(Code::PemEmptyOrCorrupt, Severity::Blocker, "w1"),
+        ];
+        let p = Preflight::of(findings, &[], true, &[]);
+        assert_eq!(p.noted.len(), 2);
+        assert_eq!(p.refused.len(), 1);
+        assert_eq!(p.refused[0].code, Code::PemEmptyOrCorrupt);
+    }
+
+    #[test]
+    fn a_hold_names_the_blocker_and_how_to_get_past_it() {
+        let p = Preflight::of(sample(), &["w1".to_owned()], true, &[]);
+        let hold = p.hold().expect("held");
+        assert!(
+            hold.starts_with("the doctor holds the next node: pdb-blocks-drain obj-w1,w2"),
+            "{hold}"
+        );
+        assert!(hold.ends_with("--accept pdb-blocks-drain"), "{hold}");
+        let accepted = Preflight::of(sample(), &["w1".to_owned()], true, &[Code::PdbBlocksDrain]);
+        assert_eq!(accepted.hold(), None);
     }
 }

@@ -34,4 +34,7 @@ pub trait Cluster: Send + Sync + Debug {
     ) -> BoxFut<'a, Result<String, String>>;
     /// Records a Kubernetes Event about `node` (best effort).
     fn event<'a>(&'a self, node: &'a str, reason: &'a str, message: &'a str) -> BoxFut<'a, ()>;
+    /// What the fleet doctor reads: budgets, pods, system-upgrade-controller's leftovers and
+    /// RKE2's certificate events.
+    fn doctor_facts(&self) -> BoxFut<'_, Result<crate::doctor::ClusterFacts, String>>;
 }

@@ -30,7 +30,12 @@ impl Engine {
 
     async fn run_loop(self: Arc<Self>) {
         let mut pruned_at: Option<std::time::Instant> = None;
+        let mut doctor_at: Option<std::time::Instant> = None;
         loop {
+            if doctor_at.is_none_or(|t| t.elapsed() >= super::doctor::REFRESH_EVERY) {
+                doctor_at = Some(std::time::Instant::now());
+                self.refresh_doctor();
+            }
             if pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
                 pruned_at = Some(std::time::Instant::now());
                 self.prune_history().await;
@@ -175,6 +180,13 @@ impl Engine {
                 }
                 Err(e) => Decision::Wait(e.to_string()),
             };
+        }
+        // The doctor's checks again, right before these nodes are touched: a budget or a
+        // failure that appeared since the plan was created holds them here, not mid-drain.
+        if let Decision::Start(names) = &decision
+            && let Some(why) = self.node_checks(&plan, names).await
+        {
+            decision = Decision::Wait(why);
         }
         if let Decision::Start(names) = &decision
             && let Some(server) = names.iter().find(|n| {

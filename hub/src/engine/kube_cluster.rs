@@ -97,4 +97,8 @@ impl Cluster for Kube {
     fn event<'a>(&'a self, node: &'a str, reason: &'a str, message: &'a str) -> BoxFut<'a, ()> {
         Box::pin(async move { self.0.event(node, reason, message).await })
     }
+
+    fn doctor_facts(&self) -> BoxFut<'_, Result<crate::doctor::ClusterFacts, String>> {
+        Box::pin(async move { self.0.doctor_facts().await.map_err(|e| e.to_string()) })
+    }
 }

@@ -146,6 +146,11 @@ pub struct AgentStatus {
     pub service_state: String,
     /// Its health and running version, for the engine.
     pub health: HealthStatus,
+    /// The agent's clock when it sent the status (none: an older agent).
+    pub sent_at: Option<OffsetDateTime>,
+    /// The node's doctor findings when they changed (none: unchanged), each with the node
+    /// set to the stream's node (never the agent's word for it).
+    pub findings: Option<Vec<rke2ops_common::doctor::Finding>>,
 }
 
 /// The part of an agent's status the engine keeps (its health, for the gates).

@@ -25,6 +25,7 @@
 
 mod auto;
 pub mod cluster;
+mod doctor;
 mod drive;
 mod gates;
 pub mod kube_cluster;
@@ -64,6 +65,8 @@ pub struct EngineSettings {
     pub alert_gate: Option<AlertGate>,
     /// Ended plans and audit rows older than this are removed (hourly, and at start).
     pub history_retention: Duration,
+    /// The doctor's clock-skew threshold ([`crate::doctor::clock`]).
+    pub clock_skew: Duration,
 }
 
 /// The alert gate's settings ([`crate::plan::alerts`]).
@@ -84,6 +87,7 @@ impl Default for EngineSettings {
             history_retention: Duration::from_secs(
                 crate::config::DEFAULT_HISTORY_RETENTION_DAYS * 86_400,
             ),
+            clock_skew: Duration::from_secs(crate::doctor::clock::DEFAULT_THRESHOLD_SECS),
         }
     }
 }
@@ -127,6 +131,8 @@ pub struct Engine {
     wake: Notify,
     /// For the alert gate's Prometheus queries.
     http: reqwest::Client,
+    /// The fleet doctor's last run.
+    doctor: Arc<crate::doctor::Latest>,
 }
 
 impl Engine {
@@ -155,7 +161,14 @@ impl Engine {
                 .timeout(Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
+            doctor: Arc::default(),
         })
+    }
+
+    /// The fleet doctor's last run (for `nodes`, `certs` and the metrics).
+    #[must_use]
+    pub fn doctor_latest(&self) -> Arc<crate::doctor::Latest> {
+        Arc::clone(&self.doctor)
     }
 
     /// The alert gate, when configured.

@@ -12,7 +12,6 @@ use super::agent::{check_credential, peer_serial};
 use super::convert;
 use super::{Caller, Hub, caller, internal, observed};
 use crate::doctor::preflight::{self, Preflight};
-use crate::doctor::{KubeSkipped, NodeVersion};
 use crate::pki::token::JoinToken;
 use crate::pki::{ADMIN_CN_PREFIX, TokenBinding};
 use crate::plan::version::Rke2Version;
@@ -23,23 +22,13 @@ use rke2ops_common::doctor::Code;
 #[derive(Debug, Clone)]
 pub struct AdminApi {
     hub: Hub,
-    /// The cluster `Doctor` reads (PodDisruptionBudgets, system-upgrade-controller); `None`
-    /// without a kubeconfig, when those checks are skipped with an info finding.
-    kube: Option<crate::kube::KubeAccess>,
 }
 
 impl AdminApi {
     /// Serves `hub`.
     #[must_use]
     pub fn new(hub: Hub) -> Self {
-        Self { hub, kube: None }
-    }
-
-    /// The same service reading the cluster through `kube` for `Doctor`.
-    #[must_use]
-    pub fn with_kube(mut self, kube: Option<crate::kube::KubeAccess>) -> Self {
-        self.kube = kube;
-        self
+        Self { hub }
     }
 
     /// The admin calling (the audit actor), after checking an admin certificate is still
@@ -206,7 +195,8 @@ impl AdminService for AdminApi {
         let started = std::time::Instant::now();
         let result = async {
             self.admin_of(&request)?;
-            self.doctor_for(&request.into_inner().node).await
+            let req = request.into_inner();
+            self.doctor_for(&req.node, &req.target).await
         }
         .await;
         observed(&self.hub, "Doctor", started, result)
@@ -362,11 +352,24 @@ impl AdminApi {
 
     /// `doctor`: the fleet's findings, keeping those about `node` (when given; the info
     /// saying the Kubernetes checks were skipped is always kept).
-    async fn doctor_for(&self, node: &str) -> Result<Response<pb::DoctorReport>, Status> {
+    async fn doctor_for(
+        &self,
+        node: &str,
+        target: &str,
+    ) -> Result<Response<pb::DoctorReport>, Status> {
         if !node.is_empty() && self.hub.store.node(node).map_err(internal)?.is_none() {
             return Err(Status::not_found(format!("unknown node {node:?}")));
         }
-        let mut findings = self.fleet_findings(None).await?;
+        let target: Option<Rke2Version> = if target.is_empty() {
+            None
+        } else {
+            Some(
+                target
+                    .parse()
+                    .map_err(|e| Status::invalid_argument(format!("target {target:?}: {e}")))?,
+            )
+        };
+        let mut findings = self.fleet_findings(target.as_ref()).await?;
         if !node.is_empty() {
             findings
                 .retain(|f| f.code == Code::KubeChecksSkipped || crate::doctor::is_about(f, node));
@@ -448,34 +451,17 @@ impl AdminApi {
         super::plans::get(&self.hub, &view.id)
     }
 
-    /// Every finding of the fleet doctor: the cluster's objects (when the hub has a
-    /// kubeconfig and an apiserver answers) and the inventory's versions (with a plan's
-    /// `target`, the nodes already at or above it too).
+    /// Every finding of the fleet doctor (the engine gathers; see
+    /// [`crate::engine::Engine::fleet_findings`]).
     async fn fleet_findings(
         &self,
         target: Option<&Rke2Version>,
     ) -> Result<Vec<rke2ops_common::doctor::Finding>, Status> {
-        let nodes = self.hub.store.nodes().map_err(internal)?;
-        let versions: Vec<NodeVersion> = nodes
-            .into_iter()
-            .map(|n| NodeVersion {
-                name: n.name,
-                role: n.role,
-                version: n.rke2_version,
-            })
-            .collect();
-        let cluster = match &self.kube {
-            None => Err(KubeSkipped::NoKubeconfig),
-            Some(kube) => kube.doctor_facts().await.map_err(|e| {
-                tracing::warn!(error = %e, "doctor: cannot read the cluster");
-                KubeSkipped::Unreachable(e.to_string())
-            }),
-        };
-        Ok(crate::doctor::run(
-            cluster.as_ref().map_err(Clone::clone),
-            &versions,
-            target,
-        ))
+        self.hub
+            .engine
+            .fleet_findings(target)
+            .await
+            .map_err(internal)
     }
 
     async fn list_nodes_inner(
@@ -485,11 +471,16 @@ impl AdminApi {
         self.admin_of(&request)?;
         let nodes = self.hub.store.nodes().map_err(internal)?;
         let errors = self.hub.store.file_errors(None).map_err(internal)?;
+        let worst = self.hub.engine.doctor_latest().worst_per_node();
         let out = nodes
             .iter()
             .map(|node| {
                 let count = errors.iter().filter(|(n, _)| *n == node.name).count();
-                convert::node_message(node, u32::try_from(count).unwrap_or(u32::MAX))
+                let finding = worst
+                    .get(&node.name)
+                    .map(|(severity, code)| format!("{severity} {code}"))
+                    .unwrap_or_default();
+                convert::node_message(node, u32::try_from(count).unwrap_or(u32::MAX), finding)
             })
             .collect();
         Ok(Response::new(pb::ListNodesResponse { nodes: out }))

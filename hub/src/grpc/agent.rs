@@ -482,6 +482,20 @@ pub fn handle(
                     .map_err(internal)?;
             }
             engine.on_status(node, &status.health);
+            if let Some(mut findings) = status.findings {
+                for f in &mut findings {
+                    node.clone_into(&mut f.node);
+                }
+                store
+                    .replace_node_findings(node, &findings, now)
+                    .map_err(internal)?;
+            }
+            if let Some(sent_at) = status.sent_at {
+                let offset = (sent_at - now).whole_milliseconds();
+                let offset =
+                    i64::try_from(offset).unwrap_or(if offset < 0 { i64::MIN } else { i64::MAX });
+                store.set_clock_offset(node, offset).map_err(internal)?;
+            }
             if !version.is_empty() {
                 store.set_rke2_version(node, version).map_err(internal)?;
             }

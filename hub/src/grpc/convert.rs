@@ -229,7 +229,7 @@ pub fn error_row(e: &pb::FileError) -> FileErrorRow {
 
 /// A node → the wire.
 #[must_use]
-pub fn node_message(node: &NodeRecord, error_count: u32) -> pb::NodeInfo {
+pub fn node_message(node: &NodeRecord, error_count: u32, worst_finding: String) -> pb::NodeInfo {
     pb::NodeInfo {
         name: node.name.clone(),
         role: role_value(&node.role),
@@ -241,6 +241,7 @@ pub fn node_message(node: &NodeRecord, error_count: u32) -> pb::NodeInfo {
         last_seen: Some(timestamp(node.last_seen)),
         online: node.online,
         error_count,
+        worst_finding,
     }
 }
 
@@ -405,12 +406,24 @@ impl TryFrom<&pb::Status> for AgentStatus {
             .map(|t| time_of(t, "status.renewal_deadline"))
             .transpose()?;
         let worst_status = worst_status_word(status.worst_status, "status.worst_status")?;
+        let sent_at = status
+            .sent_at
+            .as_ref()
+            .map(|t| time_of(t, "status.sent_at"))
+            .transpose()?;
+        let findings = status
+            .doctor
+            .as_ref()
+            .map(|d| agent_findings(&d.findings))
+            .transpose()?;
         Ok(Self {
             snapshot,
             renewal_deadline,
             worst_status,
             service_state: status.service_state.clone(),
             health: HealthStatus::from(status),
+            sent_at,
+            findings,
         })
     }
 }
@@ -617,6 +630,7 @@ impl From<&pb::CreatePlanRequest> for PlanPolicy {
             allow_minor_skip: req.allow_minor_skip,
             allow_rollback: !req.no_rollback,
             services: req.services.clone(),
+            accept: req.accept.clone(),
             artifact_source: req.artifact_source.clone(),
             ready_timeout_secs: if req.ready_timeout_seconds == 0 {
                 defaults.ready_timeout_secs
@@ -631,21 +645,63 @@ impl From<&pb::CreatePlanRequest> for PlanPolicy {
 /// A doctor finding → wire.
 #[must_use]
 pub fn doctor_finding(f: &Finding) -> pb::DoctorFinding {
-    pb::DoctorFinding {
-        code: f.code.as_str().to_owned(),
-        severity: f.severity.as_str().to_owned(),
-        node: f.node.clone(),
-        object: f.object.clone(),
-        evidence: f
-            .evidence
-            .iter()
-            .map(|e| pb::DoctorEvidence {
-                field: e.field.clone(),
-                value: e.value.clone(),
-            })
-            .collect(),
-        fix: f.fix.clone(),
+    pb::DoctorFinding::from(f)
+}
+
+/// Most findings one agent may report: a node has a few dozen files; more is an agent gone
+/// wrong or hostile, and the store would keep it.
+pub const MAX_AGENT_FINDINGS: usize = 256;
+/// Longest text field of an agent's finding (object, fix, one piece of evidence).
+pub const MAX_FINDING_FIELD: usize = 4096;
+/// Most pieces of evidence on one finding.
+pub const MAX_FINDING_EVIDENCE: usize = 32;
+
+/// An agent's findings, bounded ([`MAX_AGENT_FINDINGS`], [`MAX_FINDING_FIELD`],
+/// [`MAX_FINDING_EVIDENCE`]). A finding whose code this hub does not know (a newer agent) is
+/// left out rather than refusing the status: the certificates in it still count. The node
+/// of each finding is the stream's business and is filled in by the caller.
+///
+/// # Errors
+/// [`ConvertError`] naming `status.doctor.findings[i]` and the field over a bound or with an
+/// unknown severity.
+pub fn agent_findings(findings: &[pb::DoctorFinding]) -> Result<Vec<Finding>, ConvertError> {
+    if findings.len() > MAX_AGENT_FINDINGS {
+        return Err(bad(
+            "status.doctor.findings".to_owned(),
+            format!(
+                "{} findings, more than {MAX_AGENT_FINDINGS}",
+                findings.len()
+            ),
+        ));
     }
+    let mut out = Vec::with_capacity(findings.len());
+    for (i, f) in findings.iter().enumerate() {
+        let field = format!("status.doctor.findings[{i}]");
+        if f.evidence.len() > MAX_FINDING_EVIDENCE {
+            return Err(bad(
+                format!("{field}.evidence"),
+                format!("more than {MAX_FINDING_EVIDENCE} entries"),
+            ));
+        }
+        let texts = [("object", &f.object), ("fix", &f.fix)]
+            .into_iter()
+            .chain(f.evidence.iter().map(|e| ("evidence.value", &e.value)))
+            .chain(f.evidence.iter().map(|e| ("evidence.field", &e.field)));
+        for (name, text) in texts {
+            if text.len() > MAX_FINDING_FIELD {
+                return Err(bad(
+                    format!("{field}.{name}"),
+                    format!("longer than {MAX_FINDING_FIELD} bytes"),
+                ));
+            }
+        }
+        if Code::parse(&f.code).is_none() {
+            tracing::debug!(code = %rke2ops_common::text::quoted(&f.code), "finding with an unknown code left out");
+            continue;
+        }
+        out.push(finding_of(f, &field)?);
+    }
+    Ok(out)
 }
 
 /// Wire → a doctor finding.

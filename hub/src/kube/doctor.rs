@@ -3,13 +3,14 @@
 //! Plans through the dynamic API, its Deployment). Reads only; failover as for every call.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 
 use super::{KubeAccess, KubeError, api_error, status_code};
+use crate::doctor::events::{self, CertEvent};
 use crate::doctor::suc::{DEPLOYMENT, PLAN_CRD};
 use crate::doctor::{ClusterFacts, SucFacts};
 
@@ -101,6 +102,16 @@ impl KubeAccess {
                     .unwrap_or_else(|| "default".into())
             })
             .collect();
+        let answer = self
+            .endpoints
+            .call(|c| async move {
+                let lp = ListParams::default().fields("involvedObject.kind=Node");
+                Api::<Event>::namespaced(c, CERT_EVENT_NAMESPACE)
+                    .list(&lp)
+                    .await
+            })
+            .await?;
+        let cert_events = served(answer)?.iter().filter_map(cert_event).collect();
         Ok(ClusterFacts {
             pdbs,
             pods,
@@ -109,6 +120,31 @@ impl KubeAccess {
                 plans,
                 deployments,
             },
+            cert_events,
         })
     }
+}
+
+/// Where RKE2's certificate monitor records its events (its recorder's namespace).
+const CERT_EVENT_NAMESPACE: &str = "default";
+
+/// A certificate-monitor event on a Node, when `e` is one (by its reason).
+fn cert_event(e: &Event) -> Option<CertEvent> {
+    let reason = e.reason.as_deref()?;
+    if ![events::LEAF_WARNING, events::CA_WARNING, events::OK].contains(&reason) {
+        return None;
+    }
+    let last_seen = e
+        .last_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .or_else(|| e.event_time.as_ref().map(|t| t.0))
+        .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
+    let last_seen = time::OffsetDateTime::from_unix_timestamp(last_seen.as_second()).ok()?;
+    Some(CertEvent {
+        node: e.involved_object.name.clone()?,
+        reason: reason.to_owned(),
+        message: e.message.clone().unwrap_or_default(),
+        last_seen,
+    })
 }

@@ -257,6 +257,8 @@ pub struct PlanPolicy {
     pub ready_timeout_secs: u64,
     /// How long the agent may take to report the operation's result.
     pub operation_timeout_secs: u64,
+    /// Doctor codes whose blockers neither refuse the plan nor hold a node (`--accept`).
+    pub accept: Vec<String>,
 }
 
 impl Default for PlanPolicy {
@@ -274,6 +276,7 @@ impl Default for PlanPolicy {
             artifact_source: String::new(),
             ready_timeout_secs: 600,
             operation_timeout_secs: 1800,
+            accept: Vec::new(),
         }
     }
 }
@@ -323,6 +326,12 @@ impl PlanPolicy {
                 parts.push(format!("services {}", self.services.join(",")));
             }
             _ => {}
+        }
+        if !self.accept.is_empty() {
+            parts.push(format!(
+                "doctor blockers accepted: {}",
+                self.accept.join(",")
+            ));
         }
         parts.join(", ")
     }

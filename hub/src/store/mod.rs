@@ -23,6 +23,7 @@
 mod audit;
 mod certs;
 mod error;
+mod findings;
 mod identities;
 pub mod model;
 mod nodes;
@@ -40,6 +41,7 @@ use rusqlite::Connection;
 use time::OffsetDateTime;
 
 pub use error::{StoreError, TokenError};
+pub use findings::NodeFindings;
 pub use model::{
     AuditEntry, CertRow, CredentialKind, FileErrorRow, IdentityRecord, NodeRecord, RemovedNode,
     TokenRecord,

@@ -165,6 +165,23 @@ pub(super) const MIGRATIONS: &[&str] = &[
         WHERE action = 'admin-cert.create' AND detail LIKE 'admin:% serial %'
         ORDER BY id;
     ",
+    // 4: each node's doctor findings as its agent last reported them (replaced whole), when
+    // they were reported, and how far the node's clock was from the hub's at its last status.
+    r"
+    CREATE TABLE node_findings (
+        node     TEXT NOT NULL REFERENCES nodes (name) ON DELETE CASCADE,
+        idx      INTEGER NOT NULL CHECK (idx >= 0),
+        code     TEXT NOT NULL,
+        severity TEXT NOT NULL CHECK (severity IN ('info', 'warning', 'blocker')),
+        object   TEXT NOT NULL,
+        evidence TEXT NOT NULL,
+        fix      TEXT NOT NULL,
+        PRIMARY KEY (node, idx)
+    ) STRICT, WITHOUT ROWID;
+
+    ALTER TABLE nodes ADD COLUMN findings_at INTEGER;
+    ALTER TABLE nodes ADD COLUMN clock_offset_ms INTEGER;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -320,6 +320,7 @@ mod doctor_tests {
         let (_tx, rx) = watch::channel(Arc::new(Snapshot {
             inventory: Inventory::default(),
             scanned_at: OffsetDateTime::now_utc(),
+            findings: Vec::new(),
         }));
         let metrics = Metrics::new(rx, 120);
         *metrics.doctor.lock().expect("not poisoned") = vec![

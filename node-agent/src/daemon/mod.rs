@@ -82,21 +82,26 @@ async fn scan(
         span.in_scope(|| {
             let mut scanner = scanner;
             let inventory = scanner.scan();
-            // The doctor's file-based checks ride on the same rescan (metric only).
-            let findings = checks.counts(&inventory);
+            // The doctor's file-based checks ride on the same rescan (the metric counts
+            // them, the hub link sends them).
+            let findings = checks.findings(&inventory);
             (scanner, inventory, findings)
         })
     })
     .await
     .context("scan task failed")?;
-    match findings {
-        Ok(counts) => {
+    let findings = match findings {
+        Ok(findings) => {
             if let Ok(mut slot) = metrics.doctor.lock() {
-                *slot = counts;
+                *slot = rke2ops_common::doctor::counts(&findings);
             }
+            findings
         }
-        Err(e) => tracing::warn!(error = %e, "doctor checks skipped"),
-    }
+        Err(e) => {
+            tracing::warn!(error = %e, "doctor checks skipped");
+            Vec::new()
+        }
+    };
     metrics
         .scan_duration
         .observe(started.elapsed().as_secs_f64());
@@ -106,6 +111,7 @@ async fn scan(
         Snapshot {
             inventory,
             scanned_at: OffsetDateTime::now_utc(),
+            findings,
         },
     ))
 }
@@ -127,6 +133,7 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
     let (tx, rx) = channel::channel(Arc::new(Snapshot {
         inventory: Inventory::default(),
         scanned_at: OffsetDateTime::now_utc(),
+        findings: Vec::new(),
     }));
     let rx_for_link = rx.clone();
     let metrics = Arc::new(Metrics::new(rx, config.warn_days));

@@ -221,21 +221,12 @@ impl DaemonChecks {
         }
     }
 
-    /// Findings per (code, severity) for `inventory` (scanned with the daemon's scan config).
+    /// The file-based findings for `inventory` (scanned with the daemon's scan config),
+    /// worst first: the metric counts them and the hub link sends them.
     ///
     /// # Errors
     /// When config.yaml is bad.
-    pub fn counts(
-        &self,
-        inventory: &Inventory,
-    ) -> Result<
-        Vec<(
-            rke2ops_common::doctor::Code,
-            rke2ops_common::doctor::Severity,
-            usize,
-        )>,
-        gather::GatherError,
-    > {
+    pub fn findings(&self, inventory: &Inventory) -> Result<Vec<Finding>, gather::GatherError> {
         let scan = self.config.scan_config();
         let facts = gather::facts(
             &self.config,
@@ -244,9 +235,35 @@ impl DaemonChecks {
             inventory.clone(),
             UnitFacts::NotInstalled,
         )?;
-        Ok(rke2ops_common::doctor::counts(&file_findings(
-            &facts,
-            &self.options,
-        )))
+        let mut findings = file_findings(&facts, &self.options);
+        rke2ops_common::doctor::sort(&mut findings);
+        Ok(findings)
     }
+}
+
+/// What the hub link reports: the daemon's file-based findings of the last scan plus the
+/// unit's, from the state the link just read (`unit`: `None` when systemd cannot be asked)
+/// and the journal lines read when it is failing. Pure; worst first.
+#[must_use]
+pub fn link_findings(
+    node: &str,
+    file: &[Finding],
+    inventory: &Inventory,
+    unit: Option<(String, UnitState, Vec<String>)>,
+    now: OffsetDateTime,
+) -> Vec<Finding> {
+    let facts = match unit {
+        Some((unit, state, journal)) => UnitFacts::Found {
+            unit,
+            state,
+            journal,
+        },
+        None => UnitFacts::Unreachable {
+            reason: "the agent has no connection to systemd's D-Bus API".to_owned(),
+        },
+    };
+    let mut findings = file.to_vec();
+    findings.extend(unit::check_unit(node, &facts, inventory, now));
+    rke2ops_common::doctor::sort(&mut findings);
+    findings
 }

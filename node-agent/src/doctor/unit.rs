@@ -24,13 +24,25 @@ pub fn is_failing(state: &crate::service::UnitState) -> bool {
 /// Findings about the unit; an unreachable systemd is an info finding (exit code unchanged).
 #[must_use]
 pub fn check(facts: &Facts) -> Vec<Finding> {
-    let (unit, state, journal) = match &facts.unit {
+    check_unit(&facts.node, &facts.unit, &facts.inventory, facts.now)
+}
+
+/// [`check`] on its inputs alone: what the daemon's hub link runs at each heartbeat with the
+/// unit state it already holds (the inventory says whether a leaf has expired already).
+#[must_use]
+pub fn check_unit(
+    node: &str,
+    unit: &UnitFacts,
+    inventory: &rke2ops_common::certs::Inventory,
+    now: time::OffsetDateTime,
+) -> Vec<Finding> {
+    let (unit, state, journal) = match unit {
         UnitFacts::Unreachable { reason } => {
             return vec![
                 Finding::new(
                     Code::SystemdUnreachable,
                     Severity::Info,
-                    &facts.node,
+                    node,
                     "systemd",
                     "run as root on the node (the unit checks need systemd's D-Bus API)",
                 )
@@ -49,7 +61,7 @@ pub fn check(facts: &Facts) -> Vec<Finding> {
         let mut f = Finding::new(
             Code::UnitFailed,
             Severity::Blocker,
-            &facts.node,
+            node,
             unit,
             format!(
                 "journalctl -u {unit} -n 200 --no-pager (fix the cause), then systemctl \
@@ -68,10 +80,10 @@ pub fn check(facts: &Facts) -> Vec<Finding> {
     } else if state.is_active()
         && let Some(since) = state.active_enter
     {
-        let up = facts.now - since;
+        let up = now - since;
         if up > Duration::days(PAST_WINDOW_DAYS) {
             // Blocker once a leaf has expired already: the restart is overdue, not upcoming.
-            let expired = facts.inventory.leaves().any(|c| c.not_after < facts.now);
+            let expired = inventory.leaves().any(|c| c.not_after < now);
             findings.push(
                 Finding::new(
                     Code::ServicePastRenewalWindow,
@@ -80,7 +92,7 @@ pub fn check(facts: &Facts) -> Vec<Finding> {
                     } else {
                         Severity::Warning
                     },
-                    &facts.node,
+                    node,
                     unit,
                     format!("systemctl restart {unit} (in a maintenance window)"),
                 )

@@ -108,6 +108,10 @@ pub fn status_report(report: &StatusReport) -> pb::Status {
     message.readiness = Some(pb::Readiness::from(&report.health.readiness));
     message.etcd = report.health.etcd.as_ref().map(pb::EtcdHealth::from);
     message.rke2_version.clone_from(&report.health.rke2_version);
+    message.sent_at = Some(timestamp(report.now));
+    message.doctor = report.doctor.as_ref().map(|findings| pb::DoctorFindings {
+        findings: findings.iter().map(pb::DoctorFinding::from).collect(),
+    });
     message
 }
 
@@ -482,6 +486,7 @@ mod tests {
             snapshot: std::sync::Arc::new(crate::state::Snapshot {
                 inventory: Inventory::default(),
                 scanned_at: now,
+                findings: Vec::new(),
             }),
             now,
             warn: time::Duration::days(120),
@@ -497,6 +502,16 @@ mod tests {
                 etcd: None,
                 rke2_version: "v1.34.1+rke2r1".into(),
             },
+            doctor: Some(vec![
+                rke2ops_common::doctor::Finding::new(
+                    rke2ops_common::doctor::Code::UnitFailed,
+                    rke2ops_common::doctor::Severity::Blocker,
+                    "n1",
+                    "rke2-server",
+                    "journalctl -u rke2-server",
+                )
+                .with("result", "exit-code"),
+            ]),
         };
         let message = pb::AgentMessage::from(Outgoing::Status(Box::new(report)));
         let Some(pb::agent_message::Body::Status(status)) = message.body else {
@@ -507,6 +522,12 @@ mod tests {
         assert_eq!(readiness.checked_at, Some(timestamp(now)));
         assert_eq!(status.rke2_version, "v1.34.1+rke2r1");
         assert!(status.etcd.is_none() && !status.full);
+        // The agent's clock rides along (the hub's clock-skew check), and changed findings.
+        assert_eq!(status.sent_at, Some(timestamp(now)));
+        let findings = status.doctor.expect("findings sent").findings;
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].code, "unit-failed");
+        assert_eq!(findings[0].evidence[0].value, "exit-code");
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub struct StatusReport {
     pub full: bool,
     /// The latest probes.
     pub health: Probe,
+    /// The node's doctor findings when they changed since the last status of this stream
+    /// (`None`: unchanged, not sent).
+    pub doctor: Option<Vec<rke2ops_common::doctor::Finding>>,
 }
 
 /// What a summary status carries (unit state, worst status, deadline, errors, and the health

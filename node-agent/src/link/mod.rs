@@ -194,6 +194,39 @@ async fn fresh_health(
     probe::probe(agent, is_server).await
 }
 
+/// The node's doctor findings now: the daemon's file-based ones from `snapshot` and the
+/// unit's from the state `service` holds (just refreshed by the caller), with the journal's
+/// last lines when the unit is failing.
+async fn findings_now(
+    node: &str,
+    snapshot: &Snapshot,
+    service: &ServiceSlot,
+    bus: Option<&crate::dbus::Systemd>,
+) -> Vec<rke2ops_common::doctor::Finding> {
+    use crate::service::UnitLog as _;
+    let unit = bus.and_then(|_| service.lock().ok().and_then(|s| s.clone()));
+    let unit = match unit {
+        Some((name, state)) => {
+            let journal = if crate::doctor::unit::is_failing(&state) {
+                crate::journald::Journald
+                    .tail(&name, crate::doctor::unit::JOURNAL_LINES)
+                    .await
+            } else {
+                Vec::new()
+            };
+            Some((name, state, journal))
+        }
+        None => None,
+    };
+    crate::doctor::link_findings(
+        node,
+        &snapshot.findings,
+        &snapshot.inventory,
+        unit,
+        OffsetDateTime::now_utc(),
+    )
+}
+
 /// What one session borrows from the link.
 struct Link<'a> {
     settings: HubSettings<'a>,
@@ -258,7 +291,21 @@ async fn session(
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     tx.send(Outgoing::Hello(hello)).await?;
-    let status = |full: bool, snapshot: Arc<Snapshot>, health: &probe::Probe| {
+    let node = settings.hub.node_name.as_str();
+    // The findings last sent on this stream: a new stream sends them whole once.
+    let mut sent_findings: Option<Vec<rke2ops_common::doctor::Finding>> = None;
+    let mut if_changed = |findings: Vec<rke2ops_common::doctor::Finding>| {
+        if sent_findings.as_ref() == Some(&findings) {
+            None
+        } else {
+            sent_findings = Some(findings.clone());
+            Some(findings)
+        }
+    };
+    let status = |full: bool,
+                  snapshot: Arc<Snapshot>,
+                  health: &probe::Probe,
+                  doctor: Option<Vec<rke2ops_common::doctor::Finding>>| {
         let service_state = service
             .lock()
             .ok()
@@ -271,11 +318,13 @@ async fn session(
             service_state,
             full,
             health: health.clone(),
+            doctor,
         }
     };
     let mut health = probe::probe(settings.agent, is_server).await;
     let current = Arc::clone(&snapshots.borrow_and_update());
-    let first = status(true, current, &health);
+    let doctor = if_changed(findings_now(node, &current, service, bus).await);
+    let first = status(true, current, &health, doctor);
     let mut last_summary: Summary = first.summary();
     tx.send(Outgoing::Status(Box::new(first))).await?;
 
@@ -291,7 +340,8 @@ async fn session(
             changed = snapshots.changed() => {
                 changed.context("inventory channel closed")?;
                 let snapshot = Arc::clone(&snapshots.borrow_and_update());
-                let report = status(true, snapshot, &health);
+                let doctor = if_changed(findings_now(node, &snapshot, service, bus).await);
+                let report = status(true, snapshot, &health, doctor);
                 last_summary = report.summary();
                 tx.send(Outgoing::Status(Box::new(report))).await?;
             }
@@ -300,20 +350,23 @@ async fn session(
                     // The hub gates its next node on this: fresh health right before the result.
                     health = fresh_health(bus, service, settings.agent, is_server).await;
                     let snapshot = Arc::clone(&snapshots.borrow());
-                    let report = status(false, snapshot, &health);
+                    let doctor = if_changed(findings_now(node, &snapshot, service, bus).await);
+                    let report = status(false, snapshot, &health, doctor);
                     last_summary = report.summary();
                     tx.send(Outgoing::Status(Box::new(report))).await?;
                 }
                 tx.send(event).await?;
             }
             _ = heartbeat.tick() => {
-                // A summary status when the unit's state or the worst status moved (cheap for
-                // the hub: no certificate list), a bare heartbeat otherwise.
+                // A summary status when the unit's state, the worst status or the doctor's
+                // findings moved (cheap for the hub: no certificate list), a bare heartbeat
+                // otherwise.
                 health = fresh_health(bus, service, settings.agent, is_server).await;
                 let snapshot = Arc::clone(&snapshots.borrow());
-                let report = status(false, snapshot, &health);
+                let doctor = if_changed(findings_now(node, &snapshot, service, bus).await);
+                let report = status(false, snapshot, &health, doctor);
                 let now_summary = report.summary();
-                if now_summary == last_summary {
+                if now_summary == last_summary && report.doctor.is_none() {
                     tx.send(Outgoing::Heartbeat).await?;
                 } else {
                     last_summary = now_summary;
@@ -328,7 +381,8 @@ async fn session(
                         // heartbeat.
                         health = fresh_health(bus, service, settings.agent, is_server).await;
                         let snapshot = Arc::clone(&snapshots.borrow());
-                        let report = status(true, snapshot, &health);
+                        let doctor = if_changed(findings_now(node, &snapshot, service, bus).await);
+                        let report = status(true, snapshot, &health, doctor);
                         last_summary = report.summary();
                         tx.send(Outgoing::Status(Box::new(report))).await?;
                     }

@@ -286,6 +286,9 @@ mod tests {
         fn event<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str) -> BoxFut<'a, ()> {
             Box::pin(async {})
         }
+        fn doctor_facts(&self) -> BoxFut<'_, Result<crate::doctor::ClusterFacts, String>> {
+            Box::pin(async { Ok(crate::doctor::ClusterFacts::default()) })
+        }
     }
 
     /// A store with node `w1`, a fake cluster (w1 cordoned or not) and an engine with a

@@ -1,0 +1,137 @@
+//! The fleet doctor's gathering: the Kubernetes objects (through the engine's [`Cluster`]),
+//! the inventory, every agent's stored findings and clock, the servers' etcd reports and
+//! each node's last renewal, handed to the pure checks ([`crate::doctor::run`]). The admin
+//! RPC, a plan's preflight, the checks before each node and the periodic refresh all come
+//! here, and each run is kept as [`crate::doctor::Latest`].
+//!
+//! [`Cluster`]: super::cluster::Cluster
+
+use std::time::Duration;
+
+use rke2ops_common::doctor::Finding;
+use rke2ops_common::version::Rke2Version;
+use time::OffsetDateTime;
+
+use super::Engine;
+use crate::doctor::agents::AgentView;
+use crate::doctor::{FleetFacts, KubeSkipped, NodeVersion};
+use crate::plan::decide::Role;
+use crate::store::StoreError;
+
+/// An etcd report older than this says nothing about etcd now.
+const ETCD_REPORT_MAX_AGE: Duration = Duration::from_secs(120);
+
+/// A doctor run this recent serves a node's checks (see [`Engine::node_checks`]).
+const NODE_CHECK_REUSE: Duration = Duration::from_secs(5);
+
+/// How often the engine refreshes [`crate::doctor::Latest`] on its own.
+pub(super) const REFRESH_EVERY: Duration = Duration::from_secs(60);
+
+impl Engine {
+    /// Every finding of the fleet now, worst first (with a plan's `target`, the nodes already
+    /// at or above it too); kept as the latest run.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn fleet_findings(
+        &self,
+        target: Option<&Rke2Version>,
+    ) -> Result<Vec<Finding>, StoreError> {
+        let cluster = match &self.cluster {
+            None => Err(KubeSkipped::NoKubeconfig),
+            Some(c) => c.doctor_facts().await.map_err(|e| {
+                tracing::warn!(error = %e, "doctor: cannot read the cluster");
+                KubeSkipped::Unreachable(e)
+            }),
+        };
+        let now = OffsetDateTime::now_utc();
+        let nodes = self.store.nodes()?;
+        let versions: Vec<NodeVersion> = nodes
+            .iter()
+            .map(|n| NodeVersion {
+                name: n.name.clone(),
+                role: n.role.clone(),
+                version: n.rke2_version.clone(),
+            })
+            .collect();
+        let reported = self.store.node_findings()?;
+        let connected = self.registry.connected();
+        let agents: Vec<AgentView<'_>> = reported
+            .iter()
+            .filter_map(|r| {
+                let node = nodes.iter().find(|n| n.name == r.node)?;
+                Some(AgentView {
+                    reported: r,
+                    online: connected.contains(&r.node),
+                    last_seen: node.last_seen,
+                })
+            })
+            .collect();
+        let max_age = time::Duration::try_from(ETCD_REPORT_MAX_AGE).unwrap_or_default();
+        let etcd: Vec<_> = self
+            .node_lives()
+            .into_iter()
+            .filter(|n| n.online && n.role == Role::Server)
+            .filter_map(|n| {
+                let report = n.etcd?;
+                (now - report.received_at <= max_age).then_some((n.name, report))
+            })
+            .collect();
+        let renewed_at = self.store.last_renewals()?;
+        let findings = crate::doctor::run(&FleetFacts {
+            cluster: cluster.as_ref().map_err(Clone::clone),
+            nodes: &versions,
+            target,
+            agents: &agents,
+            etcd: &etcd,
+            renewed_at: &renewed_at,
+            clock_threshold: self.settings.clock_skew,
+        });
+        self.doctor.set(now, findings.clone());
+        Ok(findings)
+    }
+
+    /// The doctor's checks right before `names` start in `plan`: why they must wait (a
+    /// blocker about them or the cluster that the plan did not accept), if anything. The
+    /// checks run at most every [`NODE_CHECK_REUSE`] while a node is held, so a hold does not
+    /// list the cluster's pods every tick.
+    pub(super) async fn node_checks(
+        &self,
+        plan: &crate::plan::model::Plan,
+        names: &[String],
+    ) -> Option<String> {
+        let now = OffsetDateTime::now_utc();
+        let findings = match self.doctor.within(now, NODE_CHECK_REUSE) {
+            Some(findings) => findings,
+            None => {
+                let target: Option<Rke2Version> = plan.target_version.parse().ok();
+                match self.fleet_findings(target.as_ref()).await {
+                    Ok(findings) => findings,
+                    Err(e) => return Some(format!("the doctor's checks could not run: {e}")),
+                }
+            }
+        };
+        let accept: Vec<rke2ops_common::doctor::Code> = plan
+            .policy
+            .accept
+            .iter()
+            .filter_map(|c| rke2ops_common::doctor::Code::parse(c))
+            .collect();
+        crate::doctor::preflight::Preflight::of(findings, names, plan.policy.drain, &accept).hold()
+    }
+
+    /// Refreshes the latest run in the background (the loop calls it every
+    /// [`REFRESH_EVERY`]), so a slow API never holds the plan loop.
+    pub(super) fn refresh_doctor(self: &std::sync::Arc<Self>) {
+        let engine = std::sync::Arc::clone(self);
+        let task = async move {
+            if let Err(e) = engine.fleet_findings(None).await {
+                tracing::warn!(error = %e, "doctor refresh failed");
+            }
+        };
+        tokio::spawn(tracing::Instrument::instrument(
+            task,
+            tracing::info_span!("doctor_refresh"),
+        ));
+    }
+}
