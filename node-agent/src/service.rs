@@ -180,22 +180,117 @@ pub trait UnitLog {
     async fn tail(&self, unit: &str, lines: usize) -> Vec<String>;
 }
 
-/// Which RKE2 unit this node runs: the loaded one, preferring an active one, servers first.
+/// Which RKE2 unit this node runs: of the loaded ones, an active one; else one systemd is
+/// starting, stopping or holds `failed` (a crash loop under `Restart=always` is
+/// `activating (auto-restart)`); else one that has run since boot; servers first at each rank.
+/// RKE2's installer ships both unit files on every node, so "loaded" alone cannot tell an
+/// agent node whose `rke2-agent` fails from a server node.
 ///
 /// # Errors
 /// When systemd cannot be asked.
 pub async fn detect_rke2_unit(
     manager: &impl ServiceManager,
 ) -> Result<Option<Rke2Unit>, ServiceError> {
-    let mut loaded = None;
+    let mut best: Option<(u8, Rke2Unit)> = None;
     for unit in Rke2Unit::ALL {
         let state = manager.state(unit.name()).await?;
-        if state.is_loaded() {
-            if state.is_active() {
-                return Ok(Some(unit));
-            }
-            loaded.get_or_insert(unit);
+        if !state.is_loaded() {
+            continue;
+        }
+        let rank = if state.is_active() {
+            3
+        } else if state.active_state != "inactive" {
+            2
+        } else if state.active_enter.is_some() {
+            1
+        } else {
+            0
+        };
+        if best.is_none_or(|(b, _)| rank > b) {
+            best = Some((rank, unit));
         }
     }
-    Ok(loaded)
+    Ok(best.map(|(_, unit)| unit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only `state` is asked by [`detect_rke2_unit`].
+    struct States(Vec<(&'static str, &'static str, &'static str, &'static str, bool)>);
+
+    impl ServiceManager for States {
+        async fn start(&self, _: &str) -> Result<JobResult, ServiceError> {
+            unreachable!()
+        }
+        async fn stop(&self, _: &str) -> Result<JobResult, ServiceError> {
+            unreachable!()
+        }
+        async fn restart(&self, _: &str) -> Result<JobResult, ServiceError> {
+            unreachable!()
+        }
+        async fn state(&self, unit: &str) -> Result<UnitState, ServiceError> {
+            let (load, active, sub, ran) = self
+                .0
+                .iter()
+                .find(|(name, ..)| *name == unit)
+                .map_or(("not-found", "inactive", "dead", false), |s| {
+                    (s.1, s.2, s.3, s.4)
+                });
+            Ok(UnitState {
+                load_state: load.into(),
+                active_state: active.into(),
+                sub_state: sub.into(),
+                result: "success".into(),
+                active_enter: ran.then(OffsetDateTime::now_utc),
+                n_restarts: 0,
+                exec_main_status: 0,
+                main_pid: 0,
+            })
+        }
+        async fn reset_failed(&self, _: &str) -> Result<(), ServiceError> {
+            unreachable!()
+        }
+        async fn daemon_reload(&self) -> Result<(), ServiceError> {
+            unreachable!()
+        }
+    }
+
+    fn detect(
+        states: Vec<(&'static str, &'static str, &'static str, &'static str, bool)>,
+    ) -> Option<Rke2Unit> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime
+            .block_on(detect_rke2_unit(&States(states)))
+            .expect("detect")
+    }
+
+    #[test]
+    fn an_agent_node_whose_agent_crash_loops_is_an_agent_node() {
+        // RKE2's installer ships both units; only rke2-agent was ever started here.
+        let server = ("rke2-server.service", "loaded", "inactive", "dead", false);
+        for (active, sub) in [("activating", "auto-restart"), ("failed", "failed")] {
+            let agent = ("rke2-agent.service", "loaded", active, sub, true);
+            assert_eq!(detect(vec![server, agent]), Some(Rke2Unit::Agent), "{sub}");
+        }
+        // Stopped (during an operation): the one that ran.
+        let agent = ("rke2-agent.service", "loaded", "inactive", "dead", true);
+        assert_eq!(detect(vec![server, agent]), Some(Rke2Unit::Agent));
+    }
+
+    #[test]
+    fn active_wins_then_servers_first() {
+        let server = ("rke2-server.service", "loaded", "active", "running", true);
+        let agent = ("rke2-agent.service", "loaded", "inactive", "dead", false);
+        assert_eq!(detect(vec![server, agent]), Some(Rke2Unit::Server));
+        let server = ("rke2-server.service", "loaded", "failed", "failed", true);
+        assert_eq!(detect(vec![server, agent]), Some(Rke2Unit::Server));
+        let server = ("rke2-server.service", "loaded", "inactive", "dead", false);
+        assert_eq!(detect(vec![server, agent]), Some(Rke2Unit::Server));
+        assert_eq!(detect(vec![agent]), Some(Rke2Unit::Agent));
+        assert_eq!(detect(vec![]), None);
+    }
 }
