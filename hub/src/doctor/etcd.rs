@@ -86,12 +86,12 @@ pub fn check(reports: &[(String, EtcdReport)]) -> Vec<Finding> {
         let quorum = members / 2 + 1;
         if healthy.saturating_sub(1) < quorum {
             // With three or more members this is a degraded cluster: no server may go down.
-            // With one or two it is how the cluster was built: every server's restart stops
-            // the API, which the operator should know before a plan.
+            // With one or two it is how the cluster was built (every server's restart stops
+            // the API): worth knowing before a plan, not an alarm on every run.
             let severity = if members >= 3 {
                 Severity::Blocker
             } else {
-                Severity::Warning
+                Severity::Info
             };
             out.push(
                 Finding::new(
@@ -180,13 +180,13 @@ mod tests {
     }
 
     #[test]
-    fn one_or_two_members_cannot_lose_one_a_warning_not_a_blocker() {
+    fn one_or_two_members_cannot_lose_one_noted_as_info() {
         let reports = vec![("s1".to_owned(), report(&[("s1-a1", true)], &[]))];
         let found = check(&reports);
         assert_eq!(found.len(), 1);
         assert_eq!(
             (found[0].code, found[0].severity),
-            (Code::EtcdQuorumAtRisk, Severity::Warning)
+            (Code::EtcdQuorumAtRisk, Severity::Info)
         );
     }
 

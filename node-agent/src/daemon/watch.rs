@@ -33,7 +33,9 @@ pub fn targets(config: &Config) -> Vec<PathBuf> {
             .map(|d| config.data_dir.join(d)),
     );
     targets.extend(
+        // config.yaml too: its `tls-san` and `node-ip` feed the doctor's SAN check.
         std::iter::once(&config.admin_kubeconfig)
+            .chain(std::iter::once(&config.node_config))
             .chain(config.kubeconfigs.iter())
             .filter_map(|k| k.parent().map(Path::to_path_buf)),
     );
