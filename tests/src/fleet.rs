@@ -58,6 +58,11 @@ struct State {
     behaviours: HashMap<String, Behaviour>,
     versions: HashMap<String, String>,
     done: HashMap<String, pb::OperationResult>,
+    /// What each node's doctor finds (sent whole with every status; none: nothing).
+    findings: HashMap<String, Vec<pb::DoctorFinding>>,
+    /// How far each node's clock is ahead of the real one (negative: behind).
+    clock_offsets: HashMap<String, Duration>,
+    clock_behind: HashSet<String>,
 }
 
 /// The fleet's specification.
@@ -203,6 +208,28 @@ impl FakeFleet {
         }
     }
 
+    /// What `node`'s doctor finds from now on (its next status carries them).
+    pub fn set_findings(&self, node: &str, findings: &[rke2ops_common::doctor::Finding]) {
+        if let Ok(mut s) = self.state.lock() {
+            s.findings.insert(
+                node.to_owned(),
+                findings.iter().map(pb::DoctorFinding::from).collect(),
+            );
+        }
+    }
+
+    /// Sets `node`'s clock `offset` ahead of (`behind`: behind) the real one.
+    pub fn set_clock(&self, node: &str, offset: Duration, behind: bool) {
+        if let Ok(mut s) = self.state.lock() {
+            s.clock_offsets.insert(node.to_owned(), offset);
+            if behind {
+                s.clock_behind.insert(node.to_owned());
+            } else {
+                s.clock_behind.remove(node);
+            }
+        }
+    }
+
     /// Every operation run so far.
     #[must_use]
     pub fn spans(&self) -> Vec<OpSpan> {
@@ -274,16 +301,36 @@ fn now_ts() -> prost_types::Timestamp {
 
 impl Agent {
     fn status(&self) -> pb::AgentMessage {
-        let (down, never, version) = self
+        let (down, never, version, findings, clock) = self
             .state
             .lock()
             .map(|s| {
+                let offset = s.clock_offsets.get(&self.name).copied().unwrap_or_default();
+                let now = std::time::SystemTime::now();
+                let clock = if s.clock_behind.contains(&self.name) {
+                    now - offset
+                } else {
+                    now + offset
+                };
                 (
                     s.down.clone(),
                     s.never_ready.contains(&self.name),
                     s.versions.get(&self.name).cloned().unwrap_or_default(),
+                    s.findings.get(&self.name).cloned(),
+                    clock,
                 )
             })
+            .unwrap_or_else(|_| {
+                (
+                    HashSet::new(),
+                    false,
+                    String::new(),
+                    None,
+                    std::time::SystemTime::now(),
+                )
+            });
+        let sent = clock
+            .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let me_down = down.contains(&self.name) || never;
         let etcd = self.server.then(|| pb::EtcdHealth {
@@ -324,6 +371,11 @@ impl Agent {
                     },
                     checked_at: Some(now_ts()),
                 }),
+                sent_at: Some(prost_types::Timestamp {
+                    seconds: i64::try_from(sent.as_secs()).unwrap_or(0),
+                    nanos: i32::try_from(sent.subsec_nanos()).unwrap_or(0),
+                }),
+                doctor: findings.map(|findings| pb::DoctorFindings { findings }),
                 ..pb::Status::default()
             })),
         }

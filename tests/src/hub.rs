@@ -160,6 +160,12 @@ impl HubProcess {
             .expect("the hub's address is an IPv4 address and port")
     }
 
+    /// The hub's `/metrics` address (its IP, port 9812).
+    #[must_use]
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from((self.ip(), 9812))
+    }
+
     /// The admin socket.
     #[must_use]
     pub fn socket(&self) -> PathBuf {

@@ -116,15 +116,6 @@ impl Latest {
         }
     }
 
-    /// The last run's findings when it ran at most `max_age` before `now`.
-    #[must_use]
-    pub fn within(&self, now: OffsetDateTime, max_age: Duration) -> Option<Vec<Finding>> {
-        let slot = self.0.lock().ok()?;
-        let (at, findings) = slot.as_ref()?;
-        let age = now - *at;
-        (age >= time::Duration::ZERO && age <= max_age).then(|| findings.clone())
-    }
-
     /// The last run (none yet: empty).
     #[must_use]
     pub fn findings(&self) -> Vec<Finding> {

@@ -14,14 +14,22 @@ use time::OffsetDateTime;
 
 use super::Engine;
 use crate::doctor::agents::AgentView;
-use crate::doctor::{FleetFacts, KubeSkipped, NodeVersion};
+use crate::doctor::{ClusterFacts, FleetFacts, KubeSkipped, NodeVersion};
 use crate::plan::decide::Role;
 use crate::store::StoreError;
 
 /// An etcd report older than this says nothing about etcd now.
 const ETCD_REPORT_MAX_AGE: Duration = Duration::from_secs(120);
 
-/// A doctor run this recent serves a node's checks (see [`Engine::node_checks`]).
+/// Nodes held by the doctor's checks: who, since when, and the Kubernetes facts read then.
+pub(super) type Held = (
+    Vec<String>,
+    std::time::Instant,
+    Result<ClusterFacts, KubeSkipped>,
+);
+
+/// Kubernetes facts this recent serve the checks of nodes still held (see
+/// [`Engine::node_checks`]).
 const NODE_CHECK_REUSE: Duration = Duration::from_secs(5);
 
 /// How often the engine refreshes [`crate::doctor::Latest`] on its own.
@@ -37,13 +45,27 @@ impl Engine {
         &self,
         target: Option<&Rke2Version>,
     ) -> Result<Vec<Finding>, StoreError> {
-        let cluster = match &self.cluster {
+        let cluster = self.cluster_facts().await;
+        self.findings_with(cluster, target)
+    }
+
+    /// What the fleet doctor reads from Kubernetes, or why it could not.
+    async fn cluster_facts(&self) -> Result<ClusterFacts, KubeSkipped> {
+        match &self.cluster {
             None => Err(KubeSkipped::NoKubeconfig),
             Some(c) => c.doctor_facts().await.map_err(|e| {
                 tracing::warn!(error = %e, "doctor: cannot read the cluster");
                 KubeSkipped::Unreachable(e)
             }),
-        };
+        }
+    }
+
+    /// The findings over `cluster` and what the store and the live reports hold now.
+    fn findings_with(
+        &self,
+        cluster: Result<ClusterFacts, KubeSkipped>,
+        target: Option<&Rke2Version>,
+    ) -> Result<Vec<Finding>, StoreError> {
         let now = OffsetDateTime::now_utc();
         let nodes = self.store.nodes()?;
         let versions: Vec<NodeVersion> = nodes
@@ -93,23 +115,27 @@ impl Engine {
 
     /// The doctor's checks right before `names` start in `plan`: why they must wait (a
     /// blocker about them or the cluster that the plan did not accept), if anything. The
-    /// checks run at most every [`NODE_CHECK_REUSE`] while a node is held, so a hold does not
-    /// list the cluster's pods every tick.
+    /// agents' findings are always the store's latest; the Kubernetes objects are read fresh
+    /// for every start, and reused for [`NODE_CHECK_REUSE`] only while these same nodes are
+    /// held, so a hold does not list the cluster's pods every tick.
     pub(super) async fn node_checks(
         &self,
         plan: &crate::plan::model::Plan,
         names: &[String],
     ) -> Option<String> {
-        let now = OffsetDateTime::now_utc();
-        let findings = match self.doctor.within(now, NODE_CHECK_REUSE) {
-            Some(findings) => findings,
-            None => {
-                let target: Option<Rke2Version> = plan.target_version.parse().ok();
-                match self.fleet_findings(target.as_ref()).await {
-                    Ok(findings) => findings,
-                    Err(e) => return Some(format!("the doctor's checks could not run: {e}")),
-                }
-            }
+        let reuse = self.held.lock().ok().and_then(|held| {
+            held.as_ref()
+                .filter(|(who, at, _)| who == names && at.elapsed() < NODE_CHECK_REUSE)
+                .map(|(_, _, facts)| facts.clone())
+        });
+        let cluster = match reuse {
+            Some(facts) => facts,
+            None => self.cluster_facts().await,
+        };
+        let target: Option<Rke2Version> = plan.target_version.parse().ok();
+        let findings = match self.findings_with(cluster.clone(), target.as_ref()) {
+            Ok(findings) => findings,
+            Err(e) => return Some(format!("the doctor's checks could not run: {e}")),
         };
         let accept: Vec<rke2ops_common::doctor::Code> = plan
             .policy
@@ -117,7 +143,20 @@ impl Engine {
             .iter()
             .filter_map(|c| rke2ops_common::doctor::Code::parse(c))
             .collect();
-        crate::doctor::preflight::Preflight::of(findings, names, plan.policy.drain, &accept).hold()
+        let hold =
+            crate::doctor::preflight::Preflight::of(findings, names, plan.policy.drain, &accept)
+                .hold();
+        if let Ok(mut held) = self.held.lock() {
+            *held = match (&hold, held.take()) {
+                // Still held: the facts keep their first read's time.
+                (Some(_), Some(same)) if same.0 == names && same.1.elapsed() < NODE_CHECK_REUSE => {
+                    Some(same)
+                }
+                (Some(_), _) => Some((names.to_vec(), std::time::Instant::now(), cluster)),
+                (None, _) => None,
+            };
+        }
+        hold
     }
 
     /// Refreshes the latest run in the background (the loop calls it every

@@ -133,6 +133,9 @@ pub struct Engine {
     http: reqwest::Client,
     /// The fleet doctor's last run.
     doctor: Arc<crate::doctor::Latest>,
+    /// The nodes the doctor's checks hold now, since when, and the Kubernetes facts read
+    /// then (reused briefly while they stay held).
+    held: Mutex<Option<doctor::Held>>,
 }
 
 impl Engine {
@@ -162,6 +165,7 @@ impl Engine {
                 .build()
                 .unwrap_or_default(),
             doctor: Arc::default(),
+            held: Mutex::default(),
         })
     }
 
