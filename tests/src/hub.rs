@@ -209,7 +209,16 @@ impl HubProcess {
     pub fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.extend(["--output", "json"]);
-        serde_json::from_str(&self.cli(&all).expect("command succeeds")).expect("json")
+        let out = self.run(&all);
+        assert!(
+            out.status.success(),
+            "rke2-hub {}: {}\n{}{}",
+            all.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
     }
 
     /// SIGKILL (no clean shutdown), and waits for it to be gone.

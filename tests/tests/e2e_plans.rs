@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Client;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use rke2ops_tests::ground::require_root_and_tools;
 use rke2ops_tests::hub::HubProcess as Hub;
 use rke2ops_tests::plans::{
@@ -382,6 +382,66 @@ fn a_never_ready_server_halts_the_plan_and_a_blocking_pdb_is_named() {
             "the protected pod was not evicted"
         );
         abort_uncordons(&hub, &id, &client, "abort uncordoned agent-1").await;
+
+        // A budget created mid-plan holds the next node before its drain, not during it:
+        // the doctor's checks run again right before each node.
+        budgets
+            .delete("db-pdb", &DeleteParams::default())
+            .await
+            .expect("delete the first budget");
+        pods.create(
+            &PostParams::default(),
+            &workload_pod("web-0", "web", "agent-2", 5),
+        )
+        .await
+        .expect("pod");
+        let view = tokio::task::block_in_place(|| {
+            hub.json(&["rotate", "--node", "agent-1", "--node", "agent-2"])
+        });
+        let id = view["id"].as_str().expect("id").to_owned();
+        let phase_of = |view: &serde_json::Value, node: &str| {
+            view["nodes"]
+                .as_array()
+                .and_then(|n| n.iter().find(|n| n["name"] == node))
+                .map(|n| n["phase"].as_str().unwrap_or_default().to_owned())
+                .unwrap_or_default()
+        };
+        tokio::task::block_in_place(|| {
+            wait_until("agent-1 in maintenance", Duration::from_secs(60), || {
+                phase_of(&plan(&hub, &id), "agent-1") != "pending"
+            });
+        });
+        budgets
+            .create(&PostParams::default(), &pdb("web-pdb", "web", 1))
+            .await
+            .expect("pdb mid-plan");
+        let held = tokio::task::block_in_place(|| {
+            let mut last = serde_json::Value::Null;
+            wait_until("the doctor holds agent-2", Duration::from_secs(120), || {
+                last = plan(&hub, &id);
+                last["reason"].as_str().is_some_and(|r| {
+                    r.contains(
+                        "the doctor holds the next node: pdb-blocks-drain pdb default/web-pdb",
+                    )
+                })
+            });
+            last
+        });
+        assert_eq!(phase_of(&held, "agent-1"), "done", "{held:#}");
+        assert_eq!(phase_of(&held, "agent-2"), "pending", "{held:#}");
+        assert!(
+            cordoned(&client).await.is_empty(),
+            "agent-2 was not even cordoned"
+        );
+        budgets
+            .delete("web-pdb", &DeleteParams::default())
+            .await
+            .expect("delete the budget");
+        let done = tokio::task::block_in_place(|| {
+            wait_state(&hub, &id, "completed", Duration::from_secs(180))
+        });
+        assert_eq!(phase_of(&done, "agent-2"), "done", "{done:#}");
+        assert!(cordoned(&client).await.is_empty());
     });
 }
 

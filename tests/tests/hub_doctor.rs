@@ -93,7 +93,7 @@ async fn doctor_without_kubeconfig_reports_skipped_kube_checks_and_version_skew(
             (
                 "etcd-quorum-at-risk".to_owned(),
                 "info".to_owned(),
-                String::new()
+                "server-1".to_owned()
             )
         ],
         "one server: its etcd cannot lose a member (info)"
@@ -121,7 +121,7 @@ async fn doctor_without_kubeconfig_reports_skipped_kube_checks_and_version_skew(
             (
                 "etcd-quorum-at-risk".to_owned(),
                 "info".to_owned(),
-                String::new()
+                "server-1".to_owned()
             ),
         ]
     );

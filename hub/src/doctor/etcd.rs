@@ -93,11 +93,15 @@ pub fn check(reports: &[(String, EtcdReport)]) -> Vec<Finding> {
             } else {
                 Severity::Info
             };
+            // About the servers (each one's maintenance takes a member down): a plan over
+            // workers only is not concerned.
+            let mut all_servers = servers.clone();
+            all_servers.sort_unstable();
             out.push(
                 Finding::new(
                     Code::EtcdQuorumAtRisk,
                     severity,
-                    "",
+                    all_servers.join(","),
                     "etcd quorum",
                     if members >= 3 {
                         "bring the unhealthy members back (rke2-hub doctor names them) before \
@@ -161,7 +165,7 @@ mod tests {
             [
                 (Code::EtcdMemberUnhealthy, Severity::Blocker, "s3-c3"),
                 (Code::EtcdAlarm, Severity::Blocker, ""),
-                (Code::EtcdQuorumAtRisk, Severity::Blocker, ""),
+                (Code::EtcdQuorumAtRisk, Severity::Blocker, "s1,s2"),
             ],
             "s3 sent no report, so its member keeps its etcd name"
         );
@@ -184,6 +188,7 @@ mod tests {
         let reports = vec![("s1".to_owned(), report(&[("s1-a1", true)], &[]))];
         let found = check(&reports);
         assert_eq!(found.len(), 1);
+        assert_eq!(found[0].node, "s1", "about the servers, not the workers");
         assert_eq!(
             (found[0].code, found[0].severity),
             (Code::EtcdQuorumAtRisk, Severity::Info)
