@@ -8,10 +8,19 @@
 //!    the agent's own key and CSR, `Enroll` over TLS that trusts only the pinned hub CA;
 //! 3. open N `Connect` streams, each on its own mutual-TLS connection (as real agents), each
 //!    sending a Hello and one full status of an RKE2 server (~50 certificates, scanned from a
-//!    generated data dir by the agent's own scanner and converted by the agent's own code);
+//!    generated data dir by the agent's own scanner and converted by the agent's own code),
+//!    with the agent's clock (`sent_at`) and its doctor findings: none on most nodes, a
+//!    `renewal-deadline-near` warning on ~10 %, a `pem-empty-or-corrupt` blocker (evidence,
+//!    restore command) on ~2 % and a `disk-low` warning on ~1 % (0 to 3 a node, built as
+//!    common's `Finding` and converted as the agent does); later full statuses carry the clock
+//!    and leave the findings out (unchanged);
 //! 4. once every full status is stored, measure a window (60 s by default): every agent sends
 //!    a heartbeat every 10 s (phases spread at random), and ~1 % of agents per minute send a
-//!    full status again (a certificate changed); an operator calls `ListNodes` a few times.
+//!    full status again (a certificate changed); an operator calls `ListNodes` a few times;
+//! 5. after the window, the agents still connected: the fleet doctor (`rke2-hub doctor`, the
+//!    admin `Doctor` RPC over every node) 10 times, then `ListNodes` once (each node's worst
+//!    finding from that run). The hub has no kubeconfig here, so this is the store reads (nodes,
+//!    every node's findings, last renewals) and the pure checks, plus encoding the report.
 //!
 //! Reported per N: hub CPU over the window (utime + stime from `/proc/<pid>/stat`, % of one
 //! core), RSS at the end and its high-water mark, the p99 of the hub's own handling-time
@@ -21,6 +30,9 @@
 //! outside the window; how long they took, and the full-status p99 during the storm (N samples,
 //! where the window has only ~N/100 per minute), are printed beside. So are the RSS before and
 //! after the first `/metrics` scrape and the scrape's duration: the scrape reads the store.
+//! For the doctor: the client-side min / median / max of the `Doctor` calls, the findings in
+//! the report (per severity; every finding the agents sent must be in it, else the bench
+//! fails), its encoded size, and the `ListNodes` time after it.
 //! The histogram times handling only (decode and queueing before it are not in it), and its
 //! first bucket is 0.5 ms, so a p99 below that prints as "<0.5".
 //!
@@ -34,7 +46,7 @@
 //! `HUB_LOAD_N=500,2000`, the window with `HUB_LOAD_WINDOW_SECS`, the share of agents sending
 //! a full status per minute with `HUB_LOAD_FULL_PERCENT` (default 1; 30 gives ~600 samples
 //! per minute at N = 2,000). Targets at N = 2,000: hub CPU < 10 % of one core, RSS < 200 MiB,
-//! p99 < 20 ms.
+//! p99 < 20 ms, `rke2-hub doctor` (the `Doctor` RPC, client-side, slowest call) < 1 s.
 
 #![allow(
     clippy::cast_precision_loss,
@@ -58,6 +70,7 @@ use rand::{Rng, SeedableRng};
 use rke2_node_agent::link::{convert, tls};
 use rke2ops_common::certs::status::warn_window;
 use rke2ops_common::certs::{ScanConfig, Scanner};
+use rke2ops_common::doctor::{Code, Finding, Severity};
 use rke2ops_common::identity::NodeKey;
 use rke2ops_proto::v1 as pb;
 use rke2ops_proto::v1::admin_service_client::AdminServiceClient;
@@ -82,6 +95,8 @@ const CONNECT_CONCURRENCY: usize = 32;
 const SHARDS: usize = 4;
 /// `ListNodes` calls spread over the window.
 const LIST_CALLS: u32 = 4;
+/// `Doctor` calls once the window is over (the fleet doctor over every node).
+const DOCTOR_CALLS: usize = 10;
 /// The hub's handling-time histogram.
 const RPC_HISTOGRAM: &str = "rke2ops_hub_rpc_duration_seconds_bucket";
 
@@ -134,12 +149,21 @@ fn main() {
     }
     println!();
     println!(
-        "{:>6} {:>7} {:>8} {:>8} {:>10} {:>10} {:>10} {:>9}",
-        "N", "CPU %", "RSS MiB", "HWM MiB", "p99 hb ms", "p99 full", "ListNodes", "scrape ms"
+        "{:>6} {:>7} {:>8} {:>8} {:>10} {:>10} {:>10} {:>9} {:>10} {:>10}",
+        "N",
+        "CPU %",
+        "RSS MiB",
+        "HWM MiB",
+        "p99 hb ms",
+        "p99 full",
+        "ListNodes",
+        "scrape ms",
+        "Doctor med",
+        "Doctor max"
     );
     for r in &results {
         println!(
-            "{:>6} {:>7.2} {:>8.1} {:>8.1} {:>10} {:>10} {:>10.1} {:>9.1}",
+            "{:>6} {:>7.2} {:>8.1} {:>8.1} {:>10} {:>10} {:>10.1} {:>9.1} {:>10.1} {:>10.1}",
             r.n,
             r.hub_cpu_percent,
             r.rss_mib,
@@ -148,12 +172,15 @@ fn main() {
             ms(r.p99_full),
             r.list_nodes_ms.iter().copied().fold(0.0, f64::max),
             r.scrape_ms,
+            r.doctor.median(),
+            r.doctor.max(),
         );
     }
     println!(
         "(p99 of the hub's own histogram over the window, \"<0.5\" = inside its first bucket; \
          ListNodes = slowest of {LIST_CALLS} calls during the window; scrape = one /metrics GET \
-         at the window's end)"
+         at the window's end; Doctor = median and slowest of {DOCTOR_CALLS} calls after the \
+         window, client-side ms, target < 1000 at N = 2,000)"
     );
 }
 
@@ -238,6 +265,104 @@ fn server_status() -> pb::AgentMessage {
     }
 }
 
+/// The doctor findings agent `i` reports with its first full status, as a real agent's own
+/// doctor writes them: ~10 % of the nodes have a `renewal-deadline-near` warning, ~2 % (a
+/// subset of those) a `pem-empty-or-corrupt` blocker with its backup and the restore command,
+/// ~1 % (a subset of those) a `disk-low` warning too; the rest none. 0 to 3 findings a node.
+fn agent_findings(i: usize, node: &str, now: OffsetDateTime) -> Vec<Finding> {
+    const UNIT: &str = "rke2-server";
+    let mut findings = Vec::new();
+    if i % 50 == 3 {
+        findings.push(
+            Finding::new(
+                Code::PemEmptyOrCorrupt,
+                Severity::Blocker,
+                node,
+                "server/tls/serving-kube-apiserver.crt",
+                format!(
+                    "systemctl stop {UNIT} && cp -a /var/lib/rancher/rke2/server/tls-1712000000/\
+                     serving-kube-apiserver.crt /var/lib/rancher/rke2/server/tls/\
+                     serving-kube-apiserver.crt && cp -a /var/lib/rancher/rke2/server/\
+                     tls-1712000000/serving-kube-apiserver.key /var/lib/rancher/rke2/server/tls/\
+                     serving-kube-apiserver.key && systemctl start {UNIT}"
+                ),
+            )
+            .with("reason", "failed to find any PEM data in certificate input")
+            .with("backup", "server/tls-1712000000/serving-kube-apiserver.crt"),
+        );
+    }
+    if i % 100 == 3 {
+        findings.push(
+            Finding::new(
+                Code::DiskLow,
+                Severity::Warning,
+                node,
+                "/var/lib/rancher/rke2/server/db",
+                "free space on the file system of /var/lib/rancher/rke2/server/db (df -h \
+                 /var/lib/rancher/rke2/server/db; old etcd snapshots: rke2 etcd-snapshot prune; \
+                 images: crictl rmi --prune)",
+            )
+            .with("purpose", "etcd data")
+            .with("free_mib", "812")
+            .with("min_free_mib", "2048"),
+        );
+    }
+    if i % 10 == 3 {
+        let days_left = 20 + i64::try_from((i / 10) % 60).expect("small");
+        let deadline = now + time::Duration::days(days_left);
+        findings.push(
+            Finding::new(
+                Code::RenewalDeadlineNear,
+                Severity::Warning,
+                node,
+                "server/tls/kube-controller-manager/kube-controller-manager.crt",
+                format!(
+                    "systemctl stop {UNIT} && rke2 certificate rotate && systemctl start {UNIT}"
+                ),
+            )
+            .with(
+                "deadline",
+                deadline
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .expect("RFC 3339"),
+            )
+            .with("days_left", days_left.to_string())
+            .with("window_open", "false"),
+        );
+    }
+    findings
+}
+
+/// Agent `i`'s first full status: the shared certificates, its clock and its doctor findings
+/// (later full statuses leave `doctor` out: unchanged, as a real agent does).
+fn first_status(
+    payload: &pb::AgentMessage,
+    i: usize,
+    node: &str,
+    now: OffsetDateTime,
+) -> pb::AgentMessage {
+    let mut message = payload.clone();
+    if let Some(pb::agent_message::Body::Status(status)) = &mut message.body {
+        status.sent_at = Some(convert::timestamp(now));
+        status.doctor = Some(pb::DoctorFindings {
+            findings: agent_findings(i, node, now)
+                .iter()
+                .map(pb::DoctorFinding::from)
+                .collect(),
+        });
+    }
+    message
+}
+
+/// A later full status: the shared certificates with the agent's clock now.
+fn later_status(payload: &pb::AgentMessage) -> pb::AgentMessage {
+    let mut message = payload.clone();
+    if let Some(pb::agent_message::Body::Status(status)) = &mut message.body {
+        status.sent_at = Some(convert::timestamp(OffsetDateTime::now_utc()));
+    }
+    message
+}
+
 /// One size's numbers.
 #[derive(Debug)]
 struct RunResult {
@@ -262,6 +387,35 @@ struct RunResult {
     list_nodes_ms: Vec<f64>,
     scrape_ms: f64,
     sent: CounterValues,
+    doctor: DoctorTimes,
+}
+
+/// The fleet doctor after the window: `DOCTOR_CALLS` `Doctor` calls, then one `ListNodes`.
+#[derive(Debug)]
+struct DoctorTimes {
+    /// Client-side time of each call, sorted (ms).
+    ms: Vec<f64>,
+    /// Findings in the (last) report, and how many of them the agents reported.
+    findings: usize,
+    from_agents: usize,
+    /// Findings per severity word in the report.
+    by_severity: BTreeMap<String, usize>,
+    /// The report's encoded size (bytes).
+    bytes: usize,
+    /// `ListNodes` right after (each node's worst finding), client-side (ms).
+    list_nodes_ms: f64,
+}
+
+impl DoctorTimes {
+    fn min(&self) -> f64 {
+        self.ms.first().copied().unwrap_or(f64::NAN)
+    }
+    fn median(&self) -> f64 {
+        self.ms.get(self.ms.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+    fn max(&self) -> f64 {
+        self.ms.last().copied().unwrap_or(f64::NAN)
+    }
 }
 
 impl RunResult {
@@ -310,6 +464,25 @@ impl RunResult {
                 .map(|v| (v * 10.0).round() / 10.0)
                 .collect::<Vec<_>>(),
             self.scrape_ms,
+        );
+        let d = &self.doctor;
+        let severities: Vec<String> = d
+            .by_severity
+            .iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect();
+        println!(
+            "  Doctor x{}: min {:.1} / median {:.1} / max {:.1} ms; {} findings ({}; {} reported \
+             by the agents), {} bytes; ListNodes after it {:.1} ms",
+            d.ms.len(),
+            d.min(),
+            d.median(),
+            d.max(),
+            d.findings,
+            severities.join(", "),
+            d.from_agents,
+            d.bytes,
+            d.list_nodes_ms,
         );
     }
 }
@@ -528,6 +701,9 @@ async fn run(
     let hwm_mib = proc_status_kib(hub.pid(), "VmHWM:") as f64 / 1024.0;
     let (after, scrape_time) = scrape(hub.metrics).await;
 
+    // The fleet doctor over every node, the agents still connected and sending.
+    let doctor = doctor_calls(&mut admin, n).await;
+
     let _ = stop_tx.send(true);
     for task in shard_tasks {
         let _ = task.await;
@@ -558,6 +734,63 @@ async fn run(
         list_nodes_ms,
         scrape_ms: scrape_time.as_secs_f64() * 1000.0,
         sent,
+        doctor,
+    }
+}
+
+/// `DOCTOR_CALLS` `Doctor` calls over the whole fleet, then one `ListNodes`; checks that
+/// every finding the agents reported is in the report.
+async fn doctor_calls(admin: &mut AdminServiceClient<Channel>, n: usize) -> DoctorTimes {
+    let now = OffsetDateTime::now_utc();
+    let from_agents: usize = (0..n)
+        .map(|i| agent_findings(i, &format!("load-{i:05}"), now).len())
+        .sum();
+    let mut ms = Vec::with_capacity(DOCTOR_CALLS);
+    let mut report = pb::DoctorReport::default();
+    for _ in 0..DOCTOR_CALLS {
+        let call = Instant::now();
+        report = admin
+            .doctor(pb::DoctorRequest::default())
+            .await
+            .expect("Doctor")
+            .into_inner();
+        ms.push(call.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    let reported = report
+        .findings
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.code.as_str(),
+                "renewal-deadline-near" | "pem-empty-or-corrupt" | "disk-low"
+            ) && f.node.starts_with("load-")
+        })
+        .count();
+    assert_eq!(
+        reported, from_agents,
+        "the report holds every finding the agents sent"
+    );
+    let mut by_severity = BTreeMap::new();
+    for f in &report.findings {
+        *by_severity.entry(f.severity.clone()).or_insert(0) += 1;
+    }
+    let call = Instant::now();
+    let nodes = admin
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .expect("ListNodes")
+        .into_inner()
+        .nodes;
+    let list_nodes_ms = call.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(nodes.len(), n, "every agent is listed");
+    DoctorTimes {
+        ms,
+        findings: report.findings.len(),
+        from_agents,
+        by_severity,
+        bytes: prost::Message::encoded_len(&report),
+        list_nodes_ms,
     }
 }
 
@@ -666,7 +899,12 @@ async fn connect_all(
                     .await
                     .expect("queue hello");
                 to_hub
-                    .send(payload.as_ref().clone())
+                    .send(first_status(
+                        &payload,
+                        i,
+                        &agent.name,
+                        OffsetDateTime::now_utc(),
+                    ))
                     .await
                     .expect("queue status");
                 let from_hub = client
@@ -753,12 +991,12 @@ async fn shard(
                 }
             }
             Some(idx) = asks.recv() => {
-                send(&agents[idx].1, payload.as_ref().clone(), &counters.full);
+                send(&agents[idx].1, later_status(&payload), &counters.full);
             }
             _ = full_tick.tick() => {
                 if !agents.is_empty() {
                     let idx = rng.gen_range(0..agents.len());
-                    send(&agents[idx].1, payload.as_ref().clone(), &counters.full);
+                    send(&agents[idx].1, later_status(&payload), &counters.full);
                 }
             }
         }
