@@ -177,6 +177,18 @@ fn certificates_needing_attention(node: &Node) -> Vec<String> {
         .collect()
 }
 
+/// `rke2-hub doctor --output json` (exit 1 and 2 are reports too).
+fn hub_doctor(hub: &Hub) -> serde_json::Value {
+    let out = hub.run(&["doctor", "--output", "json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "rke2-hub doctor ({}): {e}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 /// `rke2-node-agent doctor --output json` on `node` (the agent's own config): its exit code
 /// and its findings' `(code, severity, object)`, all of it printed for a failing assertion.
 fn doctor(node: &Node, extra: &[&str]) -> (i32, Vec<(String, String, String)>, String) {
@@ -305,10 +317,48 @@ fn the_runbook_runs_verbatim_with_real_clients_before_and_after_a_rotation_and_a
                         .all(|(_, _, object)| object.ends_with("serving-kube-apiserver.crt")),
                 "{report}"
             );
+            // The fleet view: server-1's agent reported the aged leaf, and RKE2's own
+            // CertificateExpirationWarning (read by the hub from the API) confirms it.
+            let mut last = serde_json::Value::Null;
+            wait_until(
+                "the hub's doctor shows server-1's finding with RKE2's event",
+                Duration::from_secs(60),
+                || {
+                    last = hub_doctor(&hub);
+                    last["findings"].as_array().is_some_and(|f| {
+                        f.iter().any(|f| {
+                            f["node"] == "server-1"
+                                && f["object"]
+                                    .as_str()
+                                    .is_some_and(|o| o.ends_with("serving-kube-apiserver.crt"))
+                                && f["evidence"].as_array().is_some_and(|e| {
+                                    e.iter().any(|e| {
+                                        e["field"] == "rke2_event"
+                                            && e["value"].as_str().is_some_and(|v| {
+                                                v.starts_with("CertificateExpirationWarning at ")
+                                            })
+                                    })
+                                })
+                        })
+                    })
+                },
+            );
+            assert!(
+                last["findings"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().all(|f| f["code"] != "rke2-cert-warning")),
+                "every event is explained by an agent's finding: {last:#}"
+            );
             let view = hub.json(&["rotate", "--settle", "1s"]);
             let id = view["id"].as_str().expect("id").to_owned();
             wait_state(&hub, &id, "completed", Duration::from_secs(300));
             look_at_the_cluster(&cluster, OLD_VERSION);
+            // A healthy 3 + 2 cluster: the fleet doctor has nothing to say either (the old
+            // warning predates the renewal and is history).
+            wait_until("a clean fleet doctor", Duration::from_secs(60), || {
+                last = hub_doctor(&hub);
+                last["exit_code"] == 0 && last["findings"].as_array().is_some_and(Vec::is_empty)
+            });
             for sim in cluster.nodes() {
                 let attention = certificates_needing_attention(&sim.node);
                 assert!(

@@ -99,7 +99,12 @@ impl Engine {
                 (now - report.received_at <= max_age).then_some((n.name, report))
             })
             .collect();
-        let renewed_at = self.store.last_renewals()?;
+        // Only the events need each node's last renewal.
+        let renewed_at = if cluster.is_ok() {
+            self.store.last_renewals()?
+        } else {
+            std::collections::HashMap::new()
+        };
         let findings = crate::doctor::run(&FleetFacts {
             cluster: cluster.as_ref().map_err(Clone::clone),
             nodes: &versions,
