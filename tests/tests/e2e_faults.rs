@@ -176,7 +176,53 @@ fn a_server_cut_off_from_its_etcd_peers_holds_the_gate_and_the_hub_fails_over_ap
         s3.cut(Cut::Hosts(vec![s1.ip(), s2.ip()]))
             .expect("cut server-3 off from its peers");
 
-        let view = block_in_place(|| hub.json(&["rotate", "--settle", "1s"]));
+        // The fleet doctor sees it as the servers do: server-3's member unhealthy, and no
+        // server may go down now (two healthy members of three). The plan's preflight refuses
+        // to start on that; accepted, the plan's own etcd gate must still hold.
+        block_in_place(|| {
+            let mut last = serde_json::Value::Null;
+            wait_until(
+                "the doctor names server-3's member and the quorum at risk",
+                Duration::from_secs(60),
+                || {
+                    let out = hub.run(&["doctor", "--output", "json"]);
+                    last = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                    let found = |code: &str, node: &dyn Fn(&str) -> bool| {
+                        last["findings"].as_array().is_some_and(|f| {
+                            f.iter().any(|f| {
+                                f["code"] == code
+                                    && f["severity"] == "blocker"
+                                    && f["node"].as_str().is_some_and(node)
+                            })
+                        })
+                    };
+                    out.status.code() == Some(2)
+                        && found("etcd-member-unhealthy", &|n| n == "server-3")
+                        && found("etcd-quorum-at-risk", &|n| n.split(',').count() == 3)
+                },
+            );
+            eprintln!("doctor during the partition: {last:#}");
+            let refused = hub.run(&["rotate", "--settle", "1s"]);
+            let err = String::from_utf8_lossy(&refused.stderr);
+            assert!(
+                !refused.status.success()
+                    && err.contains("etcd-member-unhealthy etcd member server-3")
+                    && err.contains("--accept etcd-quorum-at-risk"),
+                "{err}"
+            );
+        });
+
+        let view = block_in_place(|| {
+            hub.json(&[
+                "rotate",
+                "--settle",
+                "1s",
+                "--accept",
+                "etcd-member-unhealthy",
+                "--accept",
+                "etcd-quorum-at-risk",
+            ])
+        });
         let id = view["id"].as_str().expect("id").to_owned();
         let recorder = Recorder::start(hub.socket(), id.clone(), cluster);
         // The gate holds, naming server-3; nobody enters maintenance (taking any server down
@@ -211,7 +257,6 @@ fn a_server_cut_off_from_its_etcd_peers_holds_the_gate_and_the_hub_fails_over_ap
             reasons.pop().unwrap_or_default()
         });
         eprintln!("gate held: {held}");
-
         s3.heal().expect("heal server-3");
         let done = block_in_place(|| wait_state(hub, &id, "completed", Duration::from_secs(300)));
         // The last worker was cordoned, drained and uncordoned through the other apiservers
