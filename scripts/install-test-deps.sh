@@ -28,6 +28,8 @@ declare -A probe=(
   # the Python Kubernetes client the stand-in API is checked with (tests/sim/tests/e2e_sim_kubectl.rs);
   # Debian's, for /usr/bin/python3
   [python3-kubernetes]=/usr/lib/python3/dist-packages/kubernetes/__init__.py
+  # libfaketime: one node's clock ahead of the hub's (tests/tests/e2e_doctor.rs, clock-skew)
+  [faketime]=/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1
 )
 
 # kubectl comes with the machine image (/usr/bin/kubectl); it is not a Debian package, so

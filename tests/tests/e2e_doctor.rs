@@ -15,6 +15,11 @@
 //! 4. `suc-leftover` through `rke2-hub doctor`: system-upgrade-controller's CRD and a Plan
 //!    created with the real `kubectl`; the hub names both, a `rotate --dry-run` lists them as
 //!    preflight warnings, and the findings' own `kubectl delete` commands clear them.
+//! 5. `clock-skew`: the agent node's clock 10 minutes ahead (libfaketime in the agent's unit),
+//!    found by the hub from the agent's statuses, gone when the clock is right again.
+//!
+//! Findings on a node also reach the fleet views: the hub's doctor, `nodes`' FINDING column and
+//! `rke2ops_hub_doctor_findings`.
 //!
 //! Every doctor run is polled until it shows what is expected (with a deadline), and each
 //! case starts and ends with the node's doctor clean: no false alarms either side of a fix.
@@ -275,6 +280,23 @@ fn hub_sees(hub: &Hub, node: &str, code: &str, severity: &str) {
                 .any(|l| l.starts_with(node)
                     && l.trim_end().ends_with(&format!("{severity} {code}"))),
         "{table}"
+    );
+    // And a plan's preflight shows it (a blocker would refuse the plan).
+    let preview = hub.json(&["rotate", "--dry-run"]);
+    let verdict = if severity == "blocker" {
+        "refuses the plan unless accepted"
+    } else {
+        "noted"
+    };
+    let line = format!("preflight {severity} ({verdict}): {code} ");
+    assert!(
+        preview["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| {
+                e["node"] == node && e["message"].as_str().is_some_and(|m| m.starts_with(&line))
+            })),
+        "{line} in {:#}",
+        preview["events"]
     );
     let metrics = rke2ops_tests::http::get(
         std::net::SocketAddr::from((hub.ip(), 9812)),
@@ -655,6 +677,63 @@ fn suc_leftover(server: &Node, hub: &Hub) {
     assert!(answer.clean_fleet(), "{}", answer.text);
 }
 
+/// libfaketime (Debian's `faketime`, scripts/install-test-deps.sh): what makes one node's
+/// clock run ahead while the host's and the hub's stay right.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+const CLOCK_DROP_IN: &str = "/etc/systemd/system/rke2-node-agent.service.d/clock.conf";
+
+/// Case 5: a node whose clock runs 10 minutes ahead (the agent's own clock, through
+/// libfaketime in its unit), found by the hub from the agent's statuses.
+fn clock_skew(node: &Node, hub: &Hub) {
+    assert!(
+        std::path::Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} is missing: run scripts/install-test-deps.sh"
+    );
+    ok(
+        node,
+        "mkdir -p /etc/systemd/system/rke2-node-agent.service.d",
+    );
+    node.write_file(
+        CLOCK_DROP_IN,
+        format!(
+            "[Service]\nEnvironment=LD_PRELOAD={LIBFAKETIME} FAKETIME=+10m \
+             FAKETIME_DONT_FAKE_MONOTONIC=1\n"
+        ),
+    )
+    .expect("the drop-in");
+    ok(
+        node,
+        "systemctl daemon-reload && systemctl restart rke2-node-agent.service",
+    );
+    let answer = hub_doctor_until(hub, "clock-skew on the node", |a| {
+        a.with("clock-skew").iter().any(|f| f.node == node.name())
+    });
+    let found = answer.with("clock-skew");
+    assert_eq!(found[0].severity.as_str(), "blocker", "{}", answer.text);
+    let offset = evidence(found[0], "offset").join("");
+    let secs: f64 = offset
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_default();
+    assert!(
+        (590.0..=610.0).contains(&secs) && offset.ends_with("s (ahead of the hub)"),
+        "about +600 s (less the time a status takes to arrive): {}",
+        answer.text
+    );
+    hub_sees(hub, node.name(), "clock-skew", "blocker");
+    ok(
+        node,
+        &format!(
+            "rm {CLOCK_DROP_IN} && systemctl daemon-reload && systemctl restart rke2-node-agent.service"
+        ),
+    );
+    let answer = hub_doctor_until(hub, "no clock-skew once the clock is right", |a| {
+        a.with("clock-skew").is_empty()
+    });
+    assert!(answer.clean_fleet(), "{}", answer.text);
+}
+
 #[test]
 fn the_doctors_find_what_users_break_and_their_fixes_clear_it() {
     rke2ops_tests::ground::block_on(async {
@@ -714,6 +793,9 @@ fn the_doctors_find_what_users_break_and_their_fixes_clear_it() {
             let step = Instant::now();
             suc_leftover(server, &hub);
             eprintln!("suc-leftover: {:?}", step.elapsed());
+            let step = Instant::now();
+            clock_skew(agent, &hub);
+            eprintln!("clock-skew: {:?}", step.elapsed());
             // And both nodes are clean at the end.
             for node in [server, agent] {
                 let answer = doctor(node);
