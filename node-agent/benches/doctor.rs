@@ -255,7 +255,7 @@ fn bench(c: &mut Criterion) {
     });
     let daemon = DaemonChecks::new(&config);
     group.bench_function("daemon_counts", |b| {
-        b.iter(|| daemon.counts(&inventory).expect("counts"));
+        b.iter(|| rke2ops_common::doctor::counts(&daemon.findings(&inventory).expect("findings")));
     });
     group.bench_function("end_to_end_files", |b| {
         b.iter(|| {

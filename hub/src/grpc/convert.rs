@@ -1066,4 +1066,36 @@ mod tests {
         let err = finding_of(&unknown, "findings[0]").expect_err("unknown code");
         assert_eq!(err.field, "findings[0].code");
     }
+
+    #[test]
+    fn agent_findings_are_bounded_named_by_field_and_unknown_codes_left_out() {
+        let f = |code: &str| pb::DoctorFinding {
+            code: code.into(),
+            severity: "warning".into(),
+            node: "lies".into(),
+            object: "agent/client-kubelet.crt".into(),
+            evidence: vec![pb::DoctorEvidence {
+                field: "reason".into(),
+                value: "x".into(),
+            }],
+            fix: "restart".into(),
+        };
+        let kept = agent_findings(&[f("disk-low"), f("from-a-newer-agent")]).expect("accepted");
+        assert_eq!(kept.len(), 1, "the unknown code is left out, the rest kept");
+        assert_eq!(kept[0].code, Code::DiskLow);
+
+        let many = vec![f("disk-low"); MAX_AGENT_FINDINGS + 1];
+        let err = agent_findings(&many).expect_err("too many");
+        assert_eq!(err.field, "status.doctor.findings");
+
+        let mut long = f("disk-low");
+        long.evidence[0].value = "x".repeat(MAX_FINDING_FIELD + 1);
+        let err = agent_findings(&[f("disk-low"), long]).expect_err("too long");
+        assert_eq!(err.field, "status.doctor.findings[1].evidence.value");
+
+        let mut bad = f("disk-low");
+        bad.severity = "catastrophic".into();
+        let err = agent_findings(&[bad]).expect_err("bad severity");
+        assert_eq!(err.field, "status.doctor.findings[0].severity");
+    }
 }
