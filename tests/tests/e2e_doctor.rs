@@ -17,6 +17,9 @@
 //!    preflight warnings, and the findings' own `kubectl delete` commands clear them.
 //! 5. `clock-skew`: the agent node's clock 10 minutes ahead (libfaketime in the agent's unit),
 //!    found by the hub from the agent's statuses, gone when the clock is right again.
+//! 6. `cert-expired` (and `renewal-deadline-passed`) on a worker, noted by a plan's preflight
+//!    (a plan remedies it), and `disk-low` where upgrades stage; the hub's restart plan clears
+//!    the expired leaf.
 //!
 //! Findings on a node also reach the fleet views: the hub's doctor, `nodes`' FINDING column and
 //! `rke2ops_hub_doctor_findings`.
@@ -33,11 +36,13 @@ use std::time::{Duration, Instant};
 use rke2ops_common::doctor::{Finding, Report};
 use rke2ops_tests::ground::{ExecOutput, Node, require_root_and_tools};
 use rke2ops_tests::hub::{AGENT_BIN, HubProcess as Hub, enroll_agent};
-use rke2ops_tests::plans::{hub_address, kube_client, start_hub, wait_nodes_ready, wait_until};
+use rke2ops_tests::plans::{
+    hub_address, kube_client, start_hub, wait_nodes_ready, wait_state, wait_until,
+};
 use rke2ops_tests::runbook;
 use rke2ops_tests::sim::clients::{install_runbook_files, require_clients};
-use rke2ops_tests::sim::cluster::{CONFIG_DIR, DATA_DIR, SimCluster};
-use rke2ops_tests::sim::tree::{self, ClusterCas, Role, TreeSpec};
+use rke2ops_tests::sim::cluster::{self, CONFIG_DIR, DATA_DIR, NodeSetup, SimCluster};
+use rke2ops_tests::sim::tree::{self, ClusterCas, Role, TreeSpec, Validity};
 use time::OffsetDateTime;
 use tokio::task::block_in_place;
 
@@ -283,7 +288,8 @@ fn hub_sees(hub: &Hub, node: &str, code: &str, severity: &str) {
     );
     // And a plan's preflight shows it (a blocker would refuse the plan).
     let preview = hub.json(&["rotate", "--dry-run"]);
-    let verdict = if severity == "blocker" {
+    // Blockers a plan remedies itself (an expired leaf: every plan restarts RKE2) are noted.
+    let verdict = if severity == "blocker" && code != "cert-expired" {
         "refuses the plan unless accepted"
     } else {
         "noted"
@@ -677,6 +683,66 @@ fn suc_leftover(server: &Node, hub: &Hub) {
     assert!(answer.clean_fleet(), "{}", answer.text);
 }
 
+/// Case 6: a worker whose kubelet client certificate expired (its RKE2 did not restart for a
+/// year), and low disk where upgrades stage: both found on the node and at the hub; the
+/// expired leaf is what a plan is for (its preflight notes it, never refuses it), and the
+/// hub's own restart plan clears it.
+fn expired_leaf_and_low_disk(cluster: &SimCluster, hub: &Hub) {
+    let agent = &cluster.agents[0].node;
+    let expired = NodeSetup::new(Role::Agent, Some(cluster.servers[0].node.ip())).with_validity(
+        "agent/client-kubelet.crt",
+        Validity::Expired(Duration::from_secs(3 * 86_400)),
+    );
+    cluster::write_node(agent, &expired, &cluster.cas).expect("age agent-1's kubelet leaf");
+    let answer = doctor_until(agent, "the expired leaf", |a| {
+        !a.with("cert-expired").is_empty()
+    });
+    let found = answer.with("cert-expired");
+    assert_eq!(
+        (found[0].severity.as_str(), found[0].object.as_str()),
+        ("blocker", "agent/client-kubelet.crt"),
+        "{}",
+        answer.text
+    );
+    assert!(
+        !answer.with("renewal-deadline-passed").is_empty(),
+        "{}",
+        answer.text
+    );
+    hub_sees(hub, agent.name(), "cert-expired", "blocker");
+
+    // Low disk where upgrades stage (the threshold raised past what the node has: statvfs is
+    // real).
+    let out = agent
+        .exec(&[
+            AGENT_BIN,
+            "doctor",
+            "--output",
+            "json",
+            "--staging-min-free-mib",
+            "100000000",
+        ])
+        .expect("doctor runs");
+    let low = Answer::parse(agent.name(), out.status.code(), &out.stdout, &out.stderr);
+    let disk = low.with("disk-low");
+    assert!(
+        disk.iter()
+            .any(|f| f.severity.as_str() == "warning"
+                && evidence(f, "purpose") == ["upgrade staging"]),
+        "{}",
+        low.text
+    );
+
+    // The fix is the plan the finding is about: the hub restarts agent-1, RKE2 reissues its
+    // leaves, and the node is clean.
+    let view = hub.json(&["restart", "--node", agent.name()]);
+    let id = view["id"].as_str().expect("id").to_owned();
+    wait_state(hub, &id, "completed", Duration::from_secs(180));
+    let answer = doctor_until(agent, "agent-1 renewed", Answer::clean);
+    assert!(answer.clean(), "{}", answer.text);
+    hub_doctor_until(hub, "the fleet clean again", Answer::clean_fleet);
+}
+
 /// libfaketime (Debian's `faketime`, scripts/install-test-deps.sh): what makes one node's
 /// clock run ahead while the host's and the hub's stay right.
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
@@ -796,6 +862,9 @@ fn the_doctors_find_what_users_break_and_their_fixes_clear_it() {
             let step = Instant::now();
             clock_skew(agent, &hub);
             eprintln!("clock-skew: {:?}", step.elapsed());
+            let step = Instant::now();
+            expired_leaf_and_low_disk(&cluster, &hub);
+            eprintln!("cert-expired, disk-low: {:?}", step.elapsed());
             // And both nodes are clean at the end.
             for node in [server, agent] {
                 let answer = doctor(node);

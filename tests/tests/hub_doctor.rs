@@ -333,6 +333,37 @@ async fn agents_findings_and_clocks_reach_the_fleet_doctor_nodes_and_metrics() {
         !refused.status.success() && err.contains("pem-empty-or-corrupt"),
         "{err}"
     );
+    // A warning does not refuse a plan; it is recorded in the plan's history.
+    let low = Finding::new(
+        Code::DiskLow,
+        Severity::Warning,
+        "agent-1",
+        "/var/lib/rke2-ops/node-agent",
+        "df -h",
+    )
+    .with("purpose", "upgrade staging");
+    fleet.set_findings("agent-1", &[low]);
+    doctor_until(&hub, "only the warning on agent-1", |r| {
+        has(r, "disk-low", "warning", "agent-1")
+            && !has(r, "pem-empty-or-corrupt", "blocker", "agent-1")
+    })
+    .await;
+    let view =
+        tokio::task::block_in_place(|| hub.json(&["restart", "--node", "agent-1", "--no-drain"]));
+    let id = view["id"].as_str().expect("id").to_owned();
+    let shown = tokio::task::block_in_place(|| hub.json(&["plan", "show", &id])).to_string();
+    assert!(
+        shown.contains("preflight warning noted: disk-low /var/lib/rke2-ops/node-agent on agent-1"),
+        "{shown}"
+    );
+    let started = std::time::Instant::now();
+    while tokio::task::block_in_place(|| hub.json(&["plan", "show", &id]))["state"] != "completed" {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the plan completes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     fleet.set_findings("agent-1", &[]);
     fleet.set_clock("server-2", Duration::ZERO, false);
     fleet.set_clock("server-3", Duration::ZERO, false);

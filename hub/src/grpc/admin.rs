@@ -426,7 +426,14 @@ impl AdminApi {
             }
             return Ok(view);
         }
-        if preflight.accepted.is_empty() {
+        // Warnings (and blockers the plan remedies) are recorded with the plan too, so its
+        // history says what was known when it started.
+        let noted: Vec<_> = preflight
+            .noted
+            .iter()
+            .filter(|f| f.severity >= rke2ops_common::doctor::Severity::Warning)
+            .collect();
+        if preflight.accepted.is_empty() && noted.is_empty() {
             return Ok(view);
         }
         let id: i64 = view
@@ -434,6 +441,14 @@ impl AdminApi {
             .trim_start_matches("plan")
             .parse()
             .map_err(|_| Status::internal(format!("plan id {:?} is not a number", view.id)))?;
+        for f in noted {
+            let message = format!("preflight {} noted: {}", f.severity, preflight::line(f));
+            let node = if f.node.contains(',') { "" } else { &f.node };
+            self.hub
+                .store
+                .plan_event(id, node, &message, now)
+                .map_err(internal)?;
+        }
         for f in &preflight.accepted {
             let message = format!(
                 "preflight blocker accepted by {actor}: {}",
