@@ -145,7 +145,7 @@ async fn doctor_without_kubeconfig_reports_skipped_kube_checks_and_version_skew(
     let (code, table, _) = doctor(&hub, &[]);
     assert_eq!(code, 2);
     assert!(
-        table.contains("BLOCKER    version-skew          agent agent-1"),
+        table.contains("BLOCKER    version-skew          agent-1    agent agent-1"),
         "{table}"
     );
     assert!(table.contains("fix 1: upgrade every server"), "{table}");
@@ -259,6 +259,21 @@ async fn agents_findings_and_clocks_reach_the_fleet_doctor_nodes_and_metrics() {
     fleet.set_findings("agent-1", &[pem_blocker("agent-1")]);
     fleet.set_clock("server-2", Duration::from_secs(600), false);
     fleet.set_clock("server-3", Duration::from_secs(45), true);
+    // `nodes` shows it without anyone running the doctor: a changed report refreshes the
+    // fleet doctor's last run within seconds.
+    let started = std::time::Instant::now();
+    loop {
+        let nodes = tokio::task::block_in_place(|| hub.json(&["nodes"]));
+        let worst = nodes["nodes"]
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["name"] == "agent-1"))
+            .map(|n| n["worst_finding"].clone());
+        if worst.as_ref().and_then(Value::as_str) == Some("blocker pem-empty-or-corrupt") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{nodes:#}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let report = doctor_until(&hub, "the agent's finding and both clocks", |r| {
         has(r, "pem-empty-or-corrupt", "blocker", "agent-1")
             && has(r, "clock-skew", "blocker", "server-2")

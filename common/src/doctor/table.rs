@@ -5,19 +5,40 @@
 use super::Finding;
 use crate::report::tabwriter;
 
-const HEADER: [&str; 5] = ["#", "SEVERITY", "CODE", "OBJECT", "EVIDENCE"];
-const DASHES: [&str; 5] = ["-", "--------", "----", "------", "--------"];
-
-/// Renders `findings` (already sorted); "no findings" when there are none.
+/// Renders one node's `findings` (already sorted); "no findings" when there are none.
 #[must_use]
 pub fn render(findings: &[Finding]) -> String {
+    layout(findings, false)
+}
+
+/// [`render`] for a fleet: a NODE column after CODE (the nodes a finding is about, `-` for
+/// the cluster as a whole).
+#[must_use]
+pub fn render_fleet(findings: &[Finding]) -> String {
+    layout(findings, true)
+}
+
+fn layout(findings: &[Finding], with_node: bool) -> String {
     if findings.is_empty() {
         return "\nno findings\n".to_owned();
     }
+    let columns = |row: [String; 6]| -> Vec<String> {
+        let [n, severity, code, node, object, evidence] = row;
+        if with_node {
+            vec![n, severity, code, node, object, evidence]
+        } else {
+            vec![n, severity, code, object, evidence]
+        }
+    };
+    let words = |w: [&str; 6]| columns(w.map(str::to_owned));
     let mut lines: Vec<Vec<String>> = Vec::with_capacity(findings.len() + 3);
     lines.push(vec![String::new()]);
-    lines.push(HEADER.iter().map(|s| (*s).to_owned()).collect());
-    lines.push(DASHES.iter().map(|s| (*s).to_owned()).collect());
+    lines.push(words([
+        "#", "SEVERITY", "CODE", "NODE", "OBJECT", "EVIDENCE",
+    ]));
+    lines.push(words([
+        "-", "--------", "----", "----", "------", "--------",
+    ]));
     for (i, f) in findings.iter().enumerate() {
         let evidence = f
             .evidence
@@ -25,13 +46,18 @@ pub fn render(findings: &[Finding]) -> String {
             .map(|e| format!("{}={}", e.field, e.value))
             .collect::<Vec<_>>()
             .join("; ");
-        lines.push(vec![
+        lines.push(columns([
             (i + 1).to_string(),
             f.severity.as_str().to_uppercase(),
             f.code.as_str().to_owned(),
+            if f.node.is_empty() {
+                "-".to_owned()
+            } else {
+                f.node.clone()
+            },
             f.object.clone(),
             evidence,
-        ]);
+        ]));
     }
     let mut out = tabwriter::layout(&lines, 3);
     out.push('\n');
@@ -74,6 +100,34 @@ mod tests {
             "1   BLOCKER    pem-empty-or-corrupt   server/tls/client-admin.crt   size=0"
         ));
         assert!(out.contains("\nfix 1: systemctl stop rke2-server\nfix 2: free space\n"));
+    }
+
+    #[test]
+    fn the_fleet_table_names_each_findings_nodes() {
+        let findings = vec![
+            Finding::new(Code::DiskLow, Severity::Warning, "w1", "/var", "free space"),
+            Finding::new(
+                Code::SucLeftover,
+                Severity::Warning,
+                "",
+                "crd x",
+                "kubectl delete",
+            ),
+        ];
+        let out = render_fleet(&findings);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[1],
+            "#   SEVERITY   CODE           NODE   OBJECT   EVIDENCE"
+        );
+        assert!(
+            lines[3].starts_with("1   WARNING    disk-low       w1     /var"),
+            "{out}"
+        );
+        assert!(
+            lines[4].starts_with("2   WARNING    suc-leftover   -      crd x"),
+            "{out}"
+        );
     }
 
     #[test]

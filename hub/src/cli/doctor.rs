@@ -68,7 +68,7 @@ pub async fn doctor(args: &DoctorArgs) -> anyhow::Result<u8> {
             };
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
-        Output::Table => print!("{}", doctor::table::render(&findings)),
+        Output::Table => print!("{}", doctor::table::render_fleet(&findings)),
     }
     Ok(code)
 }

@@ -32,6 +32,10 @@ pub(super) type Held = (
 /// [`Engine::node_checks`]).
 const NODE_CHECK_REUSE: Duration = Duration::from_secs(5);
 
+/// After an agent's findings changed, the last run is refreshed no sooner than this after
+/// the previous one (each run reads the cluster's pods and budgets).
+pub(super) const REFRESH_SOON: Duration = Duration::from_secs(10);
+
 /// How often the engine refreshes [`crate::doctor::Latest`] on its own.
 pub(super) const REFRESH_EVERY: Duration = Duration::from_secs(60);
 

@@ -32,8 +32,14 @@ impl Engine {
         let mut pruned_at: Option<std::time::Instant> = None;
         let mut doctor_at: Option<std::time::Instant> = None;
         loop {
-            if doctor_at.is_none_or(|t| t.elapsed() >= super::doctor::REFRESH_EVERY) {
+            let due = self.doctor_due.load(std::sync::atomic::Ordering::Relaxed);
+            if doctor_at.is_none_or(|t| {
+                t.elapsed() >= super::doctor::REFRESH_EVERY
+                    || (due && t.elapsed() >= super::doctor::REFRESH_SOON)
+            }) {
                 doctor_at = Some(std::time::Instant::now());
+                self.doctor_due
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
                 self.refresh_doctor();
             }
             if pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {

@@ -133,6 +133,9 @@ pub struct Engine {
     http: reqwest::Client,
     /// The fleet doctor's last run.
     doctor: Arc<crate::doctor::Latest>,
+    /// An agent reported changed findings: the last run is refreshed at the loop's next
+    /// chance (at most every [`doctor::REFRESH_SOON`]).
+    doctor_due: std::sync::atomic::AtomicBool,
     /// The nodes the doctor's checks hold now, since when, and the Kubernetes facts read
     /// then (reused briefly while they stay held).
     held: Mutex<Option<doctor::Held>>,
@@ -166,7 +169,15 @@ impl Engine {
                 .unwrap_or_default(),
             doctor: Arc::default(),
             held: Mutex::default(),
+            doctor_due: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// An agent's findings changed: `nodes`, `certs` and the metrics should show it soon.
+    pub fn findings_changed(&self) {
+        self.doctor_due
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // The loop's own tick picks it up; plan watchers are not concerned.
     }
 
     /// The fleet doctor's last run (for `nodes`, `certs` and the metrics).

@@ -489,6 +489,7 @@ pub fn handle(
                 store
                     .replace_node_findings(node, &findings, now)
                     .map_err(internal)?;
+                engine.findings_changed();
             }
             if let Some(sent_at) = status.sent_at {
                 let offset = (sent_at - now).whole_milliseconds();

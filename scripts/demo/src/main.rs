@@ -300,7 +300,13 @@ fn run() -> Result<()> {
         std::thread::sleep(Duration::from_millis(300));
     }
 
-    step("The fleet at the hub: rke2-hub nodes");
+    step(
+        "What the doctor finds across the fleet: rke2-hub doctor (exit 0 none, 1 warnings, 2 blockers)",
+    );
+    let doctor = hub.run(&["doctor"]);
+    indent(&String::from_utf8_lossy(&doctor.stdout));
+    println!("  (exit {})", doctor.status.code().unwrap_or(-1));
+    step("The fleet at the hub: rke2-hub nodes (FINDING: each node's worst)");
     indent(&hub.cli(&["nodes"]).context("nodes")?);
     step("Certificates expiring within 60 days: rke2-hub certs --expiring-within 60d");
     indent(
