@@ -42,6 +42,21 @@ pub const SERVICES: [&str; 12] = [
     "rke2-controller",
 ];
 
+/// Where RKE2 writes etcd snapshots, relative to its data dir
+/// (`rke2 etcd-snapshot save` names them `<name>-<node>-<unix time>`).
+pub const ETCD_SNAPSHOT_DIR: &str = "server/db/snapshots";
+
+/// How to restore the etcd snapshot at `path` (on the server that holds it, after every
+/// server's `rke2-server` is stopped; the other servers rejoin afterwards, as RKE2's
+/// cluster-reset documentation describes).
+#[must_use]
+pub fn etcd_restore_command(path: &str) -> String {
+    format!(
+        "systemctl stop rke2-server && rke2 server --cluster-reset \
+         --cluster-reset-restore-path={path}"
+    )
+}
+
 /// Leaf certificate files (relative to the data dir) that belong to `service`, as k3s'
 /// `FilesForServices` lists them; `None` for an unknown service. `rke2-server` owns no file
 /// of its own (it regenerates the dynamic listener certificate).

@@ -237,6 +237,25 @@ fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_node()
         );
         abort_uncordons(&hub, &id, &client, "abort uncordoned server-1").await;
 
+        // server-1's etcd cannot be snapshotted: its node fails before anything is installed.
+        cluster::set_fault(&cluster.servers[0].node, "etcd-snapshot-fails", "").expect("fault");
+        let (id, halted) = upgrade_until_halted(&hub, &good.base_url());
+        let reason = halted["reason"].as_str().expect("reason");
+        assert!(
+            reason.contains("server-1") && reason.contains("etcd-snapshot"),
+            "{reason}"
+        );
+        assert_eq!(
+            cluster.servers[0]
+                .node
+                .read_file(cluster::RKE2_BIN)
+                .expect("read"),
+            binary_before,
+            "nothing installed"
+        );
+        abort_uncordons(&hub, &id, &client, "abort uncordoned server-1").await;
+        cluster::clear_fault(&cluster.servers[0].node, "etcd-snapshot-fails").expect("clear");
+
         // From the channel, through the good mirror.
         let view = tokio::task::block_in_place(|| hub.json(&["upgrade", "--channel", "v1.34"]));
         assert_eq!(view["target_version"], NEW_VERSION);
@@ -251,6 +270,36 @@ fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_node()
         assert!(min_healthy >= 2, "quorum kept ({min_healthy})");
         eprintln!("sampled maintenance order: {order:?}");
         assert_sequential_in_order(&done);
+        // Each server took an etcd snapshot (of the real etcd) before it was changed; the plan
+        // names it and how to restore it; workers took none.
+        for n in done["nodes"].as_array().expect("nodes") {
+            let name = n["name"].as_str().expect("name");
+            let snapshot = n["etcd_snapshot"].as_str().unwrap_or_default();
+            if !name.starts_with("server-") {
+                assert_eq!(snapshot, "", "{n}");
+                continue;
+            }
+            let prefix = format!(
+                "/var/lib/rancher/rke2/server/db/snapshots/rke2ops-plan{id}-{name}-1-{name}-"
+            );
+            assert!(snapshot.starts_with(&prefix), "{n}");
+            let sim = cluster
+                .nodes()
+                .find(|s| s.node.name() == name)
+                .expect("the node");
+            let size = sim
+                .node
+                .exec(&["stat", "-c", "%s", snapshot])
+                .expect("stat");
+            let size: u64 = size.stdout.trim().parse().unwrap_or(0);
+            assert!(size > 0, "{snapshot} is a real snapshot ({size} bytes)");
+        }
+        let shown = tokio::task::block_in_place(|| hub.run(&["plan", "show", &id]));
+        let shown = String::from_utf8_lossy(&shown.stdout);
+        assert!(
+            shown.contains("restore: systemctl stop rke2-server && rke2 server --cluster-reset --cluster-reset-restore-path=/var/lib/rancher/rke2/server/db/snapshots/rke2ops-plan"),
+            "{shown}"
+        );
         // Every node runs the new release, as its kubelet reports it.
         let nodes: Api<Node> = Api::all(client.clone());
         for n in nodes

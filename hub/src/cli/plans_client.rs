@@ -395,6 +395,9 @@ fn printable(view: &pb::PlanView) -> pb::PlanView {
         esc(s);
     }
     view.gates.iter_mut().for_each(esc);
+    for n in &mut view.nodes {
+        esc(&mut n.etcd_snapshot);
+    }
     for e in &mut view.events {
         esc(&mut e.node);
         esc(&mut e.message);
@@ -456,6 +459,24 @@ fn print_view(view: &pb::PlanView, output: Output) {
         ]);
     }
     print!("{}", tabwriter::layout(&lines, 3));
+    let snapshots: Vec<&pb::PlanNodeView> = view
+        .nodes
+        .iter()
+        .filter(|n| !n.etcd_snapshot.is_empty())
+        .collect();
+    if !snapshots.is_empty() {
+        println!(
+            "\netcd snapshots taken before each server changed (restore on that server, with \
+             every server's rke2-server stopped first):"
+        );
+        for n in snapshots {
+            println!("  {}: {}", n.name, n.etcd_snapshot);
+            println!(
+                "    restore: {}",
+                rke2ops_common::layout::etcd_restore_command(&n.etcd_snapshot)
+            );
+        }
+    }
     if !view.gates.is_empty() {
         println!("\ngates:");
         for g in &view.gates {
@@ -511,6 +532,9 @@ fn json(view: &pb::PlanView) -> serde_json::Value {
             "operation_id": n.operation_id,
             "started_at": ts_json(n.started_at.as_ref()),
             "finished_at": ts_json(n.finished_at.as_ref()),
+            "etcd_snapshot": n.etcd_snapshot,
+            "restore": (!n.etcd_snapshot.is_empty())
+                .then(|| rke2ops_common::layout::etcd_restore_command(&n.etcd_snapshot)),
         })).collect::<Vec<_>>(),
         "events": view.events.iter().map(|e| serde_json::json!({
             "at": ts_json(e.at.as_ref()),

@@ -316,6 +316,7 @@ impl From<&PlanNode> for pb::PlanNodeView {
             attempt: n.attempt,
             operation_id: n.operation_id.clone(),
             phase_since: n.phase_at.map(timestamp),
+            etcd_snapshot: n.etcd_snapshot.clone(),
         }
     }
 }

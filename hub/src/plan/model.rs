@@ -397,6 +397,9 @@ pub struct PlanNode {
     pub finished_at: Option<OffsetDateTime>,
     /// End of its settle delay.
     pub settle_until: Option<OffsetDateTime>,
+    /// Upgrades of servers: the etcd snapshot the agent took before changing the node (its
+    /// path on that server; empty when none).
+    pub etcd_snapshot: String,
 }
 
 impl PlanNode {
@@ -418,6 +421,7 @@ impl PlanNode {
             phase_at: None,
             finished_at: None,
             settle_until: None,
+            etcd_snapshot: String::new(),
         }
     }
 

@@ -15,7 +15,8 @@ use crate::plan::model::{
 const PLAN_COLUMNS: &str = "id, kind, target_version, channel, policy, state, reason, origin, \
                             created_by, created_at, updated_at, finished_at";
 const NODE_COLUMNS: &str = "node, position, role, phase, cordoned, attempt, operation_id, step, \
-                            detail, from_version, started_at, phase_at, finished_at, settle_until";
+                            detail, from_version, started_at, phase_at, finished_at, settle_until, \
+                            etcd_snapshot";
 
 /// What a new plan is made of.
 #[derive(Debug, Clone)]
@@ -96,6 +97,7 @@ fn read_node(row: &Row<'_>) -> rusqlite::Result<Result<PlanNode, StoreError>> {
     let detail: String = row.get(8)?;
     let from_version: String = row.get(9)?;
     let times: [Option<i64>; 4] = [row.get(10)?, row.get(11)?, row.get(12)?, row.get(13)?];
+    let etcd_snapshot: String = row.get(14)?;
     Ok((|| {
         let key = || node.clone();
         let bad = |column, reason: String| StoreError::Corrupt {
@@ -118,6 +120,7 @@ fn read_node(row: &Row<'_>) -> rusqlite::Result<Result<PlanNode, StoreError>> {
             phase_at: from_db_opt(times[1], "plan_nodes", key, "phase_at")?,
             finished_at: from_db_opt(times[2], "plan_nodes", key, "finished_at")?,
             settle_until: from_db_opt(times[3], "plan_nodes", key, "settle_until")?,
+            etcd_snapshot,
             node: node.clone(),
         })
     })())
@@ -502,7 +505,7 @@ fn insert_node(tx: &rusqlite::Transaction<'_>, id: i64, node: &PlanNode) -> Resu
     tx.execute(
         &format!(
             "INSERT OR REPLACE INTO plan_nodes (plan_id, {NODE_COLUMNS}) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
         ),
         params![
             id,
@@ -520,6 +523,7 @@ fn insert_node(tx: &rusqlite::Transaction<'_>, id: i64, node: &PlanNode) -> Resu
             t(node.phase_at),
             t(node.finished_at),
             t(node.settle_until),
+            clip(&node.etcd_snapshot, 1024),
         ],
     )
     .map_err(plan_err(id, "saving a plan node"))?;

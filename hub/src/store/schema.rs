@@ -182,6 +182,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE nodes ADD COLUMN findings_at INTEGER;
     ALTER TABLE nodes ADD COLUMN clock_offset_ms INTEGER;
     ",
+    // 5: the etcd snapshot a server's upgrade took before it changed the node (its path on
+    // that server; empty when none).
+    r"
+    ALTER TABLE plan_nodes ADD COLUMN etcd_snapshot TEXT NOT NULL DEFAULT '';
+    ",
 ];
 
 /// The schema version this build writes.

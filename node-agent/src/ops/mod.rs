@@ -18,6 +18,7 @@ pub mod restart;
 pub mod rotation;
 pub mod runner;
 pub mod setup;
+pub mod snapshot;
 pub mod steps;
 pub mod units;
 pub mod upgrade;

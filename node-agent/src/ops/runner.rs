@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use super::journal::{Journal, JournalError, OpRecord, StepLog};
 use super::steps::{OpKind, Role, Step, first_step, on_failure_of, on_skip, on_success};
 use super::units::{self, UnitJob};
-use super::{artifacts, paths, readiness, restart, rotation, upgrade};
+use super::{artifacts, paths, readiness, restart, rotation, snapshot, upgrade};
 use crate::health::{HealthProbes, NodeProbes};
 use crate::journald::Journald;
 use crate::service::{ServiceManager, UnitLog, detect_rke2_unit};
@@ -365,6 +365,7 @@ impl<M: ServiceManager, P: HealthProbes, L: UnitLog> Runner<M, P, L> {
             Step::CheckVersion => upgrade::check_version(setup, manager, record).await,
             Step::FetchArtifacts => upgrade::fetch(setup, journal, record).await,
             Step::VerifyChecksum => upgrade::verify_checksum(journal, record),
+            Step::EtcdSnapshot => snapshot::save(setup, record).await,
             Step::InstallFiles => upgrade::install_files(setup, journal, record),
             Step::DaemonReload => units::daemon_reload(manager).await,
             Step::VerifyVersion => upgrade::verify_version(setup, manager, record).await,

@@ -84,6 +84,8 @@ pub enum Step {
     FetchArtifacts,
     /// Upgrade: the tarball's sha256 matches its line in the checksum file.
     VerifyChecksum,
+    /// Upgrade, servers: `rke2 etcd-snapshot save` (a way back), checked non-empty.
+    EtcdSnapshot,
     /// Upgrade: keep the previous files, then install the new ones atomically.
     InstallFiles,
     /// Upgrade: systemd reloads the (possibly new) unit files.
@@ -144,6 +146,7 @@ impl Step {
             Self::CheckVersion => "check-version",
             Self::FetchArtifacts => "fetch-artifacts",
             Self::VerifyChecksum => "verify-checksum",
+            Self::EtcdSnapshot => "etcd-snapshot",
             Self::InstallFiles => "install-files",
             Self::DaemonReload => "daemon-reload",
             Self::VerifyVersion => "verify-version",
@@ -160,7 +163,7 @@ impl Step {
 }
 
 /// Every step, for lookups.
-pub const ALL_STEPS: [Step; 24] = [
+pub const ALL_STEPS: [Step; 25] = [
     Step::Preflight,
     Step::StopUnit,
     Step::Rotate,
@@ -180,6 +183,7 @@ pub const ALL_STEPS: [Step; 24] = [
     Step::CheckVersion,
     Step::FetchArtifacts,
     Step::VerifyChecksum,
+    Step::EtcdSnapshot,
     Step::InstallFiles,
     Step::DaemonReload,
     Step::VerifyVersion,
@@ -238,7 +242,11 @@ pub fn on_success(kind: &OpKind, role: Role, step: Step) -> Step {
         (OpKind::Upgrade { .. }, Step::CheckVersion) => Step::Preflight,
         (OpKind::Upgrade { .. }, Step::Preflight) => Step::FetchArtifacts,
         (OpKind::Upgrade { .. }, Step::FetchArtifacts) => Step::VerifyChecksum,
-        (OpKind::Upgrade { .. }, Step::VerifyChecksum) => Step::InstallFiles,
+        // Servers keep a way back before anything changes: an etcd snapshot.
+        (OpKind::Upgrade { .. }, Step::VerifyChecksum) if role == Role::Server => {
+            Step::EtcdSnapshot
+        }
+        (OpKind::Upgrade { .. }, Step::VerifyChecksum | Step::EtcdSnapshot) => Step::InstallFiles,
         (OpKind::Upgrade { .. }, Step::InstallFiles) => Step::DaemonReload,
         (OpKind::Upgrade { .. }, Step::DaemonReload) => Step::RestartUnit,
         (OpKind::Upgrade { .. }, Step::RestartUnit) => Step::WaitReady,
@@ -273,9 +281,11 @@ pub fn on_failure_of(kind: &OpKind, step: Step, backup_exists: bool) -> Step {
 /// rollback is allowed, else the node is left as it is and the failure reported.
 fn upgrade_on_failure(step: Step, previous_kept: bool, allow_rollback: bool) -> Step {
     match step {
-        Step::CheckVersion | Step::Preflight | Step::FetchArtifacts | Step::VerifyChecksum => {
-            Step::Failed
-        }
+        Step::CheckVersion
+        | Step::Preflight
+        | Step::FetchArtifacts
+        | Step::VerifyChecksum
+        | Step::EtcdSnapshot => Step::Failed,
         Step::InstallFiles if previous_kept => Step::RestorePrevious,
         Step::InstallFiles => Step::Failed,
         Step::DaemonReload | Step::RestartUnit | Step::WaitReady | Step::VerifyVersion => {
@@ -329,6 +339,7 @@ pub fn on_failure(step: Step, backup_exists: bool) -> Step {
         Step::CheckVersion
         | Step::FetchArtifacts
         | Step::VerifyChecksum
+        | Step::EtcdSnapshot
         | Step::InstallFiles
         | Step::DaemonReload
         | Step::VerifyVersion
@@ -460,6 +471,7 @@ mod tests {
                 Step::Preflight,
                 Step::FetchArtifacts,
                 Step::VerifyChecksum,
+                Step::EtcdSnapshot,
                 Step::InstallFiles,
                 Step::DaemonReload,
                 Step::RestartUnit,
@@ -468,6 +480,9 @@ mod tests {
                 Step::Done
             ]
         );
+        let agent = walk(&upgrade(true), Role::Agent);
+        assert!(!agent.contains(&Step::EtcdSnapshot), "agents have no etcd");
+        assert_eq!(agent.len(), 10);
     }
 
     #[test]
@@ -479,12 +494,13 @@ mod tests {
     }
 
     #[test]
-    fn checksum_mismatch_installs_nothing() {
+    fn checksum_mismatch_or_a_failed_snapshot_installs_nothing() {
         for step in [
             Step::CheckVersion,
             Step::Preflight,
             Step::FetchArtifacts,
             Step::VerifyChecksum,
+            Step::EtcdSnapshot,
         ] {
             assert_eq!(on_failure_of(&upgrade(true), step, false), Step::Failed);
         }
@@ -529,6 +545,7 @@ mod tests {
             Step::Preflight,
             Step::FetchArtifacts,
             Step::VerifyChecksum,
+            Step::EtcdSnapshot,
         ] {
             assert!(!step.changes_node(), "{step:?}");
         }

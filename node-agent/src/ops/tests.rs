@@ -396,8 +396,18 @@ impl TestNode {
         }
         // What `rke2 certificate rotate` does, as far as the agent can tell: the live
         // folder is backed up as tls-<unix seconds>, and new leaves take its place.
+        // And `rke2 etcd-snapshot save --name N --data-dir D`: a file `N-<node>-<time>`
+        // under `D/server/db/snapshots` (empty with RKE2OPS_TEST_EMPTY_SNAPSHOT=1, refused
+        // with RKE2OPS_TEST_SNAPSHOT_FAILS=1).
         let mut script = format!(
-            "#!/bin/sh\nset -e\n[ \"$1 $2 $3\" = 'certificate rotate --data-dir' ] || exit 2\n\
+            "#!/bin/sh\nset -e\n\
+             if [ \"$1 $2 $3 $5\" = 'etcd-snapshot save --name --data-dir' ]; then\n\
+             [ \"$RKE2OPS_TEST_SNAPSHOT_FAILS\" = 1 ] && {{ echo 'etcdserver: request timed out' >&2; exit 1; }}\n\
+             mkdir -p \"$6/server/db/snapshots\"\n\
+             if [ \"$RKE2OPS_TEST_EMPTY_SNAPSHOT\" = 1 ]; then : > \"$6/server/db/snapshots/$4-n1-$(date +%s)\";\n\
+             else echo snapshot > \"$6/server/db/snapshots/$4-n1-$(date +%s)\"; fi\n\
+             exit 0\nfi\n\
+             [ \"$1 $2 $3\" = 'certificate rotate --data-dir' ] || exit 2\n\
              cp -a \"$4/server/tls\" \"$4/server/tls-$(date +%s)\"\n\
              cp -a '{}/.' \"$4/server/tls/\"\n",
             fresh.display()
@@ -807,6 +817,78 @@ async fn upgrade_to_a_release_that_gets_ready_keeps_the_new_binary() {
     assert_eq!(record.step, Step::Done, "{:?}", record.failure);
     assert_eq!(node.installed_binary(), version_script(NEW_VERSION));
     assert!(node.unit_runs());
+}
+
+#[tokio::test]
+async fn a_server_upgrade_keeps_an_etcd_snapshot_and_says_how_to_restore_it() {
+    let node = TestNode::for_upgrade(true);
+    let record = node
+        .runner()
+        .run(node.upgrade(), |_| {})
+        .await
+        .expect("runs");
+    assert_eq!(record.step, Step::Done, "{:?}", record.failure);
+    let snap = record
+        .log
+        .iter()
+        .find(|l| l.step == Step::EtcdSnapshot)
+        .expect("a snapshot step");
+    assert!(snap.ok, "{}", snap.detail);
+    let prefix = format!("rke2ops-{}-n1-", record.id);
+    let dir = node.path("data/server/db/snapshots");
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("snapshots")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(files.iter().any(|f| f.starts_with(&prefix)), "{files:?}");
+    assert!(
+        snap.detail
+            .starts_with(&format!("saved {}", dir.join(&prefix).display()))
+            && snap.detail.ends_with(" bytes)"),
+        "{}",
+        snap.detail
+    );
+}
+
+#[tokio::test]
+async fn a_failed_or_empty_snapshot_fails_the_upgrade_before_anything_changes() {
+    for (var, words) in [
+        ("RKE2OPS_TEST_SNAPSHOT_FAILS", "request timed out"),
+        ("RKE2OPS_TEST_EMPTY_SNAPSHOT", "is empty"),
+    ] {
+        let node = TestNode::for_upgrade(true);
+        // The script reads its switch from a file beside it (the environment is the test
+        // process's, shared by parallel tests).
+        let script = node.path("rke2");
+        let text = std::fs::read_to_string(&script).expect("script");
+        write_script(
+            &script,
+            &text.replacen("set -e\n", &format!("set -e\n{var}=1\n"), 1),
+        );
+        let record = node
+            .runner()
+            .run(node.upgrade(), |_| {})
+            .await
+            .expect("runs");
+        assert_eq!(record.step, Step::Failed, "{var}");
+        let failure = record.failure.clone().unwrap_or_default();
+        assert!(
+            failure.starts_with("etcd-snapshot: ") && failure.contains(words),
+            "{failure}"
+        );
+        assert_eq!(
+            node.installed_binary(),
+            version_script(OLD_VERSION),
+            "nothing installed"
+        );
+        assert!(node.unit_runs());
+        assert!(
+            !record.log.iter().any(|l| l.step.changes_node()),
+            "no step that changes the node ran: {:?}",
+            record.log
+        );
+    }
 }
 
 #[tokio::test]

@@ -36,5 +36,6 @@ pub mod release;
 pub mod renew;
 pub mod rotate;
 pub mod server;
+pub mod snapshot;
 pub mod tree;
 pub mod version;

@@ -87,6 +87,16 @@ fn run_message(engine: &Engine, plan: &Plan, node: &PlanNode) -> RunOperation {
     }
 }
 
+/// The snapshot's path in the agent's `etcd-snapshot` step detail (`saved <path> (<n>
+/// bytes)`). Pure.
+fn snapshot_path<'a>(step: &str, detail: &'a str) -> Option<&'a str> {
+    if step != "etcd-snapshot" {
+        return None;
+    }
+    let (path, _) = detail.strip_prefix("saved ")?.rsplit_once(" (")?;
+    (path.starts_with('/') && !path.contains(char::is_control)).then_some(path)
+}
+
 pub(super) async fn operate(
     engine: &Engine,
     plan: &Plan,
@@ -127,7 +137,17 @@ pub(super) async fn operate(
                 if ended {
                     node.detail = format!("{}: {}", p.step, p.detail);
                 }
-                save(engine, id, &node, ended.then_some(node.detail.as_str()))?;
+                let mut event = ended.then(|| node.detail.clone());
+                if p.phase == crate::engine::messages::StepPhase::Succeeded
+                    && let Some(path) = snapshot_path(&p.step, &p.detail)
+                {
+                    node.etcd_snapshot = path.to_owned();
+                    event = Some(format!(
+                        "etcd snapshot saved before the upgrade: {path}; restore: {}",
+                        rke2ops_common::layout::etcd_restore_command(path)
+                    ));
+                }
+                save(engine, id, &node, event.as_deref())?;
             }
             Ok(Some(OpEvent::Result(r))) => break Ok(r),
             Ok(None) => break Err("the operation's channel closed".to_owned()),
@@ -168,5 +188,29 @@ pub(super) async fn operate(
             }
             fail(engine, id, node, reason).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snapshot_path;
+
+    #[test]
+    fn the_snapshot_path_comes_from_the_agents_etcd_snapshot_step_only() {
+        let detail =
+            "saved /var/lib/rancher/rke2/server/db/snapshots/rke2ops-plan1-s1-1-s1-17 (4096 bytes)";
+        assert_eq!(
+            snapshot_path("etcd-snapshot", detail),
+            Some("/var/lib/rancher/rke2/server/db/snapshots/rke2ops-plan1-s1-1-s1-17")
+        );
+        assert_eq!(snapshot_path("fetch-artifacts", detail), None);
+        assert_eq!(
+            snapshot_path("etcd-snapshot", "saved relative (1 bytes)"),
+            None
+        );
+        assert_eq!(
+            snapshot_path("etcd-snapshot", "saved /x\n/y (1 bytes)"),
+            None
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! The simulated `rke2` binary: `--version`, `server`, `agent`, `certificate check` and
-//! `certificate rotate` (see tests/SIMULATOR.md).
+//! The simulated `rke2` binary: `--version`, `server`, `agent`, `certificate check`,
+//! `certificate rotate` and `etcd-snapshot save` (see tests/SIMULATOR.md).
 //!
 //! Environment: `RKE2_SIM_VERSION` / `RKE2_SIM_COMMIT` (or `rke2.version` next to the binary)
 //! set the reported version; `RKE2_SIM_NOW` (RFC 3339) pins "now" for `check` and for the
@@ -58,7 +58,31 @@ enum Command {
         #[command(subcommand)]
         command: CertCommand,
     },
-    /// Anything else RKE2 has (server, agent, etcd-snapshot, ...): not simulated here.
+    /// Manage etcd snapshots (`save`, backed by the real etcd).
+    EtcdSnapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+    /// Anything else RKE2 has: not simulated here.
+    #[command(external_subcommand)]
+    Other(Vec<String>),
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCommand {
+    /// Trigger an immediate etcd snapshot.
+    Save {
+        /// Set the base name of the etcd on-demand snapshot.
+        #[arg(long, default_value = rke2ops_sim::snapshot::DEFAULT_NAME)]
+        name: String,
+        /// (data) Folder to hold state.
+        #[arg(short = 'd', long)]
+        data_dir: Option<PathBuf>,
+        /// (config) Load configuration from FILE.
+        #[arg(short = 'c', long, env = "RKE2_CONFIG_FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Not simulated yet.
     #[command(external_subcommand)]
     Other(Vec<String>),
 }
@@ -229,6 +253,34 @@ fn main() -> ExitCode {
             command: CertCommand::Other(args),
         }) => fatal(&format!(
             "Error: rke2 simulator: certificate {} is not simulated yet",
+            args.join(" ")
+        )),
+        Some(Command::EtcdSnapshot {
+            command:
+                SnapshotCommand::Save {
+                    name,
+                    data_dir,
+                    config,
+                },
+        }) => {
+            let config = match NodeConfig::load(config.as_deref(), data_dir.as_deref()) {
+                Ok(c) => c,
+                Err(e) => return fatal(&format!("Error: {e}")),
+            };
+            let unix = OffsetDateTime::now_utc().unix_timestamp();
+            match rke2ops_sim::snapshot::save(&config.data_dir, &name, &config.node_name, unix) {
+                Ok(path) => {
+                    let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
+                    logrus::info(&format!("Snapshot {} saved.", file.unwrap_or_default()));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fatal(&format!("Error: failed to save snapshot: {e}")),
+            }
+        }
+        Some(Command::EtcdSnapshot {
+            command: SnapshotCommand::Other(args),
+        }) => fatal(&format!(
+            "Error: rke2 simulator: etcd-snapshot {} is not simulated yet",
             args.join(" ")
         )),
         Some(Command::Other(args)) => fatal(&format!(
