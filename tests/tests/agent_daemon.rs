@@ -271,6 +271,22 @@ fn data_dir_created_later_then_deleted_and_recreated_is_followed() {
         count(&agent) == Some(0.0)
     });
 
+    // Deleted and recreated at once, several times: a recreated folder often gets its old
+    // inode number back while its old watch died with it; the agent must hear from the new
+    // one anyway.
+    for _ in 0..4 {
+        server_tree(&root, |s| s);
+        wait_until("the recreated tree is exported again", || {
+            count(&agent) == Some(with_tree)
+        });
+        std::fs::remove_dir_all(&root).expect("delete the whole tree again");
+        server_tree(&root, |s| s);
+        wait_until("the tree recreated at once is exported", || {
+            count(&agent) == Some(with_tree)
+        });
+        std::fs::remove_dir_all(&root).expect("delete it once more");
+        wait_until("gone again", || count(&agent) == Some(0.0));
+    }
     server_tree(&root, |s| s);
     wait_until("the recreated tree is exported again", || {
         count(&agent) == Some(with_tree)

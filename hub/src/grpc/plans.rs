@@ -74,6 +74,10 @@ fn gates(
             }
         ));
     }
+    before.push(
+        "no doctor blocker about the node or the cluster (checked again right before it)"
+            .to_owned(),
+    );
     before.push("plan not paused".to_owned());
     let mut out = vec![format!("before each node: {}", before.join("; "))];
     let per_node = if policy.drain && kube {
@@ -81,7 +85,14 @@ fn gates(
     } else {
         "per node: operation on its agent (no cordon/drain)"
     };
-    out.push(per_node.to_owned());
+    let mut per_node = per_node.to_owned();
+    if kind == PlanKind::Upgrade {
+        per_node.push_str(
+            "; servers: an etcd snapshot after the release is verified and before anything \
+             changes (a failed snapshot fails the node untouched)",
+        );
+    }
+    out.push(per_node);
     let mut after = vec!["agent connected with apiserver/kubelet probes passing".to_owned()];
     if kube {
         after.push("Node Ready".to_owned());

@@ -123,11 +123,15 @@ impl FileWatcher {
     }
 
     /// Brings the watch set in line with the file system. Returns whether it changed.
+    ///
+    /// Every desired folder is watched again even when its path and inode are unchanged: a
+    /// folder deleted and recreated at once often gets its old inode number back, while the
+    /// kernel dropped the old watch with the old folder, and a set that merely looks the same
+    /// would then never hear from the new folder (re-adding a live watch is a no-op). A folder
+    /// that vanishes between the look and the watch is replaced by its nearest ancestor that
+    /// can be watched, so some watch always sees it come back.
     pub fn reconcile(&mut self) -> bool {
         let desired = desired_watches(&self.targets, inode_of);
-        if desired == self.watched {
-            return false;
-        }
         for (path, inode) in &self.watched {
             if desired.get(path) != Some(inode) {
                 // The folder may be gone already, which removed the watch by itself.
@@ -136,21 +140,37 @@ impl FileWatcher {
         }
         let mut actual = BTreeMap::new();
         for (path, inode) in desired {
-            let already = self.watched.get(&path) == Some(&inode);
-            if already
-                || self
-                    .watcher
-                    .watch(&path, RecursiveMode::NonRecursive)
-                    .is_ok()
+            if self
+                .watcher
+                .watch(&path, RecursiveMode::NonRecursive)
+                .is_ok()
             {
                 actual.insert(path, inode);
-            } else {
-                tracing::warn!(path = %path.display(), "cannot watch folder; will retry on the next event");
+                continue;
+            }
+            let fallback = path.ancestors().skip(1).find_map(|parent| {
+                let inode = inode_of(parent)?;
+                self.watcher
+                    .watch(parent, RecursiveMode::NonRecursive)
+                    .ok()
+                    .map(|()| (parent.to_path_buf(), inode))
+            });
+            match fallback {
+                Some((parent, inode)) => {
+                    tracing::debug!(path = %path.display(), watching = %parent.display(), "folder vanished while being watched; watching its ancestor");
+                    actual.insert(parent, inode);
+                }
+                None => {
+                    tracing::warn!(path = %path.display(), "cannot watch folder; will retry on the next event");
+                }
             }
         }
+        let changed = actual != self.watched;
         self.watched = actual;
-        tracing::debug!(watched = ?self.watched.keys().collect::<Vec<_>>(), "watch set updated");
-        true
+        if changed {
+            tracing::debug!(watched = ?self.watched.keys().collect::<Vec<_>>(), "watch set updated");
+        }
+        changed
     }
 
     /// Waits for the next batch of changes (debounced). `None` if the watcher died.
