@@ -5,6 +5,40 @@
 /// The runbook's text, compiled in.
 pub const RUNBOOK: &str = include_str!("../../docs/runbook.md");
 
+/// Runs `command` in a login-like shell on `node`: the runbook's `export` line first (as the
+/// operator typed it: `KUBECONFIG` and RKE2's `bin` on `PATH`), `HOME` on the node's private
+/// `/tmp` for kubectl's cache.
+///
+/// # Panics
+/// When the command cannot be started on the node.
+#[must_use]
+pub fn run(node: &crate::ground::Node, command: &str) -> crate::ground::ExecOutput {
+    let export = section(1)[0];
+    node.exec(&[
+        "sh",
+        "-c",
+        &format!("{export}\nexport HOME=/tmp\n{command}"),
+    ])
+    .expect("the command runs")
+}
+
+/// [`run`], which must succeed; its stdout (often unused: the command is run for its effect).
+///
+/// # Panics
+/// When the command fails (with its output).
+pub fn ok(node: &crate::ground::Node, command: &str) -> String {
+    let out = run(node, command);
+    assert!(
+        out.success(),
+        "{}: `{command}` failed ({}):\n{}{}",
+        node.name(),
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    out.stdout
+}
+
 /// The commands of the `sh` blocks under the `## {number}.` heading, in order (blank lines
 /// dropped).
 #[must_use]

@@ -34,12 +34,12 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use rke2ops_common::doctor::{Finding, Report};
-use rke2ops_tests::ground::{ExecOutput, Node, require_root_and_tools};
+use rke2ops_tests::ground::{Node, require_root_and_tools};
 use rke2ops_tests::hub::{AGENT_BIN, HubProcess as Hub, enroll_agent};
 use rke2ops_tests::plans::{
     hub_address, kube_client, start_hub, wait_nodes_ready, wait_state, wait_until,
 };
-use rke2ops_tests::runbook;
+use rke2ops_tests::runbook::{ok, run};
 use rke2ops_tests::sim::clients::{install_runbook_files, require_clients};
 use rke2ops_tests::sim::cluster::{self, CONFIG_DIR, DATA_DIR, NodeSetup, SimCluster};
 use rke2ops_tests::sim::tree::{self, ClusterCas, Role, TreeSpec, Validity};
@@ -56,33 +56,6 @@ const AGENT_TOML: &str = "/etc/rke2-ops/node-agent.toml";
 const LB_NAME: &str = "rke2-lb.example.com";
 /// How long a doctor may take to show a change (a unit's restart, a crash loop's next round).
 const SHOWS_WITHIN: Duration = Duration::from_secs(60);
-
-/// Runs `command` in a login-like shell on `node`: the runbook's `export` line first (as the
-/// operator typed it: `KUBECONFIG` and RKE2's `bin` on `PATH`), `HOME` on the node's private
-/// `/tmp` for kubectl's cache.
-fn run(node: &Node, command: &str) -> ExecOutput {
-    let export = runbook::section(1)[0];
-    node.exec(&[
-        "sh",
-        "-c",
-        &format!("{export}\nexport HOME=/tmp\n{command}"),
-    ])
-    .expect("the command runs")
-}
-
-/// [`run`], which must succeed; its stdout.
-fn ok(node: &Node, command: &str) -> String {
-    let out = run(node, command);
-    assert!(
-        out.success(),
-        "{}: `{command}` failed ({}):\n{}{}",
-        node.name(),
-        out.status,
-        out.stdout,
-        out.stderr
-    );
-    out.stdout
-}
 
 /// A doctor's answer: its exit code, its JSON report, and everything it printed (for failing
 /// assertions).

@@ -42,6 +42,20 @@ fn upgrade_until_halted(hub: &Hub, source: &str) -> (String, Value) {
     })
 }
 
+/// A halted upgrade names server-1 and `why`, and server-1's binary is still `before`.
+fn halted_on_server_1_untouched(cluster: &SimCluster, halted: &Value, why: &str, before: &[u8]) {
+    let reason = halted["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("server-1") && reason.contains(why),
+        "{reason}"
+    );
+    let now = cluster.servers[0]
+        .node
+        .read_file(cluster::RKE2_BIN)
+        .expect("read");
+    assert_eq!(now, before, "nothing installed");
+}
+
 /// Aborts plan `id` and waits (up to 20 s) until no node is cordoned any more.
 async fn abort_uncordons(hub: &Hub, id: &str, client: &Client, what: &str) {
     let out = tokio::task::block_in_place(|| hub.run(&["abort", id]));
@@ -217,19 +231,7 @@ fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_node()
             .read_file(cluster::RKE2_BIN)
             .expect("read");
         let (id, halted) = upgrade_until_halted(&hub, &bad_mirror.base_url());
-        let reason = halted["reason"].as_str().expect("reason");
-        assert!(
-            reason.contains("server-1") && reason.contains("checksum"),
-            "{reason}"
-        );
-        assert_eq!(
-            cluster.servers[0]
-                .node
-                .read_file(cluster::RKE2_BIN)
-                .expect("read"),
-            binary_before,
-            "nothing installed"
-        );
+        halted_on_server_1_untouched(&cluster, &halted, "checksum", &binary_before);
         let nodes = halted["nodes"].as_array().expect("nodes");
         assert!(
             nodes[1..].iter().all(|n| n["phase"] == "pending"),
@@ -240,19 +242,7 @@ fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_node()
         // server-1's etcd cannot be snapshotted: its node fails before anything is installed.
         cluster::set_fault(&cluster.servers[0].node, "etcd-snapshot-fails", "").expect("fault");
         let (id, halted) = upgrade_until_halted(&hub, &good.base_url());
-        let reason = halted["reason"].as_str().expect("reason");
-        assert!(
-            reason.contains("server-1") && reason.contains("etcd-snapshot"),
-            "{reason}"
-        );
-        assert_eq!(
-            cluster.servers[0]
-                .node
-                .read_file(cluster::RKE2_BIN)
-                .expect("read"),
-            binary_before,
-            "nothing installed"
-        );
+        halted_on_server_1_untouched(&cluster, &halted, "etcd-snapshot", &binary_before);
         abort_uncordons(&hub, &id, &client, "abort uncordoned server-1").await;
         cluster::clear_fault(&cluster.servers[0].node, "etcd-snapshot-fails").expect("clear");
 

@@ -12,43 +12,18 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rke2ops_tests::ground::{ExecOutput, Node, require_root_and_tools};
+use rke2ops_tests::ground::{Node, require_root_and_tools};
 use rke2ops_tests::hub::{AGENT_BIN, HubProcess as Hub};
 use rke2ops_tests::plans::{
     enroll_all, hub_address, mirror, start_hub, wait_nodes_ready, wait_state, wait_until,
     web_workload,
 };
-use rke2ops_tests::runbook;
+use rke2ops_tests::runbook::{self, ok, run};
 use rke2ops_tests::sim::clients::{install_runbook_files, require_clients};
 use rke2ops_tests::sim::cluster::{self, NodeSetup, SimCluster};
 use rke2ops_tests::sim::release::{self, NEW_VERSION, OLD_VERSION};
 use rke2ops_tests::sim::tree::{Role, Validity};
 use tokio::task::block_in_place;
-
-/// Runs one runbook command in a login-like shell on `node`: the section's `export` line
-/// first (as the operator typed it), `HOME` on the node's private `/tmp` for kubectl's cache.
-fn run(node: &Node, command: &str) -> ExecOutput {
-    let export = runbook::section(1)[0];
-    node.exec(&[
-        "sh",
-        "-c",
-        &format!("{export}\nexport HOME=/tmp\n{command}"),
-    ])
-    .expect("the command runs")
-}
-
-/// [`run`], which must succeed; its stdout.
-fn ok(node: &Node, command: &str) -> String {
-    let out = run(node, command);
-    assert!(
-        out.success(),
-        "`{command}` failed ({}):\n{}{}",
-        out.status,
-        out.stdout,
-        out.stderr
-    );
-    out.stdout
-}
 
 /// The rows of a kubectl/tabwriter table, split on whitespace, header dropped.
 fn rows(table: &str) -> Vec<Vec<&str>> {
