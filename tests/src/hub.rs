@@ -293,3 +293,21 @@ pub fn install_enrolling_agent(
     node.systemctl(&["enable", "--now", "rke2-node-agent.service"])?;
     Ok(())
 }
+
+/// `rke2-node-agent doctor --fix CODE` on `node`, which must succeed; its stdout.
+///
+/// # Panics
+/// When it cannot run or fails (with its output).
+pub fn doctor_fix(node: &crate::ground::Node, code: &str) -> String {
+    let fixed = node
+        .exec(&[AGENT_BIN, "doctor", "--fix", code])
+        .expect("doctor --fix runs");
+    assert!(
+        fixed.success(),
+        "doctor --fix {code}: {}\n{}{}",
+        fixed.status,
+        fixed.stdout,
+        fixed.stderr
+    );
+    fixed.stdout
+}

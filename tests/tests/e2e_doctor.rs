@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use rke2ops_common::doctor::{Finding, Report};
 use rke2ops_tests::ground::{Node, require_root_and_tools};
-use rke2ops_tests::hub::{AGENT_BIN, HubProcess as Hub, enroll_agent};
+use rke2ops_tests::hub::{AGENT_BIN, HubProcess as Hub, doctor_fix, enroll_agent};
 use rke2ops_tests::plans::{
     hub_address, kube_client, start_hub, wait_nodes_ready, wait_state, wait_until,
 };
@@ -441,16 +441,7 @@ fn stale_kubeconfig(server: &Node) {
         answer.text
     );
 
-    let fixed = server
-        .exec(&[AGENT_BIN, "doctor", "--fix", "kubeconfig-unknown-authority"])
-        .expect("doctor --fix runs");
-    assert!(
-        fixed.success(),
-        "doctor --fix: {}\n{}{}",
-        fixed.status,
-        fixed.stdout,
-        fixed.stderr
-    );
+    doctor_fix(server, "kubeconfig-unknown-authority");
     let refreshed = read_text(server, COPY);
     let (server_url, ca, cert) = kubeconfig_fields(&refreshed);
     let (_, admin_ca, admin_cert) =

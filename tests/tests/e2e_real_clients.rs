@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rke2ops_tests::ground::{Node, require_root_and_tools};
-use rke2ops_tests::hub::{AGENT_BIN, HubProcess as Hub};
+use rke2ops_tests::hub::{AGENT_BIN, HubProcess as Hub, doctor_fix};
 use rke2ops_tests::plans::{
     enroll_all, hub_address, mirror, start_hub, wait_nodes_ready, wait_state, wait_until,
     web_workload,
@@ -396,16 +396,7 @@ fn the_runbook_runs_verbatim_with_real_clients_before_and_after_a_rotation_and_a
                 report.contains("server/tls-"),
                 "the backup is named: {report}"
             );
-            let fixed = server
-                .exec(&[AGENT_BIN, "doctor", "--fix", "pem-empty-or-corrupt"])
-                .expect("doctor --fix runs");
-            assert!(
-                fixed.success(),
-                "doctor --fix: {}\n{}{}",
-                fixed.status,
-                fixed.stdout,
-                fixed.stderr
-            );
+            doctor_fix(server, "pem-empty-or-corrupt");
             assert!(
                 !ok(server, &format!("cat {emptied}")).trim().is_empty(),
                 "restored"

@@ -55,6 +55,11 @@ async fn wait_online(hub: &HubProcess, n: usize) {
     }
 }
 
+/// One `codes` row: (code, severity, node).
+fn row(code: &str, severity: &str, node: &str) -> (String, String, String) {
+    (code.to_owned(), severity.to_owned(), node.to_owned())
+}
+
 fn codes(report: &Value) -> Vec<(String, String, String)> {
     report["findings"]
         .as_array()
@@ -85,16 +90,8 @@ async fn doctor_without_kubeconfig_reports_skipped_kube_checks_and_version_skew(
     assert_eq!(
         codes(&report),
         [
-            (
-                "kube-checks-skipped".to_owned(),
-                "info".to_owned(),
-                String::new()
-            ),
-            (
-                "etcd-quorum-at-risk".to_owned(),
-                "info".to_owned(),
-                "server-1".to_owned()
-            )
+            row("kube-checks-skipped", "info", ""),
+            row("etcd-quorum-at-risk", "info", "server-1")
         ],
         "one server: its etcd cannot lose a member (info)"
     );
@@ -108,21 +105,9 @@ async fn doctor_without_kubeconfig_reports_skipped_kube_checks_and_version_skew(
     assert_eq!(
         codes(&report),
         [
-            (
-                "version-skew".to_owned(),
-                "blocker".to_owned(),
-                "agent-1".to_owned()
-            ),
-            (
-                "kube-checks-skipped".to_owned(),
-                "info".to_owned(),
-                String::new()
-            ),
-            (
-                "etcd-quorum-at-risk".to_owned(),
-                "info".to_owned(),
-                "server-1".to_owned()
-            ),
+            row("version-skew", "blocker", "agent-1"),
+            row("kube-checks-skipped", "info", ""),
+            row("etcd-quorum-at-risk", "info", "server-1"),
         ]
     );
 
@@ -131,11 +116,7 @@ async fn doctor_without_kubeconfig_reports_skipped_kube_checks_and_version_skew(
     assert_eq!(code, 2, "{out}");
     let report: Value = serde_json::from_str(&out).expect("json");
     assert!(
-        codes(&report).contains(&(
-            "version-skew".to_owned(),
-            "info".to_owned(),
-            "agent-1".to_owned()
-        )),
+        codes(&report).contains(&row("version-skew", "info", "agent-1")),
         "{report:#}"
     );
     let (code, _, err) = doctor(&hub, &["--target", "one-point-three"]);

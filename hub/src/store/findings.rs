@@ -3,7 +3,7 @@
 //! never shows half of one report and half of another.
 
 use rke2ops_common::doctor::{Code, Evidence, Finding, Severity};
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{TransactionBehavior, params};
 use time::OffsetDateTime;
 
 use super::{Store, StoreError, from_db_opt, to_db};
@@ -207,24 +207,6 @@ impl Store {
             })
             .collect()
     }
-
-    /// One node's findings (`None` for an unknown node).
-    ///
-    /// # Errors
-    /// As [`Store::node_findings`].
-    pub fn findings_of(&self, node: &str) -> Result<Option<NodeFindings>, StoreError> {
-        let known = self
-            .conn()
-            .query_row("SELECT 1 FROM nodes WHERE name = ?1", params![node], |_| {
-                Ok(())
-            })
-            .optional()
-            .map_err(sql(node, "reading the findings"))?;
-        if known.is_none() {
-            return Ok(None);
-        }
-        Ok(self.node_findings()?.into_iter().find(|n| n.node == node))
-    }
 }
 
 fn read_finding(
@@ -306,7 +288,6 @@ mod tests {
             .replace_node_findings("s1", &[], now)
             .expect("cleared");
         assert!(store.node_findings().expect("read")[0].findings.is_empty());
-        assert!(store.findings_of("nope").expect("read").is_none());
     }
 
     #[test]
