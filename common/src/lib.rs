@@ -30,6 +30,7 @@ pub mod exposition;
 pub mod http_server;
 pub mod identity;
 pub mod ids;
+pub mod install;
 pub mod layout;
 pub mod renewal;
 pub mod report;

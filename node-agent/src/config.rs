@@ -125,6 +125,22 @@ config_layer! {
         /// Where RKE2's tarball is installed [default: /usr/local].
         #[arg(long, env = "RKE2OPS_INSTALL_PREFIX")]
         pub install_prefix: Option<PathBuf>,
+        /// RPM installs: RKE2's repository (URL of the channel, laid out per minor) or an
+        /// absolute folder of `.rpm` files (air-gapped)
+        /// [default: https://rpm.rancher.io/rke2/stable].
+        #[arg(long, env = "RKE2OPS_RPM_REPOSITORY")]
+        pub rpm_repository: Option<String>,
+        /// RPM installs: the repository's OS folder (`centos/9`, `slemicro`)
+        /// [default: from /etc/os-release].
+        #[arg(long, env = "RKE2OPS_RPM_OS")]
+        pub rpm_os: Option<String>,
+        /// RPM installs: the key packages are checked with; empty: unchecked (a mirror
+        /// without signatures) [default: https://rpm.rancher.io/public.key].
+        #[arg(long, env = "RKE2OPS_RPM_GPG_KEY")]
+        pub rpm_gpg_key: Option<String>,
+        /// RPM installs: dnf, yum or zypper [default: the first installed].
+        #[arg(long, env = "RKE2OPS_PACKAGE_MANAGER")]
+        pub package_manager: Option<String>,
     }
 }
 
@@ -164,6 +180,21 @@ pub struct Config {
     pub allowed_artifact_sources: Vec<Source>,
     /// RKE2's install prefix.
     pub install_prefix: PathBuf,
+    /// RPM installs' repository, OS folder, key and package manager.
+    pub rpm: RpmConfig,
+}
+
+/// How RPM installs are upgraded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpmConfig {
+    /// Repository URL (per-minor layout) or absolute folder of `.rpm` files.
+    pub repository: String,
+    /// The repository's OS folder; `None`: from `/etc/os-release` when needed.
+    pub os: Option<String>,
+    /// The signing key; `None`: unchecked.
+    pub gpg_key: Option<String>,
+    /// The package manager; `None`: the first installed.
+    pub package_manager: Option<crate::ops::pkg::PackageTool>,
 }
 
 /// The hub link's settings.
@@ -271,10 +302,45 @@ impl Config {
                     message: e.to_string(),
                 })?;
         }
+        let rpm = RpmConfig {
+            repository: layer
+                .rpm_repository
+                .filter(|s| !s.trim().is_empty())
+                .unwrap_or_else(|| rke2ops_common::install::DEFAULT_RPM_REPOSITORY.to_owned()),
+            os: layer.rpm_os.filter(|s| !s.trim().is_empty()),
+            gpg_key: match layer.rpm_gpg_key {
+                None => Some(rke2ops_common::install::DEFAULT_RPM_GPG_KEY.to_owned()),
+                Some(key) if key.trim().is_empty() => None,
+                Some(key) => Some(key),
+            },
+            package_manager: match layer.package_manager.as_deref() {
+                None | Some("") => None,
+                Some(name) => Some(crate::ops::pkg::PackageTool::from_name(name).ok_or_else(
+                    || ConfigError::Invalid {
+                        key: "package_manager",
+                        message: format!("{name:?} is not dnf, yum or zypper"),
+                    },
+                )?),
+            },
+        };
+        if !(rpm.repository.starts_with('/')
+            || rpm.repository.starts_with("http://")
+            || rpm.repository.starts_with("https://")
+            || rpm.repository.starts_with("file:///"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "rpm_repository",
+                message: format!(
+                    "{:?} is neither an http(s)/file URL nor an absolute folder",
+                    rpm.repository
+                ),
+            });
+        }
         Ok(Self {
             artifact_source,
             allowed_artifact_sources,
             install_prefix,
+            rpm,
             data_dir: layer
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),

@@ -51,6 +51,10 @@ pub struct OpRecord {
     /// Upgrades: the version installed before (what a rollback returns to).
     #[serde(default)]
     pub previous_version: Option<String>,
+    /// Upgrades: the install found at the version check (method, prefix or packages), so
+    /// a resumed or rolled-back upgrade works on the same one.
+    #[serde(default)]
+    pub install: Option<InstallRecord>,
     /// Why there was nothing to do (the operation ended `skipped`).
     #[serde(default)]
     pub skipped: Option<String>,
@@ -92,6 +96,7 @@ impl OpRecord {
             due_for_renewal: vec![],
             installed_files: vec![],
             previous_version: None,
+            install: None,
             skipped: None,
             cancelled: false,
             failure: None,
@@ -100,6 +105,32 @@ impl OpRecord {
             finished_at: None,
         }
     }
+}
+
+/// How the node's RKE2 is installed, as an upgrade found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "kebab-case")]
+pub enum InstallRecord {
+    /// The tarball in `prefix`.
+    Tarball {
+        /// e.g. `/usr/local`.
+        prefix: std::path::PathBuf,
+    },
+    /// RPM packages.
+    Rpm {
+        /// The package manager used.
+        tool: super::pkg::PackageTool,
+        /// The RKE2 packages installed before (`name-version-release`): a rollback
+        /// installs exactly these again.
+        previous: Vec<String>,
+        /// The downloaded (or copied) `.rpm` files the upgrade installs.
+        #[serde(default)]
+        files: Vec<std::path::PathBuf>,
+        /// The unit's main PID just before the install: a different one afterwards means
+        /// the package's `%postun` restarted it.
+        #[serde(default)]
+        pid_before: Option<u32>,
+    },
 }
 
 /// One completed step.

@@ -177,14 +177,17 @@ impl<M: ServiceManager, P: HealthProbes, L: UnitLog> Runner<M, P, L> {
         } = &kind
         {
             version.parse::<rke2ops_common::version::Rke2Version>()?;
-            let source = source
+            // No source at all is reported by a tarball upgrade's fetch: an RPM install
+            // needs none (its packages come from `rpm_repository`).
+            if let Some(source) = source
                 .clone()
                 .or_else(|| self.setup.artifact_source.clone())
-                .ok_or(artifacts::ArtifactError::NoSource)?;
-            artifacts::check_allowed(
-                &artifacts::Source::parse(&source)?,
-                &self.setup.allowed_artifact_sources,
-            )?;
+            {
+                artifacts::check_allowed(
+                    &artifacts::Source::parse(&source)?,
+                    &self.setup.allowed_artifact_sources,
+                )?;
+            }
         }
         if let OpKind::Rotate { services } = &kind
             && let Some(bad) = services
@@ -349,6 +352,9 @@ impl<M: ServiceManager, P: HealthProbes, L: UnitLog> Runner<M, P, L> {
             Step::StartUnit | Step::StartAfterFailure => {
                 units::run(manager, UnitJob::Start, &record.unit).await
             }
+            Step::RestartUnit if matches!(record.kind, OpKind::Upgrade { .. }) => {
+                upgrade::restart(manager, record).await
+            }
             Step::RestartUnit => units::run(manager, UnitJob::Restart, &record.unit).await,
             Step::WaitReady => {
                 readiness::wait_ready(manager, probes, record, setup.ready_timeout).await
@@ -364,9 +370,9 @@ impl<M: ServiceManager, P: HealthProbes, L: UnitLog> Runner<M, P, L> {
             Step::RestoreBackup => rotation::restore_backup(setup, manager, record).await,
             Step::CheckVersion => upgrade::check_version(setup, manager, record).await,
             Step::FetchArtifacts => upgrade::fetch(setup, journal, record).await,
-            Step::VerifyChecksum => upgrade::verify_checksum(journal, record),
+            Step::VerifyChecksum => upgrade::verify_checksum(journal, record).await,
             Step::EtcdSnapshot => snapshot::save(setup, record).await,
-            Step::InstallFiles => upgrade::install_files(setup, journal, record),
+            Step::InstallFiles => upgrade::install_files(setup, manager, journal, record).await,
             Step::DaemonReload => units::daemon_reload(manager).await,
             Step::VerifyVersion => upgrade::verify_version(setup, manager, record).await,
             Step::RestorePrevious => {

@@ -38,6 +38,8 @@ pub struct NodeSetup {
     pub artifact_source: Option<String>,
     /// Where upgrades may fetch from (empty: anywhere), checked before anything starts.
     pub allowed_artifact_sources: Vec<artifacts::Source>,
+    /// How RPM installs are upgraded.
+    pub rpm: crate::config::RpmConfig,
 }
 
 impl NodeSetup {
@@ -89,14 +91,27 @@ pub fn node_setup(config: &Config) -> Result<NodeSetup, RunnerSetupError> {
         data_dir: config.data_dir.clone(),
         admin_kubeconfig: config.admin_kubeconfig.clone(),
         kubeconfig_copies: config.kubeconfigs.clone(),
-        rke2_bin: config.rke2_bin.clone(),
+        rke2_bin: effective_rke2_bin(&config.rke2_bin),
         node_ip: node.node_ip,
         kubelet_healthz: config.kubelet_healthz_addr.clone(),
         ready_timeout: config.ready_timeout,
         install_prefix: config.install_prefix.clone(),
         artifact_source: config.artifact_source.clone(),
         allowed_artifact_sources: config.allowed_artifact_sources.clone(),
+        rpm: config.rpm.clone(),
     })
+}
+
+/// The `rke2` binary to run: the configured one, unless it is missing and an RPM install's
+/// `/usr/bin/rke2` exists (the default names the tarball's; RPM nodes need no setting).
+#[must_use]
+pub fn effective_rke2_bin(configured: &std::path::Path) -> PathBuf {
+    let rpm = std::path::Path::new(rke2ops_common::install::RPM_BINARY);
+    if !configured.exists() && rpm.is_file() {
+        rpm.to_path_buf()
+    } else {
+        configured.to_path_buf()
+    }
 }
 
 impl Runner<Systemd, NodeProbes, Journald> {

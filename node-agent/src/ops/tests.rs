@@ -479,6 +479,12 @@ impl TestNode {
             install_prefix: self.path("prefix"),
             artifact_source: None,
             allowed_artifact_sources: vec![],
+            rpm: crate::config::RpmConfig {
+                repository: rke2ops_common::install::DEFAULT_RPM_REPOSITORY.into(),
+                os: None,
+                gpg_key: None,
+                package_manager: None,
+            },
         }
     }
 

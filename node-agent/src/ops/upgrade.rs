@@ -7,11 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::journal::{Journal, OpRecord};
+use rke2ops_common::version::Rke2Version;
+
+use super::journal::{InstallRecord, Journal, OpRecord};
+use super::pkg::HostExec;
 use super::runner::op_dir;
 use super::setup::NodeSetup;
 use super::steps::OpKind;
-use super::{artifacts, install};
+use super::{artifacts, install, method, rpm};
 use crate::service::ServiceManager;
 
 /// The version `bin --version` reports (`rke2 version v1.34.1+rke2r1 (<commit>)`), if it runs.
@@ -50,13 +53,36 @@ pub fn at_or_above(installed: &str, target: &str, running_replaced: bool) -> boo
     }
 }
 
-/// The binary the upgrade replaces.
-fn installed_bin(setup: &NodeSetup) -> PathBuf {
-    setup.install_prefix.join("bin/rke2")
+/// The binary the upgrade replaces: the detected install's (the configured prefix's before
+/// detection).
+fn installed_bin(setup: &NodeSetup, record: &OpRecord) -> PathBuf {
+    match &record.install {
+        Some(InstallRecord::Rpm { .. }) => PathBuf::from(rke2ops_common::install::RPM_BINARY),
+        Some(InstallRecord::Tarball { prefix }) => prefix.join("bin/rke2"),
+        None => setup.install_prefix.join("bin/rke2"),
+    }
+}
+
+/// The tarball prefix of the detected install.
+fn prefix(setup: &NodeSetup, record: &OpRecord) -> PathBuf {
+    match &record.install {
+        Some(InstallRecord::Tarball { prefix }) => prefix.clone(),
+        _ => setup.install_prefix.clone(),
+    }
+}
+
+/// The upgrade's target version.
+fn target_version(record: &OpRecord) -> Result<Rke2Version, String> {
+    let OpKind::Upgrade { version, .. } = &record.kind else {
+        return Err("not an upgrade".to_owned());
+    };
+    version
+        .parse()
+        .map_err(|e: rke2ops_common::version::VersionError| e.to_string())
 }
 
 /// The upgrade's target version and its artifact source (the request's, else the
-/// configured one).
+/// configured one): tarball installs only.
 fn target(setup: &NodeSetup, record: &OpRecord) -> Result<(String, artifacts::Source), String> {
     let OpKind::Upgrade {
         version, source, ..
@@ -70,6 +96,10 @@ fn target(setup: &NodeSetup, record: &OpRecord) -> Result<(String, artifacts::So
         .ok_or_else(|| artifacts::ArtifactError::NoSource.to_string())?;
     let source = artifacts::Source::parse(&source).map_err(|e| e.to_string())?;
     Ok((version.clone(), source))
+}
+
+fn is_rpm(record: &OpRecord) -> bool {
+    matches!(record.install, Some(InstallRecord::Rpm { .. }))
 }
 
 /// Whether the unit's main process runs an executable that was replaced on disk.
@@ -91,18 +121,36 @@ async fn running_replaced(manager: &impl ServiceManager, unit: &str) -> Option<b
     }
 }
 
-/// Reads the installed version (kept as the previous one) and skips the upgrade when it is
-/// at or above the target and running.
+/// Finds how RKE2 is installed (refusing a node with both methods), reads the installed
+/// version (kept as the previous one) and skips the upgrade when it is at or above the
+/// target and running.
 pub async fn check_version(
     setup: &NodeSetup,
     manager: &impl ServiceManager,
     record: &mut OpRecord,
 ) -> Result<String, String> {
-    let (target, source) = target(setup, record)?;
-    let bin = installed_bin(setup);
-    let installed = binary_version(&bin)
-        .await
-        .ok_or_else(|| format!("{} --version did not print a version", bin.display()))?;
+    let target = target_version(record)?.to_string();
+    let exec = HostExec;
+    if record.install.is_none() {
+        let detected = method::detect(&exec, &record.unit, &setup.install_prefix).await?;
+        record.install = Some(match detected {
+            method::Detected::Tarball { prefix } => InstallRecord::Tarball { prefix },
+            method::Detected::Rpm { packages } => rpm::start(&setup.rpm, &exec, packages)?.0,
+        });
+    }
+    let (installed, how) = match &record.install {
+        Some(InstallRecord::Rpm { tool, previous, .. }) => (
+            rpm::installed_version(&method::rpm_packages(&exec).await?)?,
+            format!("RPM ({}; {})", tool.name(), previous.join(" ")),
+        ),
+        _ => {
+            let bin = installed_bin(setup, record);
+            let v = binary_version(&bin)
+                .await
+                .ok_or_else(|| format!("{} --version did not print a version", bin.display()))?;
+            (v, format!("tarball in {}", prefix(setup, record).display()))
+        }
+    };
     if record.previous_version.is_none() {
         record.previous_version = Some(installed.clone());
     }
@@ -114,8 +162,13 @@ pub async fn check_version(
         record.skipped = Some(why.clone());
         return Ok(why);
     }
+    let from = if is_rpm(record) {
+        rpm::source_text(&setup.rpm, &target_version(record)?)
+    } else {
+        self::target(setup, record)?.1.to_string()
+    };
     Ok(format!(
-        "{installed} installed{}; upgrading to {target} from {source}",
+        "{installed} installed, {how}{}; upgrading to {target} from {from}",
         if replaced {
             " (the unit runs a replaced binary)"
         } else {
@@ -129,8 +182,14 @@ pub async fn check_version(
 pub async fn fetch(
     setup: &NodeSetup,
     journal: &Journal,
-    record: &OpRecord,
+    record: &mut OpRecord,
 ) -> Result<String, String> {
+    if is_rpm(record) {
+        let target = target_version(record)?;
+        let previous = record.previous_version.clone().unwrap_or_default();
+        let dir = op_dir(journal, record)?.join("artifacts");
+        return rpm::fetch(&setup.rpm, &HostExec, record, &target, &previous, &dir).await;
+    }
     let (version, source) = target(setup, record)?;
     artifacts::fetch(
         &source,
@@ -144,7 +203,10 @@ pub async fn fetch(
 }
 
 /// The tarball's sha256 matches its line in the checksum file.
-pub fn verify_checksum(journal: &Journal, record: &OpRecord) -> Result<String, String> {
+pub async fn verify_checksum(journal: &Journal, record: &OpRecord) -> Result<String, String> {
+    if is_rpm(record) {
+        return rpm::verify(&HostExec, record, &target_version(record)?).await;
+    }
     let hash = artifacts::verify(
         &op_dir(journal, record)?.join("artifacts"),
         artifacts::arch(),
@@ -159,11 +221,25 @@ pub fn verify_checksum(journal: &Journal, record: &OpRecord) -> Result<String, S
 
 /// Stages the tarball, keeps the files it replaces (journaled before anything is replaced,
 /// so a failure or a crash can put them back), then installs atomically.
-pub fn install_files(
+pub async fn install_files(
     setup: &NodeSetup,
+    manager: &impl ServiceManager,
     journal: &Journal,
     record: &mut OpRecord,
 ) -> Result<String, String> {
+    if is_rpm(record) {
+        let pid = manager.state(&record.unit).await.ok().map(|s| s.main_pid);
+        if let Some(InstallRecord::Rpm { pid_before, .. }) = &mut record.install
+            && pid_before.is_none()
+        {
+            *pid_before = pid;
+        }
+        // From here a failure puts the previous packages back.
+        record.backup = Some("rpm:previous-packages".to_owned());
+        journal.save(record).map_err(|e| e.to_string())?;
+        return rpm::install(&HostExec, record, &target_version(record)?).await;
+    }
+    let prefix = prefix(setup, record);
     let dir = op_dir(journal, record)?;
     let tarball = dir
         .join("artifacts")
@@ -171,16 +247,14 @@ pub fn install_files(
     let files = install::stage(&tarball, &dir.join("staged")).map_err(|e| e.to_string())?;
     record.installed_files.clone_from(&files);
     let previous = dir.join("previous");
-    let kept = install::keep_previous(&setup.install_prefix, &files, &previous)
-        .map_err(|e| e.to_string())?;
+    let kept = install::keep_previous(&prefix, &files, &previous).map_err(|e| e.to_string())?;
     record.backup = Some(previous.display().to_string());
     journal.save(record).map_err(|e| e.to_string())?;
-    install::install(&dir.join("staged"), &setup.install_prefix, &files)
-        .map_err(|e| e.to_string())?;
+    install::install(&dir.join("staged"), &prefix, &files).map_err(|e| e.to_string())?;
     Ok(format!(
         "{} files installed into {} ({kept} previous kept in {})",
         files.len(),
-        setup.install_prefix.display(),
+        prefix.display(),
         previous.display()
     ))
 }
@@ -191,8 +265,13 @@ pub async fn verify_version(
     manager: &impl ServiceManager,
     record: &OpRecord,
 ) -> Result<String, String> {
-    let (target, _) = target(setup, record)?;
-    let bin = installed_bin(setup);
+    let target = target_version(record)?.to_string();
+    let database = if is_rpm(record) {
+        format!("; {}", rpm::verify_database(&HostExec, &target).await?)
+    } else {
+        String::new()
+    };
+    let bin = installed_bin(setup, record);
     let installed = binary_version(&bin)
         .await
         .ok_or_else(|| format!("{} --version did not print a version", bin.display()))?;
@@ -208,7 +287,7 @@ pub async fn verify_version(
             record.unit
         )),
         Some(false) => Ok(format!(
-            "{} reports {installed}; {} runs it",
+            "{} reports {installed}; {} runs it{database}",
             bin.display(),
             record.unit
         )),
@@ -226,17 +305,37 @@ pub async fn restore_previous(
 ) -> Result<String, String> {
     // Stop first: a release that never gets ready may still be starting.
     let _ = manager.stop(&record.unit).await;
+    if is_rpm(record) {
+        let done = rpm::restore(&setup.rpm, &HostExec, record).await?;
+        manager.daemon_reload().await.map_err(|e| e.to_string())?;
+        return Ok(format!("{done}, systemd reloaded"));
+    }
+    let prefix = prefix(setup, record);
     let previous = op_dir(journal, record)?.join("previous");
-    let n = install::restore(&previous, &setup.install_prefix, &record.installed_files)
-        .map_err(|e| e.to_string())?;
+    let n =
+        install::restore(&previous, &prefix, &record.installed_files).map_err(|e| e.to_string())?;
     manager.daemon_reload().await.map_err(|e| e.to_string())?;
     Ok(format!(
         "restored {n} previous files into {}{}, systemd reloaded",
-        setup.install_prefix.display(),
+        prefix.display(),
         record
             .previous_version
             .as_deref()
             .map(|v| format!(" ({v})"))
             .unwrap_or_default()
     ))
+}
+
+/// The restart step: after an RPM install the package's `%postun` normally restarted the
+/// unit already (checked by its new main PID); otherwise (and for tarballs) the unit is
+/// restarted.
+pub async fn restart(manager: &impl ServiceManager, record: &OpRecord) -> Result<String, String> {
+    if let Some(InstallRecord::Rpm { pid_before, .. }) = &record.install
+        && let Ok(state) = manager.state(&record.unit).await
+        && let Some(done) =
+            rpm::restarted_by_package(*pid_before, state.main_pid, state.is_active())
+    {
+        return Ok(done);
+    }
+    super::units::run(manager, super::units::UnitJob::Restart, &record.unit).await
 }

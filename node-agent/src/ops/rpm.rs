@@ -1,0 +1,503 @@
+//! An upgrade of an RPM install: the same steps as a tarball upgrade, with the package
+//! manager doing the fetching and installing.
+//!
+//! - fetch: from a repository URL, the repository file (`rancher-rke2.repo`, RKE2's per-minor
+//!   layout, the target's minor and the installed one's so a rollback finds its packages) is
+//!   put in place and the exact packages (`rke2-common-1.34.1~rke2r1`, `rke2-server-...`) are
+//!   downloaded without installing; from a folder (air-gapped), the matching `.rpm` files are
+//!   copied. Either way the operation's folder then holds the files to install.
+//! - verify: `rpm -K` checks every file's digests (and signatures when a key is configured,
+//!   which the package manager also checked at download), and each pinned package is there
+//!   at exactly the target version.
+//! - install: the package manager installs those files. The old package's `%postun`
+//!   restarts the unit (`systemctl try-restart`), which is the restart step; the step after
+//!   only restarts if the package did not.
+//! - rollback: the package manager installs exactly the recorded previous packages again
+//!   (from the repository, or the folder's files when they are there).
+//!
+//! Every command runs through [`PackageExec`] (outside the agent's sandbox, see
+//! [`super::pkg`]).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rke2ops_common::install::{
+    COMMON_PACKAGE, REPO_FILE_NAME, RpmRepository, SELINUX_PACKAGE, minor_of, package_version,
+    pinned_packages, version_of_package,
+};
+use rke2ops_common::version::Rke2Version;
+
+use super::journal::{InstallRecord, OpRecord};
+use super::method::{Package, rpm_packages};
+use super::pkg::PackageExec;
+use super::steps::Role;
+use crate::config::RpmConfig;
+
+/// A package transaction may wait for the unit's restart (`%postun`), which may take as long
+/// as RKE2 takes to become ready.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(900);
+/// Queries and checks.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Server => "server",
+        Role::Agent => "agent",
+    }
+}
+
+fn argv(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// The installed RKE2 version according to the RPM database (`rke2-common`).
+///
+/// # Errors
+/// No `rke2-common`, or a version that is not RKE2's.
+pub fn installed_version(packages: &[Package]) -> Result<String, String> {
+    let common = packages
+        .iter()
+        .find(|p| p.name == COMMON_PACKAGE)
+        .ok_or_else(|| format!("{COMMON_PACKAGE} is not installed"))?;
+    version_of_package(&common.version_release)
+        .map(|v| v.to_string())
+        .ok_or_else(|| format!("{} is not an RKE2 package version", common.version_release))
+}
+
+/// The repository's OS folder: configured, else from `/etc/os-release`.
+fn os_folder(config: &RpmConfig) -> Result<String, String> {
+    if let Some(os) = &config.os {
+        return Ok(os.clone());
+    }
+    let text = std::fs::read_to_string("/etc/os-release")
+        .map_err(|e| format!("/etc/os-release: {e}; set rpm_os in the agent's configuration"))?;
+    rke2ops_common::install::os_folder(&text).ok_or_else(|| {
+        "cannot tell RKE2's repository folder from /etc/os-release; set rpm_os (e.g. \"centos/9\")"
+            .to_owned()
+    })
+}
+
+/// Where the packages would come from, for the version check's detail and dry runs.
+#[must_use]
+pub fn source_text(config: &RpmConfig, target: &Rke2Version) -> String {
+    if config.repository.starts_with('/') {
+        return format!("the folder {}", config.repository);
+    }
+    let os = os_folder(config).unwrap_or_else(|_| "<rpm_os>".to_owned());
+    RpmRepository::new(&config.repository, &os, None)
+        .minor_url(&minor_of(target), super::artifacts::arch())
+}
+
+/// `.rpm` files in `dir` (not recursive) whose name starts with `prefix`.
+fn rpm_files_in(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix) && n.ends_with(".rpm"))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Every `.rpm` under `dir`, recursively (zypper downloads into per-repository folders).
+fn all_rpms(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            all_rpms(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rpm") {
+            out.push(path);
+        }
+    }
+}
+
+/// The air-gap folder's files for `pinned` (`name-version`): in the folder or its
+/// `<version>/` subfolder; `rke2-selinux` (its own versions) the newest there, if any.
+fn files_from_folder(
+    folder: &Path,
+    version: &str,
+    pinned: &[String],
+) -> Result<Vec<PathBuf>, String> {
+    let dirs = [folder.join(version), folder.to_path_buf()];
+    let mut files = Vec::new();
+    for package in pinned {
+        let found = dirs
+            .iter()
+            .find_map(|d| rpm_files_in(d, &format!("{package}-")).pop())
+            .ok_or_else(|| {
+                format!(
+                    "no {package}-*.rpm in {} (or its {version}/ folder)",
+                    folder.display()
+                )
+            })?;
+        files.push(found);
+    }
+    if let Some(selinux) = dirs
+        .iter()
+        .find_map(|d| rpm_files_in(d, &format!("{SELINUX_PACKAGE}-")).pop())
+    {
+        files.push(selinux);
+    }
+    Ok(files)
+}
+
+/// Runs a command and turns a failure into the step's error.
+async fn run_ok(
+    exec: &impl PackageExec,
+    argv: &[String],
+    timeout: Duration,
+) -> Result<String, String> {
+    let out = exec.run(argv, timeout).await?;
+    if out.success() {
+        Ok(out.stdout)
+    } else {
+        Err(format!(
+            "{} failed (exit {}): {}",
+            argv.first().map_or("", String::as_str),
+            out.status
+                .map_or_else(|| "by signal".to_owned(), |s| s.to_string()),
+            out.last_line()
+        ))
+    }
+}
+
+/// The version check of an RPM install: records the tool and the previous packages.
+///
+/// # Errors
+/// No package tool, or no `rke2-common`.
+pub fn start(
+    config: &RpmConfig,
+    exec: &impl PackageExec,
+    packages: Vec<Package>,
+) -> Result<(InstallRecord, String), String> {
+    let tool = super::pkg::pick_tool(config.package_manager, exec)
+        .ok_or("RPM install but no dnf, yum or zypper on this node (set package_manager)")?;
+    let installed = installed_version(&packages)?;
+    Ok((
+        InstallRecord::Rpm {
+            tool,
+            previous: packages.iter().map(Package::nevr).collect(),
+            files: Vec::new(),
+            pid_before: None,
+        },
+        installed,
+    ))
+}
+
+/// Fetches the exact packages into `dir` (the operation's `artifacts/`).
+///
+/// # Errors
+/// A repository that cannot be written or reached, packages that are not there.
+pub async fn fetch(
+    config: &RpmConfig,
+    exec: &impl PackageExec,
+    record: &mut OpRecord,
+    target: &Rke2Version,
+    previous: &str,
+    dir: &Path,
+) -> Result<String, String> {
+    let Some(InstallRecord::Rpm { tool, files, .. }) = &mut record.install else {
+        return Err("not an RPM install".to_owned());
+    };
+    let tool = *tool;
+    let pinned = pinned_packages(role_name(record.role), target);
+    // A re-run (after a crash) starts from an empty folder.
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (found, from) = if config.repository.starts_with('/') {
+        let folder = Path::new(&config.repository);
+        let found = files_from_folder(folder, &target.to_string(), &pinned)?;
+        let mut copied = Vec::new();
+        for file in found {
+            let name = file.file_name().ok_or("a file without a name")?;
+            let to = dir.join(name);
+            std::fs::copy(&file, &to)
+                .map_err(|e| format!("copy {} to {}: {e}", file.display(), to.display()))?;
+            copied.push(to);
+        }
+        (copied, format!("the folder {}", folder.display()))
+    } else {
+        let repo = RpmRepository::new(
+            &config.repository,
+            &os_folder(config)?,
+            config.gpg_key.clone(),
+        );
+        let mut minors = vec![minor_of(target)];
+        if let Ok(prev) = previous.parse::<Rke2Version>() {
+            minors.push(minor_of(&prev));
+        }
+        let text = repo.repo_file(&minors, super::artifacts::arch());
+        // The agent's sandbox cannot write /etc: the file is written beside the download
+        // and put in place by the package command's own (unsandboxed) unit.
+        let staged = dir.join(REPO_FILE_NAME);
+        std::fs::write(&staged, text).map_err(|e| format!("{}: {e}", staged.display()))?;
+        let target_file = Path::new(tool.repo_dir()).join(REPO_FILE_NAME);
+        run_ok(
+            exec,
+            &[
+                "install".to_owned(),
+                "-D".to_owned(),
+                "-m".to_owned(),
+                "0644".to_owned(),
+                staged.display().to_string(),
+                target_file.display().to_string(),
+            ],
+            QUERY_TIMEOUT,
+        )
+        .await
+        .map_err(|e| format!("writing {}: {e}", target_file.display()))?;
+        let _ = std::fs::remove_file(&staged);
+        run_ok(
+            exec,
+            &tool.download_argv(&pinned, &dir.display().to_string()),
+            TRANSACTION_TIMEOUT,
+        )
+        .await?;
+        let mut found = Vec::new();
+        all_rpms(dir, &mut found);
+        found.sort();
+        (
+            found,
+            repo.minor_url(&minor_of(target), super::artifacts::arch()),
+        )
+    };
+    if found.is_empty() {
+        return Err(format!(
+            "{} downloaded nothing for {}",
+            tool.name(),
+            pinned.join(" ")
+        ));
+    }
+    let names: Vec<String> = found
+        .iter()
+        .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    *files = found;
+    Ok(format!(
+        "{} from {from} ({})",
+        names.join(", "),
+        tool.name()
+    ))
+}
+
+/// Checks the fetched files: digests (`rpm -K`) and exactly the pinned packages.
+///
+/// # Errors
+/// A damaged file (named), or a package missing or at another version.
+pub async fn verify(
+    exec: &impl PackageExec,
+    record: &OpRecord,
+    target: &Rke2Version,
+) -> Result<String, String> {
+    let Some(InstallRecord::Rpm { files, .. }) = &record.install else {
+        return Err("not an RPM install".to_owned());
+    };
+    if files.is_empty() {
+        return Err("no package files fetched".to_owned());
+    }
+    let mut check = argv(&["rpm", "-K"]);
+    check.extend(files.iter().map(|f| f.display().to_string()));
+    let out = exec.run(&check, QUERY_TIMEOUT).await?;
+    if !out.success() {
+        let bad = out
+            .stdout
+            .lines()
+            .chain(out.stderr.lines())
+            .find(|l| !l.trim_end().ends_with("OK") && !l.trim().is_empty())
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        return Err(format!("rpm -K refused a package: {bad}"));
+    }
+    let mut query = argv(&["rpm", "-qp", "--qf", "%{NAME} %{VERSION}-%{RELEASE}\\n"]);
+    query.extend(files.iter().map(|f| f.display().to_string()));
+    let found = super::method::parse_rpm_query(&run_ok(exec, &query, QUERY_TIMEOUT).await?);
+    let want = package_version(target);
+    for name in [
+        COMMON_PACKAGE.to_owned(),
+        format!("rke2-{}", role_name(record.role)),
+    ] {
+        match found.iter().find(|p| p.name == name) {
+            Some(p) if p.version_release.split('-').next() == Some(want.as_str()) => {}
+            Some(p) => {
+                return Err(format!("{name} is {}, not {want}", p.version_release));
+            }
+            None => return Err(format!("{name} is not among the fetched packages")),
+        }
+    }
+    Ok(format!(
+        "{} packages' digests OK, {} {want}",
+        files.len(),
+        found
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// Installs the fetched files with the package manager.
+///
+/// # Errors
+/// The transaction failing (its last line), or the database not showing the target after.
+pub async fn install(
+    exec: &impl PackageExec,
+    record: &OpRecord,
+    target: &Rke2Version,
+) -> Result<String, String> {
+    let Some(InstallRecord::Rpm { tool, files, .. }) = &record.install else {
+        return Err("not an RPM install".to_owned());
+    };
+    let items: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    run_ok(exec, &tool.install_argv(&items), TRANSACTION_TIMEOUT).await?;
+    let now = installed_version(&rpm_packages(exec).await?)?;
+    if now != target.to_string() {
+        return Err(format!(
+            "{} installed, but the RPM database shows {COMMON_PACKAGE} {now}",
+            tool.name()
+        ));
+    }
+    Ok(format!(
+        "{} installed {} ({COMMON_PACKAGE} now {now})",
+        tool.name(),
+        files.len()
+    ))
+}
+
+/// The restart step of an RPM upgrade: the package's `%postun` normally did it (the main
+/// PID changed); `None` when the unit still runs the process from before, so the caller
+/// restarts it.
+#[must_use]
+pub fn restarted_by_package(pid_before: Option<u32>, pid_now: u32, active: bool) -> Option<String> {
+    let before = pid_before?;
+    (active && pid_now != 0 && pid_now != before)
+        .then(|| format!("restarted by the package's %postun (main PID {before} → {pid_now})"))
+}
+
+/// The database shows the target (`rke2-common`), for the version verification.
+///
+/// # Errors
+/// Another version, or no `rke2-common`.
+pub async fn verify_database(exec: &impl PackageExec, target: &str) -> Result<String, String> {
+    let now = installed_version(&rpm_packages(exec).await?)?;
+    if now == target {
+        Ok(format!("the RPM database shows {COMMON_PACKAGE} {now}"))
+    } else {
+        Err(format!(
+            "the RPM database shows {COMMON_PACKAGE} {now}, not {target}"
+        ))
+    }
+}
+
+/// Installs exactly the previous packages again (a downgrade), preferring the air-gap
+/// folder's files when it has them.
+///
+/// # Errors
+/// The transaction failing, or the database not showing the previous version after.
+pub async fn restore(
+    config: &RpmConfig,
+    exec: &impl PackageExec,
+    record: &OpRecord,
+) -> Result<String, String> {
+    let Some(InstallRecord::Rpm { tool, previous, .. }) = &record.install else {
+        return Err("not an RPM install".to_owned());
+    };
+    let items: Vec<String> = previous
+        .iter()
+        .map(|nevr| {
+            if config.repository.starts_with('/') {
+                let folder = Path::new(&config.repository);
+                let in_version = record.previous_version.as_deref().map(|v| folder.join(v));
+                let found = in_version
+                    .iter()
+                    .chain(std::iter::once(&folder.to_path_buf()))
+                    .find_map(|d| rpm_files_in(d, &format!("{nevr}.")).pop());
+                if let Some(file) = found {
+                    return file.display().to_string();
+                }
+            }
+            nevr.clone()
+        })
+        .collect();
+    run_ok(exec, &tool.install_argv(&items), TRANSACTION_TIMEOUT).await?;
+    let now = installed_version(&rpm_packages(exec).await?)?;
+    if let Some(previous_version) = &record.previous_version
+        && &now != previous_version
+    {
+        return Err(format!(
+            "{} reinstalled {}, but the RPM database shows {COMMON_PACKAGE} {now}",
+            tool.name(),
+            previous.join(" ")
+        ));
+    }
+    Ok(format!(
+        "{} reinstalled {} ({now})",
+        tool.name(),
+        previous.join(" ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_package_restart_is_recognised_by_the_new_main_pid() {
+        assert!(restarted_by_package(Some(10), 11, true).is_some());
+        assert_eq!(restarted_by_package(Some(10), 10, true), None);
+        assert_eq!(restarted_by_package(Some(10), 11, false), None);
+        assert_eq!(restarted_by_package(None, 11, true), None);
+    }
+
+    #[test]
+    fn the_folder_source_finds_the_pinned_files_and_names_what_is_missing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let v = dir.path().join("v1.34.1+rke2r1");
+        std::fs::create_dir_all(&v).expect("mkdir");
+        for name in [
+            "rke2-common-1.34.1~rke2r1-0.x86_64.rpm",
+            "rke2-server-1.34.1~rke2r1-0.x86_64.rpm",
+            "rke2-server-1.33.5~rke2r1-0.x86_64.rpm",
+        ] {
+            std::fs::write(v.join(name), b"x").expect("write");
+        }
+        std::fs::write(dir.path().join("rke2-selinux-0.20-1.noarch.rpm"), b"x").expect("write");
+        let pinned = pinned_packages("server", &"v1.34.1+rke2r1".parse().expect("v"));
+        let files = files_from_folder(dir.path(), "v1.34.1+rke2r1", &pinned).expect("found");
+        let names: Vec<_> = files
+            .iter()
+            .map(|f| f.file_name().expect("name").to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "rke2-common-1.34.1~rke2r1-0.x86_64.rpm",
+                "rke2-server-1.34.1~rke2r1-0.x86_64.rpm",
+                "rke2-selinux-0.20-1.noarch.rpm"
+            ]
+        );
+        let agent = pinned_packages("agent", &"v1.34.1+rke2r1".parse().expect("v"));
+        let err = files_from_folder(dir.path(), "v1.34.1+rke2r1", &agent).expect_err("missing");
+        assert!(err.contains("rke2-agent-1.34.1~rke2r1-*.rpm"), "{err}");
+    }
+
+    #[test]
+    fn installed_version_comes_from_rke2_common() {
+        let pkgs = vec![Package {
+            name: "rke2-common".into(),
+            version_release: "1.33.5~rke2r1-0".into(),
+        }];
+        assert_eq!(installed_version(&pkgs).as_deref(), Ok("v1.33.5+rke2r1"));
+        assert!(installed_version(&[]).is_err());
+    }
+}
