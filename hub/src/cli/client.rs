@@ -292,6 +292,8 @@ async fn list_nodes(args: &ListArgs) -> anyhow::Result<()> {
             record: node_record(n),
             file_errors: n.error_count,
             worst_finding: n.worst_finding.clone(),
+            install_method: n.install_method.clone(),
+            install_detail: n.install_detail.clone(),
         })
         .collect();
     match args.client.output {
@@ -302,6 +304,8 @@ async fn list_nodes(args: &ListArgs) -> anyhow::Result<()> {
                     let mut doc = serde_json::to_value(&n.record).unwrap_or_default();
                     doc["file_errors"] = n.file_errors.into();
                     doc["worst_finding"] = n.worst_finding.clone().into();
+                    doc["install_method"] = n.install_method.clone().into();
+                    doc["install_detail"] = n.install_detail.clone().into();
                     doc
                 })
                 .collect();

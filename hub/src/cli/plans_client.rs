@@ -397,6 +397,10 @@ fn printable(view: &pb::PlanView) -> pb::PlanView {
     view.gates.iter_mut().for_each(esc);
     for n in &mut view.nodes {
         esc(&mut n.etcd_snapshot);
+        if let Some(p) = &mut n.preview {
+            esc(&mut p.install_method);
+            esc(&mut p.fetch);
+        }
     }
     for e in &mut view.events {
         esc(&mut e.node);
@@ -459,6 +463,7 @@ fn print_view(view: &pb::PlanView, output: Output) {
         ]);
     }
     print!("{}", tabwriter::layout(&lines, 3));
+    print_previews(view);
     let snapshots: Vec<&pb::PlanNodeView> = view
         .nodes
         .iter()
@@ -494,6 +499,37 @@ fn print_view(view: &pb::PlanView, output: Output) {
             );
         }
     }
+}
+
+/// An upgrade dry run's per-node table: method, version, what would be fetched from where,
+/// images, snapshot.
+fn print_previews(view: &pb::PlanView) {
+    if view.nodes.iter().all(|n| n.preview.is_none()) {
+        return;
+    }
+    let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
+    let mut lines = vec![
+        ["NODE", "METHOD", "CURRENT", "IMAGES", "SNAPSHOT", "FETCH"]
+            .map(str::to_owned)
+            .to_vec(),
+    ];
+    for n in &view.nodes {
+        if let Some(p) = &n.preview {
+            lines.push(vec![
+                n.name.clone(),
+                p.install_method.clone(),
+                p.current_version.clone(),
+                yes_no(p.stage_images),
+                yes_no(p.etcd_snapshot),
+                p.fetch.clone(),
+            ]);
+        }
+    }
+    println!(
+        "
+per node:"
+    );
+    print!("{}", tabwriter::layout(&lines, 3));
 }
 
 fn ts_json(t: Option<&prost_types::Timestamp>) -> serde_json::Value {
@@ -535,6 +571,13 @@ fn json(view: &pb::PlanView) -> serde_json::Value {
             "etcd_snapshot": n.etcd_snapshot,
             "restore": (!n.etcd_snapshot.is_empty())
                 .then(|| rke2ops_common::layout::etcd_restore_command(&n.etcd_snapshot)),
+            "preview": n.preview.as_ref().map(|p| serde_json::json!({
+                "install_method": p.install_method,
+                "current_version": p.current_version,
+                "fetch": p.fetch,
+                "stage_images": p.stage_images,
+                "etcd_snapshot": p.etcd_snapshot,
+            })),
         })).collect::<Vec<_>>(),
         "events": view.events.iter().map(|e| serde_json::json!({
             "at": ts_json(e.at.as_ref()),

@@ -33,9 +33,14 @@ pub struct NodeLine {
     pub file_errors: u32,
     /// The worst doctor finding, "<severity> <code>"; empty when none.
     pub worst_finding: String,
+    /// How RKE2 is installed (`rpm`, `tarball`, `mixed`); empty when not reported.
+    pub install_method: String,
+    /// Its packages or prefix.
+    pub install_detail: String,
 }
 
-/// `rke2-hub nodes` (FINDING last, so scripts reading the older columns keep working).
+/// `rke2-hub nodes` (newer columns last, FINDING then METHOD, so scripts reading the older
+/// columns keep working).
 #[must_use]
 pub fn nodes(nodes: &[NodeLine], now: OffsetDateTime) -> String {
     let mut lines = vec![
@@ -49,6 +54,7 @@ pub fn nodes(nodes: &[NodeLine], now: OffsetDateTime) -> String {
             "LAST SEEN",
             "STATE",
             "FINDING",
+            "METHOD",
         ]
         .map(str::to_owned)
         .to_vec(),
@@ -80,6 +86,11 @@ pub fn nodes(nodes: &[NodeLine], now: OffsetDateTime) -> String {
                 "-".to_owned()
             } else {
                 line.worst_finding.clone()
+            },
+            if line.install_method.is_empty() {
+                "-".to_owned()
+            } else {
+                line.install_method.clone()
             },
         ]);
     }

@@ -151,6 +151,22 @@ pub struct AgentStatus {
     /// The node's doctor findings when they changed (none: unchanged), each with the node
     /// set to the stream's node (never the agent's word for it).
     pub findings: Option<Vec<rke2ops_common::doctor::Finding>>,
+    /// How RKE2 is installed on the node (none: not reported).
+    pub install: Option<InstallFacts>,
+}
+
+/// How RKE2 is installed on a node, as its agent reported it (bounded and checked by the
+/// conversion; shown in `nodes` and upgrade dry runs).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InstallFacts {
+    /// `rpm`, `tarball` or `mixed`.
+    pub method: String,
+    /// Packages, prefix, or what a mixed node has.
+    pub detail: String,
+    /// RPM: dnf, yum or zypper.
+    pub package_manager: String,
+    /// RPM: the repository or air-gap folder.
+    pub rpm_repository: String,
 }
 
 /// The part of an agent's status the engine keeps (its health, for the gates).

@@ -192,6 +192,13 @@ impl Engine {
         self.settings.alert_gate.as_ref()
     }
 
+    /// The hub's artifact mirror (`--artifact-mirror`; empty: none), the source of upgrades
+    /// whose plan names none.
+    #[must_use]
+    pub fn artifact_mirror(&self) -> &str {
+        &self.settings.artifact_mirror
+    }
+
     /// Whether the hub can cordon and drain.
     #[must_use]
     pub fn has_cluster_access(&self) -> bool {

@@ -487,6 +487,7 @@ impl AdminApi {
         let nodes = self.hub.store.nodes().map_err(internal)?;
         let errors = self.hub.store.file_errors(None).map_err(internal)?;
         let worst = self.hub.engine.doctor_latest().worst_per_node();
+        let installs = self.hub.store.installs().map_err(internal)?;
         let out = nodes
             .iter()
             .map(|node| {
@@ -495,7 +496,13 @@ impl AdminApi {
                     .get(&node.name)
                     .map(|(severity, code)| format!("{severity} {code}"))
                     .unwrap_or_default();
-                convert::node_message(node, u32::try_from(count).unwrap_or(u32::MAX), finding)
+                let mut message =
+                    convert::node_message(node, u32::try_from(count).unwrap_or(u32::MAX), finding);
+                if let Some(install) = installs.get(&node.name) {
+                    message.install_method.clone_from(&install.method);
+                    message.install_detail.clone_from(&install.detail);
+                }
+                message
             })
             .collect();
         Ok(Response::new(pb::ListNodesResponse { nodes: out }))

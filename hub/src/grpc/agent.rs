@@ -500,6 +500,9 @@ pub fn handle(
             if !version.is_empty() {
                 store.set_rke2_version(node, version).map_err(internal)?;
             }
+            if let Some(install) = &status.install {
+                store.set_install(node, install).map_err(internal)?;
+            }
             store
                 .update_node_status(
                     node,

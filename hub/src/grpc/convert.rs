@@ -9,8 +9,8 @@ use rke2ops_proto::v1 as pb;
 use time::OffsetDateTime;
 
 use crate::engine::messages::{
-    AgentStatus, EtcdHealth, HealthStatus, Operation, OperationProgress, OperationResult, Outcome,
-    ReadinessProbe, RunOperation, StepPhase, ToAgent,
+    AgentStatus, EtcdHealth, HealthStatus, InstallFacts, Operation, OperationProgress,
+    OperationResult, Outcome, ReadinessProbe, RunOperation, StepPhase, ToAgent,
 };
 use crate::plan::action::Action;
 use crate::plan::model::{Plan, PlanEvent, PlanKind, PlanNode, PlanPolicy, PlanState};
@@ -242,6 +242,8 @@ pub fn node_message(node: &NodeRecord, error_count: u32, worst_finding: String) 
         online: node.online,
         error_count,
         worst_finding,
+        install_method: String::new(),
+        install_detail: String::new(),
     }
 }
 
@@ -317,6 +319,7 @@ impl From<&PlanNode> for pb::PlanNodeView {
             operation_id: n.operation_id.clone(),
             phase_since: n.phase_at.map(timestamp),
             etcd_snapshot: n.etcd_snapshot.clone(),
+            preview: None,
         }
     }
 }
@@ -425,8 +428,66 @@ impl TryFrom<&pb::Status> for AgentStatus {
             health: HealthStatus::from(status),
             sent_at,
             findings,
+            install: status.install.as_ref().map(install_facts).transpose()?,
         })
     }
+}
+
+/// Longest text of an agent's install report (a package list is a few hundred bytes).
+pub const MAX_INSTALL_FIELD: usize = 4096;
+
+/// An agent's install report, bounded; an unknown method is refused naming the field.
+///
+/// # Errors
+/// [`ConvertError`] naming `status.install.<field>`.
+pub fn install_facts(install: &pb::InstallInfo) -> Result<InstallFacts, ConvertError> {
+    for (name, text) in [
+        ("method", &install.method),
+        ("detail", &install.detail),
+        ("package_manager", &install.package_manager),
+        ("rpm_repository", &install.rpm_repository),
+    ] {
+        if text.len() > MAX_INSTALL_FIELD {
+            return Err(bad(
+                format!("status.install.{name}"),
+                format!("longer than {MAX_INSTALL_FIELD} bytes"),
+            ));
+        }
+        if text.contains(char::is_control) {
+            return Err(bad(
+                format!("status.install.{name}"),
+                "control characters".to_owned(),
+            ));
+        }
+    }
+    if rke2ops_common::install::InstallMethod::from_name(&install.method).is_none()
+        && install.method != rke2ops_common::install::MIXED
+    {
+        return Err(bad(
+            "status.install.method".to_owned(),
+            format!(
+                "unknown method {} (rpm, tarball or mixed)",
+                rke2ops_common::text::quoted(&install.method)
+            ),
+        ));
+    }
+    if !install.package_manager.is_empty()
+        && !["dnf", "yum", "zypper"].contains(&install.package_manager.as_str())
+    {
+        return Err(bad(
+            "status.install.package_manager".to_owned(),
+            format!(
+                "unknown package manager {}",
+                rke2ops_common::text::quoted(&install.package_manager)
+            ),
+        ));
+    }
+    Ok(InstallFacts {
+        method: install.method.clone(),
+        detail: install.detail.clone(),
+        package_manager: install.package_manager.clone(),
+        rpm_repository: install.rpm_repository.clone(),
+    })
 }
 
 /// A step phase this hub does not know is unspecified (progress is informational).
@@ -1098,5 +1159,40 @@ mod tests {
         bad.severity = "catastrophic".into();
         let err = agent_findings(&[bad]).expect_err("bad severity");
         assert_eq!(err.field, "status.doctor.findings[0].severity");
+    }
+}
+
+#[cfg(test)]
+mod install_tests {
+    use super::*;
+
+    fn info(method: &str, pm: &str) -> pb::InstallInfo {
+        pb::InstallInfo {
+            method: method.into(),
+            detail: "rke2-common-1.34.1~rke2r1-0".into(),
+            package_manager: pm.into(),
+            rpm_repository: "https://rpm.rancher.io/rke2/stable".into(),
+        }
+    }
+
+    #[test]
+    fn install_reports_are_checked_field_by_field() {
+        let ok = install_facts(&info("rpm", "dnf")).expect("valid");
+        assert_eq!(ok.method, "rpm");
+        assert!(install_facts(&info("mixed", "")).is_ok());
+        let err = install_facts(&info("deb", "")).expect_err("unknown method");
+        assert!(err.to_string().contains("status.install.method"), "{err}");
+        let err = install_facts(&info("rpm", "apt")).expect_err("unknown tool");
+        assert!(
+            err.to_string().contains("status.install.package_manager"),
+            "{err}"
+        );
+        let mut long = info("rpm", "dnf");
+        long.detail = "x".repeat(MAX_INSTALL_FIELD + 1);
+        let err = install_facts(&long).expect_err("too long");
+        assert!(err.to_string().contains("status.install.detail"), "{err}");
+        let mut control = info("tarball", "");
+        control.detail = "/usr/local\u{1b}[2J".into();
+        assert!(install_facts(&control).is_err());
     }
 }

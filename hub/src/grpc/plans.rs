@@ -171,6 +171,33 @@ pub async fn create(
             gates(plan.kind, &plan.policy, kube, hub.engine.alert_gate()),
         );
         view.state = pb::PlanState::Preview.into();
+        if let Some(target) = request
+            .target_version
+            .filter(|_| plan.kind == PlanKind::Upgrade)
+        {
+            let installs = hub.store.installs().map_err(internal)?;
+            let source = if plan.policy.artifact_source.is_empty() {
+                hub.engine.artifact_mirror().to_owned()
+            } else {
+                plan.policy.artifact_source.clone()
+            };
+            for (node, node_view) in nodes.iter().zip(view.nodes.iter_mut()) {
+                let p = crate::plan::preview::preview(
+                    node,
+                    installs.get(&node.node),
+                    &target,
+                    &source,
+                    false,
+                );
+                node_view.preview = Some(pb::NodePreview {
+                    install_method: p.method,
+                    current_version: p.current_version,
+                    fetch: p.fetch,
+                    stage_images: p.stage_images,
+                    etcd_snapshot: p.etcd_snapshot,
+                });
+            }
+        }
         return Ok(view);
     }
     let id = hub.engine.create(&request, actor).map_err(engine_status)?;

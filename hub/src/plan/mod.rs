@@ -3,7 +3,7 @@
 //! versions and the upgrade guards ([`version`]), release channels ([`channel`]),
 //! maintenance windows ([`window`]), health gates ([`health`]) and the Prometheus alert gate
 //! ([`alerts`]), which operator actions a plan allows ([`action`]), which nodes
-//! auto-maintenance restarts ([`auto`]); the durable shape and a node's phase transitions
+//! auto-maintenance restarts ([`auto`]), what an upgrade would do per node ([`preview`]); the durable shape and a node's phase transitions
 //! ([`model`]). [`crate::engine`] drives them against agents, Kubernetes and Prometheus.
 
 pub mod action;
@@ -14,5 +14,6 @@ pub mod create;
 pub mod decide;
 pub mod health;
 pub mod model;
+pub mod preview;
 pub mod version;
 pub mod window;

@@ -187,6 +187,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r"
     ALTER TABLE plan_nodes ADD COLUMN etcd_snapshot TEXT NOT NULL DEFAULT '';
     ",
+    // 6: how RKE2 is installed on each node (rpm, tarball, mixed; empty: not reported), with
+    // the packages or prefix, and for RPM installs the package manager and repository.
+    r"
+    ALTER TABLE nodes ADD COLUMN install_method TEXT NOT NULL DEFAULT '';
+    ALTER TABLE nodes ADD COLUMN install_detail TEXT NOT NULL DEFAULT '';
+    ALTER TABLE nodes ADD COLUMN package_manager TEXT NOT NULL DEFAULT '';
+    ALTER TABLE nodes ADD COLUMN rpm_repository TEXT NOT NULL DEFAULT '';
+    ",
 ];
 
 /// The schema version this build writes.

@@ -108,6 +108,13 @@ pub fn status_report(report: &StatusReport) -> pb::Status {
     message.readiness = Some(pb::Readiness::from(&report.health.readiness));
     message.etcd = report.health.etcd.as_ref().map(pb::EtcdHealth::from);
     message.rke2_version.clone_from(&report.health.rke2_version);
+    let install = &report.health.install;
+    message.install = (!install.method.is_empty()).then(|| pb::InstallInfo {
+        method: install.method.clone(),
+        detail: install.detail.clone(),
+        package_manager: install.package_manager.clone(),
+        rpm_repository: install.rpm_repository.clone(),
+    });
     message.sent_at = Some(timestamp(report.now));
     message.doctor = report.doctor.as_ref().map(|findings| pb::DoctorFindings {
         findings: findings.iter().map(pb::DoctorFinding::from).collect(),
@@ -501,6 +508,12 @@ mod tests {
                 },
                 etcd: None,
                 rke2_version: "v1.34.1+rke2r1".into(),
+                install: super::super::probe::InstallInfo {
+                    method: "rpm".into(),
+                    detail: "rke2-common-1.34.1~rke2r1-0".into(),
+                    package_manager: "dnf".into(),
+                    rpm_repository: "/srv/rpms".into(),
+                },
             },
             doctor: Some(vec![
                 rke2ops_common::doctor::Finding::new(
@@ -521,6 +534,11 @@ mod tests {
         assert!(readiness.apiserver_ready && !readiness.kubelet_healthy);
         assert_eq!(readiness.checked_at, Some(timestamp(now)));
         assert_eq!(status.rke2_version, "v1.34.1+rke2r1");
+        let install = status.install.as_ref().expect("install");
+        assert_eq!(
+            (install.method.as_str(), install.package_manager.as_str()),
+            ("rpm", "dnf")
+        );
         assert!(status.etcd.is_none() && !status.full);
         // The agent's clock rides along (the hub's clock-skew check), and changed findings.
         assert_eq!(status.sent_at, Some(timestamp(now)));

@@ -287,7 +287,9 @@ async fn session(
     let hello = Hello {
         node_name: settings.hub.node_name.clone(),
         is_server,
-        rke2_version: rke2_version(&settings.agent.rke2_bin),
+        rke2_version: rke2_version(&crate::ops::setup::effective_rke2_bin(
+            &settings.agent.rke2_bin,
+        )),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     tx.send(Outgoing::Hello(hello)).await?;

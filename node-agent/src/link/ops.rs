@@ -233,9 +233,11 @@ impl OpsDriver {
     }
 
     async fn version(&self) -> String {
-        crate::ops::runner::binary_version(&self.config.rke2_bin)
-            .await
-            .unwrap_or_default()
+        crate::ops::runner::binary_version(&crate::ops::setup::effective_rke2_bin(
+            &self.config.rke2_bin,
+        ))
+        .await
+        .unwrap_or_default()
     }
 
     async fn reject(&self, id: &str, why: String) {
@@ -255,6 +257,8 @@ impl OpsDriver {
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let outcome = driver.execute(&id, kind, &cancel).await;
+                // An upgrade (or its rollback) may have changed the install.
+                super::probe::forget_install();
                 if let Ok(mut running) = driver.running.lock() {
                     *running = None;
                 }

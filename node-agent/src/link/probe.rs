@@ -23,6 +23,87 @@ pub struct Probe {
     pub etcd: Option<EtcdHealth>,
     /// `rke2 --version` of the configured binary; empty when unknown.
     pub rke2_version: String,
+    /// How RKE2 is installed (re-detected at most every [`INSTALL_TTL`]).
+    pub install: InstallInfo,
+}
+
+/// How RKE2 is installed on the node, for the hub's METHOD column and dry runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstallInfo {
+    /// `rpm`, `tarball`, `mixed`; empty when it could not be told.
+    pub method: String,
+    /// The packages (`rke2-common-1.34.1~rke2r1-0 ...`), the tarball prefix, or what was
+    /// found on a mixed node.
+    pub detail: String,
+    /// RPM installs: the package manager an upgrade would use.
+    pub package_manager: String,
+    /// RPM installs: where an upgrade would fetch from (`rpm_repository`).
+    pub rpm_repository: String,
+}
+
+/// How long a detected install method is reused: detecting runs `rpm -q` (in a transient
+/// unit), too much for every heartbeat; operations forget it when they end.
+pub const INSTALL_TTL: Duration = Duration::from_secs(300);
+
+static INSTALL: std::sync::Mutex<Option<(std::time::Instant, InstallInfo)>> =
+    std::sync::Mutex::new(None);
+
+/// Forgets the detected install (an operation may have changed it).
+pub fn forget_install() {
+    if let Ok(mut cached) = INSTALL.lock() {
+        *cached = None;
+    }
+}
+
+/// The install method, detected again when the last detection is older than
+/// [`INSTALL_TTL`].
+pub async fn install_info(config: &Config, is_server: bool) -> InstallInfo {
+    if let Ok(cached) = INSTALL.lock()
+        && let Some((at, info)) = cached.as_ref()
+        && at.elapsed() < INSTALL_TTL
+    {
+        return info.clone();
+    }
+    let exec = crate::ops::pkg::HostExec;
+    let unit = if is_server {
+        "rke2-server.service"
+    } else {
+        "rke2-agent.service"
+    };
+    let info = match crate::ops::method::detect(&exec, unit, &config.install_prefix).await {
+        Ok(detected) => {
+            let rpm = detected.method() == rke2ops_common::install::InstallMethod::Rpm;
+            InstallInfo {
+                method: detected.method().name().to_owned(),
+                detail: detected.detail(),
+                package_manager: if rpm {
+                    crate::ops::pkg::pick_tool(config.rpm.package_manager, &exec)
+                        .map(|t| t.name().to_owned())
+                        .unwrap_or_default()
+                } else {
+                    String::new()
+                },
+                rpm_repository: if rpm {
+                    config.rpm.repository.clone()
+                } else {
+                    String::new()
+                },
+            }
+        }
+        Err(why) if why.starts_with("both installs found") => InstallInfo {
+            method: rke2ops_common::install::MIXED.to_owned(),
+            detail: why,
+            ..InstallInfo::default()
+        },
+        Err(why) => {
+            tracing::debug!(error = %why, "install method not detected");
+            InstallInfo::default()
+        }
+    };
+    if let Ok(mut cached) = INSTALL.lock() {
+        *cached = Some((std::time::Instant::now(), info.clone()));
+    }
+    info
 }
 
 /// Whether the node's apiserver and kubelet answer as healthy.
@@ -70,6 +151,7 @@ pub struct HealthSummary {
     etcd_members: Vec<(String, bool)>,
     etcd_alarms: Vec<String>,
     etcd_unreachable: bool,
+    install: (String, String),
 }
 
 impl Probe {
@@ -96,6 +178,7 @@ impl Probe {
             etcd_members: members,
             etcd_alarms: alarms,
             etcd_unreachable: etcd_error,
+            install: (self.install.method.clone(), self.install.detail.clone()),
         }
     }
 }
@@ -103,9 +186,12 @@ impl Probe {
 /// Probes the node. `is_server` decides the apiserver and etcd probes.
 pub async fn probe(config: &Config, is_server: bool) -> Probe {
     let now = OffsetDateTime::now_utc();
-    let rke2_version = crate::ops::runner::binary_version(&config.rke2_bin)
-        .await
-        .unwrap_or_default();
+    let rke2_version = crate::ops::runner::binary_version(&crate::ops::setup::effective_rke2_bin(
+        &config.rke2_bin,
+    ))
+    .await
+    .unwrap_or_default();
+    let install = install_info(config, is_server).await;
     let node = match NodeConfig::load(&config.node_config) {
         Ok(n) => n,
         Err(e) => {
@@ -117,6 +203,7 @@ pub async fn probe(config: &Config, is_server: bool) -> Probe {
                 },
                 etcd: None,
                 rke2_version,
+                install,
             };
         }
     };
@@ -205,6 +292,7 @@ pub async fn probe(config: &Config, is_server: bool) -> Probe {
         },
         etcd,
         rke2_version,
+        install,
     }
 }
 
@@ -241,6 +329,7 @@ mod tests {
                 error: String::new(),
             }),
             rke2_version: "v1.34.1+rke2r1".into(),
+            install: InstallInfo::default(),
         };
         let mut b = a.clone();
         b.readiness.checked_at = at(2);
