@@ -111,6 +111,28 @@ pub(super) fn prepare_root(
     Ok(files)
 }
 
+/// The host folders of overlay `dir` under the node's root: (upper layer, overlayfs' work
+/// folder), both under `overlay/<dir>/`.
+pub(super) fn overlay_layers(root: &Path, dir: &Path) -> (PathBuf, PathBuf) {
+    let base = root.join("overlay").join(relative(dir));
+    (base.join("upper"), base.join("work"))
+}
+
+/// Creates the upper and work folders of every overlay.
+pub(super) fn prepare_overlays(root: &Path, overlay_dirs: &[PathBuf]) -> Result<()> {
+    for dir in overlay_dirs {
+        let (upper, work) = overlay_layers(root, dir);
+        for d in [&upper, &work] {
+            fs::create_dir_all(d).map_err(io_err("create folder", d))?;
+        }
+        // The merged folder's own mode and owner come from the upper layer's root.
+        if let Ok(meta) = fs::metadata(dir) {
+            fs::set_permissions(&upper, meta.permissions()).map_err(io_err("chmod", &upper))?;
+        }
+    }
+    Ok(())
+}
+
 /// A random machine ID (32 lowercase hex digits), from the kernel's UUID generator.
 fn new_machine_id() -> Result<String> {
     let path = "/proc/sys/kernel/random/uuid";
@@ -147,6 +169,7 @@ pub(super) fn boot_script(
     name: &str,
     private_dirs: &[PathBuf],
     private_files: &[(PathBuf, PathBuf)],
+    overlay_dirs: &[PathBuf],
     cgroups: &[PathBuf],
     systemd: &Path,
 ) -> String {
@@ -190,6 +213,18 @@ pub(super) fn boot_script(
     );
     let _ = writeln!(s, "mount --move {d} /dev");
 
+    // Overlays first: private folders inside them are bound onto the merged view, and the
+    // root's folder (usually under /tmp) is still visible.
+    for dir in overlay_dirs {
+        let (upper, work) = overlay_layers(root, dir);
+        let _ = writeln!(
+            s,
+            "mount -t overlay ground-overlay -o lowerdir={d},upperdir={u},workdir={w} {d}",
+            d = sh_path(dir),
+            u = sh_path(&upper),
+            w = sh_path(&work)
+        );
+    }
     for (node_path, host) in private_files {
         let _ = writeln!(s, "mount --bind {} {}", sh_path(host), sh_path(node_path));
     }
