@@ -300,7 +300,8 @@ pub fn selinux_spec() -> PackageSpec {
 }
 
 /// `rke2ops-sim-os`: no files, `Provides: /bin/sh` (the scriptlets' interpreter, which the
-/// Debian node has but its empty rpmdb does not list).
+/// Debian node has but its empty rpmdb does not list) and `glibc` (zypper refuses to touch a
+/// system without it: `/etc/zypp/systemCheck`).
 #[must_use]
 pub fn os_spec() -> PackageSpec {
     PackageSpec {
@@ -310,7 +311,7 @@ pub fn os_spec() -> PackageSpec {
         noarch: true,
         summary: "The proving-ground node's OS, for rpm's dependency checks".into(),
         requires: Vec::new(),
-        provides: vec!["/bin/sh".into(), "/usr/bin/sh".into()],
+        provides: vec!["/bin/sh".into(), "/usr/bin/sh".into(), "glibc".into()],
         files: Vec::new(),
         dirs: Vec::new(),
         scripts: BTreeMap::new(),
@@ -425,19 +426,25 @@ pub fn install_script(
     role: Role,
 ) -> Option<String> {
     let pinned = sh_quote(&pinned_package(tool, role, version)?);
+    // rke2-common pinned as well, so a downgrade takes it along (zypper refuses otherwise).
+    let (v, _) = rpm_version(version)?;
+    let common_pkg = sh_quote(&match tool {
+        PackageTool::Dnf => format!("rke2-common-{v}"),
+        PackageTool::Zypper => format!("rke2-common={v}"),
+    });
     let url = repo_url.trim_end_matches('/');
     let minor = minor_of(version)?;
     Some(match tool {
         // The repo file is written beforehand ([`dnf_repo_file`]).
-        PackageTool::Dnf => {
-            format!("set -e\ndnf -y -q install {OS_PACKAGE}\ndnf -y -q install {pinned}\n")
-        }
+        PackageTool::Dnf => format!(
+            "set -e\ndnf -y -q install {OS_PACKAGE}\ndnf -y -q install {pinned} {common_pkg}\n"
+        ),
         PackageTool::Zypper => format!(
             "set -e\nrm -f /etc/zypp/repos.d/rke2-*.repo\n\
              zypper --non-interactive -q addrepo --no-gpgcheck {common} rke2-common\n\
              zypper --non-interactive -q addrepo --no-gpgcheck {minor_url} rke2-{minor}\n\
              zypper --non-interactive -q --no-gpg-checks install {OS_PACKAGE}\n\
-             zypper --non-interactive -q --no-gpg-checks install --oldpackage {pinned}\n",
+             zypper --non-interactive -q --no-gpg-checks install --oldpackage {pinned} {common_pkg}\n",
             common = sh_quote(&format!("{url}/{}", common_repo_path())),
             minor_url = sh_quote(&format!("{url}/{}", minor_repo_path(version)?)),
         ),
@@ -778,7 +785,15 @@ pub fn shared_rpm_repo() -> Result<&'static RpmRepo, String> {
             "{}:{}:{mtime}:{OLD_VERSION}:{NEW_VERSION}:{}",
             env!("CARGO_PKG_VERSION"),
             meta.len(),
-            render_spec(&common_spec("0")).len()
+            [
+                common_spec("0"),
+                role_spec("0", Role::Server),
+                selinux_spec(),
+                os_spec()
+            ]
+            .iter()
+            .map(render_spec)
+            .collect::<String>()
         )));
         let cache = simulator
             .parent()
@@ -914,7 +929,9 @@ mod tests {
         assert!(zypper.contains(
             "addrepo --no-gpgcheck 'http://m/rpm/stable/1.34/centos/9/x86_64' rke2-1.34\n"
         ));
-        assert!(zypper.contains("install --oldpackage 'rke2-server=1.34.1~rke2r1'\n"));
+        assert!(zypper.contains(
+            "install --oldpackage 'rke2-server=1.34.1~rke2r1' 'rke2-common=1.34.1~rke2r1'\n"
+        ));
         assert_eq!(RpmRepo::url("http://m/"), "http://m/rpm/stable");
     }
 
