@@ -162,17 +162,31 @@ pub(super) fn sh_path(p: &Path) -> String {
     sh_quote(&p.to_string_lossy())
 }
 
+/// What the boot script mounts besides `/dev`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BootMounts<'a> {
+    /// Private folders, in mount order.
+    pub private_dirs: &'a [PathBuf],
+    /// Private files: (node path, host file).
+    pub private_files: &'a [(PathBuf, PathBuf)],
+    /// Overlay folders (mounted first).
+    pub overlay_dirs: &'a [PathBuf],
+}
+
 /// The script `unshare` runs as the namespace's first process before exec'ing systemd.
 pub(super) fn boot_script(
     ip: std::net::Ipv4Addr,
     root: &Path,
     name: &str,
-    private_dirs: &[PathBuf],
-    private_files: &[(PathBuf, PathBuf)],
-    overlay_dirs: &[PathBuf],
+    mounts: &BootMounts<'_>,
     cgroups: &[PathBuf],
     systemd: &Path,
 ) -> String {
+    let BootMounts {
+        private_dirs,
+        private_files,
+        overlay_dirs,
+    } = *mounts;
     let mut s = String::from("set -eu\n");
     // The node's own network first: its loopback, and its link once the harness plugged it.
     s.push_str(&super::net::node_link_script(ip));

@@ -18,7 +18,8 @@ use nix::unistd::Pid;
 use super::error::{GroundError, Result, io_err};
 use super::host::{Reaper, make_cgroups, remove_cgroups, spawn_reaper};
 use super::layout::{
-    NODE_PATH, PRIVATE_DIRS, boot_script, is_clean_absolute, prepare_overlays, prepare_root,
+    BootMounts, NODE_PATH, PRIVATE_DIRS, boot_script, is_clean_absolute, prepare_overlays,
+    prepare_root,
 };
 use super::net::{AddrLease, Cut, Ground, ground, nft_script};
 use super::{check_root_and_tools, systemd_binary};
@@ -244,9 +245,11 @@ impl Node {
             lease.ip(),
             &root,
             &spec.name,
-            &private_dirs,
-            &private_files,
-            &spec.overlay_dirs,
+            &BootMounts {
+                private_dirs: &private_dirs,
+                private_files: &private_files,
+                overlay_dirs: &spec.overlay_dirs,
+            },
             &cgroups,
             &systemd,
         );
