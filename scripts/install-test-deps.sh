@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the proving ground (tests/ground) and the end-to-end tests need on a Debian
 # machine: a real systemd and D-Bus to boot simulated nodes, util-linux for unshare/nsenter,
-# iproute2 and nftables (a network per node, and partitions), promtool (metrics lint), etcd (real etcd members), openssl and curl.
+# iproute2 and nftables (a network per node, and partitions), promtool (metrics lint), etcd (real etcd members), openssl and curl,
+# rpm, createrepo-c, dnf and zypper (RKE2's RPM install method).
 #
 # Idempotent: exits at once when every tool is already present; otherwise runs
 # `apt-get update` once and installs only the missing packages. Must run as root.
@@ -30,6 +31,13 @@ declare -A probe=(
   [python3-kubernetes]=/usr/lib/python3/dist-packages/kubernetes/__init__.py
   # libfaketime: one node's clock ahead of the hub's (tests/tests/e2e_doctor.rs, clock-skew)
   [faketime]=/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1
+  # RKE2's RPM packages and repositories (tests/sim/src/rpm.rs, tests/sim/tests/e2e_sim_rpm.rs):
+  # rpmbuild builds them, createrepo_c writes the repository metadata, and the proving-ground
+  # nodes install them with dnf or zypper
+  [rpm]=/usr/bin/rpmbuild
+  [createrepo-c]=/usr/bin/createrepo_c
+  [dnf]=/usr/bin/dnf
+  [zypper]=/usr/bin/zypper
 )
 
 # kubectl comes with the machine image (/usr/bin/kubectl); it is not a Debian package, so

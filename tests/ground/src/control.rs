@@ -217,7 +217,10 @@ impl Node {
     }
 
     /// Where the node path `node_path` lives on the host. Only paths inside the node's private
-    /// folders have one; anything else is the host's own file and an error.
+    /// folders have one (`<root>/fs/<path>`), and paths inside its overlays
+    /// ([`super::NodeSpec::with_overlay_dir`]): their merged view `/proc/<init>/root/<path>`
+    /// while the node runs (writes land in the node's upper layer); anything else is the
+    /// host's own file and an error.
     pub fn host_path(&self, node_path: impl AsRef<Path>) -> Result<PathBuf> {
         let node_path = node_path.as_ref();
         if let Some((_, host)) = self.private_files.iter().find(|(p, _)| p == node_path) {
@@ -228,8 +231,16 @@ impl Node {
                 .private_dirs
                 .iter()
                 .any(|dir| node_path.starts_with(dir));
+        let overlaid = is_clean_absolute(node_path)
+            && self
+                .overlay_dirs
+                .iter()
+                .any(|dir| node_path.starts_with(dir));
         if private {
             Ok(self.root.join("fs").join(relative(node_path)))
+        } else if overlaid {
+            // The merged view, through the node's init (its mount namespace).
+            Ok(PathBuf::from(format!("/proc/{}/root", self.init_pid)).join(relative(node_path)))
         } else {
             Err(GroundError::NotPrivate {
                 node: self.name.clone(),

@@ -111,6 +111,28 @@ pub(super) fn prepare_root(
     Ok(files)
 }
 
+/// The host folders of overlay `dir` under the node's root: (upper layer, overlayfs' work
+/// folder), both under `overlay/<dir>/`.
+pub(super) fn overlay_layers(root: &Path, dir: &Path) -> (PathBuf, PathBuf) {
+    let base = root.join("overlay").join(relative(dir));
+    (base.join("upper"), base.join("work"))
+}
+
+/// Creates the upper and work folders of every overlay.
+pub(super) fn prepare_overlays(root: &Path, overlay_dirs: &[PathBuf]) -> Result<()> {
+    for dir in overlay_dirs {
+        let (upper, work) = overlay_layers(root, dir);
+        for d in [&upper, &work] {
+            fs::create_dir_all(d).map_err(io_err("create folder", d))?;
+        }
+        // The merged folder's own mode and owner come from the upper layer's root.
+        if let Ok(meta) = fs::metadata(dir) {
+            fs::set_permissions(&upper, meta.permissions()).map_err(io_err("chmod", &upper))?;
+        }
+    }
+    Ok(())
+}
+
 /// A random machine ID (32 lowercase hex digits), from the kernel's UUID generator.
 fn new_machine_id() -> Result<String> {
     let path = "/proc/sys/kernel/random/uuid";
@@ -140,16 +162,31 @@ pub(super) fn sh_path(p: &Path) -> String {
     sh_quote(&p.to_string_lossy())
 }
 
+/// What the boot script mounts besides `/dev`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BootMounts<'a> {
+    /// Private folders, in mount order.
+    pub private_dirs: &'a [PathBuf],
+    /// Private files: (node path, host file).
+    pub private_files: &'a [(PathBuf, PathBuf)],
+    /// Overlay folders (mounted first).
+    pub overlay_dirs: &'a [PathBuf],
+}
+
 /// The script `unshare` runs as the namespace's first process before exec'ing systemd.
 pub(super) fn boot_script(
     ip: std::net::Ipv4Addr,
     root: &Path,
     name: &str,
-    private_dirs: &[PathBuf],
-    private_files: &[(PathBuf, PathBuf)],
+    mounts: &BootMounts<'_>,
     cgroups: &[PathBuf],
     systemd: &Path,
 ) -> String {
+    let BootMounts {
+        private_dirs,
+        private_files,
+        overlay_dirs,
+    } = *mounts;
     let mut s = String::from("set -eu\n");
     // The node's own network first: its loopback, and its link once the harness plugged it.
     s.push_str(&super::net::node_link_script(ip));
@@ -190,6 +227,18 @@ pub(super) fn boot_script(
     );
     let _ = writeln!(s, "mount --move {d} /dev");
 
+    // Overlays first: private folders inside them are bound onto the merged view, and the
+    // root's folder (usually under /tmp) is still visible.
+    for dir in overlay_dirs {
+        let (upper, work) = overlay_layers(root, dir);
+        let _ = writeln!(
+            s,
+            "mount -t overlay ground-overlay -o lowerdir={d},upperdir={u},workdir={w} {d}",
+            d = sh_path(dir),
+            u = sh_path(&upper),
+            w = sh_path(&work)
+        );
+    }
     for (node_path, host) in private_files {
         let _ = writeln!(s, "mount --bind {} {}", sh_path(host), sh_path(node_path));
     }

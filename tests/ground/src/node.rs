@@ -17,7 +17,10 @@ use nix::unistd::Pid;
 
 use super::error::{GroundError, Result, io_err};
 use super::host::{Reaper, make_cgroups, remove_cgroups, spawn_reaper};
-use super::layout::{NODE_PATH, PRIVATE_DIRS, boot_script, is_clean_absolute, prepare_root};
+use super::layout::{
+    BootMounts, NODE_PATH, PRIVATE_DIRS, boot_script, is_clean_absolute, prepare_overlays,
+    prepare_root,
+};
 use super::net::{AddrLease, Cut, Ground, ground, nft_script};
 use super::{check_root_and_tools, systemd_binary};
 
@@ -34,6 +37,8 @@ pub struct NodeSpec {
     pub root: Option<PathBuf>,
     /// More node folders to make private, beyond the standard set (`/var/lib/kubelet`...).
     pub extra_private_dirs: Vec<PathBuf>,
+    /// Node folders seen through an overlay ([`NodeSpec::with_overlay_dir`]).
+    pub overlay_dirs: Vec<PathBuf>,
     /// How long systemd may take to reach `running`.
     pub boot_timeout: Duration,
 }
@@ -47,6 +52,7 @@ impl NodeSpec {
             ip: None,
             root: None,
             extra_private_dirs: Vec::new(),
+            overlay_dirs: Vec::new(),
             boot_timeout: Duration::from_secs(60),
         }
     }
@@ -69,6 +75,23 @@ impl NodeSpec {
     #[must_use]
     pub fn with_private_dir(mut self, path: impl Into<PathBuf>) -> Self {
         self.extra_private_dirs.push(path.into());
+        self
+    }
+
+    /// Shows the host folder `path` inside the node through an overlay: the host's files are
+    /// the read-only lower layer, and a writable upper layer of the node's own (under its root,
+    /// `overlay/<path>/upper`) takes every change, so a package installed into `/usr/bin` on
+    /// one node stays on that node while the host's commands remain usable there.
+    ///
+    /// `path` must exist on the host, must not be (or lie inside) a private folder or another
+    /// overlay, and must not contain the node's root; private folders inside it are fine (the
+    /// overlays are mounted first). [`Node::host_path`] of a file below it is the node's merged
+    /// view (`/proc/<init>/root/<path>`: reads see host and node files, writes land in the
+    /// upper layer), valid while the node runs. Teardown needs nothing extra: the overlay
+    /// lives in the node's mount namespace and goes away with it.
+    #[must_use]
+    pub fn with_overlay_dir(mut self, path: impl Into<PathBuf>) -> Self {
+        self.overlay_dirs.push(path.into());
         self
     }
 
@@ -101,6 +124,30 @@ impl NodeSpec {
                 )));
             }
         }
+        for dir in &self.overlay_dirs {
+            let private = PRIVATE_DIRS
+                .iter()
+                .map(Path::new)
+                .chain(self.extra_private_dirs.iter().map(PathBuf::as_path))
+                .any(|p| dir.starts_with(p));
+            let nested = self
+                .overlay_dirs
+                .iter()
+                .any(|o| o != dir && (dir.starts_with(o) || o.starts_with(dir)));
+            if !is_clean_absolute(dir) || dir == Path::new("/") || private || nested {
+                return Err(GroundError::InvalidSpec(format!(
+                    "overlay dir {} must be absolute, not /, free of . and .., and neither \
+                     inside a private folder nor nested with another overlay",
+                    dir.display()
+                )));
+            }
+            if !dir.is_dir() {
+                return Err(GroundError::InvalidSpec(format!(
+                    "overlay dir {} does not exist on the host",
+                    dir.display()
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -125,6 +172,8 @@ pub struct Node {
     pub(super) private_dirs: Vec<PathBuf>,
     /// Private single files: (node path, host path).
     pub(super) private_files: Vec<(PathBuf, PathBuf)>,
+    /// Node folders seen through an overlay with a private upper layer.
+    pub(super) overlay_dirs: Vec<PathBuf>,
     /// `unshare`, the parent of the node's init; reaped on teardown.
     unshare: Child,
     /// Kills the node if this process dies without tearing it down (see [`Reaper`]).
@@ -171,7 +220,15 @@ impl Node {
         private_dirs.sort_by_key(|p| (root.starts_with(p), p.components().count()));
         private_dirs.dedup();
 
+        if let Some(dir) = spec.overlay_dirs.iter().find(|d| root.starts_with(d)) {
+            return Err(GroundError::InvalidSpec(format!(
+                "overlay dir {} contains the node's root {}",
+                dir.display(),
+                root.display()
+            )));
+        }
         let private_files = prepare_root(&root, &spec.name, &private_dirs)?;
+        prepare_overlays(&root, &spec.overlay_dirs)?;
         // The script's and systemd's own stdout/stderr; /dev/console goes to console.log.
         let boot_log = root.join("boot.log");
         let log = fs::File::create(&boot_log).map_err(io_err("create", &boot_log))?;
@@ -188,8 +245,11 @@ impl Node {
             lease.ip(),
             &root,
             &spec.name,
-            &private_dirs,
-            &private_files,
+            &BootMounts {
+                private_dirs: &private_dirs,
+                private_files: &private_files,
+                overlay_dirs: &spec.overlay_dirs,
+            },
             &cgroups,
             &systemd,
         );
@@ -248,6 +308,7 @@ impl Node {
             owned_root,
             private_dirs,
             private_files,
+            overlay_dirs: spec.overlay_dirs.clone(),
             unshare,
             reaper: None,
             init_pid: 0,

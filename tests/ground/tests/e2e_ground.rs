@@ -302,3 +302,45 @@ fn nodes_meet_on_the_bridge_and_nothing_leaves_the_ground() {
     );
     assert_eq!(from_ground(&url), Some(0), "others still reach it");
 }
+
+#[test]
+fn overlay_dir_keeps_node_writes_private_and_goes_away_with_the_node() {
+    require_root_and_tools();
+    let node = Node::boot(NodeSpec::new("ground-ovl").with_overlay_dir("/usr/share"))
+        .expect("boot with an overlay");
+    let root = node.root().to_path_buf();
+    // The host's files are visible, the node's writes stay on the node.
+    node.sh("test -d /usr/share/doc && mkdir -p /usr/share/ground-ovl && echo node > /usr/share/ground-ovl/f")
+        .expect("write through the overlay");
+    assert!(
+        !Path::new("/usr/share/ground-ovl").exists(),
+        "leaked to the host"
+    );
+    let host = node
+        .host_path("/usr/share/ground-ovl/f")
+        .expect("host path");
+    assert_eq!(
+        std::fs::read_to_string(&host).expect("merged view"),
+        "node\n"
+    );
+    assert!(
+        root.join("overlay/usr/share/upper/ground-ovl/f").is_file(),
+        "the upper layer holds the file"
+    );
+    // A write through host_path lands in the node as well.
+    std::fs::write(
+        node.host_path("/usr/share/ground-ovl/g").expect("path"),
+        "host\n",
+    )
+    .expect("write via host_path");
+    assert_eq!(
+        node.sh("cat /usr/share/ground-ovl/g").expect("cat"),
+        "host\n"
+    );
+    // Overlays inside private folders are refused.
+    assert!(Node::boot(NodeSpec::new("ground-bad").with_overlay_dir("/usr/local/bin")).is_err());
+    node.shutdown().expect("clean teardown");
+    assert!(!root.exists(), "the node's files are removed");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.contains("ground-overlay"), "{mounts}");
+}

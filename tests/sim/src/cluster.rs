@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use super::faults::FAULTS_DIR;
+use super::rpm::{self, PackageTool, RpmError};
 use super::server::AGENT_SIM_CA_DIR;
 use super::tree::{self, Breakage, ClusterCas, GeneratedTree, Role, TreeError, TreeSpec, Validity};
 use super::version::VERSION_FILE;
@@ -49,6 +50,15 @@ pub enum ClusterError {
     /// Writing a data dir failed.
     #[error(transparent)]
     Tree(#[from] TreeError),
+    /// Installing RKE2's packages failed.
+    #[error(transparent)]
+    Rpm(#[from] Box<RpmError>),
+}
+
+impl From<RpmError> for ClusterError {
+    fn from(e: RpmError) -> Self {
+        Self::Rpm(Box::new(e))
+    }
 }
 
 /// The unit name for a role.
@@ -93,6 +103,116 @@ pub fn install(node: &Node, role: Role) -> Result<(), ClusterError> {
     node.systemctl(&["daemon-reload"])?;
     node.systemctl(&["enable", unit_name(role)])?;
     Ok(())
+}
+
+/// Where an RPM node gets its packages from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RpmSource {
+    /// The repositories under this URL (`<mirror base_url>/rpm/stable`, [`rpm::RpmRepo::url`]).
+    Repo(String),
+    /// An air-gap folder of `.rpm` files ([`rpm::RpmRepo::airgap_dir`], for the version
+    /// installed).
+    AirGap(PathBuf),
+}
+
+/// Installs RKE2 of `version` on `node` (booted with [`rpm::rpm_node_spec`]) from packages
+/// with `tool`, like [`install`] does from the tarball: the package's unit
+/// `/usr/lib/systemd/system/rke2-<role>.service` and `/usr/bin/rke2` (no `/usr/local/bin/rke2`),
+/// the kubectl link, daemon-reload, the role's unit enabled (not started).
+pub fn install_rpm(
+    node: &Node,
+    role: Role,
+    tool: PackageTool,
+    source: &RpmSource,
+    version: &str,
+) -> Result<(), ClusterError> {
+    match source {
+        RpmSource::Repo(url) => rpm::install_rke2_rpm(node, url, version, role, tool)?,
+        RpmSource::AirGap(dir) => rpm::install_rke2_rpm_airgap(node, dir, version, role, tool)?,
+    }
+    node.sh(&format!(
+        "mkdir -p {DATA_DIR}/bin && ln -sfn {HOST_KUBECTL} {DATA_DIR}/bin/kubectl"
+    ))?;
+    node.systemctl(&["daemon-reload"])?;
+    node.systemctl(&["enable", unit_name(role)])?;
+    Ok(())
+}
+
+/// How [`SimCluster::boot_with_options`] installs nodes. The default installs every node from
+/// the tarball (as [`SimCluster::boot`]); [`BootOptions::rpm_node`] names nodes installed from
+/// packages instead.
+#[derive(Debug, Clone, Default)]
+pub struct BootOptions {
+    /// Node name (`server-1`, `agent-2`...) → the package manager that installs it.
+    pub rpm_nodes: BTreeMap<String, PackageTool>,
+    /// Where RPM nodes get their packages; required when `rpm_nodes` is not empty.
+    pub rpm_source: Option<RpmSource>,
+    /// The version RPM nodes install; default [`super::release::NEW_VERSION`] (what a
+    /// tarball node's simulator reports).
+    pub rpm_version: Option<String>,
+}
+
+impl BootOptions {
+    /// Installs node `name` with `tool` from packages.
+    #[must_use]
+    pub fn rpm_node(mut self, name: &str, tool: PackageTool) -> Self {
+        self.rpm_nodes.insert(name.to_owned(), tool);
+        self
+    }
+
+    /// RPM nodes use the repositories under `url` (`<mirror base_url>/rpm/stable`).
+    #[must_use]
+    pub fn rpm_repo(mut self, url: impl Into<String>) -> Self {
+        self.rpm_source = Some(RpmSource::Repo(url.into()));
+        self
+    }
+
+    /// RPM nodes install the `.rpm` files of the air-gap folder `dir`.
+    #[must_use]
+    pub fn rpm_airgap(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.rpm_source = Some(RpmSource::AirGap(dir.into()));
+        self
+    }
+
+    /// RPM nodes install `version`.
+    #[must_use]
+    pub fn rpm_version(mut self, version: &str) -> Self {
+        self.rpm_version = Some(version.to_owned());
+        self
+    }
+
+    /// Boots node `name` as these options say (RPM nodes with [`rpm::rpm_node_spec`]).
+    fn boot_node(&self, name: &str) -> Result<(Node, Option<PackageTool>), ClusterError> {
+        let tool = self.rpm_nodes.get(name).copied();
+        let Some(tool) = tool else {
+            let node = Node::boot(NodeSpec::new(name))?;
+            return Ok((node, None));
+        };
+        let node = Node::boot(rpm::rpm_node_spec(NodeSpec::new(name)))?;
+        Ok((node, Some(tool)))
+    }
+
+    fn install(
+        &self,
+        node: &Node,
+        role: Role,
+        tool: Option<PackageTool>,
+    ) -> Result<(), ClusterError> {
+        let Some(tool) = tool else {
+            return install(node, role);
+        };
+        let source = self.rpm_source.as_ref().ok_or_else(|| {
+            ClusterError::Rpm(Box::new(RpmError::Version(format!(
+                "no rpm_source for RPM node {}",
+                node.name()
+            ))))
+        })?;
+        let version = self
+            .rpm_version
+            .as_deref()
+            .unwrap_or(super::release::NEW_VERSION);
+        install_rpm(node, role, tool, source, version)
+    }
 }
 
 /// The machine's kubectl, which nodes share (the file system outside a node's private
@@ -335,6 +455,9 @@ pub struct SimNode {
     pub role: Role,
     /// What was generated into its data dir.
     pub tree: GeneratedTree,
+    /// `Some` for a node installed from RPM packages (by this tool), `None` for a tarball
+    /// install.
+    pub package_tool: Option<PackageTool>,
 }
 
 impl SimNode {
@@ -371,6 +494,20 @@ impl SimCluster {
         cas: ClusterCas,
         servers: usize,
         agents: usize,
+        customize: impl FnMut(&str, NodeSetup) -> NodeSetup,
+    ) -> Result<SimCluster, ClusterError> {
+        Self::boot_with_options(cas, servers, agents, &BootOptions::default(), customize)
+    }
+
+    /// Like [`SimCluster::boot_with`], installing the nodes `options` names from RPM packages
+    /// ([`BootOptions::rpm_node`]) and the others from the tarball. An RPM node has
+    /// `/usr/bin/rke2` and the package's `/usr/lib/systemd/system/rke2-<role>.service`, no
+    /// `/usr/local/bin/rke2`; its data dir, config and start are as a tarball node's.
+    pub fn boot_with_options(
+        cas: ClusterCas,
+        servers: usize,
+        agents: usize,
+        options: &BootOptions,
         mut customize: impl FnMut(&str, NodeSetup) -> NodeSetup,
     ) -> Result<SimCluster, ClusterError> {
         let started = Instant::now();
@@ -382,30 +519,32 @@ impl SimCluster {
         let mut first: Option<Ipv4Addr> = None;
         for i in 1..=servers {
             let name = format!("server-{i}");
-            let node = Node::boot(NodeSpec::new(&name))?;
+            let (node, package_tool) = options.boot_node(&name)?;
             let setup = customize(&name, NodeSetup::new(Role::Server, first));
             let tree = write_node(&node, &setup, &cluster.cas)?;
-            install(&node, Role::Server)?;
+            options.install(&node, Role::Server, package_tool)?;
             start(&node, Role::Server, START_TIMEOUT)?;
             first.get_or_insert(node.ip());
             cluster.servers.push(SimNode {
                 node,
                 role: Role::Server,
                 tree,
+                package_tool,
             });
         }
         let mut pending = Vec::new();
         for i in 1..=agents {
             let name = format!("agent-{i}");
-            let node = Node::boot(NodeSpec::new(&name))?;
+            let (node, package_tool) = options.boot_node(&name)?;
             let setup = customize(&name, NodeSetup::new(Role::Agent, first));
             let tree = write_node(&node, &setup, &cluster.cas)?;
-            install(&node, Role::Agent)?;
+            options.install(&node, Role::Agent, package_tool)?;
             node.systemctl(&["start", "--no-block", unit_name(Role::Agent)])?;
             pending.push(SimNode {
                 node,
                 role: Role::Agent,
                 tree,
+                package_tool,
             });
         }
         for agent in pending {

@@ -18,7 +18,8 @@
 //!   controllers.
 //! - [`cluster`] sets simulated servers and agents up on proving-ground nodes.
 //! - [`version`] resolves what `rke2 --version` prints (also from a trailer in the binary).
-//! - [`release`] builds simulated RKE2 releases (tarball + sha256sum) and [`mirror`] serves
+//! - [`release`] builds simulated RKE2 releases (tarball, image archives, sha256sum), [`rpm`] the
+//!   same releases as RPM packages and repositories, and [`mirror`] serves
 //!   them with a channel server, for upgrades.
 //!
 //! `tests/SIMULATOR.md` records the RKE2 facts these follow and where they differ.
@@ -35,6 +36,7 @@ pub mod node_config;
 pub mod release;
 pub mod renew;
 pub mod rotate;
+pub mod rpm;
 pub mod server;
 pub mod snapshot;
 pub mod tree;

@@ -6,6 +6,8 @@
 //! - `GET /v1-release/channels`: the channel collection ([`release::channels_json`]);
 //! - `GET /v1-release/channels/<name>`: 302 to `<base>/releases/tag/<version>`, like
 //!   update.rke2.io (the last path element of `Location` is the version);
+//! - `GET /rpm/<path>`: a file of `<dir>/rpm/` (the RPM repositories of [`crate::rpm`]:
+//!   `<base>/rpm/stable` is the repository URL), percent-decoded, every segment a plain name;
 //! - anything else: 404. Every request is counted ([`MirrorHandle::requests`]).
 
 use std::convert::Infallible;
@@ -189,6 +191,8 @@ pub enum Route {
     Channel(String),
     /// A release file: version (decoded) and file name.
     Artifact(String, String),
+    /// A file of the RPM repositories: its path below `<dir>/rpm/` (decoded, clean).
+    Rpm(String),
     /// Anything else.
     NotFound,
 }
@@ -207,6 +211,9 @@ pub fn route(path: &str) -> Route {
             Route::Channel(name.to_owned())
         };
     }
+    if let Some(rest) = path.strip_prefix("rpm/") {
+        return rpm_route(rest);
+    }
     match path.split_once('/') {
         Some((version, file))
             if !file.is_empty()
@@ -222,6 +229,40 @@ pub fn route(path: &str) -> Route {
             }
         }
         _ => Route::NotFound,
+    }
+}
+
+/// Decodes `%XX` escapes (dnf and zypper may write `~` as `%7E`); `None` for a bad escape.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `/rpm/<rest>`: every decoded segment non-empty, not hidden (so no `.` or `..`), no NUL.
+fn rpm_route(rest: &str) -> Route {
+    let Some(decoded) = percent_decode(rest) else {
+        return Route::NotFound;
+    };
+    let clean = !decoded.is_empty()
+        && decoded
+            .split('/')
+            .all(|seg| !seg.is_empty() && !seg.starts_with('.') && !seg.contains('\0'));
+    if clean {
+        Route::Rpm(decoded)
+    } else {
+        Route::NotFound
     }
 }
 
@@ -260,6 +301,13 @@ fn answer(served: &Served, path: &str) -> Response<Full<Bytes>> {
                 Err(_) => respond(StatusCode::NOT_FOUND, "Not Found\n".into()),
             }
         }
+        Route::Rpm(rel) => {
+            let path = served.dir.join("rpm").join(rel);
+            match std::fs::read(&path) {
+                Ok(bytes) if path.is_file() => respond(StatusCode::OK, bytes.into()),
+                _ => respond(StatusCode::NOT_FOUND, "Not Found\n".into()),
+            }
+        }
         Route::NotFound => respond(StatusCode::NOT_FOUND, "Not Found\n".into()),
     }
 }
@@ -285,6 +333,30 @@ mod tests {
             "/v1/a/b",
             "/x/y",
             "/",
+        ] {
+            assert_eq!(route(bad), Route::NotFound, "{bad}");
+        }
+    }
+
+    #[test]
+    fn rpm_routes_decode_and_refuse_escapes() {
+        assert_eq!(
+            route("/rpm/stable/1.34/centos/9/x86_64/repodata/repomd.xml"),
+            Route::Rpm("stable/1.34/centos/9/x86_64/repodata/repomd.xml".into())
+        );
+        assert_eq!(
+            route("/rpm/stable/1.34/centos/9/x86_64/rke2-common-1.34.1%7Erke2r1-0.x86_64.rpm"),
+            Route::Rpm("stable/1.34/centos/9/x86_64/rke2-common-1.34.1~rke2r1-0.x86_64.rpm".into())
+        );
+        for bad in [
+            "/rpm/",
+            "/rpm/../etc/passwd",
+            "/rpm/stable/%2E%2E/%2E%2E/etc/passwd",
+            "/rpm/stable/..%2F..%2Fetc",
+            "/rpm/stable//x",
+            "/rpm/stable/.hidden",
+            "/rpm/stable/%zz",
+            "/rpm/stable/a%00b",
         ] {
             assert_eq!(route(bad), Route::NotFound, "{bad}");
         }

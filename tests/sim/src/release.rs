@@ -6,6 +6,10 @@
 //!   [`crate::version::with_trailer`]), `bin/rke2-killall.sh`, `bin/rke2-uninstall.sh`,
 //!   `lib/systemd/system/rke2-{server,agent}.service` (this repository's `tests/sim/units/`, RKE2's
 //!   units), `share/rke2/LICENSE.txt` and `share/rke2/rke2-cis-sysctl.conf`;
+//! - the air-gap image archives `rke2-images.linux-amd64.tar.zst` and its split form
+//!   `rke2-images-core.linux-amd64.tar.zst` + `rke2-images-canal.linux-amd64.tar.zst`: real
+//!   zstd-framed tars holding a docker-save style `manifest.json` (the release's image names,
+//!   no layers) and `rke2-sim-images.txt` ([`image_archive`]);
 //! - `sha256sum-amd64.txt`: `<hex>  <file>` lines as `sha256sum` writes them.
 //!
 //! [`channels_json`] renders update.rke2.io's `/v1-release/channels` document; the mirror that
@@ -64,6 +68,101 @@ pub struct Release {
     pub sums: PathBuf,
     /// The tarball's sha256 (hex).
     pub sha256: String,
+    /// The air-gap image archives ([`IMAGE_ARCHIVES`]), in that order.
+    pub images: Vec<PathBuf>,
+}
+
+/// The air-gap image archives of a release (amd64): everything in one, then the split form
+/// (core images and the canal CNI images).
+pub const IMAGE_ARCHIVES: [&str; 3] = [
+    "rke2-images.linux-amd64.tar.zst",
+    "rke2-images-core.linux-amd64.tar.zst",
+    "rke2-images-canal.linux-amd64.tar.zst",
+];
+
+/// The images a release's archive `name` (one of [`IMAGE_ARCHIVES`]) holds, RKE2's names
+/// with the release's tags.
+#[must_use]
+pub fn image_names(name: &str, version: &str) -> Vec<String> {
+    let tag = version.replace('+', "-");
+    let core = vec![
+        format!("docker.io/rancher/rke2-runtime:{tag}"),
+        format!("docker.io/rancher/hardened-kubernetes:{tag}-build20250101"),
+        "docker.io/rancher/hardened-etcd:v3.5.21-k3s1-build20250101".to_owned(),
+        "docker.io/rancher/hardened-coredns:v1.12.2-build20250101".to_owned(),
+        "docker.io/rancher/hardened-cluster-autoscaler:v1.10.2-build20250101".to_owned(),
+        "docker.io/rancher/hardened-k8s-metrics-server:v0.8.0-build20250101".to_owned(),
+        "docker.io/rancher/mirrored-pause:3.6".to_owned(),
+        "docker.io/rancher/nginx-ingress-controller:v1.12.4-hardened1".to_owned(),
+        "docker.io/rancher/klipper-helm:v0.9.8-build20250101".to_owned(),
+    ];
+    let canal = vec![
+        "docker.io/rancher/hardened-calico:v3.30.2-build20250101".to_owned(),
+        "docker.io/rancher/hardened-flannel:v0.27.1-build20250101".to_owned(),
+    ];
+    match name {
+        n if n.starts_with("rke2-images-core.") => core,
+        n if n.starts_with("rke2-images-canal.") => canal,
+        _ => core.into_iter().chain(canal).collect(),
+    }
+}
+
+/// A zstd frame holding `data` uncompressed (raw blocks of at most 128 KiB, content size in
+/// the header, no checksum): a valid `.zst` that `zstd -d` and containerd read, written
+/// without a compressor (the archives are tiny).
+#[must_use]
+pub fn zstd_raw_frame(data: &[u8]) -> Vec<u8> {
+    const MAX_BLOCK: usize = 128 * 1024;
+    let mut out = Vec::with_capacity(data.len() + 16 + 3 * (data.len() / MAX_BLOCK + 1));
+    out.extend_from_slice(&0xFD2F_B528u32.to_le_bytes());
+    // Frame header descriptor: 8-byte content size, single segment (no window descriptor).
+    out.push(0b1110_0000);
+    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    let mut chunks: Vec<&[u8]> = data.chunks(MAX_BLOCK).collect();
+    if chunks.is_empty() {
+        chunks.push(&[]);
+    }
+    let last = chunks.len() - 1;
+    for (i, chunk) in chunks.iter().enumerate() {
+        // Block header (24 bits LE): last flag, type 0 (raw), size.
+        let header = u32::from(i == last) | ((chunk.len() as u32) << 3);
+        out.extend_from_slice(&header.to_le_bytes()[..3]);
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
+/// The air-gap image archive `name` of `version`: a `.tar.zst` with `manifest.json` (docker
+/// save's format: one `{"Config","RepoTags","Layers"}` per image, no layers) and
+/// `rke2-sim-images.txt` (`version <v>` then one image per line).
+///
+/// # Errors
+/// When the tar cannot be assembled (in memory).
+pub fn image_archive(name: &str, version: &str) -> std::io::Result<Vec<u8>> {
+    let images = image_names(name, version);
+    let manifest: Vec<serde_json::Value> = images
+        .iter()
+        .map(|i| serde_json::json!({"Config": "", "RepoTags": [i], "Layers": []}))
+        .collect();
+    let manifest = serde_json::to_vec(&manifest).unwrap_or_default();
+    let mut list = format!("version {version}\n");
+    for i in &images {
+        list.push_str(i);
+        list.push('\n');
+    }
+    let mut tar = tar::Builder::new(Vec::new());
+    for (file, bytes) in [
+        ("manifest.json", manifest.as_slice()),
+        ("rke2-sim-images.txt", list.as_bytes()),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_size(bytes.len() as u64);
+        header.set_mtime(0);
+        tar.append_data(&mut header, file, bytes)?;
+    }
+    Ok(zstd_raw_frame(&tar.into_inner()?))
 }
 
 /// The tarball's file name for an architecture.
@@ -205,13 +304,24 @@ pub fn build_release_from(
 
     let tar_bytes = std::fs::read(&tarball).map_err(io(&tarball))?;
     let sha256 = hex::encode(Sha256::digest(&tar_bytes));
-    // RKE2's sum file lists every artifact of the release; the bare binary and the tarball
-    // are enough to prove a reader picks the right line.
-    let sums_text = format!(
+    // RKE2's sum file lists every artifact of the release; the bare binary, the tarball and
+    // the image archives are enough to prove a reader picks the right line.
+    let mut sums_text = format!(
         "{}  rke2.linux-{ARCH}\n{sha256}  {}\n",
         hex::encode(Sha256::digest(&binary)),
         tarball_name(ARCH)
     );
+    let mut images = Vec::new();
+    for name in IMAGE_ARCHIVES {
+        let path = dir.join(name);
+        let bytes = image_archive(name, version).map_err(io(&path))?;
+        std::fs::write(&path, &bytes).map_err(io(&path))?;
+        sums_text.push_str(&format!(
+            "{}  {name}\n",
+            hex::encode(Sha256::digest(&bytes))
+        ));
+        images.push(path);
+    }
     let sums = dir.join(sums_name(ARCH));
     std::fs::write(&sums, sums_text).map_err(io(&sums))?;
     Ok(Release {
@@ -220,6 +330,7 @@ pub fn build_release_from(
         tarball,
         sums,
         sha256,
+        images,
     })
 }
 
@@ -248,6 +359,38 @@ pub fn with_lying_checksum(
     let sums = std::fs::read_to_string(&release.sums).map_err(io(&release.sums))?;
     let lying = out.join(sums_name(ARCH));
     std::fs::write(&lying, sums.replace(&release.sha256, &"0".repeat(64))).map_err(io(&lying))?;
+    Ok(())
+}
+
+/// A copy of `release` under `<dir>/<version>/` whose `sha256sum` file has a wrong line (zeros)
+/// for the image archive `rke2-images.linux-amd64.tar.zst` (the tarball's and the split
+/// archives' lines stay right): a corrupted air-gap bundle.
+///
+/// # Errors
+/// When the files cannot be copied or written.
+pub fn with_bad_image_checksum(
+    dir: &Path,
+    version: &str,
+    release: &Release,
+) -> Result<(), ReleaseError> {
+    let out = dir.join(version);
+    std::fs::create_dir_all(&out).map_err(io(&out))?;
+    for file in std::iter::once(&release.tarball).chain(&release.images) {
+        let target = out.join(file.file_name().unwrap_or_default());
+        std::fs::copy(file, &target).map_err(io(&target))?;
+    }
+    let sums = std::fs::read_to_string(&release.sums).map_err(io(&release.sums))?;
+    let bad: String = sums
+        .lines()
+        .map(|line| match line.split_once("  ") {
+            Some((_, name)) if name == IMAGE_ARCHIVES[0] => {
+                format!("{}  {name}\n", "0".repeat(64))
+            }
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    let target = out.join(sums_name(ARCH));
+    std::fs::write(&target, bad).map_err(io(&target))?;
     Ok(())
 }
 
@@ -399,5 +542,87 @@ mod tests {
             assert!(names.iter().any(|n| n == wanted), "{wanted} in {names:?}");
         }
         assert_eq!(trailer.map(|(v, _)| v).as_deref(), Some(OLD_VERSION));
+    }
+
+    /// Decodes a frame written by [`zstd_raw_frame`] (raw blocks only).
+    fn unframe(frame: &[u8]) -> Vec<u8> {
+        assert_eq!(frame[..4], 0xFD2F_B528u32.to_le_bytes());
+        assert_eq!(frame[4], 0b1110_0000);
+        let size = u64::from_le_bytes(frame[5..13].try_into().expect("8 bytes"));
+        let mut at = 13;
+        let mut out = Vec::new();
+        loop {
+            let h = u32::from(frame[at])
+                | (u32::from(frame[at + 1]) << 8)
+                | (u32::from(frame[at + 2]) << 16);
+            assert_eq!((h >> 1) & 3, 0, "raw block");
+            let len = (h >> 3) as usize;
+            out.extend_from_slice(&frame[at + 3..at + 3 + len]);
+            at += 3 + len;
+            if h & 1 == 1 {
+                break;
+            }
+        }
+        assert_eq!(at, frame.len());
+        assert_eq!(out.len() as u64, size);
+        out
+    }
+
+    #[test]
+    fn zstd_frames_split_into_raw_blocks_and_zstd_reads_them() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        for input in [&data[..], &[][..], b"x"] {
+            let frame = zstd_raw_frame(input);
+            assert_eq!(unframe(&frame), input);
+            if Path::new("/usr/bin/zstd").exists() {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let f = dir.path().join("a.zst");
+                std::fs::write(&f, &frame).expect("write");
+                let out = std::process::Command::new("/usr/bin/zstd")
+                    .args(["-d", "-c", "-q"])
+                    .arg(&f)
+                    .output()
+                    .expect("zstd");
+                assert!(out.status.success(), "{out:?}");
+                assert_eq!(out.stdout, input);
+            }
+        }
+    }
+
+    #[test]
+    fn release_has_image_archives_listed_in_the_sums_and_a_bad_image_sum_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sim = dir.path().join("fake-rke2");
+        std::fs::write(&sim, b"\x7fELF simulated").expect("write");
+        let release = build_release_from(dir.path(), NEW_VERSION, &sim).expect("release");
+        let sums = std::fs::read_to_string(&release.sums).expect("sums");
+        assert_eq!(release.images.len(), 3);
+        for (name, path) in IMAGE_ARCHIVES.iter().zip(&release.images) {
+            let bytes = std::fs::read(path).expect("archive");
+            let line = format!("{}  {name}\n", hex::encode(Sha256::digest(&bytes)));
+            assert!(sums.contains(&line), "{line} in {sums}");
+            let mut archive = tar::Archive::new(std::io::Cursor::new(unframe(&bytes)));
+            let mut list = String::new();
+            for entry in archive.entries().expect("entries") {
+                let mut entry = entry.expect("entry");
+                if entry.path().expect("path").to_str() == Some("rke2-sim-images.txt") {
+                    std::io::Read::read_to_string(&mut entry, &mut list).expect("read");
+                }
+            }
+            assert!(list.starts_with("version v1.34.1+rke2r1\n"), "{list}");
+            assert_eq!(list.contains("hardened-calico"), !name.contains("-core."));
+            assert_eq!(
+                list.contains("rke2-runtime:v1.34.1-rke2r1"),
+                !name.contains("-canal.")
+            );
+        }
+        let bad = dir.path().join("bad");
+        with_bad_image_checksum(&bad, NEW_VERSION, &release).expect("bad copy");
+        let bad_sums =
+            std::fs::read_to_string(bad.join(NEW_VERSION).join(sums_name(ARCH))).expect("bad sums");
+        assert!(bad_sums.contains(&format!("{}  {}\n", "0".repeat(64), IMAGE_ARCHIVES[0])));
+        assert!(bad_sums.contains(&format!("{}  {}\n", release.sha256, tarball_name(ARCH))));
+        assert_eq!(bad_sums.lines().count(), sums.lines().count());
+        assert!(bad.join(NEW_VERSION).join(IMAGE_ARCHIVES[2]).is_file());
     }
 }
