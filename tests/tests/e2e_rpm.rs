@@ -1,0 +1,361 @@
+//! Upgrades of RPM installs beside tarball ones, end to end on the proving ground: RPM nodes
+//! have their own RPM database and `/usr/bin` (the simulated releases built as RKE2's
+//! packages, served as RKE2's per-minor repositories), the real agent under its shipped unit
+//! runs dnf or zypper outside its sandbox (`systemd-run`), and a real hub drives one plan
+//! over both methods.
+//!
+//! Needs root, `rpm`, `rpmbuild`, `createrepo_c`, `dnf` and `zypper`
+//! (`scripts/install-test-deps.sh`), and `cargo build --workspace --bins` first.
+
+use std::time::Duration;
+
+use rke2ops_tests::ground::require_root_and_tools;
+use rke2ops_tests::hub::HubProcess as Hub;
+use rke2ops_tests::plans::{hub_address, mirror, start_hub, wait_state, wait_until};
+use rke2ops_tests::sim::cluster::{self, BootOptions, SimCluster, SimNode};
+use rke2ops_tests::sim::mirror::{Mirror, MirrorHandle};
+use rke2ops_tests::sim::release::{self, NEW_VERSION, OLD_VERSION};
+use rke2ops_tests::sim::rpm::{self, PackageTool, RpmRepo};
+use rke2ops_tests::sim::tree::ClusterCas;
+use serde_json::Value;
+
+/// The RPM repositories (both releases), served in the ground.
+fn rpm_mirror() -> (MirrorHandle, String) {
+    let repo = rpm::shared_rpm_repo().expect("rpm repository");
+    let mirror = Mirror::serve_in_ground(&repo.releases_dir, vec![]).expect("rpm mirror");
+    let url = RpmRepo::url(&mirror.base_url());
+    (mirror, url)
+}
+
+/// A cluster of `servers` + `agents` where `rpm_nodes` are RPM installs of the old release
+/// (from `repo_url`) and the others tarball installs of it.
+fn boot(
+    servers: usize,
+    agents: usize,
+    rpm_nodes: &[(&str, PackageTool)],
+    repo_url: &str,
+) -> SimCluster {
+    let cas = ClusterCas::generate(time::OffsetDateTime::now_utc() - time::Duration::days(30))
+        .expect("cas");
+    let mut options = BootOptions::default()
+        .rpm_repo(repo_url)
+        .rpm_version(OLD_VERSION);
+    for (name, tool) in rpm_nodes {
+        options = options.rpm_node(name, *tool);
+    }
+    let cluster =
+        SimCluster::boot_with_options(cas, servers, agents, &options, |_, s| s).expect("cluster");
+    for sim in cluster.nodes() {
+        if sim.package_tool.is_none() {
+            release::install_rke2(&sim.node, OLD_VERSION).expect("install old");
+            sim.node
+                .systemctl(&["restart", sim.unit()])
+                .expect("restart");
+        }
+        sim.node
+            .wait_for_unit_state(sim.unit(), "active", Duration::from_secs(90))
+            .expect("active");
+    }
+    cluster
+}
+
+/// Enrolls every node: RPM nodes with the RPM repository (unsigned, as the simulator's) and
+/// their package manager.
+fn enroll(cluster: &SimCluster, hub: &Hub, repo_url: &str) {
+    for sim in cluster.nodes() {
+        let mut extra = "heartbeat_secs = 2\nready_timeout_secs = 30\n".to_owned();
+        if let Some(tool) = sim.package_tool {
+            extra.push_str(&format!(
+                "rpm_repository = \"{repo_url}\"\nrpm_os = \"centos/9\"\nrpm_gpg_key = \"\"\n\
+                 package_manager = \"{}\"\n",
+                match tool {
+                    PackageTool::Dnf => "dnf",
+                    PackageTool::Zypper => "zypper",
+                }
+            ));
+        }
+        rke2ops_tests::hub::enroll_agent(&sim.node, hub, &extra).expect("enroll");
+    }
+    let count = cluster.nodes().count();
+    wait_until(
+        "every node online with its method",
+        Duration::from_secs(90),
+        || {
+            hub.json(&["nodes"])["nodes"].as_array().is_some_and(|n| {
+                n.len() == count
+                    && n.iter()
+                        .all(|n| n["online"] == true && n["install_method"] != "")
+            })
+        },
+    );
+}
+
+/// `rpm -q rke2-common` on the node (`rke2-common-<version>-<release>.<arch>`).
+fn rpm_q(sim: &SimNode) -> String {
+    sim.node
+        .exec(&["rpm", "-q", "rke2-common"])
+        .expect("rpm -q")
+        .stdout
+        .trim()
+        .to_owned()
+}
+
+fn node<'a>(view: &'a Value, name: &str) -> &'a Value {
+    view["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {view:#}"))
+}
+
+fn method_of(hub: &Hub, name: &str) -> String {
+    let nodes = hub.json(&["nodes"]);
+    node(&nodes, name)["install_method"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Aborts a halted plan (it uncordons what it cordoned).
+fn abort(hub: &Hub, id: &str) {
+    let out = tokio::task::block_in_place(|| hub.run(&["abort", id]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn upgrade(hub: &Hub, extra: &[&str]) -> String {
+    let mut args = vec![
+        "upgrade",
+        "--version",
+        NEW_VERSION,
+        "--ready-timeout",
+        "40s",
+    ];
+    args.extend_from_slice(extra);
+    let view = hub.json(&args);
+    view["id"].as_str().expect("plan id").to_owned()
+}
+
+#[test]
+fn rpm_servers_and_tarball_workers_upgrade_in_one_plan_and_a_failed_start_rolls_packages_back() {
+    rke2ops_tests::ground::block_on(async {
+        require_root_and_tools();
+        let (_rpm_mirror, repo_url) = rpm_mirror();
+        let tarballs = mirror();
+        let cluster = tokio::task::block_in_place(|| {
+            boot(
+                2,
+                1,
+                &[
+                    ("server-1", PackageTool::Dnf),
+                    ("server-2", PackageTool::Dnf),
+                ],
+                &repo_url,
+            )
+        });
+        let state = tempfile::tempdir().expect("state");
+        let hub_addr = hub_address();
+        let hub = tokio::task::block_in_place(|| {
+            start_hub(
+                state.path(),
+                &hub_addr.ip().to_string(),
+                &cluster,
+                Some(&tarballs),
+            )
+        });
+        tokio::task::block_in_place(|| enroll(&cluster, &hub, &repo_url));
+        let s1 = &cluster.servers[0];
+        assert_eq!(method_of(&hub, "server-1"), "rpm");
+        assert_eq!(method_of(&hub, "agent-1"), "tarball");
+        assert!(
+            rpm_q(s1).starts_with("rke2-common-1.33.5~rke2r1-"),
+            "{}",
+            rpm_q(s1)
+        );
+        let table = hub.run(&["nodes"]);
+        let table = String::from_utf8_lossy(&table.stdout).into_owned();
+        assert!(
+            table.lines().next().is_some_and(|h| h.ends_with("METHOD")),
+            "{table}"
+        );
+
+        // The dry run says, per node, how it would be upgraded.
+        let preview = tokio::task::block_in_place(|| {
+            hub.json(&["upgrade", "--version", NEW_VERSION, "--dry-run"])
+        });
+        let p = &node(&preview, "server-1")["preview"];
+        assert_eq!(p["install_method"], "rpm", "{preview:#}");
+        assert_eq!(p["current_version"], OLD_VERSION);
+        assert_eq!(p["etcd_snapshot"], true);
+        let fetch = p["fetch"].as_str().expect("fetch");
+        assert!(
+            fetch.contains("rke2-server-1.34.1~rke2r1")
+                && fetch.contains("with dnf")
+                && fetch.contains(&repo_url),
+            "{fetch}"
+        );
+        let p = &node(&preview, "agent-1")["preview"];
+        assert_eq!(p["install_method"], "tarball");
+        assert_eq!(p["etcd_snapshot"], false);
+        assert!(
+            p["fetch"].as_str().is_some_and(
+                |f| f.contains("rke2.linux-amd64.tar.gz") && f.contains("into /usr/local")
+            ),
+            "{p}"
+        );
+        let text = hub.run(&["upgrade", "--version", NEW_VERSION, "--dry-run"]);
+        let text = String::from_utf8_lossy(&text.stdout).into_owned();
+        assert!(text.contains("NODE") && text.contains("SNAPSHOT"), "{text}");
+
+        // The new release never starts on server-1: the packages are rolled back.
+        cluster::set_fault(&s1.node, "fail-start-version", NEW_VERSION).expect("fault");
+        let id = upgrade(&hub, &[]);
+        let halted = tokio::task::block_in_place(|| {
+            wait_state(&hub, &id, "halted", Duration::from_secs(300))
+        });
+        let n = node(&halted, "server-1");
+        assert_eq!(n["phase"], "failed", "{halted:#}");
+        assert!(
+            rpm_q(s1).starts_with("rke2-common-1.33.5~rke2r1-"),
+            "rolled back to the previous packages: {}",
+            rpm_q(s1)
+        );
+        let events = halted["events"].to_string();
+        assert!(
+            events.contains("dnf reinstalled rke2-common-1.33.5~rke2r1"),
+            "{events}"
+        );
+        let version = s1
+            .node
+            .exec(&["/usr/bin/rke2", "--version"])
+            .expect("version");
+        assert!(version.stdout.contains(OLD_VERSION), "{}", version.stdout);
+        tokio::task::block_in_place(|| {
+            s1.node
+                .wait_for_unit_state(s1.unit(), "active", Duration::from_secs(60))
+                .expect("the previous release runs again");
+        });
+        cluster::clear_fault(&s1.node, "fail-start-version").expect("clear");
+        abort(&hub, &id);
+
+        // One plan upgrades both methods, servers first.
+        let id = upgrade(&hub, &[]);
+        let done = tokio::task::block_in_place(|| {
+            wait_state(&hub, &id, "completed", Duration::from_secs(400))
+        });
+        for sim in &cluster.servers {
+            assert!(
+                rpm_q(sim).starts_with("rke2-common-1.34.1~rke2r1-"),
+                "{}: {}",
+                sim.node.name(),
+                rpm_q(sim)
+            );
+            // The package's own %postun restarted the unit.
+            let n = node(&done, sim.node.name());
+            assert!(
+                n["etcd_snapshot"].as_str().is_some_and(|s| !s.is_empty()),
+                "{n}"
+            );
+        }
+        let events = done["events"].to_string();
+        assert!(
+            events.contains("restarted by the package's %postun"),
+            "{events}"
+        );
+        // The tarball worker got the tarball, and no package.
+        let worker = &cluster.agents[0];
+        let v = worker
+            .node
+            .exec(&["/usr/local/bin/rke2", "--version"])
+            .expect("version");
+        assert!(v.stdout.contains(NEW_VERSION), "{}", v.stdout);
+        assert!(
+            !worker
+                .node
+                .exec(&["rpm", "-q", "rke2-common"])
+                .expect("rpm")
+                .success()
+        );
+        let listed = hub.json(&["nodes"]);
+        for n in listed["nodes"].as_array().expect("nodes") {
+            assert_eq!(n["rke2_version"], NEW_VERSION, "{n}");
+        }
+    });
+}
+
+#[test]
+fn tarball_servers_and_zypper_workers_upgrade_and_a_node_with_both_methods_is_refused() {
+    rke2ops_tests::ground::block_on(async {
+        require_root_and_tools();
+        let (_rpm_mirror, repo_url) = rpm_mirror();
+        let tarballs = mirror();
+        let cluster = tokio::task::block_in_place(|| {
+            boot(1, 1, &[("agent-1", PackageTool::Zypper)], &repo_url)
+        });
+        let state = tempfile::tempdir().expect("state");
+        let hub_addr = hub_address();
+        let hub = tokio::task::block_in_place(|| {
+            start_hub(
+                state.path(),
+                &hub_addr.ip().to_string(),
+                &cluster,
+                Some(&tarballs),
+            )
+        });
+        tokio::task::block_in_place(|| enroll(&cluster, &hub, &repo_url));
+        assert_eq!(method_of(&hub, "server-1"), "tarball");
+        assert_eq!(method_of(&hub, "agent-1"), "rpm");
+
+        // A tarball binary beside the packages: the worker is refused, nothing changed.
+        let worker = &cluster.agents[0];
+        release::install_rke2(&worker.node, OLD_VERSION).expect("second install");
+        let id = upgrade(&hub, &[]);
+        let halted = tokio::task::block_in_place(|| {
+            wait_state(&hub, &id, "halted", Duration::from_secs(300))
+        });
+        let reason = halted["reason"].as_str().expect("reason");
+        assert!(
+            reason.contains("agent-1") && reason.contains("both installs found"),
+            "{reason}"
+        );
+        assert!(reason.contains("/usr/local/bin/rke2 (tarball)"), "{reason}");
+        assert!(
+            rpm_q(worker).starts_with("rke2-common-1.33.5~rke2r1-"),
+            "{}",
+            rpm_q(worker)
+        );
+        abort(&hub, &id);
+        worker
+            .node
+            .exec(&["rm", "-f", "/usr/local/bin/rke2"])
+            .expect("remove the tarball binary");
+
+        let id = upgrade(&hub, &[]);
+        let done = tokio::task::block_in_place(|| {
+            wait_state(&hub, &id, "completed", Duration::from_secs(300))
+        });
+        assert!(
+            rpm_q(worker).starts_with("rke2-common-1.34.1~rke2r1-"),
+            "{}",
+            rpm_q(worker)
+        );
+        assert!(
+            !worker
+                .node
+                .exec(&["test", "-e", "/usr/local/bin/rke2"])
+                .expect("test")
+                .success(),
+            "no tarball install appeared"
+        );
+        let events = done["events"].to_string();
+        assert!(events.contains("zypper installed"), "{events}");
+        let listed = hub.json(&["nodes"]);
+        for n in listed["nodes"].as_array().expect("nodes") {
+            assert_eq!(n["rke2_version"], NEW_VERSION, "{n}");
+        }
+    });
+}
