@@ -148,11 +148,12 @@ fn rpm_servers_and_tarball_workers_upgrade_in_one_plan_and_a_failed_start_rolls_
         let tarballs = mirror();
         let cluster = tokio::task::block_in_place(|| {
             boot(
-                2,
+                3,
                 1,
                 &[
                     ("server-1", PackageTool::Dnf),
                     ("server-2", PackageTool::Dnf),
+                    ("server-3", PackageTool::Zypper),
                 ],
                 &repo_url,
             )
