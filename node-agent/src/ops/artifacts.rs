@@ -369,7 +369,7 @@ pub fn sha256_file(path: &Path) -> Result<String, ArtifactError> {
 }
 
 /// Reads a text file of at most `limit` bytes.
-fn read_bounded(path: &Path, limit: u64) -> Result<String, ArtifactError> {
+pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<String, ArtifactError> {
     let file = std::fs::File::open(path).map_err(io(path))?;
     let mut text = String::new();
     let read = file
@@ -427,7 +427,7 @@ pub fn check_free_space(dir: &Path, available: u64, needed: u64) -> Result<(), A
 
 /// Free bytes for unprivileged users on `dir`'s file system (root's reserved blocks are
 /// left to the system: the agent must not be what eats them).
-fn available_bytes(dir: &Path) -> Result<u64, ArtifactError> {
+pub(crate) fn available_bytes(dir: &Path) -> Result<u64, ArtifactError> {
     let stat = nix::sys::statvfs::statvfs(dir).map_err(|e| ArtifactError::Io {
         path: dir.to_path_buf(),
         source: std::io::Error::from(e),
@@ -518,7 +518,7 @@ pub async fn fetch_within(
 }
 
 /// Fetches `files` (name, size limit); returns the bytes fetched.
-async fn fetch_files(
+pub(crate) async fn fetch_files(
     source: &Source,
     allowed: &[Source],
     version: &str,

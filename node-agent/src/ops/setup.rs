@@ -38,6 +38,9 @@ pub struct NodeSetup {
     pub artifact_source: Option<String>,
     /// Where upgrades may fetch from (empty: anywhere), checked before anything starts.
     pub allowed_artifact_sources: Vec<artifacts::Source>,
+    /// config.yaml's `cni` (empty: RKE2's default, canal): which CNI image archive an
+    /// air-gapped node stages when the release has no all-in-one archive.
+    pub cni: Vec<String>,
 }
 
 impl NodeSetup {
@@ -96,6 +99,7 @@ pub fn node_setup(config: &Config) -> Result<NodeSetup, RunnerSetupError> {
         install_prefix: config.install_prefix.clone(),
         artifact_source: config.artifact_source.clone(),
         allowed_artifact_sources: config.allowed_artifact_sources.clone(),
+        cni: node.cni,
     })
 }
 
