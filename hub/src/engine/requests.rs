@@ -112,6 +112,8 @@ impl Engine {
                             .save_plan_node(id, &node, Some("resumed: will retry"), now)?;
                     }
                 }
+                // A failed image staging is retried too (with its next operation id).
+                self.store.retry_failed_images(id, now)?;
                 self.store.set_plan_state(id, PlanState::Running, "", now)?;
             }
             Action::Skip(name) => {
