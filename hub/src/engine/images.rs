@@ -23,6 +23,10 @@ use crate::store::StoreError;
 
 /// How often an operation without a result is asked for again.
 const RESEND: Duration = Duration::from_secs(10);
+/// The least time a staging is given: the agent's own fetch deadline for the archives
+/// (an hour) plus verifying and placing them; a plan's shorter operation timeout (meant for
+/// an upgrade's restart) does not cut it short.
+const MIN_STAGING_SECS: u64 = 70 * 60;
 /// How long a node's prune may take before the hub stops waiting for it.
 const PRUNE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -176,8 +180,8 @@ impl Engine {
             }),
         };
         let mut rx = self.ops.start(&self.registry, node, run);
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_secs(plan.policy.operation_timeout_secs);
+        let timeout = plan.policy.operation_timeout_secs.max(MIN_STAGING_SECS);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
         let outcome: Result<OperationResult, String> = loop {
             let wait = (tokio::time::Instant::now() + RESEND).min(deadline);
             match tokio::time::timeout_at(wait, rx.recv()).await {
@@ -205,10 +209,7 @@ impl Engine {
                 Ok(Some(OpEvent::Result(r))) => break Ok(r),
                 Ok(None) => break Err("the operation's channel closed".to_owned()),
                 Err(_) => {
-                    break Err(format!(
-                        "no result from the agent within {} s",
-                        plan.policy.operation_timeout_secs
-                    ));
+                    break Err(format!("no result from the agent within {timeout} s"));
                 }
             }
         };

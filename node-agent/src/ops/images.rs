@@ -14,7 +14,8 @@
 //!
 //! Steps (each safe to run twice, as the runner requires):
 //! - `fetch-images`: the sum file, then (after checking the data dir's free space: twice the
-//!   archives' size when the source says it, else [`UNKNOWN_SIZE_FLOOR`]) the chosen archives,
+//!   archives' size when the source says it, else [`UNKNOWN_SIZE_FLOOR`]) the chosen archives
+//!   (sizes: a folder source's files', a mirror's `Content-Length` for HEAD),
 //!   into a staging folder beside `agent/images` ([`STAGING_DIR`]): not inside it, since
 //!   RKE2 walks that tree and would import an unverified download. A re-run replaces them.
 //! - `verify-images`: every archive's sha256 against its line; a mismatch removes the bad
@@ -259,11 +260,19 @@ fn staged_choice(
     Ok((listing, chosen))
 }
 
-/// The archives' total size at a folder source (`None` when one is missing there: the fetch
-/// names it; always `None` for a URL).
-fn sizes_at(source: &Source, version: &str, files: &[String]) -> Option<u64> {
-    let Source::Dir(dir) = source else {
-        return None;
+/// The archives' total size: at a folder source, their files' (`None` when one is missing
+/// there: the fetch names it); at a mirror, what it announces (`None` when it does not).
+async fn sizes_at(
+    source: &Source,
+    allowed: &[Source],
+    version: &str,
+    files: &[String],
+) -> Option<u64> {
+    let dir = match source {
+        Source::Dir(dir) => dir,
+        Source::Url(prefix) => {
+            return artifacts::announced_size(prefix, allowed, version, files).await;
+        }
     };
     files.iter().try_fold(0u64, |total, file| {
         [dir.join(version).join(file), dir.join(file)]
@@ -305,7 +314,7 @@ pub async fn fetch_within(
         })??;
     let (_, chosen) = staged_choice(&staging, arch, cni)?;
     let (needed, why) = space_needed(
-        sizes_at(source, version, &chosen),
+        sizes_at(source, allowed, version, &chosen).await,
         limits.unknown_size_floor,
         limits.reserve,
     );
@@ -871,5 +880,80 @@ mod tests {
                 .expect("ok")
                 .contains("nothing to prune")
         );
+    }
+
+    /// A mirror serving `dir`'s files at `/<version, + as %2B>/<file>` (GET and HEAD, with
+    /// Content-Length), one connection per request.
+    async fn mirror(dir: PathBuf) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let dir = dir.clone();
+                tokio::spawn(async move {
+                    let mut request = vec![0u8; 4096];
+                    let n = socket.read(&mut request).await.unwrap_or(0);
+                    let text = String::from_utf8_lossy(&request[..n]).into_owned();
+                    let mut words = text.split_whitespace();
+                    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                    let file = path.rsplit('/').next().unwrap_or("");
+                    let reply = match std::fs::read(dir.join(file)) {
+                        Ok(body) if path == format!("/v1.34.1%2Brke2r1/{file}") => {
+                            let mut r = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                body.len()
+                            )
+                            .into_bytes();
+                            if method == "GET" {
+                                r.extend(body);
+                            }
+                            r
+                        }
+                        _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec(),
+                    };
+                    let _ = socket.write_all(&reply).await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_mirror_s_announced_sizes_decide_the_space_needed() {
+        let src = release(&[
+            ("rke2-images-core.linux-amd64.tar.zst", Some("core")),
+            ("rke2-images-canal.linux-amd64.tar.zst", Some("canal!")),
+        ]);
+        let url = mirror(src.path().to_path_buf()).await;
+        let source = Source::parse(&url).expect("url");
+        let files = [
+            "rke2-images-core.linux-amd64.tar.zst".to_owned(),
+            "rke2-images-canal.linux-amd64.tar.zst".to_owned(),
+        ];
+        assert_eq!(
+            artifacts::announced_size(&url, &[], V, &files).await,
+            Some(10)
+        );
+        assert_eq!(
+            artifacts::announced_size(&url, &[], V, &["absent.tar.zst".to_owned()]).await,
+            None
+        );
+        // The floor is not asked for when the mirror says how large the archives are.
+        let data = tempfile::tempdir().expect("tempdir");
+        let known = ImagesLimits {
+            unknown_size_floor: u64::MAX,
+            ..limits()
+        };
+        let detail = fetch_within(&source, &[], V, "amd64", &[], data.path(), known)
+            .await
+            .expect("fetched");
+        assert!(detail.contains("(10 bytes;"), "{detail}");
+        verify(data.path(), "amd64", &[]).expect("verified");
+        place(data.path(), V, "amd64", &[]).expect("placed");
+        assert_eq!(names(&data.path().join(IMAGES_DIR)).len(), 2);
     }
 }
