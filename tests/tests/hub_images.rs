@@ -276,3 +276,34 @@ async fn a_hub_killed_mid_staging_resumes_it_without_staging_twice() {
         "{spans:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_abort_mid_staging_cancels_it_and_upgrades_nothing() {
+    let (_dir, hub, fleet) = setup("127.0.61.4", 200).await;
+    for name in &fleet.names {
+        fleet.set_images_behaviour(name, Behaviour::Succeed, Duration::from_secs(2));
+    }
+    let id = upgrade(&hub);
+    wait_for(&hub, &id, Duration::from_secs(20), "staging", |v| {
+        nodes(v).iter().any(|n| n["images"]["state"] == "staging")
+    })
+    .await;
+    assert!(run(&hub, &["abort", &id]).status.success());
+    // Every staging task records its end (cancelled, or finished before the cancel).
+    let ended = wait_for(&hub, &id, Duration::from_secs(30), "ended stagings", |v| {
+        v["state"] == "aborted" && nodes(v).iter().all(|n| n["images"]["state"] != "staging")
+    })
+    .await;
+    assert!(
+        nodes(&ended).iter().all(|n| n["phase"] == "pending"),
+        "{ended:#}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let spans = fleet.spans();
+    assert!(kind(&spans, "upgrade").is_empty(), "{spans:?}");
+    assert!(kind(&spans, "prune-images").is_empty(), "{spans:?}");
+    // An upgrade without the flag has no images phase at all.
+    let plain = json(&hub, &["upgrade", "--version", TARGET, "--dry-run"]);
+    assert!(plain["images"].is_null(), "{plain:#}");
+    assert!(nodes(&plain).iter().all(|n| n["images"].is_null()));
+}
