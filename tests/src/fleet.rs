@@ -6,7 +6,9 @@
 //!
 //! What it fakes: everything on the node. While a server "operates", every server's etcd
 //! report shows its member unhealthy and its own readiness is false, as a restarting RKE2
-//! server would look. Operations are idempotent by id like the real agent's.
+//! server would look. Operations are idempotent by id like the real agent's. Image staging
+//! and pruning (`stage-images`, `prune-images`) leave the node up and its version as it is,
+//! and succeed or fail by their own behaviour ([`FakeFleet::set_images_behaviour`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -41,7 +43,7 @@ pub struct OpSpan {
     pub node: String,
     /// Operation id.
     pub id: String,
-    /// `rotate`, `restart` or `upgrade`.
+    /// `rotate`, `restart`, `upgrade`, `stage-images` or `prune-images`.
     pub kind: String,
     /// When it began.
     pub start: Instant,
@@ -56,6 +58,8 @@ struct State {
     down: HashSet<String>,
     never_ready: HashSet<String>,
     behaviours: HashMap<String, Behaviour>,
+    /// What each node does with its image stagings and prunes, and how long they take.
+    images_behaviours: HashMap<String, (Behaviour, Duration)>,
     versions: HashMap<String, String>,
     done: HashMap<String, pb::OperationResult>,
     /// What each node's doctor finds (sent whole with every status; none: nothing).
@@ -205,6 +209,14 @@ impl FakeFleet {
     pub fn set_behaviour(&self, node: &str, behaviour: Behaviour) {
         if let Ok(mut s) = self.state.lock() {
             s.behaviours.insert(node.to_owned(), behaviour);
+        }
+    }
+
+    /// What `node` does with its next image stagings and prunes, each taking `time`.
+    pub fn set_images_behaviour(&self, node: &str, behaviour: Behaviour, time: Duration) {
+        if let Ok(mut s) = self.state.lock() {
+            s.images_behaviours
+                .insert(node.to_owned(), (behaviour, time));
         }
     }
 
@@ -483,8 +495,14 @@ impl Agent {
             Some(pb::run_operation::Kind::Rotate(_)) => ("rotate", None),
             Some(pb::run_operation::Kind::Restart(_)) => ("restart", None),
             Some(pb::run_operation::Kind::Upgrade(u)) => ("upgrade", Some(u.version.clone())),
+            Some(pb::run_operation::Kind::StageImages(_)) => ("stage-images", None),
+            Some(pb::run_operation::Kind::PruneImages(_)) => ("prune-images", None),
             None => ("none", None),
         };
+        if kind.ends_with("-images") {
+            self.run_images_op(id, kind, tx);
+            return;
+        }
         if let Ok(mut s) = self.state.lock() {
             s.spans.push(OpSpan {
                 node: self.name.clone(),
@@ -542,6 +560,95 @@ impl Agent {
                 finished_at: Some(now_ts()),
             };
             let _ = tx.send(agent.status()).await;
+            if let Ok(mut s) = agent.state.lock() {
+                s.done.insert(id.clone(), result.clone());
+                if let Some(span) = s.spans.iter_mut().find(|sp| sp.id == id) {
+                    span.end = Some(Instant::now());
+                }
+            }
+            let _ = tx
+                .send(pb::AgentMessage {
+                    body: Some(pb::agent_message::Body::Result(result)),
+                })
+                .await;
+        });
+    }
+
+    /// A staging or prune: the node stays up; progress per step, then the result.
+    fn run_images_op(&self, id: String, kind: &'static str, tx: mpsc::Sender<pb::AgentMessage>) {
+        let (behaviour, time) = self
+            .state
+            .lock()
+            .ok()
+            .and_then(|s| s.images_behaviours.get(&self.name).cloned())
+            .unwrap_or((Behaviour::Succeed, self.spec.op_time));
+        if let Ok(mut s) = self.state.lock() {
+            s.spans.push(OpSpan {
+                node: self.name.clone(),
+                id: id.clone(),
+                kind: kind.to_owned(),
+                start: Instant::now(),
+                end: None,
+            });
+        }
+        let agent = self.clone();
+        tokio::spawn(async move {
+            let steps: &[&str] = if kind == "stage-images" {
+                &["fetch-images", "verify-images", "place-images"]
+            } else {
+                &["prune-images"]
+            };
+            let failing = match &behaviour {
+                Behaviour::Fail(reason) => Some(reason.clone()),
+                _ => None,
+            };
+            let mut failure = None;
+            for (i, step) in steps.iter().enumerate() {
+                let message = |phase: pb::StepPhase, detail: String| pb::AgentMessage {
+                    body: Some(pb::agent_message::Body::Progress(pb::OperationProgress {
+                        operation_id: id.clone(),
+                        step: (*step).to_owned(),
+                        phase: phase.into(),
+                        detail,
+                        elapsed_ms: 0,
+                    })),
+                };
+                let _ = tx
+                    .send(message(pb::StepPhase::Started, String::new()))
+                    .await;
+                let share = u32::try_from(steps.len()).unwrap_or(1);
+                tokio::time::sleep(time / share).await;
+                // A failing staging fails at its verify step (a bad checksum): nothing placed.
+                if let Some(reason) = failing.as_ref().filter(|_| i + 1 >= steps.len().min(2)) {
+                    let _ = tx
+                        .send(message(pb::StepPhase::Failed, reason.clone()))
+                        .await;
+                    failure = Some(format!("{step}: {reason}"));
+                    break;
+                }
+                let _ = tx
+                    .send(message(pb::StepPhase::Succeeded, format!("{step} done")))
+                    .await;
+            }
+            let version = agent
+                .state
+                .lock()
+                .ok()
+                .and_then(|s| s.versions.get(&agent.name).cloned())
+                .unwrap_or_default();
+            let result = pb::OperationResult {
+                operation_id: id.clone(),
+                outcome: if failure.is_some() {
+                    pb::OperationOutcome::Failed
+                } else {
+                    pb::OperationOutcome::Succeeded
+                }
+                .into(),
+                detail: failure.unwrap_or_else(|| format!("{kind} succeeded")),
+                unit_journal: vec![],
+                rke2_version: version,
+                finished_at: Some(now_ts()),
+            };
             if let Ok(mut s) = agent.state.lock() {
                 s.done.insert(id.clone(), result.clone());
                 if let Some(span) = s.spans.iter_mut().find(|sp| sp.id == id) {

@@ -98,6 +98,11 @@ pub struct UpgradeArgs {
     /// `artifact_mirror`].
     #[arg(long)]
     pub artifact_source: Option<String>,
+    /// Air-gapped clusters: first stage the release's image archives (checksum-verified) in
+    /// `agent/images` on every node the plan upgrades, before any node is upgraded; prune
+    /// the previous release's after the plan completes.
+    #[arg(long)]
+    pub stage_images: bool,
 }
 
 /// `plan` subcommands.

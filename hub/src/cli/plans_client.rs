@@ -68,6 +68,7 @@ pub async fn upgrade(args: &UpgradeArgs) -> anyhow::Result<u8> {
     req.allow_minor_skip = args.allow_minor_skip;
     req.no_rollback = args.no_rollback;
     req.artifact_source = args.artifact_source.clone().unwrap_or_default();
+    req.stage_images = args.stage_images;
     create(&args.plan, req).await
 }
 
@@ -401,6 +402,7 @@ fn printable(view: &pb::PlanView) -> pb::PlanView {
             esc(&mut p.install_method);
             esc(&mut p.fetch);
         }
+        esc(&mut n.images_detail);
     }
     for e in &mut view.events {
         esc(&mut e.node);
@@ -437,6 +439,9 @@ fn print_view(view: &pb::PlanView, output: Output) {
     if !view.reason.is_empty() {
         println!("why: {}", view.reason);
     }
+    if !view.images.is_empty() {
+        println!("images: {}", view.images);
+    }
     println!();
     let mut lines = vec![
         [
@@ -464,6 +469,7 @@ fn print_view(view: &pb::PlanView, output: Output) {
     }
     print!("{}", tabwriter::layout(&lines, 3));
     print_previews(view);
+    print_images(view);
     let snapshots: Vec<&pb::PlanNodeView> = view
         .nodes
         .iter()
@@ -525,10 +531,33 @@ fn print_previews(view: &pb::PlanView) {
             ]);
         }
     }
+    println!("\nper node:");
+    print!("{}", tabwriter::layout(&lines, 3));
+}
+
+/// Each node's image staging, when the plan stages images.
+fn print_images(view: &pb::PlanView) {
+    if view.images.is_empty() {
+        return;
+    }
     println!(
-        "
-per node:"
+        "\nimages staged before any node is upgraded ({}):",
+        view.images
     );
+    let mut lines = vec![
+        ["NODE", "IMAGES", "STARTED", "FINISHED", "DETAIL"]
+            .map(str::to_owned)
+            .to_vec(),
+    ];
+    for n in view.nodes.iter().filter(|n| !n.images.is_empty()) {
+        lines.push(vec![
+            n.name.clone(),
+            n.images.clone(),
+            time_word(n.images_started_at.as_ref()),
+            time_word(n.images_finished_at.as_ref()),
+            n.images_detail.clone(),
+        ]);
+    }
     print!("{}", tabwriter::layout(&lines, 3));
 }
 
@@ -555,6 +584,7 @@ fn json(view: &pb::PlanView) -> serde_json::Value {
         "created_at": ts_json(view.created_at.as_ref()),
         "finished_at": ts_json(view.finished_at.as_ref()),
         "policy": view.policy,
+        "images": (!view.images.is_empty()).then_some(&view.images),
         "gates": view.gates,
         "nodes": view.nodes.iter().map(|n| serde_json::json!({
             "name": n.name,
@@ -577,6 +607,12 @@ fn json(view: &pb::PlanView) -> serde_json::Value {
                 "fetch": p.fetch,
                 "stage_images": p.stage_images,
                 "etcd_snapshot": p.etcd_snapshot,
+            })),
+            "images": (!n.images.is_empty()).then(|| serde_json::json!({
+                "state": n.images,
+                "detail": n.images_detail,
+                "started_at": ts_json(n.images_started_at.as_ref()),
+                "finished_at": ts_json(n.images_finished_at.as_ref()),
             })),
         })).collect::<Vec<_>>(),
         "events": view.events.iter().map(|e| serde_json::json!({

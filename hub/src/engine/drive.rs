@@ -1,7 +1,7 @@
 //! The drive loop: every tick (or when woken by a change), one pass over the active plans.
 //! A pass adopts nodes in maintenance that have no task (a restarted hub), asks the pure
 //! decision ([`crate::plan::decide`]) which nodes may start behind the gates
-//! ([`super::gates`]), starts them (one task per node, [`super::node`]), and records why a
+//! ([`super::gates`]) once the images phase let them ([`super::images`]), starts them (one task per node, [`super::node`]), and records why a
 //! plan waits, halts or completed. Ended plans are made to leave nothing cordoned, and old
 //! history is pruned hourly.
 
@@ -139,10 +139,20 @@ impl Engine {
         for node in nodes.iter().filter(|n| n.phase.in_progress()) {
             self.spawn_node(id, &node.node);
         }
+        // And image stagings in flight (`--stage-images`), whatever the plan's state: their
+        // results are recorded even while it is paused or halted.
+        let images = self.store.plan_images(id)?;
+        self.adopt_images(id, &images);
         if plan.state != PlanState::Running {
             return Ok(());
         }
         let now = OffsetDateTime::now_utc();
+        // The images phase comes first: no node starts its upgrade before every node the
+        // plan upgrades has the release's images. Staging is not maintenance: no window and
+        // no health gate hold it.
+        if self.images_phase(&plan, &nodes, &images, now)? {
+            return Ok(());
+        }
         let window = match plan.policy.window.as_deref().map(MaintenanceWindow::parse) {
             Some(Ok(w)) => Some(w),
             Some(Err(e)) => {
@@ -249,6 +259,8 @@ impl Engine {
                 )?;
                 self.store.plan_event(id, "", "completed", now)?;
                 tracing::info!(plan = id, "plan completed");
+                // The previous releases' image archives are not needed any more.
+                self.spawn_prune(&plan);
                 self.notify();
             }
         }

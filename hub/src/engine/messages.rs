@@ -50,6 +50,18 @@ pub enum Operation {
         /// Restore the previous release when the new one does not become ready.
         allow_rollback: bool,
     },
+    /// Stage a release's air-gap image archives (never touches the unit).
+    StageImages {
+        /// The release.
+        version: String,
+        /// Artifact URL prefix or air-gap folder (empty = the agent's own).
+        artifact_source: String,
+    },
+    /// Remove other releases' image archives that staging (or RKE2's install) put there.
+    PruneImages {
+        /// The release whose archives stay.
+        version: String,
+    },
 }
 
 /// Where a step of an operation is.

@@ -14,6 +14,8 @@
 //!   and results);
 //! - `requests`: operator requests (preview, create, pause, resume, skip, abort);
 //! - `drive`: the loop and its pass over the active plans; `gates` feeds the health gates;
+//!   `images` stages an upgrade's air-gap images on every node before the first one starts
+//!   (and prunes the old ones after the plan);
 //!   `node` walks one node through its phases (which phase follows which is decided by the
 //!   pure [`NodePhase`](crate::plan::model::NodePhase) transitions);
 //! - [`ops`]: operations in flight; [`live`]: agents' health reports; [`cluster`]: what the
@@ -28,6 +30,7 @@ pub mod cluster;
 mod doctor;
 mod drive;
 mod gates;
+mod images;
 pub mod kube_cluster;
 pub mod live;
 pub mod messages;

@@ -112,6 +112,8 @@ impl Engine {
                             .save_plan_node(id, &node, Some("resumed: will retry"), now)?;
                     }
                 }
+                // A failed image staging is retried too (with its next operation id).
+                self.store.retry_failed_images(id, now)?;
                 self.store.set_plan_state(id, PlanState::Running, "", now)?;
             }
             Action::Skip(name) => {
@@ -135,6 +137,14 @@ impl Engine {
                     &format!("aborted by {actor}"),
                     now,
                 )?;
+                // Image stagings in flight are cancelled (the agent honours it until it
+                // starts placing files); their tasks record how they ended.
+                for row in self.store.plan_images(id)? {
+                    if row.state == crate::plan::images::ImagesState::Staging {
+                        let op = super::images::staging_id(id, &row.node, row.attempt);
+                        self.ops.cancel(&self.registry, &row.node, &op);
+                    }
+                }
                 for mut node in self.store.plan_nodes(id)? {
                     let running = self
                         .running

@@ -13,6 +13,7 @@ use crate::engine::messages::{
     OperationResult, Outcome, ReadinessProbe, RunOperation, StepPhase, ToAgent,
 };
 use crate::plan::action::Action;
+use crate::plan::images::NodeImages;
 use crate::plan::model::{Plan, PlanEvent, PlanKind, PlanNode, PlanPolicy, PlanState};
 use crate::plan::version::Rke2Version;
 use crate::store::model::{CertRow, FileErrorRow, NodeRecord};
@@ -319,7 +320,22 @@ impl From<&PlanNode> for pb::PlanNodeView {
             operation_id: n.operation_id.clone(),
             phase_since: n.phase_at.map(timestamp),
             etcd_snapshot: n.etcd_snapshot.clone(),
-            preview: None,
+            ..Self::default()
+        }
+    }
+}
+
+/// Adds the images phase to a plan on the wire: the summary line and each staged node's
+/// state (`pending` for one not started: what a dry run shows per node).
+pub fn add_images(view: &mut pb::PlanView, plan: &Plan, nodes: &[PlanNode], rows: &[NodeImages]) {
+    let all = crate::plan::images::of_nodes(plan.kind, &plan.policy, nodes, rows);
+    view.images = crate::plan::images::summary(&all);
+    for n in &mut view.nodes {
+        if let Some(r) = all.iter().find(|r| r.node == n.name) {
+            n.images = r.state.name().to_owned();
+            n.images_detail.clone_from(&r.detail);
+            n.images_started_at = r.started_at.map(timestamp);
+            n.images_finished_at = r.finished_at.map(timestamp);
         }
     }
 }
@@ -357,6 +373,7 @@ pub fn plan_message(
         gates,
         events: events.iter().map(pb::PlanEvent::from).collect(),
         origin: plan.origin.clone(),
+        images: String::new(),
     }
 }
 
@@ -557,6 +574,16 @@ impl From<RunOperation> for pb::RunOperation {
                     artifact_source,
                     allow_rollback,
                 }),
+                Operation::StageImages {
+                    version,
+                    artifact_source,
+                } => Kind::StageImages(pb::StageImagesOperation {
+                    version,
+                    artifact_source,
+                }),
+                Operation::PruneImages { version } => {
+                    Kind::PruneImages(pb::PruneImagesOperation { version })
+                }
             }),
         }
     }
@@ -693,6 +720,7 @@ impl From<&pb::CreatePlanRequest> for PlanPolicy {
             allow_rollback: !req.no_rollback,
             services: req.services.clone(),
             accept: req.accept.clone(),
+            stage_images: req.stage_images,
             artifact_source: req.artifact_source.clone(),
             ready_timeout_secs: if req.ready_timeout_seconds == 0 {
                 defaults.ready_timeout_secs

@@ -79,7 +79,17 @@ fn gates(
             .to_owned(),
     );
     before.push("plan not paused".to_owned());
-    let mut out = vec![format!("before each node: {}", before.join("; "))];
+    let mut out = Vec::new();
+    if kind == PlanKind::Upgrade && policy.stage_images {
+        out.push(format!(
+            "before the first node: the release's air-gap image archives staged (checksum-verified, \
+             the unit untouched) on every node the plan upgrades, up to {} at once; a failure \
+             halts the plan before any node is upgraded; after the plan, other releases' \
+             archives are pruned",
+            crate::plan::images::MAX_STAGING
+        ));
+    }
+    out.push(format!("before each node: {}", before.join("; ")));
     let per_node = if policy.drain && kube {
         "per node: cordon, drain (evictions honour PodDisruptionBudgets), operation on its agent"
     } else {
@@ -170,6 +180,8 @@ pub async fn create(
             &[],
             gates(plan.kind, &plan.policy, kube, hub.engine.alert_gate()),
         );
+        // Per node: `images: pending` where the plan would stage images.
+        convert::add_images(&mut view, &plan, &nodes, &[]);
         view.state = pb::PlanState::Preview.into();
         if let Some(target) = request
             .target_version
@@ -187,7 +199,7 @@ pub async fn create(
                     installs.get(&node.node),
                     &target,
                     &source,
-                    false,
+                    crate::plan::images::stages(plan.kind, &plan.policy, node),
                 );
                 node_view.preview = Some(pb::NodePreview {
                     install_method: p.method,
@@ -214,13 +226,16 @@ fn show(hub: &Hub, id: i64) -> Result<pb::PlanView, Status> {
     let plan = store.plan(id).map_err(|e| engine_status(e.into()))?;
     let nodes = store.plan_nodes(id).map_err(internal)?;
     let events = store.plan_events(id, EVENTS).map_err(internal)?;
+    let images = store.plan_images(id).map_err(internal)?;
     let gates = gates(
         plan.kind,
         &plan.policy,
         hub.engine.has_cluster_access(),
         hub.engine.alert_gate(),
     );
-    Ok(convert::plan_message(&plan, &nodes, &events, gates))
+    let mut view = convert::plan_message(&plan, &nodes, &events, gates);
+    convert::add_images(&mut view, &plan, &nodes, &images);
+    Ok(view)
 }
 
 /// Plans per `ListPlans` page when the request names no limit.

@@ -37,6 +37,12 @@ pub fn validate(request: &PlanRequest) -> Result<(), String> {
     if request.kind != PlanKind::Upgrade && request.target_version.is_some() {
         return Err(format!("{}: takes no version", request.kind));
     }
+    if request.kind != PlanKind::Upgrade && request.policy.stage_images {
+        return Err(format!(
+            "{}: --stage-images is for upgrades (it stages the target release's images)",
+            request.kind
+        ));
+    }
     if let Some(w) = &request.policy.window
         && let Err(e) = MaintenanceWindow::parse(w)
     {
@@ -396,6 +402,17 @@ mod tests {
             validate(&request(PlanKind::Upgrade, Some("v1.34.1+rke2r1"))),
             Ok(())
         );
+    }
+
+    #[test]
+    fn only_upgrades_stage_images() {
+        let mut rotate = request(PlanKind::Rotate, None);
+        rotate.policy.stage_images = true;
+        let err = validate(&rotate).expect_err("refused");
+        assert!(err.contains("--stage-images is for upgrades"), "{err}");
+        let mut upgrade = request(PlanKind::Upgrade, Some("v1.34.1+rke2r1"));
+        upgrade.policy.stage_images = true;
+        assert_eq!(validate(&upgrade), Ok(()));
     }
 
     #[test]

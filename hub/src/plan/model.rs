@@ -259,6 +259,10 @@ pub struct PlanPolicy {
     pub operation_timeout_secs: u64,
     /// Doctor codes whose blockers neither refuse the plan nor hold a node (`--accept`).
     pub accept: Vec<String>,
+    /// Upgrade: stage the release's air-gap image archives on every node it upgrades before
+    /// the first one starts, and prune the previous release's after it completes
+    /// (`--stage-images`; [`super::images`]).
+    pub stage_images: bool,
 }
 
 impl Default for PlanPolicy {
@@ -277,6 +281,7 @@ impl Default for PlanPolicy {
             ready_timeout_secs: 600,
             operation_timeout_secs: 1800,
             accept: Vec::new(),
+            stage_images: false,
         }
     }
 }
@@ -320,6 +325,12 @@ impl PlanPolicy {
                 }
                 if !self.artifact_source.is_empty() {
                     parts.push(format!("artifacts from {}", self.artifact_source));
+                }
+                if self.stage_images {
+                    parts.push(
+                        "air-gap images staged on every node first, previous ones pruned after"
+                            .to_owned(),
+                    );
                 }
             }
             PlanKind::Rotate if !self.services.is_empty() => {

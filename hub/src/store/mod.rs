@@ -25,6 +25,7 @@ mod certs;
 mod error;
 mod findings;
 mod identities;
+mod images;
 mod install;
 pub mod model;
 mod nodes;

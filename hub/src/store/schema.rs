@@ -195,6 +195,20 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE nodes ADD COLUMN package_manager TEXT NOT NULL DEFAULT '';
     ALTER TABLE nodes ADD COLUMN rpm_repository TEXT NOT NULL DEFAULT '';
     ",
+    // 7: each plan node's air-gap image staging (`upgrade --stage-images`): a table of its
+    // own, written only by the staging task, so a node's maintenance row never overwrites it.
+    r"
+    CREATE TABLE plan_node_images (
+        plan_id     INTEGER NOT NULL REFERENCES plans (id) ON DELETE CASCADE,
+        node        TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('pending', 'staging', 'staged', 'failed')),
+        attempt     INTEGER NOT NULL CHECK (attempt >= 0),
+        detail      TEXT NOT NULL,
+        started_at  INTEGER,
+        finished_at INTEGER,
+        PRIMARY KEY (plan_id, node)
+    ) STRICT, WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -27,6 +27,9 @@ pub struct NodeConfig {
     pub node_name: Option<String>,
     /// `data-dir`, when set.
     pub data_dir: Option<PathBuf>,
+    /// `cni` (a string, comma-separated, or a list), each name trimmed; empty when unset
+    /// (RKE2's default, canal). Picks the CNI image archive an air-gapped node needs.
+    pub cni: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +47,7 @@ struct Raw {
     node_name: Option<String>,
     #[serde(rename = "data-dir")]
     data_dir: Option<PathBuf>,
+    cni: Option<OneOrMany>,
 }
 
 impl NodeConfig {
@@ -72,10 +76,22 @@ impl NodeConfig {
                 .parse()
                 .map_err(|e| err(format!("node-ip {ip:?}: {e}")))?,
         };
+        let cni = match raw.cni {
+            None => vec![],
+            Some(OneOrMany::One(s)) => vec![s],
+            Some(OneOrMany::Many(v)) => v,
+        };
+        let cni = cni
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
         Ok(Self {
             node_ip,
             node_name: raw.node_name,
             data_dir: raw.data_dir,
+            cni,
         })
     }
 
@@ -134,6 +150,20 @@ mod tests {
                 .node_ip
                 .to_string(),
             "10.0.0.3"
+        );
+    }
+
+    #[test]
+    fn cni_string_comma_and_list_forms() {
+        assert!(parse("").expect("ok").cni.is_empty());
+        assert_eq!(parse("cni: cilium\n").expect("ok").cni, ["cilium"]);
+        assert_eq!(
+            parse("cni: multus, canal\n").expect("ok").cni,
+            ["multus", "canal"]
+        );
+        assert_eq!(
+            parse("cni:\n- multus\n- calico\n").expect("ok").cni,
+            ["multus", "calico"]
         );
     }
 

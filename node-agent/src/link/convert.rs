@@ -270,6 +270,29 @@ pub fn kind_of(run: &pb::RunOperation) -> Result<OpKind, String> {
                 allow_rollback: u.allow_rollback,
             })
         }
+        Some(Kind::StageImages(i)) => {
+            i.version
+                .parse::<rke2ops_common::version::Rke2Version>()
+                .map_err(|e| format!("bad request: stage_images.version: {e}"))?;
+            let source = Some(i.artifact_source.clone()).filter(|s| !s.is_empty());
+            if let Some(source) = &source {
+                crate::ops::artifacts::Source::parse(source)
+                    .map_err(|e| format!("bad request: stage_images.artifact_source: {e}"))?;
+            }
+            Ok(OpKind::StageImages {
+                version: i.version.clone(),
+                source,
+            })
+        }
+        Some(Kind::PruneImages(p)) => {
+            // The version is the suffix every kept archive's name carries: it must be one.
+            p.version
+                .parse::<rke2ops_common::version::Rke2Version>()
+                .map_err(|e| format!("bad request: prune_images.version: {e}"))?;
+            Ok(OpKind::PruneImages {
+                version: p.version.clone(),
+            })
+        }
         None => Err("bad request: no operation kind".to_owned()),
     }
 }
@@ -436,6 +459,46 @@ mod tests {
             })
         );
         assert!(kind_of(&pb::RunOperation::default()).is_err());
+    }
+
+    #[test]
+    fn image_operations_convert_and_bad_fields_are_named() {
+        let stage = |version: &str, source: &str| pb::RunOperation {
+            operation_id: "i".into(),
+            kind: Some(pb::run_operation::Kind::StageImages(
+                pb::StageImagesOperation {
+                    version: version.into(),
+                    artifact_source: source.into(),
+                },
+            )),
+        };
+        assert_eq!(
+            kind_of(&stage("v1.34.1+rke2r1", "/srv/rke2")),
+            Ok(OpKind::StageImages {
+                version: "v1.34.1+rke2r1".into(),
+                source: Some("/srv/rke2".into()),
+            })
+        );
+        let why = kind_of(&stage("../x", "")).expect_err("bad version");
+        assert!(why.contains("stage_images.version"), "{why}");
+        let why = kind_of(&stage("v1.34.1+rke2r1", "rel")).expect_err("bad source");
+        assert!(why.contains("stage_images.artifact_source"), "{why}");
+        let prune = |version: &str| pb::RunOperation {
+            operation_id: "p".into(),
+            kind: Some(pb::run_operation::Kind::PruneImages(
+                pb::PruneImagesOperation {
+                    version: version.into(),
+                },
+            )),
+        };
+        assert_eq!(
+            kind_of(&prune("v1.34.1+rke2r1")),
+            Ok(OpKind::PruneImages {
+                version: "v1.34.1+rke2r1".into()
+            })
+        );
+        let why = kind_of(&prune("*")).expect_err("bad version");
+        assert!(why.contains("prune_images.version"), "{why}");
     }
 
     #[test]

@@ -369,7 +369,7 @@ pub fn sha256_file(path: &Path) -> Result<String, ArtifactError> {
 }
 
 /// Reads a text file of at most `limit` bytes.
-fn read_bounded(path: &Path, limit: u64) -> Result<String, ArtifactError> {
+pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<String, ArtifactError> {
     let file = std::fs::File::open(path).map_err(io(path))?;
     let mut text = String::new();
     let read = file
@@ -427,7 +427,7 @@ pub fn check_free_space(dir: &Path, available: u64, needed: u64) -> Result<(), A
 
 /// Free bytes for unprivileged users on `dir`'s file system (root's reserved blocks are
 /// left to the system: the agent must not be what eats them).
-fn available_bytes(dir: &Path) -> Result<u64, ArtifactError> {
+pub(crate) fn available_bytes(dir: &Path) -> Result<u64, ArtifactError> {
     let stat = nix::sys::statvfs::statvfs(dir).map_err(|e| ArtifactError::Io {
         path: dir.to_path_buf(),
         source: std::io::Error::from(e),
@@ -517,8 +517,59 @@ pub async fn fetch_within(
     ))
 }
 
+/// The HTTP client of a fetch from `prefix`: redirects only within `allowed`, bounded waits.
+fn client(prefix: &str, allowed: &[Source]) -> Result<reqwest::Client, ArtifactError> {
+    reqwest::Client::builder()
+        .redirect(redirect_policy(allowed.to_vec()))
+        .connect_timeout(Duration::from_secs(15))
+        .read_timeout(Duration::from_secs(60))
+        .user_agent(concat!("rke2-node-agent/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ArtifactError::Http {
+            url: prefix.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+/// The total size a mirror announces for `files` (HEAD, `Content-Length`), so a free-space
+/// check can ask for what the download really needs; `None` when any is not announced or
+/// the mirror does not answer within 30 s (the caller then assumes a floor).
+pub(crate) async fn announced_size(
+    prefix: &str,
+    allowed: &[Source],
+    version: &str,
+    files: &[String],
+) -> Option<u64> {
+    let client = client(prefix, allowed).ok()?;
+    let asking = async {
+        let mut total = 0u64;
+        for file in files {
+            let response = client
+                .head(artifact_url(prefix, version, file))
+                .send()
+                .await
+                .ok()?;
+            // Not `content_length()`: a HEAD answer's body is empty whatever it announces.
+            let len: u64 = response
+                .status()
+                .is_success()
+                .then(|| response.headers().get(reqwest::header::CONTENT_LENGTH))??
+                .to_str()
+                .ok()?
+                .parse()
+                .ok()?;
+            total = total.saturating_add(len);
+        }
+        Some(total)
+    };
+    tokio::time::timeout(Duration::from_secs(30), asking)
+        .await
+        .ok()
+        .flatten()
+}
+
 /// Fetches `files` (name, size limit); returns the bytes fetched.
-async fn fetch_files(
+pub(crate) async fn fetch_files(
     source: &Source,
     allowed: &[Source],
     version: &str,
@@ -528,16 +579,7 @@ async fn fetch_files(
     let mut bytes_total = 0u64;
     match source {
         Source::Url(prefix) => {
-            let client = reqwest::Client::builder()
-                .redirect(redirect_policy(allowed.to_vec()))
-                .connect_timeout(Duration::from_secs(15))
-                .read_timeout(Duration::from_secs(60))
-                .user_agent(concat!("rke2-node-agent/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| ArtifactError::Http {
-                    url: prefix.clone(),
-                    reason: e.to_string(),
-                })?;
+            let client = client(prefix, allowed)?;
             for (file, limit) in files {
                 let url = artifact_url(prefix, version, file);
                 bytes_total += download(&client, &url, &dest.join(file), *limit).await?;

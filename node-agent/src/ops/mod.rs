@@ -4,12 +4,14 @@
 //! runner only drives; each step's side effects live with their operation: [`readiness`]
 //! (preflight, wait for ready), [`units`] (unit jobs), [`rotation`], [`restart`]
 //! (renew-by-restart) and [`upgrade`], which fetches and verifies release artifacts
-//! ([`artifacts`]) and installs them atomically ([`install`]). [`setup`] builds the runner
+//! ([`artifacts`]) and installs them atomically ([`install`]), and [`images`], which stages a
+//! release's air-gap image archives before a plan upgrades anything (and prunes old ones). [`setup`] builds the runner
 //! from the configuration, in one place for the CLI and the hub's commands (over
 //! [`crate::link`]).
 
 pub mod artifacts;
 pub mod files;
+pub mod images;
 pub mod install;
 pub mod journal;
 pub mod method;

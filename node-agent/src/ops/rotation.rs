@@ -99,7 +99,10 @@ pub fn verify_fresh(setup: &NodeSetup, record: &OpRecord) -> Result<String, Stri
     let inventory = files::scan(&setup.data_dir, &setup.admin_kubeconfig);
     let services = match &record.kind {
         OpKind::Rotate { services } => services.clone(),
-        OpKind::RenewByRestart | OpKind::Upgrade { .. } => vec![],
+        OpKind::RenewByRestart
+        | OpKind::Upgrade { .. }
+        | OpKind::StageImages { .. }
+        | OpKind::PruneImages { .. } => vec![],
     };
     let leaves = files::rotated_leaves(&inventory, &services);
     let since = OffsetDateTime::from_unix_timestamp(record.rotate_started_unix.unwrap_or(0))

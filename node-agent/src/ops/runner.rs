@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use super::journal::{Journal, JournalError, OpRecord, StepLog};
 use super::steps::{OpKind, Role, Step, first_step, on_failure_of, on_skip, on_success};
 use super::units::{self, UnitJob};
-use super::{artifacts, paths, readiness, restart, rotation, snapshot, upgrade};
+use super::{artifacts, images, paths, readiness, restart, rotation, snapshot, upgrade};
 use crate::health::{HealthProbes, NodeProbes};
 use crate::journald::Journald;
 use crate::service::{ServiceManager, UnitLog, detect_rke2_unit};
@@ -174,7 +174,8 @@ impl<M: ServiceManager, P: HealthProbes, L: UnitLog> Runner<M, P, L> {
         }
         if let OpKind::Upgrade {
             version, source, ..
-        } = &kind
+        }
+        | OpKind::StageImages { version, source } = &kind
         {
             version.parse::<rke2ops_common::version::Rke2Version>()?;
             // No source at all is reported by a tarball upgrade's fetch: an RPM install
@@ -188,6 +189,9 @@ impl<M: ServiceManager, P: HealthProbes, L: UnitLog> Runner<M, P, L> {
                     &self.setup.allowed_artifact_sources,
                 )?;
             }
+        }
+        if let OpKind::PruneImages { version } = &kind {
+            version.parse::<rke2ops_common::version::Rke2Version>()?;
         }
         if let OpKind::Rotate { services } = &kind
             && let Some(bad) = services
@@ -334,6 +338,14 @@ impl<M: ServiceManager, P: HealthProbes, L: UnitLog> Runner<M, P, L> {
                 }
             }
         }
+        if matches!(record.kind, OpKind::StageImages { .. }) {
+            // A failed or cancelled staging leaves no download behind (a successful one
+            // removed it when it placed the archives).
+            let staging = self.setup.data_dir.join(images::STAGING_DIR);
+            if let Err(e) = paths::remove_tree_within(&self.setup.data_dir, &staging) {
+                tracing::warn!(error = %e, "image staging folder not removed");
+            }
+        }
         self.journal.finish(&record)?;
         Ok(record)
     }
@@ -378,6 +390,10 @@ impl<M: ServiceManager, P: HealthProbes, L: UnitLog> Runner<M, P, L> {
             Step::RestorePrevious => {
                 upgrade::restore_previous(setup, manager, journal, record).await
             }
+            Step::FetchImages => images::fetch_step(setup, record).await,
+            Step::VerifyImages => images::verify_step(setup),
+            Step::PlaceImages => images::place_step(setup, record),
+            Step::PruneImages => images::prune_step(setup, record),
             Step::Done | Step::Failed | Step::Skipped => Ok(String::new()),
         }
     }

@@ -40,6 +40,9 @@ pub struct NodeSetup {
     pub allowed_artifact_sources: Vec<artifacts::Source>,
     /// How RPM installs are upgraded.
     pub rpm: crate::config::RpmConfig,
+    /// config.yaml's `cni` (empty: RKE2's default, canal): which CNI image archive an
+    /// air-gapped node stages when the release has no all-in-one archive.
+    pub cni: Vec<String>,
 }
 
 impl NodeSetup {
@@ -99,6 +102,7 @@ pub fn node_setup(config: &Config) -> Result<NodeSetup, RunnerSetupError> {
         artifact_source: config.artifact_source.clone(),
         allowed_artifact_sources: config.allowed_artifact_sources.clone(),
         rpm: config.rpm.clone(),
+        cni: node.cni,
     })
 }
 

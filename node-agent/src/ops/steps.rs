@@ -28,6 +28,21 @@ pub enum OpKind {
         /// Put the previous files back when the new release does not become ready.
         allow_rollback: bool,
     },
+    /// Stage a release's air-gap image archives into `<data-dir>/agent/images/` (before any
+    /// node of a plan is upgraded). Never stops or restarts the unit.
+    StageImages {
+        /// The release whose archives are staged.
+        version: String,
+        /// Artifact source (URL prefix or absolute folder); `None`: the configured one.
+        #[serde(default)]
+        source: Option<String>,
+    },
+    /// Remove the image archives of every release but `version` that staging placed (or
+    /// RKE2's install put) there; the operator's own archives stay.
+    PruneImages {
+        /// The release whose archives stay.
+        version: String,
+    },
 }
 
 impl OpKind {
@@ -38,6 +53,8 @@ impl OpKind {
             Self::Rotate { .. } => "rotate",
             Self::RenewByRestart => "renew-by-restart",
             Self::Upgrade { .. } => "upgrade",
+            Self::StageImages { .. } => "stage-images",
+            Self::PruneImages { .. } => "prune-images",
         }
     }
 }
@@ -96,6 +113,16 @@ pub enum Step {
     RestorePrevious,
     /// Nothing to do (already at or above the target); terminal.
     Skipped,
+    /// Images: free space checked, the sum file and the chosen archives downloaded (or
+    /// copied) into a staging folder under the data dir.
+    FetchImages,
+    /// Images: every chosen archive's sha256 matches its line in the sum file.
+    VerifyImages,
+    /// Images: each archive copied into `agent/images/` under a versioned name (temporary
+    /// file, fsync, rename): only adds files.
+    PlaceImages,
+    /// Images: other releases' archives removed from `agent/images/`.
+    PruneImages,
 }
 
 impl Step {
@@ -120,6 +147,8 @@ impl Step {
                 | Self::InstallFiles
                 | Self::DaemonReload
                 | Self::RestorePrevious
+                | Self::PlaceImages
+                | Self::PruneImages
         )
     }
 
@@ -152,6 +181,10 @@ impl Step {
             Self::VerifyVersion => "verify-version",
             Self::RestorePrevious => "restore-previous",
             Self::Skipped => "skipped",
+            Self::FetchImages => "fetch-images",
+            Self::VerifyImages => "verify-images",
+            Self::PlaceImages => "place-images",
+            Self::PruneImages => "prune-images",
         }
     }
 
@@ -163,7 +196,7 @@ impl Step {
 }
 
 /// Every step, for lookups.
-pub const ALL_STEPS: [Step; 25] = [
+pub const ALL_STEPS: [Step; 29] = [
     Step::Preflight,
     Step::StopUnit,
     Step::Rotate,
@@ -189,6 +222,10 @@ pub const ALL_STEPS: [Step; 25] = [
     Step::VerifyVersion,
     Step::RestorePrevious,
     Step::Skipped,
+    Step::FetchImages,
+    Step::VerifyImages,
+    Step::PlaceImages,
+    Step::PruneImages,
 ];
 
 /// The node's role, which decides the server-only steps.
@@ -206,6 +243,8 @@ pub enum Role {
 pub fn first_step(kind: &OpKind) -> Step {
     match kind {
         OpKind::Upgrade { .. } => Step::CheckVersion,
+        OpKind::StageImages { .. } => Step::FetchImages,
+        OpKind::PruneImages { .. } => Step::PruneImages,
         _ => Step::Preflight,
     }
 }
@@ -252,6 +291,10 @@ pub fn on_success(kind: &OpKind, role: Role, step: Step) -> Step {
         (OpKind::Upgrade { .. }, Step::RestartUnit) => Step::WaitReady,
         (OpKind::Upgrade { .. }, Step::WaitReady) => Step::VerifyVersion,
         (OpKind::Upgrade { .. }, Step::VerifyVersion) => Step::Done,
+        (OpKind::StageImages { .. }, Step::FetchImages) => Step::VerifyImages,
+        (OpKind::StageImages { .. }, Step::VerifyImages) => Step::PlaceImages,
+        (OpKind::StageImages { .. }, Step::PlaceImages) => Step::Done,
+        (OpKind::PruneImages { .. }, Step::PruneImages) => Step::Done,
         (_, Step::RestorePrevious) => Step::StartAfterFailure,
         // The failure path ends in Failed whatever happens.
         (_, Step::RestoreBackup) => Step::StartAfterFailure,
@@ -271,6 +314,9 @@ pub fn on_failure_of(kind: &OpKind, step: Step, backup_exists: bool) -> Step {
         OpKind::Upgrade { allow_rollback, .. } => {
             upgrade_on_failure(step, backup_exists, *allow_rollback)
         }
+        // Images never touch the unit: a failure has nothing to undo (place only adds
+        // verified files; a half-done prune removed only other releases' archives).
+        OpKind::StageImages { .. } | OpKind::PruneImages { .. } => Step::Failed,
         _ => on_failure(step, backup_exists),
     }
 }
@@ -343,7 +389,11 @@ pub fn on_failure(step: Step, backup_exists: bool) -> Step {
         | Step::InstallFiles
         | Step::DaemonReload
         | Step::VerifyVersion
-        | Step::Skipped => Step::Failed,
+        | Step::Skipped
+        | Step::FetchImages
+        | Step::VerifyImages
+        | Step::PlaceImages
+        | Step::PruneImages => Step::Failed,
     }
 }
 
@@ -552,6 +602,45 @@ mod tests {
         for step in [Step::StopUnit, Step::InstallFiles, Step::RestartUnit] {
             assert!(step.changes_node(), "{step:?}");
         }
+    }
+
+    #[test]
+    fn staging_images_fetches_verifies_places_and_never_touches_the_unit() {
+        let stage = OpKind::StageImages {
+            version: "v1.34.1+rke2r1".into(),
+            source: None,
+        };
+        for role in [Role::Server, Role::Agent] {
+            let steps = walk(&stage, role);
+            assert_eq!(
+                steps,
+                vec![
+                    Step::FetchImages,
+                    Step::VerifyImages,
+                    Step::PlaceImages,
+                    Step::Done
+                ]
+            );
+        }
+        let prune = OpKind::PruneImages {
+            version: "v1.34.1+rke2r1".into(),
+        };
+        assert_eq!(
+            walk(&prune, Role::Agent),
+            vec![Step::PruneImages, Step::Done]
+        );
+        for step in [
+            Step::FetchImages,
+            Step::VerifyImages,
+            Step::PlaceImages,
+            Step::PruneImages,
+        ] {
+            assert_eq!(on_failure_of(&stage, step, false), Step::Failed);
+            assert_eq!(on_failure_of(&prune, step, true), Step::Failed);
+        }
+        // Cancel is honoured until place (which only adds files).
+        assert!(!Step::FetchImages.changes_node() && !Step::VerifyImages.changes_node());
+        assert!(Step::PlaceImages.changes_node() && Step::PruneImages.changes_node());
     }
 
     #[test]

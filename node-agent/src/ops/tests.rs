@@ -485,6 +485,7 @@ impl TestNode {
                 gpg_key: None,
                 package_manager: None,
             },
+            cni: vec![],
         }
     }
 
@@ -920,4 +921,131 @@ async fn an_upgrade_crashed_at_any_step_ends_running_on_one_whole_release() {
         )
         .await;
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Air-gap images.
+
+/// A node whose artifact folder holds [`NEW_VERSION`]'s all-in-one image archive, listed in
+/// the sum file (`published`: with its right hash), and an old release's archive and one of
+/// the operator's in `agent/images`.
+fn node_with_images(published: bool) -> TestNode {
+    use sha2::Digest as _;
+    let node = TestNode::for_upgrade(true);
+    let arch = super::artifacts::arch();
+    let whole = super::images::whole_name(arch);
+    let dir = node.path("artifacts");
+    std::fs::write(dir.join(&whole), b"all images").expect("write");
+    let listed = if published {
+        &b"all images"[..]
+    } else {
+        &b"other"[..]
+    };
+    let sums = dir.join(super::artifacts::sums_name(arch));
+    let mut text = std::fs::read_to_string(&sums).expect("sums");
+    text.push_str(&format!(
+        "{}  {whole}\n",
+        hex::encode(sha2::Sha256::digest(listed))
+    ));
+    std::fs::write(&sums, text).expect("write");
+    let images = node.path("data").join(super::images::IMAGES_DIR);
+    std::fs::create_dir_all(&images).expect("mkdir");
+    let old = super::images::placed_name(&whole, OLD_VERSION);
+    std::fs::write(images.join(old), b"old images").expect("write");
+    std::fs::write(images.join("my-app.tar.zst"), b"mine").expect("write");
+    node
+}
+
+impl TestNode {
+    fn stage_images(&self) -> OpKind {
+        OpKind::StageImages {
+            version: NEW_VERSION.to_owned(),
+            source: Some(self.path("artifacts").display().to_string()),
+        }
+    }
+
+    fn images(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(self.path("data").join(super::images::IMAGES_DIR))
+                .expect("images")
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+        names.sort();
+        names
+    }
+
+    fn unit_jobs(&self) -> Vec<String> {
+        self.systemd.node.lock().unwrap().jobs.clone()
+    }
+}
+
+#[tokio::test]
+async fn staging_images_crashed_at_any_step_places_them_once_and_never_touches_the_unit() {
+    let arch = super::artifacts::arch();
+    let placed = super::images::placed_name(&super::images::whole_name(arch), NEW_VERSION);
+    let old = super::images::placed_name(&super::images::whole_name(arch), OLD_VERSION);
+    crash_at_every_step(
+        || node_with_images(true),
+        TestNode::stage_images,
+        |node, record, context| {
+            assert_eq!(record.step, Step::Done, "{context}");
+            let mut want = vec![placed.clone(), "my-app.tar.zst".to_owned(), old.clone()];
+            want.sort();
+            assert_eq!(node.images(), want, "{context}");
+            assert!(
+                node.unit_jobs().is_empty(),
+                "{context}: {:?}",
+                node.unit_jobs()
+            );
+            assert!(
+                !node.path("data").join(super::images::STAGING_DIR).exists(),
+                "{context}"
+            );
+        },
+    )
+    .await;
+    // Then the prune, after the plan: the old release's archive goes, the operator's stays.
+    let node = node_with_images(true);
+    let staged = node
+        .runner()
+        .run(node.stage_images(), |_| {})
+        .await
+        .expect("runs");
+    assert_eq!(staged.step, Step::Done, "{:?}", staged.failure);
+    let pruned = node
+        .runner()
+        .run(
+            OpKind::PruneImages {
+                version: NEW_VERSION.to_owned(),
+            },
+            |_| {},
+        )
+        .await
+        .expect("runs");
+    assert_eq!(pruned.step, Step::Done, "{:?}", pruned.failure);
+    assert_eq!(node.images(), vec!["my-app.tar.zst".to_owned(), placed]);
+    assert!(node.unit_jobs().is_empty());
+}
+
+#[tokio::test]
+async fn an_image_archive_that_is_not_the_published_one_fails_with_nothing_placed() {
+    let node = node_with_images(false);
+    let before = node.images();
+    let record = node
+        .runner()
+        .run(node.stage_images(), |_| {})
+        .await
+        .expect("runs");
+    assert_eq!(record.step, Step::Failed);
+    let failure = record.failure.clone().unwrap_or_default();
+    assert!(
+        failure.starts_with("verify-images: checksum mismatch for rke2-images.linux-")
+            && failure.contains("expected ")
+            && failure.contains(", got "),
+        "{failure}"
+    );
+    assert_eq!(node.images(), before, "nothing placed");
+    assert!(!node.path("data").join(super::images::STAGING_DIR).exists());
+    assert!(node.unit_jobs().is_empty());
 }
