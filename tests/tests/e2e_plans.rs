@@ -140,6 +140,37 @@ fn rotation_plan_keeps_quorum_one_node_at_a_time_and_survives_hub_kills() {
         );
         eprintln!("sampled maintenance order: {order:?}");
         assert_sequential_in_order(&done);
+        // Air-gapped: every node had the release's images staged before server-1 began (from
+        // the plan's own timestamps), and has them in agent/images.
+        assert!(
+            done["images"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("staged 5/5")),
+            "{done:#}"
+        );
+        let nodes = done["nodes"].as_array().expect("nodes");
+        let first_start = nodes[0]["started_at"].as_str().expect("server-1 started");
+        for n in nodes {
+            assert_eq!(n["images"]["state"], "staged", "{n}");
+            let staged = n["images"]["finished_at"].as_str().expect("staged at");
+            // RFC 3339 UTC with whole seconds: text order is time order.
+            assert!(
+                staged <= first_start,
+                "{n}: staged {staged}, server-1 began {first_start}"
+            );
+        }
+        for sim in cluster.nodes() {
+            let listed = sim
+                .node
+                .exec(&["ls", "/var/lib/rancher/rke2/agent/images"])
+                .expect("ls");
+            assert!(
+                listed.stdout.contains(NEW_VERSION) && listed.stdout.contains("rke2-images"),
+                "{}: {}",
+                sim.node.name(),
+                listed.stdout
+            );
+        }
         for n in done["nodes"].as_array().expect("nodes") {
             assert_eq!(n["phase"], "done", "{n:#}");
             assert_eq!(
@@ -185,6 +216,12 @@ fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_node()
         let bad_dir = tempfile::tempdir().expect("tempdir");
         release::with_lying_checksum(bad_dir.path(), NEW_VERSION, new).expect("lying mirror");
         let bad_mirror = Mirror::serve_in_ground(bad_dir.path(), vec![]).expect("bad mirror");
+        // A mirror whose image archive does not match its checksum line.
+        let bad_images_dir = tempfile::tempdir().expect("tempdir");
+        release::with_bad_image_checksum(bad_images_dir.path(), NEW_VERSION, new)
+            .expect("bad image mirror");
+        let bad_images =
+            Mirror::serve_in_ground(bad_images_dir.path(), vec![]).expect("bad image mirror");
 
         let state = tempfile::tempdir().expect("state");
         // Held for the whole test: the hub's address on the ground's bridge.
@@ -199,9 +236,10 @@ fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_node()
         });
         // The nodes fetch only from the two mirrors.
         let allowed = format!(
-            "allowed_artifact_sources = [\"{}\", \"{}\"]\n",
+            "allowed_artifact_sources = [\"{}\", \"{}\", \"{}\"]\n",
             good.base_url(),
-            bad_mirror.base_url()
+            bad_mirror.base_url(),
+            bad_images.base_url()
         );
         tokio::task::block_in_place(|| enroll_all_with(&cluster, &hub, &allowed));
         let client = kube_client(&cluster).await;
@@ -239,6 +277,45 @@ fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_node()
         );
         abort_uncordons(&hub, &id, &client, "abort uncordoned server-1").await;
 
+        // Air-gapped: a bad image archive halts the plan in its images phase, before any
+        // node is touched; the staging failure names the node and the archive.
+        let view = tokio::task::block_in_place(|| {
+            hub.json(&[
+                "upgrade",
+                "--version",
+                NEW_VERSION,
+                "--artifact-source",
+                &bad_images.base_url(),
+                "--stage-images",
+            ])
+        });
+        let id = view["id"].as_str().expect("id").to_owned();
+        let halted = tokio::task::block_in_place(|| {
+            wait_state(&hub, &id, "halted", Duration::from_secs(180))
+        });
+        let reason = halted["reason"].as_str().expect("reason");
+        assert!(
+            reason.contains("images") && reason.contains("rke2-images.linux-amd64.tar.zst"),
+            "{reason}"
+        );
+        assert!(
+            halted["nodes"]
+                .as_array()
+                .expect("nodes")
+                .iter()
+                .all(|n| n["phase"] == "pending"),
+            "no node was upgraded: {halted:#}"
+        );
+        assert_eq!(
+            cluster.servers[0]
+                .node
+                .read_file(cluster::RKE2_BIN)
+                .expect("read"),
+            binary_before
+        );
+        let out = tokio::task::block_in_place(|| hub.run(&["abort", &id]));
+        assert!(out.status.success());
+
         // server-1's etcd cannot be snapshotted: its node fails before anything is installed.
         cluster::set_fault(&cluster.servers[0].node, "etcd-snapshot-fails", "").expect("fault");
         let (id, halted) = upgrade_until_halted(&hub, &good.base_url());
@@ -247,7 +324,9 @@ fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_node()
         cluster::clear_fault(&cluster.servers[0].node, "etcd-snapshot-fails").expect("clear");
 
         // From the channel, through the good mirror.
-        let view = tokio::task::block_in_place(|| hub.json(&["upgrade", "--channel", "v1.34"]));
+        let view = tokio::task::block_in_place(|| {
+            hub.json(&["upgrade", "--channel", "v1.34", "--stage-images"])
+        });
         assert_eq!(view["target_version"], NEW_VERSION);
         assert_eq!(view["channel"], "v1.34");
         let id = view["id"].as_str().expect("id").to_owned();

@@ -86,6 +86,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> InstallError + '_ {
 
 const COMPLETE: &str = ".complete";
 const EXISTED: &str = ".existed";
+const RELOCATED: &str = ".relocated";
 
 /// A tarball entry's path, relative and clean (`./bin/rke2` → `bin/rke2`), or why not.
 ///
@@ -199,6 +200,44 @@ pub fn stage(tarball: &Path, staged: &Path) -> Result<Vec<String>, InstallError>
         return Err(InstallError::NoBinary);
     }
     Ok(files)
+}
+
+/// The files of RKE2's tarball that name its default prefix (`/usr/local`): the units'
+/// `ExecStart` and the uninstall script.
+#[must_use]
+pub fn names_prefix(file: &str) -> bool {
+    (file.starts_with("lib/systemd/system/rke2-") && file.ends_with(".service"))
+        || file == "bin/rke2-uninstall.sh"
+}
+
+/// Rewrites the default prefix `/usr/local` to `prefix` in `text` (what install.sh does for
+/// `INSTALL_RKE2_TAR_PREFIX`). Pure.
+#[must_use]
+pub fn relocate_text(text: &str, prefix: &Path) -> String {
+    text.replace("/usr/local", &prefix.display().to_string())
+}
+
+/// Points the staged units and uninstall script at `prefix` when it is not `/usr/local`, once
+/// (a marker keeps a re-run from rewriting twice); returns how many files changed.
+///
+/// # Errors
+/// On I/O failure.
+pub fn relocate(staged: &Path, files: &[String], prefix: &Path) -> Result<usize, InstallError> {
+    if prefix == Path::new("/usr/local") || staged.join(RELOCATED).is_file() {
+        return Ok(0);
+    }
+    let mut changed = 0;
+    for file in files.iter().filter(|f| names_prefix(f)) {
+        let path = staged.join(file);
+        let text = fs::read_to_string(&path).map_err(io(&path))?;
+        let relocated = relocate_text(&text, prefix);
+        if relocated != text {
+            fs::write(&path, relocated).map_err(io(&path))?;
+            changed += 1;
+        }
+    }
+    write_marker(staged, RELOCATED, &prefix.display().to_string())?;
+    Ok(changed)
 }
 
 fn extract(tarball: &Path, staged: &Path) -> Result<(), InstallError> {
@@ -456,6 +495,46 @@ mod tests {
         }
         tar.into_inner().expect("tar").finish().expect("gz");
         path
+    }
+
+    #[test]
+    fn a_prefix_other_than_usr_local_is_written_into_the_units_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let staged = dir.path();
+        let unit = "lib/systemd/system/rke2-server.service";
+        std::fs::create_dir_all(staged.join("lib/systemd/system")).expect("mkdir");
+        std::fs::write(
+            staged.join(unit),
+            "ExecStart=/usr/local/bin/rke2 server\nEnvironmentFile=-/usr/local/lib/systemd/system/rke2-server.env\n",
+        )
+        .expect("write");
+        std::fs::write(
+            staged.join("lib/systemd/system/rke2-server.env"),
+            "HOME=/root\n",
+        )
+        .expect("write");
+        let files = vec![
+            unit.to_owned(),
+            "lib/systemd/system/rke2-server.env".to_owned(),
+        ];
+        assert_eq!(
+            relocate(staged, &files, Path::new("/usr/local")).expect("noop"),
+            0
+        );
+        let prefix = Path::new("/opt/rke2");
+        assert_eq!(relocate(staged, &files, prefix).expect("relocate"), 1);
+        let text = std::fs::read_to_string(staged.join(unit)).expect("read");
+        assert_eq!(
+            text,
+            "ExecStart=/opt/rke2/bin/rke2 server\nEnvironmentFile=-/opt/rke2/lib/systemd/system/rke2-server.env\n"
+        );
+        // A re-run (after a crash) changes nothing more.
+        assert_eq!(
+            relocate(staged, &files, Path::new("/usr/local/rke2")).expect("again"),
+            0
+        );
+        assert!(!names_prefix("lib/systemd/system/rke2-server.env"));
+        assert!(names_prefix("bin/rke2-uninstall.sh"));
     }
 
     #[test]

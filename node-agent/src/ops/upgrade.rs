@@ -245,18 +245,49 @@ pub async fn install_files(
         .join("artifacts")
         .join(artifacts::tarball_name(artifacts::arch()));
     let files = install::stage(&tarball, &dir.join("staged")).map_err(|e| e.to_string())?;
+    // As install.sh does for another prefix: the units run (and the uninstall script removes)
+    // the binary where it is.
+    let relocated =
+        install::relocate(&dir.join("staged"), &files, &prefix).map_err(|e| e.to_string())?;
     record.installed_files.clone_from(&files);
     let previous = dir.join("previous");
     let kept = install::keep_previous(&prefix, &files, &previous).map_err(|e| e.to_string())?;
     record.backup = Some(previous.display().to_string());
     journal.save(record).map_err(|e| e.to_string())?;
     install::install(&dir.join("staged"), &prefix, &files).map_err(|e| e.to_string())?;
+    let contexts = restore_selinux_contexts(&prefix, &files).await;
     Ok(format!(
-        "{} files installed into {} ({kept} previous kept in {})",
+        "{} files installed into {} ({kept} previous kept in {}){}{contexts}",
         files.len(),
         prefix.display(),
-        previous.display()
+        previous.display(),
+        if relocated > 0 {
+            format!("; {relocated} files point at {}", prefix.display())
+        } else {
+            String::new()
+        }
     ))
+}
+
+/// Where SELinux is enforced or permissive (rke2-selinux installed), files written by
+/// rename keep the label of the temp file; `restorecon` gives them the policy's labels again
+/// (`bin_t` for the binary, `systemd_unit_file_t` for the units). Nothing without SELinux.
+/// A failure is reported in the detail, not fatal: the unit's start (verified next) is what
+/// says whether the labels matter.
+async fn restore_selinux_contexts(prefix: &Path, files: &[String]) -> String {
+    let exec = HostExec;
+    if !Path::new("/sys/fs/selinux/enforce").exists()
+        || !super::pkg::PackageExec::has(&exec, "restorecon")
+    {
+        return String::new();
+    }
+    let mut argv = vec!["restorecon".to_owned()];
+    argv.extend(files.iter().map(|f| prefix.join(f).display().to_string()));
+    match super::pkg::PackageExec::run(&exec, &argv, Duration::from_secs(120)).await {
+        Ok(out) if out.success() => "; SELinux contexts restored".to_owned(),
+        Ok(out) => format!("; restorecon failed: {}", out.last_line()),
+        Err(e) => format!("; restorecon failed: {e}"),
+    }
 }
 
 /// The installed binary reports the target and the unit runs it (not a replaced file).
