@@ -144,6 +144,10 @@ pub struct StepLog {
     pub detail: String,
     /// How long it took, in milliseconds.
     pub millis: u64,
+    /// Of which waiting on others (package manager, `rke2` CLI, systemd jobs, readiness;
+    /// see [`super::waits`]): the rest is the agent's own work.
+    #[serde(default)]
+    pub waited_millis: u64,
 }
 
 /// Why the journal could not be used.

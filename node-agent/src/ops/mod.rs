@@ -27,6 +27,7 @@ pub mod snapshot;
 pub mod steps;
 pub mod units;
 pub mod upgrade;
+pub mod waits;
 
 pub use runner::Runner;
 pub use setup::{NodeSetup, RunnerSetupError};

@@ -91,7 +91,7 @@ impl PackageExec for HostExec {
         command
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
-        let output = tokio::time::timeout(timeout, command.output())
+        let output = super::waits::waited(tokio::time::timeout(timeout, command.output()))
             .await
             .map_err(|_| format!("{program}: no answer within {timeout:?}"))?
             .map_err(|e| format!("cannot run {program}: {e}"))?;

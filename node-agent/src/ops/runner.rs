@@ -23,6 +23,7 @@ use time::OffsetDateTime;
 use super::journal::{Journal, JournalError, OpRecord, StepLog};
 use super::steps::{OpKind, Role, Step, first_step, on_failure_of, on_skip, on_success};
 use super::units::{self, UnitJob};
+use super::waits::waited;
 use super::{artifacts, images, paths, readiness, restart, rotation, snapshot, upgrade};
 use crate::health::{HealthProbes, NodeProbes};
 use crate::journald::Journald;
@@ -269,7 +270,8 @@ impl<M: ServiceManager, P: HealthProbes, L: UnitLog> Runner<M, P, L> {
                 elapsed: Duration::ZERO,
             });
             let started = Instant::now();
-            let result = self.execute(&mut record, step).await;
+            let (result, waited) = super::waits::measure(self.execute(&mut record, step)).await;
+            let waited_millis = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
             crash_point(step, true);
             let elapsed = started.elapsed();
             let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
@@ -286,6 +288,7 @@ impl<M: ServiceManager, P: HealthProbes, L: UnitLog> Runner<M, P, L> {
                         ok: true,
                         detail,
                         millis,
+                        waited_millis,
                     });
                     record.step = if record.skipped.is_some() {
                         on_skip(&record.kind, step)
@@ -309,6 +312,7 @@ impl<M: ServiceManager, P: HealthProbes, L: UnitLog> Runner<M, P, L> {
                         ok: false,
                         detail: reason,
                         millis,
+                        waited_millis,
                     });
                     record.step = on_failure_of(&record.kind, step, record.backup.is_some());
                 }
@@ -358,22 +362,28 @@ impl<M: ServiceManager, P: HealthProbes, L: UnitLog> Runner<M, P, L> {
         let journal = &self.journal;
         match step {
             Step::Preflight => readiness::preflight(setup, probes, record).await,
-            Step::StopUnit => units::run(manager, UnitJob::Stop, &record.unit).await,
-            Step::Rotate => rotation::rotate(setup, journal, record).await,
+            Step::StopUnit => waited(units::run(manager, UnitJob::Stop, &record.unit)).await,
+            Step::Rotate => waited(rotation::rotate(setup, journal, record)).await,
             Step::VerifyBackup => rotation::verify_backup(setup, record),
             Step::StartUnit | Step::StartAfterFailure => {
-                units::run(manager, UnitJob::Start, &record.unit).await
+                waited(units::run(manager, UnitJob::Start, &record.unit)).await
             }
             Step::RestartUnit if matches!(record.kind, OpKind::Upgrade { .. }) => {
-                upgrade::restart(manager, record).await
+                waited(upgrade::restart(manager, record)).await
             }
-            Step::RestartUnit => units::run(manager, UnitJob::Restart, &record.unit).await,
+            Step::RestartUnit => waited(units::run(manager, UnitJob::Restart, &record.unit)).await,
             Step::WaitReady => {
-                readiness::wait_ready(manager, probes, record, setup.ready_timeout).await
+                waited(readiness::wait_ready(
+                    manager,
+                    probes,
+                    record,
+                    setup.ready_timeout,
+                ))
+                .await
             }
             Step::WaitAfterFailure => {
                 let timeout = setup.ready_timeout.min(AFTER_FAILURE_READY_TIMEOUT);
-                readiness::wait_ready(manager, probes, record, timeout).await
+                waited(readiness::wait_ready(manager, probes, record, timeout)).await
             }
             Step::VerifyFresh => rotation::verify_fresh(setup, record),
             Step::VerifyRenewed => restart::verify_renewed(setup, record),
@@ -383,9 +393,9 @@ impl<M: ServiceManager, P: HealthProbes, L: UnitLog> Runner<M, P, L> {
             Step::CheckVersion => upgrade::check_version(setup, manager, record).await,
             Step::FetchArtifacts => upgrade::fetch(setup, journal, record).await,
             Step::VerifyChecksum => upgrade::verify_checksum(journal, record).await,
-            Step::EtcdSnapshot => snapshot::save(setup, record).await,
+            Step::EtcdSnapshot => waited(snapshot::save(setup, record)).await,
             Step::InstallFiles => upgrade::install_files(setup, manager, journal, record).await,
-            Step::DaemonReload => units::daemon_reload(manager).await,
+            Step::DaemonReload => waited(units::daemon_reload(manager)).await,
             Step::VerifyVersion => upgrade::verify_version(setup, manager, record).await,
             Step::RestorePrevious => {
                 upgrade::restore_previous(setup, manager, journal, record).await

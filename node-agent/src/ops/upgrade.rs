@@ -19,10 +19,10 @@ use crate::service::ServiceManager;
 
 /// The version `bin --version` reports (`rke2 version v1.34.1+rke2r1 (<commit>)`), if it runs.
 pub async fn binary_version(bin: &Path) -> Option<String> {
-    let output = tokio::time::timeout(
+    let output = super::waits::waited(tokio::time::timeout(
         Duration::from_secs(10),
         tokio::process::Command::new(bin).arg("--version").output(),
-    )
+    ))
     .await
     .ok()?
     .ok()?;
