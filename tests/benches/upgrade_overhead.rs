@@ -37,9 +37,11 @@ fn copy_in(node: &Node, files: &[&Path]) {
     }
 }
 
-/// One round's totals from the journal record: (total, waited) in milliseconds, and the
-/// steps with their own time.
-fn round(node: &Node, args: &[&str]) -> (u64, u64, Vec<(String, u64)>) {
+/// One upgrade: total and waited milliseconds, and each step with its own time.
+type Round = (u64, u64, Vec<(String, u64)>);
+
+/// One round's totals from the journal record.
+fn round(node: &Node, args: &[&str]) -> Round {
     let mut argv = vec![AGENT, "upgrade", "--version", NEW_VERSION];
     argv.extend_from_slice(args);
     let out = node.exec(&argv).expect("exec agent");
@@ -75,7 +77,7 @@ fn median(mut v: Vec<u64>) -> u64 {
     v[v.len() / 2]
 }
 
-fn report(method: &str, rounds: &[(u64, u64, Vec<(String, u64)>)]) {
+fn report(method: &str, rounds: &[Round]) {
     let own: Vec<u64> = rounds
         .iter()
         .map(|(t, w, _)| t.saturating_sub(*w))
