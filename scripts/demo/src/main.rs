@@ -20,9 +20,10 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use rke2ops_tests::ground::{built_binary, ground, require_root_and_tools};
 use rke2ops_tests::hub::HubProcess;
-use rke2ops_tests::sim::cluster::{self, CONFIG_DIR, SimCluster};
+use rke2ops_tests::sim::cluster::{self, BootOptions, CONFIG_DIR, SimCluster};
 use rke2ops_tests::sim::mirror::Mirror;
 use rke2ops_tests::sim::release::{self, NEW_VERSION, OLD_VERSION};
+use rke2ops_tests::sim::rpm::PackageTool;
 use rke2ops_tests::sim::tree::{Role, Validity};
 use time::OffsetDateTime;
 
@@ -155,16 +156,36 @@ fn run() -> Result<()> {
         OffsetDateTime::now_utc() - time::Duration::days(400),
     )
     .context("cluster CAs")?;
-    let cluster = SimCluster::boot_with(cas, args.servers, args.workers, |_, setup| setup)
-        .context("cluster")?;
-    // Every node runs the older release (what a tarball install of it leaves), servers first.
+    // The last server is an RPM install (dnf, RKE2's packages from its per-minor repository
+    // layout), the others tarball installs: one plan upgrades both.
+    let rpm_repo = rke2ops_tests::sim::rpm::shared_rpm_repo().map_err(anyhow::Error::msg)?;
+    let rpm_mirror = Mirror::serve_in_ground(&rpm_repo.releases_dir, vec![])?;
+    let rpm_url = rke2ops_tests::sim::rpm::RpmRepo::url(&rpm_mirror.base_url());
+    let rpm_node = (args.servers >= 2).then(|| format!("server-{}", args.servers));
+    let mut options = BootOptions::default()
+        .rpm_repo(rpm_url.clone())
+        .rpm_version(OLD_VERSION);
+    if let Some(name) = &rpm_node {
+        options = options.rpm_node(name, PackageTool::Dnf);
+    }
+    let cluster =
+        SimCluster::boot_with_options(cas, args.servers, args.workers, &options, |_, setup| setup)
+            .context("cluster")?;
+    // Every node runs the older release, servers first.
     for sim in cluster.nodes() {
-        release::install_rke2(&sim.node, OLD_VERSION)?;
-        sim.node.systemctl(&["restart", sim.unit()])?;
+        if sim.package_tool.is_none() {
+            release::install_rke2(&sim.node, OLD_VERSION)?;
+            sim.node.systemctl(&["restart", sim.unit()])?;
+        }
         sim.node
             .wait_for_unit_state(sim.unit(), "active", Duration::from_secs(60))?;
     }
-    println!("  every node runs {OLD_VERSION}");
+    println!(
+        "  every node runs {OLD_VERSION}{}",
+        rpm_node.as_deref().map_or_else(String::new, |n| format!(
+            "; {n} from RPM packages (dnf, repository {rpm_url}), the others from the tarball"
+        ))
+    );
     // server-1 has been running for ~9 months: its leaves are inside RKE2's renewal window.
     let aged = cluster::NodeSetup::new(Role::Server, None)
         .with_validity(
@@ -269,11 +290,14 @@ fn run() -> Result<()> {
         "Enrolling every node's agent (single-use token + pinned hub CA; the key never leaves the node)",
     );
     for sim in cluster.nodes() {
-        rke2ops_tests::hub::enroll_agent(
-            &sim.node,
-            &hub,
-            "ready_timeout_secs = 60\nheartbeat_secs = 5\n",
-        )?;
+        let mut config = "ready_timeout_secs = 60\nheartbeat_secs = 5\n".to_owned();
+        if sim.package_tool.is_some() {
+            // The simulated repository is unsigned and laid out for centos/9.
+            config.push_str(&format!(
+                "rpm_repository = \"{rpm_url}\"\nrpm_os = \"centos/9\"\nrpm_gpg_key = \"\"\n"
+            ));
+        }
+        rke2ops_tests::hub::enroll_agent(&sim.node, &hub, &config)?;
         println!(
             "  {} ({}, init pid {}) enrolled",
             sim.node.name(),
@@ -306,7 +330,9 @@ fn run() -> Result<()> {
     let doctor = hub.run(&["doctor"]);
     indent(&String::from_utf8_lossy(&doctor.stdout));
     println!("  (exit {})", doctor.status.code().unwrap_or(-1));
-    step("The fleet at the hub: rke2-hub nodes (FINDING: each node's worst)");
+    step(
+        "The fleet at the hub: rke2-hub nodes (FINDING: each node's worst; METHOD: rpm or tarball)",
+    );
     indent(&hub.cli(&["nodes"]).context("nodes")?);
     step("Certificates expiring within 60 days: rke2-hub certs --expiring-within 60d");
     indent(
@@ -320,13 +346,44 @@ fn run() -> Result<()> {
         "rke2-hub rotate --watch: one node at a time, servers first, each verified before the next",
     );
     watch(&hub, &["rotate", "--settle", "2s", "--watch"])?;
+    step(
+        "What an upgrade would do, per node: rke2-hub upgrade --channel v1.34 --stage-images --dry-run",
+    );
+    indent(
+        &hub.cli(&[
+            "upgrade",
+            "--channel",
+            "v1.34",
+            "--stage-images",
+            "--dry-run",
+        ])
+        .context("upgrade dry run")?,
+    );
     step(&format!(
-        "Rolling upgrade from the v1.34 channel: rke2-hub upgrade --channel v1.34 --watch ({OLD_VERSION} → {NEW_VERSION})"
+        "Rolling upgrade from the v1.34 channel, images staged on every node first: rke2-hub upgrade --channel v1.34 --stage-images --watch ({OLD_VERSION} → {NEW_VERSION})"
     ));
     watch(
         &hub,
-        &["upgrade", "--channel", "v1.34", "--settle", "2s", "--watch"],
+        &[
+            "upgrade",
+            "--channel",
+            "v1.34",
+            "--stage-images",
+            "--settle",
+            "2s",
+            "--watch",
+        ],
     )?;
+    if let Some(sim) = cluster.nodes().find(|s| s.package_tool.is_some()) {
+        let q = sim
+            .node
+            .exec(&["rpm", "-q", "rke2-common", "rke2-server"])?;
+        println!(
+            "  {}'s RPM database: {}",
+            sim.node.name(),
+            q.stdout.split_whitespace().collect::<Vec<_>>().join(", ")
+        );
+    }
     // One heartbeat (5 s) lets every agent report its unit's state after the restart.
     std::thread::sleep(Duration::from_secs(6));
     step("After both plans: rke2-hub nodes");
