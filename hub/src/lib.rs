@@ -29,6 +29,7 @@ pub mod listener;
 pub mod metrics;
 pub mod pki;
 pub mod plan;
+pub mod probe;
 pub mod ratelimit;
 pub mod registry;
 pub mod serve;

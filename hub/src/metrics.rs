@@ -61,6 +61,39 @@ pub fn doctor_series(findings: &[rke2ops_common::doctor::Finding]) -> Vec<(Label
         .collect()
 }
 
+/// Gauge samples and counter samples of one collection.
+pub type Series = (Vec<(Labels, f64)>, Vec<(Labels, u64)>);
+
+/// The probe series (pure): `up{plan,probe}` for active plans' probes with a result, and
+/// failures per probe name summed over every stored plan.
+#[must_use]
+#[allow(clippy::cast_precision_loss)]
+pub fn probe_series(probes: &[(i64, bool, String, crate::probe::Tally)]) -> Series {
+    let up = probes
+        .iter()
+        .filter(|(_, active, _, t)| *active && t.samples > 0)
+        .map(|(plan, _, probe, t)| {
+            (
+                vec![("plan", plan.to_string()), ("probe", probe.clone())],
+                if t.consecutive_failures == 0 {
+                    1.0
+                } else {
+                    0.0
+                },
+            )
+        })
+        .collect();
+    let mut failures: std::collections::BTreeMap<&str, u64> = Default::default();
+    for (_, _, probe, t) in probes {
+        *failures.entry(probe.as_str()).or_default() += t.failures;
+    }
+    let failures = failures
+        .into_iter()
+        .map(|(probe, n)| (vec![("probe", probe.to_owned())], n))
+        .collect();
+    (up, failures)
+}
+
 impl Collector for FleetCollector {
     #[allow(clippy::cast_precision_loss)]
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -155,6 +188,30 @@ impl Collector for FleetCollector {
                 "Nodes of active plans by phase",
                 &phases,
             )?;
+        }
+        // Application probes: whether each probe of an active plan passes now (1 up, 0 down
+        // or failing, absent before its first result), and failures per probe name over the
+        // stored plans (pruned with the plans' history).
+        if let Ok(probes) = self.store.all_probes() {
+            let (up, failures) = probe_series(&probes);
+            gauge(
+                &mut encoder,
+                "rke2ops_hub_probe_up",
+                "Whether each application probe of an active plan passed its last check",
+                &up,
+            )?;
+            let mut metric = encoder.encode_descriptor(
+                "rke2ops_hub_probe_failures",
+                "Failed application probe checks, by probe name, over the stored plans",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (labels, value) in failures {
+                prometheus_client::encoding::EncodeMetric::encode(
+                    &prometheus_client::metrics::counter::ConstCounter::new(value),
+                    metric.encode_family(&labels)?,
+                )?;
+            }
         }
         if let Ok(Some(earliest)) = self.store.earliest_not_after() {
             gauge(

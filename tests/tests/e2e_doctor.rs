@@ -249,14 +249,18 @@ fn hub_sees(hub: &Hub, node: &str, code: &str, severity: &str) {
     let table = hub.run(&["nodes"]);
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(
-        table
-            .lines()
-            .next()
-            .is_some_and(|h| h.trim_end().ends_with("FINDING"))
-            && table
-                .lines()
-                .any(|l| l.starts_with(node)
-                    && l.trim_end().ends_with(&format!("{severity} {code}"))),
+        table.lines().next().is_some_and(|h| h
+            .split_whitespace()
+            .rev()
+            .take(2)
+            .eq(["METHOD", "FINDING"]))
+            && table.lines().any(|l| {
+                let l = l.trim_end();
+                // FINDING, then METHOD (tarball here) last.
+                l.starts_with(node)
+                    && l.strip_suffix("tarball")
+                        .is_some_and(|l| l.trim_end().ends_with(&format!("{severity} {code}")))
+            }),
         "{table}"
     );
     // And a plan's preflight shows it (a blocker would refuse the plan).

@@ -140,37 +140,7 @@ fn rotation_plan_keeps_quorum_one_node_at_a_time_and_survives_hub_kills() {
         );
         eprintln!("sampled maintenance order: {order:?}");
         assert_sequential_in_order(&done);
-        // Air-gapped: every node had the release's images staged before server-1 began (from
-        // the plan's own timestamps), and has them in agent/images.
-        assert!(
-            done["images"]
-                .as_str()
-                .is_some_and(|i| i.starts_with("staged 5/5")),
-            "{done:#}"
-        );
-        let nodes = done["nodes"].as_array().expect("nodes");
-        let first_start = nodes[0]["started_at"].as_str().expect("server-1 started");
-        for n in nodes {
-            assert_eq!(n["images"]["state"], "staged", "{n}");
-            let staged = n["images"]["finished_at"].as_str().expect("staged at");
-            // RFC 3339 UTC with whole seconds: text order is time order.
-            assert!(
-                staged <= first_start,
-                "{n}: staged {staged}, server-1 began {first_start}"
-            );
-        }
-        for sim in cluster.nodes() {
-            let listed = sim
-                .node
-                .exec(&["ls", "/var/lib/rancher/rke2/agent/images"])
-                .expect("ls");
-            assert!(
-                listed.stdout.contains(NEW_VERSION) && listed.stdout.contains("rke2-images"),
-                "{}: {}",
-                sim.node.name(),
-                listed.stdout
-            );
-        }
+
         for n in done["nodes"].as_array().expect("nodes") {
             assert_eq!(n["phase"], "done", "{n:#}");
             assert_eq!(
@@ -339,6 +309,37 @@ fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_node()
         assert!(min_healthy >= 2, "quorum kept ({min_healthy})");
         eprintln!("sampled maintenance order: {order:?}");
         assert_sequential_in_order(&done);
+        // Air-gapped: every node had the release's images staged before server-1 began (from
+        // the plan's own timestamps), and has them in agent/images.
+        assert!(
+            done["images"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("staged 5/5")),
+            "{done:#}"
+        );
+        let nodes = done["nodes"].as_array().expect("nodes");
+        let first_start = nodes[0]["started_at"].as_str().expect("server-1 started");
+        for n in nodes {
+            assert_eq!(n["images"]["state"], "staged", "{n}");
+            let staged = n["images"]["finished_at"].as_str().expect("staged at");
+            // RFC 3339 UTC with whole seconds: text order is time order.
+            assert!(
+                staged <= first_start,
+                "{n}: staged {staged}, server-1 began {first_start}"
+            );
+        }
+        for sim in cluster.nodes() {
+            let listed = sim
+                .node
+                .exec(&["ls", "/var/lib/rancher/rke2/agent/images"])
+                .expect("ls");
+            assert!(
+                listed.stdout.contains(NEW_VERSION) && listed.stdout.contains("rke2-images"),
+                "{}: {}",
+                sim.node.name(),
+                listed.stdout
+            );
+        }
         // Each server took an etcd snapshot (of the real etcd) before it was changed; the plan
         // names it and how to restore it; workers took none.
         for n in done["nodes"].as_array().expect("nodes") {

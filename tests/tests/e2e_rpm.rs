@@ -127,6 +127,8 @@ fn abort(hub: &Hub, id: &str) {
     );
 }
 
+/// Creates an upgrade plan, as an operator would once the cluster is healthy again: the
+/// preflight refuses it while a server just rolled back is still rejoining etcd.
 fn upgrade(hub: &Hub, extra: &[&str]) -> String {
     let mut args = vec![
         "upgrade",
@@ -134,10 +136,26 @@ fn upgrade(hub: &Hub, extra: &[&str]) -> String {
         NEW_VERSION,
         "--ready-timeout",
         "40s",
+        "--output",
+        "json",
     ];
     args.extend_from_slice(extra);
-    let view = hub.json(&args);
-    view["id"].as_str().expect("plan id").to_owned()
+    let started = std::time::Instant::now();
+    tokio::task::block_in_place(|| {
+        loop {
+            let out = hub.run(&args);
+            if out.status.success() {
+                let view: Value = serde_json::from_slice(&out.stdout).expect("plan json");
+                return view["id"].as_str().expect("plan id").to_owned();
+            }
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(
+                err.contains("preflight") && started.elapsed() < Duration::from_secs(90),
+                "upgrade refused: {err}"
+            );
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    })
 }
 
 #[test]

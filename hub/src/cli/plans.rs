@@ -56,6 +56,18 @@ pub struct PlanArgs {
     /// (repeatable; recorded in the plan's events and the audit log).
     #[arg(long = "accept", value_name = "CODE")]
     pub accept: Vec<String>,
+    /// An application probe checked for the whole plan (repeatable); no node starts while
+    /// one fails: `http(s)://host/path[,status=200][,body=TEXT]`, `tcp://host:port` or
+    /// `workload:NS/Deployment|StatefulSet|DaemonSet/NAME[,allowance=N]`, each with optional
+    /// `,name=N,interval=2s,timeout=2s,threshold=3`.
+    #[arg(long = "probe", value_name = "PROBE")]
+    pub probes: Vec<String>,
+    /// A workload probe: `NS/KIND/NAME[,allowance=N,...]` (same as `--probe workload:...`).
+    #[arg(long = "probe-workload", value_name = "NS/KIND/NAME")]
+    pub probe_workloads: Vec<String>,
+    /// A probe down this long halts the plan [default: 2m].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub probe_halt_after: Option<Duration>,
     /// Print the exact order and gates; create nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -35,6 +35,13 @@ fn base_request(kind: pb::PlanKind, args: &PlanArgs) -> pb::CreatePlanRequest {
         ready_timeout_seconds: args.ready_timeout.as_secs(),
         dry_run: args.dry_run,
         accept: args.accept.clone(),
+        probes: args
+            .probes
+            .iter()
+            .cloned()
+            .chain(args.probe_workloads.iter().map(|w| format!("workload:{w}")))
+            .collect(),
+        probe_halt_seconds: args.probe_halt_after.map_or(0, |d| d.as_secs().max(1)),
         ..pb::CreatePlanRequest::default()
     }
 }
@@ -396,6 +403,11 @@ fn printable(view: &pb::PlanView) -> pb::PlanView {
         esc(s);
     }
     view.gates.iter_mut().for_each(esc);
+    for p in &mut view.probes {
+        esc(&mut p.name);
+        esc(&mut p.target);
+        esc(&mut p.last_error);
+    }
     for n in &mut view.nodes {
         esc(&mut n.etcd_snapshot);
         if let Some(p) = &mut n.preview {
@@ -470,6 +482,7 @@ fn print_view(view: &pb::PlanView, output: Output) {
     print!("{}", tabwriter::layout(&lines, 3));
     print_previews(view);
     print_images(view);
+    print_probes(view);
     let snapshots: Vec<&pb::PlanNodeView> = view
         .nodes
         .iter()
@@ -535,6 +548,67 @@ fn print_previews(view: &pb::PlanView) {
     print!("{}", tabwriter::layout(&lines, 3));
 }
 
+/// The application probes' report: availability and the longest outage, with the nodes in
+/// maintenance during it.
+fn print_probes(view: &pb::PlanView) {
+    if view.probes.is_empty() {
+        return;
+    }
+    println!("\nprobes (checked for the whole plan):");
+    let mut lines = vec![
+        [
+            "PROBE",
+            "TARGET",
+            "STATE",
+            "SAMPLES",
+            "FAILURES",
+            "AVAILABILITY",
+            "LONGEST OUTAGE",
+            "LAST ERROR",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for p in &view.probes {
+        let longest = if p.longest_outage_start.is_some() {
+            format!(
+                "{} s from {}{}",
+                p.longest_outage_seconds,
+                time_word(p.longest_outage_start.as_ref()),
+                if p.longest_outage_nodes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} in maintenance)", p.longest_outage_nodes.join(", "))
+                }
+            )
+        } else {
+            "-".to_owned()
+        };
+        lines.push(vec![
+            p.name.clone(),
+            p.target.clone(),
+            if p.samples == 0 {
+                "no result yet"
+            } else if p.down {
+                "down"
+            } else {
+                "up"
+            }
+            .to_owned(),
+            p.samples.to_string(),
+            p.failures.to_string(),
+            format!("{:.2} %", p.availability_percent),
+            longest,
+            if p.last_error.is_empty() {
+                "-".to_owned()
+            } else {
+                p.last_error.clone()
+            },
+        ]);
+    }
+    print!("{}", tabwriter::layout(&lines, 3));
+}
+
 /// Each node's image staging, when the plan stages images.
 fn print_images(view: &pb::PlanView) {
     if view.images.is_empty() {
@@ -586,6 +660,21 @@ fn json(view: &pb::PlanView) -> serde_json::Value {
         "policy": view.policy,
         "images": (!view.images.is_empty()).then_some(&view.images),
         "gates": view.gates,
+        "probes": view.probes.iter().map(|p| serde_json::json!({
+            "name": p.name,
+            "target": p.target,
+            "samples": p.samples,
+            "failures": p.failures,
+            "availability_percent": p.availability_percent,
+            "down": p.down,
+            "last_error": p.last_error,
+            "longest_outage": p.longest_outage_start.as_ref().map(|_| serde_json::json!({
+                "start": ts_json(p.longest_outage_start.as_ref()),
+                "end": ts_json(p.longest_outage_end.as_ref()),
+                "seconds": p.longest_outage_seconds,
+                "nodes_in_maintenance": p.longest_outage_nodes,
+            })),
+        })).collect::<Vec<_>>(),
         "nodes": view.nodes.iter().map(|n| serde_json::json!({
             "name": n.name,
             "role": role_word(n.role),

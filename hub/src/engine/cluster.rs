@@ -37,4 +37,11 @@ pub trait Cluster: Send + Sync + Debug {
     /// What the fleet doctor reads: budgets, pods, system-upgrade-controller's leftovers and
     /// RKE2's certificate events.
     fn doctor_facts(&self) -> BoxFut<'_, Result<crate::doctor::ClusterFacts, String>>;
+    /// A workload's (desired, available) replicas, for workload probes.
+    fn workload_replicas<'a>(
+        &'a self,
+        namespace: &'a str,
+        kind: crate::probe::spec::WorkloadKind,
+        name: &'a str,
+    ) -> BoxFut<'a, Result<(i64, i64), String>>;
 }

@@ -143,10 +143,18 @@ impl Engine {
         // results are recorded even while it is paused or halted.
         let images = self.store.plan_images(id)?;
         self.adopt_images(id, &images);
+        // Probes run for the whole plan (paused and halted ones too: the report goes on).
+        self.ensure_probes(&plan);
         if plan.state != PlanState::Running {
             return Ok(());
         }
         let now = OffsetDateTime::now_utc();
+        // A probe down too long halts the plan even while a node is in maintenance (that
+        // node finishes its operation; no other starts).
+        if let crate::probe::ProbeGate::Halt(why) = self.probe_gate(&plan, now) {
+            self.halt(&plan, &why, now)?;
+            return Ok(());
+        }
         // The images phase comes first: no node starts its upgrade before every node the
         // plan upgrades has the release's images. Staging is not maintenance: no window and
         // no health gate hold it.
@@ -196,6 +204,12 @@ impl Engine {
                 }
                 Err(e) => Decision::Wait(e.to_string()),
             };
+        }
+        // The application probes: every one passing (its baseline taken) before a node starts.
+        if let Decision::Start(_) = &decision
+            && let crate::probe::ProbeGate::Wait(why) = self.probe_gate(&plan, now)
+        {
+            decision = Decision::Wait(why);
         }
         // The doctor's checks again, right before these nodes are touched: a budget or a
         // failure that appeared since the plan was created holds them here, not mid-drain.

@@ -101,4 +101,18 @@ impl Cluster for Kube {
     fn doctor_facts(&self) -> BoxFut<'_, Result<crate::doctor::ClusterFacts, String>> {
         Box::pin(async move { self.0.doctor_facts().await.map_err(|e| e.to_string()) })
     }
+
+    fn workload_replicas<'a>(
+        &'a self,
+        namespace: &'a str,
+        kind: crate::probe::spec::WorkloadKind,
+        name: &'a str,
+    ) -> BoxFut<'a, Result<(i64, i64), String>> {
+        Box::pin(async move {
+            self.0
+                .workload_replicas(namespace, kind, name)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }

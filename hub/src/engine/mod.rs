@@ -36,6 +36,7 @@ pub mod live;
 pub mod messages;
 mod node;
 pub mod ops;
+mod probes;
 mod reports;
 mod requests;
 
@@ -142,6 +143,8 @@ pub struct Engine {
     /// The nodes the doctor's checks hold now, since when, and the Kubernetes facts read
     /// then (reused briefly while they stay held).
     held: Mutex<Option<doctor::Held>>,
+    /// Plans whose probes have a task running ([`probes`]).
+    probing: Mutex<HashSet<i64>>,
 }
 
 impl Engine {
@@ -172,6 +175,7 @@ impl Engine {
                 .unwrap_or_default(),
             doctor: Arc::default(),
             held: Mutex::default(),
+            probing: Mutex::default(),
             doctor_due: std::sync::atomic::AtomicBool::new(false),
         })
     }

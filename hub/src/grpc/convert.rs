@@ -325,6 +325,40 @@ impl From<&PlanNode> for pb::PlanNodeView {
     }
 }
 
+/// Each of the plan's probes with its record (an empty record before its first check).
+#[must_use]
+pub fn probe_reports(
+    plan: &Plan,
+    tallies: &[(String, crate::probe::Tally)],
+    now: OffsetDateTime,
+) -> Vec<pb::ProbeReport> {
+    plan.policy
+        .probes
+        .iter()
+        .map(|spec| {
+            let tally = tallies
+                .iter()
+                .find(|(n, _)| *n == spec.name)
+                .map(|(_, t)| t.clone())
+                .unwrap_or_default();
+            let longest = tally.longest.as_ref();
+            pb::ProbeReport {
+                name: spec.name.clone(),
+                target: spec.target.describe(),
+                samples: tally.samples,
+                failures: tally.failures,
+                availability_percent: tally.availability(),
+                down: tally.down,
+                last_error: tally.last_error.clone(),
+                longest_outage_start: longest.map(|o| timestamp(o.start)),
+                longest_outage_end: longest.and_then(|o| o.end.map(timestamp)),
+                longest_outage_seconds: longest.map_or(0, |o| o.seconds(now)),
+                longest_outage_nodes: longest.map(|o| o.nodes.clone()).unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
 /// Adds the images phase to a plan on the wire: the summary line and each staged node's
 /// state (`pending` for one not started: what a dry run shows per node).
 pub fn add_images(view: &mut pb::PlanView, plan: &Plan, nodes: &[PlanNode], rows: &[NodeImages]) {
@@ -374,6 +408,7 @@ pub fn plan_message(
         events: events.iter().map(pb::PlanEvent::from).collect(),
         origin: plan.origin.clone(),
         images: String::new(),
+        probes: Vec::new(),
     }
 }
 
@@ -689,11 +724,17 @@ impl TryFrom<&pb::CreatePlanRequest> for PlanAsk {
                 ));
             }
         };
+        let mut policy = PlanPolicy::from(req);
+        policy.probes = crate::probe::spec::parse_all(&req.probes)
+            .map_err(|e| refuse("probes", e.to_string()))?;
+        if req.probe_halt_seconds > 0 {
+            policy.probe_halt_secs = req.probe_halt_seconds;
+        }
         Ok(Self {
             kind,
             target,
             nodes: req.nodes.clone(),
-            policy: PlanPolicy::from(req),
+            policy,
             dry_run: req.dry_run,
         })
     }
@@ -728,6 +769,13 @@ impl From<&pb::CreatePlanRequest> for PlanPolicy {
                 req.ready_timeout_seconds
             },
             operation_timeout_secs: defaults.operation_timeout_secs,
+            // Parsed (and refused when bad) by `PlanAsk`.
+            probes: Vec::new(),
+            probe_halt_secs: if req.probe_halt_seconds == 0 {
+                defaults.probe_halt_secs
+            } else {
+                req.probe_halt_seconds
+            },
         }
     }
 }

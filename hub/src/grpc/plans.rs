@@ -117,6 +117,19 @@ fn gates(
         policy.ready_timeout_secs,
         policy.settle_secs
     ));
+    if !policy.probes.is_empty() {
+        out.push(format!(
+            "application probes ({}) checked from before the first node to after the last: \
+             every one passing before each node; one down {} s halts the plan",
+            policy
+                .probes
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            policy.probe_halt_secs
+        ));
+    }
     out.push("a failure halts the plan before the next node".to_owned());
     out
 }
@@ -235,6 +248,8 @@ fn show(hub: &Hub, id: i64) -> Result<pb::PlanView, Status> {
     );
     let mut view = convert::plan_message(&plan, &nodes, &events, gates);
     convert::add_images(&mut view, &plan, &nodes, &images);
+    let probes = store.plan_probes(id).map_err(internal)?;
+    view.probes = convert::probe_reports(&plan, &probes, OffsetDateTime::now_utc());
     Ok(view)
 }
 

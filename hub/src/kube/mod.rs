@@ -187,6 +187,61 @@ impl KubeAccess {
             .map(NodeView::from_node))
     }
 
+    /// A workload's (desired, available) replicas: `spec.replicas` and
+    /// `status.availableReplicas` for Deployments and StatefulSets,
+    /// `status.desiredNumberScheduled` and `status.numberAvailable` for DaemonSets. A
+    /// workload that does not exist is an error naming it.
+    ///
+    /// # Errors
+    /// [`KubeError::Unreachable`] or [`KubeError::Api`].
+    pub async fn workload_replicas(
+        &self,
+        namespace: &str,
+        kind: crate::probe::spec::WorkloadKind,
+        name: &str,
+    ) -> Result<(i64, i64), KubeError> {
+        use crate::probe::spec::WorkloadKind;
+        use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+        let answer = self
+            .endpoints
+            .call(|c| async move {
+                Ok::<_, kube::Error>(match kind {
+                    WorkloadKind::Deployment => Api::<Deployment>::namespaced(c, namespace)
+                        .get_opt(name)
+                        .await?
+                        .map(|d| {
+                            (
+                                i64::from(d.spec.and_then(|s| s.replicas).unwrap_or(1)),
+                                i64::from(d.status.and_then(|s| s.available_replicas).unwrap_or(0)),
+                            )
+                        }),
+                    WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(c, namespace)
+                        .get_opt(name)
+                        .await?
+                        .map(|d| {
+                            (
+                                i64::from(d.spec.and_then(|s| s.replicas).unwrap_or(1)),
+                                i64::from(d.status.and_then(|s| s.available_replicas).unwrap_or(0)),
+                            )
+                        }),
+                    WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(c, namespace)
+                        .get_opt(name)
+                        .await?
+                        .map(|d| {
+                            let s = d.status.unwrap_or_default();
+                            (
+                                i64::from(s.desired_number_scheduled),
+                                i64::from(s.number_available.unwrap_or(0)),
+                            )
+                        }),
+                })
+            })
+            .await?;
+        answer
+            .map_err(|e| api_error(&e))?
+            .ok_or_else(|| KubeError::Api(format!("{namespace}/{}/{name} not found", kind.name())))
+    }
+
     /// Every Node.
     ///
     /// # Errors

@@ -263,7 +263,15 @@ pub struct PlanPolicy {
     /// the first one starts, and prune the previous release's after it completes
     /// (`--stage-images`; [`super::images`]).
     pub stage_images: bool,
+    /// Application probes checked for the whole plan; no node starts while one fails
+    /// (`--probe`, hub.toml `probes`; [`crate::probe`]).
+    pub probes: Vec<crate::probe::ProbeSpec>,
+    /// A probe down this long halts the plan.
+    pub probe_halt_secs: u64,
 }
+
+/// How long a probe may be down before its plan halts, when the plan does not say.
+pub const DEFAULT_PROBE_HALT_SECS: u64 = 120;
 
 impl Default for PlanPolicy {
     fn default() -> Self {
@@ -282,6 +290,8 @@ impl Default for PlanPolicy {
             operation_timeout_secs: 1800,
             accept: Vec::new(),
             stage_images: false,
+            probes: Vec::new(),
+            probe_halt_secs: DEFAULT_PROBE_HALT_SECS,
         }
     }
 }
@@ -342,6 +352,17 @@ impl PlanPolicy {
             parts.push(format!(
                 "doctor blockers accepted: {}",
                 self.accept.join(",")
+            ));
+        }
+        if !self.probes.is_empty() {
+            parts.push(format!(
+                "probes {} (no node starts while one fails; halts after {} s down)",
+                self.probes
+                    .iter()
+                    .map(|p| format!("{} ({})", p.name, p.target.describe()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.probe_halt_secs
             ));
         }
         parts.join(", ")

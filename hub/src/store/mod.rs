@@ -30,6 +30,7 @@ mod install;
 pub mod model;
 mod nodes;
 mod plans;
+mod probes;
 mod schema;
 mod tokens;
 

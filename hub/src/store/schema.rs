@@ -209,6 +209,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (plan_id, node)
     ) STRICT, WITHOUT ROWID;
     ",
+    // 8: each plan probe's record (samples, failures, outages; JSON of `probe::Tally`),
+    // replaced after every check.
+    r"
+    CREATE TABLE plan_probes (
+        plan_id INTEGER NOT NULL REFERENCES plans (id) ON DELETE CASCADE,
+        probe   TEXT NOT NULL,
+        tally   TEXT NOT NULL,
+        PRIMARY KEY (plan_id, probe)
+    ) STRICT, WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -289,6 +289,15 @@ mod tests {
         fn doctor_facts(&self) -> BoxFut<'_, Result<crate::doctor::ClusterFacts, String>> {
             Box::pin(async { Ok(crate::doctor::ClusterFacts::default()) })
         }
+
+        fn workload_replicas<'a>(
+            &'a self,
+            _namespace: &'a str,
+            _kind: crate::probe::spec::WorkloadKind,
+            _name: &'a str,
+        ) -> BoxFut<'a, Result<(i64, i64), String>> {
+            Box::pin(async { Ok((1, 1)) })
+        }
     }
 
     /// A store with node `w1`, a fake cluster (w1 cordoned or not) and an engine with a
