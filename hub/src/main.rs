@@ -113,6 +113,9 @@ fn main() -> ExitCode {
         Command::Plan {
             command: PlanCommand::Watch(args),
         } => runtime.block_on(plans_client::watch(&args)),
+        Command::Plan {
+            command: PlanCommand::Report(args),
+        } => runtime.block_on(plans_client::report(&args)),
         Command::Pause(args) => runtime.block_on(plans_client::pause(&args)),
         Command::Resume(args) => runtime.block_on(plans_client::resume(&args)),
         Command::Skip(args) => runtime.block_on(plans_client::skip(&args)),

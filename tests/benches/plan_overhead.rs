@@ -381,7 +381,10 @@ impl Bench {
     async fn state(&mut self, id: &str) -> pb::PlanState {
         let view = self
             .admin
-            .get_plan(pb::GetPlanRequest { id: id.to_owned() })
+            .get_plan(pb::GetPlanRequest {
+                id: id.to_owned(),
+                ..pb::GetPlanRequest::default()
+            })
             .await
             .expect("GetPlan")
             .into_inner();

@@ -15,6 +15,7 @@ pub mod env;
 pub mod plans;
 pub mod plans_client;
 pub mod render;
+pub mod report;
 
 use std::path::PathBuf;
 

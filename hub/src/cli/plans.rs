@@ -124,6 +124,37 @@ pub enum PlanCommand {
     Show(PlanIdArgs),
     /// Follow the plan live until it completes, halts or is aborted.
     Watch(PlanIdArgs),
+    /// A change-management record of the plan: who started it, the policy, every node's
+    /// times and steps, the preflight findings, the probes' availability.
+    Report(PlanReportArgs),
+}
+
+/// `plan report` options.
+#[derive(Debug, Args)]
+pub struct PlanReportArgs {
+    /// The hub's admin socket.
+    #[arg(long, env = "RKE2OPS_HUB_SOCKET", default_value = crate::config::DEFAULT_ADMIN_SOCKET)]
+    pub socket: std::path::PathBuf,
+    /// A remote hub's host:port (TLS with `--admin-dir`).
+    #[arg(long, env = "RKE2OPS_HUB_ADDRESS")]
+    pub hub: Option<String>,
+    /// Folder with admin.crt, admin.key and ca.crt from `rke2-hub admin-cert create`.
+    #[arg(long, env = "RKE2OPS_HUB_ADMIN_DIR", requires = "hub")]
+    pub admin_dir: Option<std::path::PathBuf>,
+    /// Report format.
+    #[arg(long, short, value_enum, default_value_t = ReportFormat::Markdown)]
+    pub output: ReportFormat,
+    /// The plan's id.
+    pub id: String,
+}
+
+/// `plan report` formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// Markdown, for a ticket.
+    Markdown,
+    /// JSON.
+    Json,
 }
 
 /// A plan id with connection options.

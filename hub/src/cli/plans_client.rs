@@ -167,11 +167,44 @@ pub async fn show(args: &PlanIdArgs) -> anyhow::Result<u8> {
     let view = client
         .get_plan(pb::GetPlanRequest {
             id: args.id.clone(),
+            events: 0,
         })
         .await
         .map_err(refused)?
         .into_inner();
     print_view(&view, args.client.output);
+    Ok(0)
+}
+
+/// `rke2-hub plan report`: the plan with every event, as Markdown or JSON.
+///
+/// # Errors
+/// Unreachable or refusing hub.
+pub async fn report(args: &crate::cli::plans::PlanReportArgs) -> anyhow::Result<u8> {
+    let client_args = ClientArgs {
+        socket: args.socket.clone(),
+        hub: args.hub.clone(),
+        admin_dir: args.admin_dir.clone(),
+        output: Output::Json,
+    };
+    let mut client = connect(&client_args).await?;
+    let view = client
+        .get_plan(pb::GetPlanRequest {
+            id: args.id.clone(),
+            events: 10_000,
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    match args.output {
+        crate::cli::plans::ReportFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&crate::cli::report::json(&view))?
+        ),
+        crate::cli::plans::ReportFormat::Markdown => {
+            print!("{}", crate::cli::report::markdown(&view));
+        }
+    }
     Ok(0)
 }
 

@@ -128,7 +128,13 @@ impl AdminService for AdminApi {
         let started = std::time::Instant::now();
         let result = self
             .admin_of(&request)
-            .and_then(|_| super::plans::get(&self.hub, &request.get_ref().id))
+            .and_then(|_| {
+                super::plans::get_with_events(
+                    &self.hub,
+                    &request.get_ref().id,
+                    request.get_ref().events,
+                )
+            })
             .map(Response::new);
         observed(&self.hub, "GetPlan", started, result)
     }

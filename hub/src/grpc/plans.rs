@@ -234,11 +234,28 @@ pub fn get(hub: &Hub, id: &str) -> Result<pb::PlanView, Status> {
     show(hub, plan_id(id)?)
 }
 
+/// `GetPlan` with up to `events` of the plan's latest events (0: the usual 30).
+pub fn get_with_events(hub: &Hub, id: &str, events: u32) -> Result<pb::PlanView, Status> {
+    let limit = if events == 0 {
+        EVENTS
+    } else {
+        events.min(MAX_EVENTS)
+    };
+    show_with(hub, plan_id(id)?, limit)
+}
+
+/// Most events one `GetPlan` returns (a report of a long plan).
+const MAX_EVENTS: u32 = 10_000;
+
 fn show(hub: &Hub, id: i64) -> Result<pb::PlanView, Status> {
+    show_with(hub, id, EVENTS)
+}
+
+fn show_with(hub: &Hub, id: i64, events: u32) -> Result<pb::PlanView, Status> {
     let store = hub.engine.store();
     let plan = store.plan(id).map_err(|e| engine_status(e.into()))?;
     let nodes = store.plan_nodes(id).map_err(internal)?;
-    let events = store.plan_events(id, EVENTS).map_err(internal)?;
+    let events = store.plan_events(id, events).map_err(internal)?;
     let images = store.plan_images(id).map_err(internal)?;
     let gates = gates(
         plan.kind,
