@@ -124,6 +124,10 @@ options! {
         /// (ten times as far, a blocker) [default: 30].
         #[arg(long, env = "RKE2OPS_HUB_DOCTOR_CLOCK_SKEW_SECS")]
         pub doctor_clock_skew_secs: Option<u64>,
+        /// Application probes every plan gets when its request names none (repeatable; the
+        /// syntax of `rke2-hub rotate --probe`).
+        #[arg(long = "default-probe", env = "RKE2OPS_HUB_PROBES", value_delimiter = ';')]
+        pub probes: Option<Vec<String>>,
     }
 }
 
@@ -182,6 +186,8 @@ pub struct Config {
     pub history_retention: Duration,
     /// The doctor's clock-skew threshold.
     pub clock_skew: Duration,
+    /// Probes for plans that name none.
+    pub default_probes: Vec<crate::probe::ProbeSpec>,
 }
 
 impl Config {
@@ -352,6 +358,12 @@ impl Config {
                     });
                 }
             },
+            default_probes: crate::probe::spec::parse_all(&o.probes.unwrap_or_default()).map_err(
+                |e| ConfigError::Invalid {
+                    key: "probes",
+                    message: e.to_string(),
+                },
+            )?,
         })
     }
 }
@@ -458,6 +470,26 @@ mod tests {
     }
 
     #[test]
+    fn default_probes_are_checked_at_start_naming_the_key() {
+        let o: Options = rke2ops_common::config::parse_toml(
+            "probes = [\"tcp://db:5432,name=db\", \"workload:shop/Deployment/web\"]\n",
+            Path::new("hub.toml"),
+        )
+        .expect("parses");
+        let config = Config::resolve(o).expect("valid");
+        assert_eq!(config.default_probes.len(), 2);
+        assert_eq!(config.default_probes[0].name, "db");
+        let bad: Options =
+            rke2ops_common::config::parse_toml("probes = [\"ftp://x\"]\n", Path::new("hub.toml"))
+                .expect("parses");
+        let err = Config::resolve(bad).expect_err("bad probe").to_string();
+        assert!(
+            err.contains("probes") && err.contains("must start with"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn every_flag_of_serve_is_a_file_key() {
         // One definition: a flag's value lands in the field named like the hub.toml key.
         use clap::Parser as _;
@@ -489,7 +521,7 @@ mod tests {
             .get_arguments()
             .map(|a| a.get_id().to_string())
             .collect();
-        assert_eq!(ids.len(), 19, "{ids:?}");
+        assert_eq!(ids.len(), 20, "{ids:?}");
         for id in ids.iter().map(String::as_str).chain(["no_such_key"]) {
             // A value of the wrong type for most keys: only an unknown key says "unknown".
             let text = format!("{id} = {{}}\n");

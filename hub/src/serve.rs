@@ -64,6 +64,7 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
             alert_gate: config.alert_gate.clone(),
             history_retention: config.history_retention,
             clock_skew: config.clock_skew,
+            default_probes: config.default_probes.clone(),
             ..crate::engine::EngineSettings::default()
         },
     );

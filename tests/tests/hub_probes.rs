@@ -218,16 +218,25 @@ async fn a_failing_probe_holds_then_halts_the_plan_and_the_report_matches_the_ap
     let md = tokio::task::block_in_place(|| hub.run(&["plan", "report", &id]));
     assert!(md.status.success());
     let md = String::from_utf8_lossy(&md.stdout).into_owned();
-    assert!(md.starts_with(&format!("# RKE2 maintenance plan {id}: rotate")), "{md}");
+    assert!(
+        md.starts_with(&format!("# RKE2 maintenance plan {id}: rotate")),
+        "{md}"
+    );
     assert!(md.contains("| Started by | uid:0 (operator) |"), "{md}");
     assert!(md.contains("## Application probes"), "{md}");
     assert!(
-        md.contains(&format!("| app | {url} | {} | {served_failed} |", served_ok + served_failed)),
+        md.contains(&format!(
+            "| app | {url} | {} | {served_failed} |",
+            served_ok + served_failed
+        )),
         "{md}"
     );
     assert!(md.contains("### server-1"), "{md}");
     let exported = json(&hub, &["plan", "report", &id]);
-    assert_eq!(exported["probes"][0]["failures"].as_u64(), Some(served_failed));
+    assert_eq!(
+        exported["probes"][0]["failures"].as_u64(),
+        Some(served_failed)
+    );
     assert_eq!(exported["state"], "aborted");
     assert!(
         exported["nodes"][0]["steps"]

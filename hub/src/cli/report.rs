@@ -66,9 +66,7 @@ fn steps<'a>(view: &'a pb::PlanView, node: &str) -> Vec<&'a pb::PlanEvent> {
 /// The report as JSON.
 #[must_use]
 pub fn json(view: &pb::PlanView) -> serde_json::Value {
-    let event = |e: &pb::PlanEvent| {
-        serde_json::json!({"at": time_text(e.at.as_ref()), "node": e.node, "message": e.message})
-    };
+    let event = |e: &pb::PlanEvent| serde_json::json!({"at": time_text(e.at.as_ref()), "node": e.node, "message": e.message});
     serde_json::json!({
         "plan": view.id,
         "kind": kind_word(view.kind),
@@ -126,8 +124,14 @@ pub fn markdown(view: &pb::PlanView) -> String {
     ));
     out.push_str("| | |\n|---|---|\n");
     for (k, v) in [
-        ("State", format!("{} ({})", state_word(view.state), view.reason)),
-        ("Started by", format!("{} ({})", view.created_by, view.origin)),
+        (
+            "State",
+            format!("{} ({})", state_word(view.state), view.reason),
+        ),
+        (
+            "Started by",
+            format!("{} ({})", view.created_by, view.origin),
+        ),
         ("Created", time_text(view.created_at.as_ref())),
         ("Finished", time_text(view.finished_at.as_ref())),
         ("Policy", view.policy.clone()),
@@ -277,11 +281,20 @@ mod tests {
     #[test]
     fn markdown_has_who_policy_nodes_findings_probes_and_steps() {
         let md = markdown(&view());
-        assert!(md.starts_with("# RKE2 maintenance plan 7: rotate\n"), "{md}");
+        assert!(
+            md.starts_with("# RKE2 maintenance plan 7: rotate\n"),
+            "{md}"
+        );
         assert!(md.contains("| Started by | uid:0 (operator) |"), "{md}");
-        assert!(md.contains("- server-1: preflight warning (noted): disk-low /var"), "{md}");
+        assert!(
+            md.contains("- server-1: preflight warning (noted): disk-low /var"),
+            "{md}"
+        );
         assert!(md.contains("| 1 | server-1 | server |"), "{md}");
-        assert!(md.contains("rotate succeeded \\| all"), "a pipe cannot break the table: {md}");
+        assert!(
+            md.contains("rotate succeeded \\| all"),
+            "a pipe cannot break the table: {md}"
+        );
         assert!(
             md.contains("| app | http://app/health | 30 | 3 | 90.00 % | 6 s from"),
             "{md}"

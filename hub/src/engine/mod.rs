@@ -71,6 +71,8 @@ pub struct EngineSettings {
     pub history_retention: Duration,
     /// The doctor's clock-skew threshold ([`crate::doctor::clock`]).
     pub clock_skew: Duration,
+    /// Probes for plans whose request names none (hub.toml `probes`).
+    pub default_probes: Vec<crate::probe::ProbeSpec>,
 }
 
 /// The alert gate's settings ([`crate::plan::alerts`]).
@@ -92,6 +94,7 @@ impl Default for EngineSettings {
                 crate::config::DEFAULT_HISTORY_RETENTION_DAYS * 86_400,
             ),
             clock_skew: Duration::from_secs(crate::doctor::clock::DEFAULT_THRESHOLD_SECS),
+            default_probes: Vec::new(),
         }
     }
 }
@@ -204,6 +207,12 @@ impl Engine {
     #[must_use]
     pub fn artifact_mirror(&self) -> &str {
         &self.settings.artifact_mirror
+    }
+
+    /// The probes a plan gets when its request names none.
+    #[must_use]
+    pub fn default_probes(&self) -> &[crate::probe::ProbeSpec] {
+        &self.settings.default_probes
     }
 
     /// Whether the hub can cordon and drain.

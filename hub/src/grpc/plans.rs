@@ -136,7 +136,11 @@ fn gates(
 
 /// The domain request for the wire request, resolving a channel.
 async fn request_of(hub: &Hub, req: &pb::CreatePlanRequest) -> Result<PlanRequest, Status> {
-    let ask = PlanAsk::try_from(req).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let mut ask = PlanAsk::try_from(req).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if ask.policy.probes.is_empty() {
+        // hub.toml's `probes`: every plan watches the applications unless it names its own.
+        ask.policy.probes = hub.engine.default_probes().to_vec();
+    }
     let (target, channel) = match ask.target {
         TargetAsk::None => (None, String::new()),
         TargetAsk::Version(version) => (Some(version), String::new()),
