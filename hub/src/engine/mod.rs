@@ -71,6 +71,8 @@ pub struct EngineSettings {
     pub history_retention: Duration,
     /// The doctor's clock-skew threshold ([`crate::doctor::clock`]).
     pub clock_skew: Duration,
+    /// Webhooks told about plan and probe events (none: no webhooks configured).
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 /// The alert gate's settings ([`crate::plan::alerts`]).
@@ -92,6 +94,7 @@ impl Default for EngineSettings {
                 crate::config::DEFAULT_HISTORY_RETENTION_DAYS * 86_400,
             ),
             clock_skew: Duration::from_secs(crate::doctor::clock::DEFAULT_THRESHOLD_SECS),
+            notifier: None,
         }
     }
 }
@@ -221,6 +224,14 @@ impl Engine {
     fn notify(&self) {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
         self.wake.notify_one();
+    }
+
+    /// Tells the webhooks, if any, about `event`: queued, never awaited, so a slow or
+    /// absent receiver cannot hold a plan.
+    fn announce(&self, event: &crate::notify::Event) {
+        if let Some(notifier) = &self.settings.notifier {
+            notifier.send(event);
+        }
     }
 
     /// The store.
