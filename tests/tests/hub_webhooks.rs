@@ -263,3 +263,65 @@ async fn a_real_receiver_gets_every_webhook_once_and_in_order() {
     );
     assert!(!logged.contains("/services/T000"), "{logged}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_node_is_announced_before_the_halt() {
+    let ip = "127.0.63.2";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start(ip).await;
+    let url = format!("http://{ip}:{}/hook", receiver.port);
+    let hub = tokio::task::block_in_place(|| {
+        HubProcess::start_with(dir.path(), ip, &["--webhook", &url])
+    });
+    let spec = FleetSpec {
+        servers: 1,
+        agents: 1,
+        version: "v1.34.1+rke2r1".to_owned(),
+        op_time: Duration::from_millis(200),
+        heartbeat: Duration::from_millis(300),
+        renewal_deadline_in: None,
+    };
+    let fleet = FakeFleet::start(hub.addr.parse().expect("addr"), &hub.socket(), &spec).await;
+    fleet.set_behaviour(
+        "server-1",
+        rke2ops_tests::fleet::Behaviour::Fail("disk full".into()),
+    );
+    let plan = json(&hub, &["restart", "--settle", "1s"]);
+    let plan = plan["id"].as_str().expect("id").to_owned();
+    wait_until("halted", Duration::from_secs(60), || {
+        json(&hub, &["plan", "show", &plan])["state"] == "halted"
+    })
+    .await;
+    wait_until("three events", Duration::from_secs(30), || {
+        receiver.bodies().len() >= 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = receiver.bodies();
+    let names: Vec<&str> = got
+        .iter()
+        .map(|b| b["event"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        names,
+        ["plan.created", "node.failed", "plan.halted"],
+        "{got:#?}"
+    );
+    assert_eq!(got[1]["node"], "server-1", "{:#}", got[1]);
+    assert!(
+        got[1]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("disk full")),
+        "{:#}",
+        got[1]
+    );
+    assert!(
+        got[2]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("server-1")),
+        "{:#}",
+        got[2]
+    );
+    assert!(got.iter().all(|b| b["plan"] == plan.as_str()), "{got:#?}");
+    drop(fleet);
+}
