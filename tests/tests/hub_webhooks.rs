@@ -325,3 +325,97 @@ async fn a_failing_node_is_announced_before_the_halt() {
     assert!(got.iter().all(|b| b["plan"] == plan.as_str()), "{got:#?}");
     drop(fleet);
 }
+
+/// A probed application: 200 while healthy, 503 otherwise.
+async fn app(ip: &str, healthy: Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let _ = read_request(&mut stream).await;
+            let answer = if healthy.load(std::sync::atomic::Ordering::SeqCst) {
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+            } else {
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            };
+            let _ = stream.write_all(answer.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_probe_going_down_and_up_is_announced() {
+    let ip = "127.0.63.3";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start(ip).await;
+    let url = format!("http://{ip}:{}/hook", receiver.port);
+    let hub = tokio::task::block_in_place(|| {
+        HubProcess::start_with(dir.path(), ip, &["--webhook", &format!("ops={url}")])
+    });
+    let spec = FleetSpec {
+        servers: 1,
+        agents: 2,
+        version: "v1.34.1+rke2r1".to_owned(),
+        op_time: Duration::from_millis(2000),
+        heartbeat: Duration::from_millis(300),
+        renewal_deadline_in: None,
+    };
+    let fleet = FakeFleet::start(hub.addr.parse().expect("addr"), &hub.socket(), &spec).await;
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let port = app(ip, healthy.clone()).await;
+    let probe = format!("http://{ip}:{port}/health,name=app,interval=1s,threshold=1");
+    let plan = json(
+        &hub,
+        &["restart", "--probe", &probe, "--probe-halt-after", "10m"],
+    );
+    let plan = plan["id"].as_str().expect("id").to_owned();
+    let events = || -> Vec<String> {
+        receiver
+            .bodies()
+            .iter()
+            .map(|b| b["event"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    wait_until("the baseline", Duration::from_secs(30), || {
+        json(&hub, &["plan", "show", &plan])["probes"][0]["samples"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    })
+    .await;
+    healthy.store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_until("probe.down", Duration::from_secs(30), || {
+        events().iter().any(|e| e == "probe.down")
+    })
+    .await;
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_until("probe.up", Duration::from_secs(30), || {
+        events().iter().any(|e| e == "probe.up")
+    })
+    .await;
+    let got = receiver.bodies();
+    assert_eq!(
+        events()[..3],
+        ["plan.created", "probe.down", "probe.up"],
+        "{got:#?}"
+    );
+    assert_eq!(got[1]["probe"], "app", "{:#}", got[1]);
+    assert!(
+        got[1]["error"].as_str().is_some_and(|e| e.contains("503")),
+        "{:#}",
+        got[1]
+    );
+    assert!(
+        got[1]["target"]
+            .as_str()
+            .is_some_and(|t| t.contains("/health")),
+        "{:#}",
+        got[1]
+    );
+    drop(fleet);
+}
