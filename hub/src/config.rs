@@ -128,6 +128,10 @@ options! {
         /// syntax of `rke2-hub rotate --probe`).
         #[arg(long = "default-probe", env = "RKE2OPS_HUB_PROBES", value_delimiter = ';')]
         pub probes: Option<Vec<String>>,
+        /// Webhook notified of plan and probe events, `[NAME=][slack:]URL` (repeatable; the
+        /// URL is a secret and never shown) [default: none].
+        #[arg(long = "webhook", env = "RKE2OPS_HUB_WEBHOOKS", value_delimiter = ',')]
+        pub webhooks: Option<Vec<String>>,
     }
 }
 
@@ -188,6 +192,8 @@ pub struct Config {
     pub clock_skew: Duration,
     /// Probes for plans that name none.
     pub default_probes: Vec<crate::probe::ProbeSpec>,
+    /// Webhooks notified of plan and probe events ([`crate::notify`]).
+    pub webhooks: Vec<crate::notify::Webhook>,
 }
 
 impl Config {
@@ -346,6 +352,12 @@ impl Config {
                     });
                 }
             },
+            webhooks: crate::notify::spec::parse_all(&o.webhooks.unwrap_or_default()).map_err(
+                |e| ConfigError::Invalid {
+                    key: "webhooks",
+                    message: e.to_string(),
+                },
+            )?,
             clock_skew: match o
                 .doctor_clock_skew_secs
                 .unwrap_or(crate::doctor::clock::DEFAULT_THRESHOLD_SECS)
@@ -435,6 +447,28 @@ mod tests {
     }
 
     #[test]
+    fn webhooks_are_checked_naming_the_key_but_not_the_url() {
+        let o = Options {
+            webhooks: Some(vec![
+                "ops=slack:https://hooks.slack.com/services/T/B/s3cret".into(),
+                "http://127.0.0.1:9/hook".into(),
+            ]),
+            ..Options::default()
+        };
+        let c = Config::resolve(o).expect("valid");
+        let names: Vec<_> = c.webhooks.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["ops", "1"]);
+        assert_eq!(c.webhooks[0].format, crate::notify::Format::Slack);
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let o = Options {
+            webhooks: Some(vec!["hooks.example/s3cret".into()]),
+            ..Options::default()
+        };
+        let err = Config::resolve(o).expect_err("no scheme").to_string();
+        assert!(err.contains("webhooks") && !err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
     fn advertised_host_becomes_a_san_and_flags_win() {
         let file = Options {
             advertise_address: Some("hub.example:9811".into()),
@@ -521,7 +555,7 @@ mod tests {
             .get_arguments()
             .map(|a| a.get_id().to_string())
             .collect();
-        assert_eq!(ids.len(), 20, "{ids:?}");
+        assert_eq!(ids.len(), 21, "{ids:?}");
         for id in ids.iter().map(String::as_str).chain(["no_such_key"]) {
             // A value of the wrong type for most keys: only an unknown key says "unknown".
             let text = format!("{id} = {{}}\n");

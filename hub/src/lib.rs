@@ -27,6 +27,7 @@ pub mod grpc;
 pub mod kube;
 pub mod listener;
 pub mod metrics;
+pub mod notify;
 pub mod pki;
 pub mod plan;
 pub mod probe;

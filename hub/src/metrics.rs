@@ -265,6 +265,16 @@ impl HubMetrics {
         }
     }
 
+    /// Registers the webhook delivery counter the notifier updates
+    /// ([`crate::notify`]): `rke2ops_hub_webhook_deliveries_total{webhook,outcome}`.
+    pub fn register_webhooks(&mut self, deliveries: Family<Labels, Counter>) {
+        self.registry.register(
+            "rke2ops_hub_webhook_deliveries",
+            "Webhook events by webhook name and outcome (delivered, failed after the retries, dropped on a full queue)",
+            deliveries,
+        );
+    }
+
     /// Records one handled call or message.
     pub fn observe(&self, method: &str, code: tonic::Code, seconds: f64) {
         let code = format!("{code:?}");

@@ -55,6 +55,11 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
     let registry = Arc::new(Registry::default());
     let kube_settings = config.kube_settings();
     let cluster = crate::engine::kube_cluster::from_settings(kube_settings.as_ref())?;
+    // Webhooks: the counter is the metrics'; the notifier is the engine's (none configured:
+    // no tasks at all).
+    let deliveries = prometheus_client::metrics::family::Family::default();
+    let notifier =
+        crate::notify::Notifier::start(config.webhooks.clone(), deliveries.clone()).map(Arc::new);
     let engine = crate::engine::Engine::new(
         store.clone(),
         Arc::clone(&registry),
@@ -65,14 +70,19 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
             history_retention: config.history_retention,
             clock_skew: config.clock_skew,
             default_probes: config.default_probes.clone(),
+            notifier,
             ..crate::engine::EngineSettings::default()
         },
     );
-    let metrics = Arc::new(crate::metrics::HubMetrics::new(
-        store.clone(),
-        Arc::clone(&registry),
-        engine.doctor_latest(),
-    ));
+    let metrics = {
+        let mut metrics = crate::metrics::HubMetrics::new(
+            store.clone(),
+            Arc::clone(&registry),
+            engine.doctor_latest(),
+        );
+        metrics.register_webhooks(deliveries);
+        Arc::new(metrics)
+    };
     let hub = Hub {
         shutdown: shutdown.clone(),
         engine: Arc::clone(&engine),

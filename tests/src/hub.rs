@@ -51,6 +51,17 @@ impl HubProcess {
         Self::spawn(Where::Host, state, ip, extra, None)
     }
 
+    /// [`HubProcess::start_with`] with the hub's stderr (its log) written to `log`, for tests
+    /// that check what the hub logs (e.g. that no secret ever appears in it).
+    ///
+    /// # Panics
+    /// When `log` cannot be created or the hub does not come up within 20 s.
+    #[must_use]
+    pub fn start_logged(state: &Path, ip: &str, extra: &[&str], log: &Path) -> HubProcess {
+        let file = std::fs::File::create(log).expect("hub log file");
+        Self::spawn_io(Where::Host, state, ip, extra, None, Some(file.into()))
+    }
+
     /// Starts a hub that proving-ground nodes can reach, as a *station* on the ground's
     /// bridge: a network namespace of its own with an address of its own (see
     /// [`crate::ground::net`]), so its connections come from that address and a node can be
@@ -96,6 +107,17 @@ impl HubProcess {
         extra: &[&str],
         lease: Option<crate::ground::net::AddrLease>,
     ) -> HubProcess {
+        Self::spawn_io(place, state, ip, extra, lease, None)
+    }
+
+    fn spawn_io(
+        place: Where,
+        state: &Path,
+        ip: &str,
+        extra: &[&str],
+        lease: Option<crate::ground::net::AddrLease>,
+        stderr: Option<Stdio>,
+    ) -> HubProcess {
         let addr = format!("{ip}:9811");
         let mut command = match place {
             Where::Bridge => crate::ground::ground()
@@ -124,6 +146,9 @@ impl HubProcess {
             .args(extra)
             .env("RKE2OPS_HUB_CONFIG", "/dev/null")
             .stdout(Stdio::null());
+        if let Some(stderr) = stderr {
+            command.stderr(stderr);
+        }
         let child = match place {
             Where::Station => crate::ground::ground()
                 .expect("ground network")

@@ -13,7 +13,7 @@ use tracing::Instrument as _;
 
 use super::{Engine, node};
 use crate::plan::decide::{Decision, Policy, Role, decide};
-use crate::plan::model::{Plan, PlanNode, PlanState};
+use crate::plan::model::{NodePhase, Plan, PlanNode, PlanState};
 use crate::plan::window::MaintenanceWindow;
 use crate::store::StoreError;
 
@@ -263,7 +263,16 @@ impl Engine {
                 self.notify();
             }
             Decision::Wait(why) => self.set_reason(&plan, &why, now)?,
-            Decision::Halted(why) => self.halt(&plan, &why, now)?,
+            Decision::Halted(why) => {
+                if let Some(failed) = nodes.iter().find(|n| n.phase == NodePhase::Failed) {
+                    self.announce(&crate::notify::Event::NodeFailed {
+                        plan: id,
+                        node: failed.node.clone(),
+                        reason: failed.detail.clone(),
+                    });
+                }
+                self.halt(&plan, &why, now)?;
+            }
             Decision::Complete => {
                 self.store.set_plan_state(
                     id,
@@ -273,6 +282,7 @@ impl Engine {
                 )?;
                 self.store.plan_event(id, "", "completed", now)?;
                 tracing::info!(plan = id, "plan completed");
+                self.announce(&crate::notify::Event::PlanCompleted { plan: id });
                 // The previous releases' image archives are not needed any more.
                 self.spawn_prune(&plan);
                 self.notify();
@@ -296,6 +306,10 @@ impl Engine {
         self.store
             .plan_event(plan.id, "", &format!("halted: {why}"), now)?;
         tracing::warn!(plan = plan.id, reason = %why, "plan halted");
+        self.announce(&crate::notify::Event::PlanHalted {
+            plan: plan.id,
+            reason: why.to_owned(),
+        });
         self.notify();
         Ok(())
     }

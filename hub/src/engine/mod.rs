@@ -73,6 +73,8 @@ pub struct EngineSettings {
     pub clock_skew: Duration,
     /// Probes for plans whose request names none (hub.toml `probes`).
     pub default_probes: Vec<crate::probe::ProbeSpec>,
+    /// Webhooks told about plan and probe events (none: no webhooks configured).
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 /// The alert gate's settings ([`crate::plan::alerts`]).
@@ -95,6 +97,7 @@ impl Default for EngineSettings {
             ),
             clock_skew: Duration::from_secs(crate::doctor::clock::DEFAULT_THRESHOLD_SECS),
             default_probes: Vec::new(),
+            notifier: None,
         }
     }
 }
@@ -230,6 +233,14 @@ impl Engine {
     fn notify(&self) {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
         self.wake.notify_one();
+    }
+
+    /// Tells the webhooks, if any, about `event`: queued, never awaited, so a slow or
+    /// absent receiver cannot hold a plan.
+    fn announce(&self, event: &crate::notify::Event) {
+        if let Some(notifier) = &self.settings.notifier {
+            notifier.send(event);
+        }
     }
 
     /// The store.

@@ -96,6 +96,18 @@ impl Engine {
                     };
                     tracing::warn!(probe = %spec.name, "{message}");
                     let _ = self.store.plan_event(id, "", &message, now);
+                    self.announce(&match t {
+                        Transition::Down => crate::notify::Event::ProbeDown {
+                            plan: id,
+                            probe: spec.name.clone(),
+                            target: spec.target.describe(),
+                            error: error.clone(),
+                        },
+                        Transition::Up => crate::notify::Event::ProbeUp {
+                            plan: id,
+                            probe: spec.name.clone(),
+                        },
+                    });
                     self.notify();
                 }
             }

@@ -69,6 +69,11 @@ impl Engine {
             OffsetDateTime::now_utc(),
         )?;
         tracing::info!(plan = id, kind = %request.kind, %target, nodes = nodes.len(), %actor, "plan created");
+        self.announce(&crate::notify::Event::PlanCreated {
+            plan: id,
+            kind: request.kind.to_string(),
+            actor: actor.to_owned(),
+        });
         self.notify();
         Ok(id)
     }
@@ -174,6 +179,12 @@ impl Engine {
         self.store
             .plan_event(id, "", &format!("{word} by {actor}"), now)?;
         tracing::info!(plan = id, action = word, %actor, "plan action");
+        if let Action::Abort = action {
+            self.announce(&crate::notify::Event::PlanAborted {
+                plan: id,
+                actor: actor.to_owned(),
+            });
+        }
         self.notify();
         Ok(())
     }
