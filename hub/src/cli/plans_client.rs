@@ -357,7 +357,7 @@ pub async fn skip(args: &SkipArgs) -> anyhow::Result<u8> {
     act(&args.action, pb::PlanAction::Skip, &args.node).await
 }
 
-fn kind_word(kind: i32) -> &'static str {
+pub(crate) fn kind_word(kind: i32) -> &'static str {
     match pb::PlanKind::try_from(kind) {
         Ok(pb::PlanKind::Rotate) => "rotate",
         Ok(pb::PlanKind::Restart) => "restart",
@@ -366,7 +366,7 @@ fn kind_word(kind: i32) -> &'static str {
     }
 }
 
-fn state_word(state: i32) -> &'static str {
+pub(crate) fn state_word(state: i32) -> &'static str {
     match pb::PlanState::try_from(state) {
         Ok(pb::PlanState::Running) => "running",
         Ok(pb::PlanState::Paused) => "paused",
@@ -410,7 +410,7 @@ fn elapsed(n: &pb::PlanNodeView) -> String {
     }
 }
 
-fn role_word(role: i32) -> &'static str {
+pub(crate) fn role_word(role: i32) -> &'static str {
     convert::role_word(role)
 }
 
@@ -603,20 +603,7 @@ fn print_probes(view: &pb::PlanView) {
         .to_vec(),
     ];
     for p in &view.probes {
-        let longest = if p.longest_outage_start.is_some() {
-            format!(
-                "{} s from {}{}",
-                p.longest_outage_seconds,
-                time_word(p.longest_outage_start.as_ref()),
-                if p.longest_outage_nodes.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({} in maintenance)", p.longest_outage_nodes.join(", "))
-                }
-            )
-        } else {
-            "-".to_owned()
-        };
+        let longest = crate::cli::report::longest_outage(p).unwrap_or_else(|| "-".to_owned());
         lines.push(vec![
             p.name.clone(),
             p.target.clone(),

@@ -5,6 +5,8 @@
 
 use rke2ops_proto::v1 as pb;
 
+use super::plans_client::{kind_word, role_word, state_word};
+
 fn time_text(t: Option<&prost_types::Timestamp>) -> String {
     t.and_then(|t| crate::grpc::convert::time_of(t, "t").ok())
         .and_then(|t| {
@@ -21,33 +23,21 @@ fn cell(text: &str) -> String {
         .replace('\n', " ")
 }
 
-fn kind_word(kind: i32) -> &'static str {
-    match pb::PlanKind::try_from(kind) {
-        Ok(pb::PlanKind::Rotate) => "rotate",
-        Ok(pb::PlanKind::Restart) => "restart",
-        Ok(pb::PlanKind::Upgrade) => "upgrade",
-        _ => "unknown",
-    }
-}
-
-fn state_word(state: i32) -> &'static str {
-    match pb::PlanState::try_from(state) {
-        Ok(pb::PlanState::Running) => "running",
-        Ok(pb::PlanState::Paused) => "paused",
-        Ok(pb::PlanState::Halted) => "halted",
-        Ok(pb::PlanState::Completed) => "completed",
-        Ok(pb::PlanState::Aborted) => "aborted",
-        Ok(pb::PlanState::Preview) => "dry-run",
-        _ => "unknown",
-    }
-}
-
-fn role_word(role: i32) -> &'static str {
-    match pb::NodeRole::try_from(role) {
-        Ok(pb::NodeRole::Server) => "server",
-        Ok(pb::NodeRole::Agent) => "agent",
-        _ => "unknown",
-    }
+/// A probe's longest outage in words (`6 s from <start> (server-1 in maintenance)`); `None`
+/// when it never failed.
+#[must_use]
+pub fn longest_outage(p: &pb::ProbeReport) -> Option<String> {
+    p.longest_outage_start.as_ref()?;
+    Some(format!(
+        "{} s from {}{}",
+        p.longest_outage_seconds,
+        time_text(p.longest_outage_start.as_ref()),
+        if p.longest_outage_nodes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} in maintenance)", p.longest_outage_nodes.join(", "))
+        }
+    ))
 }
 
 /// The plan's preflight findings (recorded as events when it was created).
@@ -176,20 +166,7 @@ pub fn markdown(view: &pb::PlanView) -> String {
     if !view.probes.is_empty() {
         out.push_str("\n## Application probes\n\n| Probe | Target | Samples | Failures | Availability | Longest outage |\n|---|---|---|---|---|---|\n");
         for p in &view.probes {
-            let longest = if p.longest_outage_start.is_some() {
-                format!(
-                    "{} s from {}{}",
-                    p.longest_outage_seconds,
-                    time_text(p.longest_outage_start.as_ref()),
-                    if p.longest_outage_nodes.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({} in maintenance)", p.longest_outage_nodes.join(", "))
-                    }
-                )
-            } else {
-                "none".to_owned()
-            };
+            let longest = longest_outage(p).unwrap_or_else(|| "none".to_owned());
             out.push_str(&format!(
                 "| {} | {} | {} | {} | {:.2} % | {} |\n",
                 cell(&p.name),
