@@ -655,13 +655,16 @@ fn print_images(view: &pb::PlanView) {
     print!("{}", tabwriter::layout(&lines, 3));
 }
 
+/// A wire timestamp as RFC 3339 (`None`: absent or out of range).
+pub(crate) fn rfc3339(t: Option<&prost_types::Timestamp>) -> Option<String> {
+    t.and_then(|t| convert::time_of(t, "t").ok()).and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+}
+
 fn ts_json(t: Option<&prost_types::Timestamp>) -> serde_json::Value {
-    t.and_then(|t| convert::time_of(t, "t").ok())
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .map_or(serde_json::Value::Null, serde_json::Value::String)
+    rfc3339(t).map_or(serde_json::Value::Null, serde_json::Value::String)
 }
 
 /// A plan as JSON (stable keys, snake_case).

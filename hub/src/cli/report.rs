@@ -5,15 +5,10 @@
 
 use rke2ops_proto::v1 as pb;
 
-use super::plans_client::{kind_word, role_word, state_word};
+use super::plans_client::{kind_word, rfc3339, role_word, state_word};
 
 fn time_text(t: Option<&prost_types::Timestamp>) -> String {
-    t.and_then(|t| crate::grpc::convert::time_of(t, "t").ok())
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "-".to_owned())
+    rfc3339(t).unwrap_or_else(|| "-".to_owned())
 }
 
 /// A Markdown table cell: one line, `|` escaped, control characters shown escaped.
