@@ -231,6 +231,12 @@ impl Engine {
         }
         match decision {
             Decision::Start(names) => {
+                // The gates above can take seconds: an operator may have paused or aborted
+                // the plan meanwhile. (A node started in the instant after this read is
+                // released by its own task, which sees the abort.)
+                if self.store.plan(id)?.state != PlanState::Running {
+                    return Ok(());
+                }
                 for name in names {
                     let Some(mut node) = nodes.iter().find(|n| n.node == name).cloned() else {
                         continue;
@@ -274,12 +280,16 @@ impl Engine {
                 self.halt(&plan, &why, now)?;
             }
             Decision::Complete => {
-                self.store.set_plan_state(
+                // Only from running: an operator who aborted or paused it meanwhile wins.
+                if !self.store.move_plan_state(
                     id,
+                    plan.state,
                     PlanState::Completed,
                     "every node done or skipped",
                     now,
-                )?;
+                )? {
+                    return Ok(());
+                }
                 self.store.plan_event(id, "", "completed", now)?;
                 tracing::info!(plan = id, "plan completed");
                 self.announce(&crate::notify::Event::PlanCompleted { plan: id });
@@ -292,17 +302,23 @@ impl Engine {
     }
 
     fn set_reason(&self, plan: &Plan, why: &str, now: OffsetDateTime) -> Result<(), StoreError> {
-        if plan.reason != why {
-            self.store
-                .set_plan_state(plan.id, PlanState::Running, why, now)?;
+        if plan.reason != why
+            && self
+                .store
+                .move_plan_state(plan.id, plan.state, PlanState::Running, why, now)?
+        {
             self.notify();
         }
         Ok(())
     }
 
     fn halt(&self, plan: &Plan, why: &str, now: OffsetDateTime) -> Result<(), StoreError> {
-        self.store
-            .set_plan_state(plan.id, PlanState::Halted, why, now)?;
+        if !self
+            .store
+            .move_plan_state(plan.id, plan.state, PlanState::Halted, why, now)?
+        {
+            return Ok(()); // aborted or paused meanwhile
+        }
         self.store
             .plan_event(plan.id, "", &format!("halted: {why}"), now)?;
         tracing::warn!(plan = plan.id, reason = %why, "plan halted");
@@ -312,5 +328,97 @@ impl Engine {
         });
         self.notify();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use time::OffsetDateTime;
+
+    use crate::engine::{Engine, EngineSettings};
+    use crate::plan::action::Action;
+    use crate::plan::create::PlanRequest;
+    use crate::plan::model::{NodePhase, PlanKind, PlanPolicy, PlanState};
+    use crate::registry::Registry;
+    use crate::store::Store;
+
+    /// An engine without a cluster and a one-node rotate plan whose node is already done.
+    fn finished_plan() -> (Store, Arc<Engine>, i64) {
+        let store = Store::open_in_memory().unwrap();
+        let now = OffsetDateTime::now_utc();
+        store
+            .upsert_node_hello("w1", "agent", "v1.34.1+rke2r1", "0", now)
+            .unwrap();
+        let engine = Engine::new(
+            store.clone(),
+            Arc::new(Registry::default()),
+            None,
+            EngineSettings::default(),
+        );
+        let request = PlanRequest {
+            kind: PlanKind::Rotate,
+            target_version: None,
+            channel: String::new(),
+            nodes: vec![],
+            policy: PlanPolicy::default(),
+            origin: "operator".into(),
+        };
+        let id = engine.create(&request, "test").unwrap();
+        let mut node = store.plan_nodes(id).unwrap().remove(0);
+        node.phase = NodePhase::Done;
+        node.finished_at = Some(now);
+        store.save_plan_node(id, &node, None, now).unwrap();
+        (store, engine, id)
+    }
+
+    #[tokio::test]
+    async fn a_pass_that_read_the_plan_before_an_abort_does_not_complete_it() {
+        let (store, engine, id) = finished_plan();
+        // The pass read the plan while it was running ...
+        let stale = store.plan(id).unwrap();
+        assert_eq!(stale.state, PlanState::Running);
+        // ... the operator aborts it before the pass writes ...
+        engine.act(id, &Action::Abort, "uid:0").await.unwrap();
+        // ... and the pass decides "complete" on what it read.
+        Arc::clone(&engine).drive(stale).await.unwrap();
+        let plan = store.plan(id).unwrap();
+        assert_eq!(plan.state, PlanState::Aborted, "{plan:?}");
+        let events = store.plan_events(id, 50).unwrap();
+        assert!(
+            events.iter().all(|e| e.message != "completed"),
+            "{events:?}"
+        );
+        // A fresh pass completes nothing either.
+        Arc::clone(&engine).drive(plan).await.unwrap();
+        assert_eq!(store.plan(id).unwrap().state, PlanState::Aborted);
+    }
+
+    #[tokio::test]
+    async fn a_pass_that_read_the_plan_before_a_pause_does_not_resume_it() {
+        let (store, engine, id) = finished_plan();
+        let mut node = store.plan_nodes(id).unwrap().remove(0);
+        node.phase = NodePhase::Pending;
+        node.finished_at = None;
+        store
+            .save_plan_node(id, &node, None, OffsetDateTime::now_utc())
+            .unwrap();
+        let stale = store.plan(id).unwrap();
+        engine.act(id, &Action::Pause, "uid:0").await.unwrap();
+        // The pass would write a waiting reason (w1's agent is not connected) as "running".
+        Arc::clone(&engine).drive(stale).await.unwrap();
+        assert_eq!(store.plan(id).unwrap().state, PlanState::Paused);
+    }
+
+    #[tokio::test]
+    async fn the_pass_completes_a_plan_nobody_touched() {
+        let (store, engine, id) = finished_plan();
+        let plan = store.plan(id).unwrap();
+        Arc::clone(&engine).drive(plan).await.unwrap();
+        assert_eq!(store.plan(id).unwrap().state, PlanState::Completed);
+        // And an abort afterwards is refused: a final plan never acts again.
+        let err = engine.act(id, &Action::Abort, "uid:0").await.unwrap_err();
+        assert!(err.to_string().contains("will not act again"), "{err}");
     }
 }

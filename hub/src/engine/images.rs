@@ -109,23 +109,38 @@ impl Engine {
                     crate::plan::images::summary(&all)
                 );
                 if plan.reason != why {
-                    self.store
-                        .set_plan_state(plan.id, PlanState::Running, &why, now)?;
+                    self.store.move_plan_state(
+                        plan.id,
+                        plan.state,
+                        PlanState::Running,
+                        &why,
+                        now,
+                    )?;
                 }
                 self.notify();
                 Ok(true)
             }
             ImagesNext::Wait(why) => {
-                if plan.reason != why {
-                    self.store
-                        .set_plan_state(plan.id, PlanState::Running, &why, now)?;
+                if plan.reason != why
+                    && self.store.move_plan_state(
+                        plan.id,
+                        plan.state,
+                        PlanState::Running,
+                        &why,
+                        now,
+                    )?
+                {
                     self.notify();
                 }
                 Ok(true)
             }
             ImagesNext::Halt(why) => {
-                self.store
-                    .set_plan_state(plan.id, PlanState::Halted, &why, now)?;
+                if !self
+                    .store
+                    .move_plan_state(plan.id, plan.state, PlanState::Halted, &why, now)?
+                {
+                    return Ok(true); // aborted or paused meanwhile
+                }
                 self.store
                     .plan_event(plan.id, "", &format!("halted: {why}"), now)?;
                 tracing::warn!(plan = plan.id, reason = %why, "plan halted");

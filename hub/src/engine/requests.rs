@@ -93,20 +93,46 @@ impl Engine {
     /// # Errors
     /// [`EngineError`]: unknown plan or node, or an action the plan's state does not allow.
     pub async fn act(&self, id: i64, action: &Action, actor: &str) -> Result<(), EngineError> {
-        let plan = self.store.plan(id)?;
         let now = OffsetDateTime::now_utc();
-        let nodes = self.store.plan_nodes(id)?;
-        action::check(id, plan.state, &nodes, action).map_err(EngineError::Invalid)?;
-        let word = action.word();
-        match action {
-            Action::Pause => {
-                self.store.set_plan_state(
+        // The engine may move a running plan (to halted or completed) between the read and
+        // the write: the write is conditional on the state read, and a lost race is checked
+        // again against the fresh state instead of overwriting it.
+        let mut tries = 0;
+        let (plan, nodes) = loop {
+            let plan = self.store.plan(id)?;
+            let nodes = self.store.plan_nodes(id)?;
+            action::check(id, plan.state, &nodes, action).map_err(EngineError::Invalid)?;
+            let moved = match action {
+                Action::Pause => self.store.move_plan_state(
                     id,
+                    plan.state,
                     PlanState::Paused,
                     &format!("paused by {actor}"),
                     now,
-                )?;
+                )?,
+                Action::Abort => self.store.move_plan_state(
+                    id,
+                    plan.state,
+                    PlanState::Aborted,
+                    &format!("aborted by {actor}"),
+                    now,
+                )?,
+                Action::Resume | Action::Skip(_) => true,
+            };
+            if moved {
+                break (plan, nodes);
             }
+            tries += 1;
+            if tries == 5 {
+                return Err(EngineError::Invalid(format!(
+                    "plan {id} kept changing state while it was being {}ed; try again",
+                    action.word()
+                )));
+            }
+        };
+        let word = action.word();
+        match action {
+            Action::Pause => {}
             Action::Resume => {
                 for mut node in nodes {
                     if node.phase == NodePhase::Failed {
@@ -119,7 +145,8 @@ impl Engine {
                 }
                 // A failed image staging is retried too (with its next operation id).
                 self.store.retry_failed_images(id, now)?;
-                self.store.set_plan_state(id, PlanState::Running, "", now)?;
+                self.store
+                    .move_plan_state(id, plan.state, PlanState::Running, "", now)?;
             }
             Action::Skip(name) => {
                 let mut node = nodes.into_iter().find(|n| &n.node == name).ok_or_else(|| {
@@ -132,16 +159,16 @@ impl Engine {
                 self.store
                     .save_plan_node(id, &node, Some(&format!("skipped by {actor}")), now)?;
                 if plan.state == PlanState::Halted {
-                    self.store.set_plan_state(id, PlanState::Running, "", now)?;
+                    self.store.move_plan_state(
+                        id,
+                        PlanState::Halted,
+                        PlanState::Running,
+                        "",
+                        now,
+                    )?;
                 }
             }
             Action::Abort => {
-                self.store.set_plan_state(
-                    id,
-                    PlanState::Aborted,
-                    &format!("aborted by {actor}"),
-                    now,
-                )?;
                 // Image stagings in flight are cancelled (the agent honours it until it
                 // starts placing files); their tasks record how they ended.
                 for row in self.store.plan_images(id)? {

@@ -348,7 +348,9 @@ impl Store {
             .collect()
     }
 
-    /// Sets a plan's state and reason (and its end time when final).
+    /// Sets a plan's state and reason (and its end time when final), from whatever state it
+    /// is in except a final one. For tests and setup; the engine uses
+    /// [`Self::move_plan_state`], which cannot undo a concurrent operator's action.
     ///
     /// # Errors
     /// [`StoreError::UnknownPlan`]; SQL failures.
@@ -359,19 +361,52 @@ impl Store {
         reason: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let finished = state.is_final().then(|| to_db(now));
-        let changed = self
-            .conn()
+        let current = self.plan(id)?.state;
+        self.move_plan_state(id, current, state, reason, now)?;
+        Ok(())
+    }
+
+    /// Moves plan `id` from state `from` to `to` only if it is still in `from`, and says
+    /// whether it did. Why: the engine decides on a plan it read a moment ago while an
+    /// operator may abort or pause it meanwhile; an unconditional write would turn an aborted
+    /// plan back into a completed or running one. A final plan never leaves its state.
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownPlan`], SQL failures.
+    pub fn move_plan_state(
+        &self,
+        id: i64,
+        from: PlanState,
+        to: PlanState,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        if from.is_final() && from != to {
+            return Ok(false);
+        }
+        let finished = to.is_final().then(|| to_db(now));
+        let conn = self.conn();
+        let changed = conn
             .execute(
                 "UPDATE plans SET state = ?2, reason = ?3, updated_at = ?4, \
-                                  finished_at = COALESCE(finished_at, ?5) WHERE id = ?1",
-                params![id, state.name(), reason, to_db(now), finished],
+                                  finished_at = COALESCE(finished_at, ?5) \
+                 WHERE id = ?1 AND state = ?6",
+                params![id, to.name(), reason, to_db(now), finished, from.name()],
             )
             .map_err(plan_err(id, "updating the plan's state"))?;
         if changed == 0 {
-            return Err(StoreError::UnknownPlan(id));
+            let exists: bool = conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM plans WHERE id = ?1)",
+                    [id],
+                    |r| r.get(0),
+                )
+                .map_err(plan_err(id, "reading the plan's state"))?;
+            if !exists {
+                return Err(StoreError::UnknownPlan(id));
+            }
         }
-        Ok(())
+        Ok(changed == 1)
     }
 
     /// Writes one node's row (phase, what the plan did, timings) and, when given, an event.
@@ -591,6 +626,48 @@ mod tests {
         let second = store.create_plan(&new_plan(&policy), &nodes, now).unwrap();
         assert!(second > id);
         assert!(matches!(store.plan(999), Err(StoreError::UnknownPlan(999))));
+    }
+
+    #[test]
+    fn a_state_moves_only_from_the_state_it_was_read_in_and_never_leaves_a_final_one() {
+        let store = Store::open_in_memory().unwrap();
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let policy = PlanPolicy::default();
+        let nodes = vec![PlanNode::pending("s1", 0, Role::Server, "")];
+        let id = store.create_plan(&new_plan(&policy), &nodes, now).unwrap();
+        assert!(
+            !store
+                .move_plan_state(id, PlanState::Halted, PlanState::Running, "", now)
+                .unwrap(),
+            "not halted: nothing moves"
+        );
+        assert!(
+            store
+                .move_plan_state(id, PlanState::Running, PlanState::Aborted, "aborted", now)
+                .unwrap()
+        );
+        assert!(
+            !store
+                .move_plan_state(id, PlanState::Running, PlanState::Completed, "done", now)
+                .unwrap()
+        );
+        assert!(
+            !store
+                .move_plan_state(id, PlanState::Aborted, PlanState::Running, "", now)
+                .unwrap()
+        );
+        store
+            .set_plan_state(id, PlanState::Completed, "done", now)
+            .unwrap();
+        let plan = store.plan(id).unwrap();
+        assert_eq!(
+            (plan.state, plan.reason.as_str()),
+            (PlanState::Aborted, "aborted")
+        );
+        assert!(matches!(
+            store.move_plan_state(999, PlanState::Running, PlanState::Halted, "", now),
+            Err(StoreError::UnknownPlan(999))
+        ));
     }
 
     #[test]
