@@ -134,11 +134,16 @@ pub fn enroll_all_with(cluster: &SimCluster, hub: &Hub, extra: &str) {
         )
         .expect("enroll");
     }
-    wait_until("five nodes online", Duration::from_secs(90), || {
-        hub.json(&["nodes"])["nodes"]
-            .as_array()
-            .is_some_and(|n| n.len() == 5 && n.iter().all(|n| n["online"] == true))
-    });
+    let want = cluster.nodes().count();
+    wait_until(
+        &format!("all {want} nodes online"),
+        Duration::from_secs(90),
+        || {
+            hub.json(&["nodes"])["nodes"]
+                .as_array()
+                .is_some_and(|n| n.len() == want && n.iter().all(|n| n["online"] == true))
+        },
+    );
 }
 
 pub async fn kube_client(cluster: &SimCluster) -> Client {

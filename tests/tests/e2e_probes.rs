@@ -8,12 +8,20 @@
 //! - An application stopped mid-plan holds the next node and halts the plan naming its probe,
 //!   with no further node touched; `plan report` carries the outage.
 //!
+//! - A Deployment whose only replica is pinned to the first worker (a `nodeSelector`, as a
+//!   pod on a local volume is): draining that worker takes it down until the worker is back.
+//!   The workload probe holds the next worker until it is available again; with a short
+//!   `--probe-halt-after` the plan halts naming the probe, the worker in maintenance finishes,
+//!   the next one is never touched, and `resume` re-checks and completes the plan.
+//!
 //! Needs root and `cargo build --workspace --bins` first.
 
 use std::time::Duration;
 
 use rke2ops_tests::ground::require_root_and_tools;
-use rke2ops_tests::plans::{enroll_all, hub_address, start_hub, wait_state, wait_until};
+use rke2ops_tests::plans::{
+    enroll_all, hub_address, kube_client, start_hub, wait_state, wait_until,
+};
 use rke2ops_tests::sim::cluster::SimCluster;
 use serde_json::Value;
 
@@ -139,5 +147,164 @@ fn applications_stay_available_through_a_rotation_and_a_stopped_one_halts_the_pl
         assert!(app2["failures"].as_u64().unwrap_or(0) >= 2, "{app2:#}");
         let out = tokio::task::block_in_place(|| hub.run(&["abort", &id]));
         assert!(out.status.success());
+    });
+}
+
+/// A node's entry in a plan view.
+fn node_of<'a>(view: &'a Value, name: &str) -> &'a Value {
+    view["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == name))
+        .unwrap_or_else(|| panic!("no node {name} in {view:#}"))
+}
+
+fn at(value: &Value) -> time::OffsetDateTime {
+    let text = value.as_str().unwrap_or_else(|| panic!("no time: {value}"));
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+/// `rotate` of both workers with the workload probe on Deployment `default/shop`.
+fn rotate_workers(hub: &rke2ops_tests::hub::HubProcess, halt_after: &str) -> String {
+    let view = hub.json(&[
+        "rotate",
+        "--settle",
+        "1s",
+        "--node",
+        "agent-1",
+        "--node",
+        "agent-2",
+        "--probe-workload",
+        "default/Deployment/shop,name=shop,interval=1s,threshold=1",
+        "--probe-halt-after",
+        halt_after,
+    ]);
+    view["id"].as_str().expect("id").to_owned()
+}
+
+#[test]
+fn a_workload_whose_only_replica_is_on_the_drained_node_holds_then_halts_the_plan() {
+    rke2ops_tests::ground::block_on(async {
+        use k8s_openapi::api::apps::v1::Deployment;
+        use k8s_openapi::api::core::v1::Pod;
+        use kube::api::{Api, PostParams};
+        use rke2ops_tests::sim::kube::fixtures::pinned_workload_pod;
+
+        require_root_and_tools();
+        let cluster = tokio::task::block_in_place(|| {
+            let cluster = SimCluster::boot(1, 2).expect("1+2 cluster");
+            // The replacement pod takes 20 s to run (scheduling, image pull, readiness): the
+            // outage outlasts the worker's maintenance, which takes a second or two here.
+            let server = &cluster.servers[0];
+            rke2ops_tests::sim::cluster::set_env(
+                &server.node,
+                server.role,
+                &[("RKE2_SIM_REPLACEMENT_DELAY", "20")],
+            )
+            .expect("replacement delay");
+            server
+                .node
+                .systemctl(&["restart", server.unit()])
+                .expect("restart");
+            server
+                .node
+                .wait_for_unit_state(server.unit(), "active", Duration::from_secs(60))
+                .expect("active");
+            cluster
+        });
+        let state = tempfile::tempdir().expect("state");
+        let hub_addr = hub_address();
+        let hub = tokio::task::block_in_place(|| {
+            start_hub(state.path(), &hub_addr.ip().to_string(), &cluster, None)
+        });
+        tokio::task::block_in_place(|| enroll_all(&cluster, &hub));
+        let client = kube_client(&cluster).await;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        pods.create(
+            &PostParams::default(),
+            &pinned_workload_pod("shop-a", "shop", "agent-1", 1),
+        )
+        .await
+        .expect("create the pod");
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+        let available = || async {
+            deployments
+                .get("shop")
+                .await
+                .ok()
+                .and_then(|d| d.status?.available_replicas)
+                .unwrap_or(0)
+        };
+        assert_eq!(
+            available().await,
+            1,
+            "the Deployment is up before the plans"
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+
+        // 1. Hold: the outage starts with agent-1's drain and ends 20 s later; agent-2 waits
+        //    for it.
+        let id = tokio::task::block_in_place(|| rotate_workers(&hub, "300s"));
+        let done = tokio::task::block_in_place(|| {
+            wait_state(&hub, &id, "completed", Duration::from_secs(300))
+        });
+        let shop = probes(&done).remove(0);
+        assert!(shop["failures"].as_u64().unwrap_or(0) >= 1, "{shop:#}");
+        assert!(
+            shop["availability_percent"].as_f64().unwrap_or(100.0) < 100.0,
+            "{shop:#}"
+        );
+        let outage = &shop["longest_outage"];
+        assert!(
+            outage["nodes_in_maintenance"]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|n| n == "agent-1")),
+            "{shop:#}"
+        );
+        let second = at(&node_of(&done, "agent-2")["started_at"]);
+        assert!(
+            second >= at(&outage["end"]),
+            "agent-2 started at {second} during the outage: {shop:#}"
+        );
+
+        // 2. Halt: down for longer than --probe-halt-after.
+        let id = tokio::task::block_in_place(|| rotate_workers(&hub, "5s"));
+        let halted = tokio::task::block_in_place(|| {
+            wait_state(&hub, &id, "halted", Duration::from_secs(120))
+        });
+        let reason = halted["reason"].as_str().expect("reason");
+        assert!(
+            reason.contains("probe shop") && reason.contains("down for"),
+            "{reason}"
+        );
+        assert!(reason.contains("default/Deployment/shop"), "{reason}");
+        // The node in maintenance finishes its operation; the next is never touched.
+        let finished = tokio::task::block_in_place(|| {
+            wait_until("agent-1 done", Duration::from_secs(120), || {
+                node_of(&hub.json(&["plan", "show", &id]), "agent-1")["phase"] == "done"
+            });
+            hub.json(&["plan", "show", &id])
+        });
+        assert_eq!(finished["state"], "halted", "{finished:#}");
+        assert_eq!(
+            node_of(&finished, "agent-2")["phase"],
+            "pending",
+            "{finished:#}"
+        );
+        let started = std::time::Instant::now();
+        while available().await < 1 {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "shop never back"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        // `resume` re-checks the probe, which passes again: the plan completes.
+        let out = tokio::task::block_in_place(|| hub.run(&["resume", &id]));
+        assert!(out.status.success(), "{out:?}");
+        let done = tokio::task::block_in_place(|| {
+            wait_state(&hub, &id, "completed", Duration::from_secs(300))
+        });
+        assert_eq!(node_of(&done, "agent-2")["phase"], "done", "{done:#}");
     });
 }

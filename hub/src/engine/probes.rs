@@ -125,6 +125,7 @@ impl Engine {
             &plan.policy.probes,
             &tallies,
             plan.policy.probe_halt_secs,
+            plan.resumed_at,
             now,
         )
     }

@@ -145,6 +145,7 @@ impl Engine {
                 }
                 // A failed image staging is retried too (with its next operation id).
                 self.store.retry_failed_images(id, now)?;
+                self.store.mark_resumed(id, now)?;
                 self.store
                     .move_plan_state(id, plan.state, PlanState::Running, "", now)?;
             }

@@ -190,6 +190,7 @@ pub async fn create(
             created_at: now,
             updated_at: now,
             finished_at: None,
+            resumed_at: None,
         };
         let mut view = convert::plan_message(
             &plan,

@@ -396,6 +396,9 @@ pub struct Plan {
     pub updated_at: OffsetDateTime,
     /// When it completed or was aborted.
     pub finished_at: Option<OffsetDateTime>,
+    /// When an operator last resumed it: a probe down since before then is given the whole
+    /// `probe_halt_secs` again, so `resume` re-checks instead of halting on an old outage.
+    pub resumed_at: Option<OffsetDateTime>,
 }
 
 /// One node of a plan as stored.

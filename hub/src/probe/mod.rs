@@ -26,12 +26,15 @@ pub enum ProbeGate {
 
 /// The gate over a plan's probes and their records (by probe name). A probe without a
 /// sample holds the plan (the baseline comes first); a failing one holds it; one down for
-/// `halt_after_secs` or more halts it. Pure.
+/// `halt_after_secs` or more halts it, counted from the later of the outage's start and the
+/// plan's last resume (`resumed_at`): an operator's `resume` gives a probe the whole time
+/// again rather than halting at once on an outage that may be ending. Pure.
 #[must_use]
 pub fn gate(
     specs: &[ProbeSpec],
     tallies: &[(String, Tally)],
     halt_after_secs: u64,
+    resumed_at: Option<OffsetDateTime>,
     now: OffsetDateTime,
 ) -> ProbeGate {
     let mut waits = Vec::new();
@@ -53,14 +56,21 @@ pub fn gate(
         let target = spec.target.describe();
         if let Some(since) = tally.down_since.filter(|_| tally.down) {
             let down_for = (now - since).whole_seconds().max(0);
-            if u64::try_from(down_for).unwrap_or(0) >= halt_after_secs {
+            let clock = resumed_at.filter(|r| *r > since);
+            let counted = clock.map_or(down_for, |r| (now - r).whole_seconds().max(0));
+            if u64::try_from(counted).unwrap_or(0) >= halt_after_secs {
                 return ProbeGate::Halt(format!(
                     "probe {} ({target}) down for {down_for} s: {}",
                     spec.name, tally.last_error
                 ));
             }
+            let until = if clock.is_some() {
+                format!("the plan halts {halt_after_secs} s after the resume")
+            } else {
+                format!("the plan halts after {halt_after_secs} s")
+            };
             waits.push(format!(
-                "probe {} ({target}) down for {down_for} s: {} (the plan halts after {halt_after_secs} s)",
+                "probe {} ({target}) down for {down_for} s: {} ({until})",
                 spec.name, tally.last_error
             ));
         } else {
@@ -89,11 +99,11 @@ mod tests {
     fn baseline_first_then_failing_holds_and_down_too_long_halts() {
         let specs = vec![spec::parse("tcp://app:80,name=app,threshold=2").expect("spec")];
         assert!(
-            matches!(gate(&specs, &[], 60, t(0)), ProbeGate::Wait(w) if w.contains("baseline"))
+            matches!(gate(&specs, &[], 60, None, t(0)), ProbeGate::Wait(w) if w.contains("baseline"))
         );
         let mut tally = Tally::default();
         tally.record(Ok(()), t(0), &[], 2);
-        let at = |tally: &Tally, now| gate(&specs, &[("app".into(), tally.clone())], 60, now);
+        let at = |tally: &Tally, now| gate(&specs, &[("app".into(), tally.clone())], 60, None, now);
         assert_eq!(at(&tally, t(1)), ProbeGate::Open);
         tally.record(Err("connect: refused".into()), t(2), &[], 2);
         assert!(matches!(at(&tally, t(2)), ProbeGate::Wait(w) if w.contains("1 of 2 failures")));
@@ -110,5 +120,29 @@ mod tests {
         }
         tally.record(Ok(()), t(66), &[], 2);
         assert_eq!(at(&tally, t(66)), ProbeGate::Open);
+    }
+
+    #[test]
+    fn a_resume_restarts_the_halt_clock_of_a_probe_still_down() {
+        let specs = vec![spec::parse("tcp://app:80,name=app,threshold=1").expect("spec")];
+        let mut tally = Tally::default();
+        tally.record(Ok(()), t(0), &[], 1);
+        tally.record(Err("connect: refused".into()), t(10), &[], 1);
+        let at = |resumed, now| gate(&specs, &[("app".into(), tally.clone())], 30, resumed, now);
+        assert!(matches!(at(None, t(45)), ProbeGate::Halt(_)));
+        // Resumed at 50: held, not halted, until 30 s after the resume; the outage's own
+        // length is still what the message says.
+        match at(Some(t(50)), t(60)) {
+            ProbeGate::Wait(why) => {
+                assert!(why.contains("down for 50 s"), "{why}");
+                assert!(why.contains("30 s after the resume"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(at(Some(t(50)), t(80)), ProbeGate::Halt(w) if w.contains("down for 70 s"))
+        );
+        // A resume before the outage began changes nothing.
+        assert!(matches!(at(Some(t(5)), t(45)), ProbeGate::Halt(_)));
     }
 }

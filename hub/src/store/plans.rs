@@ -13,7 +13,7 @@ use crate::plan::model::{
 };
 
 const PLAN_COLUMNS: &str = "id, kind, target_version, channel, policy, state, reason, origin, \
-                            created_by, created_at, updated_at, finished_at";
+                            created_by, created_at, updated_at, finished_at, resumed_at";
 const NODE_COLUMNS: &str = "node, position, role, phase, cordoned, attempt, operation_id, step, \
                             detail, from_version, started_at, phase_at, finished_at, settle_until, \
                             etcd_snapshot";
@@ -65,6 +65,7 @@ fn read_plan(row: &Row<'_>) -> rusqlite::Result<Result<Plan, StoreError>> {
     let reason: String = row.get(6)?;
     let origin: String = row.get(7)?;
     let created_by: String = row.get(8)?;
+    let resumed_at: Option<i64> = row.get(12)?;
     Ok((|| {
         let key = || id.to_string();
         Ok(Plan {
@@ -81,6 +82,7 @@ fn read_plan(row: &Row<'_>) -> rusqlite::Result<Result<Plan, StoreError>> {
             created_at: from_db(created_at, "plans", key, "created_at")?,
             updated_at: from_db(updated_at, "plans", key, "updated_at")?,
             finished_at: from_db_opt(finished_at, "plans", key, "finished_at")?,
+            resumed_at: from_db_opt(resumed_at, "plans", key, "resumed_at")?,
         })
     })())
 }
@@ -407,6 +409,24 @@ impl Store {
             }
         }
         Ok(changed == 1)
+    }
+
+    /// Records that an operator resumed plan `id` at `now` (see [`Plan::resumed_at`]).
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownPlan`], SQL failures.
+    pub fn mark_resumed(&self, id: i64, now: OffsetDateTime) -> Result<(), StoreError> {
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE plans SET resumed_at = ?2 WHERE id = ?1",
+                params![id, to_db(now)],
+            )
+            .map_err(plan_err(id, "recording the resume"))?;
+        if changed == 0 {
+            return Err(StoreError::UnknownPlan(id));
+        }
+        Ok(())
     }
 
     /// Writes one node's row (phase, what the plan did, timings) and, when given, an event.

@@ -219,6 +219,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (plan_id, probe)
     ) STRICT, WITHOUT ROWID;
     ",
+    // 9: when an operator last resumed the plan: a probe's halt clock restarts there.
+    r"
+    ALTER TABLE plans ADD COLUMN resumed_at INTEGER;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -354,6 +354,34 @@ fn kubectl_reads_nodes_pods_budgets_health_and_events() {
     );
     let nodes = rows(&ok(server, &["get", "nodes"]));
     assert_eq!(row(&nodes, 0, "agent-1")[1], "Ready,SchedulingDisabled");
+
+    // web-1's Deployment (`web`, behind ReplicaSet web-7d4b9c) is one replica short until the
+    // replacement runs elsewhere.
+    let deploy = |field: &str| {
+        ok(
+            server,
+            &[
+                "get",
+                "deployment",
+                "web",
+                "-n",
+                "default",
+                "-o",
+                &format!("jsonpath={{{field}}}"),
+            ],
+        )
+    };
+    assert_eq!(deploy(".spec.replicas"), "1");
+    let started = std::time::Instant::now();
+    while deploy(".status.availableReplicas") != "1" {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "web never available again"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let listed = ok(server, &["get", "deploy", "-A", "--no-headers"]);
+    assert!(listed.contains("web"), "{listed}");
 }
 
 /// A runbook file (`tests/fixtures/runbook/`) where [`install_runbook_files`] put it on a node.

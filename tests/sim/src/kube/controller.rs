@@ -209,8 +209,15 @@ async fn create_replacements(api: &KubeApi, now: Timestamp) -> Result<(), StoreE
             continue;
         };
         let from = old.pointer("/spec/nodeName").and_then(Value::as_str);
-        let Some(node) = api.pick_node(from, std::slice::from_ref(&owner)).await? else {
-            continue; // nowhere to run yet; retried next pass
+        let Some(node) = api
+            .pick_node(
+                from,
+                std::slice::from_ref(&owner),
+                &old["spec"]["nodeSelector"],
+            )
+            .await?
+        else {
+            continue; // nowhere to run yet (Pending); retried next pass
         };
         let pod = replacement_pod(old, &owner, &node, now);
         let ns = pod["metadata"]["namespace"]

@@ -99,6 +99,17 @@ const BUILTIN: &[Entry] = &[
         &["all"],
     ),
     (
+        "apps",
+        "v1",
+        "deployments",
+        "deployment",
+        "Deployment",
+        true,
+        &["get", "list"],
+        &["deploy"],
+        &["all"],
+    ),
+    (
         "policy",
         "v1",
         "poddisruptionbudgets",

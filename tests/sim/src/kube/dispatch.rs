@@ -8,9 +8,12 @@ use serde_json::{Value, json};
 
 use super::crd::{self, CrdVersion};
 use super::handlers::{
-    Answer, KubeApi, bad_request, new_uid, query_param, selector_ok, store_error, time_value,
+    Answer, KubeApi, bad_request, new_uid, query_param, selector_ok, selectors, store_error,
+    time_value,
 };
-use super::objects::{self, CRDS, DAEMONSETS, NAMESPACES, NODES, PDBS, PODS, Resource};
+use super::objects::{
+    self, CRDS, DEPLOYMENTS, NAMESPACES, NODES, PDBS, PODS, REPLACEMENTS, Resource,
+};
 use super::route::{self, ResourcePath, Route};
 use super::store::StoreError;
 use super::table::{self, Printer};
@@ -107,7 +110,8 @@ impl KubeApi {
         let table = table::wants_table(&req.accept);
         Some(
             match (m, path.name.as_deref(), path.subresource.as_deref()) {
-                // Watches of served collections were answered above; DaemonSets are derived.
+                // Watches of served collections were answered above; DaemonSets and Deployments
+                // are derived.
                 ("GET", None, None) if watch::is_watch(&req.query) => (
                     405,
                     objects::status(
@@ -117,22 +121,21 @@ impl KubeApi {
                         None,
                     ),
                 ),
-                ("GET", None, None) if *res == DAEMONSETS => self.daemonsets(ns, None).await,
-                ("GET", Some(name), None) if *res == DAEMONSETS => {
-                    self.daemonsets(ns, Some(name)).await
+                ("GET", name, None) if objects::derived(res) => {
+                    self.derived(res, ns, name, req).await
                 }
                 ("GET", None, None) => self.list(&served, ns, req, table).await,
-                ("POST", None, None) if *res != DAEMONSETS => self.create(res, ns, req).await,
+                ("POST", None, None) if !objects::derived(res) => self.create(res, ns, req).await,
                 ("GET", Some(name), None | Some("status")) => {
                     self.get(&served, ns, name, req, table).await
                 }
-                ("PATCH", Some(name), None) if *res != DAEMONSETS => {
+                ("PATCH", Some(name), None) if !objects::derived(res) => {
                     self.patch(&served, ns, name, false, req).await
                 }
                 ("PATCH", Some(name), Some("status")) if served.status_subresource => {
                     self.patch(&served, ns, name, true, req).await
                 }
-                ("PUT", Some(name), None) if *res != DAEMONSETS => {
+                ("PUT", Some(name), None) if !objects::derived(res) => {
                     self.replace(&served, ns, name, false, req).await
                 }
                 ("PUT", Some(name), Some("status")) if served.status_subresource => {
@@ -146,7 +149,7 @@ impl KubeApi {
                     self.delete_pod(ns.unwrap_or_default(), name, req, true)
                         .await
                 }
-                ("DELETE", Some(name), None) if *res != DAEMONSETS => {
+                ("DELETE", Some(name), None) if !objects::derived(res) => {
                     self.remove(res, ns, name).await
                 }
                 _ => (
@@ -202,7 +205,7 @@ impl KubeApi {
             return None;
         }
         let served = match self.resolve(&path).await {
-            Ok(Some(s)) if s.resource != DAEMONSETS => s,
+            Ok(Some(s)) if !objects::derived(&s.resource) => s,
             Ok(_) => return None,
             Err(e) => return Some(Err(store_error(&e))),
         };
@@ -345,27 +348,52 @@ impl KubeApi {
         Ok(())
     }
 
-    /// DaemonSets as derived from the pods naming one as controller (see
-    /// [`objects::DAEMONSETS`]).
-    async fn daemonsets(&self, ns: Option<&str>, name: Option<&str>) -> Answer {
+    /// DaemonSets or Deployments as derived from the pods (see [`objects::DAEMONSETS`],
+    /// [`objects::DEPLOYMENTS`]): one by name, or the list.
+    async fn derived(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: Option<&str>,
+        req: &RequestInfo,
+    ) -> Answer {
+        let (labels, fields) = match selectors(res, req) {
+            Ok(s) => s,
+            Err(answer) => return answer,
+        };
         let (pods, revision) = match self.store.list(&PODS.prefix(ns)).await {
             Ok(x) => x,
             Err(e) => return store_error(&e),
         };
         let pods: Vec<Value> = pods.into_iter().map(|s| s.object).collect();
-        let sets = objects::daemonsets_of(&pods);
+        let objects = if *res == DEPLOYMENTS {
+            let prefix = format!(
+                "{REPLACEMENTS}{}",
+                ns.map(|n| format!("{n}/")).unwrap_or_default()
+            );
+            let owed = match self.store.list(&prefix).await {
+                Ok((records, _)) => records
+                    .into_iter()
+                    .map(|s| s.object["pod"].clone())
+                    .collect::<Vec<_>>(),
+                Err(e) => return store_error(&e),
+            };
+            objects::deployments_of(&pods, &owed)
+        } else {
+            objects::daemonsets_of(&pods)
+        };
         match name {
-            Some(name) => sets
+            Some(name) => objects
                 .into_iter()
                 .find(|d| d["metadata"]["name"] == name)
-                .map_or_else(
-                    || (404, objects::not_found(&DAEMONSETS, name)),
-                    |d| (200, d),
-                ),
+                .map_or_else(|| (404, objects::not_found(res, name)), |d| (200, d)),
             None => (
                 200,
-                json!({"kind": "DaemonSetList", "apiVersion": "apps/v1",
-                    "metadata": {"resourceVersion": revision.to_string()}, "items": sets}),
+                json!({"kind": format!("{}List", res.kind), "apiVersion": "apps/v1",
+                    "metadata": {"resourceVersion": revision.to_string()},
+                    "items": objects.into_iter()
+                        .filter(|o| selector_ok(&res.kind, &labels, &fields, o))
+                        .collect::<Vec<_>>()}),
             ),
         }
     }

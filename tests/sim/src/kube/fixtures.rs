@@ -41,6 +41,20 @@ pub fn workload_pod(name: &str, app: &str, node: &str, grace_secs: i64) -> Pod {
     }
 }
 
+/// [`workload_pod`] pinned to `node` by a `nodeSelector` on its hostname label (as a pod
+/// bound to a local volume is): its replacement waits, Pending, until `node` takes pods again.
+#[must_use]
+pub fn pinned_workload_pod(name: &str, app: &str, node: &str, grace_secs: i64) -> Pod {
+    let mut pod = workload_pod(name, app, node, grace_secs);
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.node_selector = Some(BTreeMap::from([(
+            "kubernetes.io/hostname".to_owned(),
+            node.to_owned(),
+        )]));
+    }
+    pod
+}
+
 /// A PodDisruptionBudget `name` keeping `min_available` pods labelled `app=<app>`.
 #[must_use]
 pub fn pdb(name: &str, app: &str, min_available: i32) -> PodDisruptionBudget {

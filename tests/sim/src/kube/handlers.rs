@@ -129,19 +129,10 @@ impl KubeApi {
         table: bool,
     ) -> Answer {
         let res = &served.resource;
-        let labels = query_param(&req.query, "labelSelector").unwrap_or_default();
-        let fields = query_param(&req.query, "fieldSelector").unwrap_or_default();
-        let Some(labels) = objects::parse_selector(&labels) else {
-            return bad_request(&format!(
-                "unable to parse requirement: invalid label selector {labels:?}"
-            ));
+        let (labels, fields) = match selectors(res, req) {
+            Ok(s) => s,
+            Err(answer) => return answer,
         };
-        let Some(fields) = objects::parse_selector(&fields) else {
-            return bad_request(&format!("invalid field selector {fields:?}"));
-        };
-        if let Err(e) = objects::check_fields(&res.kind, &fields) {
-            return bad_request(&e.to_string());
-        }
         let (items, revision) = match self.store.list(&res.prefix(ns)).await {
             Ok(x) => x,
             Err(e) => return store_error(&e),
@@ -311,7 +302,7 @@ impl KubeApi {
             .is_none()
         {
             let node = self
-                .pick_node(None, &[])
+                .pick_node(None, &[], &pod["spec"]["nodeSelector"])
                 .await
                 .map_err(|e| store_error(&e))?
                 .ok_or_else(|| {
@@ -333,12 +324,14 @@ impl KubeApi {
         Ok(())
     }
 
-    /// A Ready, schedulable node for a pod (fewest pods first), avoiding `avoid` when another
-    /// exists.
+    /// A Ready, schedulable node for a pod (fewest pods first) whose labels match the pod's
+    /// `node_selector` (its `spec.nodeSelector`; null for none), avoiding `avoid` when
+    /// another exists. `None` when no node fits: the pod stays Pending.
     pub async fn pick_node(
         &self,
         avoid: Option<&str>,
         same_owner: &[String],
+        node_selector: &Value,
     ) -> Result<Option<String>, StoreError> {
         let (nodes, _) = self.store.list(&NODES.registry).await?;
         let (pods, _) = self.store.list(&PODS.registry).await?;
@@ -352,8 +345,18 @@ impl KubeApi {
                 .as_ref()
                 .and_then(|s| s.unschedulable)
                 .unwrap_or(false);
+            let fits = node_selector.as_object().is_none_or(|wanted| {
+                wanted.iter().all(|(k, v)| {
+                    node.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(k))
+                        .is_some_and(|have| v.as_str() == Some(have.as_str()))
+                })
+            });
             if objects::node_ready(&node)
                 && schedulable
+                && fits
                 && let Some(name) = node.metadata.name
             {
                 load.insert(name, (0, 0));
@@ -762,6 +765,26 @@ enum BudgetCheck {
 /// A `Status` of success.
 fn success(code: u16) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code})
+}
+
+/// A list request's `labelSelector` and `fieldSelector`, parsed; a 400 naming the bad one
+/// (or the field `res` does not index), as kube-apiserver answers.
+pub(super) fn selectors(
+    res: &Resource,
+    req: &RequestInfo,
+) -> Result<(Vec<Requirement>, Vec<Requirement>), Answer> {
+    let labels = query_param(&req.query, "labelSelector").unwrap_or_default();
+    let fields = query_param(&req.query, "fieldSelector").unwrap_or_default();
+    let Some(labels) = objects::parse_selector(&labels) else {
+        return Err(bad_request(&format!(
+            "unable to parse requirement: invalid label selector {labels:?}"
+        )));
+    };
+    let Some(fields) = objects::parse_selector(&fields) else {
+        return Err(bad_request(&format!("invalid field selector {fields:?}")));
+    };
+    objects::check_fields(&res.kind, &fields).map_err(|e| bad_request(&e.to_string()))?;
+    Ok((labels, fields))
 }
 
 pub(super) fn selector_ok(

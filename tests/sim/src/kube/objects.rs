@@ -82,8 +82,33 @@ pub const DAEMONSETS: Resource = builtin(
     "/registry/daemonsets/",
     true,
 );
+/// apps/v1 Deployment: never stored, derived from the pods whose controller is a ReplicaSet
+/// named `<deployment>-<hash>` and from the replacements the ReplicaSet still owes, so
+/// `kubectl get deploy` and the hub's workload probes see desired and available replicas.
+pub const DEPLOYMENTS: Resource = builtin(
+    "deployments",
+    "Deployment",
+    "apps/v1",
+    "/registry/deployments/",
+    true,
+);
 /// Every built-in resource the stand-in serves.
-pub const BUILTIN: [Resource; 7] = [NODES, PODS, PDBS, EVENTS, NAMESPACES, CRDS, DAEMONSETS];
+pub const BUILTIN: [Resource; 8] = [
+    NODES,
+    PODS,
+    PDBS,
+    EVENTS,
+    NAMESPACES,
+    CRDS,
+    DAEMONSETS,
+    DEPLOYMENTS,
+];
+
+/// Whether `res` is derived from other objects (read-only, not watchable).
+#[must_use]
+pub fn derived(res: &Resource) -> bool {
+    *res == DAEMONSETS || *res == DEPLOYMENTS
+}
 /// Simulator only: pods the ReplicaSet controller owes (an evicted or deleted pod's
 /// replacement, due at a time), kept in etcd so any server's controller can create it.
 pub const REPLACEMENTS: &str = "/registry/rke2-sim/replacements/";
@@ -511,6 +536,84 @@ pub fn daemonsets_of(pods: &[Value]) -> Vec<Value> {
         .collect()
 }
 
+/// The Deployment behind ReplicaSet `rs`: its name without the pod-template hash, as the
+/// Deployment controller names ReplicaSets `<deployment>-<hash>`.
+#[must_use]
+pub fn deployment_of_replicaset(rs: &str) -> &str {
+    rs.rsplit_once('-').map_or(rs, |(name, _)| name)
+}
+
+/// The Deployments behind the ReplicaSet pods (of one namespace or all) and the replacements
+/// still owed (`owed`: the pods in the [`REPLACEMENTS`] records), as apps/v1 objects. Desired
+/// replicas are the pods not terminating plus the replacements owed (an evicted pod is owed
+/// until its replacement exists); available ones are those not terminating and Ready. A
+/// replacement that cannot be scheduled (its `nodeSelector` names a cordoned node) keeps the
+/// Deployment short, as a real one stays short while its pod is Pending.
+#[must_use]
+pub fn deployments_of(pods: &[Value], owed: &[Value]) -> Vec<Value> {
+    fn owner(pod: &Value) -> Option<(String, String, &Value)> {
+        let rs = pod
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)?
+            .iter()
+            .find(|o| o["kind"] == "ReplicaSet" && o["controller"] != false)?;
+        let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+        let name = deployment_of_replicaset(rs["name"].as_str()?);
+        Some((ns.to_owned(), name.to_owned(), rs))
+    }
+    let mut sets: BTreeMap<(String, String), (Value, i64, i64)> = BTreeMap::new();
+    let mut add = |pod: &Value, counts: bool, ready: bool| {
+        let Some((ns, name, rs)) = owner(pod) else {
+            return;
+        };
+        let mut labels = pod["metadata"]["labels"].clone();
+        if let Some(l) = labels.as_object_mut() {
+            l.remove("pod-template-hash");
+        }
+        let entry = sets.entry((ns.clone(), name.clone())).or_insert_with(|| {
+            (
+                json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": name, "namespace": ns, "uid": rs["uid"],
+                        "creationTimestamp": pod["metadata"]["creationTimestamp"], "generation": 1},
+                    "spec": {"replicas": 0, "selector": {"matchLabels": labels},
+                        "template": {"metadata": {"labels": labels}, "spec": pod["spec"]}}}),
+                0,
+                0,
+            )
+        });
+        entry.1 += i64::from(counts);
+        entry.2 += i64::from(counts && ready);
+    };
+    for pod in pods {
+        let ready = pod
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+        let terminating = pod.pointer("/metadata/deletionTimestamp").is_some();
+        add(pod, !terminating, ready);
+    }
+    for pod in owed {
+        add(pod, true, false);
+    }
+    sets.into_values()
+        .map(|(mut d, want, available)| {
+            d["spec"]["replicas"] = json!(want);
+            let ok = available >= want;
+            d["status"] = json!({"observedGeneration": 1, "replicas": want,
+                "updatedReplicas": want, "readyReplicas": available,
+                "availableReplicas": available, "unavailableReplicas": want - available,
+                "conditions": [{"type": "Available", "status": if ok { "True" } else { "False" },
+                    "reason": if ok { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
+                    "message": if ok { "Deployment has minimum availability." }
+                        else { "Deployment does not have minimum availability." }}]});
+            d
+        })
+        .collect()
+}
+
 /// A `Status` error body, as kube-apiserver writes it.
 #[must_use]
 pub fn status(code: u16, reason: &str, message: &str, details: Option<Value>) -> Value {
@@ -650,6 +753,39 @@ mod tests {
         assert_eq!(sets.len(), 1);
         assert_eq!(sets[0]["metadata"]["uid"], "u1");
         assert_eq!(sets[0]["status"]["numberReady"], 2);
+    }
+
+    #[test]
+    fn deployments_count_live_pods_and_owed_replacements() {
+        let pod = |name: &str, ready: bool, terminating: bool| {
+            let mut p = json!({"metadata": {"name": name, "namespace": "default",
+                "labels": {"app": "web", "pod-template-hash": "7d4b9c"},
+                "ownerReferences": [{"kind": "ReplicaSet", "name": "web-7d4b9c",
+                    "controller": true, "uid": "u"}]},
+                "status": {"conditions": [{"type": "Ready",
+                    "status": if ready { "True" } else { "False" }}]}});
+            if terminating {
+                p["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            }
+            p
+        };
+        let steady = deployments_of(&[pod("web-a", true, false), pod("web-b", true, false)], &[]);
+        assert_eq!(steady.len(), 1);
+        let d = &steady[0];
+        assert_eq!(d["metadata"]["name"], "web");
+        assert_eq!(d["spec"]["replicas"], 2);
+        assert_eq!(d["status"]["availableReplicas"], 2);
+        assert_eq!(d["spec"]["selector"]["matchLabels"], json!({"app": "web"}));
+        // web-a evicted: terminating, its replacement owed and not yet running.
+        let evicted = pod("web-a", true, true);
+        let short = deployments_of(&[evicted.clone(), pod("web-b", true, false)], &[evicted]);
+        assert_eq!(short[0]["spec"]["replicas"], 2);
+        assert_eq!(short[0]["status"]["availableReplicas"], 1);
+        assert_eq!(short[0]["status"]["conditions"][0]["status"], "False");
+        // Pods of other controllers make no Deployment.
+        assert!(deployments_of(&[json!({"metadata": {"name": "x"}})], &[]).is_empty());
+        assert_eq!(deployment_of_replicaset("web-7d4b9c"), "web");
+        assert_eq!(deployment_of_replicaset("web"), "web");
     }
 
     #[test]
