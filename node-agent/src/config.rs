@@ -108,6 +108,10 @@ config_layer! {
         /// This node's name at the hub [default: the host name].
         #[arg(long, env = "RKE2OPS_NODE_NAME")]
         pub node_name: Option<String>,
+        /// The RKE2 cluster this node belongs to, as the hub names it (a DNS label; fixed at
+        /// enrollment) [default: default].
+        #[arg(long, env = "RKE2OPS_CLUSTER")]
+        pub cluster: Option<String>,
         /// Seconds between heartbeats to the hub [default: 10].
         #[arg(long, env = "RKE2OPS_HEARTBEAT_SECS")]
         pub heartbeat_secs: Option<u64>,
@@ -208,6 +212,8 @@ pub struct HubConfig {
     pub ca_pin: Option<String>,
     /// Node name.
     pub node_name: String,
+    /// The cluster the node belongs to (checked).
+    pub cluster: String,
     /// Heartbeat interval.
     pub heartbeat: std::time::Duration,
 }
@@ -219,6 +225,7 @@ impl std::fmt::Debug for HubConfig {
             .field("token", &self.token.as_ref().map(|_| "<secret>"))
             .field("ca_pin", &self.ca_pin)
             .field("node_name", &self.node_name)
+            .field("cluster", &self.cluster)
             .field("heartbeat", &self.heartbeat)
             .finish()
     }
@@ -379,6 +386,18 @@ impl Config {
                                 message: "not set and the host name is unreadable".to_owned(),
                             })?,
                     },
+                    cluster: match layer.cluster {
+                        None => rke2ops_common::ids::DEFAULT_CLUSTER.to_owned(),
+                        Some(cluster) => {
+                            rke2ops_common::ids::check_cluster_name(&cluster).map_err(|e| {
+                                ConfigError::Invalid {
+                                    key: "cluster",
+                                    message: e.to_string(),
+                                }
+                            })?;
+                            cluster
+                        }
+                    },
                     heartbeat: std::time::Duration::from_secs(
                         layer.heartbeat_secs.unwrap_or(10).max(1),
                     ),
@@ -422,6 +441,30 @@ mod tests {
         assert!(msg.contains("data_dri"), "{msg}");
         assert!(msg.contains("line 2"), "{msg}");
         assert!(msg.contains("/etc/rke2-ops/node-agent.toml"), "{msg}");
+    }
+
+    #[test]
+    fn cluster_defaults_to_default_and_must_be_a_dns_label() {
+        let hub = "hub_address = \"10.0.0.1:9811\"\nnode_name = \"n1\"\n";
+        let config =
+            Config::resolve(parse(hub).expect("parses"), Overrides::default()).expect("valid");
+        assert_eq!(config.hub.expect("hub").cluster, "default");
+        let config = Config::resolve(
+            parse(&format!("{hub}cluster = \"prod-eu\"\n")).expect("parses"),
+            Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(config.hub.expect("hub").cluster, "prod-eu");
+        let err = Config::resolve(
+            parse(&format!("{hub}cluster = \"Prod EU\"\n")).expect("parses"),
+            Overrides::default(),
+        )
+        .expect_err("not a DNS label");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("cluster") && msg.contains("DNS label"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -642,7 +642,7 @@ async fn run(
     let started = Instant::now();
     loop {
         let nodes = admin
-            .list_nodes(pb::ListNodesRequest {})
+            .list_nodes(pb::ListNodesRequest::default())
             .await
             .expect("ListNodes")
             .into_inner()
@@ -683,7 +683,7 @@ async fn run(
         tokio::time::sleep(window / LIST_CALLS / 2).await;
         let call = Instant::now();
         let listed = admin
-            .list_nodes(pb::ListNodesRequest {})
+            .list_nodes(pb::ListNodesRequest::default())
             .await
             .expect("ListNodes")
             .into_inner()
@@ -777,7 +777,7 @@ async fn doctor_calls(admin: &mut AdminServiceClient<Channel>, n: usize) -> Doct
     }
     let call = Instant::now();
     let nodes = admin
-        .list_nodes(pb::ListNodesRequest {})
+        .list_nodes(pb::ListNodesRequest::default())
         .await
         .expect("ListNodes")
         .into_inner()
@@ -832,6 +832,7 @@ async fn enroll(
                         token: token.token,
                         node_name: name.clone(),
                         csr_pem: key.csr_pem(&name).expect("csr"),
+                        cluster: String::new(),
                     })
                     .await
                     .expect("Enroll")
@@ -894,6 +895,7 @@ async fn connect_all(
                             role: pb::NodeRole::Server.into(),
                             rke2_version: "v1.34.1+rke2r1".to_owned(),
                             agent_version: "hub-load".to_owned(),
+                            cluster: String::new(),
                         })),
                     })
                     .await

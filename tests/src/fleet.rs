@@ -115,7 +115,11 @@ pub async fn admin_client(socket: &Path) -> AdminServiceClient<Channel> {
             .await;
         if let Ok(channel) = channel {
             let mut client = AdminServiceClient::new(channel);
-            if client.list_nodes(pb::ListNodesRequest {}).await.is_ok() {
+            if client
+                .list_nodes(pb::ListNodesRequest::default())
+                .await
+                .is_ok()
+            {
                 return client;
             }
         }
@@ -157,6 +161,7 @@ impl FakeFleet {
                     token: token.token,
                     node_name: name.clone(),
                     csr_pem: key.csr_pem(name).expect("csr"),
+                    cluster: String::new(),
                 })
                 .await
                 .expect("Enroll")
@@ -184,7 +189,7 @@ impl FakeFleet {
         let started = Instant::now();
         loop {
             let nodes = admin
-                .list_nodes(pb::ListNodesRequest {})
+                .list_nodes(pb::ListNodesRequest::default())
                 .await
                 .expect("ListNodes")
                 .into_inner()
@@ -425,6 +430,7 @@ impl Agent {
                 role: role.into(),
                 rke2_version: version,
                 agent_version: "fake-fleet".to_owned(),
+                cluster: String::new(),
             })),
         })
         .await

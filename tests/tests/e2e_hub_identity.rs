@@ -68,6 +68,7 @@ fn kubernetes_node_labels_correct_the_role_a_hello_claimed() {
             token: token["token"].as_str().expect("token").to_owned(),
             node_name: "agent-1".to_owned(),
             csr_pem: key.csr_pem("agent-1").expect("csr"),
+            cluster: String::new(),
         })
         .await
         .expect("enroll agent-1")
@@ -81,6 +82,7 @@ fn kubernetes_node_labels_correct_the_role_a_hello_claimed() {
                 role: pb::NodeRole::Server.into(),
                 rke2_version: "v1.34.1+rke2r1".to_owned(),
                 agent_version: "identity-test".to_owned(),
+                cluster: String::new(),
             })),
         })
         .await

@@ -345,6 +345,7 @@ async fn enroll_with(
             token: token.to_owned(),
             node_name: node_name.to_owned(),
             csr_pem,
+            cluster: String::new(),
         })
         .await
 }
@@ -391,6 +392,7 @@ fn hello(name: &str) -> pb::AgentMessage {
             role: pb::NodeRole::Server.into(),
             rke2_version: "v1.34.1+rke2r1".to_owned(),
             agent_version: "security-test".to_owned(),
+            cluster: String::new(),
         })),
     }
 }
@@ -534,7 +536,7 @@ async fn a_caller_without_a_client_certificate_is_unauthenticated() {
     let needs_admin = "an admin certificate is required";
     refused(
         "anonymous ListNodes",
-        admin.list_nodes(pb::ListNodesRequest {}).await,
+        admin.list_nodes(pb::ListNodesRequest::default()).await,
         Code::Unauthenticated,
         &[needs_admin],
     );
@@ -721,7 +723,7 @@ async fn a_certificate_from_another_ca_fails_the_handshake() {
         transport_failure(
             &format!("ListNodes with a certificate from {what}"),
             AdminServiceClient::new(channel())
-                .list_nodes(pb::ListNodesRequest {})
+                .list_nodes(pb::ListNodesRequest::default())
                 .await,
         );
     }
@@ -925,7 +927,7 @@ async fn a_node_certificate_cannot_call_admin_methods() {
     let denied = ["node \"alpha\" may not call admin methods"];
     refused(
         "ListNodes with a node certificate",
-        admin.list_nodes(pb::ListNodesRequest {}).await,
+        admin.list_nodes(pb::ListNodesRequest::default()).await,
         Code::PermissionDenied,
         &denied,
     );
@@ -1382,6 +1384,7 @@ async fn a_connection_flood_from_one_peer_leaves_the_hub_serving_others() {
                     token: format!("fl{i:04}.0123456789abcdef"),
                     node_name: format!("flood-{i}"),
                     csr_pem: key.csr_pem(&format!("flood-{i}")).expect("csr"),
+                    cluster: String::new(),
                 })
                 .await
         });
@@ -1439,7 +1442,7 @@ async fn a_connection_flood_from_one_peer_leaves_the_hub_serving_others() {
             &hub,
             tls::enrollment_config(&token.pin).expect("TLS"),
         ))
-        .list_nodes(pb::ListNodesRequest {})
+        .list_nodes(pb::ListNodesRequest::default())
         .await,
         Code::Unauthenticated,
         &["an admin certificate is required"],
@@ -1833,7 +1836,7 @@ fn admin_identity(hub: &Hub, name: &str, extra: &[&str]) -> Identity {
 
 async fn list_as_admin(hub: &Hub, id: &Identity) -> Result<(), tonic::Status> {
     AdminServiceClient::new(authenticated(hub, &id.ca_pem, &id.cert_pem, &id.key_pem))
-        .list_nodes(pb::ListNodesRequest {})
+        .list_nodes(pb::ListNodesRequest::default())
         .await
         .map(drop)
 }
@@ -2203,4 +2206,131 @@ async fn certificates_come_in_pages_that_add_up_to_the_whole_list() {
     );
     drop(open);
     hub.stop();
+}
+
+/// `hello(name)` naming `cluster`.
+fn hello_in(name: &str, cluster: &str) -> pb::AgentMessage {
+    let mut message = hello_as(name, pb::NodeRole::Agent);
+    if let Some(pb::agent_message::Body::Hello(hello)) = message.body.as_mut() {
+        hello.cluster = cluster.to_owned();
+    }
+    message
+}
+
+/// Enrolls `name` naming `cluster` (as an agent whose config sets `cluster`).
+async fn enroll_in(
+    hub: &Hub,
+    token: &Token,
+    name: &str,
+    cluster: &str,
+) -> Result<Identity, tonic::Status> {
+    let key = NodeKey::generate().expect("key");
+    let response = AgentServiceClient::new(anonymous(hub, &token.pin))
+        .enroll(pb::EnrollRequest {
+            token: token.token.clone(),
+            node_name: name.to_owned(),
+            csr_pem: key.csr_pem(name).expect("csr"),
+            cluster: cluster.to_owned(),
+        })
+        .await?
+        .into_inner();
+    Ok(Identity {
+        key_pem: key.to_pem(),
+        cert_pem: response.certificate_pem,
+        ca_pem: response.ca_pem,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_one_cluster_at_enrollment_and_never_moves() {
+    let hub = Hub::start("127.0.44.10");
+    // A token bound to a cluster refuses an agent naming another; the token stays unspent.
+    let for_prod = hub.token_with("10m", &["--cluster", "prod"]);
+    refused(
+        "a dev agent with a prod token",
+        enroll_in(&hub, &for_prod, "dev-1", "dev").await,
+        Code::PermissionDenied,
+        &["cluster \"prod\"", "\"dev-1\"", "cluster \"dev\""],
+    );
+    let prod = enroll_in(&hub, &for_prod, "prod-1", "prod")
+        .await
+        .expect("the same token, the right cluster");
+    // A cluster name that is no DNS label is refused, naming the field.
+    refused(
+        "a bad cluster name",
+        enroll_in(&hub, &hub.token("10m"), "odd-1", "Prod_EU").await,
+        Code::InvalidArgument,
+        &["cluster", "DNS label"],
+    );
+    let out = hub.cli(&["token", "create", "--cluster", "-x"]);
+    assert!(!out.status.success(), "a token for a bad cluster name");
+    // An agent naming no cluster (from before clusters) is in the default one.
+    let old = enroll_in(&hub, &hub.token("10m"), "old-1", "")
+        .await
+        .expect("old agent");
+
+    // The enrolled cluster is the only one a hello may name.
+    let err = stream_refusal(&mut as_node(&hub, &prod), vec![hello_in("prod-1", "dev")])
+        .await
+        .expect_err("a hello naming another cluster");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    for needle in [
+        "\"prod-1\"",
+        "cluster \"prod\"",
+        "cluster \"dev\"",
+        "--replace",
+    ] {
+        assert!(err.message().contains(needle), "{needle}: {err:?}");
+    }
+    let (open_prod, messages) = held_open(vec![hello_in("prod-1", "prod")]);
+    let _prod_stream = as_node(&hub, &prod)
+        .connect(messages)
+        .await
+        .expect("prod-1 in prod");
+    let (open_old, messages) = held_open(vec![hello_in("old-1", "")]);
+    let _old_stream = as_node(&hub, &old).connect(messages).await.expect("old-1");
+    eventually("both online", Duration::from_secs(10), || {
+        hub.json(&["nodes"])["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == 2 && n.iter().all(|n| n["online"] == true))
+    })
+    .await;
+
+    // `nodes` shows each node's cluster, filters by it, and names the clusters on a typo.
+    let all = hub.json(&["nodes"]);
+    let clusters: Vec<(String, String)> = all["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap_or("").to_owned(),
+                n["cluster"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        clusters,
+        [
+            ("old-1".to_owned(), "default".to_owned()),
+            ("prod-1".to_owned(), "prod".to_owned())
+        ]
+    );
+    let only = hub.json(&["nodes", "--cluster", "prod"]);
+    assert_eq!(only["nodes"].as_array().map(Vec::len), Some(1), "{only:#}");
+    let table = String::from_utf8_lossy(&hub.cli(&["nodes"]).stdout).into_owned();
+    let header = table.lines().next().unwrap_or_default().to_owned();
+    assert!(header.trim_end().ends_with("CLUSTER"), "{table}");
+    let out = hub.cli(&["nodes", "--cluster", "prdo"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\"prdo\"") && stderr.contains("default, prod"),
+        "{stderr}"
+    );
+    let certs = hub.cli(&["certs", "--cluster", "prod"]);
+    assert!(certs.status.success(), "{certs:?}");
+    drop((open_prod, open_old));
+    hub.stop()
+        .assert_log_keeps(&[for_prod.secret(), &prod.key_pem]);
 }

@@ -104,12 +104,18 @@ pub async fn token_create(args: &TokenCreateArgs) -> anyhow::Result<()> {
                     "node": args.node,
                     "replace": args.replace,
                     "role": role,
+                    "cluster": args.cluster,
                 })
             ),
             Output::Table => println!(
                 "dry run: would create a single-use join token valid for {}{}",
                 humantime::format_duration(args.ttl),
-                binding_words(args.node.as_deref(), args.replace, role)
+                binding_words(
+                    args.node.as_deref(),
+                    args.replace,
+                    role,
+                    args.cluster.as_deref()
+                )
             ),
         }
         return Ok(());
@@ -121,6 +127,7 @@ pub async fn token_create(args: &TokenCreateArgs) -> anyhow::Result<()> {
             node: args.node.clone().unwrap_or_default(),
             replace: args.replace,
             role: role.map_or(pb::NodeRole::Unspecified.into(), convert::role_value),
+            cluster: args.cluster.clone().unwrap_or_default(),
         })
         .await
         .map_err(refused)?
@@ -150,13 +157,15 @@ pub async fn token_create(args: &TokenCreateArgs) -> anyhow::Result<()> {
                 "node": node,
                 "replace": response.replace,
                 "role": role,
+                "cluster": (!response.cluster.is_empty()).then_some(&response.cluster),
             })
         ),
         Output::Table => {
             println!("token:        {}", response.token);
             println!("hub CA pin:   {}", response.ca_pin);
             println!("expires:      {expires}");
-            let binding = binding_words(node, response.replace, role);
+            let cluster = (!response.cluster.is_empty()).then_some(response.cluster.as_str());
+            let binding = binding_words(node, response.replace, role, cluster);
             if !binding.is_empty() {
                 println!("allows:      {binding}");
             }
@@ -168,13 +177,21 @@ pub async fn token_create(args: &TokenCreateArgs) -> anyhow::Result<()> {
             if let Some(node) = node {
                 println!("  node_name = \"{node}\"");
             }
+            if let Some(cluster) = cluster {
+                println!("  cluster = \"{cluster}\"");
+            }
         }
     }
     Ok(())
 }
 
 /// What a token allows, in words (empty for an unbound token).
-fn binding_words(node: Option<&str>, replace: bool, role: Option<&str>) -> String {
+fn binding_words(
+    node: Option<&str>,
+    replace: bool,
+    role: Option<&str>,
+    cluster: Option<&str>,
+) -> String {
     let mut words = String::new();
     if let Some(node) = node {
         words.push_str(&format!(" for node {node} only"));
@@ -184,6 +201,9 @@ fn binding_words(node: Option<&str>, replace: bool, role: Option<&str>) -> Strin
     }
     if let Some(role) = role {
         words.push_str(&format!(", as {role}"));
+    }
+    if let Some(cluster) = cluster {
+        words.push_str(&format!(", into cluster {cluster}"));
     }
     words
 }
@@ -205,6 +225,7 @@ fn node_record(n: &pb::NodeInfo) -> NodeRecord {
         first_seen: last_seen,
         last_seen,
         certificates_at: None,
+        cluster: n.cluster.clone(),
     }
 }
 
@@ -281,7 +302,9 @@ pub async fn node_remove(args: &NodeRemoveArgs) -> anyhow::Result<()> {
 async fn list_nodes(args: &ListArgs) -> anyhow::Result<()> {
     let mut client = connect(&args.client).await?;
     let response = client
-        .list_nodes(pb::ListNodesRequest {})
+        .list_nodes(pb::ListNodesRequest {
+            cluster: args.cluster.clone().unwrap_or_default(),
+        })
         .await
         .map_err(refused)?
         .into_inner();
@@ -334,6 +357,7 @@ pub async fn certs(args: &CertsArgs) -> anyhow::Result<()> {
                 expiring_within_seconds: args.expiring_within.map_or(0, |d| d.as_secs()),
                 limit: 0,
                 page_token: std::mem::take(&mut response.next_page_token),
+                cluster: args.cluster.clone().unwrap_or_default(),
             })
             .await
             .map_err(refused)?
@@ -362,7 +386,7 @@ pub async fn certs(args: &CertsArgs) -> anyhow::Result<()> {
         .collect();
     // The worst finding of each node shown (from the fleet doctor's last run).
     let findings: Vec<(String, String)> = client
-        .list_nodes(pb::ListNodesRequest {})
+        .list_nodes(pb::ListNodesRequest::default())
         .await
         .map_err(refused)?
         .into_inner()

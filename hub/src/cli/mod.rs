@@ -227,6 +227,10 @@ pub struct TokenCreateArgs {
     /// replaced node keeps its own; later hellos never change it.
     #[arg(long, value_enum)]
     pub role: Option<RoleArg>,
+    /// The only cluster the token enrolls into: an agent whose config names another
+    /// `cluster` is refused. Without it, the agent's config decides.
+    #[arg(long)]
+    pub cluster: Option<String>,
 }
 
 /// `--role` values.
@@ -255,6 +259,9 @@ pub struct ListArgs {
     /// Connection and output.
     #[command(flatten)]
     pub client: ClientArgs,
+    /// Only this cluster's nodes.
+    #[arg(long)]
+    pub cluster: Option<String>,
 }
 
 /// `certs` options.
@@ -269,6 +276,9 @@ pub struct CertsArgs {
     /// Only certificates expiring within this time (e.g. `30d`).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub expiring_within: Option<std::time::Duration>,
+    /// Only this cluster's nodes.
+    #[arg(long)]
+    pub cluster: Option<String>,
 }
 
 /// `serve` options (each overrides the config file).

@@ -40,26 +40,38 @@ pub struct NodeLine {
 }
 
 /// `rke2-hub nodes` (newer columns last, FINDING then METHOD, so scripts reading the older
-/// columns keep working).
+/// columns keep working). Nodes of several clusters are grouped by cluster, with a CLUSTER
+/// column last; a single-cluster fleet's table is as it always was.
 #[must_use]
 pub fn nodes(nodes: &[NodeLine], now: OffsetDateTime) -> String {
-    let mut lines = vec![
-        [
-            "NAME",
-            "ROLE",
-            "VERSION",
-            "SERVICE",
-            "CERTS",
-            "RENEWAL DEADLINE",
-            "LAST SEEN",
-            "STATE",
-            "FINDING",
-            "METHOD",
-        ]
-        .map(str::to_owned)
-        .to_vec(),
-    ];
-    for line in nodes {
+    let several = nodes
+        .iter()
+        .any(|n| n.record.cluster != nodes[0].record.cluster);
+    let mut header = [
+        "NAME",
+        "ROLE",
+        "VERSION",
+        "SERVICE",
+        "CERTS",
+        "RENEWAL DEADLINE",
+        "LAST SEEN",
+        "STATE",
+        "FINDING",
+        "METHOD",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    if several {
+        header.push("CLUSTER".to_owned());
+    }
+    let mut lines = vec![header];
+    let mut ordered: Vec<&NodeLine> = nodes.iter().collect();
+    if several {
+        ordered.sort_by(|a, b| {
+            (&a.record.cluster, &a.record.name).cmp(&(&b.record.cluster, &b.record.name))
+        });
+    }
+    for line in ordered {
         let (node, errors) = (&line.record, &line.file_errors);
         let certs = match (&node.worst_status, errors) {
             (_, n) if *n > 0 => format!(
@@ -93,6 +105,9 @@ pub fn nodes(nodes: &[NodeLine], now: OffsetDateTime) -> String {
                 line.install_method.clone()
             },
         ]);
+        if several && let Some(row) = lines.last_mut() {
+            row.push(node.cluster.clone());
+        }
     }
     tabwriter::layout(&lines, 3)
 }
@@ -167,4 +182,57 @@ pub fn certs(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    fn line(name: &str, cluster: &str) -> NodeLine {
+        let t = datetime!(2026-01-01 00:00 UTC);
+        NodeLine {
+            record: NodeRecord {
+                name: name.to_owned(),
+                role: "server".to_owned(),
+                rke2_version: "v1.34.1+rke2r1".to_owned(),
+                agent_version: "0.1.0".to_owned(),
+                service_state: "active".to_owned(),
+                worst_status: Some("OK".to_owned()),
+                renewal_deadline: None,
+                online: true,
+                online_changed_at: t,
+                first_seen: t,
+                last_seen: t,
+                certificates_at: None,
+                cluster: cluster.to_owned(),
+            },
+            file_errors: 0,
+            worst_finding: String::new(),
+            install_method: "tarball".to_owned(),
+            install_detail: String::new(),
+        }
+    }
+
+    fn table(lines: &[NodeLine]) -> Vec<Vec<String>> {
+        nodes(lines, datetime!(2026-01-01 00:00:05 UTC))
+            .lines()
+            .map(|l| l.split_whitespace().map(str::to_owned).collect())
+            .collect()
+    }
+
+    #[test]
+    fn one_cluster_keeps_the_old_columns_several_are_grouped_with_a_cluster_column() {
+        let single = table(&[line("b", "default"), line("a", "default")]);
+        assert_eq!(single[0].last().map(String::as_str), Some("METHOD"));
+        assert_eq!(single[1][0], "b", "order as given");
+        let several = table(&[line("s1", "prod"), line("s1b", "dev"), line("s2", "prod")]);
+        assert_eq!(several[0].last().map(String::as_str), Some("CLUSTER"));
+        let rows: Vec<(&str, &str)> = several[1..]
+            .iter()
+            .map(|r| (r[0].as_str(), r.last().map_or("", String::as_str)))
+            .collect();
+        assert_eq!(rows, [("s1b", "dev"), ("s1", "prod"), ("s2", "prod")]);
+    }
 }

@@ -267,6 +267,9 @@ impl AdminApi {
         if let Some(role) = &binding.role {
             detail.push_str(&format!(", role {role}"));
         }
+        if let Some(cluster) = &binding.cluster {
+            detail.push_str(&format!(", cluster {cluster}"));
+        }
         self.hub
             .store
             .audit(actor, "token.create", &detail, now)
@@ -279,6 +282,7 @@ impl AdminApi {
             node: binding.node.unwrap_or_default(),
             replace: binding.replace,
             role: convert::optional_role_value(binding.role.as_deref()),
+            cluster: binding.cluster.unwrap_or_default(),
         }))
     }
 
@@ -314,10 +318,16 @@ impl AdminApi {
                 )));
             }
         }
+        let cluster = (!req.cluster.is_empty()).then(|| req.cluster.clone());
+        if let Some(cluster) = &cluster {
+            rke2ops_common::ids::check_cluster_name(cluster)
+                .map_err(|e| Status::invalid_argument(format!("--cluster: {e}")))?;
+        }
         Ok(TokenBinding {
             node,
             replace: req.replace,
             role,
+            cluster,
         })
     }
 
@@ -490,7 +500,8 @@ impl AdminApi {
         request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
         self.admin_of(&request)?;
-        let nodes = self.hub.store.nodes().map_err(internal)?;
+        let cluster = request.into_inner().cluster;
+        let nodes = in_cluster(self.hub.store.nodes().map_err(internal)?, &cluster)?;
         let errors = self.hub.store.file_errors(None).map_err(internal)?;
         let worst = self.hub.engine.doctor_latest().worst_per_node();
         let installs = self.hub.store.installs().map_err(internal)?;
@@ -556,19 +567,55 @@ impl AdminApi {
         } else {
             self.hub.store.file_errors(node).map_err(internal)?
         };
+        // `--cluster`: the page is cut as without it (the token names the last row read), and
+        // only that cluster's rows are returned.
+        let members: Option<std::collections::HashSet<String>> = if req.cluster.is_empty() {
+            None
+        } else {
+            let nodes = in_cluster(self.hub.store.nodes().map_err(internal)?, &req.cluster)?;
+            Some(nodes.into_iter().map(|n| n.name).collect())
+        };
+        let wanted = |name: &str| members.as_ref().is_none_or(|m| m.contains(name));
         let errors = errors
             .into_iter()
+            .filter(|(node, _)| wanted(node))
             .map(|(node, e)| convert::node_file_error(node, e))
             .collect();
         Ok(Response::new(pb::ListCertificatesResponse {
             certificates: rows
                 .iter()
+                .filter(|(node, _)| wanted(node))
                 .map(|(node, row)| convert::node_certificate(node, row))
                 .collect(),
             errors,
             next_page_token,
         }))
     }
+}
+
+/// The nodes of `cluster` (all of them when it is empty); NOT_FOUND naming the clusters there
+/// are when no node is in it (a typo must not look like an empty cluster).
+fn in_cluster(
+    nodes: Vec<crate::store::NodeRecord>,
+    cluster: &str,
+) -> Result<Vec<crate::store::NodeRecord>, Status> {
+    if cluster.is_empty() {
+        return Ok(nodes);
+    }
+    let known: std::collections::BTreeSet<&str> =
+        nodes.iter().map(|n| n.cluster.as_str()).collect();
+    if !known.contains(cluster) {
+        let known: Vec<&str> = known.into_iter().collect();
+        return Err(Status::not_found(format!(
+            "no node is in cluster {cluster:?} (clusters: {})",
+            if known.is_empty() {
+                "none yet".to_owned()
+            } else {
+                known.join(", ")
+            }
+        )));
+    }
+    Ok(nodes.into_iter().filter(|n| n.cluster == cluster).collect())
 }
 
 /// Certificates per `ListCertificates` page when the request names no limit.

@@ -19,7 +19,8 @@ use super::{Caller, Hub, caller, internal, observed};
 use crate::engine::messages::{AgentStatus, ToAgent};
 use crate::pki::token::JoinToken;
 use crate::pki::{
-    CredentialVerdict, EnrollmentKind, EnrollmentRefusal, HelloRole, certificate_serial,
+    CredentialVerdict, EnrollmentKind, EnrollmentRefusal, HelloCluster, HelloRole,
+    certificate_serial,
 };
 use crate::registry::AgentLink;
 use crate::store::{CredentialKind, Enrollment, StoreError, TokenError};
@@ -48,6 +49,17 @@ impl AgentLink for AgentStream {
     fn try_send(&self, message: ToAgent) -> bool {
         self.0.try_send(Ok(message.into())).is_ok()
     }
+}
+
+/// The cluster an agent names in its enrollment or hello: the default when it names none
+/// (agents from before clusters), else a checked DNS label.
+fn claimed_cluster(named: &str) -> Result<String, Status> {
+    if named.is_empty() {
+        return Ok(rke2ops_common::ids::DEFAULT_CLUSTER.to_owned());
+    }
+    rke2ops_common::ids::check_cluster_name(named)
+        .map_err(|e| Status::invalid_argument(format!("cluster: {e}")))?;
+    Ok(named.to_owned())
 }
 
 fn node_of<T>(request: &Request<T>) -> Result<String, Status> {
@@ -164,6 +176,7 @@ impl AgentApi {
             .ca
             .sign_node_csr(&req.csr_pem, &req.node_name, now)
             .map_err(|e| Status::invalid_argument(format!("certificate request: {e}")))?;
+        let cluster = claimed_cluster(&req.cluster)?;
         let store = self.hub.store.clone();
         let (node, token_id, serial) = (req.node_name.clone(), id.clone(), signed.serial.clone());
         let hash = secret.hash();
@@ -176,6 +189,7 @@ impl AgentApi {
                     secret_hash: &hash,
                     node: &node,
                     claimed_role: None,
+                    cluster: &cluster,
                     serial: &serial,
                     not_after,
                     now,
@@ -193,7 +207,8 @@ impl AgentApi {
                     EnrollmentRefusal::AlreadyEnrolled { .. } => {
                         Status::already_exists(refusal.to_string())
                     }
-                    EnrollmentRefusal::BoundToOtherNode { .. } => {
+                    EnrollmentRefusal::BoundToOtherNode { .. }
+                    | EnrollmentRefusal::BoundToOtherCluster { .. } => {
                         Status::permission_denied(refusal.to_string())
                     }
                 }
@@ -318,9 +333,30 @@ impl AgentApi {
             }
         }
         let role = decision.role();
+        // The cluster is the enrolled one; a node never moves between clusters.
+        let cluster = match store
+            .hello_cluster(&node, &claimed_cluster(&hello.cluster)?)
+            .map_err(internal)?
+        {
+            HelloCluster::Fix(cluster) => {
+                tracing::info!(%node, %cluster, "cluster fixed by the first hello of a node enrolled before clusters");
+                cluster
+            }
+            HelloCluster::Matches(cluster) => cluster,
+            HelloCluster::Refuse { fixed, claimed } => {
+                tracing::warn!(%node, cluster = %fixed, %claimed, "hello names another cluster than the enrolled one; refused");
+                return Err(Status::failed_precondition(format!(
+                    "node {node:?} is enrolled in cluster {fixed:?} but its agent names cluster \
+                     {claimed:?}: a node never moves between clusters; fix `cluster` in its \
+                     config, or re-enroll it with a token from `rke2-hub token create --node \
+                     {node} --replace --cluster {claimed}`"
+                )));
+            }
+        };
         store
             .upsert_node_hello(&node, role, &hello.rke2_version, &hello.agent_version, now)
             .map_err(internal)?;
+        store.set_node_cluster(&node, &cluster).map_err(internal)?;
         store.set_online(&node, true, now).map_err(internal)?;
         let (tx, rx) = mpsc::channel(16);
         let session = self

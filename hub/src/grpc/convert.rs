@@ -245,6 +245,7 @@ pub fn node_message(node: &NodeRecord, error_count: u32, worst_finding: String) 
         worst_finding,
         install_method: String::new(),
         install_detail: String::new(),
+        cluster: node.cluster.clone(),
     }
 }
 

@@ -161,6 +161,8 @@ pub struct TokenBinding {
     pub replace: bool,
     /// The role the operator fixed (`--role`).
     pub role: Option<String>,
+    /// The only cluster the token enrolls into (`--cluster`); `None`: the agent's.
+    pub cluster: Option<String>,
 }
 
 /// Whether an enrollment creates a name or replaces an enrolled one.
@@ -195,6 +197,71 @@ pub enum EnrollmentRefusal {
         /// The node.
         node: String,
     },
+    /// The token is bound to another cluster than the one the agent's config names.
+    #[error(
+        "join token {id} enrolls into cluster {bound:?}, but node {node:?}'s agent names cluster \
+         {claimed:?} (its config's `cluster`)"
+    )]
+    BoundToOtherCluster {
+        /// The token's id.
+        id: String,
+        /// The node that tried.
+        node: String,
+        /// The cluster the token is bound to.
+        bound: String,
+        /// The cluster the agent named.
+        claimed: String,
+    },
+}
+
+/// Whether token `id` with `binding` may enroll `node` into `claimed_cluster` (the agent's).
+///
+/// # Errors
+/// [`EnrollmentRefusal::BoundToOtherCluster`] naming both clusters.
+pub fn judge_cluster(
+    id: &str,
+    binding: &TokenBinding,
+    node: &str,
+    claimed_cluster: &str,
+) -> Result<(), EnrollmentRefusal> {
+    match &binding.cluster {
+        Some(bound) if bound != claimed_cluster => Err(EnrollmentRefusal::BoundToOtherCluster {
+            id: id.to_owned(),
+            node: node.to_owned(),
+            bound: bound.clone(),
+            claimed: claimed_cluster.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// What a hello's cluster claim does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HelloCluster {
+    /// No cluster was fixed yet (a node enrolled before clusters): this hello fixes it.
+    Fix(String),
+    /// The claim matches the enrolled cluster.
+    Matches(String),
+    /// The claim differs: the stream is refused (a node never moves between clusters).
+    Refuse {
+        /// The enrolled cluster.
+        fixed: String,
+        /// What the hello claimed.
+        claimed: String,
+    },
+}
+
+/// Decides what a hello claiming cluster `claimed` does to a node enrolled in `fixed`.
+#[must_use]
+pub fn hello_cluster(fixed: Option<&str>, claimed: &str) -> HelloCluster {
+    match fixed {
+        None => HelloCluster::Fix(claimed.to_owned()),
+        Some(fixed) if fixed == claimed => HelloCluster::Matches(fixed.to_owned()),
+        Some(fixed) => HelloCluster::Refuse {
+            fixed: fixed.to_owned(),
+            claimed: claimed.to_owned(),
+        },
+    }
 }
 
 /// Decides whether token `id` with `binding` may enroll `claimed`, which is `enrolled` or not.
@@ -417,6 +484,7 @@ mod tests {
             node: node.map(str::to_owned),
             replace,
             role: None,
+            cluster: None,
         }
     }
 

@@ -38,8 +38,9 @@ pub use ca::{
 };
 pub use credential::{
     CredentialFacts, CredentialRefusal, CredentialVerdict, EnrollmentKind, EnrollmentRefusal,
-    HelloRole, RevocationReason, TokenBinding, certificate_serial, enrolled_role, hello_role,
-    judge_credential, judge_enrollment, role_from_node_labels, serial_hex,
+    HelloCluster, HelloRole, RevocationReason, TokenBinding, certificate_serial, enrolled_role,
+    hello_cluster, hello_role, judge_cluster, judge_credential, judge_enrollment,
+    role_from_node_labels, serial_hex,
 };
 pub use csr::{CheckedCsr, MAX_CSR_PEM_LEN, check_node_csr};
 pub use error::PkiError;

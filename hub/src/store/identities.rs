@@ -11,7 +11,8 @@ use super::{
     CredentialKind, IdentityRecord, RemovedNode, Store, StoreError, from_db, from_db_opt, to_db,
 };
 use crate::pki::{
-    CredentialFacts, CredentialVerdict, HelloRole, RevocationReason, hello_role, judge_credential,
+    CredentialFacts, CredentialVerdict, HelloCluster, HelloRole, RevocationReason, hello_cluster,
+    hello_role, judge_credential,
 };
 
 impl Store {
@@ -239,6 +240,62 @@ impl Store {
             tx.commit().map_err(sql("recording the role"))?;
         }
         Ok(decision)
+    }
+
+    /// Applies a hello's cluster claim ([`hello_cluster`]): a node enrolled before clusters
+    /// gets the claimed one; a node never moves (a different claim is refused, and nothing
+    /// changes).
+    ///
+    /// # Errors
+    /// [`StoreError::NotEnrolled`] when the node has no record; SQL failures.
+    pub fn hello_cluster(&self, node: &str, claimed: &str) -> Result<HelloCluster, StoreError> {
+        let kind = CredentialKind::Node;
+        let mut conn = self.conn();
+        let sql = |action| identity_sql(kind, node, action);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("reading the cluster"))?;
+        let fixed: Option<Option<String>> = tx
+            .query_row(
+                "SELECT cluster FROM identities WHERE kind = 'node' AND name = ?1",
+                params![node],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(sql("reading the cluster"))?;
+        let Some(fixed) = fixed else {
+            return Err(StoreError::NotEnrolled {
+                who: kind.who(node),
+            });
+        };
+        let decision = hello_cluster(fixed.as_deref(), claimed);
+        if let HelloCluster::Fix(cluster) = &decision {
+            tx.execute(
+                "UPDATE identities SET cluster = ?2 WHERE kind = 'node' AND name = ?1",
+                params![node, cluster],
+            )
+            .map_err(sql("recording the cluster"))?;
+            tx.commit().map_err(sql("recording the cluster"))?;
+        }
+        Ok(decision)
+    }
+
+    /// Records node `node`'s cluster in the inventory (after its hello was accepted).
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn set_node_cluster(&self, node: &str, cluster: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE nodes SET cluster = ?2 WHERE name = ?1",
+                params![node, cluster],
+            )
+            .map_err(identity_sql(
+                CredentialKind::Node,
+                node,
+                "recording the cluster",
+            ))?;
+        Ok(())
     }
 
     /// Sets enrolled node `node`'s role from an authority above its enrollment (the
@@ -678,6 +735,7 @@ mod tests {
             node: node.map(str::to_owned),
             replace,
             role: role.map(str::to_owned),
+            cluster: None,
         };
         store
             .insert_bound_token(id, &hash_secret("s"), NOW + HOUR, "uid:0", &binding, NOW)
@@ -695,6 +753,7 @@ mod tests {
             secret_hash: &hash_secret("s"),
             node,
             claimed_role: None,
+            cluster: "default",
             serial,
             not_after: NOW + time::Duration::days(90),
             now: NOW,

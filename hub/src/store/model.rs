@@ -41,6 +41,9 @@ pub struct NodeRecord {
     /// When the node's current certificate snapshot was received; `None` before the first.
     #[serde(with = "time::serde::rfc3339::option")]
     pub certificates_at: Option<OffsetDateTime>,
+    /// The RKE2 cluster the node belongs to (fixed at enrollment; `default` when its agent
+    /// names none).
+    pub cluster: String,
 }
 
 /// One certificate of a node's latest snapshot: one row of the agent's `check` table.

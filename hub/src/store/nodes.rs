@@ -9,7 +9,7 @@ use super::{NodeRecord, Store, StoreError, check_status, from_db, from_db_opt, t
 /// The `nodes` columns in the order [`RawNode::read`] expects.
 const COLUMNS: &str = "name, role, rke2_version, agent_version, service_state, worst_status, \
                        renewal_deadline, online, online_changed_at, first_seen, last_seen, \
-                       certificates_at";
+                       certificates_at, cluster";
 
 impl Store {
     /// Records a node's hello: inserts it, or updates its role and versions. A hello only
@@ -223,6 +223,7 @@ struct RawNode {
     first_seen: i64,
     last_seen: i64,
     certificates_at: Option<i64>,
+    cluster: String,
 }
 
 impl RawNode {
@@ -241,6 +242,7 @@ impl RawNode {
             first_seen: row.get(9)?,
             last_seen: row.get(10)?,
             certificates_at: row.get(11)?,
+            cluster: row.get(12)?,
         })
     }
 
@@ -259,6 +261,7 @@ impl RawNode {
             service_state: self.service_state,
             worst_status: self.worst_status,
             online: self.online,
+            cluster: self.cluster,
             name,
         })
     }

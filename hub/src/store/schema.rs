@@ -223,6 +223,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r"
     ALTER TABLE plans ADD COLUMN resumed_at INTEGER;
     ",
+    // 10: clusters. A token may fix the cluster it enrolls into; enrollment (or, for a node
+    // enrolled before clusters, its first hello) fixes a node's; the inventory shows it.
+    // Nodes from before are in the default cluster.
+    r"
+    ALTER TABLE join_tokens ADD COLUMN cluster TEXT;
+    ALTER TABLE identities ADD COLUMN cluster TEXT;
+    ALTER TABLE nodes ADD COLUMN cluster TEXT NOT NULL DEFAULT 'default';
+    ",
 ];
 
 /// The schema version this build writes.

@@ -12,7 +12,7 @@ use super::identities::{read_identity, revoke_record};
 use super::{
     CredentialKind, Store, StoreError, TokenError, TokenRecord, from_db, from_db_opt, to_db,
 };
-use crate::pki::{EnrollmentKind, TokenBinding, enrolled_role, judge_enrollment};
+use crate::pki::{EnrollmentKind, TokenBinding, enrolled_role, judge_cluster, judge_enrollment};
 
 /// A node's enrollment: the token it presents and the certificate the hub signed for it
 /// (released to the node only when [`Store::enroll_node`] succeeds).
@@ -26,6 +26,9 @@ pub struct Enrollment<'a> {
     pub node: &'a str,
     /// The role the enrolling agent claims, if it said one.
     pub claimed_role: Option<&'a str>,
+    /// The cluster the enrolling agent names (checked; [`rke2ops_common::ids::DEFAULT_CLUSTER`]
+    /// when its config names none).
+    pub cluster: &'a str,
     /// Serial of the certificate signed for it.
     pub serial: &'a str,
     /// End of that certificate's validity.
@@ -131,10 +134,20 @@ impl Store {
                 reason: "the token would expire before it is created",
             });
         }
+        if let Some(cluster) = binding.cluster.as_deref()
+            && rke2ops_common::ids::check_cluster_name(cluster).is_err()
+        {
+            return Err(StoreError::Invalid {
+                table: "join_tokens",
+                column: "cluster",
+                value: cluster.to_owned(),
+                reason: "must be a DNS label ([a-z0-9] with inner '-', at most 63)",
+            });
+        }
         let result = self.conn().execute(
             "INSERT INTO join_tokens (id, secret_hash, created_at, expires_at, created_by, \
-                                      node, allow_replace, role) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                      node, allow_replace, role, cluster) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 id,
                 secret_hash,
@@ -143,7 +156,8 @@ impl Store {
                 created_by,
                 binding.node,
                 binding.replace,
-                binding.role
+                binding.role,
+                binding.cluster
             ],
         );
         match result {
@@ -218,6 +232,7 @@ impl Store {
             .map_err(token_sql(id, "reading the node"))?
             .is_some();
         let kind = judge_enrollment(id, &binding, e.node, previous.is_some() || in_inventory)?;
+        judge_cluster(id, &binding, e.node, e.cluster)?;
         let previous_role = previous.as_ref().and_then(|p| p.role.as_deref());
         let role = enrolled_role(binding.role.as_deref(), previous_role, e.claimed_role);
         if let Some(old) = &previous {
@@ -225,14 +240,26 @@ impl Store {
         }
         let superseded = previous.and_then(|p| p.serial);
         tx.execute(
-            "INSERT INTO identities (kind, name, serial, role, since, not_after) \
-             VALUES ('node', ?1, ?2, ?3, ?4, ?5) \
+            "INSERT INTO identities (kind, name, serial, role, since, not_after, cluster) \
+             VALUES ('node', ?1, ?2, ?3, ?4, ?5, ?6) \
              ON CONFLICT (kind, name) DO UPDATE SET serial = excluded.serial, \
                  role = excluded.role, since = excluded.since, not_after = excluded.not_after, \
-                 previous_serial = NULL",
-            params![e.node, e.serial, role, to_db(e.now), to_db(e.not_after)],
+                 previous_serial = NULL, cluster = excluded.cluster",
+            params![
+                e.node,
+                e.serial,
+                role,
+                to_db(e.now),
+                to_db(e.not_after),
+                e.cluster
+            ],
         )
         .map_err(token_sql(id, "recording the node's certificate"))?;
+        tx.execute(
+            "UPDATE nodes SET cluster = ?2 WHERE name = ?1",
+            params![e.node, e.cluster],
+        )
+        .map_err(token_sql(id, "recording the node's cluster"))?;
         if let Some(role) = &role {
             tx.execute(
                 "UPDATE nodes SET role = ?2 WHERE name = ?1",
@@ -242,9 +269,10 @@ impl Store {
         }
         spend_token(&tx, id, e.node, e.now)?;
         let mut detail = format!(
-            "token {id} (created by {created_by}), serial {}, role {}",
+            "token {id} (created by {created_by}), serial {}, role {}, cluster {}",
             e.serial,
-            role.as_deref().unwrap_or("from its first hello")
+            role.as_deref().unwrap_or("from its first hello"),
+            e.cluster
         );
         if kind == EnrollmentKind::Replace {
             detail.push_str(&format!(
@@ -362,10 +390,12 @@ fn check_token(
         Option<String>,
         bool,
         Option<String>,
+        Option<String>,
     );
     let row: Option<Raw> = tx
         .query_row(
-            "SELECT secret_hash, expires_at, used_at, created_by, node, allow_replace, role \
+            "SELECT secret_hash, expires_at, used_at, created_by, node, allow_replace, role, \
+                    cluster \
              FROM join_tokens WHERE id = ?1",
             params![id],
             |row| {
@@ -377,12 +407,14 @@ fn check_token(
                     row.get(4)?,
                     row.get(5)?,
                     row.get(6)?,
+                    row.get(7)?,
                 ))
             },
         )
         .optional()
         .map_err(token_sql(id, "reading the token"))?;
-    let Some((stored_hash, expires_at, used_at, created_by, node, replace, role)) = row else {
+    let Some((stored_hash, expires_at, used_at, created_by, node, replace, role, cluster)) = row
+    else {
         return Err(TokenError::Unknown { id: id.to_owned() });
     };
     let key = || id.to_owned();
@@ -407,6 +439,7 @@ fn check_token(
             node,
             replace,
             role,
+            cluster,
         },
         created_by,
     ))

@@ -163,6 +163,7 @@ impl From<Hello> for pb::Hello {
             role: role.into(),
             rke2_version: h.rke2_version,
             agent_version: h.agent_version,
+            cluster: h.cluster,
         }
     }
 }
@@ -351,6 +352,7 @@ impl HubClient {
         &mut self,
         token: &str,
         node_name: &str,
+        cluster: &str,
         csr_pem: String,
     ) -> Result<Issued, tonic::Status> {
         let response = self
@@ -359,6 +361,7 @@ impl HubClient {
                 token: token.to_owned(),
                 node_name: node_name.to_owned(),
                 csr_pem,
+                cluster: cluster.to_owned(),
             })
             .await?
             .into_inner();

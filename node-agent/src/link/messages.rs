@@ -29,6 +29,8 @@ pub enum Outgoing {
 pub struct Hello {
     /// The node's name (its certificate's CN).
     pub node_name: String,
+    /// The cluster its config names.
+    pub cluster: String,
     /// A server (control plane, etcd) rather than an agent.
     pub is_server: bool,
     /// `rke2 --version`; empty when unknown.

@@ -143,7 +143,12 @@ async fn ensure_identity(settings: HubSettings<'_>) -> anyhow::Result<identity::
     let key = identity::NodeKey::generate()?;
     let csr_pem = key.csr_pem(&settings.hub.node_name)?;
     let response = HubClient::new(channel)
-        .enroll(token, &settings.hub.node_name, csr_pem)
+        .enroll(
+            token,
+            &settings.hub.node_name,
+            &settings.hub.cluster,
+            csr_pem,
+        )
         .await
         .map_err(|s| anyhow::anyhow!("enrollment refused: {} ({:?})", s.message(), s.code()))?;
     // The CA the hub returns must be the pinned one (the TLS layer already checked the CA
@@ -286,6 +291,7 @@ async fn session(
     );
     let hello = Hello {
         node_name: settings.hub.node_name.clone(),
+        cluster: settings.hub.cluster.clone(),
         is_server,
         rke2_version: rke2_version(&crate::ops::setup::effective_rke2_bin(
             &settings.agent.rke2_bin,
