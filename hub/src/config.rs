@@ -132,7 +132,38 @@ options! {
         /// URL is a secret and never shown) [default: none].
         #[arg(long = "webhook", env = "RKE2OPS_HUB_WEBHOOKS", value_delimiter = ',')]
         pub webhooks: Option<Vec<String>>,
+        /// Kubernetes access to clusters other than the default one (whose access is the
+        /// top-level `kubeconfig`): hub.toml tables `[clusters.NAME]` with `kubeconfig` and
+        /// `apiserver_endpoints`. A cluster without one gets no cordon or drain.
+        #[arg(skip)]
+        pub clusters: Option<std::collections::BTreeMap<String, ClusterOptions>>,
+        /// `NAME=PATH`: cluster NAME's kubeconfig (repeatable; overrides `[clusters.NAME]
+        /// kubeconfig`).
+        #[arg(
+            long = "cluster-kubeconfig",
+            env = "RKE2OPS_HUB_CLUSTER_KUBECONFIGS",
+            value_delimiter = ','
+        )]
+        pub cluster_kubeconfigs: Option<Vec<String>>,
+        /// `NAME=URL`: an apiserver of cluster NAME, tried in order (repeatable; overrides
+        /// `[clusters.NAME] apiserver_endpoints`).
+        #[arg(
+            long = "cluster-apiserver-endpoint",
+            env = "RKE2OPS_HUB_CLUSTER_APISERVER_ENDPOINTS",
+            value_delimiter = ','
+        )]
+        pub cluster_apiserver_endpoints: Option<Vec<String>>,
     }
+}
+
+/// A `[clusters.NAME]` table of hub.toml: one more cluster's Kubernetes access.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterOptions {
+    /// Its kubeconfig (a copy of one of its servers' rke2.yaml).
+    pub kubeconfig: Option<PathBuf>,
+    /// Its apiservers, tried in order [default: the kubeconfig's].
+    pub apiserver_endpoints: Option<Vec<String>>,
 }
 
 /// The systemd credential the hub reads its kubeconfig from when `kubeconfig` is not set:
@@ -194,6 +225,8 @@ pub struct Config {
     pub default_probes: Vec<crate::probe::ProbeSpec>,
     /// Webhooks notified of plan and probe events ([`crate::notify`]).
     pub webhooks: Vec<crate::notify::Webhook>,
+    /// Kubernetes access to the other clusters, by name.
+    pub clusters: std::collections::BTreeMap<String, crate::kube::KubeSettings>,
 }
 
 impl Config {
@@ -208,6 +241,79 @@ impl Config {
                 endpoints: self.apiserver_endpoints.clone(),
             })
     }
+}
+
+/// `[clusters.NAME]` tables with the `--cluster-kubeconfig NAME=PATH` and
+/// `--cluster-apiserver-endpoint NAME=URL` flags over them: every named cluster's access.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the key: a flag without `=`, a bad cluster name, endpoints
+/// for a cluster without a kubeconfig, the default cluster (its access is the top-level keys).
+fn cluster_access(
+    tables: Option<std::collections::BTreeMap<String, ClusterOptions>>,
+    kubeconfigs: Option<Vec<String>>,
+    endpoints: Option<Vec<String>>,
+) -> Result<std::collections::BTreeMap<String, crate::kube::KubeSettings>, ConfigError> {
+    let mut tables = tables.unwrap_or_default();
+    let pairs = |key: &'static str, values: Option<Vec<String>>| {
+        values
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| {
+                v.split_once('=')
+                    .map(|(n, x)| (n.trim().to_owned(), x.trim().to_owned()))
+                    .ok_or_else(|| ConfigError::Invalid {
+                        key,
+                        message: format!("{v:?} is not NAME=VALUE"),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let flag_kubeconfigs = pairs("cluster_kubeconfigs", kubeconfigs)?;
+    let flag_endpoints = pairs("cluster_apiserver_endpoints", endpoints)?;
+    let mut flagged: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for (name, path) in flag_kubeconfigs {
+        tables.entry(name).or_default().kubeconfig = Some(PathBuf::from(path));
+    }
+    for (name, url) in flag_endpoints {
+        let table = tables.entry(name.clone()).or_default();
+        if flagged.insert(name) {
+            table.apiserver_endpoints = Some(Vec::new());
+        }
+        table
+            .apiserver_endpoints
+            .get_or_insert_with(Vec::new)
+            .push(url);
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for (name, table) in tables {
+        rke2ops_common::ids::check_cluster_name(&name).map_err(|e| ConfigError::Invalid {
+            key: "clusters",
+            message: format!("[clusters.{name}]: {e}"),
+        })?;
+        if name == rke2ops_common::ids::DEFAULT_CLUSTER {
+            return Err(ConfigError::Invalid {
+                key: "clusters",
+                message: "[clusters.default]: the default cluster's access is the top-level \
+                          `kubeconfig` and `apiserver_endpoints`"
+                    .to_owned(),
+            });
+        }
+        let Some(kubeconfig) = table.kubeconfig else {
+            return Err(ConfigError::Invalid {
+                key: "clusters",
+                message: format!("[clusters.{name}]: apiserver_endpoints without a kubeconfig"),
+            });
+        };
+        out.insert(
+            name,
+            crate::kube::KubeSettings {
+                kubeconfig,
+                endpoints: table.apiserver_endpoints.unwrap_or_default(),
+            },
+        );
+    }
+    Ok(out)
 }
 
 /// Default of `history_retention_days`: more than a year of plans stays answerable.
@@ -274,6 +380,11 @@ impl Config {
                 )
             }),
             apiserver_endpoints: o.apiserver_endpoints.unwrap_or_default(),
+            clusters: cluster_access(
+                o.clusters,
+                o.cluster_kubeconfigs,
+                o.cluster_apiserver_endpoints,
+            )?,
             channel_url: o
                 .channel_url
                 .unwrap_or_else(|| DEFAULT_CHANNEL_URL.to_owned()),
@@ -549,13 +660,58 @@ mod tests {
     }
 
     #[test]
+    fn clusters_get_their_access_from_tables_and_flags() {
+        let text = "[clusters.prod]\nkubeconfig = \"/etc/rke2-ops/prod.yaml\"\n\
+                    apiserver_endpoints = [\"https://10.0.0.1:6443\"]\n\
+                    [clusters.dev]\nkubeconfig = \"/etc/rke2-ops/dev.yaml\"\n";
+        let file: Options =
+            rke2ops_common::config::parse_toml(text, Path::new("hub.toml")).expect("parses");
+        let flags = Options {
+            cluster_apiserver_endpoints: Some(vec![
+                "dev=https://10.1.0.1:6443".into(),
+                "dev=https://10.1.0.2:6443".into(),
+            ]),
+            cluster_kubeconfigs: Some(vec!["lab=/tmp/lab.yaml".into()]),
+            ..Options::default()
+        };
+        let config = Config::resolve(flags.or(file)).expect("valid");
+        let names: Vec<&str> = config.clusters.keys().map(String::as_str).collect();
+        assert_eq!(names, ["dev", "lab", "prod"]);
+        assert_eq!(
+            config.clusters["dev"].endpoints,
+            ["https://10.1.0.1:6443", "https://10.1.0.2:6443"]
+        );
+        assert_eq!(config.clusters["prod"].endpoints, ["https://10.0.0.1:6443"]);
+        for (bad, needle) in [
+            ("[clusters.default]\nkubeconfig = \"/x\"\n", "top-level"),
+            ("[clusters.Prod]\nkubeconfig = \"/x\"\n", "DNS label"),
+            (
+                "[clusters.prod]\napiserver_endpoints = [\"https://x\"]\n",
+                "without a kubeconfig",
+            ),
+        ] {
+            let file: Options =
+                rke2ops_common::config::parse_toml(bad, Path::new("hub.toml")).expect("parses");
+            let err = Config::resolve(file).expect_err(bad).to_string();
+            assert!(err.contains("clusters") && err.contains(needle), "{err}");
+        }
+        let err = rke2ops_common::config::parse_toml::<Options>(
+            "[clusters.prod]\nkubeconfg = \"/x\"\n",
+            Path::new("hub.toml"),
+        )
+        .expect_err("unknown key")
+        .to_string();
+        assert!(err.contains("kubeconfg"), "{err}");
+    }
+
+    #[test]
     fn every_serve_setting_is_a_hub_toml_key_and_unknown_keys_are_not() {
         let command = <Options as clap::Args>::augment_args(clap::Command::new("serve"));
         let ids: Vec<String> = command
             .get_arguments()
             .map(|a| a.get_id().to_string())
             .collect();
-        assert_eq!(ids.len(), 21, "{ids:?}");
+        assert_eq!(ids.len(), 23, "{ids:?}");
         for id in ids.iter().map(String::as_str).chain(["no_such_key"]) {
             // A value of the wrong type for most keys: only an unknown key says "unknown".
             let text = format!("{id} = {{}}\n");

@@ -54,16 +54,28 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
     let server = ca.load_or_issue_server(&config.state_dir, &config.server_sans, now)?;
     let registry = Arc::new(Registry::default());
     let kube_settings = config.kube_settings();
-    let cluster = crate::engine::kube_cluster::from_settings(kube_settings.as_ref())?;
+    // Kubernetes access per cluster: the top-level kubeconfig is the default cluster's,
+    // `[clusters.NAME]` the others'.
+    let mut clusters = std::collections::BTreeMap::new();
+    if let Some(access) = crate::engine::kube_cluster::from_settings(kube_settings.as_ref())? {
+        clusters.insert(rke2ops_common::ids::DEFAULT_CLUSTER.to_owned(), access);
+    }
+    for (name, settings) in &config.clusters {
+        if let Some(access) = crate::engine::kube_cluster::from_settings(Some(settings))
+            .with_context(|| format!("[clusters.{name}]"))?
+        {
+            clusters.insert(name.clone(), access);
+        }
+    }
     // Webhooks: the counter is the metrics'; the notifier is the engine's (none configured:
     // no tasks at all).
     let deliveries = prometheus_client::metrics::family::Family::default();
     let notifier =
         crate::notify::Notifier::start(config.webhooks.clone(), deliveries.clone()).map(Arc::new);
-    let engine = crate::engine::Engine::new(
+    let engine = crate::engine::Engine::with_clusters(
         store.clone(),
         Arc::clone(&registry),
-        cluster,
+        clusters,
         crate::engine::EngineSettings {
             artifact_mirror: config.artifact_mirror.clone(),
             alert_gate: config.alert_gate.clone(),
@@ -193,6 +205,7 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
             .kubeconfig
             .as_ref()
             .map_or_else(|| "none (no cordon or drain)".to_owned(), |p| p.display().to_string()),
+        other_clusters = %config.clusters.keys().cloned().collect::<Vec<_>>().join(","),
         nodes_marked_offline = offline,
         "hub ready"
     );

@@ -138,10 +138,29 @@ impl FakeFleet {
     /// # Panics
     /// When enrollment fails or the nodes do not show up within 30 s.
     pub async fn start(grpc: SocketAddr, socket: &Path, spec: &FleetSpec) -> FakeFleet {
+        Self::start_in(grpc, socket, spec, "").await
+    }
+
+    /// [`Self::start`] for the nodes of `cluster` (empty: agents that name none, the default
+    /// cluster): named `<cluster>-server-1`..., enrolled and saying hello with `cluster`.
+    ///
+    /// # Panics
+    /// As [`Self::start`].
+    pub async fn start_in(
+        grpc: SocketAddr,
+        socket: &Path,
+        spec: &FleetSpec,
+        cluster: &str,
+    ) -> FakeFleet {
         let mut admin = admin_client(socket).await;
+        let prefix = if cluster.is_empty() {
+            String::new()
+        } else {
+            format!("{cluster}-")
+        };
         let names: Vec<String> = (1..=spec.servers)
-            .map(|i| format!("server-{i}"))
-            .chain((1..=spec.agents).map(|i| format!("agent-{i}")))
+            .map(|i| format!("{prefix}server-{i}"))
+            .chain((1..=spec.agents).map(|i| format!("{prefix}agent-{i}")))
             .collect();
         let state = Arc::new(Mutex::new(State::default()));
         let mut tasks = Vec::new();
@@ -161,7 +180,7 @@ impl FakeFleet {
                     token: token.token,
                     node_name: name.clone(),
                     csr_pem: key.csr_pem(name).expect("csr"),
-                    cluster: String::new(),
+                    cluster: cluster.to_owned(),
                 })
                 .await
                 .expect("Enroll")
@@ -171,12 +190,13 @@ impl FakeFleet {
             }
             let agent = Agent {
                 name: name.clone(),
-                server: name.starts_with("server-"),
+                server: name.starts_with(&format!("{prefix}server-")),
                 servers: names
                     .iter()
-                    .filter(|n| n.starts_with("server-"))
+                    .filter(|n| n.starts_with(&format!("{prefix}server-")))
                     .cloned()
                     .collect(),
+                cluster: cluster.to_owned(),
                 grpc,
                 ca_pem: enrolled.ca_pem,
                 cert_pem: enrolled.certificate_pem,
@@ -194,7 +214,12 @@ impl FakeFleet {
                 .expect("ListNodes")
                 .into_inner()
                 .nodes;
-            if nodes.iter().filter(|n| n.online).count() >= names.len() {
+            if nodes
+                .iter()
+                .filter(|n| n.online && names.contains(&n.name))
+                .count()
+                >= names.len()
+            {
                 break;
             }
             assert!(
@@ -304,6 +329,8 @@ struct Agent {
     key_pem: String,
     spec: FleetSpec,
     state: Arc<Mutex<State>>,
+    /// The cluster it names (empty: none).
+    cluster: String,
 }
 
 fn now_ts() -> prost_types::Timestamp {
@@ -430,7 +457,7 @@ impl Agent {
                 role: role.into(),
                 rke2_version: version,
                 agent_version: "fake-fleet".to_owned(),
-                cluster: String::new(),
+                cluster: self.cluster.clone(),
             })),
         })
         .await

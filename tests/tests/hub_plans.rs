@@ -587,3 +587,94 @@ async fn the_alert_gate_holds_nodes_while_prometheus_has_a_firing_alert() {
     }
     assert_eq!(fleet.spans().len(), 2, "nothing started without an answer");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plans_of_two_clusters_run_at_once_each_one_node_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hub = tokio::task::block_in_place(|| HubProcess::start(dir.path(), "127.0.60.20"));
+    let addr = hub.addr.parse().expect("addr");
+    let east = FakeFleet::start_in(addr, &hub.socket(), &spec(3, 1, 400), "east").await;
+    let west = FakeFleet::start_in(addr, &hub.socket(), &spec(3, 1, 400), "west").await;
+
+    // With two clusters a plan must name one.
+    let out = run(&hub, &["rotate"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("several clusters (east, west)") && stderr.contains("--cluster"),
+        "{stderr}"
+    );
+    // A node of the other cluster is named as such.
+    let out = run(
+        &hub,
+        &["rotate", "--cluster", "east", "--node", "west-agent-1"],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("west-agent-1 is in cluster west, not east"),
+        "{stderr}"
+    );
+    let out = run(&hub, &["rotate", "--cluster", "north"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\"north\"") && stderr.contains("east, west"),
+        "{stderr}"
+    );
+
+    let a = json(&hub, &["rotate", "--cluster", "east"]);
+    let b = json(&hub, &["rotate", "--cluster", "west"]);
+    assert_eq!(a["cluster"], "east");
+    assert_eq!(b["cluster"], "west");
+    let names = |v: &Value| -> Vec<String> { phases(v).into_iter().map(|(n, _)| n).collect() };
+    assert_eq!(
+        names(&a),
+        [
+            "east-server-1",
+            "east-server-2",
+            "east-server-3",
+            "east-agent-1"
+        ]
+    );
+    assert!(names(&b).iter().all(|n| n.starts_with("west-")), "{b:#}");
+    // One active plan per cluster.
+    let out = run(&hub, &["rotate", "--cluster", "east"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("still running in this cluster"), "{stderr}");
+
+    let (a, b) = (
+        a["id"].as_str().expect("id").to_owned(),
+        b["id"].as_str().expect("id").to_owned(),
+    );
+    wait_state(&hub, &a, "completed", Duration::from_secs(90)).await;
+    wait_state(&hub, &b, "completed", Duration::from_secs(90)).await;
+    let mut spans = east.spans();
+    spans.extend(west.spans());
+    assert_eq!(
+        spans.len(),
+        8,
+        "every node of both clusters once: {spans:?}"
+    );
+    for cluster in ["east-", "west-"] {
+        let own = of(&spans, cluster);
+        assert_eq!(own.len(), 4, "{cluster}: {own:?}");
+        assert_eq!(max_overlap(&own), 1, "{cluster}: one node at a time");
+    }
+    assert_eq!(
+        max_overlap(&spans),
+        2,
+        "the two clusters' plans ran at the same time"
+    );
+
+    let listed = json(&hub, &["plans", "--cluster", "west"]);
+    let listed = listed.as_array().expect("plans");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], b.as_str());
+    let table = String::from_utf8_lossy(&run(&hub, &["plans"]).stdout).into_owned();
+    assert!(
+        table.lines().next().is_some_and(|h| h.contains("CLUSTER")),
+        "{table}"
+    );
+}

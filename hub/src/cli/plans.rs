@@ -19,6 +19,9 @@ pub struct PlansListArgs {
     /// Show every plan (the hub sends them a page at a time).
     #[arg(long, conflicts_with = "limit")]
     pub all: bool,
+    /// Only this cluster's plans.
+    #[arg(long)]
+    pub cluster: Option<String>,
 }
 
 /// How a plan treats each node (shared by `rotate`, `restart` and `upgrade`).
@@ -27,9 +30,12 @@ pub struct PlanArgs {
     /// Connection and output.
     #[command(flatten)]
     pub client: ClientArgs,
-    /// Only these nodes (repeatable; default: every node the hub knows).
+    /// Only these nodes (repeatable; default: every node of the cluster).
     #[arg(long = "node")]
     pub nodes: Vec<String>,
+    /// The cluster whose nodes the plan holds (needed when the hub has several).
+    #[arg(long)]
+    pub cluster: Option<String>,
     /// Workers in maintenance at once (servers always go one at a time).
     #[arg(long, default_value_t = 1)]
     pub concurrency: u32,

@@ -42,6 +42,7 @@ fn base_request(kind: pb::PlanKind, args: &PlanArgs) -> pb::CreatePlanRequest {
             .chain(args.probe_workloads.iter().map(|w| format!("workload:{w}")))
             .collect(),
         probe_halt_seconds: args.probe_halt_after.map_or(0, |d| d.as_secs().max(1)),
+        cluster: args.cluster.clone().unwrap_or_default(),
         ..pb::CreatePlanRequest::default()
     }
 }
@@ -108,6 +109,7 @@ pub async fn plans(args: &PlansListArgs) -> anyhow::Result<u8> {
             .list_plans(pb::ListPlansRequest {
                 limit: u32::try_from(left.min(500)).unwrap_or(500),
                 before_id,
+                cluster: args.cluster.clone().unwrap_or_default(),
             })
             .await
             .map_err(refused)?
@@ -124,13 +126,16 @@ pub async fn plans(args: &PlansListArgs) -> anyhow::Result<u8> {
             serde_json::Value::Array(plans.iter().map(json).collect())
         ),
         Output::Table => {
-            let mut lines = vec![
-                [
-                    "ID", "KIND", "TARGET", "STATE", "NODES", "CREATED", "BY", "REASON",
-                ]
+            // Plans of several clusters get a CLUSTER column (before the free-text REASON).
+            let several = plans.iter().any(|p| p.cluster != plans[0].cluster);
+            let mut header = ["ID", "KIND", "TARGET", "STATE", "NODES", "CREATED", "BY"]
                 .map(str::to_owned)
-                .to_vec(),
-            ];
+                .to_vec();
+            if several {
+                header.push("CLUSTER".to_owned());
+            }
+            header.push("REASON".to_owned());
+            let mut lines = vec![header];
             for p in &plans {
                 let done = p
                     .nodes
@@ -149,8 +154,13 @@ pub async fn plans(args: &PlansListArgs) -> anyhow::Result<u8> {
                     format!("{done}/{}", p.nodes.len()),
                     time_word(p.created_at.as_ref()),
                     p.created_by.clone(),
-                    p.reason.clone(),
                 ]);
+                if let Some(line) = lines.last_mut() {
+                    if several {
+                        line.push(p.cluster.clone());
+                    }
+                    line.push(p.reason.clone());
+                }
             }
             print!("{}", tabwriter::layout(&lines, 3));
         }
@@ -480,6 +490,9 @@ fn print_view(view: &pb::PlanView, output: Output) {
         view.created_by,
         view.origin
     );
+    if !view.cluster.is_empty() && view.cluster != rke2ops_common::ids::DEFAULT_CLUSTER {
+        println!("cluster: {}", view.cluster);
+    }
     println!("policy: {}", view.policy);
     if !view.reason.is_empty() {
         println!("why: {}", view.reason);
@@ -677,6 +690,7 @@ fn json(view: &pb::PlanView) -> serde_json::Value {
         "state": state_word(view.state),
         "reason": view.reason,
         "origin": view.origin,
+        "cluster": view.cluster,
         "created_by": view.created_by,
         "created_at": ts_json(view.created_at.as_ref()),
         "finished_at": ts_json(view.finished_at.as_ref()),

@@ -55,14 +55,16 @@ pub struct ClusterFacts {
 pub struct FleetFacts<'a> {
     /// The Kubernetes objects, or why they could not be read.
     pub cluster: Result<&'a ClusterFacts, KubeSkipped>,
-    /// Every node's role and version.
-    pub nodes: &'a [NodeVersion],
+    /// Every node's role and version, one group per cluster (the skew policy holds within
+    /// a cluster; clusters may run different versions).
+    pub nodes: &'a [Vec<NodeVersion>],
     /// A plan's target version (its nodes already there are noted).
     pub target: Option<&'a Rke2Version>,
     /// Every node's agent and what it reported.
     pub agents: &'a [agents::AgentView<'a>],
-    /// The latest fresh etcd report of each online server.
-    pub etcd: &'a [(String, crate::plan::health::EtcdReport)],
+    /// The latest fresh etcd report of each online server, one group per cluster (servers
+    /// of different clusters are different etcds: never compared).
+    pub etcd: &'a [Vec<(String, crate::plan::health::EtcdReport)>],
     /// Each node's newest leaf NotBefore (its last renewal), from the stored snapshots.
     pub renewed_at: &'a HashMap<String, OffsetDateTime>,
     /// A node's clock further off than this is `clock-skew`.
@@ -92,9 +94,13 @@ pub fn run(facts: &FleetFacts<'_>) -> Vec<Finding> {
         }
         Err(why) => vec![skipped(why)],
     };
-    out.extend(skew::check(facts.nodes, facts.target));
+    for cluster in facts.nodes {
+        out.extend(skew::check(cluster, facts.target));
+    }
     out.extend(agents::check(facts.agents, facts.clock_threshold));
-    out.extend(etcd::check(facts.etcd));
+    for cluster in facts.etcd {
+        out.extend(etcd::check(cluster));
+    }
     if let Ok(cluster) = &facts.cluster {
         events::merge(&mut out, &cluster.cert_events, facts.renewed_at);
     }
@@ -202,7 +208,7 @@ mod tests {
 
     fn fleet<'a>(
         cluster: Result<&'a ClusterFacts, KubeSkipped>,
-        nodes: &'a [NodeVersion],
+        nodes: &'a [Vec<NodeVersion>],
         renewed: &'a HashMap<String, OffsetDateTime>,
     ) -> FleetFacts<'a> {
         FleetFacts {
@@ -218,7 +224,7 @@ mod tests {
 
     #[test]
     fn without_a_kubeconfig_one_info_says_the_kube_checks_were_skipped() {
-        let nodes = nodes();
+        let nodes = vec![nodes()];
         let renewed = HashMap::new();
         let found = run(&fleet(Err(KubeSkipped::NoKubeconfig), &nodes, &renewed));
         assert_eq!(found.len(), 2);
@@ -248,7 +254,7 @@ mod tests {
             },
             cert_events: Vec::new(),
         };
-        let nodes = nodes();
+        let nodes = vec![nodes()];
         let renewed = HashMap::new();
         let found = run(&fleet(Ok(&facts), &nodes, &renewed));
         assert_eq!(found.len(), 3);
@@ -290,7 +296,7 @@ mod tests {
             online: true,
             last_seen: OffsetDateTime::UNIX_EPOCH,
         }];
-        let nodes = nodes();
+        let nodes = vec![nodes()];
         let renewed = HashMap::new();
         let mut input = fleet(Ok(&facts), &nodes, &renewed);
         input.agents = &agents;

@@ -44,14 +44,34 @@ impl Engine {
         }
     }
 
-    /// One auto-maintenance look; returns the plan it created, if any.
+    /// One auto-maintenance look over every cluster; returns the plans it created.
     ///
     /// # Errors
     /// Store failures or a refused plan.
-    pub fn auto_once(&self, auto: &AutoMaintenance) -> Result<Option<i64>, EngineError> {
-        if !self.store.plans(true)?.is_empty() {
-            return Ok(None);
+    pub fn auto_once(&self, auto: &AutoMaintenance) -> Result<Vec<i64>, EngineError> {
+        let clusters: std::collections::BTreeSet<String> =
+            self.store.nodes()?.into_iter().map(|n| n.cluster).collect();
+        let busy: Vec<String> = self
+            .store
+            .plans(true)?
+            .into_iter()
+            .map(|p| p.cluster)
+            .collect();
+        let mut created = Vec::new();
+        for cluster in clusters.into_iter().filter(|c| !busy.contains(c)) {
+            if let Some(id) = self.auto_cluster(auto, &cluster)? {
+                created.push(id);
+            }
         }
+        Ok(created)
+    }
+
+    /// Auto-maintenance of one cluster that has no active plan.
+    fn auto_cluster(
+        &self,
+        auto: &AutoMaintenance,
+        cluster: &str,
+    ) -> Result<Option<i64>, EngineError> {
         let now = OffsetDateTime::now_utc();
         let day_ago = now - Duration::from_secs(86_400);
         let mut recent = Vec::new();
@@ -64,6 +84,7 @@ impl Engine {
             .store
             .nodes()?
             .into_iter()
+            .filter(|n| n.cluster == cluster)
             .map(|n| (n.name, n.renewal_deadline))
             .collect();
         let due = crate::plan::auto::due_nodes(&deadlines, &recent, now, auto.lead);
@@ -80,9 +101,10 @@ impl Engine {
                 ..PlanPolicy::default()
             },
             origin: "auto-maintenance".to_owned(),
+            cluster: cluster.to_owned(),
         };
         let id = self.create(&request, "hub:auto-maintenance")?;
-        tracing::info!(plan = id, nodes = %due.join(","), "auto-maintenance: renew-by-restart plan created");
+        tracing::info!(plan = id, %cluster, nodes = %due.join(","), "auto-maintenance: renew-by-restart plan created");
         if let Some(window) = &auto.window {
             let next_open = MaintenanceWindow::parse(window)
                 .ok()

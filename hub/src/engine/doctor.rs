@@ -55,7 +55,7 @@ impl Engine {
 
     /// What the fleet doctor reads from Kubernetes, or why it could not.
     async fn cluster_facts(&self) -> Result<ClusterFacts, KubeSkipped> {
-        match &self.cluster {
+        match self.kube(rke2ops_common::ids::DEFAULT_CLUSTER) {
             None => Err(KubeSkipped::NoKubeconfig),
             Some(c) => c.doctor_facts().await.map_err(|e| {
                 tracing::warn!(error = %e, "doctor: cannot read the cluster");
@@ -72,14 +72,19 @@ impl Engine {
     ) -> Result<Vec<Finding>, StoreError> {
         let now = OffsetDateTime::now_utc();
         let nodes = self.store.nodes()?;
-        let versions: Vec<NodeVersion> = nodes
-            .iter()
-            .map(|n| NodeVersion {
-                name: n.name.clone(),
-                role: n.role.clone(),
-                version: n.rke2_version.clone(),
-            })
-            .collect();
+        let mut versions: std::collections::BTreeMap<&str, Vec<NodeVersion>> =
+            std::collections::BTreeMap::new();
+        for n in &nodes {
+            versions
+                .entry(n.cluster.as_str())
+                .or_default()
+                .push(NodeVersion {
+                    name: n.name.clone(),
+                    role: n.role.clone(),
+                    version: n.rke2_version.clone(),
+                });
+        }
+        let versions: Vec<Vec<NodeVersion>> = versions.into_values().collect();
         let reported = self.store.node_findings()?;
         let connected = self.registry.connected();
         let agents: Vec<AgentView<'_>> = reported
@@ -94,13 +99,19 @@ impl Engine {
             })
             .collect();
         let max_age = time::Duration::try_from(ETCD_REPORT_MAX_AGE).unwrap_or_default();
-        let etcd: Vec<_> = self
-            .node_lives()
+        let clusters: std::collections::BTreeSet<&str> =
+            nodes.iter().map(|n| n.cluster.as_str()).collect();
+        let etcd: Vec<Vec<_>> = clusters
             .into_iter()
-            .filter(|n| n.online && n.role == Role::Server)
-            .filter_map(|n| {
-                let report = n.etcd?;
-                (now - report.received_at <= max_age).then_some((n.name, report))
+            .map(|cluster| {
+                self.node_lives(Some(cluster))
+                    .into_iter()
+                    .filter(|n| n.online && n.role == Role::Server)
+                    .filter_map(|n| {
+                        let report = n.etcd?;
+                        (now - report.received_at <= max_age).then_some((n.name, report))
+                    })
+                    .collect()
             })
             .collect();
         // Only the events need each node's last renewal.

@@ -175,7 +175,7 @@ impl Engine {
             paused: false,
         };
         let views: Vec<_> = nodes.iter().map(PlanNode::decision_view).collect();
-        let health = self.cluster_health(now).await;
+        let health = self.cluster_health(&plan.cluster, now).await;
         let mut decision = match (
             decide(&views, &policy, &health.clone().unwrap_or_default(), now),
             &health,
@@ -226,7 +226,7 @@ impl Engine {
             })
         {
             decision = self
-                .confirm_server_start(&views, &policy, server, now)
+                .confirm_server_start(&plan.cluster, &views, &policy, server, now)
                 .await;
         }
         match decision {
@@ -365,6 +365,7 @@ mod tests {
             nodes: vec![],
             policy: PlanPolicy::default(),
             origin: "operator".into(),
+            cluster: "default".to_owned(),
         };
         let id = engine.create(&request, "test").unwrap();
         let mut node = store.plan_nodes(id).unwrap().remove(0);

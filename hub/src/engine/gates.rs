@@ -25,13 +25,14 @@ const STATUS_ASK_INTERVAL: Duration = Duration::from_secs(10);
 const CONFIRM_TIMEOUT: time::Duration = time::Duration::seconds(30);
 
 impl Engine {
-    /// What the hub knows live about every node.
-    pub(super) fn node_lives(&self) -> Vec<NodeLive> {
+    /// What the hub knows live about every node of `cluster` (`None`: of every cluster).
+    pub(super) fn node_lives(&self, cluster: Option<&str>) -> Vec<NodeLive> {
         let connected = self.registry.connected();
         self.store
             .nodes()
             .unwrap_or_default()
             .into_iter()
+            .filter(|n| cluster.is_none_or(|c| n.cluster == c))
             .filter_map(|n| {
                 let reports = self.live.get(&n.name);
                 Some(NodeLive {
@@ -50,28 +51,41 @@ impl Engine {
             .collect()
     }
 
-    async fn kube_nodes(&self) -> Result<Option<Vec<KubeNode>>, String> {
-        match &self.cluster {
+    async fn kube_nodes(&self, cluster: &str) -> Result<Option<Vec<KubeNode>>, String> {
+        match self.kube(cluster) {
             Some(c) => c.nodes().await.map(Some),
             None => Ok(None),
         }
     }
 
-    pub(super) async fn cluster_health(&self, now: OffsetDateTime) -> Result<Health, Unknown> {
-        self.cluster_health_within(now, REPORT_MAX_AGE).await
+    /// The health of `cluster` (its own etcd, apiservers and Nodes; other clusters' never
+    /// hold it).
+    pub(super) async fn cluster_health(
+        &self,
+        cluster: &str,
+        now: OffsetDateTime,
+    ) -> Result<Health, Unknown> {
+        self.cluster_health_within(cluster, now, REPORT_MAX_AGE)
+            .await
     }
 
     /// [`Engine::cluster_health`] on reports at most `max_age` old.
     async fn cluster_health_within(
         &self,
+        cluster: &str,
         now: OffsetDateTime,
         max_age: Duration,
     ) -> Result<Health, Unknown> {
-        let kube = self.kube_nodes().await.map_err(|e| Unknown {
-            reason: format!("Kubernetes API: {e}"),
+        let kube = self.kube_nodes(cluster).await.map_err(|e| Unknown {
+            reason: format!("Kubernetes API of cluster {cluster}: {e}"),
             ask: Vec::new(),
         })?;
-        cluster_health(&self.node_lives(), kube.as_deref(), now, max_age)
+        cluster_health(
+            &self.node_lives(Some(cluster)),
+            kube.as_deref(),
+            now,
+            max_age,
+        )
     }
 
     /// Taking a server down rests on etcd's state now, not on reports up to
@@ -82,6 +96,7 @@ impl Engine {
     /// waits and says so. Unanswered questions are asked again after [`CONFIRM_TIMEOUT`].
     pub(super) async fn confirm_server_start(
         &self,
+        cluster: &str,
         views: &[DecisionNode],
         policy: &Policy,
         server: &str,
@@ -91,12 +106,13 @@ impl Engine {
             let Ok(mut confirming) = self.confirming.lock() else {
                 return Decision::Wait("internal: confirmation state poisoned".to_owned());
             };
-            match &*confirming {
-                Some((name, at)) if name == server && now - *at < CONFIRM_TIMEOUT => *at,
+            // One question per server: plans of several clusters confirm at the same time.
+            match confirming.get(server) {
+                Some(at) if now - *at < CONFIRM_TIMEOUT => *at,
                 _ => {
-                    *confirming = Some((server.to_owned(), now));
+                    confirming.insert(server.to_owned(), now);
                     let servers: Vec<String> = self
-                        .node_lives()
+                        .node_lives(Some(cluster))
                         .into_iter()
                         .filter(|n| n.online && n.role == Role::Server)
                         .map(|n| n.name)
@@ -111,7 +127,7 @@ impl Engine {
         };
         let since = (now - asked_at).max(time::Duration::ZERO);
         let since = Duration::try_from(since).unwrap_or_default();
-        let health = match self.cluster_health_within(now, since).await {
+        let health = match self.cluster_health_within(cluster, now, since).await {
             Ok(health) => health,
             Err(unknown) => {
                 return Decision::Wait(format!(
@@ -124,7 +140,7 @@ impl Engine {
         if matches!(decision, Decision::Start(_))
             && let Ok(mut confirming) = self.confirming.lock()
         {
-            *confirming = None;
+            confirming.remove(server);
         }
         decision
     }

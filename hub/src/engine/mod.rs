@@ -108,6 +108,9 @@ pub enum EngineError {
     /// The request is not valid (the message says which field).
     #[error("{0}")]
     Invalid(String),
+    /// A request named a cluster no node is in (the message names the clusters there are).
+    #[error("{0}")]
+    UnknownCluster(String),
     /// The store refused (another plan active, unknown plan) or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -120,8 +123,9 @@ pub struct Engine {
     store: Store,
     /// The agents' live streams, to send them operations and status requests.
     registry: Arc<Registry>,
-    /// Cordon, drain and Node readiness (none: the hub has no Kubernetes access).
-    cluster: Option<Arc<dyn Cluster>>,
+    /// Cordon, drain and Node readiness, per cluster name (a cluster without an entry: the
+    /// hub has no Kubernetes access there, so no cordon/drain).
+    clusters: std::collections::BTreeMap<String, Arc<dyn Cluster>>,
     /// Fixed for the engine's life.
     settings: EngineSettings,
     /// Agents' health reports.
@@ -134,7 +138,7 @@ pub struct Engine {
     asked: Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// The server about to be taken down and when every server was asked to confirm
     /// etcd's health for it ([`Engine::confirm_server_start`]).
-    confirming: Mutex<Option<(String, OffsetDateTime)>>,
+    confirming: Mutex<std::collections::HashMap<String, OffsetDateTime>>,
     /// Bumped on every plan change, for watchers.
     changed: watch::Sender<u64>,
     /// Wakes the loop before its tick (a change, a report a gate waits on).
@@ -154,8 +158,8 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine over `store`, reaching agents through `registry` and Kubernetes through
-    /// `cluster` (none: no cordon/drain).
+    /// An engine over `store`, reaching agents through `registry` and the default cluster's
+    /// Kubernetes API through `cluster` (none: no cordon/drain there).
     #[must_use]
     pub fn new(
         store: Store,
@@ -163,10 +167,25 @@ impl Engine {
         cluster: Option<Arc<dyn Cluster>>,
         settings: EngineSettings,
     ) -> Arc<Self> {
+        let clusters = cluster
+            .map(|c| (rke2ops_common::ids::DEFAULT_CLUSTER.to_owned(), c))
+            .into_iter()
+            .collect();
+        Self::with_clusters(store, registry, clusters, settings)
+    }
+
+    /// [`Self::new`] with Kubernetes access per cluster name.
+    #[must_use]
+    pub fn with_clusters(
+        store: Store,
+        registry: Arc<Registry>,
+        clusters: std::collections::BTreeMap<String, Arc<dyn Cluster>>,
+        settings: EngineSettings,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             registry,
-            cluster,
+            clusters,
             settings,
             live: Live::default(),
             ops: Ops::default(),
@@ -218,10 +237,21 @@ impl Engine {
         &self.settings.default_probes
     }
 
-    /// Whether the hub can cordon and drain.
+    /// Whether the hub can cordon and drain in `cluster`.
     #[must_use]
-    pub fn has_cluster_access(&self) -> bool {
-        self.cluster.is_some()
+    pub fn has_cluster_access(&self, cluster: &str) -> bool {
+        self.clusters.contains_key(cluster)
+    }
+
+    /// Kubernetes access to `cluster`, if the hub has it.
+    fn kube(&self, cluster: &str) -> Option<&Arc<dyn Cluster>> {
+        self.clusters.get(cluster)
+    }
+
+    /// Kubernetes access to plan `id`'s cluster, if the hub has it.
+    fn kube_of_plan(&self, id: i64) -> Option<&Arc<dyn Cluster>> {
+        let cluster = self.store.plan(id).ok()?.cluster;
+        self.kube(&cluster)
     }
 
     /// Changes to any plan bump this counter (for watchers).
@@ -254,7 +284,7 @@ impl Engine {
         if !node.cordoned {
             return;
         }
-        if let Some(cluster) = &self.cluster {
+        if let Some(cluster) = self.kube_of_plan(id) {
             match cluster.uncordon(&node.node).await {
                 Ok(()) => {
                     node.cordoned = false;

@@ -70,7 +70,7 @@ impl Engine {
                     continue;
                 }
                 due[i] = Instant::now() + spec.interval();
-                let result = check(spec, &self.http, self.cluster.as_ref()).await;
+                let result = check(spec, &self.http, self.kube(&plan.cluster)).await;
                 let now = OffsetDateTime::now_utc();
                 let busy: Vec<String> = self
                     .store

@@ -17,10 +17,22 @@ impl Engine {
     /// [`EngineError::Invalid`] naming the field or node.
     pub fn preview(&self, request: &PlanRequest) -> Result<Vec<PlanNode>, EngineError> {
         validate(request).map_err(EngineError::Invalid)?;
-        let inventory = self
-            .store
-            .nodes()?
+        let all = self.store.nodes()?;
+        // A named node of another cluster: say so rather than "unknown".
+        for name in &request.nodes {
+            if let Some(other) = all
+                .iter()
+                .find(|n| &n.name == name && n.cluster != request.cluster)
+            {
+                return Err(EngineError::Invalid(format!(
+                    "node {name} is in cluster {}, not {}: a plan holds one cluster's nodes",
+                    other.cluster, request.cluster
+                )));
+            }
+        }
+        let inventory = all
             .into_iter()
+            .filter(|n| n.cluster == request.cluster)
             .filter_map(|n| {
                 Some(Candidate {
                     role: role_of(&n.role).ok()?,
@@ -46,6 +58,42 @@ impl Engine {
         .map_err(|e| EngineError::Invalid(e.to_string()))
     }
 
+    /// The cluster a plan request names: `named` when some node is in it; when empty, the
+    /// fleet's only cluster (the default one when there is no node yet).
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`] for a bad name or an empty one in a fleet of several clusters,
+    /// [`EngineError::UnknownCluster`] naming the clusters there are.
+    pub fn resolve_cluster(&self, named: &str) -> Result<String, EngineError> {
+        let clusters: std::collections::BTreeSet<String> =
+            self.store.nodes()?.into_iter().map(|n| n.cluster).collect();
+        let list = || clusters.iter().cloned().collect::<Vec<_>>().join(", ");
+        if named.is_empty() {
+            return match clusters.len() {
+                0 => Ok(rke2ops_common::ids::DEFAULT_CLUSTER.to_owned()),
+                1 => Ok(clusters.iter().next().cloned().unwrap_or_default()),
+                _ => Err(EngineError::Invalid(format!(
+                    "the fleet has several clusters ({}): name one with --cluster",
+                    list()
+                ))),
+            };
+        }
+        rke2ops_common::ids::check_cluster_name(named)
+            .map_err(|e| EngineError::Invalid(format!("--cluster: {e}")))?;
+        if clusters.contains(named) {
+            Ok(named.to_owned())
+        } else {
+            Err(EngineError::UnknownCluster(format!(
+                "no node is in cluster {named:?} (clusters: {})",
+                if clusters.is_empty() {
+                    "none yet".to_owned()
+                } else {
+                    list()
+                }
+            )))
+        }
+    }
+
     /// Creates the plan; the loop starts it.
     ///
     /// # Errors
@@ -64,6 +112,7 @@ impl Engine {
                 policy: &request.policy,
                 origin: &request.origin,
                 created_by: actor,
+                cluster: &request.cluster,
             },
             &nodes,
             OffsetDateTime::now_utc(),

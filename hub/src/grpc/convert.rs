@@ -410,6 +410,7 @@ pub fn plan_message(
         origin: plan.origin.clone(),
         images: String::new(),
         probes: Vec::new(),
+        cluster: plan.cluster.clone(),
     }
 }
 

@@ -24,9 +24,11 @@ const EVENTS: u32 = 30;
 fn engine_status(e: EngineError) -> Status {
     match e {
         EngineError::Invalid(m) => Status::invalid_argument(m),
+        EngineError::UnknownCluster(m) => Status::not_found(m),
         EngineError::Store(StoreError::PlanActive { id, state }) => {
             Status::failed_precondition(format!(
-                "plan {id} is still {state}; finish, resume or abort it before creating another"
+                "plan {id} is still {state} in this cluster; finish, resume or abort it before \
+                 creating another"
             ))
         }
         EngineError::Store(StoreError::UnknownPlan(id)) => {
@@ -153,6 +155,10 @@ async fn request_of(hub: &Hub, req: &pb::CreatePlanRequest) -> Result<PlanReques
             channel,
         ),
     };
+    let cluster = hub
+        .engine
+        .resolve_cluster(&req.cluster)
+        .map_err(engine_status)?;
     Ok(PlanRequest {
         kind: ask.kind,
         target_version: target,
@@ -160,6 +166,7 @@ async fn request_of(hub: &Hub, req: &pb::CreatePlanRequest) -> Result<PlanReques
         nodes: ask.nodes,
         policy: ask.policy,
         origin: "operator".to_owned(),
+        cluster,
     })
 }
 
@@ -170,7 +177,7 @@ pub async fn create(
     req: pb::CreatePlanRequest,
 ) -> Result<pb::PlanView, Status> {
     let request = request_of(hub, &req).await?;
-    let kube = hub.engine.has_cluster_access();
+    let kube = hub.engine.has_cluster_access(&request.cluster);
     if req.dry_run {
         let nodes = hub.engine.preview(&request).map_err(engine_status)?;
         let now = OffsetDateTime::now_utc();
@@ -191,6 +198,7 @@ pub async fn create(
             updated_at: now,
             finished_at: None,
             resumed_at: None,
+            cluster: request.cluster.clone(),
         };
         let mut view = convert::plan_message(
             &plan,
@@ -265,7 +273,7 @@ fn show_with(hub: &Hub, id: i64, events: u32) -> Result<pb::PlanView, Status> {
     let gates = gates(
         plan.kind,
         &plan.policy,
-        hub.engine.has_cluster_access(),
+        hub.engine.has_cluster_access(&plan.cluster),
         hub.engine.alert_gate(),
     );
     let mut view = convert::plan_message(&plan, &nodes, &events, gates);
@@ -294,6 +302,9 @@ pub fn list(hub: &Hub, req: &pb::ListPlansRequest) -> Result<pb::ListPlansRespon
     let next_before_id = plans.last().filter(|_| full).map_or(0, |p| p.id);
     let mut out = Vec::with_capacity(plans.len());
     for plan in plans {
+        if !req.cluster.is_empty() && plan.cluster != req.cluster {
+            continue; // the page is cut as without the filter: `next_before_id` still holds
+        }
         let nodes = store.plan_nodes(plan.id).map_err(internal)?;
         out.push(convert::plan_message(&plan, &nodes, &[], Vec::new()));
     }

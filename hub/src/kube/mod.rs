@@ -33,7 +33,7 @@ use self::endpoints::Endpoints;
 pub use self::error::KubeError;
 
 /// Where the hub finds the Kubernetes API.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KubeSettings {
     /// RKE2's admin kubeconfig (`/etc/rancher/rke2/rke2.yaml` copied off a server): embedded
     /// client-admin certificate and key, server CA.

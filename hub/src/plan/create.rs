@@ -22,6 +22,8 @@ pub struct PlanRequest {
     pub policy: PlanPolicy,
     /// `operator` or `auto-maintenance`.
     pub origin: String,
+    /// The cluster whose nodes it holds (checked; see [`crate::engine::Engine::resolve_cluster`]).
+    pub cluster: String,
 }
 
 /// Checks a request's fields before anything looks at the inventory: a version only for
@@ -392,6 +394,7 @@ mod tests {
             nodes: Vec::new(),
             policy: PlanPolicy::default(),
             origin: "operator".to_owned(),
+            cluster: "default".to_owned(),
         }
     }
 

@@ -399,6 +399,8 @@ pub struct Plan {
     /// When an operator last resumed it: a probe down since before then is given the whole
     /// `probe_halt_secs` again, so `resume` re-checks instead of halting on an old outage.
     pub resumed_at: Option<OffsetDateTime>,
+    /// The cluster whose nodes it holds; its gates read only that cluster.
+    pub cluster: String,
 }
 
 /// One node of a plan as stored.

@@ -100,7 +100,10 @@ pub enum StoreError {
     },
 
     /// Another plan is still active; one plan at a time keeps "one node at a time" true.
-    #[error("plan {id} is still {state}; finish, resume or abort it before creating another")]
+    #[error(
+        "plan {id} is still {state} in this cluster; finish, resume or abort it before creating \
+         another"
+    )]
     PlanActive {
         /// The active plan.
         id: i64,

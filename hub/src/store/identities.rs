@@ -927,6 +927,7 @@ mod tests {
             policy: &policy,
             origin: "operator",
             created_by: "uid:0",
+            cluster: "default",
         };
         let nodes = [PlanNode::pending("a", 0, Role::Agent, "v1")];
         let id = store.create_plan(&plan, &nodes, NOW).unwrap();

@@ -163,6 +163,7 @@ mod tests {
                     policy: &policy,
                     origin: "operator",
                     created_by: "uid:0",
+                    cluster: "default",
                 },
                 &[
                     PlanNode::pending("s1", 0, Role::Server, "v1.33.5+rke2r1"),

@@ -13,7 +13,7 @@ use crate::plan::model::{
 };
 
 const PLAN_COLUMNS: &str = "id, kind, target_version, channel, policy, state, reason, origin, \
-                            created_by, created_at, updated_at, finished_at, resumed_at";
+                            created_by, created_at, updated_at, finished_at, resumed_at, cluster";
 const NODE_COLUMNS: &str = "node, position, role, phase, cordoned, attempt, operation_id, step, \
                             detail, from_version, started_at, phase_at, finished_at, settle_until, \
                             etcd_snapshot";
@@ -33,6 +33,8 @@ pub struct NewPlan<'a> {
     pub origin: &'a str,
     /// Who asked.
     pub created_by: &'a str,
+    /// The cluster whose nodes it holds.
+    pub cluster: &'a str,
 }
 
 fn plan_err(plan: i64, action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -66,6 +68,7 @@ fn read_plan(row: &Row<'_>) -> rusqlite::Result<Result<Plan, StoreError>> {
     let origin: String = row.get(7)?;
     let created_by: String = row.get(8)?;
     let resumed_at: Option<i64> = row.get(12)?;
+    let cluster: String = row.get(13)?;
     Ok((|| {
         let key = || id.to_string();
         Ok(Plan {
@@ -83,6 +86,7 @@ fn read_plan(row: &Row<'_>) -> rusqlite::Result<Result<Plan, StoreError>> {
             updated_at: from_db(updated_at, "plans", key, "updated_at")?,
             finished_at: from_db_opt(finished_at, "plans", key, "finished_at")?,
             resumed_at: from_db_opt(resumed_at, "plans", key, "resumed_at")?,
+            cluster,
         })
     })())
 }
@@ -156,11 +160,12 @@ impl Store {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(plan_err(0, "creating the plan"))?;
+        // One active plan per cluster: plans of different clusters run at the same time.
         let active: Option<(i64, String)> = tx
             .query_row(
                 "SELECT id, state FROM plans WHERE state IN ('running', 'paused', 'halted') \
-                 ORDER BY id LIMIT 1",
-                [],
+                 AND cluster = ?1 ORDER BY id LIMIT 1",
+                [plan.cluster],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
@@ -170,8 +175,8 @@ impl Store {
         }
         tx.execute(
             "INSERT INTO plans (kind, target_version, channel, policy, state, reason, origin, \
-                                created_by, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, 'running', '', ?5, ?6, ?7, ?7)",
+                                created_by, created_at, updated_at, cluster) \
+             VALUES (?1, ?2, ?3, ?4, 'running', '', ?5, ?6, ?7, ?7, ?8)",
             params![
                 plan.kind.name(),
                 plan.target_version,
@@ -179,7 +184,8 @@ impl Store {
                 policy,
                 plan.origin,
                 plan.created_by,
-                to_db(now)
+                to_db(now),
+                plan.cluster
             ],
         )
         .map_err(err)?;
@@ -600,6 +606,7 @@ mod tests {
             policy,
             origin: "operator",
             created_by: "uid:0",
+            cluster: "default",
         }
     }
 

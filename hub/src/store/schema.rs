@@ -231,6 +231,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE identities ADD COLUMN cluster TEXT;
     ALTER TABLE nodes ADD COLUMN cluster TEXT NOT NULL DEFAULT 'default';
     ",
+    // 11: a plan belongs to one cluster; one active plan per cluster.
+    r"
+    ALTER TABLE plans ADD COLUMN cluster TEXT NOT NULL DEFAULT 'default';
+    ",
 ];
 
 /// The schema version this build writes.

@@ -82,7 +82,7 @@ fn save(
 
 /// Whether `plan` cordons and drains its nodes: its policy says so and the hub can.
 fn drains(engine: &Engine, plan: &Plan) -> bool {
-    plan.policy.drain && engine.cluster.is_some()
+    plan.policy.drain && engine.kube(&plan.cluster).is_some()
 }
 
 /// Moves `node` to the phase after its current one succeeded ([`NodePhase::on_success`]),
@@ -110,7 +110,7 @@ async fn fail(
     reason: String,
 ) -> Result<Option<PlanNode>, crate::store::StoreError> {
     tracing::warn!(plan = id, node = %node.node, %reason, "node failed");
-    if let Some(cluster) = &engine.cluster {
+    if let Some(cluster) = engine.kube_of_plan(id) {
         cluster
             .event(&node.node, "Rke2OpsMaintenanceFailed", &reason)
             .await;
@@ -129,7 +129,7 @@ async fn phase(
     mut node: PlanNode,
 ) -> Result<Option<PlanNode>, crate::store::StoreError> {
     let id = plan.id;
-    let kube = engine.cluster.as_ref().filter(|_| plan.policy.drain);
+    let kube = engine.kube(&plan.cluster).filter(|_| plan.policy.drain);
     match node.phase {
         NodePhase::Cordon => {
             let Some(cluster) = kube else {
@@ -190,7 +190,7 @@ async fn phase(
         NodePhase::Verify => verify(engine, plan, node).await,
         NodePhase::Uncordon => {
             if node.cordoned {
-                if let Some(cluster) = engine.cluster.as_ref()
+                if let Some(cluster) = engine.kube(&plan.cluster)
                     && let Err(e) = cluster.uncordon(&node.node).await
                 {
                     return fail(engine, id, node, format!("uncordon: {e}")).await;
@@ -199,7 +199,7 @@ async fn phase(
             }
             let now = OffsetDateTime::now_utc();
             node.settle_until = Some(now + Duration::from_secs(plan.policy.settle_secs));
-            let event = if plan.policy.drain && engine.cluster.is_some() {
+            let event = if plan.policy.drain && engine.kube(&plan.cluster).is_some() {
                 "uncordoned"
             } else {
                 "healthy"
@@ -331,6 +331,7 @@ mod tests {
             nodes: vec![],
             policy: PlanPolicy::default(),
             origin: "operator".into(),
+            cluster: "default".to_owned(),
         };
         let id = engine.create(&request, "test").unwrap();
         (store, cluster, engine, id)

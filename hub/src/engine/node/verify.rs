@@ -25,8 +25,9 @@ pub(super) async fn verify(
         tokio::time::Instant::now() + Duration::from_secs(plan.policy.ready_timeout_secs);
     let mut why = String::new();
     loop {
-        let live = live_of(engine, &node);
-        let kube_node = match &engine.cluster {
+        let live = live_of(engine, &plan.cluster, &node);
+        let kube = engine.kube(&plan.cluster);
+        let kube_node = match kube {
             Some(c) => match c.node(&node.node).await {
                 Ok(None) => {
                     why = format!("the Kubernetes API has no Node {}", node.node);
@@ -40,7 +41,7 @@ pub(super) async fn verify(
             },
             None => None,
         };
-        if engine.cluster.is_none() || kube_node.is_some() {
+        if kube.is_none() || kube_node.is_some() {
             match live.as_ref().map(|l| {
                 node_recovered(
                     plan.kind,
@@ -73,9 +74,9 @@ pub(super) async fn verify(
     }
 }
 
-fn live_of(engine: &Engine, node: &PlanNode) -> Option<NodeLive> {
+fn live_of(engine: &Engine, cluster: &str, node: &PlanNode) -> Option<NodeLive> {
     engine
-        .node_lives()
+        .node_lives(Some(cluster))
         .into_iter()
         .find(|l| l.name == node.node)
 }
