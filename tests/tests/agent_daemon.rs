@@ -264,7 +264,24 @@ fn data_dir_created_later_then_deleted_and_recreated_is_followed() {
     wait_until("certificates of the new tree are exported", || {
         count(&agent).is_some_and(|n| n >= full as f64)
     });
-    let with_tree = count(&agent).expect("count");
+    // The whole tree's count: a scan that ran while the tree was being written (a loaded
+    // machine) saw a file half written and fewer certificates; the batches after it settle
+    // on the complete tree, with no file error and the same count for two seconds.
+    let with_tree = {
+        let started = Instant::now();
+        loop {
+            let text = metrics(&agent);
+            let before = sample(&text, "rke2ops_certificates", "status=\"OK\"");
+            let clean = !text
+                .lines()
+                .any(|l| l.starts_with("rke2ops_cert_file_errors{") && !l.ends_with(" 0"));
+            std::thread::sleep(Duration::from_secs(2));
+            if clean && count(&agent) == before {
+                break before.expect("count");
+            }
+            assert!(started.elapsed() < WAIT, "the count never settled");
+        }
+    };
 
     std::fs::remove_dir_all(&root).expect("delete the whole tree");
     wait_until("the deleted tree's certificates are gone", || {
