@@ -594,7 +594,18 @@ async fn plans_of_two_clusters_run_at_once_each_one_node_at_a_time() {
     let hub = tokio::task::block_in_place(|| HubProcess::start(dir.path(), "127.0.60.20"));
     let addr = hub.addr.parse().expect("addr");
     let east = FakeFleet::start_in(addr, &hub.socket(), &spec(3, 1, 400), "east").await;
-    let west = FakeFleet::start_in(addr, &hub.socket(), &spec(3, 1, 400), "west").await;
+    // West runs a release two minors older: within one cluster that is a skew blocker,
+    // across clusters nothing.
+    let west_spec = FleetSpec {
+        version: "v1.31.9+rke2r1".to_owned(),
+        ..spec(3, 1, 400)
+    };
+    let west = FakeFleet::start_in(addr, &hub.socket(), &west_spec, "west").await;
+    let doctor = json(&hub, &["doctor"]);
+    assert!(
+        !doctor.to_string().contains("version-skew"),
+        "no skew across clusters: {doctor:#}"
+    );
 
     // With two clusters a plan must name one.
     let out = run(&hub, &["rotate"]);

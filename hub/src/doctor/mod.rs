@@ -55,16 +55,14 @@ pub struct ClusterFacts {
 pub struct FleetFacts<'a> {
     /// The Kubernetes objects, or why they could not be read.
     pub cluster: Result<&'a ClusterFacts, KubeSkipped>,
-    /// Every node's role and version, one group per cluster (the skew policy holds within
-    /// a cluster; clusters may run different versions).
-    pub nodes: &'a [Vec<NodeVersion>],
+    /// Every node's role and version.
+    pub nodes: &'a [NodeVersion],
     /// A plan's target version (its nodes already there are noted).
     pub target: Option<&'a Rke2Version>,
     /// Every node's agent and what it reported.
     pub agents: &'a [agents::AgentView<'a>],
-    /// The latest fresh etcd report of each online server, one group per cluster (servers
-    /// of different clusters are different etcds: never compared).
-    pub etcd: &'a [Vec<(String, crate::plan::health::EtcdReport)>],
+    /// The latest fresh etcd report of each online server.
+    pub etcd: &'a [(String, crate::plan::health::EtcdReport)],
     /// Each node's newest leaf NotBefore (its last renewal), from the stored snapshots.
     pub renewed_at: &'a HashMap<String, OffsetDateTime>,
     /// A node's clock further off than this is `clock-skew`.
@@ -94,13 +92,9 @@ pub fn run(facts: &FleetFacts<'_>) -> Vec<Finding> {
         }
         Err(why) => vec![skipped(why)],
     };
-    for cluster in facts.nodes {
-        out.extend(skew::check(cluster, facts.target));
-    }
+    out.extend(skew::check(facts.nodes, facts.target));
     out.extend(agents::check(facts.agents, facts.clock_threshold));
-    for cluster in facts.etcd {
-        out.extend(etcd::check(cluster));
-    }
+    out.extend(etcd::check(facts.etcd));
     if let Ok(cluster) = &facts.cluster {
         events::merge(&mut out, &cluster.cert_events, facts.renewed_at);
     }
@@ -110,7 +104,7 @@ pub fn run(facts: &FleetFacts<'_>) -> Vec<Finding> {
 
 /// The fleet doctor's last run: what `nodes` and `certs` show per node and the hub's
 /// `rke2ops_hub_doctor_findings` exports, between runs (the engine refreshes it every
-/// minute and whenever a doctor, a plan's preflight or a node's checks run).
+/// minute and whenever a doctor or a plan's preflight runs).
 #[derive(Debug, Default)]
 pub struct Latest(std::sync::Mutex<Option<(OffsetDateTime, Vec<Finding>)>>);
 
@@ -208,7 +202,7 @@ mod tests {
 
     fn fleet<'a>(
         cluster: Result<&'a ClusterFacts, KubeSkipped>,
-        nodes: &'a [Vec<NodeVersion>],
+        nodes: &'a [NodeVersion],
         renewed: &'a HashMap<String, OffsetDateTime>,
     ) -> FleetFacts<'a> {
         FleetFacts {
@@ -224,7 +218,7 @@ mod tests {
 
     #[test]
     fn without_a_kubeconfig_one_info_says_the_kube_checks_were_skipped() {
-        let nodes = vec![nodes()];
+        let nodes = nodes();
         let renewed = HashMap::new();
         let found = run(&fleet(Err(KubeSkipped::NoKubeconfig), &nodes, &renewed));
         assert_eq!(found.len(), 2);
@@ -254,7 +248,7 @@ mod tests {
             },
             cert_events: Vec::new(),
         };
-        let nodes = vec![nodes()];
+        let nodes = nodes();
         let renewed = HashMap::new();
         let found = run(&fleet(Ok(&facts), &nodes, &renewed));
         assert_eq!(found.len(), 3);
@@ -296,7 +290,7 @@ mod tests {
             online: true,
             last_seen: OffsetDateTime::UNIX_EPOCH,
         }];
-        let nodes = vec![nodes()];
+        let nodes = nodes();
         let renewed = HashMap::new();
         let mut input = fleet(Ok(&facts), &nodes, &renewed);
         input.agents = &agents;

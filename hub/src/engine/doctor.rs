@@ -49,88 +49,95 @@ impl Engine {
         &self,
         target: Option<&Rke2Version>,
     ) -> Result<Vec<Finding>, StoreError> {
-        let cluster = self.cluster_facts().await;
-        self.findings_with(cluster, target)
+        let mut facts = std::collections::BTreeMap::new();
+        for cluster in self.cluster_names()? {
+            let read = self.cluster_facts(&cluster).await;
+            facts.insert(cluster, read);
+        }
+        let findings = self.findings_with(&facts, target)?;
+        self.doctor.set(OffsetDateTime::now_utc(), findings.clone());
+        Ok(findings)
     }
 
-    /// What the fleet doctor reads from Kubernetes, or why it could not.
-    async fn cluster_facts(&self) -> Result<ClusterFacts, KubeSkipped> {
-        match self.kube(rke2ops_common::ids::DEFAULT_CLUSTER) {
+    /// The clusters the inventory's nodes are in.
+    fn cluster_names(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        Ok(self.store.nodes()?.into_iter().map(|n| n.cluster).collect())
+    }
+
+    /// What the fleet doctor reads from `cluster`'s Kubernetes API, or why it could not.
+    async fn cluster_facts(&self, cluster: &str) -> Result<ClusterFacts, KubeSkipped> {
+        match self.kube(cluster) {
             None => Err(KubeSkipped::NoKubeconfig),
             Some(c) => c.doctor_facts().await.map_err(|e| {
-                tracing::warn!(error = %e, "doctor: cannot read the cluster");
+                tracing::warn!(%cluster, error = %e, "doctor: cannot read the cluster");
                 KubeSkipped::Unreachable(e)
             }),
         }
     }
 
-    /// The findings over `cluster` and what the store and the live reports hold now.
+    /// The findings of each cluster in `facts` (its Kubernetes objects, or why they could not
+    /// be read) over what the store and the live reports hold now. Each cluster is checked on
+    /// its own: version skew, etcd agreement and budgets hold within a cluster, never across.
     fn findings_with(
         &self,
-        cluster: Result<ClusterFacts, KubeSkipped>,
+        facts: &std::collections::BTreeMap<String, Result<ClusterFacts, KubeSkipped>>,
         target: Option<&Rke2Version>,
     ) -> Result<Vec<Finding>, StoreError> {
         let now = OffsetDateTime::now_utc();
         let nodes = self.store.nodes()?;
-        let mut versions: std::collections::BTreeMap<&str, Vec<NodeVersion>> =
-            std::collections::BTreeMap::new();
-        for n in &nodes {
-            versions
-                .entry(n.cluster.as_str())
-                .or_default()
-                .push(NodeVersion {
-                    name: n.name.clone(),
-                    role: n.role.clone(),
-                    version: n.rke2_version.clone(),
-                });
-        }
-        let versions: Vec<Vec<NodeVersion>> = versions.into_values().collect();
         let reported = self.store.node_findings()?;
         let connected = self.registry.connected();
-        let agents: Vec<AgentView<'_>> = reported
-            .iter()
-            .filter_map(|r| {
-                let node = nodes.iter().find(|n| n.name == r.node)?;
-                Some(AgentView {
-                    reported: r,
-                    online: connected.contains(&r.node),
-                    last_seen: node.last_seen,
-                })
-            })
-            .collect();
         let max_age = time::Duration::try_from(ETCD_REPORT_MAX_AGE).unwrap_or_default();
-        let clusters: std::collections::BTreeSet<&str> =
-            nodes.iter().map(|n| n.cluster.as_str()).collect();
-        let etcd: Vec<Vec<_>> = clusters
-            .into_iter()
-            .map(|cluster| {
-                self.node_lives(Some(cluster))
-                    .into_iter()
-                    .filter(|n| n.online && n.role == Role::Server)
-                    .filter_map(|n| {
-                        let report = n.etcd?;
-                        (now - report.received_at <= max_age).then_some((n.name, report))
-                    })
-                    .collect()
-            })
-            .collect();
         // Only the events need each node's last renewal.
-        let renewed_at = if cluster.is_ok() {
+        let renewed_at = if facts.values().any(Result::is_ok) {
             self.store.last_renewals()?
         } else {
             std::collections::HashMap::new()
         };
-        let findings = crate::doctor::run(&FleetFacts {
-            cluster: cluster.as_ref().map_err(Clone::clone),
-            nodes: &versions,
-            target,
-            agents: &agents,
-            etcd: &etcd,
-            renewed_at: &renewed_at,
-            clock_threshold: self.settings.clock_skew,
-        });
-        self.doctor.set(now, findings.clone());
-        Ok(findings)
+        let mut all = Vec::new();
+        for (cluster, kube) in facts {
+            let members: Vec<&crate::store::NodeRecord> =
+                nodes.iter().filter(|n| &n.cluster == cluster).collect();
+            let versions: Vec<NodeVersion> = members
+                .iter()
+                .map(|n| NodeVersion {
+                    name: n.name.clone(),
+                    role: n.role.clone(),
+                    version: n.rke2_version.clone(),
+                })
+                .collect();
+            let agents: Vec<AgentView<'_>> = reported
+                .iter()
+                .filter_map(|r| {
+                    let node = members.iter().find(|n| n.name == r.node)?;
+                    Some(AgentView {
+                        reported: r,
+                        online: connected.contains(&r.node),
+                        last_seen: node.last_seen,
+                    })
+                })
+                .collect();
+            let etcd: Vec<_> = self
+                .node_lives(Some(cluster))
+                .into_iter()
+                .filter(|n| n.online && n.role == Role::Server)
+                .filter_map(|n| {
+                    let report = n.etcd?;
+                    (now - report.received_at <= max_age).then_some((n.name, report))
+                })
+                .collect();
+            all.extend(crate::doctor::run(&FleetFacts {
+                cluster: kube.as_ref().map_err(Clone::clone),
+                nodes: &versions,
+                target,
+                agents: &agents,
+                etcd: &etcd,
+                renewed_at: &renewed_at,
+                clock_threshold: self.settings.clock_skew,
+            }));
+        }
+        rke2ops_common::doctor::sort(&mut all);
+        Ok(all)
     }
 
     /// The doctor's checks right before `names` start in `plan`: why they must wait (a
@@ -150,10 +157,11 @@ impl Engine {
         });
         let cluster = match reuse {
             Some(facts) => facts,
-            None => self.cluster_facts().await,
+            None => self.cluster_facts(&plan.cluster).await,
         };
         let target: Option<Rke2Version> = plan.target_version.parse().ok();
-        let findings = match self.findings_with(cluster.clone(), target.as_ref()) {
+        let only = std::collections::BTreeMap::from([(plan.cluster.clone(), cluster.clone())]);
+        let findings = match self.findings_with(&only, target.as_ref()) {
             Ok(findings) => findings,
             Err(e) => return Some(format!("the doctor's checks could not run: {e}")),
         };
