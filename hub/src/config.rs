@@ -156,14 +156,31 @@ options! {
     }
 }
 
-/// A `[clusters.NAME]` table of hub.toml: one more cluster's Kubernetes access.
+/// A `[clusters.NAME]` table of hub.toml: one more cluster's Kubernetes access and where its
+/// upgrades come from.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterOptions {
-    /// Its kubeconfig (a copy of one of its servers' rke2.yaml).
+    /// Its kubeconfig (a copy of one of its servers' rke2.yaml) [default: none, no cordon or
+    /// drain in it].
     pub kubeconfig: Option<PathBuf>,
     /// Its apiservers, tried in order [default: the kubeconfig's].
     pub apiserver_endpoints: Option<Vec<String>>,
+    /// Its upgrades' artifact source [default: the hub's `artifact_mirror`].
+    pub artifact_mirror: Option<String>,
+    /// Its RKE2 channels JSON [default: the hub's `channel_url`].
+    pub channel_url: Option<String>,
+}
+
+/// One named cluster's settings, checked.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Its Kubernetes API (none: no cordon or drain there).
+    pub kube: Option<crate::kube::KubeSettings>,
+    /// Its upgrades' artifact source (none: the hub's).
+    pub artifact_mirror: Option<String>,
+    /// Its channels JSON (none: the hub's).
+    pub channel_url: Option<String>,
 }
 
 /// The systemd credential the hub reads its kubeconfig from when `kubeconfig` is not set:
@@ -225,8 +242,8 @@ pub struct Config {
     pub default_probes: Vec<crate::probe::ProbeSpec>,
     /// Webhooks notified of plan and probe events ([`crate::notify`]).
     pub webhooks: Vec<crate::notify::Webhook>,
-    /// Kubernetes access to the other clusters, by name.
-    pub clusters: std::collections::BTreeMap<String, crate::kube::KubeSettings>,
+    /// The other clusters' settings, by name.
+    pub clusters: std::collections::BTreeMap<String, ClusterConfig>,
 }
 
 impl Config {
@@ -253,7 +270,7 @@ fn cluster_access(
     tables: Option<std::collections::BTreeMap<String, ClusterOptions>>,
     kubeconfigs: Option<Vec<String>>,
     endpoints: Option<Vec<String>>,
-) -> Result<std::collections::BTreeMap<String, crate::kube::KubeSettings>, ConfigError> {
+) -> Result<std::collections::BTreeMap<String, ClusterConfig>, ConfigError> {
     let mut tables = tables.unwrap_or_default();
     let pairs = |key: &'static str, values: Option<Vec<String>>| {
         values
@@ -299,17 +316,33 @@ fn cluster_access(
                     .to_owned(),
             });
         }
-        let Some(kubeconfig) = table.kubeconfig else {
+        let kube = match (table.kubeconfig, table.apiserver_endpoints) {
+            (Some(kubeconfig), endpoints) => Some(crate::kube::KubeSettings {
+                kubeconfig,
+                endpoints: endpoints.unwrap_or_default(),
+            }),
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "clusters",
+                    message: format!("[clusters.{name}]: apiserver_endpoints without a kubeconfig"),
+                });
+            }
+            (None, None) => None,
+        };
+        if let Some(url) = &table.channel_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
             return Err(ConfigError::Invalid {
                 key: "clusters",
-                message: format!("[clusters.{name}]: apiserver_endpoints without a kubeconfig"),
+                message: format!("[clusters.{name}] channel_url: {url:?} is not an http(s) URL"),
             });
-        };
+        }
         out.insert(
             name,
-            crate::kube::KubeSettings {
-                kubeconfig,
-                endpoints: table.apiserver_endpoints.unwrap_or_default(),
+            ClusterConfig {
+                kube,
+                artifact_mirror: table.artifact_mirror,
+                channel_url: table.channel_url,
             },
         );
     }
@@ -677,17 +710,22 @@ mod tests {
         let config = Config::resolve(flags.or(file)).expect("valid");
         let names: Vec<&str> = config.clusters.keys().map(String::as_str).collect();
         assert_eq!(names, ["dev", "lab", "prod"]);
+        let endpoints = |name: &str| config.clusters[name].kube.clone().expect("kube").endpoints;
         assert_eq!(
-            config.clusters["dev"].endpoints,
+            endpoints("dev"),
             ["https://10.1.0.1:6443", "https://10.1.0.2:6443"]
         );
-        assert_eq!(config.clusters["prod"].endpoints, ["https://10.0.0.1:6443"]);
+        assert_eq!(endpoints("prod"), ["https://10.0.0.1:6443"]);
         for (bad, needle) in [
             ("[clusters.default]\nkubeconfig = \"/x\"\n", "top-level"),
             ("[clusters.Prod]\nkubeconfig = \"/x\"\n", "DNS label"),
             (
                 "[clusters.prod]\napiserver_endpoints = [\"https://x\"]\n",
                 "without a kubeconfig",
+            ),
+            (
+                "[clusters.prod]\nchannel_url = \"ftp://x\"\n",
+                "not an http(s) URL",
             ),
         ] {
             let file: Options =

@@ -60,8 +60,8 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
     if let Some(access) = crate::engine::kube_cluster::from_settings(kube_settings.as_ref())? {
         clusters.insert(rke2ops_common::ids::DEFAULT_CLUSTER.to_owned(), access);
     }
-    for (name, settings) in &config.clusters {
-        if let Some(access) = crate::engine::kube_cluster::from_settings(Some(settings))
+    for (name, cluster) in &config.clusters {
+        if let Some(access) = crate::engine::kube_cluster::from_settings(cluster.kube.as_ref())
             .with_context(|| format!("[clusters.{name}]"))?
         {
             clusters.insert(name.clone(), access);
@@ -78,6 +78,11 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
         clusters,
         crate::engine::EngineSettings {
             artifact_mirror: config.artifact_mirror.clone(),
+            cluster_mirrors: config
+                .clusters
+                .iter()
+                .filter_map(|(name, c)| Some((name.clone(), c.artifact_mirror.clone()?)))
+                .collect(),
             alert_gate: config.alert_gate.clone(),
             history_retention: config.history_retention,
             clock_skew: config.clock_skew,
@@ -99,6 +104,11 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         engine: Arc::clone(&engine),
         channel_url: config.channel_url.clone(),
+        cluster_channel_urls: config
+            .clusters
+            .iter()
+            .filter_map(|(name, c)| Some((name.clone(), c.channel_url.clone()?)))
+            .collect(),
         metrics: Arc::clone(&metrics),
         store: store.clone(),
         registry,

@@ -413,6 +413,31 @@ mod tests {
         assert_eq!(store.plan(id).unwrap().state, PlanState::Paused);
     }
 
+    #[test]
+    fn upgrades_fetch_from_the_plan_then_the_cluster_then_the_hub() {
+        let engine = Engine::new(
+            Store::open_in_memory().unwrap(),
+            Arc::new(Registry::default()),
+            None,
+            EngineSettings {
+                artifact_mirror: "https://hub.example/rke2".into(),
+                cluster_mirrors: [("lab".to_owned(), "/srv/lab-artifacts".to_owned())].into(),
+                ..EngineSettings::default()
+            },
+        );
+        let mut policy = PlanPolicy::default();
+        assert_eq!(engine.artifact_source(&policy, "lab"), "/srv/lab-artifacts");
+        assert_eq!(
+            engine.artifact_source(&policy, "default"),
+            "https://hub.example/rke2"
+        );
+        policy.artifact_source = "https://plan.example".into();
+        assert_eq!(
+            engine.artifact_source(&policy, "lab"),
+            "https://plan.example"
+        );
+    }
+
     #[tokio::test]
     async fn the_pass_completes_a_plan_nobody_touched() {
         let (store, engine, id) = finished_plan();

@@ -51,11 +51,7 @@ fn task_key(node: &str) -> String {
 
 /// The artifact source a plan's operations name: the plan's, else the hub's mirror.
 fn source(engine: &Engine, plan: &Plan) -> String {
-    if plan.policy.artifact_source.is_empty() {
-        engine.settings.artifact_mirror.clone()
-    } else {
-        plan.policy.artifact_source.clone()
-    }
+    engine.artifact_source(&plan.policy, &plan.cluster)
 }
 
 impl Engine {

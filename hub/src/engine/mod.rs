@@ -65,6 +65,9 @@ pub struct EngineSettings {
     pub tick: Duration,
     /// Default artifact source for upgrades (URL prefix or folder on the nodes).
     pub artifact_mirror: String,
+    /// Clusters whose default artifact source is another (`[clusters.NAME]
+    /// artifact_mirror`).
+    pub cluster_mirrors: std::collections::BTreeMap<String, String>,
     /// Hold every node while Prometheus has a firing alert (none: no alert gate).
     pub alert_gate: Option<AlertGate>,
     /// Ended plans and audit rows older than this are removed (hourly, and at start).
@@ -91,6 +94,7 @@ impl Default for EngineSettings {
         Self {
             tick: Duration::from_secs(1),
             artifact_mirror: String::new(),
+            cluster_mirrors: std::collections::BTreeMap::new(),
             alert_gate: None,
             history_retention: Duration::from_secs(
                 crate::config::DEFAULT_HISTORY_RETENTION_DAYS * 86_400,
@@ -224,11 +228,22 @@ impl Engine {
         self.settings.alert_gate.as_ref()
     }
 
-    /// The hub's artifact mirror (`--artifact-mirror`; empty: none), the source of upgrades
-    /// whose plan names none.
+    /// Where a plan's upgrades fetch from: its own `--artifact-source`, else its cluster's
+    /// mirror, else the hub's.
     #[must_use]
-    pub fn artifact_mirror(&self) -> &str {
-        &self.settings.artifact_mirror
+    pub fn artifact_source(
+        &self,
+        policy: &crate::plan::model::PlanPolicy,
+        cluster: &str,
+    ) -> String {
+        if !policy.artifact_source.is_empty() {
+            return policy.artifact_source.clone();
+        }
+        self.settings
+            .cluster_mirrors
+            .get(cluster)
+            .unwrap_or(&self.settings.artifact_mirror)
+            .clone()
     }
 
     /// The probes a plan gets when its request names none.

@@ -40,6 +40,8 @@ pub struct Hub {
     pub engine: Arc<crate::engine::Engine>,
     /// RKE2's channels JSON (for `upgrade --channel`).
     pub channel_url: String,
+    /// Clusters whose channels JSON is another (`[clusters.NAME] channel_url`).
+    pub cluster_channel_urls: std::collections::BTreeMap<String, String>,
     /// Drains when the hub stops: agent streams end so the server can drain.
     pub shutdown: rke2ops_common::shutdown::Listener,
     /// Per-node limit on full statuses ([`crate::ratelimit::FULL_STATUS`]).

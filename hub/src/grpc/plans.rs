@@ -143,22 +143,26 @@ async fn request_of(hub: &Hub, req: &pb::CreatePlanRequest) -> Result<PlanReques
         // hub.toml's `probes`: every plan watches the applications unless it names its own.
         ask.policy.probes = hub.engine.default_probes().to_vec();
     }
+    let cluster = hub
+        .engine
+        .resolve_cluster(&req.cluster)
+        .map_err(engine_status)?;
+    let channel_url = hub
+        .cluster_channel_urls
+        .get(&cluster)
+        .unwrap_or(&hub.channel_url);
     let (target, channel) = match ask.target {
         TargetAsk::None => (None, String::new()),
         TargetAsk::Version(version) => (Some(version), String::new()),
         TargetAsk::Channel(channel) => (
             Some(
-                crate::fetch::channel::fetch_and_resolve(&hub.channel_url, &channel)
+                crate::fetch::channel::fetch_and_resolve(channel_url, &channel)
                     .await
                     .map_err(|e| Status::failed_precondition(e.to_string()))?,
             ),
             channel,
         ),
     };
-    let cluster = hub
-        .engine
-        .resolve_cluster(&req.cluster)
-        .map_err(engine_status)?;
     Ok(PlanRequest {
         kind: ask.kind,
         target_version: target,
@@ -214,11 +218,7 @@ pub async fn create(
             .filter(|_| plan.kind == PlanKind::Upgrade)
         {
             let installs = hub.store.installs().map_err(internal)?;
-            let source = if plan.policy.artifact_source.is_empty() {
-                hub.engine.artifact_mirror().to_owned()
-            } else {
-                plan.policy.artifact_source.clone()
-            };
+            let source = hub.engine.artifact_source(&plan.policy, &plan.cluster);
             for (node, node_view) in nodes.iter().zip(view.nodes.iter_mut()) {
                 let p = crate::plan::preview::preview(
                     node,

@@ -73,11 +73,7 @@ fn run_message(engine: &Engine, plan: &Plan, node: &PlanNode) -> RunOperation {
         PlanKind::Restart => Operation::Restart,
         PlanKind::Upgrade => Operation::Upgrade {
             version: plan.target_version.clone(),
-            artifact_source: if plan.policy.artifact_source.is_empty() {
-                engine.settings.artifact_mirror.clone()
-            } else {
-                plan.policy.artifact_source.clone()
-            },
+            artifact_source: engine.artifact_source(&plan.policy, &plan.cluster),
             allow_rollback: plan.policy.allow_rollback,
         },
     };
