@@ -120,6 +120,78 @@ mod tests {
         drop(listener);
     }
 
+    /// A receiver answering `status()` to every request; counts the requests.
+    async fn receiver(
+        status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+        hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) -> String {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 16 * 1024];
+                let _ = conn.read(&mut buf).await;
+                hits.fetch_add(1, Ordering::SeqCst);
+                let code = status.load(Ordering::SeqCst);
+                let reply =
+                    format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = conn.write_all(reply.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_keeps_failing_is_given_up_counted_and_the_next_event_still_goes() {
+        use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+        let status = std::sync::Arc::new(AtomicU16::new(500));
+        let hits = std::sync::Arc::new(AtomicUsize::new(0));
+        let url = receiver(status.clone(), hits.clone()).await;
+        let counter = Family::<Labels, Counter>::default();
+        let hook = spec::parse(&format!("ops={url}"), 0).expect("ok");
+        let schedule = vec![Duration::from_millis(10), Duration::from_millis(10)];
+        let n = Notifier::start_with(vec![hook], counter.clone(), schedule).expect("one");
+        let outcome = |o: &str| {
+            counter
+                .get_or_create(&vec![
+                    ("webhook", "ops".to_owned()),
+                    ("outcome", o.to_owned()),
+                ])
+                .get()
+        };
+        n.send(&Event::PlanCompleted { plan: 1 });
+        let started = std::time::Instant::now();
+        while outcome("failed") == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never given up"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            3,
+            "the first try and two retries"
+        );
+        assert_eq!(outcome("delivered"), 0);
+        // The receiver is back: the next event is delivered, the given-up one is not resent.
+        status.store(200, Ordering::SeqCst);
+        n.send(&Event::PlanCompleted { plan: 2 });
+        while outcome("delivered") == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never delivered"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 4);
+        assert_eq!(outcome("failed"), 1);
+    }
+
     #[test]
     fn no_webhooks_no_notifier() {
         assert!(Notifier::start(vec![], Family::default()).is_none());
