@@ -606,6 +606,9 @@ async fn plans_of_two_clusters_run_at_once_each_one_node_at_a_time() {
         !doctor.to_string().contains("version-skew"),
         "no skew across clusters: {doctor:#}"
     );
+    let east_only = json(&hub, &["doctor", "--cluster", "east"]).to_string();
+    assert!(!east_only.contains("west-"), "{east_only}");
+    assert!(!run(&hub, &["doctor", "--cluster", "north"]).status.success());
 
     // With two clusters a plan must name one.
     let out = run(&hub, &["rotate"]);

@@ -33,6 +33,7 @@ pub async fn doctor(args: &DoctorArgs) -> anyhow::Result<u8> {
         .doctor(pb::DoctorRequest {
             node: node.clone(),
             target: args.target.clone().unwrap_or_default(),
+            cluster: args.cluster.clone().unwrap_or_default(),
         })
         .await;
     let report = match answer {

@@ -94,6 +94,9 @@ pub struct DoctorArgs {
     /// The version an upgrade would install: nodes already at or above it are noted.
     #[arg(long, value_name = "VERSION")]
     pub target: Option<String>,
+    /// Only findings about this cluster.
+    #[arg(long)]
+    pub cluster: Option<String>,
 }
 
 /// Admin certificate subcommands.

@@ -180,10 +180,41 @@ pub fn is_about(finding: &Finding, node: &str) -> bool {
     finding.node.split(',').any(|n| n == node)
 }
 
+/// Whether `finding` belongs to cluster `cluster`, whose nodes are `members`: it is about one
+/// of them, or about no node and carries `cluster=<cluster>` (a fleet of several clusters)
+/// or no cluster at all (a fleet of one).
+#[must_use]
+pub fn is_in_cluster(finding: &Finding, cluster: &str, members: &[String]) -> bool {
+    if finding.node.is_empty() {
+        return finding
+            .evidence
+            .iter()
+            .find(|e| e.field == "cluster")
+            .is_none_or(|e| e.value == cluster);
+    }
+    members.iter().any(|m| is_about(finding, m))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    #[test]
+    fn a_finding_belongs_to_its_node_s_cluster_or_the_one_it_names() {
+        let members = vec!["e1".to_owned(), "e2".to_owned()];
+        let about = |node: &str| Finding::new(Code::ClockSkew, Severity::Warning, node, "", "");
+        assert!(is_in_cluster(&about("e1"), "east", &members));
+        assert!(is_in_cluster(&about("w1,e2"), "east", &members));
+        assert!(!is_in_cluster(&about("w1"), "east", &members));
+        let wide = about("").with("cluster", "west");
+        assert!(!is_in_cluster(&wide, "east", &members));
+        assert!(is_in_cluster(&wide, "west", &[]));
+        assert!(
+            is_in_cluster(&about(""), "east", &members),
+            "a fleet of one"
+        );
+    }
 
     fn nodes() -> Vec<NodeVersion> {
         vec![

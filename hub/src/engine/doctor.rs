@@ -95,6 +95,7 @@ impl Engine {
             std::collections::HashMap::new()
         };
         let mut all = Vec::new();
+        let several = facts.len() > 1;
         for (cluster, kube) in facts {
             let members: Vec<&crate::store::NodeRecord> =
                 nodes.iter().filter(|n| &n.cluster == cluster).collect();
@@ -126,7 +127,7 @@ impl Engine {
                     (now - report.received_at <= max_age).then_some((n.name, report))
                 })
                 .collect();
-            all.extend(crate::doctor::run(&FleetFacts {
+            let found = crate::doctor::run(&FleetFacts {
                 cluster: kube.as_ref().map_err(Clone::clone),
                 nodes: &versions,
                 target,
@@ -134,6 +135,14 @@ impl Engine {
                 etcd: &etcd,
                 renewed_at: &renewed_at,
                 clock_threshold: self.settings.clock_skew,
+            });
+            // A finding about no node says which cluster it is about when there are several.
+            all.extend(found.into_iter().map(|f| {
+                if several && f.node.is_empty() {
+                    f.with("cluster", cluster.clone())
+                } else {
+                    f
+                }
             }));
         }
         rke2ops_common::doctor::sort(&mut all);

@@ -202,7 +202,7 @@ impl AdminService for AdminApi {
         let result = async {
             self.admin_of(&request)?;
             let req = request.into_inner();
-            self.doctor_for(&req.node, &req.target).await
+            self.doctor_for(&req.node, &req.target, &req.cluster).await
         }
         .await;
         observed(&self.hub, "Doctor", started, result)
@@ -372,7 +372,14 @@ impl AdminApi {
         &self,
         node: &str,
         target: &str,
+        cluster: &str,
     ) -> Result<Response<pb::DoctorReport>, Status> {
+        let members = if cluster.is_empty() {
+            None
+        } else {
+            let nodes = in_cluster(self.hub.store.nodes().map_err(internal)?, cluster)?;
+            Some(nodes.into_iter().map(|n| n.name).collect::<Vec<_>>())
+        };
         if !node.is_empty() && self.hub.store.node(node).map_err(internal)?.is_none() {
             return Err(Status::not_found(format!("unknown node {node:?}")));
         }
@@ -389,6 +396,9 @@ impl AdminApi {
         if !node.is_empty() {
             findings
                 .retain(|f| f.code == Code::KubeChecksSkipped || crate::doctor::is_about(f, node));
+        }
+        if let Some(members) = &members {
+            findings.retain(|f| crate::doctor::is_in_cluster(f, cluster, members));
         }
         Ok(Response::new(pb::DoctorReport {
             findings: findings.iter().map(convert::doctor_finding).collect(),
