@@ -15,10 +15,12 @@
 //!   [`fetch`]: the hub's HTTP reads (channels, Prometheus alerts).
 //! - [`doctor`]: `rke2-hub doctor`'s fleet-wide checks (PodDisruptionBudgets, leftover
 //!   system-upgrade-controller, version skew), pure over what the hub gathered.
+//! - [`clusters`]: `rke2-hub clusters`, each cluster summed up from the inventory.
 //! - [`store`]: the hub's durable state (nodes, latest certificate snapshot per node, join
 //!   tokens, audit log) in an embedded SQLite database.
 
 pub mod cli;
+pub mod clusters;
 pub mod config;
 pub mod doctor;
 pub mod engine;

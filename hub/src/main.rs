@@ -97,6 +97,7 @@ fn main() -> ExitCode {
         } => code(runtime.block_on(client::token_create(&args))),
         Command::Nodes(args) => code(runtime.block_on(client::nodes(&args))),
         Command::Certs(args) => code(runtime.block_on(client::certs(&args))),
+        Command::Clusters(args) => code(runtime.block_on(client::clusters(&args))),
         Command::AdminCert {
             command: AdminCertCommand::Create(args),
         } => code(client::admin_cert_create(&args)),

@@ -608,7 +608,11 @@ async fn plans_of_two_clusters_run_at_once_each_one_node_at_a_time() {
     );
     let east_only = json(&hub, &["doctor", "--cluster", "east"]).to_string();
     assert!(!east_only.contains("west-"), "{east_only}");
-    assert!(!run(&hub, &["doctor", "--cluster", "north"]).status.success());
+    assert!(
+        !run(&hub, &["doctor", "--cluster", "north"])
+            .status
+            .success()
+    );
 
     // With two clusters a plan must name one.
     let out = run(&hub, &["rotate"]);
@@ -652,6 +656,26 @@ async fn plans_of_two_clusters_run_at_once_each_one_node_at_a_time() {
         ]
     );
     assert!(names(&b).iter().all(|n| n.starts_with("west-")), "{b:#}");
+    let clusters = json(&hub, &["clusters"]);
+    let clusters = clusters["clusters"].as_array().expect("clusters").clone();
+    assert_eq!(clusters.len(), 2, "{clusters:?}");
+    assert_eq!(
+        (
+            &clusters[0]["name"],
+            &clusters[0]["servers"],
+            &clusters[0]["agents"]
+        ),
+        (&Value::from("east"), &Value::from(3), &Value::from(1))
+    );
+    assert_eq!(
+        clusters[1]["versions"],
+        serde_json::json!(["v1.31.9+rke2r1"])
+    );
+    assert_eq!(clusters[1]["kubernetes_access"], false);
+    assert!(
+        clusters.iter().all(|c| !c["active_plan"]["id"].is_null()),
+        "both plans active: {clusters:?}"
+    );
     // One active plan per cluster.
     let out = run(&hub, &["rotate", "--cluster", "east"]);
     assert!(!out.status.success());

@@ -947,6 +947,12 @@ async fn a_node_certificate_cannot_call_admin_methods() {
         Code::PermissionDenied,
         &denied,
     );
+    refused(
+        "ListClusters with a node certificate",
+        admin.list_clusters(pb::ListClustersRequest {}).await,
+        Code::PermissionDenied,
+        &denied,
+    );
 
     // The other way round: an admin certificate cannot act as a node.
     let out_dir = hub.dir.path().join("eve");

@@ -342,6 +342,89 @@ async fn list_nodes(args: &ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `rke2-hub clusters` (`--cluster` shows one).
+///
+/// # Errors
+/// When the hub is unreachable or refuses.
+pub async fn clusters(args: &ListArgs) -> anyhow::Result<()> {
+    let mut client = connect(&args.client).await?;
+    let mut clusters = client
+        .list_clusters(pb::ListClustersRequest {})
+        .await
+        .map_err(refused)?
+        .into_inner()
+        .clusters;
+    if let Some(only) = &args.cluster {
+        clusters.retain(|c| &c.name == only);
+        anyhow::ensure!(!clusters.is_empty(), "no node is in cluster {only:?}");
+    }
+    match args.client.output {
+        Output::Json => {
+            let docs: Vec<serde_json::Value> = clusters
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "name": c.name,
+                        "servers": c.servers,
+                        "agents": c.agents,
+                        "online": c.online,
+                        "versions": c.versions,
+                        "kubernetes_access": c.kubernetes_access,
+                        "active_plan": (!c.active_plan.is_empty()).then(|| serde_json::json!({
+                            "id": c.active_plan,
+                            "state": c.active_plan_state,
+                        })),
+                    })
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "clusters": docs }))?
+            );
+        }
+        Output::Table => {
+            let mut lines = vec![
+                [
+                    "CLUSTER",
+                    "SERVERS",
+                    "AGENTS",
+                    "ONLINE",
+                    "VERSIONS",
+                    "KUBERNETES",
+                    "PLAN",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+            ];
+            for c in &clusters {
+                lines.push(vec![
+                    c.name.clone(),
+                    c.servers.to_string(),
+                    c.agents.to_string(),
+                    format!("{}/{}", c.online, c.servers + c.agents),
+                    if c.versions.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        c.versions.join(",")
+                    },
+                    if c.kubernetes_access {
+                        "yes".to_owned()
+                    } else {
+                        "no (no cordon/drain)".to_owned()
+                    },
+                    if c.active_plan.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        format!("{} ({})", c.active_plan, c.active_plan_state)
+                    },
+                ]);
+            }
+            print!("{}", rke2ops_common::report::tabwriter::layout(&lines, 3));
+        }
+    }
+    Ok(())
+}
+
 /// `rke2-hub certs`.
 ///
 /// # Errors

@@ -46,6 +46,9 @@ pub enum Command {
     Nodes(NodesArgs),
     /// Every node's certificates (the agent's table with a NODE column).
     Certs(CertsArgs),
+    /// Every cluster: its nodes, versions, whether the hub can cordon and drain there, and
+    /// its active plan.
+    Clusters(ListArgs),
     /// Admin client certificates for remote CLI use over TLS (run on the hub's machine: it
     /// needs the hub CA's key).
     AdminCert {

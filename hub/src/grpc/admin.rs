@@ -76,6 +76,39 @@ impl AdminService for AdminApi {
         observed(&self.hub, "CreateToken", started, result)
     }
 
+    async fn list_clusters(
+        &self,
+        request: Request<pb::ListClustersRequest>,
+    ) -> Result<Response<pb::ListClustersResponse>, Status> {
+        let started = std::time::Instant::now();
+        let result = (|| {
+            self.admin_of(&request)?;
+            let nodes = self.hub.store.nodes().map_err(internal)?;
+            let active = self.hub.store.plans(true).map_err(internal)?;
+            let clusters = crate::clusters::summarize(&nodes, &active, |c| {
+                self.hub.engine.has_cluster_access(c)
+            })
+            .into_iter()
+            .map(|s| pb::ClusterInfo {
+                name: s.name,
+                servers: s.servers,
+                agents: s.agents,
+                online: s.online,
+                versions: s.versions,
+                kubernetes_access: s.kubernetes_access,
+                active_plan: s
+                    .active_plan
+                    .as_ref()
+                    .map(|(id, _)| id.to_string())
+                    .unwrap_or_default(),
+                active_plan_state: s.active_plan.map(|(_, state)| state).unwrap_or_default(),
+            })
+            .collect();
+            Ok(Response::new(pb::ListClustersResponse { clusters }))
+        })();
+        observed(&self.hub, "ListClusters", started, result)
+    }
+
     async fn list_nodes(
         &self,
         request: Request<pb::ListNodesRequest>,
