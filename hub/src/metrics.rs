@@ -100,19 +100,29 @@ impl Collector for FleetCollector {
         let Ok(nodes) = self.store.nodes() else {
             return Ok(());
         };
-        let mut by_group: std::collections::BTreeMap<(String, String, String), usize> =
+        let mut by_group: std::collections::BTreeMap<(String, String, String, String), usize> =
             Default::default();
         for n in &nodes {
             let state = if n.online { "online" } else { "offline" };
             *by_group
-                .entry((state.to_owned(), n.role.clone(), n.rke2_version.clone()))
+                .entry((
+                    state.to_owned(),
+                    n.role.clone(),
+                    n.rke2_version.clone(),
+                    n.cluster.clone(),
+                ))
                 .or_default() += 1;
         }
         let series: Vec<(Labels, f64)> = by_group
             .into_iter()
-            .map(|((state, role, version), count)| {
+            .map(|((state, role, version, cluster), count)| {
                 (
-                    vec![("state", state), ("role", role), ("version", version)],
+                    vec![
+                        ("state", state),
+                        ("role", role),
+                        ("version", version),
+                        ("cluster", cluster),
+                    ],
                     count as f64,
                 )
             })
@@ -120,7 +130,7 @@ impl Collector for FleetCollector {
         gauge(
             &mut encoder,
             "rke2ops_hub_nodes",
-            "Known nodes by state, role and RKE2 version",
+            "Known nodes by state, role, RKE2 version and cluster",
             &series,
         )?;
         gauge(
@@ -140,7 +150,7 @@ impl Collector for FleetCollector {
             .iter()
             .filter_map(|n| {
                 Some((
-                    vec![("node", n.name.clone())],
+                    vec![("node", n.name.clone()), ("cluster", n.cluster.clone())],
                     n.renewal_deadline?.unix_timestamp() as f64,
                 ))
             })
