@@ -194,9 +194,23 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
     let sweeper = tokio::spawn(sweep(hub.clone()).instrument(tracing::info_span!("offline_sweep")));
     // The engine's loops open their own spans (`plan_engine`, `auto_maintenance`).
     let engine_task = tokio::spawn(Arc::clone(&engine).run());
-    let roles_task = role_source(kube_settings.as_ref())?.map(|kube| {
-        tokio::spawn(sync_roles(store.clone(), kube).instrument(tracing::info_span!("role_sync")))
-    });
+    // Roles from each cluster's Node labels, for that cluster's nodes only.
+    let mut role_sources = Vec::new();
+    if let Some(kube) = role_source(kube_settings.as_ref())? {
+        role_sources.push((rke2ops_common::ids::DEFAULT_CLUSTER.to_owned(), kube));
+    }
+    for (name, cluster) in &config.clusters {
+        if let Some(kube) = role_source(cluster.kube.as_ref())? {
+            role_sources.push((name.clone(), kube));
+        }
+    }
+    let roles_tasks: Vec<_> = role_sources
+        .into_iter()
+        .map(|(cluster, kube)| {
+            let span = tracing::info_span!("role_sync", %cluster);
+            tokio::spawn(sync_roles(store.clone(), kube, cluster).instrument(span))
+        })
+        .collect();
     let auto_task = config.auto_restart_within.map(|lead| {
         tokio::spawn(
             Arc::clone(&engine).auto_maintenance(crate::engine::AutoMaintenance {
@@ -229,7 +243,7 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
     hub.registry.close_all();
     sweeper.abort();
     engine_task.abort();
-    if let Some(task) = roles_task {
+    for task in &roles_tasks {
         task.abort();
     }
     if let Some(task) = auto_task {
@@ -327,9 +341,10 @@ fn role_source(
         .with_context(|| format!("kubeconfig {}", settings.kubeconfig.display()))
 }
 
-/// Corrects every enrolled node's role from its Kubernetes Node's labels, now and every
-/// [`ROLE_SYNC_EVERY`]: the cluster's record beats an enrollment's, and a hello never counts.
-async fn sync_roles(store: Store, kube: crate::kube::KubeAccess) {
+/// Corrects the role of every enrolled node of `cluster` from its Kubernetes Node's labels,
+/// now and every [`ROLE_SYNC_EVERY`]: the cluster's record beats an enrollment's, and a hello
+/// never counts. A Node whose name is a node of another cluster is left alone.
+async fn sync_roles(store: Store, kube: crate::kube::KubeAccess, cluster: String) {
     let mut tick = tokio::time::interval(ROLE_SYNC_EVERY);
     loop {
         tick.tick().await;
@@ -342,6 +357,14 @@ async fn sync_roles(store: Store, kube: crate::kube::KubeAccess) {
         };
         let now = OffsetDateTime::now_utc();
         for node in nodes {
+            if store
+                .node(&node.name)
+                .ok()
+                .flatten()
+                .is_some_and(|n| n.cluster != cluster)
+            {
+                continue;
+            }
             let role = crate::pki::role_from_node_labels(node.control_plane, node.etcd);
             match store.correct_node_role(&node.name, role, "hub:kubernetes", now) {
                 Ok(Some(previous)) => tracing::warn!(
