@@ -482,6 +482,16 @@ pub fn replicaset_owner(pod: &Pod) -> Option<&str> {
         .map(|o| o.name.as_str())
 }
 
+/// Whether a pod (as JSON) has the condition `Ready=True`.
+fn ready_condition(pod: &Value) -> bool {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
 /// The DaemonSets the pods (of one namespace or all) name as controller, as apps/v1 objects
 /// (the uid is the owner reference's; counts are the pods'). The stand-in does not store
 /// DaemonSets; `kubectl drain` only needs to find the owner of a DaemonSet pod.
@@ -504,13 +514,7 @@ pub fn daemonsets_of(pods: &[Value]) -> Vec<Value> {
             .unwrap_or_default()
             .to_owned();
         let name = owner["name"].as_str().unwrap_or_default().to_owned();
-        let ready = pod
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .is_some_and(|c| {
-                c.iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            });
+        let ready = ready_condition(pod);
         let entry = sets.entry((ns.clone(), name.clone())).or_insert_with(|| {
             (
                 json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
@@ -585,13 +589,7 @@ pub fn deployments_of(pods: &[Value], owed: &[Value]) -> Vec<Value> {
         entry.2 += i64::from(counts && ready);
     };
     for pod in pods {
-        let ready = pod
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .is_some_and(|c| {
-                c.iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            });
+        let ready = ready_condition(pod);
         let terminating = pod.pointer("/metadata/deletionTimestamp").is_some();
         add(pod, !terminating, ready);
     }
