@@ -134,14 +134,17 @@ pub fn enroll_all_with(cluster: &SimCluster, hub: &Hub, extra: &str) {
         )
         .expect("enroll");
     }
-    let want = cluster.nodes().count();
+    let names: Vec<String> = cluster.nodes().map(|s| s.node.name().to_owned()).collect();
     wait_until(
-        &format!("all {want} nodes online"),
+        &format!("all {} nodes online", names.len()),
         Duration::from_secs(90),
         || {
-            hub.json(&["nodes"])["nodes"]
-                .as_array()
-                .is_some_and(|n| n.len() == want && n.iter().all(|n| n["online"] == true))
+            hub.json(&["nodes"])["nodes"].as_array().is_some_and(|n| {
+                names.iter().all(|name| {
+                    n.iter()
+                        .any(|n| n["name"] == name.as_str() && n["online"] == true)
+                })
+            })
         },
     );
 }

@@ -150,6 +150,9 @@ pub struct BootOptions {
     /// The version RPM nodes install; default [`super::release::NEW_VERSION`] (what a
     /// tarball node's simulator reports).
     pub rpm_version: Option<String>,
+    /// Prefix of every node's name (`east-` gives `east-server-1`...), so that two clusters
+    /// can share one proving ground and one hub.
+    pub name_prefix: String,
 }
 
 impl BootOptions {
@@ -178,6 +181,13 @@ impl BootOptions {
     #[must_use]
     pub fn rpm_version(mut self, version: &str) -> Self {
         self.rpm_version = Some(version.to_owned());
+        self
+    }
+
+    /// Names the nodes `<prefix>server-1`... (see [`BootOptions::name_prefix`]).
+    #[must_use]
+    pub fn name_prefix(mut self, prefix: &str) -> Self {
+        prefix.clone_into(&mut self.name_prefix);
         self
     }
 
@@ -518,7 +528,7 @@ impl SimCluster {
         };
         let mut first: Option<Ipv4Addr> = None;
         for i in 1..=servers {
-            let name = format!("server-{i}");
+            let name = format!("{}server-{i}", options.name_prefix);
             let (node, package_tool) = options.boot_node(&name)?;
             let setup = customize(&name, NodeSetup::new(Role::Server, first));
             let tree = write_node(&node, &setup, &cluster.cas)?;
@@ -534,7 +544,7 @@ impl SimCluster {
         }
         let mut pending = Vec::new();
         for i in 1..=agents {
-            let name = format!("agent-{i}");
+            let name = format!("{}agent-{i}", options.name_prefix);
             let (node, package_tool) = options.boot_node(&name)?;
             let setup = customize(&name, NodeSetup::new(Role::Agent, first));
             let tree = write_node(&node, &setup, &cluster.cas)?;
