@@ -2288,6 +2288,10 @@ async fn a_node_joins_one_cluster_at_enrollment_and_never_moves() {
     ] {
         assert!(err.message().contains(needle), "{needle}: {err:?}");
     }
+    assert!(
+        !hub.node_names().contains(&"prod-1".to_owned()),
+        "a refused hello changes nothing"
+    );
     let (open_prod, messages) = held_open(vec![hello_in("prod-1", "prod")]);
     let _prod_stream = as_node(&hub, &prod)
         .connect(messages)

@@ -174,7 +174,7 @@ impl Engine {
             tries += 1;
             if tries == 5 {
                 return Err(EngineError::Invalid(format!(
-                    "plan {id} kept changing state while it was being {}ed; try again",
+                    "plan {id} kept changing state while the {} was applied; try again",
                     action.word()
                 )));
             }

@@ -321,19 +321,8 @@ impl AgentApi {
         }
         let now = OffsetDateTime::now_utc();
         let store = self.hub.store.clone();
-        // The role is the enrolled one: a hello fixes it only when nothing did before.
-        let decision = store.hello_role(&node, claimed).map_err(internal)?;
-        match &decision {
-            HelloRole::Fix(role) => {
-                tracing::info!(%node, %role, "role fixed by the node's first hello");
-            }
-            HelloRole::Matches(_) => {}
-            HelloRole::Ignore { fixed, claimed } => {
-                tracing::warn!(%node, role = %fixed, %claimed, "hello claims another role than the enrolled one; ignored");
-            }
-        }
-        let role = decision.role();
-        // The cluster is the enrolled one; a node never moves between clusters.
+        // The cluster is the enrolled one; a node never moves between clusters. Checked
+        // first: a refused hello changes nothing, not even a role it would have fixed.
         let cluster = match store
             .hello_cluster(&node, &claimed_cluster(&hello.cluster)?)
             .map_err(internal)?
@@ -353,6 +342,18 @@ impl AgentApi {
                 )));
             }
         };
+        // The role is the enrolled one: a hello fixes it only when nothing did before.
+        let decision = store.hello_role(&node, claimed).map_err(internal)?;
+        match &decision {
+            HelloRole::Fix(role) => {
+                tracing::info!(%node, %role, "role fixed by the node's first hello");
+            }
+            HelloRole::Matches(_) => {}
+            HelloRole::Ignore { fixed, claimed } => {
+                tracing::warn!(%node, role = %fixed, %claimed, "hello claims another role than the enrolled one; ignored");
+            }
+        }
+        let role = decision.role();
         store
             .upsert_node_hello(&node, role, &hello.rke2_version, &hello.agent_version, now)
             .map_err(internal)?;
