@@ -114,6 +114,7 @@ mod tests {
                     origin: "operator",
                     created_by: "t",
                     cluster: "west",
+                    rollout: None,
                 },
                 &[],
                 now,

@@ -7,7 +7,7 @@ use clap::{CommandFactory as _, FromArgMatches as _};
 use rke2_hub::cli::env;
 use rke2_hub::cli::plans::PlanCommand;
 use rke2_hub::cli::{AdminCertCommand, Cli, Command, ServeArgs, TokenCommand};
-use rke2_hub::cli::{client, doctor, plans_client};
+use rke2_hub::cli::{client, doctor, plans_client, rollouts};
 use rke2_hub::config::{Config, DEFAULT_CONFIG_PATH, Options};
 use rke2_hub::serve;
 use rke2ops_common::shutdown::Shutdown;
@@ -117,6 +117,8 @@ fn main() -> ExitCode {
         Command::Plan {
             command: PlanCommand::Report(args),
         } => runtime.block_on(plans_client::report(&args)),
+        Command::Rollouts(args) => runtime.block_on(rollouts::list(&args)),
+        Command::Rollout { command } => runtime.block_on(rollouts::command(&command)),
         Command::Pause(args) => runtime.block_on(plans_client::pause(&args)),
         Command::Resume(args) => runtime.block_on(plans_client::resume(&args)),
         Command::Skip(args) => runtime.block_on(plans_client::skip(&args)),

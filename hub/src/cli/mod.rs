@@ -16,6 +16,7 @@ pub mod plans;
 pub mod plans_client;
 pub mod render;
 pub mod report;
+pub mod rollouts;
 
 use std::path::PathBuf;
 
@@ -69,6 +70,14 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: plans::PlanCommand,
+    },
+    /// Rollouts (plans over several clusters in waves), newest first.
+    Rollouts(rollouts::RolloutsListArgs),
+    /// One rollout: show, watch, pause, resume, abort.
+    Rollout {
+        /// What to do.
+        #[command(subcommand)]
+        command: rollouts::RolloutCommand,
     },
     /// Pause a plan: no new node starts (a node in maintenance finishes).
     Pause(plans::ActionArgs),

@@ -80,6 +80,16 @@ pub struct PlanArgs {
     /// Follow the plan's progress after creating it (like `plan watch`).
     #[arg(long)]
     pub watch: bool,
+    /// A rollout wave: one or more clusters, comma-separated (repeatable, in order). With
+    /// waves, one plan per cluster is made, wave by wave: the next wave starts only after
+    /// every plan of the previous one completed and the soak passed. `rke2-hub rollouts`
+    /// lists them.
+    #[arg(long = "wave", value_name = "CLUSTER[,CLUSTER...]", conflicts_with_all = ["nodes", "cluster"])]
+    pub waves: Vec<String>,
+    /// With --wave: after a wave completed, this long with no doctor blocker and no failing
+    /// probe in its clusters before the next wave starts (e.g. `24h`) [default: 0s].
+    #[arg(long, value_parser = humantime::parse_duration, requires = "waves")]
+    pub soak: Option<Duration>,
 }
 
 /// `rotate` options.

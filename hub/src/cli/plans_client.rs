@@ -81,6 +81,9 @@ pub async fn upgrade(args: &UpgradeArgs) -> anyhow::Result<u8> {
 }
 
 async fn create(args: &PlanArgs, req: pb::CreatePlanRequest) -> anyhow::Result<u8> {
+    if !args.waves.is_empty() {
+        return super::rollouts::create(args, req).await;
+    }
     let mut client = connect(&args.client).await?;
     let view = client.create_plan(req).await.map_err(refused)?.into_inner();
     print_view(&view, args.client.output);
@@ -388,7 +391,7 @@ pub(crate) fn state_word(state: i32) -> &'static str {
     }
 }
 
-fn time_word(t: Option<&prost_types::Timestamp>) -> String {
+pub(crate) fn time_word(t: Option<&prost_types::Timestamp>) -> String {
     t.and_then(|t| convert::time_of(t, "at").ok())
         .and_then(|t| {
             t.format(time::macros::format_description!(

@@ -102,6 +102,7 @@ impl Engine {
             },
             origin: "auto-maintenance".to_owned(),
             cluster: cluster.to_owned(),
+            rollout: None,
         };
         let id = self.create(&request, "hub:auto-maintenance")?;
         tracing::info!(plan = id, %cluster, nodes = %due.join(","), "auto-maintenance: renew-by-restart plan created");

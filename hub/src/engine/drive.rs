@@ -76,6 +76,9 @@ impl Engine {
         for plan in self.store.plans(true)? {
             Arc::clone(&self).drive(plan).await?;
         }
+        if let Err(e) = self.rollouts_pass().await {
+            tracing::error!(error = %e, "rollout pass failed");
+        }
         self.release_leftovers().await
     }
 
@@ -366,6 +369,7 @@ mod tests {
             policy: PlanPolicy::default(),
             origin: "operator".into(),
             cluster: "default".to_owned(),
+            rollout: None,
         };
         let id = engine.create(&request, "test").unwrap();
         let mut node = store.plan_nodes(id).unwrap().remove(0);

@@ -39,6 +39,7 @@ pub mod ops;
 mod probes;
 mod reports;
 mod requests;
+mod rollouts;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -57,6 +58,7 @@ use ops::Ops;
 pub use crate::plan::action::Action;
 pub use crate::plan::create::PlanRequest;
 pub use auto::AutoMaintenance;
+pub use rollouts::RolloutRequest;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -159,6 +161,8 @@ pub struct Engine {
     held: Mutex<Option<doctor::Held>>,
     /// Plans whose probes have a task running ([`probes`]).
     probing: Mutex<HashSet<i64>>,
+    /// The soak watch of each rollout between waves ([`rollouts`]).
+    soaking: Mutex<std::collections::HashMap<i64, rollouts::SoakWatch>>,
 }
 
 impl Engine {
@@ -205,6 +209,7 @@ impl Engine {
             doctor: Arc::default(),
             held: Mutex::default(),
             probing: Mutex::default(),
+            soaking: Mutex::default(),
             doctor_due: std::sync::atomic::AtomicBool::new(false),
         })
     }

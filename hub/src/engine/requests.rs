@@ -113,6 +113,7 @@ impl Engine {
                 origin: &request.origin,
                 created_by: actor,
                 cluster: &request.cluster,
+                rollout: request.rollout,
             },
             &nodes,
             OffsetDateTime::now_utc(),

@@ -201,6 +201,74 @@ impl AdminService for AdminApi {
         observed(&self.hub, "PlanAction", started, result)
     }
 
+    async fn create_rollout(
+        &self,
+        request: Request<pb::CreateRolloutRequest>,
+    ) -> Result<Response<pb::RolloutView>, Status> {
+        let started = std::time::Instant::now();
+        let result = async {
+            let actor = self.admin_of(&request)?;
+            super::rollouts::create(&self.hub, &actor, request.into_inner())
+                .await
+                .map(Response::new)
+        }
+        .await;
+        observed(&self.hub, "CreateRollout", started, result)
+    }
+
+    async fn list_rollouts(
+        &self,
+        request: Request<pb::ListRolloutsRequest>,
+    ) -> Result<Response<pb::ListRolloutsResponse>, Status> {
+        let started = std::time::Instant::now();
+        let result = self
+            .admin_of(&request)
+            .and_then(|_| super::rollouts::list(&self.hub, request.get_ref()))
+            .map(Response::new);
+        observed(&self.hub, "ListRollouts", started, result)
+    }
+
+    async fn get_rollout(
+        &self,
+        request: Request<pb::GetRolloutRequest>,
+    ) -> Result<Response<pb::RolloutView>, Status> {
+        let started = std::time::Instant::now();
+        let result = self
+            .admin_of(&request)
+            .and_then(|_| super::rollouts::get(&self.hub, &request.get_ref().id))
+            .map(Response::new);
+        observed(&self.hub, "GetRollout", started, result)
+    }
+
+    type WatchRolloutStream = super::rollouts::RolloutStream;
+
+    async fn watch_rollout(
+        &self,
+        request: Request<pb::WatchRolloutRequest>,
+    ) -> Result<Response<Self::WatchRolloutStream>, Status> {
+        let started = std::time::Instant::now();
+        let result = self
+            .admin_of(&request)
+            .and_then(|_| super::rollouts::watch(&self.hub, request.get_ref()))
+            .map(Response::new);
+        observed(&self.hub, "WatchRollout", started, result)
+    }
+
+    async fn rollout_action(
+        &self,
+        request: Request<pb::RolloutActionRequest>,
+    ) -> Result<Response<pb::RolloutView>, Status> {
+        let started = std::time::Instant::now();
+        let result = async {
+            let actor = self.admin_of(&request)?;
+            super::rollouts::act(&self.hub, &actor, request.into_inner())
+                .await
+                .map(Response::new)
+        }
+        .await;
+        observed(&self.hub, "RolloutAction", started, result)
+    }
+
     async fn create_bound_token(
         &self,
         request: Request<pb::CreateBoundTokenRequest>,

@@ -411,6 +411,7 @@ pub fn plan_message(
         images: String::new(),
         probes: Vec::new(),
         cluster: plan.cluster.clone(),
+        rollout: plan.rollout.map(|r| r.to_string()).unwrap_or_default(),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod agent;
 pub mod convert;
 pub mod plans;
+pub mod rollouts;
 
 use std::sync::Arc;
 

@@ -21,7 +21,7 @@ pub type PlanStream = Pin<Box<dyn Stream<Item = Result<pb::PlanView, Status>> + 
 /// Events shown with a plan.
 const EVENTS: u32 = 30;
 
-fn engine_status(e: EngineError) -> Status {
+pub(super) fn engine_status(e: EngineError) -> Status {
     match e {
         EngineError::Invalid(m) => Status::invalid_argument(m),
         EngineError::UnknownCluster(m) => Status::not_found(m),
@@ -33,6 +33,9 @@ fn engine_status(e: EngineError) -> Status {
         }
         EngineError::Store(StoreError::UnknownPlan(id)) => {
             Status::not_found(format!("no plan {id}"))
+        }
+        EngineError::Store(StoreError::UnknownRollout(id)) => {
+            Status::not_found(format!("no rollout {id}"))
         }
         EngineError::Store(e) => internal(e),
     }
@@ -137,7 +140,7 @@ fn gates(
 }
 
 /// The domain request for the wire request, resolving a channel.
-async fn request_of(hub: &Hub, req: &pb::CreatePlanRequest) -> Result<PlanRequest, Status> {
+pub(super) async fn request_of(hub: &Hub, req: &pb::CreatePlanRequest) -> Result<PlanRequest, Status> {
     let mut ask = PlanAsk::try_from(req).map_err(|e| Status::invalid_argument(e.to_string()))?;
     if ask.policy.probes.is_empty() {
         // hub.toml's `probes`: every plan watches the applications unless it names its own.
@@ -171,6 +174,7 @@ async fn request_of(hub: &Hub, req: &pb::CreatePlanRequest) -> Result<PlanReques
         policy: ask.policy,
         origin: "operator".to_owned(),
         cluster,
+        rollout: None,
     })
 }
 
@@ -203,6 +207,7 @@ pub async fn create(
             finished_at: None,
             resumed_at: None,
             cluster: request.cluster.clone(),
+            rollout: request.rollout,
         };
         let mut view = convert::plan_message(
             &plan,

@@ -24,6 +24,8 @@ pub struct PlanRequest {
     pub origin: String,
     /// The cluster whose nodes it holds (checked; see [`crate::engine::Engine::resolve_cluster`]).
     pub cluster: String,
+    /// The rollout it is a wave plan of, if any.
+    pub rollout: Option<i64>,
 }
 
 /// Checks a request's fields before anything looks at the inventory: a version only for
@@ -395,6 +397,7 @@ mod tests {
             policy: PlanPolicy::default(),
             origin: "operator".to_owned(),
             cluster: "default".to_owned(),
+            rollout: None,
         }
     }
 

@@ -18,5 +18,6 @@ pub mod health;
 pub mod images;
 pub mod model;
 pub mod preview;
+pub mod rollout;
 pub mod version;
 pub mod window;

@@ -401,6 +401,8 @@ pub struct Plan {
     pub resumed_at: Option<OffsetDateTime>,
     /// The cluster whose nodes it holds; its gates read only that cluster.
     pub cluster: String,
+    /// The rollout it is a wave plan of, if any.
+    pub rollout: Option<i64>,
 }
 
 /// One node of a plan as stored.

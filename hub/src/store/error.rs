@@ -115,6 +115,22 @@ pub enum StoreError {
     #[error("no plan {0}")]
     UnknownPlan(i64),
 
+    /// A statement about one rollout failed.
+    #[error("{action} for rollout {rollout}: {source}")]
+    RolloutSql {
+        /// The rollout's id (0 before it has one).
+        rollout: i64,
+        /// What the statement was for.
+        action: &'static str,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// No rollout with this id.
+    #[error("no rollout {0}")]
+    UnknownRollout(i64),
+
     /// A statement about one join token failed.
     #[error("{action} for join token {id} in table join_tokens: {source}")]
     TokenSql {

@@ -754,6 +754,7 @@ mod tests {
             node,
             claimed_role: None,
             cluster: "default",
+            rollout: None,
             serial,
             not_after: NOW + time::Duration::days(90),
             now: NOW,
@@ -928,6 +929,7 @@ mod tests {
             origin: "operator",
             created_by: "uid:0",
             cluster: "default",
+            rollout: None,
         };
         let nodes = [PlanNode::pending("a", 0, Role::Agent, "v1")];
         let id = store.create_plan(&plan, &nodes, NOW).unwrap();

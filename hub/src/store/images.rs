@@ -164,6 +164,7 @@ mod tests {
                     origin: "operator",
                     created_by: "uid:0",
                     cluster: "default",
+                    rollout: None,
                 },
                 &[
                     PlanNode::pending("s1", 0, Role::Server, "v1.33.5+rke2r1"),

@@ -31,6 +31,7 @@ pub mod model;
 mod nodes;
 mod plans;
 mod probes;
+mod rollouts;
 mod schema;
 mod tokens;
 
@@ -50,6 +51,7 @@ pub use model::{
     TokenRecord,
 };
 pub use plans::NewPlan;
+pub use rollouts::NewRollout;
 pub use tokens::hash_secret;
 pub use tokens::{Enrolled, Enrollment};
 

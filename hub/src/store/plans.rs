@@ -13,7 +13,8 @@ use crate::plan::model::{
 };
 
 const PLAN_COLUMNS: &str = "id, kind, target_version, channel, policy, state, reason, origin, \
-                            created_by, created_at, updated_at, finished_at, resumed_at, cluster";
+                            created_by, created_at, updated_at, finished_at, resumed_at, cluster, \
+                            rollout_id";
 const NODE_COLUMNS: &str = "node, position, role, phase, cordoned, attempt, operation_id, step, \
                             detail, from_version, started_at, phase_at, finished_at, settle_until, \
                             etcd_snapshot";
@@ -35,6 +36,8 @@ pub struct NewPlan<'a> {
     pub created_by: &'a str,
     /// The cluster whose nodes it holds.
     pub cluster: &'a str,
+    /// The rollout it is a wave plan of.
+    pub rollout: Option<i64>,
 }
 
 fn plan_err(plan: i64, action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -69,6 +72,7 @@ fn read_plan(row: &Row<'_>) -> rusqlite::Result<Result<Plan, StoreError>> {
     let created_by: String = row.get(8)?;
     let resumed_at: Option<i64> = row.get(12)?;
     let cluster: String = row.get(13)?;
+    let rollout: Option<i64> = row.get(14)?;
     Ok((|| {
         let key = || id.to_string();
         Ok(Plan {
@@ -87,6 +91,7 @@ fn read_plan(row: &Row<'_>) -> rusqlite::Result<Result<Plan, StoreError>> {
             finished_at: from_db_opt(finished_at, "plans", key, "finished_at")?,
             resumed_at: from_db_opt(resumed_at, "plans", key, "resumed_at")?,
             cluster,
+            rollout,
         })
     })())
 }
@@ -175,8 +180,8 @@ impl Store {
         }
         tx.execute(
             "INSERT INTO plans (kind, target_version, channel, policy, state, reason, origin, \
-                                created_by, created_at, updated_at, cluster) \
-             VALUES (?1, ?2, ?3, ?4, 'running', '', ?5, ?6, ?7, ?7, ?8)",
+                                created_by, created_at, updated_at, cluster, rollout_id) \
+             VALUES (?1, ?2, ?3, ?4, 'running', '', ?5, ?6, ?7, ?7, ?8, ?9)",
             params![
                 plan.kind.name(),
                 plan.target_version,
@@ -185,7 +190,8 @@ impl Store {
                 plan.origin,
                 plan.created_by,
                 to_db(now),
-                plan.cluster
+                plan.cluster,
+                plan.rollout
             ],
         )
         .map_err(err)?;
@@ -234,6 +240,19 @@ impl Store {
             .optional()
             .map_err(plan_err(id, "reading the plan"))?
             .ok_or(StoreError::UnknownPlan(id))?
+    }
+
+    /// Plans matching `condition` (SQL after `WHERE`, with `?1` bound to `arg`).
+    pub(super) fn plans_where(&self, condition: &str, arg: i64) -> Result<Vec<Plan>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!("SELECT {PLAN_COLUMNS} FROM plans WHERE {condition}"))
+            .map_err(plan_err(0, "listing plans"))?;
+        let rows = stmt
+            .query_map([arg], read_plan)
+            .map_err(plan_err(0, "listing plans"))?;
+        rows.map(|r| r.map_err(plan_err(0, "listing plans"))?)
+            .collect()
     }
 
     /// Plans, newest first; only the active ones when `active_only`.
@@ -550,6 +569,12 @@ impl Store {
                 params![to_db(before)],
             )
             .map_err(plan_err(0, "pruning old plans"))?;
+        // A rollout's plans went with the plans above; its own row and events go here.
+        tx.execute(
+            "DELETE FROM rollouts WHERE state IN ('completed', 'aborted') AND updated_at < ?1",
+            params![to_db(before)],
+        )
+        .map_err(plan_err(0, "pruning old rollouts"))?;
         let audit_rows = tx
             .execute(
                 "DELETE FROM audit_log WHERE at < ?1",
@@ -607,6 +632,7 @@ mod tests {
             origin: "operator",
             created_by: "uid:0",
             cluster: "default",
+            rollout: None,
         }
     }
 

@@ -235,6 +235,38 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r"
     ALTER TABLE plans ADD COLUMN cluster TEXT NOT NULL DEFAULT 'default';
     ",
+    // 12: rollouts: one plan per cluster, wave by wave (`waves`: JSON list of cluster
+    // lists; `policy`: the plans' policy as JSON, accepted doctor codes included). A
+    // plan made by a rollout points at it. The rollout's state words are a plan's.
+    r"
+    CREATE TABLE rollouts (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind            TEXT NOT NULL CHECK (kind IN ('rotate', 'restart', 'upgrade')),
+        target_version  TEXT NOT NULL,
+        channel         TEXT NOT NULL,
+        policy          TEXT NOT NULL,
+        waves           TEXT NOT NULL,
+        soak_secs       INTEGER NOT NULL CHECK (soak_secs >= 0),
+        state           TEXT NOT NULL
+                        CHECK (state IN ('running', 'paused', 'halted', 'completed', 'aborted')),
+        reason          TEXT NOT NULL,
+        wave            INTEGER NOT NULL CHECK (wave >= 0),
+        soak_started_at INTEGER,
+        created_by      TEXT NOT NULL,
+        created_at      INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL,
+        finished_at     INTEGER
+    ) STRICT;
+    CREATE INDEX rollouts_by_state ON rollouts (state);
+    CREATE TABLE rollout_events (
+        rollout_id INTEGER NOT NULL REFERENCES rollouts (id) ON DELETE CASCADE,
+        at         INTEGER NOT NULL,
+        message    TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX rollout_events_by_rollout ON rollout_events (rollout_id);
+    ALTER TABLE plans ADD COLUMN rollout_id INTEGER;
+    CREATE INDEX plans_by_rollout ON plans (rollout_id);
+    ",
 ];
 
 /// The schema version this build writes.

@@ -332,6 +332,7 @@ mod tests {
             policy: PlanPolicy::default(),
             origin: "operator".into(),
             cluster: "default".to_owned(),
+            rollout: None,
         };
         let id = engine.create(&request, "test").unwrap();
         (store, cluster, engine, id)
