@@ -88,7 +88,7 @@ pub struct PlanArgs {
     pub waves: Vec<String>,
     /// With --wave: after a wave completed, this long with no doctor blocker and no failing
     /// probe in its clusters before the next wave starts (e.g. `24h`) [default: 0s].
-    #[arg(long, value_parser = humantime::parse_duration, requires = "waves")]
+    #[arg(long, value_parser = humantime::parse_duration)]
     pub soak: Option<Duration>,
 }
 

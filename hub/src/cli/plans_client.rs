@@ -84,6 +84,9 @@ async fn create(args: &PlanArgs, req: pb::CreatePlanRequest) -> anyhow::Result<u
     if !args.waves.is_empty() {
         return super::rollouts::create(args, req).await;
     }
+    if args.soak.is_some() {
+        anyhow::bail!("--soak is the pause between rollout waves: it needs --wave");
+    }
     let mut client = connect(&args.client).await?;
     let view = client.create_plan(req).await.map_err(refused)?.into_inner();
     print_view(&view, args.client.output);
@@ -496,6 +499,12 @@ fn print_view(view: &pb::PlanView, output: Output) {
     if !view.cluster.is_empty() && view.cluster != rke2ops_common::ids::DEFAULT_CLUSTER {
         println!("cluster: {}", view.cluster);
     }
+    if !view.rollout.is_empty() {
+        println!(
+            "rollout: {} (rke2-hub rollout show {})",
+            view.rollout, view.rollout
+        );
+    }
     println!("policy: {}", view.policy);
     if !view.reason.is_empty() {
         println!("why: {}", view.reason);
@@ -679,7 +688,7 @@ pub(crate) fn rfc3339(t: Option<&prost_types::Timestamp>) -> Option<String> {
     })
 }
 
-fn ts_json(t: Option<&prost_types::Timestamp>) -> serde_json::Value {
+pub(crate) fn ts_json(t: Option<&prost_types::Timestamp>) -> serde_json::Value {
     rfc3339(t).map_or(serde_json::Value::Null, serde_json::Value::String)
 }
 
@@ -694,6 +703,7 @@ fn json(view: &pb::PlanView) -> serde_json::Value {
         "reason": view.reason,
         "origin": view.origin,
         "cluster": view.cluster,
+        "rollout": (!view.rollout.is_empty()).then_some(&view.rollout),
         "created_by": view.created_by,
         "created_at": ts_json(view.created_at.as_ref()),
         "finished_at": ts_json(view.finished_at.as_ref()),

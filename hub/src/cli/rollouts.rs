@@ -16,7 +16,7 @@ use rke2ops_proto::v1 as pb;
 
 use super::client::{connect, refused};
 use super::plans::PlanArgs;
-use super::plans_client::{kind_word, state_word, time_word};
+use super::plans_client::{kind_word, state_word, time_word, ts_json};
 use super::{ClientArgs, Output};
 
 /// `rollouts` options.
@@ -107,9 +107,11 @@ pub async fn list(args: &RolloutsListArgs) -> anyhow::Result<u8> {
         ),
         Output::Table => {
             let mut lines = vec![
-                ["ID", "KIND", "TARGET", "STATE", "WAVE", "SOAK", "CREATED", "BY", "REASON"]
-                    .map(str::to_owned)
-                    .to_vec(),
+                [
+                    "ID", "KIND", "TARGET", "STATE", "WAVE", "SOAK", "CREATED", "BY", "REASON",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
             ];
             for r in &list.rollouts {
                 lines.push(vec![
@@ -296,9 +298,17 @@ pub fn print_view(view: &pb::RolloutView, output: Output) {
         view.policy
     );
     let mut lines = vec![
-        ["WAVE", "CLUSTER", "STATE", "PLAN", "PLAN STATE", "NODES", "SOAK UNTIL"]
-            .map(str::to_owned)
-            .to_vec(),
+        [
+            "WAVE",
+            "CLUSTER",
+            "STATE",
+            "PLAN",
+            "PLAN STATE",
+            "NODES",
+            "SOAK UNTIL",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
     ];
     for wave in &view.waves {
         for cluster in &wave.clusters {
@@ -323,11 +333,7 @@ pub fn print_view(view: &pb::RolloutView, output: Output) {
 /// A rollout as JSON (stable field names for scripts).
 #[must_use]
 pub fn json(view: &pb::RolloutView) -> serde_json::Value {
-    let ts = |t: Option<&prost_types::Timestamp>| {
-        t.map_or(serde_json::Value::Null, |t| {
-            serde_json::Value::from(time_word(Some(t)))
-        })
-    };
+    let ts = ts_json;
     serde_json::json!({
         "id": view.id,
         "kind": kind_word(view.kind),

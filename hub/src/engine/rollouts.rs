@@ -279,10 +279,10 @@ impl Engine {
             }
             Step::Halt(reason) => self.halt_rollout(id, &reason, now)?,
             Step::Wait(reason) => {
-                if rollout.facts.soak_started_at.is_some() {
-                    if let Some(why) = self.soak_check(rollout).await? {
-                        return self.halt_rollout(id, &why, now);
-                    }
+                if rollout.facts.soak_started_at.is_some()
+                    && let Some(why) = self.soak_check(rollout).await?
+                {
+                    return self.halt_rollout(id, &why, now);
                 }
                 if reason != rollout.reason {
                     self.store.set_rollout_reason(id, &reason, now)?;
@@ -302,7 +302,9 @@ impl Engine {
             .lock()
             .map(|mut s| {
                 let watch = s.entry(rollout.id).or_default();
-                let due = watch.checked.is_none_or(|t| t.elapsed() >= SOAK_CHECK_EVERY);
+                let due = watch
+                    .checked
+                    .is_none_or(|t| t.elapsed() >= SOAK_CHECK_EVERY);
                 if due {
                     watch.checked = Some(Instant::now());
                 }
@@ -362,8 +364,7 @@ impl Engine {
     async fn soak_probes(&self, rollout: &Rollout) -> Option<String> {
         for cluster in rollout.facts.clusters() {
             for spec in &rollout.policy.probes {
-                let result =
-                    crate::probe::check::check(spec, &self.http, self.kube(cluster)).await;
+                let result = crate::probe::check::check(spec, &self.http, self.kube(cluster)).await;
                 let key = (spec.name.clone(), cluster.clone());
                 let failures = self.soaking.lock().ok().map(|mut s| {
                     let watch = s.entry(rollout.id).or_default();
@@ -371,16 +372,16 @@ impl Engine {
                     *n = if result.is_ok() { 0 } else { *n + 1 };
                     *n
                 });
-                if let (Err(error), Some(n)) = (result, failures) {
-                    if n >= spec.threshold.max(1) {
-                        return Some(format!(
-                            "the soak of {} failed: probe {} ({}) down in cluster {cluster}: \
+                if let (Err(error), Some(n)) = (result, failures)
+                    && n >= spec.threshold.max(1)
+                {
+                    return Some(format!(
+                        "the soak of {} failed: probe {} ({}) down in cluster {cluster}: \
                              {error}",
-                            wave_label(rollout.facts.wave, rollout.facts.clusters()),
-                            spec.name,
-                            spec.target.describe()
-                        ));
-                    }
+                        wave_label(rollout.facts.wave, rollout.facts.clusters()),
+                        spec.name,
+                        spec.target.describe()
+                    ));
                 }
             }
         }

@@ -140,7 +140,10 @@ fn gates(
 }
 
 /// The domain request for the wire request, resolving a channel.
-pub(super) async fn request_of(hub: &Hub, req: &pb::CreatePlanRequest) -> Result<PlanRequest, Status> {
+pub(super) async fn request_of(
+    hub: &Hub,
+    req: &pb::CreatePlanRequest,
+) -> Result<PlanRequest, Status> {
     let mut ask = PlanAsk::try_from(req).map_err(|e| Status::invalid_argument(e.to_string()))?;
     if ask.policy.probes.is_empty() {
         // hub.toml's `probes`: every plan watches the applications unless it names its own.

@@ -182,10 +182,7 @@ pub fn get(hub: &Hub, id: &str) -> Result<pb::RolloutView, Status> {
 }
 
 fn show(hub: &Hub, id: i64) -> Result<pb::RolloutView, Status> {
-    let rollout = hub
-        .store
-        .rollout(id)
-        .map_err(|e| engine_status(e.into()))?;
+    let rollout = hub.store.rollout(id).map_err(|e| engine_status(e.into()))?;
     let events = hub.store.rollout_events(id, EVENTS).map_err(internal)?;
     view(hub, &rollout, &events)
 }
@@ -201,7 +198,12 @@ fn view(
     for (i, clusters) in rollout.facts.waves.iter().enumerate() {
         let latest: Vec<&Plan> = clusters
             .iter()
-            .filter_map(|c| plans.iter().filter(|p| &p.cluster == c).max_by_key(|p| p.id))
+            .filter_map(|c| {
+                plans
+                    .iter()
+                    .filter(|p| &p.cluster == c)
+                    .max_by_key(|p| p.id)
+            })
             .collect();
         let mut wave_plans = Vec::with_capacity(latest.len());
         for p in &latest {
@@ -219,8 +221,8 @@ fn view(
                 nodes: u32::try_from(nodes.len()).unwrap_or(u32::MAX),
             });
         }
-        let all_done =
-            latest.len() == clusters.len() && latest.iter().all(|p| p.state == PlanState::Completed);
+        let all_done = latest.len() == clusters.len()
+            && latest.iter().all(|p| p.state == PlanState::Completed);
         let completed_at = if all_done {
             latest.iter().filter_map(|p| p.finished_at).max()
         } else {
@@ -234,12 +236,7 @@ fn view(
         waves.push(pb::RolloutWave {
             index: u32::try_from(i).unwrap_or(u32::MAX),
             clusters: clusters.clone(),
-            state: wave_state(
-                &rollout.facts,
-                i,
-                rollout.state == PlanState::Completed,
-            )
-            .to_owned(),
+            state: wave_state(&rollout.facts, i, rollout.state == PlanState::Completed).to_owned(),
             plans: wave_plans,
             started_at: latest.iter().map(|p| p.created_at).min().map(timestamp),
             completed_at: completed_at.map(timestamp),
@@ -348,9 +345,7 @@ pub async fn act(
             )));
         }
         _ => {
-            return Err(Status::invalid_argument(
-                "action: pause, resume or abort",
-            ));
+            return Err(Status::invalid_argument("action: pause, resume or abort"));
         }
     };
     if req.dry_run {

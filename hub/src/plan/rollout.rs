@@ -201,8 +201,7 @@ pub fn step(rollout: &RolloutFacts, plans: &[WavePlan], now: OffsetDateTime) -> 
             .iter()
             .map(|p| {
                 let mut part = format!("plan {} ({}) {}", p.id, p.cluster, p.state);
-                if matches!(p.state, PlanState::Halted | PlanState::Paused)
-                    && !p.reason.is_empty()
+                if matches!(p.state, PlanState::Halted | PlanState::Paused) && !p.reason.is_empty()
                 {
                     part.push_str(": ");
                     part.push_str(&p.reason);
@@ -278,6 +277,7 @@ pub fn check_action(id: i64, state: PlanState, action: &Action) -> Result<(), St
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -318,9 +318,16 @@ mod tests {
             ])
         );
         let twice = parse_waves(&waves(&["a", "b,a"])).unwrap_err();
-        assert!(twice.contains("wave 2") && twice.contains("cluster a"), "{twice}");
+        assert!(
+            twice.contains("wave 2") && twice.contains("cluster a"),
+            "{twice}"
+        );
         assert!(parse_waves(&[]).unwrap_err().contains("at least one"));
-        assert!(parse_waves(&waves(&["a,,b"])).unwrap_err().contains("empty"));
+        assert!(
+            parse_waves(&waves(&["a,,b"]))
+                .unwrap_err()
+                .contains("empty")
+        );
         let bad = parse_waves(&waves(&["Prod EU"])).unwrap_err();
         assert!(bad.contains("wave 1"), "{bad}");
         let many: Vec<String> = (0..=MAX_WAVES).map(|i| format!("c{i}")).collect();
@@ -344,15 +351,21 @@ mod tests {
     fn a_wave_waits_for_every_plan_then_soaks_then_the_next_starts() {
         let f = facts(0, None);
         let running = [plan(3, "staging", PlanState::Running, None)];
-        assert!(matches!(step(&f, &running, at(0)), Step::Wait(w) if w.contains("plan 3 (staging) running")));
+        assert!(
+            matches!(step(&f, &running, at(0)), Step::Wait(w) if w.contains("plan 3 (staging) running"))
+        );
         let mut halted = running.clone();
         halted[0].state = PlanState::Halted;
         halted[0].reason = "agent-1 failed".to_owned();
-        assert!(matches!(step(&f, &halted, at(0)), Step::Wait(w) if w.contains("halted: agent-1 failed")));
+        assert!(
+            matches!(step(&f, &halted, at(0)), Step::Wait(w) if w.contains("halted: agent-1 failed"))
+        );
         let done = [plan(3, "staging", PlanState::Completed, Some(10))];
         assert_eq!(step(&f, &done, at(20)), Step::StartSoak(at(10)));
         let soaking = facts(0, Some(10));
-        assert!(matches!(step(&soaking, &done, at(69)), Step::Wait(w) if w.contains("1 s left") && w.contains("wave 2")));
+        assert!(
+            matches!(step(&soaking, &done, at(69)), Step::Wait(w) if w.contains("1 s left") && w.contains("wave 2"))
+        );
         assert_eq!(step(&soaking, &done, at(70)), Step::NextWave);
     }
 
@@ -362,10 +375,16 @@ mod tests {
             plan(4, "prod-eu", PlanState::Completed, Some(100)),
             plan(5, "prod-us", PlanState::Completed, Some(130)),
         ];
-        assert_eq!(step(&facts(1, None), &last, at(200)), Step::Complete(at(130)));
+        assert_eq!(
+            step(&facts(1, None), &last, at(200)),
+            Step::Complete(at(130))
+        );
         let mut one_open = last.clone();
         one_open[1].state = PlanState::Paused;
-        assert!(matches!(step(&facts(1, None), &one_open, at(200)), Step::Wait(_)));
+        assert!(matches!(
+            step(&facts(1, None), &one_open, at(200)),
+            Step::Wait(_)
+        ));
     }
 
     #[test]
@@ -377,7 +396,10 @@ mod tests {
         let Step::Halt(why) = step(&facts(1, None), &aborted, at(200)) else {
             panic!("an aborted plan must halt the rollout");
         };
-        assert!(why.contains("plan 5 of cluster prod-us was aborted"), "{why}");
+        assert!(
+            why.contains("plan 5 of cluster prod-us was aborted"),
+            "{why}"
+        );
     }
 
     #[test]

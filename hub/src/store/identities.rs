@@ -754,7 +754,6 @@ mod tests {
             node,
             claimed_role: None,
             cluster: "default",
-            rollout: None,
             serial,
             not_after: NOW + time::Duration::days(90),
             now: NOW,

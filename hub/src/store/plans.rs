@@ -246,7 +246,9 @@ impl Store {
     pub(super) fn plans_where(&self, condition: &str, arg: i64) -> Result<Vec<Plan>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare(&format!("SELECT {PLAN_COLUMNS} FROM plans WHERE {condition}"))
+            .prepare(&format!(
+                "SELECT {PLAN_COLUMNS} FROM plans WHERE {condition}"
+            ))
             .map_err(plan_err(0, "listing plans"))?;
         let rows = stmt
             .query_map([arg], read_plan)

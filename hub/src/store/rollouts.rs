@@ -113,11 +113,9 @@ fn parse(r: RawRollout) -> Result<Rollout, StoreError> {
         kind: kind.parse().map_err(|e| corrupt(id, "kind", e))?,
         target_version,
         channel,
-        policy: serde_json::from_str(&policy)
-            .map_err(|e| corrupt(id, "policy", e.to_string()))?,
+        policy: serde_json::from_str(&policy).map_err(|e| corrupt(id, "policy", e.to_string()))?,
         facts: RolloutFacts {
-            waves: serde_json::from_str(&waves)
-                .map_err(|e| corrupt(id, "waves", e.to_string()))?,
+            waves: serde_json::from_str(&waves).map_err(|e| corrupt(id, "waves", e.to_string()))?,
             wave: usize::try_from(wave).map_err(|e| corrupt(id, "wave", e.to_string()))?,
             soak: Duration::from_secs(
                 u64::try_from(soak).map_err(|e| corrupt(id, "soak_secs", e.to_string()))?,
@@ -378,10 +376,12 @@ impl Store {
                      ORDER BY rowid DESC LIMIT ?2",
                 )
                 .map_err(sql(id, "reading the rollout's events"))?;
-            stmt.query_map(params![id, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .map_err(sql(id, "reading the rollout's events"))?
-                .collect::<Result<_, _>>()
-                .map_err(sql(id, "reading the rollout's events"))?
+            stmt.query_map(params![id, limit], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(sql(id, "reading the rollout's events"))?
+            .collect::<Result<_, _>>()
+            .map_err(sql(id, "reading the rollout's events"))?
         };
         let mut events = rows
             .into_iter()
