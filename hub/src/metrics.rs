@@ -166,13 +166,31 @@ impl Collector for FleetCollector {
         if let Ok(counts) = self.store.plan_counts() {
             let series: Vec<(Labels, f64)> = counts
                 .into_iter()
-                .map(|(kind, state, n)| (vec![("kind", kind), ("state", state)], n as f64))
+                .map(|(kind, state, cluster, n)| {
+                    (
+                        vec![("kind", kind), ("state", state), ("cluster", cluster)],
+                        n as f64,
+                    )
+                })
                 .collect();
             gauge(
                 &mut encoder,
                 "rke2ops_hub_plans",
-                "Plans by kind and state",
+                "Plans by kind, state and cluster",
                 &series,
+            )?;
+            let rollouts: Vec<(Labels, f64)> = self
+                .store
+                .rollout_counts()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(state, n)| (vec![("state", state)], n as f64))
+                .collect();
+            gauge(
+                &mut encoder,
+                "rke2ops_hub_rollouts",
+                "Rollouts (plans over several clusters in waves) by state",
+                &rollouts,
             )?;
             let mut phases = Vec::new();
             for p in self.store.plans(true).unwrap_or_default() {

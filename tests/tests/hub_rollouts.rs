@@ -250,6 +250,24 @@ async fn a_rollout_over_three_clusters_goes_wave_by_wave_with_its_soak() {
         table.starts_with("ID") && table.contains("completed") && table.contains("2/2"),
         "{table}"
     );
+    let metrics = tokio::task::block_in_place(|| {
+        rke2ops_tests::http::get(hub.metrics_addr(), "/metrics", None)
+    })
+    .expect("metrics");
+    let sample = |metric: &str, labels: &str| rke2ops_tests::http::sample(&metrics, metric, labels);
+    assert_eq!(
+        sample("rke2ops_hub_rollouts", "state=\"completed\""),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            "rke2ops_hub_plans",
+            "state=\"completed\",cluster=\"prod-us\""
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
     let plans = json(&hub, &["plans"]);
     assert_eq!(
         plans

@@ -340,21 +340,46 @@ impl Store {
             .collect()
     }
 
-    /// How many plans there are of each kind and state (for metrics), counted by SQLite.
+    /// How many plans there are of each kind, state and cluster (for metrics), counted by
+    /// SQLite.
     ///
     /// # Errors
     /// SQL failures.
-    pub fn plan_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+    pub fn plan_counts(&self) -> Result<Vec<(String, String, String, u64)>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT kind, state, COUNT(*) FROM plans GROUP BY kind, state ORDER BY 1, 2")
+            .prepare(
+                "SELECT kind, state, cluster, COUNT(*) FROM plans GROUP BY kind, state, cluster \
+                 ORDER BY 1, 2, 3",
+            )
             .map_err(plan_err(0, "counting plans"))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?)))
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)?))
+            })
             .map_err(plan_err(0, "counting plans"))?;
         rows.map(|r| {
-            let (kind, state, n) = r.map_err(plan_err(0, "counting plans"))?;
-            Ok((kind, state, u64::try_from(n).unwrap_or_default()))
+            let (kind, state, cluster, n) = r.map_err(plan_err(0, "counting plans"))?;
+            Ok((kind, state, cluster, u64::try_from(n).unwrap_or_default()))
+        })
+        .collect()
+    }
+
+    /// How many rollouts are in each state.
+    ///
+    /// # Errors
+    /// SQL failures.
+    pub fn rollout_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT state, COUNT(*) FROM rollouts GROUP BY state ORDER BY 1")
+            .map_err(plan_err(0, "counting rollouts"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?)))
+            .map_err(plan_err(0, "counting rollouts"))?;
+        rows.map(|r| {
+            let (state, n) = r.map_err(plan_err(0, "counting rollouts"))?;
+            Ok((state, u64::try_from(n).unwrap_or_default()))
         })
         .collect()
     }
@@ -752,8 +777,8 @@ mod tests {
         assert_eq!(
             store.plan_counts().unwrap(),
             vec![
-                ("upgrade".into(), "completed".into(), 1),
-                ("upgrade".into(), "running".into(), 1)
+                ("upgrade".into(), "completed".into(), "default".into(), 1),
+                ("upgrade".into(), "running".into(), "default".into(), 1)
             ]
         );
 
