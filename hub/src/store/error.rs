@@ -127,6 +127,15 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
 
+    /// A change from the replicated log does not fit this copy, or the capture failed.
+    #[error("replicated log entry {entry}: {reason}")]
+    Replicate {
+        /// The log entry (0: not about one entry).
+        entry: u64,
+        /// What did not fit.
+        reason: String,
+    },
+
     /// No rollout with this id.
     #[error("no rollout {0}")]
     UnknownRollout(i64),

@@ -31,6 +31,7 @@ pub mod model;
 mod nodes;
 mod plans;
 mod probes;
+pub mod replicate;
 mod rollouts;
 mod schema;
 mod tokens;
@@ -71,6 +72,9 @@ pub struct Store {
     conn: Arc<Mutex<Connection>>,
     /// The database file; `None` for an in-memory store.
     path: Option<PathBuf>,
+    /// Replication's capture of this connection's changes, when the store is a replica of
+    /// the replicated log ([`replicate`]).
+    capture: Option<Arc<replicate::Capture>>,
 }
 
 impl Store {
@@ -102,7 +106,42 @@ impl Store {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: Some(path.to_path_buf()),
+            capture: None,
         })
+    }
+
+    /// [`Self::open`], with every committed transaction's changes shipped to `sink` before
+    /// SQLite commits them (see [`replicate`]).
+    ///
+    /// # Errors
+    /// As [`Self::open`]; [`StoreError::Replicate`] when the capture cannot be installed.
+    pub fn open_replicated(
+        path: &Path,
+        sink: Arc<dyn replicate::Replicator>,
+    ) -> Result<Self, StoreError> {
+        Self::open(path)?.replicated(sink)
+    }
+
+    /// [`Self::open_in_memory`] with replication's capture (for tests).
+    ///
+    /// # Errors
+    /// As [`Self::open_in_memory`].
+    pub fn open_in_memory_replicated(
+        sink: Arc<dyn replicate::Replicator>,
+    ) -> Result<Self, StoreError> {
+        Self::open_in_memory()?.replicated(sink)
+    }
+
+    fn replicated(mut self, sink: Arc<dyn replicate::Replicator>) -> Result<Self, StoreError> {
+        let capture = {
+            let mut conn = self.conn();
+            replicate::install(&mut conn, sink).map_err(|e| StoreError::Replicate {
+                entry: 0,
+                reason: format!("cannot capture this store's changes: {e}"),
+            })?
+        };
+        self.capture = Some(capture);
+        Ok(self)
     }
 
     /// Opens a fresh, empty in-memory store with the same schema (for tests).
@@ -123,6 +162,7 @@ impl Store {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: None,
+            capture: None,
         })
     }
 
