@@ -26,6 +26,7 @@ pub mod doctor;
 pub mod engine;
 pub mod fetch;
 pub mod grpc;
+pub mod ha;
 pub mod kube;
 pub mod listener;
 pub mod metrics;

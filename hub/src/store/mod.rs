@@ -61,6 +61,12 @@ pub use tokens::{Enrolled, Enrollment};
 /// serialized by the mutex).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The schema version this build writes (replicated log entries carry it).
+#[must_use]
+pub fn schema_version() -> u32 {
+    schema::latest_version()
+}
+
 /// Mode of the database file and of the WAL and shared-memory files beside it.
 const FILE_MODE: u32 = 0o600;
 
@@ -164,6 +170,24 @@ impl Store {
             path: None,
             capture: None,
         })
+    }
+
+    /// Writes a consistent copy of the whole database to `path` (`VACUUM INTO`, replacing
+    /// the file) and returns `index()` read while no write can happen (the replicated log's
+    /// last entry the copy holds).
+    ///
+    /// # Errors
+    /// [`StoreError::Sql`] when SQLite cannot write the copy.
+    pub fn copy_to(&self, path: &Path, index: impl FnOnce() -> u64) -> Result<u64, StoreError> {
+        let _ = std::fs::remove_file(path);
+        let conn = self.conn();
+        conn.execute("VACUUM INTO ?1", [path.to_string_lossy()])
+            .map_err(|source| StoreError::Sql {
+                table: "*",
+                action: "copying the database",
+                source,
+            })?;
+        Ok(index())
     }
 
     /// The database file, or `None` for an in-memory store.
