@@ -153,6 +153,111 @@ options! {
             value_delimiter = ','
         )]
         pub cluster_apiserver_endpoints: Option<Vec<String>>,
+        /// Where the hub's state lives: `sqlite` (one machine, `<state_dir>/hub.db`) or `etcd`
+        /// (several hub replicas, one leading; see `etcd_endpoints`) [default: sqlite].
+        #[arg(long, env = "RKE2OPS_HUB_STORE")]
+        pub store: Option<String>,
+        /// etcd client URLs for `store = "etcd"` (repeatable).
+        #[arg(long = "etcd-endpoint", env = "RKE2OPS_HUB_ETCD_ENDPOINTS", value_delimiter = ',')]
+        pub etcd_endpoints: Option<Vec<String>>,
+        /// Key prefix of this hub's state in etcd [default: /rke2ops/hub].
+        #[arg(long, env = "RKE2OPS_HUB_ETCD_PREFIX")]
+        pub etcd_prefix: Option<String>,
+        /// CA bundle of etcd's serving certificate (TLS to etcd when set).
+        #[arg(long, env = "RKE2OPS_HUB_ETCD_CA")]
+        pub etcd_ca: Option<PathBuf>,
+        /// Client certificate for etcd (with `etcd_key`).
+        #[arg(long, env = "RKE2OPS_HUB_ETCD_CERT")]
+        pub etcd_cert: Option<PathBuf>,
+        /// Key of `etcd_cert`.
+        #[arg(long, env = "RKE2OPS_HUB_ETCD_KEY")]
+        pub etcd_key: Option<PathBuf>,
+        /// This replica's name in logs, metrics and refusals [default: the host name].
+        #[arg(long, env = "RKE2OPS_HUB_REPLICA_NAME")]
+        pub replica_name: Option<String>,
+        /// Seconds the leader's lease lives without a keep-alive: about how long a failover
+        /// takes [default: 10].
+        #[arg(long, env = "RKE2OPS_HUB_LEADER_LEASE_SECS")]
+        pub leader_lease_secs: Option<u64>,
+    }
+}
+
+/// Where the hub's state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// `<state_dir>/hub.db` on this machine.
+    Sqlite,
+    /// A log in etcd, with a local copy per replica ([`crate::ha`]).
+    Etcd {
+        /// How to reach etcd.
+        settings: crate::ha::EtcdSettings,
+        /// This replica's name.
+        replica: String,
+    },
+}
+
+/// The store settings of `o`, checked.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the key.
+fn store_config(o: &Options) -> Result<StoreConfig, ConfigError> {
+    match o.store.as_deref().unwrap_or("sqlite") {
+        "sqlite" => Ok(StoreConfig::Sqlite),
+        "etcd" => {
+            let endpoints = o.etcd_endpoints.clone().unwrap_or_default();
+            if endpoints.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "etcd_endpoints",
+                    message: "store = \"etcd\" needs at least one etcd client URL".to_owned(),
+                });
+            }
+            if let Some(bad) = endpoints
+                .iter()
+                .find(|e| !(e.starts_with("http://") || e.starts_with("https://")))
+            {
+                return Err(ConfigError::Invalid {
+                    key: "etcd_endpoints",
+                    message: format!("{bad:?} is not an http(s) URL"),
+                });
+            }
+            if o.etcd_cert.is_some() != o.etcd_key.is_some() {
+                return Err(ConfigError::Invalid {
+                    key: "etcd_cert",
+                    message: "etcd_cert and etcd_key go together".to_owned(),
+                });
+            }
+            let prefix = o
+                .etcd_prefix
+                .clone()
+                .unwrap_or_else(|| "/rke2ops/hub".to_owned());
+            if !prefix.starts_with('/') || prefix.len() < 2 {
+                return Err(ConfigError::Invalid {
+                    key: "etcd_prefix",
+                    message: format!("{prefix:?} must start with / and name something"),
+                });
+            }
+            let replica = o.replica_name.clone().unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_else(|_| "hub".to_owned())
+            });
+            Ok(StoreConfig::Etcd {
+                settings: crate::ha::EtcdSettings {
+                    endpoints,
+                    prefix,
+                    ca: o.etcd_ca.clone(),
+                    cert: o.etcd_cert.clone(),
+                    key: o.etcd_key.clone(),
+                    lease: Duration::from_secs(o.leader_lease_secs.unwrap_or(10).clamp(2, 120)),
+                    timeout: Duration::from_secs(5),
+                },
+                replica,
+            })
+        }
+        other => Err(ConfigError::Invalid {
+            key: "store",
+            message: format!("{other:?}: sqlite or etcd"),
+        }),
     }
 }
 
@@ -244,6 +349,8 @@ pub struct Config {
     pub webhooks: Vec<crate::notify::Webhook>,
     /// The other clusters' settings, by name.
     pub clusters: std::collections::BTreeMap<String, ClusterConfig>,
+    /// Where the hub's state lives.
+    pub store: StoreConfig,
 }
 
 impl Config {
@@ -378,6 +485,7 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the key of a bad value.
     pub fn resolve(o: Options) -> Result<Self, ConfigError> {
+        let store = store_config(&o)?;
         let listen = o
             .listen_addr
             .unwrap_or_else(|| DEFAULT_LISTEN_ADDR.to_owned());
@@ -397,6 +505,7 @@ impl Config {
             .metrics_addr
             .unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_owned());
         Ok(Self {
+            store,
             listen_addr,
             advertise_address,
             server_sans,

@@ -92,6 +92,22 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
         },
+        Command::Migrate(args) => {
+            let mut serve_args = args.serve;
+            serve_args.options.store = Some(args.to);
+            match config(&serve_args) {
+                Ok(config) => runtime
+                    .block_on(rke2_hub::ha::migrate::to_etcd(&config))
+                    .map(|done| {
+                        println!("{done}");
+                        0
+                    }),
+                Err(e) => {
+                    eprintln!("rke2-hub: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
         Command::Token {
             command: TokenCommand::Create(args),
         } => code(runtime.block_on(client::token_create(&args))),

@@ -47,10 +47,22 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
     // Held (open) until `run` returns; the kernel releases it if the process dies.
     let _lock = lock_state_dir(&config.state_dir)?;
     let now = OffsetDateTime::now_utc();
-    let store =
-        Store::open(&config.state_dir.join("hub.db")).context("cannot open the hub store")?;
-    let offline = store.mark_all_offline(now)?;
-    let ca = Arc::new(HubCa::load_or_create(&config.state_dir, now)?);
+    let (store, role, replicated) = open_store(&config).await?;
+    let offline = if replicated.is_none() {
+        store.mark_all_offline(now)?
+    } else {
+        0
+    };
+    let ca = Arc::new(match &replicated {
+        // Every replica must hold the same CA: given as files, never made up by one of them,
+        // except for the very first replica of an empty state.
+        Some((log, _)) if log.applied() > 0 => HubCa::load_existing(&config.state_dir, now)
+            .context(
+                "store = \"etcd\": every replica needs the hub CA's files (pki/ca.crt and \
+                 pki/ca.key) from the first replica or the migrated hub",
+            )?,
+        _ => HubCa::load_or_create(&config.state_dir, now)?,
+    });
     let server = ca.load_or_issue_server(&config.state_dir, &config.server_sans, now)?;
     let registry = Arc::new(Registry::default());
     let kube_settings = config.kube_settings();
@@ -122,6 +134,7 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
             crate::ratelimit::SUMMARY_STATUS,
         )),
         renewal_limit: Arc::new(crate::ratelimit::Limiter::new(crate::ratelimit::RENEWAL)),
+        role: Arc::clone(&role),
     };
 
     // The chain carries the CA so an enrolling agent can match it against its pin. Client
@@ -191,9 +204,6 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
         "admin_socket",
         path = %config.admin_socket.display()
     )));
-    let sweeper = tokio::spawn(sweep(hub.clone()).instrument(tracing::info_span!("offline_sweep")));
-    // The engine's loops open their own spans (`plan_engine`, `auto_maintenance`).
-    let engine_task = tokio::spawn(Arc::clone(&engine).run());
     // Roles from each cluster's Node labels, for that cluster's nodes only.
     let mut role_sources = Vec::new();
     if let Some(kube) = role_source(kube_settings.as_ref())? {
@@ -204,22 +214,75 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
             role_sources.push((name.clone(), kube));
         }
     }
-    let roles_tasks: Vec<_> = role_sources
-        .into_iter()
-        .map(|(cluster, kube)| {
-            let span = tracing::info_span!("role_sync", %cluster);
-            tokio::spawn(sync_roles(store.clone(), kube, cluster).instrument(span))
-        })
-        .collect();
-    let auto_task = config.auto_restart_within.map(|lead| {
-        tokio::spawn(
-            Arc::clone(&engine).auto_maintenance(crate::engine::AutoMaintenance {
+    // What only the leader runs: the offline sweep, the plan engine, the role sync and
+    // auto-maintenance (each writes the store).
+    let leader_tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+    let start_leader = {
+        let (hub, engine, store, tasks) = (
+            hub.clone(),
+            Arc::clone(&engine),
+            store.clone(),
+            Arc::clone(&leader_tasks),
+        );
+        let auto = config
+            .auto_restart_within
+            .map(|lead| crate::engine::AutoMaintenance {
                 lead,
                 window: config.auto_restart_window.clone(),
                 every: Duration::from_secs(300),
-            }),
-        )
-    });
+            });
+        move || {
+            let mut started = vec![
+                tokio::spawn(sweep(hub).instrument(tracing::info_span!("offline_sweep"))),
+                // The engine's loops open their own spans (`plan_engine`, `auto_maintenance`).
+                tokio::spawn(Arc::clone(&engine).run()),
+            ];
+            for (cluster, kube) in role_sources {
+                let span = tracing::info_span!("role_sync", %cluster);
+                started.push(tokio::spawn(
+                    sync_roles(store.clone(), kube, cluster).instrument(span),
+                ));
+            }
+            if let Some(auto) = auto {
+                started.push(tokio::spawn(Arc::clone(&engine).auto_maintenance(auto)));
+            }
+            if let Ok(mut tasks) = tasks.lock() {
+                tasks.extend(started);
+            }
+        }
+    };
+    match &replicated {
+        None => start_leader(),
+        Some((log, revision)) => {
+            let (log, store, advertise) = (
+                Arc::clone(log),
+                store.clone(),
+                config.advertise_address.clone(),
+            );
+            tokio::spawn(
+                Arc::clone(&log)
+                    .follow(store.clone(), *revision)
+                    .instrument(tracing::info_span!("replica_follow")),
+            );
+            tokio::spawn(Arc::clone(&log).observe_leader());
+            let campaign = async move {
+                if let Err(e) = log.lead(&store, &advertise).await {
+                    tracing::error!(error = %e, "cannot take the leadership");
+                    std::process::exit(crate::ha::EXIT_RESTART);
+                }
+                // Agents reconnect to the new leader; until they do, they are offline here.
+                match store.mark_all_offline(OffsetDateTime::now_utc()) {
+                    Ok(n) => {
+                        tracing::info!(nodes_marked_offline = n, "leading: agents reconnect here")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot mark nodes offline"),
+                }
+                tokio::spawn(Arc::clone(&log).snapshots(store));
+                start_leader();
+            };
+            tokio::spawn(campaign.instrument(tracing::info_span!("replica_campaign")));
+        }
+    }
 
     tracing::info!(
         listen = %config.listen_addr,
@@ -241,13 +304,10 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     // Ending every agent stream lets the graceful shutdown finish at once.
     hub.registry.close_all();
-    sweeper.abort();
-    engine_task.abort();
-    for task in &roles_tasks {
-        task.abort();
-    }
-    if let Some(task) = auto_task {
-        task.abort();
+    if let Ok(tasks) = leader_tasks.lock() {
+        for task in tasks.iter() {
+            task.abort();
+        }
     }
     let servers_done = async {
         let _ = tokio::time::timeout(Duration::from_secs(5), metrics_task).await;
@@ -269,9 +329,41 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
         ),
     }
     let _ = std::fs::remove_file(&config.admin_socket);
-    let _ = store.mark_all_offline(OffsetDateTime::now_utc());
+    if role.is_leader() {
+        let _ = store.mark_all_offline(OffsetDateTime::now_utc());
+    }
     tracing::info!("hub stopped");
     Ok(())
+}
+
+/// The hub's store: `<state_dir>/hub.db`, or (`store = "etcd"`) the replica's copy loaded
+/// from etcd with the log it follows and the etcd revision the copy is current at.
+async fn open_store(
+    config: &Config,
+) -> anyhow::Result<(
+    Store,
+    Arc<crate::ha::Role>,
+    Option<(Arc<crate::ha::EtcdLog>, i64)>,
+)> {
+    match &config.store {
+        crate::config::StoreConfig::Sqlite => Ok((
+            Store::open(&config.state_dir.join("hub.db")).context("cannot open the hub store")?,
+            crate::ha::Role::single(),
+            None,
+        )),
+        crate::config::StoreConfig::Etcd { settings, replica } => {
+            let role = crate::ha::Role::replica(replica);
+            let log = crate::ha::EtcdLog::connect(settings.clone(), Arc::clone(&role))
+                .await
+                .context("store = \"etcd\": cannot reach etcd")?;
+            let (store, revision) = log
+                .load(&config.state_dir.join(crate::ha::REPLICA_DB))
+                .await
+                .context("cannot load the hub state from etcd")?;
+            tracing::info!(replica = %replica, applied = log.applied(), "replica copy current; following the log");
+            Ok((store, role, Some((log, revision))))
+        }
+    }
 }
 
 /// The file in the state dir that a running `serve` holds an exclusive lock on.
@@ -283,7 +375,7 @@ pub const LOCK_FILE: &str = "serve.lock";
 /// # Errors
 /// When another process holds the lock (naming the lock file, the state dir and, when it can
 /// be read, the holder's pid), or the file cannot be created.
-fn lock_state_dir(state_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock_state_dir(state_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     use std::io::{Read as _, Seek as _, Write as _};
     use std::os::unix::fs::OpenOptionsExt as _;
     let path = state_dir.join(LOCK_FILE);

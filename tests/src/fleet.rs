@@ -54,6 +54,9 @@ pub struct OpSpan {
 /// Shared fleet state.
 #[derive(Debug, Default)]
 struct State {
+    /// Every hub replica the agents may dial, in order (empty: only the one they enrolled
+    /// with); an agent whose stream fails tries the next.
+    hubs: Vec<SocketAddr>,
     spans: Vec<OpSpan>,
     down: HashSet<String>,
     never_ready: HashSet<String>,
@@ -232,6 +235,15 @@ impl FakeFleet {
             state,
             tasks,
             names,
+        }
+    }
+
+    /// The hub replicas every agent may dial, in order: an agent whose stream fails (a
+    /// replica gone, a follower's refusal) moves to the next, as real agents with
+    /// `hub_addresses` do.
+    pub fn set_hubs(&self, hubs: &[SocketAddr]) {
+        if let Ok(mut s) = self.state.lock() {
+            s.hubs = hubs.to_vec();
         }
     }
 
@@ -426,18 +438,30 @@ impl Agent {
     }
 
     async fn run(self) {
+        let mut next = 0usize;
         loop {
-            let _ = self.session().await;
+            let hubs = self
+                .state
+                .lock()
+                .map(|s| s.hubs.clone())
+                .unwrap_or_default();
+            let hub = if hubs.is_empty() {
+                self.grpc
+            } else {
+                hubs[next % hubs.len()]
+            };
+            if self.session(hub).await.is_err() {
+                next = next.wrapping_add(1);
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
-    async fn session(&self) -> Result<(), String> {
+    async fn session(&self, hub: SocketAddr) -> Result<(), String> {
         let config = tls::mutual_config(&self.ca_pem, &self.cert_pem, &self.key_pem)
             .map_err(|e| e.to_string())?;
         let mut client = AgentServiceClient::new(
-            tls::channel(&self.grpc.ip().to_string(), self.grpc.port(), config)
-                .map_err(|e| e.to_string())?,
+            tls::channel(&hub.ip().to_string(), hub.port(), config).map_err(|e| e.to_string())?,
         );
         let (tx, rx) = mpsc::channel(64);
         let version = self

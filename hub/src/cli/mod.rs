@@ -71,6 +71,9 @@ pub enum Command {
         #[command(subcommand)]
         command: plans::PlanCommand,
     },
+    /// Move a stopped hub's state into etcd (`--to etcd`), for several hub replicas: every
+    /// node keeps its identity. Takes the etcd settings like `serve` (hub.toml or flags).
+    Migrate(MigrateArgs),
     /// Rollouts (plans over several clusters in waves), newest first.
     Rollouts(rollouts::RolloutsListArgs),
     /// One rollout: show, watch, pause, resume, abort.
@@ -305,6 +308,17 @@ pub struct ServeArgs {
     /// Every other setting, each also a hub.toml key.
     #[command(flatten)]
     pub options: crate::config::Options,
+}
+
+/// `migrate` options.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Where the state goes: `etcd`.
+    #[arg(long, value_parser = ["etcd"])]
+    pub to: String,
+    /// The hub's settings (state dir, etcd endpoints, prefix, TLS), as for `serve`.
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// `--output` values.

@@ -72,7 +72,10 @@ impl AdminService for AdminApi {
         request: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
         let started = std::time::Instant::now();
-        let result = self.create_token_inner(request).await;
+        let result = match self.hub.leader_only() {
+            Ok(()) => self.create_token_inner(request).await,
+            Err(refusal) => Err(refusal),
+        };
         observed(&self.hub, "CreateToken", started, result)
     }
 
@@ -134,6 +137,7 @@ impl AdminService for AdminApi {
         let started = std::time::Instant::now();
         let result = async {
             let actor = self.admin_of(&request)?;
+            self.hub.leader_only()?;
             self.create_plan_checked(&actor, request.into_inner())
                 .await
                 .map(Response::new)
@@ -193,6 +197,7 @@ impl AdminService for AdminApi {
         let started = std::time::Instant::now();
         let result = async {
             let actor = self.admin_of(&request)?;
+            self.hub.leader_only()?;
             super::plans::act(&self.hub, &actor, request.into_inner())
                 .await
                 .map(Response::new)
@@ -208,6 +213,7 @@ impl AdminService for AdminApi {
         let started = std::time::Instant::now();
         let result = async {
             let actor = self.admin_of(&request)?;
+            self.hub.leader_only()?;
             super::rollouts::create(&self.hub, &actor, request.into_inner())
                 .await
                 .map(Response::new)
@@ -261,6 +267,7 @@ impl AdminService for AdminApi {
         let started = std::time::Instant::now();
         let result = async {
             let actor = self.admin_of(&request)?;
+            self.hub.leader_only()?;
             super::rollouts::act(&self.hub, &actor, request.into_inner())
                 .await
                 .map(Response::new)
@@ -276,6 +283,7 @@ impl AdminService for AdminApi {
         let started = std::time::Instant::now();
         let result = async {
             let actor = self.admin_of(&request)?;
+            self.hub.leader_only()?;
             self.create_token_for(&actor, request.into_inner())
         }
         .await;
@@ -289,6 +297,7 @@ impl AdminService for AdminApi {
         let started = std::time::Instant::now();
         let result = async {
             let actor = self.admin_of(&request)?;
+            self.hub.leader_only()?;
             self.remove_node_for(&actor, &request.into_inner())
         }
         .await;

@@ -135,7 +135,10 @@ impl AgentService for AgentApi {
         request: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
         let started = std::time::Instant::now();
-        let result = self.enroll_inner(request).await;
+        let result = match self.hub.leader_only() {
+            Ok(()) => self.enroll_inner(request).await,
+            Err(refusal) => Err(refusal),
+        };
         observed(&self.hub, "Enroll", started, result)
     }
 
@@ -144,7 +147,10 @@ impl AgentService for AgentApi {
         request: Request<pb::RenewRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
         let started = std::time::Instant::now();
-        let result = self.renew_inner(request).await;
+        let result = match self.hub.leader_only() {
+            Ok(()) => self.renew_inner(request).await,
+            Err(refusal) => Err(refusal),
+        };
         observed(&self.hub, "RenewCertificate", started, result)
     }
 
@@ -155,7 +161,10 @@ impl AgentService for AgentApi {
         request: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<HubStream>, Status> {
         let started = std::time::Instant::now();
-        let result = self.connect_inner(request).await;
+        let result = match self.hub.leader_only() {
+            Ok(()) => self.connect_inner(request).await,
+            Err(refusal) => Err(refusal),
+        };
         observed(&self.hub, "Connect", started, result)
     }
 }

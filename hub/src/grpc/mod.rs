@@ -51,7 +51,32 @@ pub struct Hub {
     pub summary_status_limit: Arc<crate::ratelimit::Limiter>,
     /// Per-node limit on certificate renewals ([`crate::ratelimit::RENEWAL`]).
     pub renewal_limit: Arc<crate::ratelimit::Limiter>,
+    /// Whether this hub leads (always, with SQLite; see [`crate::ha`]).
+    pub role: Arc<crate::ha::Role>,
 }
+
+impl Hub {
+    /// Refuses what only the leader may do (a write, an agent's enrollment, renewal or
+    /// stream) on a follower replica: `UNAVAILABLE` naming the leader, whose address is also
+    /// in the `x-rke2ops-leader` metadata for agents to move there.
+    ///
+    /// # Errors
+    /// The refusal, on a follower.
+    pub fn leader_only(&self) -> Result<(), Status> {
+        let Some(why) = self.role.refusal() else {
+            return Ok(());
+        };
+        let mut status = Status::unavailable(why);
+        let leader = self.role.leader_address();
+        if let Ok(value) = leader.parse() {
+            status.metadata_mut().insert(LEADER_METADATA, value);
+        }
+        Err(status)
+    }
+}
+
+/// The metadata key naming the leader's address in a follower's refusal.
+pub const LEADER_METADATA: &str = "x-rke2ops-leader";
 
 /// Records `result` of `method` that started at `started`, and passes it through.
 pub fn observed<T>(

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType,
-    GetOptions, Identity, TlsOptions, Txn, TxnOp, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions,
+    Identity, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
@@ -27,7 +27,7 @@ use crate::store::{Store, StoreError};
 const CHUNK: usize = 1024 * 1024;
 
 /// How to reach etcd and where the hub's keys live.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdSettings {
     /// Client URLs (`https://10.0.0.5:2379`).
     pub endpoints: Vec<String>,
@@ -267,7 +267,11 @@ impl EtcdLog {
                 })?;
             write_private(path, &db)?;
             from = meta.index;
-            tracing::info!(index = meta.index, bytes = db.len(), "replica copy loaded from the snapshot");
+            tracing::info!(
+                index = meta.index,
+                bytes = db.len(),
+                "replica copy loaded from the snapshot"
+            );
         }
         let sink: Arc<dyn Replicator> = Arc::clone(self) as Arc<dyn Replicator>;
         let store = Store::open_replicated(path, sink)?;
@@ -346,7 +350,11 @@ impl EtcdLog {
                 watch_client
                     .watch(
                         prefix,
-                        Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1)),
+                        Some(
+                            WatchOptions::new()
+                                .with_prefix()
+                                .with_start_revision(revision + 1),
+                        ),
                     )
                     .await
             })
@@ -409,11 +417,7 @@ impl EtcdLog {
     ///
     /// # Errors
     /// [`HaError`] when etcd refuses the lease or the election.
-    pub async fn lead(
-        self: &Arc<Self>,
-        store: &Store,
-        advertise: &str,
-    ) -> Result<(), HaError> {
+    pub async fn lead(self: &Arc<Self>, store: &Store, advertise: &str) -> Result<(), HaError> {
         let ttl = i64::try_from(self.settings.lease.as_secs().max(2)).unwrap_or(10);
         let mut lease_client = self.client.lease_client();
         let lease = self
@@ -541,9 +545,11 @@ impl EtcdLog {
         let previous = self.read_meta().await?;
         let meta_json = serde_json::to_vec(&meta).unwrap_or_default();
         let mut kv = self.client.kv_client();
-        let txn = Txn::new()
-            .when([fence()])
-            .and_then([TxnOp::put(self.key("snapshot/meta"), meta_json, None)]);
+        let txn = Txn::new().when([fence()]).and_then([TxnOp::put(
+            self.key("snapshot/meta"),
+            meta_json,
+            None,
+        )]);
         let done = self
             .call(async move { kv.txn(txn).await })
             .await?
@@ -559,7 +565,10 @@ impl EtcdLog {
         let from = self.key("log/");
         let to = self.log_key(index + 1);
         let _ = self
-            .call(async move { kv.delete(from, Some(DeleteOptions::new().with_range(to))).await })
+            .call(async move {
+                kv.delete(from, Some(DeleteOptions::new().with_range(to)))
+                    .await
+            })
             .await;
         if let Some(old) = previous.filter(|p| p.index != index) {
             let mut kv = self.client.kv_client();
@@ -571,7 +580,11 @@ impl EtcdLog {
                 })
                 .await;
         }
-        tracing::info!(index, bytes = db.len(), "snapshot of the hub state written to etcd");
+        tracing::info!(
+            index,
+            bytes = db.len(),
+            "snapshot of the hub state written to etcd"
+        );
         Ok(())
     }
 
@@ -642,8 +655,11 @@ impl EtcdLog {
         let prefix = self.key("");
         let existing = self
             .call(async move {
-                kv.get(prefix, Some(GetOptions::new().with_prefix().with_count_only()))
-                    .await
+                kv.get(
+                    prefix,
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                )
+                .await
             })
             .await?
             .map_err(self.etcd("looking for an existing hub state"))?
@@ -659,7 +675,9 @@ impl EtcdLog {
         }
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         let _ = gz.write_all(db);
-        let bytes = gz.finish().map_err(|e| HaError::Unavailable(e.to_string()))?;
+        let bytes = gz
+            .finish()
+            .map_err(|e| HaError::Unavailable(e.to_string()))?;
         let chunks: Vec<Vec<u8>> = bytes.chunks(CHUNK).map(<[u8]>::to_vec).collect();
         let meta = SnapshotMeta {
             index: 0,
@@ -687,9 +705,10 @@ impl EtcdLog {
 impl Replicator for EtcdLog {
     fn ship(&self, changes: Vec<Change>) -> Result<(), String> {
         let Some(lead) = self.leadership.lock().ok().and_then(|l| l.clone()) else {
-            return Err(self.role.refusal().unwrap_or_else(|| {
-                "this hub replica does not hold the leadership".to_owned()
-            }));
+            return Err(self
+                .role
+                .refusal()
+                .unwrap_or_else(|| "this hub replica does not hold the leadership".to_owned()));
         };
         let index = self.applied() + 1;
         let entry = Entry {

@@ -25,12 +25,16 @@
 //! "leader election lost" rule: never go on with a state that may be stale.
 
 mod log;
+pub mod migrate;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use log::{EtcdLog, EtcdSettings, HaError};
+
+/// The replica's local copy in the state dir (a cache: rebuilt from etcd at every start).
+pub const REPLICA_DB: &str = "replica.db";
 
 /// Entries between two snapshots (each snapshot lets etcd forget the entries before it).
 pub const SNAPSHOT_EVERY: u64 = 2000;
