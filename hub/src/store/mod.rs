@@ -32,6 +32,7 @@ mod nodes;
 mod plans;
 mod probes;
 mod schema;
+mod snapshot;
 mod tokens;
 
 use std::fs::{OpenOptions, Permissions};
@@ -50,8 +51,19 @@ pub use model::{
     TokenRecord,
 };
 pub use plans::NewPlan;
+pub use snapshot::{DatabaseFacts, SnapshotError, inspect_database, snapshot_database};
 pub use tokens::hash_secret;
 pub use tokens::{Enrolled, Enrollment};
+
+/// The database's file name in the hub's state dir.
+pub const DB_FILE: &str = "hub.db";
+
+/// The schema version this build writes (the number of its migrations): a backup records
+/// it, and a restore refuses a newer one.
+#[must_use]
+pub fn schema_version() -> u32 {
+    schema::latest_version()
+}
 
 /// How long a statement waits for another connection's write lock before failing with
 /// `SQLITE_BUSY` (only another process on the same file can hold it: in-process calls are
