@@ -26,7 +26,7 @@ pub const DIR_MODE: u32 = 0o700;
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
     /// The gzip or tar stream is damaged or cut short.
-    #[error("the archive is damaged or truncated ({at}): {source}")]
+    #[error("the archive is damaged or truncated ({at})")]
     Read {
         /// Where in the archive: a member's name, or what was being read.
         at: String,
@@ -115,7 +115,7 @@ pub enum ArchiveError {
         member: String,
     },
     /// Writing a member out failed.
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}")]
     Write {
         /// The file.
         path: PathBuf,

@@ -1,5 +1,6 @@
 //! Why a backup or a restore failed. Every variant names the file (the archive, the state
-//! dir, the lock) and, for an archive refused, the member or manifest field at fault.
+//! dir, the lock) and, for an archive refused, the member or manifest field at fault. The
+//! underlying error is the `source`, not repeated in the message (the CLI prints the chain).
 
 use std::path::PathBuf;
 
@@ -15,7 +16,7 @@ pub enum BackupError {
         path: PathBuf,
     },
     /// The state dir's CA is missing or unusable.
-    #[error("the hub CA in {state_dir}: {source}")]
+    #[error("the hub CA in {state_dir}")]
     Ca {
         /// The state dir.
         state_dir: PathBuf,
@@ -33,7 +34,7 @@ pub enum BackupError {
         path: PathBuf,
     },
     /// A file could not be read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -42,7 +43,7 @@ pub enum BackupError {
         source: std::io::Error,
     },
     /// A file or folder could not be written, created, moved or synced.
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}")]
     Write {
         /// The file or folder.
         path: PathBuf,
@@ -51,7 +52,7 @@ pub enum BackupError {
         source: std::io::Error,
     },
     /// The archive is refused; nothing was changed.
-    #[error("backup {path} is refused: {source}")]
+    #[error("backup {path} is refused")]
     Archive {
         /// The archive.
         path: PathBuf,
@@ -79,7 +80,7 @@ pub enum BackupError {
         found: u32,
     },
     /// The archive's database fails its checks.
-    #[error("backup {path}: member hub.db: {source}")]
+    #[error("backup {path}: member hub.db")]
     BadDatabase {
         /// The archive.
         path: PathBuf,
@@ -88,7 +89,7 @@ pub enum BackupError {
         source: crate::store::SnapshotError,
     },
     /// The archive's CA is unusable (key not the certificate's, expired, not a CA).
-    #[error("backup {path}: members pki/ca.crt and pki/ca.key: {source}")]
+    #[error("backup {path}: members pki/ca.crt and pki/ca.key")]
     BadCa {
         /// The archive.
         path: PathBuf,
@@ -123,6 +124,6 @@ pub enum BackupError {
         present: Vec<String>,
     },
     /// The restored database could not be opened (or migrated).
-    #[error("opening the restored database: {0}")]
+    #[error("opening the restored database")]
     Store(#[from] crate::store::StoreError),
 }

@@ -26,3 +26,7 @@ pub mod take;
 pub use error::BackupError;
 pub use restore::{RestoreReport, restore};
 pub use take::{BackupReport, backup};
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing unwrap in a test names its line, which is enough
+mod tests;

@@ -107,7 +107,7 @@ pub fn backup(
     }
     let manifest = Manifest::new(
         facts.schema_version,
-        rke2ops_common::report::json::rfc3339(now),
+        rke2ops_common::report::json::rfc3339(now.replace_nanosecond(0).unwrap_or(now)),
         staged.iter().map(|s| s.member.clone()).collect(),
     );
 

@@ -54,7 +54,7 @@ pub enum SnapshotError {
         path: PathBuf,
     },
     /// The destination file could not be created (it must not exist yet).
-    #[error("creating the snapshot file {path}: {source}")]
+    #[error("creating the snapshot file {path}")]
     Create {
         /// The snapshot file.
         path: PathBuf,
@@ -63,7 +63,7 @@ pub enum SnapshotError {
         source: std::io::Error,
     },
     /// SQLite failed on one of the files.
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Sql {
         /// What was being done, e.g. "copying the hub database".
         action: &'static str,
