@@ -22,11 +22,11 @@ pub enum BackupError {
         state_dir: PathBuf,
         /// What is wrong with it.
         #[source]
-        source: crate::pki::PkiError,
+        source: Box<crate::pki::PkiError>,
     },
     /// Copying or checking the database failed.
     #[error(transparent)]
-    Snapshot(#[from] crate::store::SnapshotError),
+    Snapshot(Box<crate::store::SnapshotError>),
     /// The output file exists and `--force` was not given.
     #[error("{path} exists; pass --force to replace it")]
     OutputExists {
@@ -86,7 +86,7 @@ pub enum BackupError {
         path: PathBuf,
         /// What SQLite found.
         #[source]
-        source: crate::store::SnapshotError,
+        source: Box<crate::store::SnapshotError>,
     },
     /// The archive's CA is unusable (key not the certificate's, expired, not a CA).
     #[error("backup {path}: members pki/ca.crt and pki/ca.key")]
@@ -95,7 +95,7 @@ pub enum BackupError {
         path: PathBuf,
         /// What is wrong with them.
         #[source]
-        source: crate::pki::PkiError,
+        source: Box<crate::pki::PkiError>,
     },
     /// A hub is serving the state dir.
     #[error(
@@ -125,5 +125,19 @@ pub enum BackupError {
     },
     /// The restored database could not be opened (or migrated).
     #[error("opening the restored database")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[source] Box<crate::store::StoreError>),
+}
+
+// The sources are boxed: SQLite's and the PKI's errors are large, and every result here
+// would carry their size.
+impl From<crate::store::SnapshotError> for BackupError {
+    fn from(err: crate::store::SnapshotError) -> Self {
+        Self::Snapshot(Box::new(err))
+    }
+}
+
+impl From<crate::store::StoreError> for BackupError {
+    fn from(err: crate::store::StoreError) -> Self {
+        Self::Store(Box::new(err))
+    }
 }

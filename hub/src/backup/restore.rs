@@ -159,7 +159,7 @@ pub fn restore(
     let staged_db = staging.path().join(DB_FILE);
     let facts = inspect_database(&staged_db).map_err(|source| BackupError::BadDatabase {
         path: archive.to_path_buf(),
-        source,
+        source: Box::new(source),
     })?;
     if facts.schema_version != manifest.schema_version {
         return Err(BackupError::SchemaMismatch {
@@ -171,7 +171,7 @@ pub fn restore(
     let ca = crate::pki::HubCa::load_existing(staging.path(), now).map_err(|source| {
         BackupError::BadCa {
             path: archive.to_path_buf(),
-            source,
+            source: Box::new(source),
         }
     })?;
     give_to(staging.path(), owner)?;

@@ -56,7 +56,7 @@ pub fn backup(
     let ca =
         crate::pki::HubCa::load_existing(state_dir, now).map_err(|source| BackupError::Ca {
             state_dir: state_dir.to_path_buf(),
-            source,
+            source: Box::new(source),
         })?;
     if !force && output.symlink_metadata().is_ok() {
         return Err(BackupError::OutputExists {

@@ -74,9 +74,8 @@ fn a_backup_restores_into_an_empty_state_dir_with_private_files() {
         "pki/server.crt",
     ] {
         assert_eq!(mode(&fresh.join(file)), 0o600, "{file}");
-        assert_eq!(
-            std::fs::read(fresh.join(file)).unwrap().is_empty(),
-            false,
+        assert!(
+            !std::fs::read(fresh.join(file)).unwrap().is_empty(),
             "{file}"
         );
     }
