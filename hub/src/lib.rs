@@ -16,9 +16,11 @@
 //! - [`doctor`]: `rke2-hub doctor`'s fleet-wide checks (PodDisruptionBudgets, leftover
 //!   system-upgrade-controller, version skew), pure over what the hub gathered.
 //! - [`clusters`]: `rke2-hub clusters`, each cluster summed up from the inventory.
+//! - [`backup`]: `rke2-hub backup` and `restore`: the database and CA as one checked archive.
 //! - [`store`]: the hub's durable state (nodes, latest certificate snapshot per node, join
 //!   tokens, audit log) in an embedded SQLite database.
 
+pub mod backup;
 pub mod cli;
 pub mod clusters;
 pub mod config;

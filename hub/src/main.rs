@@ -140,6 +140,8 @@ fn main() -> ExitCode {
         Command::Skip(args) => runtime.block_on(plans_client::skip(&args)),
         Command::Abort(args) => runtime.block_on(plans_client::abort(&args)),
         Command::Doctor(args) => runtime.block_on(doctor::doctor(&args)),
+        Command::Backup(args) => code(rke2_hub::cli::backup::backup(&args)),
+        Command::Restore(args) => code(rke2_hub::cli::backup::restore(&args)),
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,

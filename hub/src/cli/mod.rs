@@ -7,8 +7,11 @@
 //! - [`doctor`]: `doctor`'s request and output;
 //! - [`env`]: the environment variables' names (`RKE2OPS_HUB_*`) and the deprecated
 //!   `RKE2_HUB_*` ones still read;
+//! - [`backup`]: `backup` and `restore` (arguments and output; the work is
+//!   [`crate::backup`]'s);
 //! - [`render`]: tables and values shown to operators.
 
+pub mod backup;
 pub mod client;
 pub mod doctor;
 pub mod env;
@@ -95,6 +98,13 @@ pub enum Command {
     /// system-upgrade-controller, version skew, RKE2's certificate events. Exit 0 / 1
     /// (warnings) / 2 (a blocker); 69 when the hub cannot be asked.
     Doctor(DoctorArgs),
+    /// Save the hub's database (a consistent copy, while it serves) and its CA into one
+    /// archive (mode 0600: it holds the CA key).
+    Backup(backup::BackupArgs),
+    /// Put a backup into the state dir, the hub stopped: enrolled agents reconnect without
+    /// re-enrolling. Refuses a damaged archive, a running hub and an existing state (unless
+    /// `--force`, which moves it aside).
+    Restore(backup::RestoreArgs),
 }
 
 /// `doctor` options.

@@ -34,6 +34,7 @@ mod probes;
 pub mod replicate;
 mod rollouts;
 mod schema;
+mod snapshot;
 mod tokens;
 
 use std::fs::{OpenOptions, Permissions};
@@ -53,19 +54,24 @@ pub use model::{
 };
 pub use plans::NewPlan;
 pub use rollouts::NewRollout;
+pub use snapshot::{DatabaseFacts, SnapshotError, inspect_database, snapshot_database};
 pub use tokens::hash_secret;
 pub use tokens::{Enrolled, Enrollment};
+
+/// The database's file name in the hub's state dir.
+pub const DB_FILE: &str = "hub.db";
+
+/// The schema version this build writes (the number of its migrations): a backup records
+/// it, a restore refuses a newer one, and replicated log entries carry it.
+#[must_use]
+pub fn schema_version() -> u32 {
+    schema::latest_version()
+}
 
 /// How long a statement waits for another connection's write lock before failing with
 /// `SQLITE_BUSY` (only another process on the same file can hold it: in-process calls are
 /// serialized by the mutex).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The schema version this build writes (replicated log entries carry it).
-#[must_use]
-pub fn schema_version() -> u32 {
-    schema::latest_version()
-}
 
 /// Mode of the database file and of the WAL and shared-memory files beside it.
 const FILE_MODE: u32 = 0o600;
