@@ -27,6 +27,27 @@ pub struct HubMetrics {
     pub rpc_seconds: Family<Labels, Histogram>,
 }
 
+/// Whether this hub leads (`rke2ops_hub_leader`): 1 on a single hub, and on the one replica
+/// of an etcd-backed hub that holds the election.
+#[derive(Debug)]
+struct RoleCollector {
+    role: Arc<crate::ha::Role>,
+}
+
+impl Collector for RoleCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        gauge(
+            &mut encoder,
+            "rke2ops_hub_leader",
+            "Whether this hub replica leads (runs the plans, takes agents and writes)",
+            &[(
+                vec![("replica", self.role.replica.clone())],
+                if self.role.is_leader() { 1.0 } else { 0.0 },
+            )],
+        )
+    }
+}
+
 #[derive(Debug)]
 struct FleetCollector {
     store: Store,
@@ -291,6 +312,12 @@ impl HubMetrics {
             rpcs,
             rpc_seconds,
         }
+    }
+
+    /// Registers `rke2ops_hub_leader{replica}` for this hub's role.
+    pub fn register_role(&mut self, role: Arc<crate::ha::Role>) {
+        self.registry
+            .register_collector(Box::new(RoleCollector { role }));
     }
 
     /// Registers the webhook delivery counter the notifier updates

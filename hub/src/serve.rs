@@ -110,6 +110,7 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
             engine.doctor_latest(),
         );
         metrics.register_webhooks(deliveries);
+        metrics.register_role(Arc::clone(&role));
         Arc::new(metrics)
     };
     let hub = Hub {

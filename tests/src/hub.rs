@@ -246,6 +246,17 @@ impl HubProcess {
         serde_json::from_slice(&out.stdout).expect("json")
     }
 
+    /// Its state dir.
+    #[must_use]
+    pub fn state(&self) -> &Path {
+        &self.state
+    }
+
+    /// How the hub exited, if it did (it is still running: `None`).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// SIGKILL (no clean shutdown), and waits for it to be gone.
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -47,7 +47,15 @@ pub fn backup(
     force: bool,
     now: OffsetDateTime,
 ) -> Result<BackupReport, BackupError> {
-    let db = state_dir.join(DB_FILE);
+    // A replica of an etcd-backed hub (`store = "etcd"`) holds its copy of the replicated
+    // state in `replica.db`: current to the log entry it applied last, and restored like a
+    // single hub's database (then `migrate --to etcd` into an empty prefix).
+    let replica = state_dir.join(crate::ha::REPLICA_DB);
+    let db = if !state_dir.join(DB_FILE).is_file() && replica.is_file() {
+        replica
+    } else {
+        state_dir.join(DB_FILE)
+    };
     if !db.is_file() {
         return Err(BackupError::NoDatabase { path: db });
     }

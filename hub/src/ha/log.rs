@@ -426,16 +426,26 @@ impl EtcdLog {
             .map_err(self.etcd("granting the leader lease"))?
             .id();
         tokio::spawn(Arc::clone(self).keep_alive(lease));
-        let mut election = self.client.election_client();
-        let name = self.key("election");
-        let value = advertise.to_owned();
-        // The campaign waits as long as another replica leads: no timeout here.
-        let won = self
-            .rt
-            .spawn(async move { election.campaign(name, value, lease).await })
-            .await
-            .map_err(|e| HaError::Unavailable(e.to_string()))?
-            .map_err(self.etcd("campaigning for leader"))?;
+        // The campaign waits as long as another replica leads, but each request times out
+        // (the client's timeout): campaigning again with the same lease picks up the same
+        // election key and goes on waiting. A lease that cannot be kept ends the process.
+        let won = loop {
+            let mut election = self.client.election_client();
+            let name = self.key("election");
+            let value = advertise.to_owned();
+            let attempt = self
+                .rt
+                .spawn(async move { election.campaign(name, value, lease).await })
+                .await
+                .map_err(|e| HaError::Unavailable(e.to_string()))?;
+            match attempt {
+                Ok(won) => break won,
+                Err(e) => {
+                    tracing::debug!(error = %e, "campaign request ended; campaigning on");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
         let key = won.leader().ok_or_else(|| HaError::Corrupt {
             key: self.key("election"),
             reason: "etcd elected this replica without a leader key".to_owned(),

@@ -15,7 +15,8 @@
 //! A rowid table's rows are keyed by their rowid (carried as `_rowid_`, so every replica
 //! gives a row the same rowid and AUTOINCREMENT ids agree); a `WITHOUT ROWID` table's by its
 //! primary key. Replay runs with foreign keys off: the leader's cascaded deletes arrive as
-//! changes of their own.
+//! changes of their own, and an insert replays as `INSERT OR REPLACE` (a leader's
+//! `INSERT OR REPLACE` deletes the row it replaces without any delete trigger firing).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -293,8 +294,10 @@ fn statement(
             let names: Vec<&str> = row.iter().map(|(c, _)| c.as_str()).collect();
             let marks: Vec<String> = (1..=row.len()).map(|i| format!("?{i}")).collect();
             (
+                // OR REPLACE: the leader's `INSERT OR REPLACE` removes a conflicting row
+                // without a delete trigger firing, so the insert alone must replace it here.
                 format!(
-                    "INSERT INTO {table} ({}) VALUES ({})",
+                    "INSERT OR REPLACE INTO {table} ({}) VALUES ({})",
                     names.join(", "),
                     marks.join(", ")
                 ),
