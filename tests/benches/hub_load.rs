@@ -47,6 +47,8 @@
 //! a full status per minute with `HUB_LOAD_FULL_PERCENT` (default 1; 30 gives ~600 samples
 //! per minute at N = 2,000). Targets at N = 2,000: hub CPU < 10 % of one core, RSS < 200 MiB,
 //! p99 < 20 ms, `rke2-hub doctor` (the `Doctor` RPC, client-side, slowest call) < 1 s.
+//! `HUB_STORE=etcd` runs each hub with its state in a fresh one-member etcd (every store
+//! write is then an etcd transaction before SQLite commits; see `rke2_hub::ha`).
 
 #![allow(
     clippy::cast_precision_loss,
@@ -493,6 +495,8 @@ struct Hub {
     grpc: SocketAddr,
     metrics: SocketAddr,
     socket: PathBuf,
+    /// The etcd holding its state (`HUB_STORE=etcd`), stopped after the hub.
+    _etcd: Option<rke2ops_tests::etcd::Etcd>,
 }
 
 impl Hub {
@@ -501,8 +505,15 @@ impl Hub {
         let metrics = free_port();
         let log = std::fs::File::create(state.join("hub.log")).expect("log file");
         let socket = state.join("hub.sock");
-        let child = Command::new(bin)
-            .args(["serve", "--listen-addr", &grpc.to_string()])
+        // `HUB_STORE=etcd`: the hub's state in a fresh one-member etcd on 127.0.65.1.
+        let etcd = (std::env::var("HUB_STORE").as_deref() == Ok("etcd"))
+            .then(|| rke2ops_tests::etcd::Etcd::start(65, 1));
+        let mut command = Command::new(bin);
+        command.args(["serve", "--listen-addr", &grpc.to_string()]);
+        if let Some(etcd) = &etcd {
+            command.args(["--store", "etcd", "--etcd-endpoint", &etcd.endpoints()]);
+        }
+        let child = command
             .args(["--advertise-address", &grpc.to_string()])
             .args(["--metrics-addr", &metrics.to_string()])
             .arg("--state-dir")
@@ -519,6 +530,7 @@ impl Hub {
             grpc,
             metrics,
             socket,
+            _etcd: etcd,
         }
     }
 

@@ -27,7 +27,9 @@
 //! Run: `cargo build --release -p rke2-hub && cargo bench -p rke2ops-tests --bench
 //! plan_overhead` (~1 min). The release `rke2-hub` is used when present, else the debug one
 //! (slower; the table says which). `PLAN_OVERHEAD_OP_MS` sets the inherent time (default
-//! 300 ms). Hubs listen on 127.0.70.x.
+//! 300 ms). Hubs listen on 127.0.70.x. `HUB_STORE=etcd` runs each hub with its state in a
+//! fresh one-member etcd (127.0.66.1): the per-node overhead then includes an etcd
+//! transaction per store write.
 
 #![allow(
     clippy::cast_precision_loss,
@@ -208,20 +210,24 @@ fn hub_binary() -> (PathBuf, &'static str) {
 /// A hub child process, killed on drop.
 struct Hub {
     child: Child,
+    /// The etcd holding its state (`HUB_STORE=etcd`), stopped after the hub.
+    _etcd: Option<rke2ops_tests::etcd::Etcd>,
 }
 
 impl Hub {
     fn start(bin: &Path, state: &Path, ip: &str) -> Hub {
         let addr = format!("{ip}:9811");
         let log = std::fs::File::create(state.join("hub.log")).expect("log file");
-        let child = Command::new(bin)
-            .args([
-                "serve",
-                "--listen-addr",
-                &addr,
-                "--advertise-address",
-                &addr,
-            ])
+        // `HUB_STORE=etcd`: the hub's state in a fresh one-member etcd on 127.0.66.1.
+        let etcd = (std::env::var("HUB_STORE").as_deref() == Ok("etcd"))
+            .then(|| rke2ops_tests::etcd::Etcd::start(66, 1));
+        let mut command = Command::new(bin);
+        command.arg("serve");
+        if let Some(etcd) = &etcd {
+            command.args(["--store", "etcd", "--etcd-endpoint", &etcd.endpoints()]);
+        }
+        let child = command
+            .args(["--listen-addr", &addr, "--advertise-address", &addr])
             .args(["--metrics-addr", &format!("{ip}:9812")])
             .arg("--state-dir")
             .arg(state.join("state"))
@@ -232,7 +238,7 @@ impl Hub {
             .stderr(log)
             .spawn()
             .expect("rke2-hub starts");
-        Hub { child }
+        Hub { child, _etcd: etcd }
     }
 
     /// utime + stime in seconds (`/proc/<pid>/stat`; clock ticks are 100 Hz on Linux).

@@ -17,6 +17,7 @@
 pub use rke2ops_ground as ground;
 pub use rke2ops_sim as sim;
 
+pub mod etcd;
 pub mod fleet;
 pub mod http;
 pub mod hub;

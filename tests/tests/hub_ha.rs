@@ -7,113 +7,13 @@
 //! command installs it); no root.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use rke2ops_tests::etcd::Etcd;
 use rke2ops_tests::fleet::{FakeFleet, FleetSpec, max_overlap};
 use rke2ops_tests::hub::HubProcess;
 use serde_json::Value;
-
-/// A 3-member etcd on loopback addresses `127.0.<net>.1..3`.
-struct Etcd {
-    dir: tempfile::TempDir,
-    net: u8,
-    members: Vec<Option<Child>>,
-}
-
-impl Etcd {
-    fn start(net: u8) -> Etcd {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut etcd = Etcd {
-            dir,
-            net,
-            members: vec![None, None, None],
-        };
-        for i in 0..3 {
-            etcd.start_member(i);
-        }
-        etcd.wait_healthy(3);
-        etcd
-    }
-
-    fn ip(&self, i: usize) -> String {
-        format!("127.0.{}.{}", self.net, i + 1)
-    }
-
-    fn endpoints(&self) -> String {
-        (0..3)
-            .map(|i| format!("http://{}:2379", self.ip(i)))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn start_member(&mut self, i: usize) {
-        let cluster = (0..3)
-            .map(|j| format!("m{j}=http://{}:2380", self.ip(j)))
-            .collect::<Vec<_>>()
-            .join(",");
-        let data = self.dir.path().join(format!("m{i}"));
-        let state = if data.exists() { "existing" } else { "new" };
-        let ip = self.ip(i);
-        let child = Command::new("etcd")
-            .args(["--name", &format!("m{i}")])
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--listen-client-urls", &format!("http://{ip}:2379")])
-            .args(["--advertise-client-urls", &format!("http://{ip}:2379")])
-            .args(["--listen-peer-urls", &format!("http://{ip}:2380")])
-            .args([
-                "--initial-advertise-peer-urls",
-                &format!("http://{ip}:2380"),
-            ])
-            .args(["--initial-cluster", &cluster])
-            .args(["--initial-cluster-state", state])
-            .args(["--initial-cluster-token", "rke2ops-hub-ha"])
-            .args(["--log-level", "error"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd starts (the test command installs the etcd package)");
-        self.members[i] = Some(child);
-    }
-
-    fn kill_member(&mut self, i: usize) {
-        if let Some(mut child) = self.members[i].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Waits until `n` members answer healthy.
-    fn wait_healthy(&self, n: usize) {
-        let started = Instant::now();
-        loop {
-            let out = Command::new("etcdctl")
-                .args(["--endpoints", &self.endpoints(), "endpoint", "health"])
-                .args(["--command-timeout", "2s"])
-                .output()
-                .expect("etcdctl");
-            let text = String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr);
-            if text.matches("is healthy").count() >= n {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "etcd not healthy: {text}"
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        for i in 0..3 {
-            self.kill_member(i);
-        }
-    }
-}
 
 fn spec() -> FleetSpec {
     FleetSpec {
@@ -200,7 +100,7 @@ fn states(dir: &tempfile::TempDir) -> (PathBuf, PathBuf) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_leader_dies_mid_operation_and_the_other_replica_finishes_the_plan() {
-    let mut etcd = tokio::task::block_in_place(|| Etcd::start(63));
+    let mut etcd = tokio::task::block_in_place(|| Etcd::start(63, 3));
     let dir = tempfile::tempdir().expect("tempdir");
     let (a_state, b_state) = states(&dir);
     let a = replica(&a_state, "127.0.63.10", &etcd, "hub-a");
@@ -369,7 +269,7 @@ async fn the_leader_dies_mid_operation_and_the_other_replica_finishes_the_plan()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_single_hub_migrates_into_etcd_and_its_agents_keep_their_identities() {
-    let etcd = tokio::task::block_in_place(|| Etcd::start(64));
+    let etcd = tokio::task::block_in_place(|| Etcd::start(64, 3));
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("hub");
     let hub = tokio::task::block_in_place(|| HubProcess::start(&state, "127.0.64.10"));
