@@ -650,6 +650,66 @@ mod tests {
     }
 
     #[test]
+    fn the_store_is_sqlite_unless_etcd_is_named_with_its_endpoints() {
+        let base = Options::default();
+        assert_eq!(
+            Config::resolve(base.clone()).expect("default").store,
+            StoreConfig::Sqlite
+        );
+        let etcd = |o: Options| Config::resolve(o).map(|c| c.store);
+        let err = etcd(Options {
+            store: Some("etcd".into()),
+            ..base.clone()
+        })
+        .expect_err("no endpoints")
+        .to_string();
+        assert!(err.contains("etcd_endpoints"), "{err}");
+        let err = etcd(Options {
+            store: Some("etcd".into()),
+            etcd_endpoints: Some(vec!["10.0.0.5:2379".into()]),
+            ..base.clone()
+        })
+        .expect_err("no scheme")
+        .to_string();
+        assert!(
+            err.contains("10.0.0.5:2379") && err.contains("http(s)"),
+            "{err}"
+        );
+        let err = etcd(Options {
+            store: Some("postgres".into()),
+            ..base.clone()
+        })
+        .expect_err("unknown store")
+        .to_string();
+        assert!(err.contains("store") && err.contains("postgres"), "{err}");
+        let err = etcd(Options {
+            store: Some("etcd".into()),
+            etcd_endpoints: Some(vec!["https://e:2379".into()]),
+            etcd_cert: Some("/c".into()),
+            ..base.clone()
+        })
+        .expect_err("cert without key")
+        .to_string();
+        assert!(err.contains("etcd_cert and etcd_key"), "{err}");
+        let Ok(StoreConfig::Etcd { settings, replica }) = etcd(Options {
+            store: Some("etcd".into()),
+            etcd_endpoints: Some(vec!["https://e1:2379".into(), "https://e2:2379".into()]),
+            replica_name: Some("hub-a".into()),
+            leader_lease_secs: Some(1),
+            ..base
+        }) else {
+            panic!("etcd store");
+        };
+        assert_eq!(replica, "hub-a");
+        assert_eq!(settings.prefix, "/rke2ops/hub");
+        assert_eq!(
+            settings.lease,
+            Duration::from_secs(2),
+            "clamped to at least 2 s"
+        );
+    }
+
+    #[test]
     fn a_kubeconfig_credential_is_found_only_when_passed() {
         let dir = tempfile::tempdir().expect("tempdir");
         assert_eq!(credential(Some(dir.path().as_os_str()), "kubeconfig"), None);

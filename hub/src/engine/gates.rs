@@ -111,13 +111,18 @@ impl Engine {
                 Some(at) if now - *at < CONFIRM_TIMEOUT => *at,
                 _ => {
                     confirming.insert(server.to_owned(), now);
-                    let servers: Vec<String> = self
+                    // Every node whose report the check below needs fresh: the servers (etcd,
+                    // apiserver) and, without Kubernetes access, every node (its kubelet).
+                    // Asking only the servers left a worker's report older than the question,
+                    // and the plan waited for that worker's next heartbeat.
+                    let kube = self.kube(cluster).is_some();
+                    let asked: Vec<String> = self
                         .node_lives(Some(cluster))
                         .into_iter()
-                        .filter(|n| n.online && n.role == Role::Server)
+                        .filter(|n| n.online && (n.role == Role::Server || !kube))
                         .map(|n| n.name)
                         .collect();
-                    self.request_status(&servers);
+                    self.request_status(&asked);
                     return Decision::Wait(format!(
                         "confirming etcd and apiserver health with every server before taking \
                          {server} down"
