@@ -170,20 +170,7 @@ pub async fn run(
             }
         };
         match rotation.after(addresses, &outcome, started.elapsed()) {
-            Next::Now(next) => {
-                let leader = match &outcome {
-                    Outcome::MoveOn { leader } => leader.as_deref(),
-                    Outcome::Stay => None,
-                };
-                if failover::hinted(addresses, leader) == Some(next) {
-                    tracing::info!(from = %address, hub = %addresses[next], "moving to the leader the hub replica named");
-                } else {
-                    if let Some(leader) = leader {
-                        tracing::warn!(from = %address, %leader, "the named leader is not a configured hub address or failed already; not dialling it");
-                    }
-                    tracing::info!(from = %address, hub = %addresses[next], "trying the next hub address");
-                }
-            }
+            Next::Now(next) => log_move(addresses, current, next, &outcome),
             Next::After { attempt, then } => {
                 let wait = backoff::delay(
                     attempt,
@@ -196,6 +183,30 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Says where the link goes after the replica at `from` failed with `outcome`, and why a
+/// leader the replica named is not where it goes.
+fn log_move(addresses: &[HubAddress], from: usize, next: usize, outcome: &Outcome) {
+    let (from, to) = (&addresses[from], &addresses[next]);
+    let leader = match outcome {
+        Outcome::MoveOn { leader } => leader.as_deref(),
+        Outcome::Stay => None,
+    };
+    match (leader, failover::hinted(addresses, leader)) {
+        (_, Some(hinted)) if hinted == next => {
+            tracing::info!(%from, hub = %to, "moving to the leader the hub replica named");
+            return;
+        }
+        (Some(leader), Some(_)) => {
+            tracing::info!(%from, %leader, "the named leader failed already in this round");
+        }
+        (Some(leader), None) => {
+            tracing::warn!(%from, %leader, "the named leader is not a configured hub address; not dialling it");
+        }
+        (None, _) => {}
+    }
+    tracing::info!(%from, hub = %to, "trying the next hub address");
 }
 
 /// Loads the identity, enrolling first (at `address`) when there is none.
