@@ -14,6 +14,9 @@ use serde::Deserialize;
 
 use crate::ops::artifacts::{Source, check_allowed};
 
+mod hub;
+pub use hub::HubAddress;
+
 /// Where the agent looks for its configuration by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/rke2-ops/node-agent.toml";
 /// The metrics listener by default (all addresses: Prometheus scrapes nodes remotely; the
@@ -95,9 +98,15 @@ config_layer! {
         /// Seconds RKE2 may take to become ready after a start [default: 600].
         #[arg(long, env = "RKE2OPS_READY_TIMEOUT_SECS")]
         pub ready_timeout_secs: Option<u64>,
-        /// The hub's host:port (no hub link when unset).
+        /// The hub's host:port, or every hub replica's, comma-separated, the preferred first
+        /// (no hub link when unset).
         #[arg(long, env = "RKE2OPS_HUB_ADDRESS")]
         pub hub_address: Option<String>,
+        /// Every hub replica's host:port, the preferred first: the file's list form of
+        /// `hub_address` (the flag and the environment variable take a comma-separated
+        /// `--hub-address`), so not a flag of its own.
+        #[arg(skip)]
+        pub hub_addresses: Option<Vec<String>>,
         /// Join token for the first enrollment (prefer the config file or the environment: a
         /// flag is visible in the process list).
         #[arg(long, env = "RKE2OPS_HUB_TOKEN", hide_env_values = true)]
@@ -204,8 +213,9 @@ pub struct RpmConfig {
 /// The hub link's settings.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HubConfig {
-    /// `host:port`.
-    pub address: String,
+    /// Every hub replica, never empty, the preferred first: the link starts there and moves
+    /// to the leader (or the next address) when a replica cannot serve it.
+    pub addresses: Vec<HubAddress>,
     /// Join token (secret; not shown by Debug).
     pub token: Option<String>,
     /// CA pin.
@@ -221,7 +231,7 @@ pub struct HubConfig {
 impl std::fmt::Debug for HubConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HubConfig")
-            .field("address", &self.address)
+            .field("addresses", &self.addresses)
             .field("token", &self.token.as_ref().map(|_| "<secret>"))
             .field("ca_pin", &self.ca_pin)
             .field("node_name", &self.node_name)
@@ -266,6 +276,14 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] for a bad address or window.
     pub fn resolve(file: FileConfig, overrides: Overrides) -> Result<Self, ConfigError> {
+        // The two hub keys are one setting: resolved per layer (both in one layer is an
+        // error), then the command line's wins whole, like any other key.
+        let hub_addresses = match hub::layer_entries(&overrides, "the flags and environment")? {
+            Some(set) => Some(set),
+            None => hub::layer_entries(&file, "the config file")?,
+        }
+        .map(|(key, entries)| hub::parse_entries(key, &entries))
+        .transpose()?;
         let layer = overrides.over(file);
         let metrics_addr = layer
             .metrics_addr
@@ -370,10 +388,10 @@ impl Config {
                 .kubelet_healthz_addr
                 .unwrap_or_else(|| DEFAULT_KUBELET_HEALTHZ.to_owned()),
             ready_timeout: std::time::Duration::from_secs(layer.ready_timeout_secs.unwrap_or(600)),
-            hub: match layer.hub_address {
+            hub: match hub_addresses {
                 None => None,
-                Some(address) => Some(HubConfig {
-                    address,
+                Some(addresses) => Some(HubConfig {
+                    addresses,
                     token: layer.hub_token,
                     ca_pin: layer.hub_ca_pin,
                     node_name: match layer.node_name {
@@ -463,6 +481,97 @@ mod tests {
         let msg = err.to_string();
         assert!(
             msg.contains("cluster") && msg.contains("DNS label"),
+            "{msg}"
+        );
+    }
+
+    fn hub_hosts(config: &Config) -> Vec<String> {
+        config
+            .hub
+            .as_ref()
+            .expect("hub")
+            .addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn hub_address_alone_is_one_replica_as_before() {
+        let config = Config::resolve(
+            parse("hub_address = \"hub.example:9811\"\nnode_name = \"n1\"\n").expect("parses"),
+            Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(hub_hosts(&config), ["hub.example:9811"]);
+        let config =
+            Config::resolve(parse("").expect("parses"), Overrides::default()).expect("valid");
+        assert_eq!(config.hub, None);
+    }
+
+    #[test]
+    fn hub_addresses_list_every_replica_in_order() {
+        let config = Config::resolve(
+            parse("hub_addresses = [\"10.0.0.1:9811\", \"10.0.0.2:9811\"]\nnode_name = \"n1\"\n")
+                .expect("parses"),
+            Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(hub_hosts(&config), ["10.0.0.1:9811", "10.0.0.2:9811"]);
+    }
+
+    #[test]
+    fn a_comma_separated_flag_replaces_the_file_s_list() {
+        let config = Config::resolve(
+            parse("hub_addresses = [\"10.0.0.1:9811\"]\nnode_name = \"n1\"\n").expect("parses"),
+            Overrides {
+                hub_address: Some("10.0.0.3:9811,10.0.0.4:9811".into()),
+                ..Overrides::default()
+            },
+        )
+        .expect("valid");
+        assert_eq!(hub_hosts(&config), ["10.0.0.3:9811", "10.0.0.4:9811"]);
+    }
+
+    #[test]
+    fn hub_address_and_hub_addresses_in_one_file_is_an_error() {
+        let err = Config::resolve(
+            parse("hub_address = \"a:1\"\nhub_addresses = [\"b:1\"]\nnode_name = \"n1\"\n")
+                .expect("parses"),
+            Overrides::default(),
+        )
+        .expect_err("both");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("`hub_address`") && msg.contains("`hub_addresses`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_bad_hub_entry_is_named_with_its_key() {
+        let err = Config::resolve(
+            parse("hub_addresses = [\"a:1\", \"a:1\"]\nnode_name = \"n1\"\n").expect("parses"),
+            Overrides::default(),
+        )
+        .expect_err("duplicate");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("hub_addresses") && msg.contains("entry 2"),
+            "{msg}"
+        );
+        let err = Config::resolve(
+            FileConfig::default(),
+            Overrides {
+                hub_address: Some("a:1,b".into()),
+                node_name: Some("n1".into()),
+                ..Overrides::default()
+            },
+        )
+        .expect_err("no port");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("`hub_address`") && msg.contains("\"b\""),
             "{msg}"
         );
     }

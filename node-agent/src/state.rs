@@ -1,5 +1,6 @@
-//! State the daemon and the hub link share: the published certificate [`Snapshot`] and the
-//! RKE2 unit's last read state ([`ServiceSlot`], refreshed by [`refresh_service`]).
+//! State the daemon and the hub link share: the published certificate [`Snapshot`], the
+//! RKE2 unit's last read state ([`ServiceSlot`], refreshed by [`refresh_service`]) and the
+//! hub replica the link is up with ([`HubLinkSlot`]).
 //!
 //! It sits below both: `daemon` and `link` import it, it imports neither, so the link never
 //! reaches back into the daemon.
@@ -26,6 +27,18 @@ pub struct Snapshot {
 /// The RKE2 unit's state as last read (on a scrape, a STATUS rebuild or a hub heartbeat):
 /// written by [`refresh_service`], read by the metrics collector and the hub link.
 pub type ServiceSlot = Arc<Mutex<Option<(String, UnitState)>>>;
+
+/// The hub link as the metrics show it: written by the link, read at scrape time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HubLink {
+    /// Every configured hub replica, as configured (empty: no hub link).
+    pub addresses: Vec<String>,
+    /// Index in `addresses` of the replica the stream is up with; `None` while unlinked.
+    pub connected: Option<usize>,
+}
+
+/// The [`HubLink`] the link publishes and the metrics read.
+pub type HubLinkSlot = Arc<Mutex<HubLink>>;
 
 /// Reads the RKE2 unit's state (bounded: a stuck bus must not stall the agent), stores it for
 /// the metrics and returns it. Called on scrapes and when the STATUS line is rebuilt, never

@@ -20,8 +20,8 @@ use rke2ops_common::renewal;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-pub use crate::state::ServiceSlot;
 use crate::state::Snapshot;
+pub use crate::state::{HubLinkSlot, ServiceSlot};
 
 /// Metrics registry plus the handles the daemon updates.
 #[derive(Debug)]
@@ -37,6 +37,8 @@ pub struct Metrics {
     pub service: ServiceSlot,
     /// The doctor's file-based findings after the last rescan, per (code, severity).
     pub doctor: DoctorSlot,
+    /// The hub replicas and the one the link is up with (the link writes it).
+    pub hub_link: HubLinkSlot,
 }
 
 /// Doctor finding counts per (code, severity), replaced after every rescan.
@@ -50,6 +52,7 @@ struct InventoryCollector {
     warn_days: u32,
     service: ServiceSlot,
     doctor: DoctorSlot,
+    hub_link: HubLinkSlot,
 }
 
 #[allow(clippy::cast_precision_loss)] // Unix seconds fit f64 exactly for millennia.
@@ -235,6 +238,31 @@ impl Collector for InventoryCollector {
              kubeconfigs, SANs, disk) by code and severity; absent means none",
             &doctor,
         )?;
+        // One series per configured replica (a bounded set, from the configuration), so a
+        // dashboard sees which one the node is linked to and an alert sees none.
+        let hub_link: Vec<(Labels, f64)> = self
+            .hub_link
+            .lock()
+            .map(|link| {
+                link.addresses
+                    .iter()
+                    .enumerate()
+                    .map(|(i, address)| {
+                        (
+                            vec![("hub", address.clone())],
+                            f64::from(u8::from(link.connected == Some(i))),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        gauge(
+            &mut encoder,
+            "rke2ops_agent_hub_connected",
+            "1 for the hub replica the agent's stream is up with, 0 for the other configured \
+             hub addresses; absent without a hub",
+            &hub_link,
+        )?;
         gauge(
             &mut encoder,
             "rke2ops_last_scan_timestamp_seconds",
@@ -283,11 +311,13 @@ impl Metrics {
         );
         let service = ServiceSlot::default();
         let doctor = DoctorSlot::default();
+        let hub_link = HubLinkSlot::default();
         registry.register_collector(Box::new(InventoryCollector {
             snapshots,
             warn_days,
             service: Arc::clone(&service),
             doctor: Arc::clone(&doctor),
+            hub_link: Arc::clone(&hub_link),
         }));
         Self {
             registry,
@@ -296,6 +326,7 @@ impl Metrics {
             watch_batches,
             service,
             doctor,
+            hub_link,
         }
     }
 
@@ -332,5 +363,27 @@ mod doctor_tests {
             "rke2ops_doctor_findings{code=\"pem-empty-or-corrupt\",severity=\"blocker\"} 2"
         ));
         assert!(text.contains("rke2ops_doctor_findings{code=\"disk-low\",severity=\"warning\"} 1"));
+    }
+
+    #[test]
+    fn the_hub_link_names_every_configured_replica_and_the_linked_one() {
+        let (_tx, rx) = watch::channel(Arc::new(Snapshot {
+            inventory: Inventory::default(),
+            scanned_at: OffsetDateTime::now_utc(),
+            findings: Vec::new(),
+        }));
+        let metrics = Metrics::new(rx, 120);
+        let text = metrics.encode().expect("encodes");
+        assert!(
+            !text.contains("rke2ops_agent_hub_connected{"),
+            "no series without a hub: {text}"
+        );
+        *metrics.hub_link.lock().expect("not poisoned") = crate::state::HubLink {
+            addresses: vec!["10.0.0.1:9811".into(), "10.0.0.2:9811".into()],
+            connected: Some(1),
+        };
+        let text = metrics.encode().expect("encodes");
+        assert!(text.contains("rke2ops_agent_hub_connected{hub=\"10.0.0.1:9811\"} 0"));
+        assert!(text.contains("rke2ops_agent_hub_connected{hub=\"10.0.0.2:9811\"} 1"));
     }
 }

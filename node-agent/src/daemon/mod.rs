@@ -196,6 +196,7 @@ pub async fn run(config: Config, mut shutdown: Listener) -> anyhow::Result<()> {
                 config.clone(),
                 rx_for_link.clone(),
                 Arc::clone(&metrics.service),
+                Arc::clone(&metrics.hub_link),
                 bus.clone(),
             )
             .instrument(tracing::info_span!("hub_link", node = %node)),

@@ -5,7 +5,11 @@
 //! - Then: mutual TLS with the stored identity; `Connect` carries a Hello, the full status,
 //!   a full status again whenever the inventory changes, and a heartbeat every
 //!   `heartbeat` otherwise. The hub may ask for a full status.
-//! - Any failure: reconnect after a jittered exponential backoff ([`backoff`]).
+//! - Several hub replicas may be configured, the preferred first: a replica that cannot serve
+//!   the link (unreachable, a follower answering `UNAVAILABLE`) sends it to the leader it
+//!   names or to the next address at once ([`failover`]).
+//! - A failure on every address (with one address: any failure): reconnect after a jittered
+//!   exponential backoff ([`backoff`]).
 //! - The client certificate is renewed over the authenticated channel long before it expires.
 //! - Operations the hub sends run through [`ops::OpsDriver`] (idempotent by operation id);
 //!   statuses carry the node's health ([`probe`]), probed at each heartbeat.
@@ -15,6 +19,7 @@
 
 pub mod backoff;
 pub mod convert;
+pub mod failover;
 pub mod messages;
 pub mod ops;
 pub mod probe;
@@ -31,15 +36,16 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 
 use convert::HubClient;
+use failover::{Next, Outcome, Rotation};
 use messages::{Hello, Incoming, Outgoing, StatusReport, Summary};
 
-use crate::config::{Config, HubConfig};
-use crate::state::{ServiceSlot, Snapshot, refresh_service};
+use crate::config::{Config, HubAddress, HubConfig};
+use crate::state::{HubLinkSlot, ServiceSlot, Snapshot, refresh_service};
 
 /// Where and how to reach the hub: a view of the agent's configuration (nothing copied).
 #[derive(Debug, Clone, Copy)]
 pub struct HubSettings<'a> {
-    /// The hub part: address, enrollment token and CA pin, node name, heartbeat interval.
+    /// The hub part: addresses, enrollment token and CA pin, node name, heartbeat interval.
     pub hub: &'a HubConfig,
     /// The whole configuration: the identity's folder, the warning window, the rke2 binary,
     /// and what operations and health probes need.
@@ -57,74 +63,157 @@ impl<'a> HubSettings<'a> {
     fn identity_dir(&self) -> PathBuf {
         self.agent.state_dir.join("identity")
     }
+}
 
-    fn host_port(&self) -> anyhow::Result<(String, u16)> {
-        let (host, port) = self
-            .hub
-            .address
-            .rsplit_once(':')
-            .with_context(|| format!("hub_address {:?} is not host:port", self.hub.address))?;
-        let port = port
-            .parse()
-            .with_context(|| format!("hub_address {:?}: bad port", self.hub.address))?;
-        Ok((
-            host.trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            port,
-        ))
+/// A hub replica's answer to a call, or its end of the stream, kept whole (not flattened into
+/// text) so the failover can read its code and leader hint ([`outcome_of`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{during} failed: {} ({:?})", .status.message(), .status.code())]
+struct HubAnswer {
+    /// Which call: enrollment, certificate renewal, connect, stream.
+    during: &'static str,
+    /// The replica's status (or tonic's, for a connection that failed).
+    status: tonic::Status,
+}
+
+impl HubAnswer {
+    fn of(during: &'static str) -> impl FnOnce(tonic::Status) -> Self {
+        move |status| Self { during, status }
+    }
+}
+
+/// What a failed session says about its replica: a [`HubAnswer`] by its code, a stream the
+/// transport closed under the agent (a send failed) moves on; anything else failed on the
+/// agent's side (identity files, the configuration), where another replica would not help.
+fn outcome_of(error: &anyhow::Error) -> Outcome {
+    if let Some(answer) = error.downcast_ref::<HubAnswer>() {
+        if failover::moves_on(answer.status.code()) {
+            return Outcome::MoveOn {
+                leader: failover::leader_hint(&answer.status),
+            };
+        }
+        return Outcome::Stay;
+    }
+    if error
+        .downcast_ref::<mpsc::error::SendError<Outgoing>>()
+        .is_some()
+    {
+        return Outcome::MoveOn { leader: None };
+    }
+    Outcome::Stay
+}
+
+/// Publishes which replica the stream is up with (`None`: unlinked) for the metrics.
+fn publish_link(slot: &HubLinkSlot, connected: Option<usize>) {
+    if let Ok(mut link) = slot.lock() {
+        link.connected = connected;
     }
 }
 
 /// Runs the link until the task is dropped (at once when `config` has no hub). `bus`
 /// (systemd) refreshes the RKE2 unit's state at each heartbeat, so the hub learns of a unit
-/// that stopped or restarted.
+/// that stopped or restarted. `hub_link` is where the link publishes the replica it is up
+/// with.
 pub async fn run(
     config: Config,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     service: ServiceSlot,
+    hub_link: HubLinkSlot,
     bus: Option<Arc<crate::dbus::Systemd>>,
 ) {
     let Some(settings) = HubSettings::of(&config) else {
         return;
     };
+    let addresses = &settings.hub.addresses;
+    if let Ok(mut link) = hub_link.lock() {
+        link.addresses = addresses.iter().map(ToString::to_string).collect();
+        link.connected = None;
+    }
     let (driver, mut events) = ops::OpsDriver::new(config.clone());
     // An operation the hub started and a restart interrupted finishes now; its result waits in
     // the event channel for the first session.
     driver.resume_interrupted();
-    let mut attempt = 0u32;
+    let mut rotation = Rotation::new(addresses.len());
     loop {
+        let current = rotation.current();
+        let address = &addresses[current];
         let started = tokio::time::Instant::now();
         let link = Link {
             settings,
+            address,
+            linked: (&hub_link, current),
             service: &service,
             bus: bus.as_deref(),
             driver: &driver,
         };
-        match session(link, snapshots.clone(), &mut events).await {
-            Ok(()) => tracing::info!(hub = %settings.hub.address, "hub stream ended"),
+        let ended = session(link, snapshots.clone(), &mut events).await;
+        publish_link(&hub_link, None);
+        let outcome = match &ended {
+            Ok(()) => {
+                tracing::info!(hub = %address, "hub stream ended");
+                // The replica ended the stream (stopping, or no longer the leader).
+                Outcome::MoveOn { leader: None }
+            }
             Err(e) => {
-                tracing::warn!(hub = %settings.hub.address, error = %format!("{e:#}"), "hub link failed")
+                let outcome = outcome_of(e);
+                match &outcome {
+                    Outcome::MoveOn {
+                        leader: Some(leader),
+                    } => {
+                        tracing::info!(hub = %address, %leader, error = %format!("{e:#}"), "hub replica cannot serve the link");
+                    }
+                    _ => {
+                        tracing::warn!(hub = %address, error = %format!("{e:#}"), "hub link failed");
+                    }
+                }
+                outcome
+            }
+        };
+        match rotation.after(addresses, &outcome, started.elapsed()) {
+            Next::Now(next) => log_move(addresses, current, next, &outcome),
+            Next::After { attempt, then } => {
+                let wait = backoff::delay(
+                    attempt,
+                    Duration::from_secs(1),
+                    Duration::from_secs(60),
+                    backoff::random_unit(),
+                );
+                tracing::info!(retry_in = ?wait, hub = %addresses[then], "reconnecting to the hub");
+                tokio::time::sleep(wait).await;
             }
         }
-        // A session that lasted a while resets the backoff.
-        if started.elapsed() > Duration::from_secs(60) {
-            attempt = 0;
-        }
-        let wait = backoff::delay(
-            attempt,
-            Duration::from_secs(1),
-            Duration::from_secs(60),
-            backoff::random_unit(),
-        );
-        attempt = attempt.saturating_add(1);
-        tracing::info!(retry_in = ?wait, "reconnecting to the hub");
-        tokio::time::sleep(wait).await;
     }
 }
 
-/// Loads the identity, enrolling first when there is none.
-async fn ensure_identity(settings: HubSettings<'_>) -> anyhow::Result<identity::Identity> {
+/// Says where the link goes after the replica at `from` failed with `outcome`, and why a
+/// leader the replica named is not where it goes.
+fn log_move(addresses: &[HubAddress], from: usize, next: usize, outcome: &Outcome) {
+    let (from, to) = (&addresses[from], &addresses[next]);
+    let leader = match outcome {
+        Outcome::MoveOn { leader } => leader.as_deref(),
+        Outcome::Stay => None,
+    };
+    match (leader, failover::hinted(addresses, leader)) {
+        (_, Some(hinted)) if hinted == next => {
+            tracing::info!(%from, hub = %to, "moving to the leader the hub replica named");
+            return;
+        }
+        (Some(leader), Some(_)) => {
+            tracing::info!(%from, %leader, "the named leader failed already in this round");
+        }
+        (Some(leader), None) => {
+            tracing::warn!(%from, %leader, "the named leader is not a configured hub address; not dialling it");
+        }
+        (None, _) => {}
+    }
+    tracing::info!(%from, hub = %to, "trying the next hub address");
+}
+
+/// Loads the identity, enrolling first (at `address`) when there is none.
+async fn ensure_identity(
+    settings: HubSettings<'_>,
+    address: &HubAddress,
+) -> anyhow::Result<identity::Identity> {
     if let Some(found) = identity::load_identity(&settings.identity_dir())? {
         return Ok(found);
     }
@@ -138,8 +227,7 @@ async fn ensure_identity(settings: HubSettings<'_>) -> anyhow::Result<identity::
         .ca_pin
         .as_deref()
         .context("not enrolled and no hub_ca_pin configured")?;
-    let (host, port) = settings.host_port()?;
-    let channel = tls::channel(&host, port, tls::enrollment_config(pin)?)?;
+    let channel = tls::channel(address.host(), address.port(), tls::enrollment_config(pin)?)?;
     let key = identity::NodeKey::generate()?;
     let csr_pem = key.csr_pem(&settings.hub.node_name)?;
     let response = HubClient::new(channel)
@@ -150,7 +238,7 @@ async fn ensure_identity(settings: HubSettings<'_>) -> anyhow::Result<identity::
             csr_pem,
         )
         .await
-        .map_err(|s| anyhow::anyhow!("enrollment refused: {} ({:?})", s.message(), s.code()))?;
+        .map_err(HubAnswer::of("enrollment"))?;
     // The CA the hub returns must be the pinned one (the TLS layer already checked the CA
     // it presented); otherwise a compromised hub could hand over another trust anchor.
     let ca_ders: Vec<Vec<u8>> =
@@ -167,7 +255,7 @@ async fn ensure_identity(settings: HubSettings<'_>) -> anyhow::Result<identity::
         &response.certificate_pem,
         &response.ca_pem,
     )?;
-    tracing::info!(node = %settings.hub.node_name, hub = %settings.hub.address, "enrolled with the hub");
+    tracing::info!(node = %settings.hub.node_name, hub = %address, "enrolled with the hub");
     Ok(saved)
 }
 
@@ -235,6 +323,10 @@ async fn findings_now(
 /// What one session borrows from the link.
 struct Link<'a> {
     settings: HubSettings<'a>,
+    /// The replica this session dials.
+    address: &'a HubAddress,
+    /// Where to publish, once the stream is up, that it is up with address number `.1`.
+    linked: (&'a HubLinkSlot, usize),
     service: &'a ServiceSlot,
     bus: Option<&'a crate::dbus::Systemd>,
     driver: &'a Arc<ops::OpsDriver>,
@@ -247,14 +339,16 @@ async fn session(
 ) -> anyhow::Result<()> {
     let Link {
         settings,
+        address,
+        linked,
         service,
         bus,
         driver,
     } = link;
-    let mut id = ensure_identity(settings).await?;
-    let (host, port) = settings.host_port()?;
+    let mut id = ensure_identity(settings, address).await?;
+    let (host, port) = (address.host(), address.port());
     let mut client = HubClient::new(tls::channel(
-        &host,
+        host,
         port,
         tls::mutual_config(&id.ca_pem, &id.cert_pem, &id.key_pem)?,
     )?);
@@ -263,7 +357,7 @@ async fn session(
         let renewed = client
             .renew(key.csr_pem(&settings.hub.node_name)?)
             .await
-            .map_err(|s| anyhow::anyhow!("certificate renewal refused: {}", s.message()))?;
+            .map_err(HubAnswer::of("certificate renewal"))?;
         id = identity::save_identity(
             &settings.identity_dir(),
             &key.to_pem(),
@@ -272,7 +366,7 @@ async fn session(
         )?;
         tracing::info!("client certificate renewed");
         client = HubClient::new(tls::channel(
-            &host,
+            host,
             port,
             tls::mutual_config(&id.ca_pem, &id.cert_pem, &id.key_pem)?,
         )?);
@@ -336,11 +430,9 @@ async fn session(
     let mut last_summary: Summary = first.summary();
     tx.send(Outgoing::Status(Box::new(first))).await?;
 
-    let mut inbound = client
-        .connect(rx)
-        .await
-        .map_err(|s| anyhow::anyhow!("hub refused the stream: {}", s.message()))?;
-    tracing::info!(hub = %settings.hub.address, node = %settings.hub.node_name, "connected to the hub");
+    let mut inbound = client.connect(rx).await.map_err(HubAnswer::of("connect"))?;
+    publish_link(linked.0, Some(linked.1));
+    tracing::info!(hub = %address, node = %settings.hub.node_name, "connected to the hub");
     let mut heartbeat = tokio::time::interval(settings.hub.heartbeat);
     heartbeat.tick().await;
     loop {
@@ -382,7 +474,7 @@ async fn session(
                 }
             }
             message = inbound.message() => {
-                match message.map_err(|s| anyhow::anyhow!("stream error: {}", s.message()))? {
+                match message.map_err(HubAnswer::of("stream"))? {
                     None => return Ok(()),
                     Some(Incoming::RequestStatus) => {
                         // The hub gates a plan on this answer: probe now, not at the last
@@ -405,5 +497,56 @@ async fn session(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: tonic::Status) -> anyhow::Error {
+        anyhow::Error::from(HubAnswer::of("connect")(status))
+    }
+
+    #[test]
+    fn a_follower_s_answer_moves_on_with_its_hint() {
+        let mut status = tonic::Status::unavailable("hub replica hub-b is a follower");
+        status.metadata_mut().insert(
+            failover::LEADER_METADATA,
+            "10.0.0.2:9811".parse().expect("ascii"),
+        );
+        assert_eq!(
+            outcome_of(&answer(status)),
+            Outcome::MoveOn {
+                leader: Some("10.0.0.2:9811".into())
+            }
+        );
+        // Still read through added context.
+        let wrapped = answer(tonic::Status::unavailable("tcp connect error")).context("session");
+        assert_eq!(outcome_of(&wrapped), Outcome::MoveOn { leader: None });
+    }
+
+    #[test]
+    fn a_refusal_or_a_local_failure_stays() {
+        assert_eq!(
+            outcome_of(&answer(tonic::Status::permission_denied("token spent"))),
+            Outcome::Stay
+        );
+        assert_eq!(
+            outcome_of(&anyhow::anyhow!("not enrolled and no hub_token configured")),
+            Outcome::Stay
+        );
+    }
+
+    #[test]
+    fn a_stream_closed_under_the_agent_moves_on() {
+        let closed = anyhow::Error::from(mpsc::error::SendError(Outgoing::Heartbeat));
+        assert_eq!(outcome_of(&closed), Outcome::MoveOn { leader: None });
+    }
+
+    #[test]
+    fn the_answer_names_the_call_the_message_and_the_code() {
+        let text = answer(tonic::Status::unavailable("follower")).to_string();
+        assert_eq!(text, "connect failed: follower (Unavailable)");
     }
 }
