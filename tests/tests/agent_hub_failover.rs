@@ -400,3 +400,92 @@ fn a_follower_sends_the_agent_to_the_leader_and_only_to_a_configured_one() {
     );
     drop(runtime);
 }
+
+/// The real agent against two real hub replicas on a 3-member etcd: configured with the
+/// follower first, it enrolls and links through the leader the follower names; when the
+/// leader is SIGKILLed, the other replica leads and the agent moves there, online again
+/// without enrolling.
+#[test]
+fn a_real_agent_links_to_the_leader_of_two_etcd_backed_replicas_and_follows_a_failover() {
+    let etcd = rke2ops_tests::etcd::Etcd::start(68, 3);
+    let dir = tempfile::tempdir().expect("dir");
+    let (a_state, b_state) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a_state).expect("a");
+    let replica = |state: &Path, ip: &str, name: &str| {
+        HubProcess::start_logged(
+            state,
+            ip,
+            &[
+                "--store",
+                "etcd",
+                "--etcd-endpoint",
+                &etcd.endpoints(),
+                "--replica-name",
+                name,
+                "--leader-lease-secs",
+                "3",
+            ],
+            &state.with_extension("log"),
+        )
+    };
+    let hub_log =
+        |state: &Path| std::fs::read_to_string(state.with_extension("log")).unwrap_or_default();
+    let leads = |hub: &HubProcess| {
+        rke2ops_tests::http::get(hub.metrics_addr(), "/metrics", None)
+            .and_then(|m| rke2ops_tests::http::sample(&m, "rke2ops_hub_leader", "replica="))
+            == Some(1.0)
+    };
+    let a = replica(&a_state, "127.0.43.40", "hub-a");
+    let started = Instant::now();
+    while !leads(&a) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "hub-a never led"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The second replica gets the same CA, as the runbook says.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let pki = b_state.join("pki");
+        std::fs::create_dir_all(&pki).expect("pki");
+        std::fs::set_permissions(&pki, std::fs::Permissions::from_mode(0o700)).expect("mode");
+        for file in ["ca.crt", "ca.key"] {
+            std::fs::copy(a_state.join("pki").join(file), pki.join(file)).expect("copy");
+        }
+    }
+    let b = replica(&b_state, "127.0.43.41", "hub-b");
+    let configured = ["127.0.43.41:9811", "127.0.43.40:9811"];
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).expect("agent dir");
+    let agent = Agent::start(
+        &agent_dir,
+        "node-ha",
+        "127.0.43.42",
+        &configured,
+        &token(&a),
+    );
+    let linked = || online(&a, "node-ha") && linked_to(&agent, "127.0.43.40:9811", &configured);
+    let started = Instant::now();
+    while !linked() {
+        assert!(
+            started.elapsed() < FAILOVER,
+            "the agent never linked through the leader\nagent:\n{}\nhub-a:\n{}",
+            agent.log(),
+            hub_log(&a_state)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        agent.log().contains("127.0.43.41:9811"),
+        "it tried the follower first: {}",
+        agent.log()
+    );
+    a.kill();
+    let took = within_failover(
+        "the other replica leads and the agent is back online",
+        &agent,
+        || leads(&b) && online(&b, "node-ha") && linked_to(&agent, "127.0.43.41:9811", &configured),
+    );
+    eprintln!("agent back online on the new leader {took:?} after the old one was killed");
+}

@@ -310,6 +310,12 @@ impl EtcdLog {
     /// Applies `entry` if it is the next one; an old one is skipped; a gap is an error.
     fn apply(&self, store: &Store, entry: &Entry) -> Result<(), HaError> {
         let _guard = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        // The leader's own entries are in its copy already (it wrote them before it
+        // committed): one reaching the follow loop still draining after the election must
+        // not be applied again, nor move `applied` back under a write in flight.
+        if self.role.is_leader() {
+            return Ok(());
+        }
         let applied = self.applied();
         if entry.index <= applied {
             return Ok(());
@@ -336,7 +342,7 @@ impl EtcdLog {
             });
         }
         store.apply_changes(entry.index, &entry.changes)?;
-        self.applied.store(entry.index, Ordering::SeqCst);
+        self.applied.fetch_max(entry.index, Ordering::SeqCst);
         Ok(())
     }
 
@@ -376,6 +382,9 @@ impl EtcdLog {
                 Ok(Err(e)) => return self.restart(&format!("the log watch failed: {e}")),
             };
             for event in response.events() {
+                if self.role.is_leader() {
+                    return;
+                }
                 if event.event_type() != EventType::Put {
                     continue;
                 }
