@@ -410,11 +410,11 @@ impl EtcdLog {
         loop {
             let mut election = self.client.election_client();
             let name = self.key("election");
-            if let Ok(Ok(resp)) = self.call(async move { election.leader(name).await }).await {
-                if let Some(kv) = resp.kv() {
-                    self.role
-                        .set_leader_address(&String::from_utf8_lossy(kv.value()));
-                }
+            if let Ok(Ok(resp)) = self.call(async move { election.leader(name).await }).await
+                && let Some(kv) = resp.kv()
+            {
+                self.role
+                    .set_leader_address(&String::from_utf8_lossy(kv.value()));
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
@@ -756,7 +756,7 @@ impl Replicator for EtcdLog {
             ));
         }
         self.applied.store(index, Ordering::SeqCst);
-        if index % SNAPSHOT_EVERY == 0 {
+        if index.is_multiple_of(SNAPSHOT_EVERY) {
             self.snapshot_due.notify_one();
         }
         Ok(())
