@@ -918,7 +918,7 @@ mod tests {
             .get_arguments()
             .map(|a| a.get_id().to_string())
             .collect();
-        assert_eq!(ids.len(), 23, "{ids:?}");
+        assert_eq!(ids.len(), 31, "{ids:?}");
         for id in ids.iter().map(String::as_str).chain(["no_such_key"]) {
             // A value of the wrong type for most keys: only an unknown key says "unknown".
             let text = format!("{id} = {{}}\n");
