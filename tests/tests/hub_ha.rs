@@ -358,3 +358,82 @@ async fn a_single_hub_migrates_into_etcd_and_its_agents_keep_their_identities() 
     }
     drop(fleet);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_reaches_etcd_over_mutual_tls_and_nothing_gets_in_without_a_client_certificate() {
+    let etcd = tokio::task::block_in_place(|| Etcd::start_tls(69, 1));
+    let tls = etcd.tls().expect("TLS files").clone();
+    assert!(etcd.endpoints().starts_with("https://"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Without a client certificate etcd refuses the hub: migrate names etcd and fails.
+    let single = dir.path().join("single");
+    let hub = tokio::task::block_in_place(|| HubProcess::start(&single, "127.0.69.10"));
+    tokio::task::block_in_place(|| hub.stop());
+    let migrate = |with_cert: bool| {
+        let mut command = Command::new(rke2ops_tests::ground::built_binary("rke2-hub"));
+        command
+            .args([
+                "migrate",
+                "--to",
+                "etcd",
+                "--etcd-endpoint",
+                &etcd.endpoints(),
+            ])
+            .arg("--etcd-ca")
+            .arg(&tls.ca)
+            .arg("--state-dir")
+            .arg(&single)
+            .env("RKE2OPS_HUB_CONFIG", "/dev/null");
+        if with_cert {
+            command
+                .arg("--etcd-cert")
+                .arg(&tls.cert)
+                .arg("--etcd-key")
+                .arg(&tls.key);
+        }
+        command.output().expect("migrate")
+    };
+    let refused = migrate(false);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    // etcd closes the connection of a client without a certificate; the error names etcd.
+    assert!(
+        said.contains("etcd (https://127.0.69.1:2379)") && said.contains("connection closed"),
+        "{said}"
+    );
+    let moved = migrate(true);
+    assert!(
+        moved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    // A replica with the client certificate loads that state and leads.
+    let log = single.with_extension("log");
+    let replica = tokio::task::block_in_place(|| {
+        HubProcess::start_logged(
+            &single,
+            "127.0.69.10",
+            &[
+                "--store",
+                "etcd",
+                "--etcd-endpoint",
+                &etcd.endpoints(),
+                "--etcd-ca",
+                tls.ca.to_str().expect("path"),
+                "--etcd-cert",
+                tls.cert.to_str().expect("path"),
+                "--etcd-key",
+                tls.key.to_str().expect("path"),
+                "--leader-lease-secs",
+                "3",
+            ],
+            &log,
+        )
+    });
+    wait_leader(&replica, Duration::from_secs(20)).await;
+    let token = json(&replica, &["token", "create"]);
+    assert!(
+        token["token"].as_str().is_some_and(|t| !t.is_empty()),
+        "{token:#}"
+    );
+}
