@@ -238,6 +238,13 @@ async fn a_rollout_over_three_clusters_goes_wave_by_wave_with_its_soak() {
     );
     assert_eq!(max_overlap(&of(&prod, "prod-eu-")), 1);
 
+    // `rollout watch` of an ended rollout prints it once and exits 0 (completed).
+    let watched = tokio::task::block_in_place(|| hub.run(&["rollout", "watch", &id]));
+    assert_eq!(watched.status.code(), Some(0), "{watched:?}");
+    assert!(
+        String::from_utf8_lossy(&watched.stdout).contains("completed"),
+        "{watched:?}"
+    );
     let listed = json(&hub, &["rollouts"]);
     let listed = listed.as_array().expect("list");
     assert_eq!(listed.len(), 1);

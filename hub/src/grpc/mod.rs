@@ -164,3 +164,47 @@ pub fn internal(e: impl std::fmt::Display) -> Status {
     tracing::error!(error = %e, "store failure");
     Status::internal(format!("hub store: {e}"))
 }
+
+/// A stream of views of one plan or rollout: `first` at once, then `show()` after every
+/// engine change (at most every 200 ms, and every 5 s anyway, since elapsed times move),
+/// ending after a view for which `end` holds, or after `show`'s error. The task runs in
+/// `span`. `WatchPlan` and `WatchRollout` are this with their own view and end.
+pub(crate) fn watch_views<V, S, E>(
+    hub: &Hub,
+    first: V,
+    show: S,
+    end: E,
+    span: tracing::Span,
+) -> std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<V, Status>> + Send>>
+where
+    V: Send + 'static,
+    S: Fn(&Hub) -> Result<V, Status> + Send + 'static,
+    E: Fn(&V) -> bool + Send + 'static,
+{
+    use tracing::Instrument as _;
+    let hub = hub.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let task = async move {
+        let mut changes = hub.engine.subscribe();
+        let mut view = first;
+        loop {
+            let last = end(&view);
+            if tx.send(Ok(view)).await.is_err() || last {
+                return;
+            }
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(5), changes.changed()).await;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let _ = changes.borrow_and_update();
+            view = match show(&hub) {
+                Ok(v) => v,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+        }
+    };
+    tokio::spawn(task.instrument(span));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}

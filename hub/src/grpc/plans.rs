@@ -1,13 +1,11 @@
 //! The plan methods of `AdminService`: create (or preview), list, show, watch, act.
 
 use std::pin::Pin;
-use std::time::Duration;
 
 use rke2ops_proto::v1 as pb;
 use time::OffsetDateTime;
 use tokio_stream::Stream;
 use tonic::Status;
-use tracing::Instrument as _;
 
 use super::convert::{self, PlanAsk, TargetAsk};
 use super::{Hub, internal};
@@ -327,33 +325,17 @@ pub fn watch(hub: &Hub, req: &pb::WatchPlanRequest) -> Result<PlanStream, Status
     let id = plan_id(&req.id)?;
     let first = show(hub, id)?;
     let until_halted = req.until_halted;
-    let hub = hub.clone();
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let watch_task = async move {
-        let mut changes = hub.engine.subscribe();
-        let mut view = first;
-        loop {
+    Ok(super::watch_views(
+        hub,
+        first,
+        move |hub| show(hub, id),
+        move |view: &pb::PlanView| {
             let state = pb::PlanState::try_from(view.state).unwrap_or_default();
-            let end = matches!(state, pb::PlanState::Completed | pb::PlanState::Aborted)
-                || (until_halted && state == pb::PlanState::Halted);
-            if tx.send(Ok(view)).await.is_err() || end {
-                return;
-            }
-            // Wake on a change, or every few seconds anyway (elapsed times move).
-            let _ = tokio::time::timeout(Duration::from_secs(5), changes.changed()).await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let _ = changes.borrow_and_update();
-            view = match show(&hub, id) {
-                Ok(v) => v,
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-            };
-        }
-    };
-    tokio::spawn(watch_task.instrument(tracing::info_span!("watch_plan", plan = id)));
-    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+            matches!(state, pb::PlanState::Completed | pb::PlanState::Aborted)
+                || (until_halted && state == pb::PlanState::Halted)
+        },
+        tracing::info_span!("watch_plan", plan = id),
+    ))
 }
 
 /// `PlanAction`.

@@ -10,7 +10,6 @@ use rke2ops_proto::v1 as pb;
 use time::OffsetDateTime;
 use tokio_stream::Stream;
 use tonic::Status;
-use tracing::Instrument as _;
 
 use super::convert::{self, timestamp};
 use super::plans::{engine_status, request_of};
@@ -297,34 +296,19 @@ pub fn watch(hub: &Hub, req: &pb::WatchRolloutRequest) -> Result<RolloutStream, 
     let id = rollout_id(&req.id)?;
     let first = show(hub, id)?;
     let until_halted = req.until_halted;
-    let hub = hub.clone();
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let task = async move {
-        let mut changes = hub.engine.subscribe();
-        let mut view = first;
-        loop {
+    Ok(super::watch_views(
+        hub,
+        first,
+        move |hub| show(hub, id),
+        move |view: &pb::RolloutView| {
             let state = pb::RolloutState::try_from(view.state).unwrap_or_default();
-            let end = matches!(
+            matches!(
                 state,
                 pb::RolloutState::Completed | pb::RolloutState::Aborted
-            ) || (until_halted && state == pb::RolloutState::Halted);
-            if tx.send(Ok(view)).await.is_err() || end {
-                return;
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(5), changes.changed()).await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let _ = changes.borrow_and_update();
-            view = match show(&hub, id) {
-                Ok(v) => v,
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-            };
-        }
-    };
-    tokio::spawn(task.instrument(tracing::info_span!("watch_rollout", rollout = id)));
-    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+            ) || (until_halted && state == pb::RolloutState::Halted)
+        },
+        tracing::info_span!("watch_rollout", rollout = id),
+    ))
 }
 
 /// `RolloutAction`.
