@@ -95,6 +95,10 @@ pub struct RotateArgs {
     /// Rotate only this service's certificates (repeatable; RKE2's names, e.g. kubelet).
     #[arg(long = "service", short = 's')]
     pub services: Vec<String>,
+    /// Servers: take an etcd snapshot (`rke2 etcd-snapshot save`) before the unit stops; a
+    /// failed snapshot ends the rotation with nothing changed.
+    #[arg(long)]
+    pub etcd_snapshot: bool,
     /// Print what would happen and run the read-only preflight; change nothing.
     #[arg(long)]
     pub dry_run: bool,

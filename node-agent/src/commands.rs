@@ -125,7 +125,7 @@ async fn dry_run_plan(config: &Config, kind: &OpKind) -> anyhow::Result<u8> {
             .collect::<Vec<_>>()
             .join(" → ")
     );
-    if let OpKind::Rotate { services } = kind {
+    if let OpKind::Rotate { services, .. } = kind {
         let inventory = Scanner::new(config.scan_config()).scan();
         let leaves = crate::ops::files::rotated_leaves(&inventory, services);
         println!(
@@ -229,8 +229,20 @@ pub fn upgrade(config: &Config, request: UpgradeRequest, dry_run: bool) -> anyho
 ///
 /// # Errors
 /// When the operation cannot start (systemd unreachable, lock held, bad service name).
-pub fn rotate(config: &Config, services: Vec<String>, dry_run: bool) -> anyhow::Result<u8> {
-    run_op(config, OpKind::Rotate { services }, dry_run)
+pub fn rotate(
+    config: &Config,
+    services: Vec<String>,
+    etcd_snapshot: bool,
+    dry_run: bool,
+) -> anyhow::Result<u8> {
+    run_op(
+        config,
+        OpKind::Rotate {
+            services,
+            etcd_snapshot,
+        },
+        dry_run,
+    )
 }
 
 /// `rke2-node-agent restart` (renew-by-restart).

@@ -520,3 +520,39 @@ pub fn assert_fresh_serials(before: &[(String, Option<u64>)], after: &[(String, 
         );
     }
 }
+
+/// Each server of the finished plan `view` took a non-empty etcd snapshot named for the plan
+/// and the node (a real one: `stat` on the node), the plan names it and `plan show` prints its
+/// restore command; workers took none.
+pub fn assert_server_snapshots(cluster: &SimCluster, hub: &Hub, id: &str, view: &Value) {
+    for n in view["nodes"].as_array().expect("nodes") {
+        let name = n["name"].as_str().expect("name");
+        let snapshot = n["etcd_snapshot"].as_str().unwrap_or_default();
+        if !name.starts_with("server-") {
+            assert_eq!(snapshot, "", "{n}");
+            continue;
+        }
+        let prefix =
+            format!("/var/lib/rancher/rke2/server/db/snapshots/rke2ops-plan{id}-{name}-1-{name}-");
+        assert!(snapshot.starts_with(&prefix), "{n}");
+        let sim = cluster
+            .nodes()
+            .find(|s| s.node.name() == name)
+            .expect("the node");
+        let size = sim
+            .node
+            .exec(&["stat", "-c", "%s", snapshot])
+            .expect("stat");
+        let size: u64 = size.stdout.trim().parse().unwrap_or(0);
+        assert!(size > 0, "{snapshot} is a real snapshot ({size} bytes)");
+    }
+    let shown = hub.run(&["plan", "show", id]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains(&format!(
+            "restore: systemctl stop rke2-server && rke2 server --cluster-reset \
+             --cluster-reset-restore-path=/var/lib/rancher/rke2/server/db/snapshots/rke2ops-plan{id}-"
+        )),
+        "{shown}"
+    );
+}

@@ -15,7 +15,8 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use rke2ops_tests::ground::require_root_and_tools;
 use rke2ops_tests::hub::HubProcess as Hub;
 use rke2ops_tests::plans::{
-    Recorder, assert_fresh_serials, assert_sequential_in_order, cordoned, enroll_all,
+    Recorder, assert_fresh_serials, assert_sequential_in_order, assert_server_snapshots, cordoned,
+    enroll_all,
     enroll_all_with, event_lines, hub_address, idle, kube_client, mirror, plan, releases, serials,
     start_hub, wait_online, wait_state, wait_until, web_workload,
 };
@@ -95,7 +96,11 @@ fn rotation_plan_keeps_quorum_one_node_at_a_time_and_survives_hub_kills() {
         // freshness limit the gates apply before starting it.
         tokio::task::block_in_place(|| idle(&hub));
 
-        let view = tokio::task::block_in_place(|| hub.json(&["rotate", "--settle", "1s"]));
+        // With an etcd snapshot on each server first: the hub kills below also show the
+        // snapshot is kept when the step's progress was lost with the hub.
+        let view = tokio::task::block_in_place(|| {
+            hub.json(&["rotate", "--settle", "1s", "--etcd-snapshot"])
+        });
         let id = view["id"].as_str().expect("id").to_owned();
         let recorder = Recorder::start(hub.socket(), id.clone(), &cluster);
         // Kill -9 the hub at three points and restart it on the same state each time: while
@@ -150,6 +155,7 @@ fn rotation_plan_keeps_quorum_one_node_at_a_time_and_survives_hub_kills() {
         }
         // Every certificate is fresh: a new serial on every node.
         assert_fresh_serials(&before, &serials(&cluster));
+        tokio::task::block_in_place(|| assert_server_snapshots(&cluster, &hub, &id, &done));
         // Nothing stays cordoned; the workers were drained (events say so).
         assert!(cordoned(&client).await.is_empty());
         let events = event_lines(&done);
@@ -342,34 +348,7 @@ fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_node()
         }
         // Each server took an etcd snapshot (of the real etcd) before it was changed; the plan
         // names it and how to restore it; workers took none.
-        for n in done["nodes"].as_array().expect("nodes") {
-            let name = n["name"].as_str().expect("name");
-            let snapshot = n["etcd_snapshot"].as_str().unwrap_or_default();
-            if !name.starts_with("server-") {
-                assert_eq!(snapshot, "", "{n}");
-                continue;
-            }
-            let prefix = format!(
-                "/var/lib/rancher/rke2/server/db/snapshots/rke2ops-plan{id}-{name}-1-{name}-"
-            );
-            assert!(snapshot.starts_with(&prefix), "{n}");
-            let sim = cluster
-                .nodes()
-                .find(|s| s.node.name() == name)
-                .expect("the node");
-            let size = sim
-                .node
-                .exec(&["stat", "-c", "%s", snapshot])
-                .expect("stat");
-            let size: u64 = size.stdout.trim().parse().unwrap_or(0);
-            assert!(size > 0, "{snapshot} is a real snapshot ({size} bytes)");
-        }
-        let shown = tokio::task::block_in_place(|| hub.run(&["plan", "show", &id]));
-        let shown = String::from_utf8_lossy(&shown.stdout);
-        assert!(
-            shown.contains("restore: systemctl stop rke2-server && rke2 server --cluster-reset --cluster-reset-restore-path=/var/lib/rancher/rke2/server/db/snapshots/rke2ops-plan"),
-            "{shown}"
-        );
+        tokio::task::block_in_place(|| assert_server_snapshots(&cluster, &hub, &id, &done));
         // Every node runs the new release, as its kubelet reports it.
         let nodes: Api<Node> = Api::all(client.clone());
         for n in nodes
@@ -605,7 +584,11 @@ fn a_frozen_hub_gets_its_agents_back_and_a_restarted_hub_rotates_an_idle_fleet()
             hub
         });
         let client = kube_client(&cluster).await;
-        let view = tokio::task::block_in_place(|| hub.json(&["rotate", "--settle", "1s"]));
+        // With an etcd snapshot on each server first: the hub kills below also show the
+        // snapshot is kept when the step's progress was lost with the hub.
+        let view = tokio::task::block_in_place(|| {
+            hub.json(&["rotate", "--settle", "1s", "--etcd-snapshot"])
+        });
         let id = view["id"].as_str().expect("id").to_owned();
         let recorder = Recorder::start(hub.socket(), id.clone(), &cluster);
         let done = tokio::task::block_in_place(|| {

@@ -101,6 +101,11 @@ pub struct RotateArgs {
     /// Only these RKE2 services (repeatable; e.g. `etcd`, `kube-apiserver`) [default: all].
     #[arg(long = "service")]
     pub services: Vec<String>,
+    /// Each server takes an etcd snapshot (`rke2 etcd-snapshot save`) after its preflight and
+    /// before its unit stops; a failed snapshot fails the node with nothing changed, and
+    /// `plan show` prints each snapshot's restore command.
+    #[arg(long)]
+    pub etcd_snapshot: bool,
 }
 
 /// `upgrade` options.

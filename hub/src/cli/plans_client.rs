@@ -54,6 +54,7 @@ fn base_request(kind: pb::PlanKind, args: &PlanArgs) -> pb::CreatePlanRequest {
 pub async fn rotate(args: &RotateArgs) -> anyhow::Result<u8> {
     let mut req = base_request(pb::PlanKind::Rotate, &args.plan);
     req.services.clone_from(&args.services);
+    req.etcd_snapshot = args.etcd_snapshot;
     create(&args.plan, req).await
 }
 

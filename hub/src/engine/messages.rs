@@ -38,6 +38,8 @@ pub enum Operation {
     Rotate {
         /// Services to rotate (empty = all).
         services: Vec<String>,
+        /// Servers take an etcd snapshot before the unit stops.
+        etcd_snapshot: bool,
     },
     /// Restart so RKE2 reissues leaves inside its renewal window.
     Restart,

@@ -601,7 +601,13 @@ impl From<RunOperation> for pb::RunOperation {
         Self {
             operation_id: run.operation_id,
             kind: run.kind.map(|kind| match kind {
-                Operation::Rotate { services } => Kind::Rotate(pb::RotateOperation { services }),
+                Operation::Rotate {
+                    services,
+                    etcd_snapshot,
+                } => Kind::Rotate(pb::RotateOperation {
+                    services,
+                    etcd_snapshot,
+                }),
                 Operation::Restart => Kind::Restart(pb::RestartOperation {}),
                 Operation::Upgrade {
                     version,
@@ -765,6 +771,7 @@ impl From<&pb::CreatePlanRequest> for PlanPolicy {
             services: req.services.clone(),
             accept: req.accept.clone(),
             stage_images: req.stage_images,
+            etcd_snapshot: req.etcd_snapshot,
             artifact_source: req.artifact_source.clone(),
             ready_timeout_secs: if req.ready_timeout_seconds == 0 {
                 defaults.ready_timeout_secs

@@ -47,6 +47,12 @@ pub fn validate(request: &PlanRequest) -> Result<(), String> {
             request.kind
         ));
     }
+    if request.kind != PlanKind::Rotate && request.policy.etcd_snapshot {
+        return Err(format!(
+            "{}: --etcd-snapshot is for rotations (upgrades always take one on each server)",
+            request.kind
+        ));
+    }
     if let Some(w) = &request.policy.window
         && let Err(e) = MaintenanceWindow::parse(w)
     {
@@ -408,6 +414,23 @@ mod tests {
             validate(&request(PlanKind::Upgrade, Some("v1.34.1+rke2r1"))),
             Ok(())
         );
+    }
+
+    #[test]
+    fn only_rotations_ask_for_an_etcd_snapshot() {
+        let mut rotate = request(PlanKind::Rotate, None);
+        rotate.policy.etcd_snapshot = true;
+        assert_eq!(validate(&rotate), Ok(()));
+        assert!(rotate.policy.describe(PlanKind::Rotate).contains("etcd snapshot"));
+        for (kind, version) in [
+            (PlanKind::Upgrade, Some("v1.34.1+rke2r1")),
+            (PlanKind::Restart, None),
+        ] {
+            let mut other = request(kind, version);
+            other.policy.etcd_snapshot = true;
+            let err = validate(&other).expect_err("refused");
+            assert!(err.contains("--etcd-snapshot is for rotations"), "{err}");
+        }
     }
 
     #[test]

@@ -268,6 +268,9 @@ pub struct PlanPolicy {
     pub probes: Vec<crate::probe::ProbeSpec>,
     /// A probe down this long halts the plan.
     pub probe_halt_secs: u64,
+    /// Rotate: each server takes an etcd snapshot before its unit stops (`--etcd-snapshot`;
+    /// upgrades always take one on servers).
+    pub etcd_snapshot: bool,
 }
 
 /// How long a probe may be down before its plan halts, when the plan does not say.
@@ -292,6 +295,7 @@ impl Default for PlanPolicy {
             stage_images: false,
             probes: Vec::new(),
             probe_halt_secs: DEFAULT_PROBE_HALT_SECS,
+            etcd_snapshot: false,
         }
     }
 }
@@ -343,8 +347,13 @@ impl PlanPolicy {
                     );
                 }
             }
-            PlanKind::Rotate if !self.services.is_empty() => {
-                parts.push(format!("services {}", self.services.join(",")));
+            PlanKind::Rotate => {
+                if !self.services.is_empty() {
+                    parts.push(format!("services {}", self.services.join(",")));
+                }
+                if self.etcd_snapshot {
+                    parts.push("etcd snapshot on each server before it stops".to_owned());
+                }
             }
             _ => {}
         }

@@ -253,6 +253,7 @@ pub fn kind_of(run: &pb::RunOperation) -> Result<OpKind, String> {
             }
             Ok(OpKind::Rotate {
                 services: r.services.clone(),
+                etcd_snapshot: r.etcd_snapshot,
             })
         }
         Some(Kind::Restart(_)) => Ok(OpKind::RenewByRestart),
@@ -524,6 +525,7 @@ mod tests {
             operation_id: "r".into(),
             kind: Some(pb::run_operation::Kind::Rotate(pb::RotateOperation {
                 services: vec!["kubelet".into(), "--data-dir=/".into()],
+                etcd_snapshot: true,
             })),
         };
         let why = kind_of(&rotate).expect_err("unknown service");

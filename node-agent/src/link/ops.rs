@@ -64,9 +64,8 @@ pub fn decide_run(
 #[must_use]
 pub fn result_of(record: &OpRecord, rke2_version: String) -> OpResult {
     let (outcome, detail) = match record.step {
-        Step::Done => (
-            Outcome::Succeeded,
-            format!(
+        Step::Done => {
+            let mut detail = format!(
                 "{} succeeded: {}",
                 record.kind.name(),
                 record
@@ -75,8 +74,19 @@ pub fn result_of(record: &OpRecord, rke2_version: String) -> OpResult {
                     .rev()
                     .find(|l| l.ok && !l.detail.is_empty())
                     .map_or("", |l| l.detail.as_str())
-            ),
-        ),
+            );
+            // The snapshot's step progress may have been lost with a hub restart; the
+            // result, which the agent keeps and re-sends, names it too.
+            if let Some(snapshot) = record
+                .log
+                .iter()
+                .rev()
+                .find(|l| l.ok && l.step == Step::EtcdSnapshot)
+            {
+                detail.push_str(&format!("; etcd-snapshot: {}", snapshot.detail));
+            }
+            (Outcome::Succeeded, detail)
+        }
         Step::Skipped => (Outcome::Skipped, record.skipped.clone().unwrap_or_default()),
         _ if record.cancelled => (Outcome::Rejected, "cancelled".to_owned()),
         _ => (

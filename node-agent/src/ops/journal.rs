@@ -364,11 +364,25 @@ fn sync_dir(dir: &Path) -> Result<(), JournalError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_rotation_journaled_before_snapshots_existed_still_reads() {
+        let kind: OpKind = serde_json::from_str(r#"{"kind":"rotate","services":["etcd"]}"#)
+            .expect("an older agent's journal");
+        assert_eq!(
+            kind,
+            OpKind::Rotate {
+                services: vec!["etcd".into()],
+                etcd_snapshot: false
+            }
+        );
+    }
+
     fn record() -> OpRecord {
         OpRecord::new(
             "op-1".into(),
             OpKind::Rotate {
                 services: vec!["kubelet".into()],
+                etcd_snapshot: false,
             },
             Role::Server,
             "rke2-server.service".into(),

@@ -44,7 +44,7 @@ pub async fn rotate(
     command
         .args(["certificate", "rotate", "--data-dir"])
         .arg(&setup.data_dir);
-    if let OpKind::Rotate { services } = &record.kind {
+    if let OpKind::Rotate { services, .. } = &record.kind {
         for service in services {
             command.args(["--service", service]);
         }
@@ -98,7 +98,7 @@ pub fn verify_backup(setup: &NodeSetup, record: &mut OpRecord) -> Result<String,
 pub fn verify_fresh(setup: &NodeSetup, record: &OpRecord) -> Result<String, String> {
     let inventory = files::scan(&setup.data_dir, &setup.admin_kubeconfig);
     let services = match &record.kind {
-        OpKind::Rotate { services } => services.clone(),
+        OpKind::Rotate { services, .. } => services.clone(),
         OpKind::RenewByRestart
         | OpKind::Upgrade { .. }
         | OpKind::StageImages { .. }

@@ -194,7 +194,7 @@ impl<M: ServiceManager, P: HealthProbes, L: UnitLog> Runner<M, P, L> {
         if let OpKind::PruneImages { version } = &kind {
             version.parse::<rke2ops_common::version::Rke2Version>()?;
         }
-        if let OpKind::Rotate { services } = &kind
+        if let OpKind::Rotate { services, .. } = &kind
             && let Some(bad) = services
                 .iter()
                 .find(|s| rke2ops_common::layout::service_certs(s).is_none())

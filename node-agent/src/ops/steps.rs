@@ -15,6 +15,10 @@ pub enum OpKind {
     Rotate {
         /// `--service` names; empty = all.
         services: Vec<String>,
+        /// Servers: take an etcd snapshot after the preflight, before the unit stops (a way
+        /// back when the rotation leaves the control plane broken).
+        #[serde(default)]
+        etcd_snapshot: bool,
     },
     /// Restart the unit so RKE2 reissues leaves inside the renewal window.
     RenewByRestart,
@@ -101,7 +105,8 @@ pub enum Step {
     FetchArtifacts,
     /// Upgrade: the tarball's sha256 matches its line in the checksum file.
     VerifyChecksum,
-    /// Upgrade, servers: `rke2 etcd-snapshot save` (a way back), checked non-empty.
+    /// Servers, upgrade (always) and rotation (when asked): `rke2 etcd-snapshot save` (a way
+    /// back), checked non-empty; nothing on the node has changed yet.
     EtcdSnapshot,
     /// Upgrade: keep the previous files, then install the new ones atomically.
     InstallFiles,
@@ -262,7 +267,14 @@ pub fn on_skip(kind: &OpKind, step: Step) -> Step {
 #[must_use]
 pub fn on_success(kind: &OpKind, role: Role, step: Step) -> Step {
     match (kind, step) {
-        (OpKind::Rotate { .. }, Step::Preflight) => Step::StopUnit,
+        (
+            OpKind::Rotate {
+                etcd_snapshot: true,
+                ..
+            },
+            Step::Preflight,
+        ) if role == Role::Server => Step::EtcdSnapshot,
+        (OpKind::Rotate { .. }, Step::Preflight | Step::EtcdSnapshot) => Step::StopUnit,
         (OpKind::Rotate { .. }, Step::StopUnit) => Step::Rotate,
         (OpKind::Rotate { .. }, Step::Rotate) => Step::VerifyBackup,
         (OpKind::Rotate { .. }, Step::VerifyBackup) => Step::StartUnit,
@@ -413,7 +425,7 @@ mod tests {
 
     #[test]
     fn rotate_on_a_server_verifies_the_served_certificate() {
-        let steps = walk(&OpKind::Rotate { services: vec![] }, Role::Server);
+        let steps = walk(&OpKind::Rotate { services: vec![], etcd_snapshot: false }, Role::Server);
         assert_eq!(
             steps,
             vec![
@@ -433,7 +445,7 @@ mod tests {
 
     #[test]
     fn rotate_on_an_agent_has_no_apiserver_step() {
-        let steps = walk(&OpKind::Rotate { services: vec![] }, Role::Agent);
+        let steps = walk(&OpKind::Rotate { services: vec![], etcd_snapshot: false }, Role::Agent);
         assert!(!steps.contains(&Step::VerifyServed));
         assert_eq!(steps.last(), Some(&Step::Done));
     }
@@ -469,7 +481,7 @@ mod tests {
         ] {
             assert_eq!(on_failure(step, true), Step::RestoreBackup, "{step:?}");
         }
-        let kind = OpKind::Rotate { services: vec![] };
+        let kind = OpKind::Rotate { services: vec![], etcd_snapshot: false };
         assert_eq!(
             on_success(&kind, Role::Server, Step::RestoreBackup),
             Step::StartAfterFailure

@@ -531,7 +531,7 @@ fn write_script(path: &Path, text: &str) {
 }
 
 fn rotate_all() -> OpKind {
-    OpKind::Rotate { services: vec![] }
+    OpKind::Rotate { services: vec![], etcd_snapshot: false }
 }
 
 fn ok_steps(record: &OpRecord) -> Vec<Step> {
@@ -588,6 +588,88 @@ async fn rotation_restores_the_backup_when_a_rotated_pem_is_empty() {
     assert!(ok_steps(&record).contains(&Step::RestoreBackup));
     assert_eq!(node.live_certs(), node.old, "the old certificates are back");
     assert!(node.unit_runs());
+}
+
+fn rotate_with_snapshot() -> OpKind {
+    OpKind::Rotate {
+        services: vec![],
+        etcd_snapshot: true,
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_that_asks_for_it_snapshots_etcd_before_the_unit_stops() {
+    let node = TestNode::new(None);
+    let record = node
+        .runner()
+        .run(rotate_with_snapshot(), |_| {})
+        .await
+        .expect("runs");
+    assert_eq!(record.step, Step::Done, "{:?}", record.failure);
+    let steps = ok_steps(&record);
+    assert_eq!(
+        steps[..3],
+        [Step::Preflight, Step::EtcdSnapshot, Step::StopUnit],
+        "{steps:?}"
+    );
+    let snap = record
+        .log
+        .iter()
+        .find(|l| l.step == Step::EtcdSnapshot)
+        .expect("a snapshot step");
+    let prefix = node
+        .path("data/server/db/snapshots")
+        .join(format!("rke2ops-{}-n1-", record.id));
+    assert!(
+        snap.detail
+            .starts_with(&format!("saved {}", prefix.display())),
+        "{}",
+        snap.detail
+    );
+    assert_eq!(node.live_certs(), node.new);
+    // The result names the snapshot too, for a hub that missed the step's progress.
+    let result = crate::link::ops::result_of(&record, String::new());
+    assert!(
+        result
+            .detail
+            .ends_with(&format!("; etcd-snapshot: {}", snap.detail)),
+        "{}",
+        result.detail
+    );
+    // Without the request (and on agents: no etcd) there is no snapshot step.
+    let plain = node.runner().run(rotate_all(), |_| {}).await.expect("runs");
+    assert!(!ok_steps(&plain).contains(&Step::EtcdSnapshot));
+}
+
+#[tokio::test]
+async fn a_failed_snapshot_ends_the_rotation_before_the_unit_stops() {
+    let node = TestNode::new(None);
+    let script = node.path("rke2");
+    let text = std::fs::read_to_string(&script).expect("script");
+    write_script(
+        &script,
+        &text.replacen("set -e\n", "set -e\nRKE2OPS_TEST_SNAPSHOT_FAILS=1\n", 1),
+    );
+    let record = node
+        .runner()
+        .run(rotate_with_snapshot(), |_| {})
+        .await
+        .expect("runs");
+    assert_eq!(record.step, Step::Failed);
+    let failure = record.failure.clone().unwrap_or_default();
+    assert!(
+        failure.starts_with("etcd-snapshot: ") && failure.contains("request timed out"),
+        "{failure}"
+    );
+    assert!(
+        !record.log.iter().any(|l| l.step.changes_node()),
+        "the unit was never stopped: {:?}",
+        record.log
+    );
+    assert_eq!(node.live_certs(), node.old, "nothing rotated");
+    assert!(node.unit_runs());
+    let jobs = node.systemd.node.lock().unwrap().jobs.clone();
+    assert!(jobs.is_empty(), "no systemd job ran: {jobs:?}");
 }
 
 /// Where a simulated crash strikes: when `step` starts (journaled, nothing done) or when
@@ -704,16 +786,18 @@ async fn crash_at_every_step(
 
 #[tokio::test]
 async fn a_rotation_crashed_at_any_step_resumes_to_a_running_unit_with_the_new_certificates() {
-    crash_at_every_step(
-        || TestNode::new(None),
-        |_| rotate_all(),
-        |node, record, context| {
-            assert_eq!(record.step, Step::Done, "{context}");
-            assert!(node.unit_runs(), "{context}");
-            assert_eq!(node.live_certs(), node.new, "{context}");
-        },
-    )
-    .await;
+    for kind in [rotate_all(), rotate_with_snapshot()] {
+        crash_at_every_step(
+            || TestNode::new(None),
+            |_| kind.clone(),
+            |node, record, context| {
+                assert_eq!(record.step, Step::Done, "{context}");
+                assert!(node.unit_runs(), "{context}");
+                assert_eq!(node.live_certs(), node.new, "{context}");
+            },
+        )
+        .await;
+    }
 }
 
 #[tokio::test]

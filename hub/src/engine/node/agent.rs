@@ -10,7 +10,7 @@ use super::{drains, fail, save};
 use crate::engine::Engine;
 use crate::engine::messages::{Operation, Outcome, RunOperation};
 use crate::engine::ops::{OpEvent, operation_id};
-use crate::plan::model::{NodePhase, Plan, PlanKind, PlanNode};
+use crate::plan::model::{NodePhase, Plan, PlanKind, PlanNode, PlanPolicy};
 use crate::store::StoreError;
 
 /// How often an operation without a result is asked for again.
@@ -69,6 +69,7 @@ fn run_message(engine: &Engine, plan: &Plan, node: &PlanNode) -> RunOperation {
     let kind = match plan.kind {
         PlanKind::Rotate => Operation::Rotate {
             services: plan.policy.services.clone(),
+            etcd_snapshot: plan.policy.etcd_snapshot,
         },
         PlanKind::Restart => Operation::Restart,
         PlanKind::Upgrade => Operation::Upgrade {
@@ -91,6 +92,17 @@ fn snapshot_path<'a>(step: &str, detail: &'a str) -> Option<&'a str> {
     }
     let (path, _) = detail.strip_prefix("saved ")?.rsplit_once(" (")?;
     (path.starts_with('/') && !path.contains(char::is_control)).then_some(path)
+}
+
+/// Whether `node` should have reported an etcd snapshot by now and did not: servers of
+/// upgrades, and of rotations that asked for one. Pure.
+fn snapshot_owed(kind: PlanKind, policy: &PlanPolicy, node: &PlanNode) -> bool {
+    let asked = match kind {
+        PlanKind::Upgrade => true,
+        PlanKind::Rotate => policy.etcd_snapshot,
+        PlanKind::Restart => false,
+    };
+    asked && node.role == crate::plan::decide::Role::Server && node.etcd_snapshot.is_empty()
 }
 
 pub(super) async fn operate(
@@ -139,7 +151,8 @@ pub(super) async fn operate(
                 {
                     node.etcd_snapshot = path.to_owned();
                     event = Some(format!(
-                        "etcd snapshot saved before the upgrade: {path}; restore: {}",
+                        "etcd snapshot saved before the {}: {path}; restore: {}",
+                        plan.kind,
                         rke2ops_common::layout::etcd_restore_command(path)
                     ));
                 }
@@ -172,7 +185,25 @@ pub(super) async fn operate(
             node.detail = format!("{word}: {}", result.detail);
             // Verification counts only reports from now on.
             node.phase_at = Some(OffsetDateTime::now_utc());
-            let event = format!("operation {word}: {}", result.detail);
+            let mut event = format!("operation {word}: {}", result.detail);
+            if node.etcd_snapshot.is_empty()
+                && let Some(path) = result
+                    .detail
+                    .rsplit_once("; etcd-snapshot: ")
+                    .and_then(|(_, step)| snapshot_path("etcd-snapshot", step))
+            {
+                // Its progress was lost (a hub restart between the step and the result).
+                node.etcd_snapshot = path.to_owned();
+                event.push_str(&format!(
+                    "; restore: {}",
+                    rke2ops_common::layout::etcd_restore_command(path)
+                ));
+            }
+            if outcome == Outcome::Succeeded && snapshot_owed(plan.kind, &plan.policy, &node) {
+                // An agent older than the hub ignores the request: say so, the operator
+                // counted on a way back.
+                event.push_str("; no etcd snapshot was reported although the plan asked for one");
+            }
             node.phase = node.phase.on_success(drains(engine, plan));
             save(engine, id, &node, Some(&event))?;
             Ok(None)
@@ -189,7 +220,25 @@ pub(super) async fn operate(
 
 #[cfg(test)]
 mod tests {
-    use super::snapshot_path;
+    use super::{snapshot_owed, snapshot_path};
+    use crate::plan::decide::Role;
+    use crate::plan::model::{PlanKind, PlanNode, PlanPolicy};
+
+    #[test]
+    fn a_snapshot_is_owed_by_servers_of_upgrades_and_of_rotations_that_asked() {
+        let mut policy = PlanPolicy::default();
+        let mut server = PlanNode::pending("s1", 0, Role::Server, "");
+        let agent = PlanNode::pending("a1", 1, Role::Agent, "");
+        assert!(!snapshot_owed(PlanKind::Rotate, &policy, &server));
+        assert!(snapshot_owed(PlanKind::Upgrade, &policy, &server));
+        assert!(!snapshot_owed(PlanKind::Upgrade, &policy, &agent));
+        policy.etcd_snapshot = true;
+        assert!(snapshot_owed(PlanKind::Rotate, &policy, &server));
+        assert!(!snapshot_owed(PlanKind::Rotate, &policy, &agent));
+        assert!(!snapshot_owed(PlanKind::Restart, &policy, &server));
+        server.etcd_snapshot = "/var/lib/rancher/rke2/server/db/snapshots/x".into();
+        assert!(!snapshot_owed(PlanKind::Rotate, &policy, &server));
+    }
 
     #[test]
     fn the_snapshot_path_comes_from_the_agents_etcd_snapshot_step_only() {
