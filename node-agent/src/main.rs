@@ -41,7 +41,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => check::run(&config, args.output, &mut std::io::stdout().lock()),
         Command::Run(_) => daemon::main(config).map(|()| 0),
-        Command::Rotate(args) => commands::rotate(&config, args.services, args.etcd_snapshot, args.dry_run),
+        Command::Rotate(args) => {
+            commands::rotate(&config, args.services, args.etcd_snapshot, args.dry_run)
+        }
         Command::Restart(args) => commands::restart(&config, args.dry_run),
         Command::Resume(_) => commands::resume(&config),
         Command::Status(args) => commands::status(&config, args.output),

@@ -91,6 +91,7 @@ fn rotate(id: &str) -> pb::RunOperation {
         operation_id: id.to_owned(),
         kind: Some(pb::run_operation::Kind::Rotate(pb::RotateOperation {
             services: vec![],
+            etcd_snapshot: false,
         })),
     }
 }
@@ -184,6 +185,7 @@ fn a_hostile_hub_cannot_name_paths_versions_or_services() {
                 operation_id: "rotate-1".into(),
                 kind: Some(pb::run_operation::Kind::Rotate(pb::RotateOperation {
                     services: vec!["--data-dir=/tmp/elsewhere".into()],
+                    etcd_snapshot: false,
                 })),
             },
         ];

@@ -277,9 +277,12 @@ must "echo probe > /var/lib/rke2-ops/probe"
 must "test \"\$(stat -c %a /var/lib/rke2-ops)\" = 700"
 must "test \"\$(umask)\" = 0077"
 # Upgrades: write beside the target, rename over it.
-for d in /usr/local/bin /usr/local/lib/systemd/system /usr/local/share/rke2; do
+for d in /usr/local/bin /usr/local/lib/systemd/system /usr/local/share/rke2 \
+         /opt/rke2/bin /opt/rke2/lib/systemd/system /opt/rke2/share/rke2 /etc/systemd/system; do
   must "echo probe > $d/.probe.tmp && mv $d/.probe.tmp $d/probe && rm $d/probe"
 done
+# Which binary the RKE2 unit runs: root processes' command lines are readable.
+must "tr '\\0' ' ' < /proc/1/cmdline | grep -q ."
 # Drives systemd over the system bus (as root, without CAP_SYS_ADMIN).
 must "busctl --system call org.freedesktop.systemd1 /org/freedesktop/systemd1 org.freedesktop.systemd1.Manager StartUnit ss probe-target.service replace"
 
@@ -303,6 +306,11 @@ fn shipped_sandbox_allows_what_the_agent_needs_and_refuses_the_rest() {
     // The tarball layout an upgrade writes into.
     node.write_file("/usr/local/share/rke2/LICENSE.txt", "probe\n")
         .expect("share/rke2");
+    // And install.sh's other prefix, /opt/rke2.
+    for dir in ["bin", "lib/systemd/system", "share/rke2"] {
+        node.write_file(format!("/opt/rke2/{dir}/.keep"), "")
+            .expect("/opt/rke2");
+    }
     node.write_file("/usr/local/libexec/sandbox-probe.sh", SANDBOX_PROBE)
         .expect("probe");
     node.install_unit(

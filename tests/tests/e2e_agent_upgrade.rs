@@ -488,3 +488,101 @@ fn a_release_over_the_entry_limit_is_refused_and_setuid_bits_are_never_installed
         0o644
     );
 }
+
+/// install.sh's layout when `/usr/local` is read-only: everything under `/opt/rke2`, the units
+/// rewritten to it and moved to `/etc/systemd/system`; plus an operator's variable in the
+/// unit's environment file.
+const TO_OPT_RKE2: &str = "set -e
+mkdir -p /opt/rke2/bin /opt/rke2/lib/systemd/system /opt/rke2/share
+mv /usr/local/bin/rke2 /opt/rke2/bin/rke2
+mv /usr/local/share/rke2 /opt/rke2/share/rke2
+for u in rke2-server rke2-agent; do
+  sed 's|/usr/local|/opt/rke2|' /usr/local/lib/systemd/system/$u.service > /etc/systemd/system/$u.service
+  rm /usr/local/lib/systemd/system/$u.service
+done
+if [ -f /usr/local/lib/systemd/system/rke2-server.env ]; then
+  mv /usr/local/lib/systemd/system/rke2-server.env /opt/rke2/lib/systemd/system/
+fi
+echo RKE2OPS_OPERATOR_SETTING=kept >> /opt/rke2/lib/systemd/system/rke2-server.env
+systemctl daemon-reload
+systemctl restart rke2-server.service
+";
+
+#[test]
+fn an_opt_rke2_install_is_upgraded_where_it_is_and_keeps_its_env_file() {
+    require_root_and_tools();
+    let cluster = old_server(&mirror().base_url());
+    let sim = &cluster.servers[0];
+    sim.node
+        .sh(TO_OPT_RKE2)
+        .expect("move the install to /opt/rke2");
+    assert_active(sim);
+    let env_before = sim
+        .node
+        .read_file("/opt/rke2/lib/systemd/system/rke2-server.env")
+        .expect("env file");
+
+    let out = agent(&sim.node, &["upgrade", "--version", NEW_VERSION]);
+    assert_eq!(out.status.code(), Some(0), "upgrade succeeded");
+    assert!(
+        out.stdout.contains("tarball in /opt/rke2"),
+        "the running install's prefix is upgraded:\n{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("units into /etc/systemd/system")
+            && out
+                .stdout
+                .contains("the node's own lib/systemd/system/rke2-server.env kept"),
+        "{}",
+        out.stdout
+    );
+    assert_active(sim);
+    assert_eq!(
+        served_version(sim),
+        NEW_VERSION,
+        "the unit runs the new binary"
+    );
+    let new = sim
+        .node
+        .exec(&["/opt/rke2/bin/rke2", "--version"])
+        .expect("rke2 --version");
+    assert!(new.stdout.contains(NEW_VERSION), "{}", new.stdout);
+    // Nothing landed in the read-only prefix; the unit is the release's, pointed at /opt/rke2.
+    assert!(
+        sim.node
+            .exec(&["test", "-e", RKE2_BIN])
+            .expect("test")
+            .status
+            .code()
+            == Some(1),
+        "no second install under /usr/local"
+    );
+    let unit = String::from_utf8(
+        sim.node
+            .read_file("/etc/systemd/system/rke2-server.service")
+            .expect("unit"),
+    )
+    .expect("utf-8");
+    assert!(
+        unit.contains("ExecStart=/opt/rke2/bin/rke2 server")
+            && unit.contains("EnvironmentFile=-/opt/rke2/lib/systemd/system/%N.env"),
+        "{unit}"
+    );
+    assert_eq!(
+        sim.node
+            .read_file("/opt/rke2/lib/systemd/system/rke2-server.env")
+            .expect("env file"),
+        env_before,
+        "the operator's variables survive the upgrade"
+    );
+    // The running process has the operator's variable (RKE2 started with the file).
+    let environ = sim
+        .node
+        .sh("pid=$(systemctl show -p MainPID --value rke2-server.service); tr '\\0' '\\n' < /proc/$pid/environ")
+        .expect("environ");
+    assert!(
+        environ.contains("RKE2OPS_OPERATOR_SETTING=kept"),
+        "{environ}"
+    );
+}

@@ -16,9 +16,8 @@ use rke2ops_tests::ground::require_root_and_tools;
 use rke2ops_tests::hub::HubProcess as Hub;
 use rke2ops_tests::plans::{
     Recorder, assert_fresh_serials, assert_sequential_in_order, assert_server_snapshots, cordoned,
-    enroll_all,
-    enroll_all_with, event_lines, hub_address, idle, kube_client, mirror, plan, releases, serials,
-    start_hub, wait_online, wait_state, wait_until, web_workload,
+    enroll_all, enroll_all_with, event_lines, hub_address, idle, kube_client, mirror, plan,
+    releases, serials, start_hub, wait_online, wait_state, wait_until, web_workload,
 };
 use rke2ops_tests::sim::cluster::{self, SimCluster};
 use rke2ops_tests::sim::kube::fixtures::{pdb, workload_pod};

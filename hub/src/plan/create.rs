@@ -421,7 +421,12 @@ mod tests {
         let mut rotate = request(PlanKind::Rotate, None);
         rotate.policy.etcd_snapshot = true;
         assert_eq!(validate(&rotate), Ok(()));
-        assert!(rotate.policy.describe(PlanKind::Rotate).contains("etcd snapshot"));
+        assert!(
+            rotate
+                .policy
+                .describe(PlanKind::Rotate)
+                .contains("etcd snapshot")
+        );
         for (kind, version) in [
             (PlanKind::Upgrade, Some("v1.34.1+rke2r1")),
             (PlanKind::Restart, None),

@@ -368,13 +368,67 @@ fn sync_dir(dir: &Path) -> Result<(), InstallError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
-/// Copies the files of `prefix` that `files` would replace into `previous` (once); returns how
+/// The tarball prefix install.sh uses unless `/usr/local` is read-only.
+pub const DEFAULT_PREFIX: &str = "/usr/local";
+/// Where install.sh moves the units of a tarball installed anywhere else: systemd does not
+/// read `<prefix>/lib/systemd/system` for other prefixes (`/opt/rke2` among them).
+pub const MOVED_UNIT_DIR: &str = "/etc/systemd/system";
+
+/// Where each file of a release goes on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The tarball prefix (`/usr/local`, `/opt/rke2`, ...).
+    pub prefix: PathBuf,
+    /// Where the `rke2-*.service` units go.
+    pub units: PathBuf,
+}
+
+impl Layout {
+    /// install.sh's layout for `prefix`: units beside the rest under `/usr/local`, else in
+    /// `moved_units` ([`MOVED_UNIT_DIR`] on a node; the `.env` files stay in the prefix,
+    /// where the units point).
+    #[must_use]
+    pub fn for_prefix(prefix: &Path, moved_units: &Path) -> Self {
+        Self {
+            prefix: prefix.to_path_buf(),
+            units: if prefix == Path::new(DEFAULT_PREFIX) {
+                prefix.join("lib/systemd/system")
+            } else {
+                moved_units.to_path_buf()
+            },
+        }
+    }
+
+    /// Where the release's file `rel` goes. Pure.
+    #[must_use]
+    pub fn target(&self, rel: &str) -> PathBuf {
+        match rel.strip_prefix("lib/systemd/system/") {
+            Some(name) if is_unit(rel) => self.units.join(name),
+            _ => self.prefix.join(rel),
+        }
+    }
+}
+
+fn is_unit(rel: &str) -> bool {
+    rel.starts_with("lib/systemd/system/rke2-") && rel.ends_with(".service")
+}
+
+/// The release's files the node's own copy wins over: the units' environment files
+/// (`lib/systemd/system/rke2-*.env`, `HOME=/root` in the release), where operators put proxy
+/// settings and other variables RKE2 must start with. An upgrade that replaced them would
+/// start RKE2 without them. Pure.
+#[must_use]
+pub fn keeps_node_copy(rel: &str) -> bool {
+    rel.starts_with("lib/systemd/system/") && rel.ends_with(".env")
+}
+
+/// Copies the files of the node that `files` would replace into `previous` (once); returns how
 /// many existed.
 ///
 /// # Errors
 /// On I/O failure.
 pub fn keep_previous(
-    prefix: &Path,
+    layout: &Layout,
     files: &[String],
     previous: &Path,
 ) -> Result<usize, InstallError> {
@@ -387,7 +441,7 @@ pub fn keep_previous(
     fs::create_dir_all(previous).map_err(io(previous))?;
     let mut found = Vec::new();
     for rel in files {
-        let source = prefix.join(rel);
+        let source = layout.target(rel);
         if source.is_file() {
             copy_synced(&source, &previous.join(rel))?;
             found.push(rel.clone());
@@ -437,15 +491,26 @@ fn replace_atomically(source: &Path, target: &Path) -> Result<(), InstallError> 
     )
 }
 
-/// Installs every staged file into `prefix`.
+/// Installs every staged file where `layout` puts it, except the node's own environment
+/// files ([`keeps_node_copy`]), which stay as they are; returns those kept.
 ///
 /// # Errors
 /// On I/O failure (files installed so far stay; the caller restores `previous`).
-pub fn install(staged: &Path, prefix: &Path, files: &[String]) -> Result<(), InstallError> {
+pub fn install(
+    staged: &Path,
+    layout: &Layout,
+    files: &[String],
+) -> Result<Vec<String>, InstallError> {
+    let mut kept = Vec::new();
     for rel in files {
-        replace_atomically(&staged.join(rel), &prefix.join(rel))?;
+        let target = layout.target(rel);
+        if keeps_node_copy(rel) && target.is_file() {
+            kept.push(rel.clone());
+            continue;
+        }
+        replace_atomically(&staged.join(rel), &target)?;
     }
-    Ok(())
+    Ok(kept)
 }
 
 /// Puts `previous` back: files that existed are restored, the release's new files removed.
@@ -453,10 +518,10 @@ pub fn install(staged: &Path, prefix: &Path, files: &[String]) -> Result<(), Ins
 ///
 /// # Errors
 /// On I/O failure.
-pub fn restore(previous: &Path, prefix: &Path, files: &[String]) -> Result<usize, InstallError> {
+pub fn restore(previous: &Path, layout: &Layout, files: &[String]) -> Result<usize, InstallError> {
     let existed = existed(previous)?;
     for rel in files {
-        let target = prefix.join(rel);
+        let target = layout.target(rel);
         if existed.contains(rel) {
             replace_atomically(&previous.join(rel), &target)?;
         } else {
@@ -561,8 +626,9 @@ mod tests {
         let previous = dir.path().join("op/previous");
         let files = stage(&tar, &staged).expect("stage");
         assert_eq!(files, vec!["bin/rke2", "share/rke2/LICENSE.txt"]);
-        assert_eq!(keep_previous(&prefix, &files, &previous).expect("keep"), 1);
-        install(&staged, &prefix, &files).expect("install");
+        let layout = Layout::for_prefix(&prefix, &dir.path().join("etc-units"));
+        assert_eq!(keep_previous(&layout, &files, &previous).expect("keep"), 1);
+        install(&staged, &layout, &files).expect("install");
         assert_eq!(fs::read(prefix.join("bin/rke2")).expect("read"), b"new");
         let mode = fs::metadata(prefix.join("bin/rke2"))
             .expect("meta")
@@ -570,13 +636,94 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o755);
         // A re-run (after a crash) must not take the new files as "previous".
-        assert_eq!(keep_previous(&prefix, &files, &previous).expect("keep"), 1);
+        assert_eq!(keep_previous(&layout, &files, &previous).expect("keep"), 1);
         assert_eq!(fs::read(previous.join("bin/rke2")).expect("read"), b"old");
-        assert_eq!(restore(&previous, &prefix, &files).expect("restore"), 1);
+        assert_eq!(restore(&previous, &layout, &files).expect("restore"), 1);
         assert_eq!(fs::read(prefix.join("bin/rke2")).expect("read"), b"old");
         assert!(
             !prefix.join("share/rke2/LICENSE.txt").exists(),
             "new file removed"
+        );
+    }
+
+    #[test]
+    fn units_follow_install_sh_and_the_nodes_env_files_are_kept() {
+        let local = Layout::for_prefix(Path::new("/usr/local"), Path::new("/etc/systemd/system"));
+        assert_eq!(
+            local.target("lib/systemd/system/rke2-server.service"),
+            PathBuf::from("/usr/local/lib/systemd/system/rke2-server.service")
+        );
+        let opt = Layout::for_prefix(Path::new("/opt/rke2"), Path::new("/etc/systemd/system"));
+        assert_eq!(
+            opt.target("lib/systemd/system/rke2-server.service"),
+            PathBuf::from("/etc/systemd/system/rke2-server.service")
+        );
+        assert_eq!(
+            opt.target("lib/systemd/system/rke2-server.env"),
+            PathBuf::from("/opt/rke2/lib/systemd/system/rke2-server.env")
+        );
+        assert_eq!(opt.target("bin/rke2"), PathBuf::from("/opt/rke2/bin/rke2"));
+
+        // An /opt/rke2-like install: units elsewhere, an operator's env file in the prefix.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let prefix = dir.path().join("opt-rke2");
+        let units = dir.path().join("etc-systemd-system");
+        let layout = Layout::for_prefix(&prefix, &units);
+        fs::create_dir_all(prefix.join("bin")).expect("mkdir");
+        fs::create_dir_all(prefix.join("lib/systemd/system")).expect("mkdir");
+        fs::create_dir_all(&units).expect("mkdir");
+        fs::write(prefix.join("bin/rke2"), b"old").expect("write");
+        fs::write(
+            prefix.join("lib/systemd/system/rke2-server.env"),
+            b"HTTPS_PROXY=http://proxy:3128\n",
+        )
+        .expect("write");
+        fs::write(units.join("rke2-server.service"), b"old unit").expect("write");
+        let tar = tarball(
+            dir.path(),
+            &[
+                ("bin/rke2", b"new"),
+                ("lib/systemd/system/rke2-server.service", b"new unit"),
+                ("lib/systemd/system/rke2-server.env", b"HOME=/root\n"),
+                ("lib/systemd/system/rke2-agent.env", b"HOME=/root\n"),
+            ],
+        );
+        let staged = dir.path().join("op/staged");
+        let previous = dir.path().join("op/previous");
+        let files = stage(&tar, &staged).expect("stage");
+        assert_eq!(keep_previous(&layout, &files, &previous).expect("keep"), 3);
+        let kept = install(&staged, &layout, &files).expect("install");
+        assert_eq!(kept, vec!["lib/systemd/system/rke2-server.env"]);
+        assert_eq!(fs::read(prefix.join("bin/rke2")).expect("read"), b"new");
+        assert_eq!(
+            fs::read(units.join("rke2-server.service")).expect("read"),
+            b"new unit"
+        );
+        assert!(
+            !prefix
+                .join("lib/systemd/system/rke2-server.service")
+                .exists(),
+            "no unit where systemd does not look"
+        );
+        assert_eq!(
+            fs::read(prefix.join("lib/systemd/system/rke2-server.env")).expect("read"),
+            b"HTTPS_PROXY=http://proxy:3128\n",
+            "the operator's variables survive"
+        );
+        assert_eq!(
+            fs::read(prefix.join("lib/systemd/system/rke2-agent.env")).expect("read"),
+            b"HOME=/root\n",
+            "a missing env file comes from the release"
+        );
+        assert_eq!(restore(&previous, &layout, &files).expect("restore"), 3);
+        assert_eq!(
+            fs::read(units.join("rke2-server.service")).expect("read"),
+            b"old unit"
+        );
+        assert!(!prefix.join("lib/systemd/system/rke2-agent.env").exists());
+        assert_eq!(
+            fs::read(prefix.join("lib/systemd/system/rke2-server.env")).expect("read"),
+            b"HTTPS_PROXY=http://proxy:3128\n"
         );
     }
 
@@ -631,7 +778,12 @@ mod tests {
         let prefix = dir.path().join("prefix");
         let files = stage(&tar, &staged).expect("stage");
         assert_eq!(mode_of(&staged.join("bin/rke2")), 0o755);
-        install(&staged, &prefix, &files).expect("install");
+        install(
+            &staged,
+            &Layout::for_prefix(&prefix, &dir.path().join("units")),
+            &files,
+        )
+        .expect("install");
         assert_eq!(mode_of(&prefix.join("bin/rke2")), 0o755);
         assert_eq!(mode_of(&prefix.join("share/rke2/conf")), 0o644);
     }

@@ -1,5 +1,6 @@
 //! How RKE2 was installed on this node: the RPM database (`rke2-common`), the unit's
-//! `ExecStart`, and the tarball prefixes (`/usr/local`, `/opt/rke2`, the configured one).
+//! `ExecStart`, the binary the unit's process runs now, and the tarball prefixes
+//! (`/usr/local`, `/opt/rke2`, the configured one).
 //! An upgrade follows the method it finds and refuses a node that has both, naming what it
 //! found: installing a tarball over an RPM install (or the reverse) leaves two binaries and
 //! a package database that lies (rancher/rke2 issue 661).
@@ -37,6 +38,9 @@ pub struct Facts {
     pub packages: Vec<Package>,
     /// The binary the RKE2 unit's `ExecStart` runs.
     pub unit_exec: Option<PathBuf>,
+    /// The binary the unit's RKE2 process runs now (it differs from `unit_exec` when the
+    /// unit file changed since the start, or a drop-in or wrapper starts another binary).
+    pub running: Option<PathBuf>,
     /// Tarball prefixes that hold `bin/rke2`.
     pub tarball_prefixes: Vec<PathBuf>,
 }
@@ -99,11 +103,15 @@ pub const TARBALL_PREFIXES: [&str; 2] = ["/usr/local", "/opt/rke2"];
 /// A message naming both installs found.
 pub fn decide(facts: &Facts, configured_prefix: &Path) -> Result<Detected, String> {
     let common = facts.packages.iter().find(|p| p.name == COMMON_PACKAGE);
-    let exec_prefix = facts.unit_exec.as_deref().and_then(|exec| {
-        (exec != Path::new(RPM_BINARY) && exec.ends_with("bin/rke2"))
-            .then(|| exec.parent().and_then(Path::parent))
-            .flatten()
-    });
+    // The running process is the strongest evidence, then the unit file.
+    let exec_prefix = [facts.running.as_deref(), facts.unit_exec.as_deref()]
+        .into_iter()
+        .flatten()
+        .find_map(|exec| {
+            (exec != Path::new(RPM_BINARY) && exec.ends_with("bin/rke2"))
+                .then(|| exec.parent().and_then(Path::parent))
+                .flatten()
+        });
     if let Some(common) = common {
         let tarball = facts
             .tarball_prefixes
@@ -116,11 +124,11 @@ pub fn decide(facts: &Facts, configured_prefix: &Path) -> Result<Detected, Strin
                  remove one (rke2-uninstall.sh of the tarball, or the packages) before upgrading",
                 common.nevr(),
                 tarball.display(),
-                facts
-                    .unit_exec
-                    .as_ref()
-                    .map(|e| format!("; the unit runs {}", e.display()))
-                    .unwrap_or_default()
+                match (&facts.unit_exec, &facts.running) {
+                    (_, Some(r)) => format!("; RKE2 runs {}", r.display()),
+                    (Some(e), None) => format!("; the unit runs {}", e.display()),
+                    (None, None) => String::new(),
+                }
             ));
         }
         return Ok(Detected::Rpm {
@@ -170,6 +178,67 @@ pub fn parse_rpm_query(stdout: &str) -> Vec<Package> {
             })
         })
         .collect()
+}
+
+/// The RKE2 binary among the unit's processes, each given as (its `exe` link when the
+/// kernel shows it, its command line words): the first absolute path ending in `bin/rke2`
+/// (RKE2's children, containerd and the kubelet, run other binaries). The `exe` link is
+/// hidden from an agent without CAP_SYS_PTRACE (the shipped unit); `argv[0]` is the path
+/// systemd started, readable by anyone. Pure.
+#[must_use]
+pub fn pick_running(processes: &[(Option<PathBuf>, Vec<String>)]) -> Option<PathBuf> {
+    processes.iter().find_map(|(exe, argv)| {
+        let exe = exe.as_ref().map(|e| {
+            // A binary replaced on disk (an upgrade before its restart) still names its path.
+            PathBuf::from(e.to_string_lossy().trim_end_matches(" (deleted)"))
+        });
+        exe.into_iter()
+            .chain(argv.first().map(PathBuf::from))
+            .find(|p| p.is_absolute() && p.ends_with("bin/rke2"))
+    })
+}
+
+/// Whether a `/proc/<pid>/cgroup` text puts the process in `unit` (cgroup v2's `0::` line
+/// or v1's `name=systemd` hierarchy). Pure.
+#[must_use]
+pub fn in_unit_cgroup(cgroup: &str, unit: &str) -> bool {
+    let suffix = format!("/{unit}");
+    cgroup.lines().any(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        (controllers.is_empty() || controllers == "name=systemd") && path.ends_with(&suffix)
+    })
+}
+
+/// The binary `unit`'s RKE2 process runs, from `/proc` (none when the unit is not running).
+fn running_binary(unit: &str) -> Option<PathBuf> {
+    let mut processes = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let dir = entry.path();
+        let Ok(cgroup) = std::fs::read_to_string(dir.join("cgroup")) else {
+            continue;
+        };
+        if !in_unit_cgroup(&cgroup, unit) {
+            continue;
+        }
+        let argv = std::fs::read(dir.join("cmdline"))
+            .map(|raw| {
+                raw.split(|b| *b == 0)
+                    .filter(|w| !w.is_empty())
+                    .map(|w| String::from_utf8_lossy(w).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        processes.push((std::fs::read_link(dir.join("exe")).ok(), argv));
+    }
+    pick_running(&processes)
 }
 
 /// Where systemd finds a unit's file, in its order of precedence.
@@ -235,6 +304,7 @@ pub async fn gather(
     Ok(Facts {
         packages,
         unit_exec,
+        running: running_binary(unit),
         tarball_prefixes,
     })
 }
@@ -273,6 +343,7 @@ mod tests {
                 pkg("rke2-server", "1.33.5~rke2r1-0"),
             ],
             unit_exec: Some("/usr/bin/rke2".into()),
+            running: Some("/usr/bin/rke2".into()),
             tarball_prefixes: vec![],
         };
         let d = decide(&facts, Path::new("/usr/local")).expect("rpm");
@@ -289,6 +360,7 @@ mod tests {
         let facts = Facts {
             packages: vec![pkg("rke2-common", "1.33.5~rke2r1-0")],
             unit_exec: Some("/usr/local/bin/rke2".into()),
+            running: None,
             tarball_prefixes: vec!["/usr/local".into()],
         };
         let err = decide(&facts, Path::new("/usr/local")).expect_err("mixed");
@@ -307,6 +379,7 @@ mod tests {
         let facts = Facts {
             packages: vec![],
             unit_exec: Some("/opt/rke2/bin/rke2".into()),
+            running: None,
             tarball_prefixes: vec!["/usr/local".into(), "/opt/rke2".into()],
         };
         assert_eq!(
@@ -322,6 +395,78 @@ mod tests {
                 prefix: "/srv/rke2".into()
             })
         );
+    }
+
+    #[test]
+    fn the_running_binary_outweighs_the_unit_file() {
+        // The unit file was switched to the package's binary, but RKE2 still runs the
+        // tarball's: both installs are there.
+        let facts = Facts {
+            packages: vec![pkg("rke2-common", "1.34.1~rke2r1-0")],
+            unit_exec: Some("/usr/bin/rke2".into()),
+            running: Some("/usr/local/bin/rke2".into()),
+            tarball_prefixes: vec![],
+        };
+        let err = decide(&facts, Path::new("/usr/local")).expect_err("mixed");
+        assert!(
+            err.contains("/usr/local/bin/rke2 (tarball)")
+                && err.contains("RKE2 runs /usr/local/bin/rke2"),
+            "{err}"
+        );
+        // Tarball in two prefixes: the one running is the one upgraded.
+        let facts = Facts {
+            packages: vec![],
+            unit_exec: Some("/usr/local/bin/rke2".into()),
+            running: Some("/opt/rke2/bin/rke2".into()),
+            tarball_prefixes: vec!["/usr/local".into(), "/opt/rke2".into()],
+        };
+        assert_eq!(
+            decide(&facts, Path::new("/usr/local")),
+            Ok(Detected::Tarball {
+                prefix: "/opt/rke2".into()
+            })
+        );
+    }
+
+    #[test]
+    fn the_running_binary_is_found_among_the_units_processes() {
+        let words = |w: &[&str]| w.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let procs = vec![
+            // containerd and the kubelet: RKE2's children, other binaries.
+            (
+                None,
+                words(&["/var/lib/rancher/rke2/data/v1/bin/containerd", "-c", "x"]),
+            ),
+            (None, words(&["kubelet", "--v=0"])),
+            (None, words(&["/usr/local/bin/rke2", "server"])),
+        ];
+        assert_eq!(pick_running(&procs), Some("/usr/local/bin/rke2".into()));
+        // The exe link, when shown, wins; a replaced binary still names its path.
+        let replaced = vec![(
+            Some(PathBuf::from("/opt/rke2/bin/rke2 (deleted)")),
+            words(&["rke2", "agent"]),
+        )];
+        assert_eq!(pick_running(&replaced), Some("/opt/rke2/bin/rke2".into()));
+        // A relative argv[0] says nothing.
+        assert_eq!(
+            pick_running(&[(None, words(&["bin/rke2", "server"]))]),
+            None
+        );
+        assert_eq!(pick_running(&[]), None);
+
+        let v2 = "0::/system.slice/rke2-server.service\n";
+        let v1 = "12:pids:/system.slice/rke2-server.service\n1:name=systemd:/system.slice/rke2-server.service\n";
+        assert!(in_unit_cgroup(v2, "rke2-server.service"));
+        assert!(in_unit_cgroup(v1, "rke2-server.service"));
+        assert!(!in_unit_cgroup(v2, "rke2-agent.service"));
+        assert!(!in_unit_cgroup(
+            "0::/system.slice/my-rke2-server.service2\n",
+            "rke2-server.service"
+        ));
+        assert!(!in_unit_cgroup(
+            "12:pids:/system.slice/rke2-server.service\n",
+            "rke2-server.service"
+        ));
     }
 
     #[test]

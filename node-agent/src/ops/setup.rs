@@ -34,6 +34,9 @@ pub struct NodeSetup {
     pub ready_timeout: Duration,
     /// Where RKE2's tarball is installed (`<prefix>/bin/rke2`...).
     pub install_prefix: PathBuf,
+    /// Where the units of a tarball outside `/usr/local` live (install.sh moves them to
+    /// `/etc/systemd/system`; a test's own folder in tests).
+    pub moved_unit_dir: PathBuf,
     /// Upgrades' artifact source when the request names none.
     pub artifact_source: Option<String>,
     /// Where upgrades may fetch from (empty: anywhere), checked before anything starts.
@@ -99,6 +102,7 @@ pub fn node_setup(config: &Config) -> Result<NodeSetup, RunnerSetupError> {
         kubelet_healthz: config.kubelet_healthz_addr.clone(),
         ready_timeout: config.ready_timeout,
         install_prefix: config.install_prefix.clone(),
+        moved_unit_dir: PathBuf::from(super::install::MOVED_UNIT_DIR),
         artifact_source: config.artifact_source.clone(),
         allowed_artifact_sources: config.allowed_artifact_sources.clone(),
         rpm: config.rpm.clone(),
@@ -107,15 +111,18 @@ pub fn node_setup(config: &Config) -> Result<NodeSetup, RunnerSetupError> {
 }
 
 /// The `rke2` binary to run: the configured one, unless it is missing and an RPM install's
-/// `/usr/bin/rke2` exists (the default names the tarball's; RPM nodes need no setting).
+/// `/usr/bin/rke2` or install.sh's other prefix's `/opt/rke2/bin/rke2` exists (the default
+/// names the `/usr/local` tarball's; such nodes need no setting).
 #[must_use]
 pub fn effective_rke2_bin(configured: &std::path::Path) -> PathBuf {
-    let rpm = std::path::Path::new(rke2ops_common::install::RPM_BINARY);
-    if !configured.exists() && rpm.is_file() {
-        rpm.to_path_buf()
-    } else {
-        configured.to_path_buf()
+    if configured.exists() {
+        return configured.to_path_buf();
     }
+    [rke2ops_common::install::RPM_BINARY, "/opt/rke2/bin/rke2"]
+        .iter()
+        .map(std::path::Path::new)
+        .find(|p| p.is_file())
+        .map_or_else(|| configured.to_path_buf(), std::path::Path::to_path_buf)
 }
 
 impl Runner<Systemd, NodeProbes, Journald> {

@@ -425,7 +425,13 @@ mod tests {
 
     #[test]
     fn rotate_on_a_server_verifies_the_served_certificate() {
-        let steps = walk(&OpKind::Rotate { services: vec![], etcd_snapshot: false }, Role::Server);
+        let steps = walk(
+            &OpKind::Rotate {
+                services: vec![],
+                etcd_snapshot: false,
+            },
+            Role::Server,
+        );
         assert_eq!(
             steps,
             vec![
@@ -445,7 +451,13 @@ mod tests {
 
     #[test]
     fn rotate_on_an_agent_has_no_apiserver_step() {
-        let steps = walk(&OpKind::Rotate { services: vec![], etcd_snapshot: false }, Role::Agent);
+        let steps = walk(
+            &OpKind::Rotate {
+                services: vec![],
+                etcd_snapshot: false,
+            },
+            Role::Agent,
+        );
         assert!(!steps.contains(&Step::VerifyServed));
         assert_eq!(steps.last(), Some(&Step::Done));
     }
@@ -481,7 +493,10 @@ mod tests {
         ] {
             assert_eq!(on_failure(step, true), Step::RestoreBackup, "{step:?}");
         }
-        let kind = OpKind::Rotate { services: vec![], etcd_snapshot: false };
+        let kind = OpKind::Rotate {
+            services: vec![],
+            etcd_snapshot: false,
+        };
         assert_eq!(
             on_success(&kind, Role::Server, Step::RestoreBackup),
             Step::StartAfterFailure

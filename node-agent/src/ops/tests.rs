@@ -477,6 +477,7 @@ impl TestNode {
             kubelet_healthz: String::new(),
             ready_timeout: self.ready_timeout,
             install_prefix: self.path("prefix"),
+            moved_unit_dir: self.path("etc-systemd-system"),
             artifact_source: None,
             allowed_artifact_sources: vec![],
             rpm: crate::config::RpmConfig {
@@ -531,7 +532,10 @@ fn write_script(path: &Path, text: &str) {
 }
 
 fn rotate_all() -> OpKind {
-    OpKind::Rotate { services: vec![], etcd_snapshot: false }
+    OpKind::Rotate {
+        services: vec![],
+        etcd_snapshot: false,
+    }
 }
 
 fn ok_steps(record: &OpRecord) -> Vec<Step> {

@@ -240,6 +240,7 @@ pub async fn install_files(
         return rpm::install(&HostExec, record, &target_version(record)?).await;
     }
     let prefix = prefix(setup, record);
+    let layout = install::Layout::for_prefix(&prefix, &setup.moved_unit_dir);
     let dir = op_dir(journal, record)?;
     let tarball = dir
         .join("artifacts")
@@ -251,22 +252,42 @@ pub async fn install_files(
         install::relocate(&dir.join("staged"), &files, &prefix).map_err(|e| e.to_string())?;
     record.installed_files.clone_from(&files);
     let previous = dir.join("previous");
-    let kept = install::keep_previous(&prefix, &files, &previous).map_err(|e| e.to_string())?;
+    let kept = install::keep_previous(&layout, &files, &previous).map_err(|e| e.to_string())?;
     record.backup = Some(previous.display().to_string());
     journal.save(record).map_err(|e| e.to_string())?;
-    install::install(&dir.join("staged"), &prefix, &files).map_err(|e| e.to_string())?;
-    let contexts = restore_selinux_contexts(&prefix, &files).await;
+    let own = install::install(&dir.join("staged"), &layout, &files).map_err(|e| e.to_string())?;
+    let targets: Vec<PathBuf> = files
+        .iter()
+        .filter(|f| !own.contains(f))
+        .map(|f| layout.target(f))
+        .collect();
+    let contexts = restore_selinux_contexts(&HostExec, selinux_enabled(), &targets).await;
     Ok(format!(
-        "{} files installed into {} ({kept} previous kept in {}){}{contexts}",
-        files.len(),
+        "{} files installed into {}{} ({kept} previous kept in {}){}{}{contexts}",
+        files.len() - own.len(),
         prefix.display(),
+        if layout.units == prefix.join("lib/systemd/system") {
+            String::new()
+        } else {
+            format!(", units into {}", layout.units.display())
+        },
         previous.display(),
         if relocated > 0 {
             format!("; {relocated} files point at {}", prefix.display())
         } else {
             String::new()
+        },
+        if own.is_empty() {
+            String::new()
+        } else {
+            format!("; the node's own {} kept", own.join(", "))
         }
     ))
+}
+
+/// Whether SELinux is on (enforcing or permissive): its filesystem is mounted.
+fn selinux_enabled() -> bool {
+    Path::new("/sys/fs/selinux/enforce").exists()
 }
 
 /// Where SELinux is enforced or permissive (rke2-selinux installed), files written by
@@ -274,16 +295,17 @@ pub async fn install_files(
 /// (`bin_t` for the binary, `systemd_unit_file_t` for the units). Nothing without SELinux.
 /// A failure is reported in the detail, not fatal: the unit's start (verified next) is what
 /// says whether the labels matter.
-async fn restore_selinux_contexts(prefix: &Path, files: &[String]) -> String {
-    let exec = HostExec;
-    if !Path::new("/sys/fs/selinux/enforce").exists()
-        || !super::pkg::PackageExec::has(&exec, "restorecon")
-    {
+async fn restore_selinux_contexts(
+    exec: &impl super::pkg::PackageExec,
+    selinux_on: bool,
+    targets: &[PathBuf],
+) -> String {
+    if !selinux_on || targets.is_empty() || !exec.has("restorecon") {
         return String::new();
     }
     let mut argv = vec!["restorecon".to_owned()];
-    argv.extend(files.iter().map(|f| prefix.join(f).display().to_string()));
-    match super::pkg::PackageExec::run(&exec, &argv, Duration::from_secs(120)).await {
+    argv.extend(targets.iter().map(|f| f.display().to_string()));
+    match exec.run(&argv, Duration::from_secs(120)).await {
         Ok(out) if out.success() => "; SELinux contexts restored".to_owned(),
         Ok(out) => format!("; restorecon failed: {}", out.last_line()),
         Err(e) => format!("; restorecon failed: {e}"),
@@ -342,12 +364,20 @@ pub async fn restore_previous(
         return Ok(format!("{done}, systemd reloaded"));
     }
     let prefix = prefix(setup, record);
+    let layout = install::Layout::for_prefix(&prefix, &setup.moved_unit_dir);
     let previous = op_dir(journal, record)?.join("previous");
     let n =
-        install::restore(&previous, &prefix, &record.installed_files).map_err(|e| e.to_string())?;
+        install::restore(&previous, &layout, &record.installed_files).map_err(|e| e.to_string())?;
+    let targets: Vec<PathBuf> = record
+        .installed_files
+        .iter()
+        .map(|f| layout.target(f))
+        .filter(|t| t.is_file())
+        .collect();
+    let contexts = restore_selinux_contexts(&HostExec, selinux_enabled(), &targets).await;
     manager.daemon_reload().await.map_err(|e| e.to_string())?;
     Ok(format!(
-        "restored {n} previous files into {}{}, systemd reloaded",
+        "restored {n} previous files into {}{}, systemd reloaded{contexts}",
         prefix.display(),
         record
             .previous_version
@@ -369,4 +399,77 @@ pub async fn restart(manager: &impl ServiceManager, record: &OpRecord) -> Result
         return Ok(done);
     }
     super::units::run(manager, super::units::UnitJob::Restart, &record.unit).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::ops::pkg::{ExecOutput, PackageExec};
+
+    /// Records each command; `restorecon` installed or not, succeeding or not.
+    struct FakeExec {
+        has_restorecon: bool,
+        status: i32,
+        ran: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl PackageExec for FakeExec {
+        async fn run(&self, argv: &[String], _timeout: Duration) -> Result<ExecOutput, String> {
+            self.ran.lock().expect("lock").push(argv.to_vec());
+            Ok(ExecOutput {
+                status: Some(self.status),
+                stdout: String::new(),
+                stderr: if self.status == 0 {
+                    String::new()
+                } else {
+                    "restorecon: lstat(/x) failed: No such file or directory".to_owned()
+                },
+            })
+        }
+
+        fn has(&self, tool: &str) -> bool {
+            tool == "restorecon" && self.has_restorecon
+        }
+    }
+
+    fn fake(has_restorecon: bool, status: i32) -> FakeExec {
+        FakeExec {
+            has_restorecon,
+            status,
+            ran: Mutex::new(Vec::new()),
+        }
+    }
+
+    #[tokio::test]
+    async fn installed_files_get_their_selinux_labels_back_only_where_selinux_is_on() {
+        let targets = vec![
+            PathBuf::from("/opt/rke2/bin/rke2"),
+            PathBuf::from("/etc/systemd/system/rke2-server.service"),
+        ];
+        let exec = fake(true, 0);
+        let said = restore_selinux_contexts(&exec, true, &targets).await;
+        assert_eq!(said, "; SELinux contexts restored");
+        assert_eq!(
+            *exec.ran.lock().expect("lock"),
+            vec![vec![
+                "restorecon".to_owned(),
+                "/opt/rke2/bin/rke2".to_owned(),
+                "/etc/systemd/system/rke2-server.service".to_owned()
+            ]]
+        );
+        // SELinux off, or no restorecon: nothing runs, nothing is said.
+        for (exec, on) in [(fake(true, 0), false), (fake(false, 0), true)] {
+            assert_eq!(restore_selinux_contexts(&exec, on, &targets).await, "");
+            assert!(exec.ran.lock().expect("lock").is_empty());
+        }
+        // A failure is reported in the detail (the unit's start decides whether it matters).
+        let exec = fake(true, 1);
+        let said = restore_selinux_contexts(&exec, true, &targets).await;
+        assert!(
+            said.starts_with("; restorecon failed: restorecon: lstat"),
+            "{said}"
+        );
+    }
 }

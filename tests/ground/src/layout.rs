@@ -23,6 +23,8 @@ pub(super) const PRIVATE_DIRS: &[&str] = &[
     "/etc/rke2-ops",
     // The install prefix: binaries and unit files installed on one node stay on that node.
     "/usr/local",
+    // install.sh's other prefix (/opt/rke2, when /usr/local is read-only).
+    "/opt",
     // Sockets of systemd, D-Bus and journald, and the volatile journal.
     "/run",
     // Where installed and enabled units (and test drop-ins) go.

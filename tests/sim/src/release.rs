@@ -227,6 +227,8 @@ pub const SHARE_FILES: [(&str, &str); 2] = [
     ("rke2-cis-sysctl.conf", CIS_SYSCTL),
 ];
 
+/// `bundle/lib/systemd/system/rke2-{server,agent}.env` of RKE2's tarball.
+const UNIT_ENV: &str = "HOME=/root\n";
 const LICENSE: &str = "Apache License 2.0 (simulated RKE2 release)\n";
 const CIS_SYSCTL: &str =
     "vm.panic_on_oom=0\nvm.overcommit_memory=1\nkernel.panic=10\nkernel.panic_on_oops=1\n";
@@ -254,6 +256,14 @@ pub fn build_release_from(
     ] {
         let file = unit_file(role);
         entries.push((name, std::fs::read(&file).map_err(io(&file))?, 0o644));
+    }
+    // RKE2's bundle ships each unit's environment file with `HOME=/root`; the units read it
+    // last (`EnvironmentFile=-<prefix>/lib/systemd/system/%N.env`).
+    for name in [
+        "lib/systemd/system/rke2-server.env",
+        "lib/systemd/system/rke2-agent.env",
+    ] {
+        entries.push((name, UNIT_ENV.into(), 0o644));
     }
     for (name, text) in SHARE_FILES {
         entries.push((
@@ -537,6 +547,8 @@ mod tests {
             "bin/rke2-uninstall.sh",
             "lib/systemd/system/rke2-server.service",
             "lib/systemd/system/rke2-agent.service",
+            "lib/systemd/system/rke2-server.env",
+            "lib/systemd/system/rke2-agent.env",
             "share/rke2/LICENSE.txt",
         ] {
             assert!(names.iter().any(|n| n == wanted), "{wanted} in {names:?}");
