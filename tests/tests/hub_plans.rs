@@ -317,6 +317,20 @@ async fn pause_holds_new_nodes_and_abort_ends_the_plan() {
     );
     // A new plan may start now.
     assert!(run(&hub, &["restart", "--dry-run"]).status.success());
+    // A rotation may snapshot etcd first; the gates say so; nothing else takes the flag.
+    let dry = run(&hub, &["rotate", "--etcd-snapshot", "--dry-run"]);
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(dry.status.success(), "{text}");
+    assert!(
+        text.contains("servers: an etcd snapshot after the preflight and before the unit stops")
+            && text.contains("etcd snapshot on each server before it stops"),
+        "{text}"
+    );
+    let refused = run(&hub, &["restart", "--etcd-snapshot", "--dry-run"]);
+    assert!(
+        !refused.status.success(),
+        "restart takes no --etcd-snapshot"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -104,6 +104,11 @@ fn gates(
             "; servers: an etcd snapshot after the release is verified and before anything \
              changes (a failed snapshot fails the node untouched)",
         );
+    } else if kind == PlanKind::Rotate && policy.etcd_snapshot {
+        per_node.push_str(
+            "; servers: an etcd snapshot after the preflight and before the unit stops (a \
+             failed snapshot fails the node untouched)",
+        );
     }
     out.push(per_node);
     let mut after = vec!["agent connected with apiserver/kubelet probes passing".to_owned()];

@@ -343,9 +343,12 @@ fn run() -> Result<()> {
     step("Rolling rotation, planned by the hub: rke2-hub rotate --dry-run (order and gates)");
     indent(&hub.cli(&["rotate", "--dry-run"]).context("dry run")?);
     step(
-        "rke2-hub rotate --watch: one node at a time, servers first, each verified before the next",
+        "rke2-hub rotate --etcd-snapshot --watch: one node at a time, servers first, each verified before the next, each server's etcd snapshotted first",
     );
-    watch(&hub, &["rotate", "--settle", "2s", "--watch"])?;
+    watch(
+        &hub,
+        &["rotate", "--settle", "2s", "--etcd-snapshot", "--watch"],
+    )?;
     step(
         "What an upgrade would do, per node: rke2-hub upgrade --channel v1.34 --stage-images --dry-run",
     );

@@ -152,7 +152,11 @@ pub(super) async fn operate(
                     node.etcd_snapshot = path.to_owned();
                     event = Some(format!(
                         "etcd snapshot saved before the {}: {path}; restore: {}",
-                        plan.kind,
+                        match plan.kind {
+                            PlanKind::Rotate => "rotation",
+                            PlanKind::Restart => "restart",
+                            PlanKind::Upgrade => "upgrade",
+                        },
                         rke2ops_common::layout::etcd_restore_command(path)
                     ));
                 }
