@@ -173,9 +173,25 @@ fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_node()
         require_root_and_tools();
         let cluster = tokio::task::block_in_place(|| {
             let cluster = SimCluster::boot(3, 2).expect("3+2 cluster");
-            // Every node runs the older release, servers first.
+            // Every node runs the older release, servers first, air-gapped: no registry
+            // answers, and the release's images are in agent/images as an air-gap install
+            // leaves them (RKE2 now needs its runtime image from there to start).
+            let archive = release::image_archive(release::IMAGE_ARCHIVES[0], OLD_VERSION)
+                .expect("old image archive");
             for sim in cluster.nodes() {
                 release::install_rke2(&sim.node, OLD_VERSION).expect("install old");
+                sim.node
+                    .write_file(
+                        format!(
+                            "{}/{}/{}",
+                            cluster::DATA_DIR,
+                            rke2ops_tests::sim::images::IMAGES_DIR,
+                            release::IMAGE_ARCHIVES[0]
+                        ),
+                        &archive,
+                    )
+                    .expect("air-gap images");
+                cluster::set_fault(&sim.node, "no-registry", "").expect("air-gapped");
                 sim.node
                     .systemctl(&["restart", sim.unit()])
                     .expect("restart");
@@ -298,9 +314,67 @@ fn upgrade_plan_from_a_channel_refuses_a_bad_checksum_then_upgrades_every_node()
         abort_uncordons(&hub, &id, &client, "abort uncordoned server-1").await;
         cluster::clear_fault(&cluster.servers[0].node, "etcd-snapshot-fails").expect("clear");
 
-        // From the channel, through the good mirror.
+        // Air-gapped without staging: server-1's new release finds no runtime image in
+        // agent/images and cannot pull one, so it never starts; the agent puts the previous
+        // release back (its images are there) and the plan halts on server-1.
+        let (id, halted) = upgrade_until_halted(&hub, &good.base_url());
+        let reason = halted["reason"].as_str().expect("reason");
+        assert!(
+            reason.contains("server-1")
+                && reason.contains("restart-unit")
+                && reason.contains("failed to get runtime image"),
+            "the halt names the node, the step and RKE2's own fatal line: {reason}"
+        );
+        let server_1 = &cluster.servers[0];
+        assert_eq!(
+            server_1.node.read_file(cluster::RKE2_BIN).expect("read"),
+            binary_before,
+            "the previous release is back"
+        );
+        let journal = server_1
+            .node
+            .exec(&["journalctl", "-u", server_1.unit(), "--no-pager"])
+            .expect("journal");
+        assert!(
+            journal.stdout.contains(&format!(
+                "failed to get runtime image docker.io/rancher/rke2-runtime:{}",
+                NEW_VERSION.replace('+', "-")
+            )),
+            "{}",
+            journal.stdout
+        );
+        abort_uncordons(&hub, &id, &client, "abort uncordoned server-1").await;
+        tokio::task::block_in_place(|| {
+            server_1
+                .node
+                .wait_for_unit_state(server_1.unit(), "active", Duration::from_secs(60))
+                .expect("server-1 runs the previous release again");
+        });
+
+        // From the channel, through the good mirror, the images staged first.
+        // server-1 may still be rejoining etcd after its rollback: the preflight refuses the
+        // plan until the cluster is whole again, and an operator tries again.
         let view = tokio::task::block_in_place(|| {
-            hub.json(&["upgrade", "--channel", "v1.34", "--stage-images"])
+            let started = Instant::now();
+            loop {
+                let out = hub.run(&[
+                    "upgrade",
+                    "--channel",
+                    "v1.34",
+                    "--stage-images",
+                    "--output",
+                    "json",
+                ]);
+                if out.status.success() {
+                    break serde_json::from_slice::<Value>(&out.stdout).expect("plan json");
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(90),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                std::thread::sleep(Duration::from_secs(2));
+            }
         });
         assert_eq!(view["target_version"], NEW_VERSION);
         assert_eq!(view["channel"], "v1.34");

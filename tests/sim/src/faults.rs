@@ -10,6 +10,7 @@
 //! | `empty-pem` | a path relative to the data dir | truncate that file to 0 bytes, then exit 1 like a rotation that died half-way | consumed when it fires (the empty file stays, and later starts fail on it until it is restored) |
 //! | `never-ready-version` | an RKE2 version | as `never-ready`, only while the running binary reports that version (a bad release: the previous binary, put back, starts fine) | until removed |
 //! | `fail-start-version` | an RKE2 version | as an empty `fail-start`, only for that version | until removed |
+//! | `no-registry` | anything | air-gapped: no registry answers, so the start needs its runtime image in `agent/images/` (else exit 1, as RKE2's failed pull) | until removed |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,6 +29,8 @@ pub struct Faults {
     pub never_ready: bool,
     /// Truncate this file (relative to the data dir) and exit 1.
     pub empty_pem: Option<PathBuf>,
+    /// No registry answers: images come only from `agent/images/` ([`crate::images`]).
+    pub no_registry: bool,
 }
 
 /// A switch file that cannot be used.
@@ -109,6 +112,7 @@ impl Faults {
         }
 
         faults.never_ready = read(&dir.join("never-ready"))?.is_some();
+        faults.no_registry = read(&dir.join("no-registry"))?.is_some();
         // Version-bound switches: a release that is broken, not a node.
         let running = || {
             let exe_dir = std::env::current_exe()

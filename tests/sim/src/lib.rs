@@ -29,6 +29,7 @@ pub mod check;
 pub mod clients;
 pub mod cluster;
 pub mod faults;
+pub mod images;
 pub mod kube;
 pub mod logrus;
 pub mod mirror;

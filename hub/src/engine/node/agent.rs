@@ -105,6 +105,16 @@ fn snapshot_owed(kind: PlanKind, policy: &PlanPolicy, node: &PlanNode) -> bool {
     asked && node.role == crate::plan::decide::Role::Server && node.etcd_snapshot.is_empty()
 }
 
+/// The journal line that says why the unit failed: RKE2's last fatal (then error) line, as
+/// systemd's own "Failed to start ..." comes after it and says nothing; else the last. Pure.
+fn telling_line(lines: &[String]) -> Option<&str> {
+    ["level=fatal", "level=error"]
+        .iter()
+        .find_map(|level| lines.iter().rev().find(|l| l.contains(level)))
+        .or_else(|| lines.last())
+        .map(String::as_str)
+}
+
 pub(super) async fn operate(
     engine: &Engine,
     plan: &Plan,
@@ -214,8 +224,8 @@ pub(super) async fn operate(
         }
         _ => {
             let mut reason = format!("operation {op} {}: {}", outcome.word(), result.detail);
-            if let Some(last) = result.unit_journal.last() {
-                reason.push_str(&format!(" (unit journal: {last})"));
+            if let Some(line) = telling_line(&result.unit_journal) {
+                reason.push_str(&format!(" (unit journal: {line})"));
             }
             fail(engine, id, node, reason).await
         }
@@ -224,7 +234,7 @@ pub(super) async fn operate(
 
 #[cfg(test)]
 mod tests {
-    use super::{snapshot_owed, snapshot_path};
+    use super::{snapshot_owed, snapshot_path, telling_line};
     use crate::plan::decide::Role;
     use crate::plan::model::{PlanKind, PlanNode, PlanPolicy};
 
@@ -242,6 +252,25 @@ mod tests {
         assert!(!snapshot_owed(PlanKind::Restart, &policy, &server));
         server.etcd_snapshot = "/var/lib/rancher/rke2/server/db/snapshots/x".into();
         assert!(!snapshot_owed(PlanKind::Rotate, &policy, &server));
+    }
+
+    #[test]
+    fn the_failures_own_line_is_picked_over_systemds() {
+        let lines: Vec<String> = [
+            r#"time="t" level=error msg="retrying""#,
+            r#"time="t" level=fatal msg="failed to get runtime image x""#,
+            "rke2-server.service: Main process exited, code=exited, status=1/FAILURE",
+            "Failed to start rke2-server.service - Rancher Kubernetes Engine v2 (server).",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            telling_line(&lines),
+            Some(r#"time="t" level=fatal msg="failed to get runtime image x""#)
+        );
+        assert_eq!(telling_line(&lines[..1]), Some(lines[0].as_str()));
+        assert_eq!(telling_line(&lines[2..]), Some(lines[3].as_str()));
+        assert_eq!(telling_line(&[]), None);
     }
 
     #[test]

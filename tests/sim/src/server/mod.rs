@@ -180,6 +180,24 @@ async fn serve(launch: Launch) -> Result<(), Fatal> {
         )));
     }
 
+    if faults.no_registry {
+        // RKE2 preloads its runtime image from agent/images, else pulls it; air-gapped, the
+        // pull cannot succeed.
+        let image = crate::images::runtime_image(&launch.version.version);
+        if !crate::images::preloaded(&data_dir).contains(&image) {
+            return Err(Fatal(format!(
+                "failed to get runtime image {image}: Get \"https://index.docker.io/v2/\": dial tcp: \
+                 lookup index.docker.io: no such host (air-gapped: .sim-faults/no-registry, and \
+                 no archive in {} holds it)",
+                data_dir.join(crate::images::IMAGES_DIR).display()
+            )));
+        }
+        logrus::info(&format!(
+            "Runtime image {image} preloaded from {}",
+            crate::images::IMAGES_DIR
+        ));
+    }
+
     if launch.role == Role::Agent && wait_for_server(config, &data_dir, &mut shutdown).await? {
         return Ok(());
     }
