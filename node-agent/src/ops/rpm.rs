@@ -173,6 +173,40 @@ fn files_from_folder(
     Ok(files)
 }
 
+/// The error of a failed download: the tool's last line, and the lines about one of the
+/// `pinned` packages that say what went wrong with it. dnf and yum check signatures when
+/// they download from a repository with `gpgcheck=1`, and their last line is only "GPG check
+/// FAILED"; the file is named on a line before ("Public key for
+/// rke2-common-1.34.2~rke2r1-0.x86_64.rpm is not installed. Failing package is: ...",
+/// "Package ... is not signed"); zypper's says "Signature verification failed".
+#[must_use]
+pub fn download_failure(tool: &str, out: &super::pkg::ExecOutput, pinned: &[String]) -> String {
+    const WHY: [&str; 5] = ["key", "sign", "gpg", "fail", "error"];
+    let mut about: Vec<&str> = Vec::new();
+    for line in out.stderr.lines().chain(out.stdout.lines()) {
+        let line = line.trim();
+        let lower = line.to_ascii_lowercase();
+        if pinned.iter().any(|p| line.contains(p.as_str()))
+            && WHY.iter().any(|w| lower.contains(w))
+            && !about.contains(&line)
+        {
+            about.push(line);
+        }
+    }
+    about.truncate(3);
+    let last = out.last_line();
+    let mut text = format!(
+        "{tool} failed (exit {}): {last}",
+        out.status
+            .map_or_else(|| "by signal".to_owned(), |s| s.to_string())
+    );
+    for line in about.into_iter().filter(|l| *l != last) {
+        text.push_str("; ");
+        text.push_str(line);
+    }
+    text
+}
+
 /// Runs a command and turns a failure into the step's error.
 async fn run_ok(
     exec: &impl PackageExec,
@@ -280,12 +314,11 @@ pub async fn fetch(
         .await
         .map_err(|e| format!("writing {}: {e}", target_file.display()))?;
         let _ = std::fs::remove_file(&staged);
-        run_ok(
-            exec,
-            &tool.download_argv(&pinned, &dir.display().to_string()),
-            TRANSACTION_TIMEOUT,
-        )
-        .await?;
+        let download = tool.download_argv(&pinned, &dir.display().to_string());
+        let out = exec.run(&download, TRANSACTION_TIMEOUT).await?;
+        if !out.success() {
+            return Err(download_failure(tool.name(), &out, &pinned));
+        }
         let mut found = Vec::new();
         all_rpms(dir, &mut found);
         found.sort();
@@ -708,6 +741,40 @@ mod tests {
         assert_eq!(
             restore_kind("rke2-common-1.34.2~rke2r1-0", &installed),
             Restore::Install
+        );
+    }
+
+    #[test]
+    fn a_failed_download_names_the_package_whose_signature_failed() {
+        // dnf 4's output when the repository's key does not sign a package (the critical
+        // lines on stderr, progress on stdout).
+        let out = super::super::pkg::ExecOutput {
+            status: Some(1),
+            stdout: "(1/2): rke2-server-1.34.2~rke2r1-0.x86_64.rpm  2.1 MB/s | 1.2 MB  00:00\n\
+                     (2/2): rke2-common-1.34.2~rke2r1-0.x86_64.rpm  3.0 MB/s | 4.8 MB  00:00\n"
+                .into(),
+            stderr: "Importing GPG key 0x3A1DE1AD:\n\
+                     Public key for rke2-common-1.34.2~rke2r1-0.x86_64.rpm is not installed. Failing package is: rke2-common-1.34.2~rke2r1-0.x86_64\n \
+                     GPG Keys are configured as: http://m/rpm/public.key\n\
+                     Package rke2-agent-1.34.2~rke2r1-0.x86_64.rpm is not signed\n\
+                     Error: GPG check FAILED\n"
+                .into(),
+        };
+        let pinned = strings(&["rke2-common-1.34.2~rke2r1", "rke2-agent-1.34.2~rke2r1"]);
+        assert_eq!(
+            download_failure("yum", &out, &pinned),
+            "yum failed (exit 1): Error: GPG check FAILED; \
+             Public key for rke2-common-1.34.2~rke2r1-0.x86_64.rpm is not installed. Failing package is: rke2-common-1.34.2~rke2r1-0.x86_64; \
+             Package rke2-agent-1.34.2~rke2r1-0.x86_64.rpm is not signed"
+        );
+        let plain = super::super::pkg::ExecOutput {
+            status: Some(1),
+            stdout: String::new(),
+            stderr: "Error: Unable to find a match: rke2-server-1.34.9~rke2r1\n".into(),
+        };
+        assert_eq!(
+            download_failure("dnf", &plain, &strings(&["rke2-server-1.34.9~rke2r1"])),
+            "dnf failed (exit 1): Error: Unable to find a match: rke2-server-1.34.9~rke2r1"
         );
     }
 
