@@ -10,8 +10,11 @@
 //!   (`rpm_gpg_key`), its signature: the key is imported into the node's RPM database first
 //!   (`rpm --import`, what rpm, dnf, yum and zypper trust), and a file that is unsigned or
 //!   signed by a key not there is refused by name, from a repository or an air-gap folder
-//!   alike (dnf's `--downloadonly` and installs of local files do not check signatures
-//!   themselves). Each pinned package must be there at exactly the target version.
+//!   alike. dnf, yum and zypper already check what they download from a `gpgcheck=1`
+//!   repository (a failed download names the package, [`download_failure`]), but dnf and
+//!   yum install local files, such as an air-gap folder's, unchecked (`localpkg_gpgcheck` is
+//!   off by default), and one check for every tool and source says the same. Each pinned
+//!   package must be there at exactly the target version.
 //! - install: the package manager installs those files. The old package's `%postun`
 //!   restarts the unit (`systemctl try-restart`), which is the restart step; the step after
 //!   only restarts if the package did not.
