@@ -2,7 +2,7 @@
 # Installs what the proving ground (tests/ground) and the end-to-end tests need on a Debian
 # machine: a real systemd and D-Bus to boot simulated nodes, util-linux for unshare/nsenter,
 # iproute2 and nftables (a network per node, and partitions), promtool (metrics lint), etcd (real etcd members), openssl and curl,
-# rpm, createrepo-c, dnf and zypper (RKE2's RPM install method).
+# rpm, createrepo-c, gnupg, dnf and zypper (RKE2's RPM install method).
 #
 # Idempotent: exits at once when every tool is already present; otherwise runs
 # `apt-get update` once and installs only the missing packages. Must run as root.
@@ -33,8 +33,10 @@ declare -A probe=(
   [faketime]=/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1
   # RKE2's RPM packages and repositories (tests/sim/src/rpm.rs, tests/sim/tests/e2e_sim_rpm.rs):
   # rpmbuild builds them, createrepo_c writes the repository metadata, and the proving-ground
-  # nodes install them with dnf or zypper
+  # nodes install them with dnf or zypper; gnupg makes the throwaway key that signs them
+  # (rpmsign, in the rpm package) and their repository metadata; signing needs gpg-agent
   [rpm]=/usr/bin/rpmbuild
+  [gnupg]=/usr/bin/gpg-agent
   [createrepo-c]=/usr/bin/createrepo_c
   [dnf]=/usr/bin/dnf
   [zypper]=/usr/bin/zypper

@@ -361,6 +361,19 @@ impl Config {
                 ),
             });
         }
+        if let Some(key) = &rpm.gpg_key
+            && !(key.starts_with('/')
+                || key.starts_with("http://")
+                || key.starts_with("https://")
+                || key.starts_with("file:///"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "rpm_gpg_key",
+                message: format!(
+                    "{key:?} is neither an http(s)/file URL nor an absolute path (\"\" leaves packages unchecked)"
+                ),
+            });
+        }
         Ok(Self {
             artifact_source,
             allowed_artifact_sources,
@@ -450,6 +463,26 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/rancher/rke2"));
         assert_eq!(config.metrics_addr.port(), 9810);
         assert_eq!(config.warn_days, 120);
+    }
+
+    #[test]
+    fn the_rpm_key_is_a_url_or_an_absolute_path_and_empty_leaves_packages_unchecked() {
+        let resolve =
+            |text: &str| Config::resolve(parse(text).expect("parses"), Overrides::default());
+        let key = |text: &str| resolve(text).expect("valid").rpm.gpg_key;
+        assert_eq!(
+            key("").as_deref(),
+            Some(rke2ops_common::install::DEFAULT_RPM_GPG_KEY)
+        );
+        assert_eq!(key("rpm_gpg_key = \"\"\n"), None);
+        assert_eq!(
+            key("rpm_gpg_key = \"/srv/rke2/public.key\"\n").as_deref(),
+            Some("/srv/rke2/public.key")
+        );
+        let err = resolve("rpm_gpg_key = \"public.key\"\n")
+            .expect_err("relative")
+            .to_string();
+        assert!(err.contains("rpm_gpg_key"), "{err}");
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Upgrades of RPM installs beside tarball ones, end to end on the proving ground: RPM nodes
 //! have their own RPM database and `/usr/bin` (the simulated releases built as RKE2's
-//! packages, served as RKE2's per-minor repositories), the real agent under its shipped unit
-//! runs dnf or zypper outside its sandbox (`systemd-run`), and a real hub drives one plan
-//! over both methods.
+//! packages, signed, served as RKE2's per-minor repositories with the key at
+//! `/rpm/public.key`), the real agent under its shipped unit runs dnf, yum (dnf's, as on
+//! EL8+) or zypper outside its sandbox (`systemd-run`), checks signatures against the
+//! configured key, and a real hub drives one plan over both methods.
 //!
-//! Needs root, `rpm`, `rpmbuild`, `createrepo_c`, `dnf` and `zypper`
+//! Needs root, `rpm`, `rpmbuild`, `createrepo_c`, `gpg`, `dnf` and `zypper`
 //! (`scripts/install-test-deps.sh`), and `cargo build --workspace --bins` first.
 
 use std::time::Duration;
@@ -15,16 +16,18 @@ use rke2ops_tests::plans::{hub_address, mirror, start_hub, wait_state, wait_unti
 use rke2ops_tests::sim::cluster::{self, BootOptions, SimCluster, SimNode};
 use rke2ops_tests::sim::mirror::{Mirror, MirrorHandle};
 use rke2ops_tests::sim::release::{self, NEW_VERSION, OLD_VERSION};
-use rke2ops_tests::sim::rpm::{self, PackageTool, RpmRepo};
+use rke2ops_tests::sim::rpm::{self, PackageTool, RpmRepo, UNTRUSTED_VERSION};
 use rke2ops_tests::sim::tree::ClusterCas;
 use serde_json::Value;
 
-/// The RPM repositories (both releases), served in the ground.
-fn rpm_mirror() -> (MirrorHandle, String) {
+/// The RPM repositories (both releases and the untrusted one), served in the ground: the
+/// mirror, the repository URL and the key's URL.
+fn rpm_mirror() -> (MirrorHandle, String, String) {
     let repo = rpm::shared_rpm_repo().expect("rpm repository");
     let mirror = Mirror::serve_in_ground(&repo.releases_dir, vec![]).expect("rpm mirror");
     let url = RpmRepo::url(&mirror.base_url());
-    (mirror, url)
+    let key = RpmRepo::key_url(&mirror.base_url());
+    (mirror, url, key)
 }
 
 /// A cluster of `servers` + `agents` where `rpm_nodes` are RPM installs of the old release
@@ -59,20 +62,19 @@ fn boot(
     cluster
 }
 
-/// Enrolls every node: RPM nodes with the RPM repository (unsigned, as the simulator's) and
-/// their package manager.
-fn enroll(cluster: &SimCluster, hub: &Hub, repo_url: &str) {
+/// Enrolls every node: RPM nodes with `repository` (a URL or a folder on the node), the
+/// signing key `gpg_key`, and their package manager, except yum nodes, whose agent finds
+/// yum by itself (there is no dnf on them).
+fn enroll(cluster: &SimCluster, hub: &Hub, repository: &str, gpg_key: &str) {
     for sim in cluster.nodes() {
         let mut extra = "heartbeat_secs = 2\nready_timeout_secs = 30\n".to_owned();
         if let Some(tool) = sim.package_tool {
             extra.push_str(&format!(
-                "rpm_repository = \"{repo_url}\"\nrpm_os = \"centos/9\"\nrpm_gpg_key = \"\"\n\
-                 package_manager = \"{}\"\n",
-                match tool {
-                    PackageTool::Dnf => "dnf",
-                    PackageTool::Zypper => "zypper",
-                }
+                "rpm_repository = \"{repository}\"\nrpm_os = \"centos/9\"\nrpm_gpg_key = \"{gpg_key}\"\n"
             ));
+            if tool != PackageTool::Yum {
+                extra.push_str(&format!("package_manager = \"{}\"\n", tool.name()));
+            }
         }
         rke2ops_tests::hub::enroll_agent(&sim.node, hub, &extra).expect("enroll");
     }
@@ -89,6 +91,9 @@ fn enroll(cluster: &SimCluster, hub: &Hub, repo_url: &str) {
         },
     );
 }
+
+/// The air-gap folder on an air-gapped RPM node (`/var/lib` is private to each node).
+const AIRGAP: &str = "/var/lib/rke2-airgap";
 
 /// `rpm -q rke2-common` on the node (`rke2-common-<version>-<release>.<arch>`).
 fn rpm_q(sim: &SimNode) -> String {
@@ -127,13 +132,18 @@ fn abort(hub: &Hub, id: &str) {
     );
 }
 
-/// Creates an upgrade plan, as an operator would once the cluster is healthy again: the
-/// preflight refuses it while a server just rolled back is still rejoining etcd.
+/// Creates an upgrade plan to NEW_VERSION, as an operator would once the cluster is healthy
+/// again: the preflight refuses it while a server just rolled back is still rejoining etcd.
 fn upgrade(hub: &Hub, extra: &[&str]) -> String {
+    upgrade_to(hub, NEW_VERSION, extra)
+}
+
+/// [`upgrade`] to `version`.
+fn upgrade_to(hub: &Hub, version: &str, extra: &[&str]) -> String {
     let mut args = vec![
         "upgrade",
         "--version",
-        NEW_VERSION,
+        version,
         "--ready-timeout",
         "40s",
         "--output",
@@ -159,17 +169,20 @@ fn upgrade(hub: &Hub, extra: &[&str]) -> String {
 }
 
 #[test]
-fn rpm_servers_and_tarball_workers_upgrade_in_one_plan_and_a_failed_start_rolls_packages_back() {
+fn signed_rpm_servers_and_tarball_workers_upgrade_in_one_plan_foreign_signatures_are_refused_and_a_failed_start_rolls_back_with_yum()
+ {
     rke2ops_tests::ground::block_on(async {
         require_root_and_tools();
-        let (_rpm_mirror, repo_url) = rpm_mirror();
+        let (_rpm_mirror, repo_url, key_url) = rpm_mirror();
         let tarballs = mirror();
+        // server-1 has yum (dnf's, as on EL8+) and no dnf; it takes the refused upgrade and
+        // the rollback.
         let cluster = tokio::task::block_in_place(|| {
             boot(
                 3,
                 1,
                 &[
-                    ("server-1", PackageTool::Dnf),
+                    ("server-1", PackageTool::Yum),
                     ("server-2", PackageTool::Dnf),
                     ("server-3", PackageTool::Zypper),
                 ],
@@ -186,8 +199,15 @@ fn rpm_servers_and_tarball_workers_upgrade_in_one_plan_and_a_failed_start_rolls_
                 Some(&tarballs),
             )
         });
-        tokio::task::block_in_place(|| enroll(&cluster, &hub, &repo_url));
+        tokio::task::block_in_place(|| enroll(&cluster, &hub, &repo_url, &key_url));
         let s1 = &cluster.servers[0];
+        assert!(
+            !s1.node
+                .exec(&["test", "-e", "/usr/bin/dnf"])
+                .expect("test")
+                .success(),
+            "a yum node has no dnf"
+        );
         assert_eq!(method_of(&hub, "server-1"), "rpm");
         assert_eq!(method_of(&hub, "agent-1"), "tarball");
         assert!(
@@ -213,10 +233,12 @@ fn rpm_servers_and_tarball_workers_upgrade_in_one_plan_and_a_failed_start_rolls_
         let fetch = p["fetch"].as_str().expect("fetch");
         assert!(
             fetch.contains("rke2-server-1.34.1~rke2r1")
-                && fetch.contains("with dnf")
+                && fetch.contains("with yum")
                 && fetch.contains(&repo_url),
-            "{fetch}"
+            "the agent picked yum by itself: {fetch}"
         );
+        let fetch = node(&preview, "server-2")["preview"]["fetch"].to_string();
+        assert!(fetch.contains("with dnf"), "{fetch}");
         let p = &node(&preview, "agent-1")["preview"];
         assert_eq!(p["install_method"], "tarball");
         assert_eq!(p["etcd_snapshot"], false);
@@ -230,7 +252,36 @@ fn rpm_servers_and_tarball_workers_upgrade_in_one_plan_and_a_failed_start_rolls_
         let text = String::from_utf8_lossy(&text.stdout).into_owned();
         assert!(text.contains("NODE") && text.contains("SNAPSHOT"), "{text}");
 
-        // The new release never starts on server-1: the packages are rolled back.
+        // A release whose rke2-common is signed by another key: refused before anything is
+        // installed, naming the file.
+        let id = upgrade_to(&hub, UNTRUSTED_VERSION, &[]);
+        let halted = tokio::task::block_in_place(|| {
+            wait_state(&hub, &id, "halted", Duration::from_secs(300))
+        });
+        let reason = halted["reason"].as_str().expect("reason");
+        // yum (dnf) checks signatures as it downloads from a gpgcheck=1 repository; the
+        // agent's own check (rpm -K) would refuse it next.
+        assert!(
+            reason.contains("server-1")
+                && reason.contains("fetch-artifacts")
+                && reason.contains(
+                    "Public key for rke2-common-1.34.2~rke2r1-0.x86_64.rpm is not installed"
+                ),
+            "{reason}"
+        );
+        assert!(
+            !reason.contains("rke2-server-1.34.2"),
+            "the server package is signed by the key: {reason}"
+        );
+        assert!(
+            rpm_q(s1).starts_with("rke2-common-1.33.5~rke2r1-"),
+            "nothing installed: {}",
+            rpm_q(s1)
+        );
+        assert_eq!(node(&halted, "server-2")["phase"], "pending", "{halted:#}");
+        abort(&hub, &id);
+
+        // The new release never starts on server-1: yum downgrades the packages back.
         cluster::set_fault(&s1.node, "fail-start-version", NEW_VERSION).expect("fault");
         let id = upgrade(&hub, &[]);
         let halted = tokio::task::block_in_place(|| {
@@ -245,7 +296,7 @@ fn rpm_servers_and_tarball_workers_upgrade_in_one_plan_and_a_failed_start_rolls_
         );
         let events = halted["events"].to_string();
         assert!(
-            events.contains("dnf reinstalled rke2-common-1.33.5~rke2r1"),
+            events.contains("yum reinstalled rke2-common-1.33.5~rke2r1"),
             "{events}"
         );
         let version = s1
@@ -285,6 +336,28 @@ fn rpm_servers_and_tarball_workers_upgrade_in_one_plan_and_a_failed_start_rolls_
             events.contains("restarted by the package's %postun"),
             "{events}"
         );
+        // Each RPM server checked its packages against the mirror's key (the step details
+        // of its finished operations, in the agent's history; the plan shows recent events
+        // only).
+        for sim in &cluster.servers {
+            let history = sim
+                .node
+                .read_file("/var/lib/rke2-ops/node-agent/ops/history.jsonl")
+                .expect("history");
+            let history = String::from_utf8_lossy(&history);
+            assert!(
+                history.contains(&format!(
+                    "packages' digests and signatures OK (signed by {key_url})"
+                )),
+                "{}: {history}",
+                sim.node.name()
+            );
+            let keys = sim
+                .node
+                .exec(&["rpm", "-q", "gpg-pubkey"])
+                .expect("rpm -q gpg-pubkey");
+            assert!(keys.success(), "{}: the key was imported", sim.node.name());
+        }
         // The tarball worker got the tarball, and no package.
         let worker = &cluster.agents[0];
         let v = worker
@@ -307,10 +380,11 @@ fn rpm_servers_and_tarball_workers_upgrade_in_one_plan_and_a_failed_start_rolls_
 }
 
 #[test]
-fn tarball_servers_and_zypper_workers_upgrade_and_a_node_with_both_methods_is_refused() {
+fn tarball_servers_and_air_gapped_zypper_workers_upgrade_with_signatures_checked_and_a_node_with_both_methods_is_refused()
+ {
     rke2ops_tests::ground::block_on(async {
         require_root_and_tools();
-        let (_rpm_mirror, repo_url) = rpm_mirror();
+        let (_rpm_mirror, repo_url, _) = rpm_mirror();
         let tarballs = mirror();
         let cluster = tokio::task::block_in_place(|| {
             boot(1, 1, &[("agent-1", PackageTool::Zypper)], &repo_url)
@@ -325,12 +399,40 @@ fn tarball_servers_and_zypper_workers_upgrade_and_a_node_with_both_methods_is_re
                 Some(&tarballs),
             )
         });
-        tokio::task::block_in_place(|| enroll(&cluster, &hub, &repo_url));
+        // The worker's packages come from an air-gap folder on the node, checked against the
+        // key file beside them.
+        let worker = &cluster.agents[0];
+        let repo = rpm::shared_rpm_repo().expect("rpm repository");
+        for version in [NEW_VERSION, UNTRUSTED_VERSION] {
+            for entry in std::fs::read_dir(repo.airgap_dir(version)).expect("air-gap folder") {
+                let path = entry.expect("entry").path();
+                let name = path
+                    .file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned();
+                worker
+                    .node
+                    .write_file(
+                        format!("{AIRGAP}/{version}/{name}"),
+                        std::fs::read(&path).expect("read"),
+                    )
+                    .expect("copy in");
+            }
+        }
+        worker
+            .node
+            .write_file(
+                format!("{AIRGAP}/public.key"),
+                std::fs::read(&repo.public_key).expect("key"),
+            )
+            .expect("key in");
+        let key = format!("{AIRGAP}/public.key");
+        tokio::task::block_in_place(|| enroll(&cluster, &hub, AIRGAP, &key));
         assert_eq!(method_of(&hub, "server-1"), "tarball");
         assert_eq!(method_of(&hub, "agent-1"), "rpm");
 
         // A tarball binary beside the packages: the worker is refused, nothing changed.
-        let worker = &cluster.agents[0];
         release::install_rke2(&worker.node, OLD_VERSION).expect("second install");
         let id = upgrade(&hub, &[]);
         let halted = tokio::task::block_in_place(|| {
@@ -353,6 +455,28 @@ fn tarball_servers_and_zypper_workers_upgrade_and_a_node_with_both_methods_is_re
             .exec(&["rm", "-f", "/usr/local/bin/rke2"])
             .expect("remove the tarball binary");
 
+        // The folder's release with a foreign-signed rke2-common and an unsigned rke2-agent:
+        // the worker's verification refuses both by name, and nothing is installed.
+        let id = upgrade_to(&hub, UNTRUSTED_VERSION, &["--node", "agent-1"]);
+        let halted = tokio::task::block_in_place(|| {
+            wait_state(&hub, &id, "halted", Duration::from_secs(300))
+        });
+        let reason = halted["reason"].as_str().expect("reason");
+        for words in [
+            "verify-checksum",
+            "rke2-common-1.34.2~rke2r1-0.x86_64.rpm: Header V4 RSA/SHA512 Signature",
+            "NOKEY",
+            "rke2-agent-1.34.2~rke2r1-0.x86_64.rpm: not signed",
+        ] {
+            assert!(reason.contains(words), "{words:?} in {reason}");
+        }
+        assert!(
+            rpm_q(worker).starts_with("rke2-common-1.33.5~rke2r1-"),
+            "nothing installed: {}",
+            rpm_q(worker)
+        );
+        abort(&hub, &id);
+
         let id = upgrade(&hub, &[]);
         let done = tokio::task::block_in_place(|| {
             wait_state(&hub, &id, "completed", Duration::from_secs(300))
@@ -372,6 +496,11 @@ fn tarball_servers_and_zypper_workers_upgrade_and_a_node_with_both_methods_is_re
         );
         let events = done["events"].to_string();
         assert!(events.contains("zypper installed"), "{events}");
+        assert!(
+            events.contains(&format!("from the folder {AIRGAP}"))
+                && events.contains(&format!("digests and signatures OK (signed by {key})")),
+            "{events}"
+        );
         let listed = hub.json(&["nodes"]);
         for n in listed["nodes"].as_array().expect("nodes") {
             assert_eq!(n["rke2_version"], NEW_VERSION, "{n}");

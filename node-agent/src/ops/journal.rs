@@ -130,6 +130,11 @@ pub enum InstallRecord {
         /// the package's `%postun` restarted it.
         #[serde(default)]
         pid_before: Option<u32>,
+        /// The key the packages must be signed with (`rpm_gpg_key` when the operation
+        /// started), so a resumed operation checks what it started checking; `None`:
+        /// signatures unchecked.
+        #[serde(default)]
+        gpg_key: Option<String>,
     },
 }
 

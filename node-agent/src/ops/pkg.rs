@@ -176,24 +176,67 @@ impl PackageTool {
     }
 
     /// Installs `items` (local `.rpm` files or pinned `name-version[-release]` packages),
-    /// upgrading or downgrading to exactly them.
+    /// upgrading or downgrading to exactly them (yum: see [`PackageTool::restore_argvs`]).
+    /// `gpg_checked`: a signing key is configured, and the files' signatures were checked
+    /// against it (`rpm -K`) after the key was imported into the RPM database; without one,
+    /// zypper is told not to check (it refuses local files signed by a key it does not have,
+    /// which "unchecked" must not do).
     #[must_use]
-    pub fn install_argv(self, items: &[String]) -> Vec<String> {
+    pub fn install_argv(self, items: &[String], gpg_checked: bool) -> Vec<String> {
         let mut argv: Vec<String> = match self {
             Self::Dnf | Self::Yum => vec![self.name().into(), "-y".into(), "install".into()],
-            Self::Zypper => vec![
-                "zypper".into(),
-                "--non-interactive".into(),
-                "--gpg-auto-import-keys".into(),
-                "install".into(),
-                "--oldpackage".into(),
-                // Local files were checked against the repository (or the air-gap folder
-                // the operator provided) before; zypper refuses unsigned local files.
-                "--allow-unsigned-rpm".into(),
-            ],
+            Self::Zypper => {
+                let mut argv = vec!["zypper".into(), "--non-interactive".into()];
+                argv.push(if gpg_checked {
+                    "--gpg-auto-import-keys".into()
+                } else {
+                    "--no-gpg-checks".into()
+                });
+                argv.extend([
+                    "install".into(),
+                    "--oldpackage".into(),
+                    // Local files were checked against the repository (or the air-gap folder
+                    // the operator provided) before; zypper refuses unsigned local files.
+                    "--allow-unsigned-rpm".into(),
+                ]);
+                argv
+            }
         };
         argv.extend(items.iter().map(|p| self.spec(p)));
         argv
+    }
+
+    /// The commands that put the recorded packages back (a rollback). dnf and zypper install
+    /// every item in one transaction (dnf's `install` downgrades; zypper with
+    /// `--oldpackage`). yum is dnf on EL8+, but EL7's yum 3 never downgrades with `install`
+    /// ("already installed and latest version"): for yum, the items older than what is
+    /// installed go through `yum downgrade`, the missing or newer ones through `yum install`,
+    /// and those installed as they are need nothing. Empty: nothing to do.
+    #[must_use]
+    pub fn restore_argvs(self, items: &[(String, Restore)], gpg_checked: bool) -> Vec<Vec<String>> {
+        if self != Self::Yum {
+            let all: Vec<String> = items.iter().map(|(item, _)| item.clone()).collect();
+            return vec![self.install_argv(&all, gpg_checked)];
+        }
+        let of = |want: Restore| -> Vec<String> {
+            items
+                .iter()
+                .filter(|(_, how)| *how == want)
+                .map(|(item, _)| item.clone())
+                .collect()
+        };
+        let mut argvs = Vec::new();
+        let older = of(Restore::Downgrade);
+        if !older.is_empty() {
+            let mut argv: Vec<String> = vec!["yum".into(), "-y".into(), "downgrade".into()];
+            argv.extend(older);
+            argvs.push(argv);
+        }
+        let install = of(Restore::Install);
+        if !install.is_empty() {
+            argvs.push(self.install_argv(&install, gpg_checked));
+        }
+        argvs
     }
 
     /// zypper pins with `name=version`; dnf and yum with `name-version`. Files are kept.
@@ -211,6 +254,122 @@ impl PackageTool {
             None => item.to_owned(),
         }
     }
+}
+
+/// How a rollback puts one recorded package back, from what is installed now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restore {
+    /// Installed at the recorded version already.
+    Keep,
+    /// Installed at a newer version: a downgrade.
+    Downgrade,
+    /// Not installed, or at an older version.
+    Install,
+}
+
+/// `rpmvercmp`: how RPM orders two version (or release) strings. Alphanumeric segments are
+/// compared one by one (numbers numerically and newer than letters), separators are
+/// ignored, and `~` sorts before anything, even the end (`1.34.1~rke2r1` < `1.34.1`); `^`
+/// after the end only.
+#[must_use]
+pub fn rpm_vercmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    let (mut one, mut two) = (a.as_bytes(), b.as_bytes());
+    if one == two {
+        return Equal;
+    }
+    let separator = |c: &u8| !c.is_ascii_alphanumeric() && *c != b'~' && *c != b'^';
+    while !one.is_empty() || !two.is_empty() {
+        while one.first().is_some_and(separator) {
+            one = &one[1..];
+        }
+        while two.first().is_some_and(separator) {
+            two = &two[1..];
+        }
+        if one.first() == Some(&b'~') || two.first() == Some(&b'~') {
+            if one.first() != Some(&b'~') {
+                return Greater;
+            }
+            if two.first() != Some(&b'~') {
+                return Less;
+            }
+            one = &one[1..];
+            two = &two[1..];
+            continue;
+        }
+        if one.first() == Some(&b'^') || two.first() == Some(&b'^') {
+            if one.is_empty() {
+                return Less;
+            }
+            if two.is_empty() {
+                return Greater;
+            }
+            if one.first() != Some(&b'^') {
+                return Greater;
+            }
+            if two.first() != Some(&b'^') {
+                return Less;
+            }
+            one = &one[1..];
+            two = &two[1..];
+            continue;
+        }
+        if one.is_empty() || two.is_empty() {
+            break;
+        }
+        let numeric = one[0].is_ascii_digit();
+        let class = |c: &u8| {
+            if numeric {
+                c.is_ascii_digit()
+            } else {
+                c.is_ascii_alphabetic()
+            }
+        };
+        let len1 = one.iter().take_while(|c| class(c)).count();
+        let len2 = two.iter().take_while(|c| class(c)).count();
+        if len2 == 0 {
+            // A number is newer than letters.
+            return if numeric { Greater } else { Less };
+        }
+        let (mut seg1, mut seg2) = (&one[..len1], &two[..len2]);
+        if numeric {
+            while seg1.len() > 1 && seg1[0] == b'0' {
+                seg1 = &seg1[1..];
+            }
+            while seg2.len() > 1 && seg2[0] == b'0' {
+                seg2 = &seg2[1..];
+            }
+            match seg1.len().cmp(&seg2.len()) {
+                Equal => {}
+                longer => return longer,
+            }
+        }
+        match seg1.cmp(seg2) {
+            Equal => {}
+            order => return order,
+        }
+        one = &one[len1..];
+        two = &two[len2..];
+    }
+    match (one.is_empty(), two.is_empty()) {
+        (true, true) => Equal,
+        (true, false) => Less,
+        _ => Greater,
+    }
+}
+
+/// Orders two `VERSION-RELEASE` strings as RPM does (version first, then release).
+#[must_use]
+pub fn compare_version_release(a: &str, b: &str) -> std::cmp::Ordering {
+    let split = |s: &str| {
+        s.rsplit_once('-')
+            .map_or((s.to_owned(), String::new()), |(v, r)| {
+                (v.to_owned(), r.to_owned())
+            })
+    };
+    let (va, ra) = split(a);
+    let (vb, rb) = split(b);
+    rpm_vercmp(&va, &vb).then_with(|| rpm_vercmp(&ra, &rb))
 }
 
 /// The package tool to use: the configured one, else the first installed of dnf, yum,
@@ -243,16 +402,100 @@ mod tests {
                 "rke2-server-1.34.1~rke2r1"
             ])
         );
-        let z = PackageTool::Zypper.install_argv(&s(&[
-            "rke2-common-1.33.5~rke2r1-0",
-            "/var/x/rke2-server-1.34.1~rke2r1-0.x86_64.rpm",
-        ]));
+        let z = PackageTool::Zypper.install_argv(
+            &s(&[
+                "rke2-common-1.33.5~rke2r1-0",
+                "/var/x/rke2-server-1.34.1~rke2r1-0.x86_64.rpm",
+            ]),
+            true,
+        );
         assert!(
             z.contains(&"rke2-common=1.33.5~rke2r1-0".to_owned()),
             "{z:?}"
         );
         assert!(z.contains(&"/var/x/rke2-server-1.34.1~rke2r1-0.x86_64.rpm".to_owned()));
         assert!(z.contains(&"--oldpackage".to_owned()));
+        assert!(z.contains(&"--gpg-auto-import-keys".to_owned()));
+        let unchecked = PackageTool::Zypper.install_argv(&s(&["/x.rpm"]), false);
+        assert!(
+            unchecked.contains(&"--no-gpg-checks".to_owned()),
+            "{unchecked:?}"
+        );
+        assert!(!unchecked.contains(&"--gpg-auto-import-keys".to_owned()));
+    }
+
+    #[test]
+    fn a_yum_rollback_downgrades_older_packages_as_el7_yum_needs() {
+        let items = vec![
+            ("rke2-common-1.33.5~rke2r1-0".to_owned(), Restore::Downgrade),
+            (
+                "/srv/rke2/rke2-server-1.33.5~rke2r1-0.x86_64.rpm".to_owned(),
+                Restore::Downgrade,
+            ),
+            ("rke2-selinux-0.20-1".to_owned(), Restore::Keep),
+            ("rke2-agent-1.33.5~rke2r1-0".to_owned(), Restore::Install),
+        ];
+        assert_eq!(
+            PackageTool::Yum.restore_argvs(&items, true),
+            [
+                s(&[
+                    "yum",
+                    "-y",
+                    "downgrade",
+                    "rke2-common-1.33.5~rke2r1-0",
+                    "/srv/rke2/rke2-server-1.33.5~rke2r1-0.x86_64.rpm"
+                ]),
+                s(&["yum", "-y", "install", "rke2-agent-1.33.5~rke2r1-0"]),
+            ]
+        );
+        // Nothing older, nothing missing: nothing to run.
+        assert!(
+            PackageTool::Yum
+                .restore_argvs(&[("rke2-selinux-0.20-1".to_owned(), Restore::Keep)], true)
+                .is_empty()
+        );
+        // dnf's install downgrades: one transaction of everything, as before.
+        assert_eq!(
+            PackageTool::Dnf.restore_argvs(&items, true),
+            [s(&[
+                "dnf",
+                "-y",
+                "install",
+                "rke2-common-1.33.5~rke2r1-0",
+                "/srv/rke2/rke2-server-1.33.5~rke2r1-0.x86_64.rpm",
+                "rke2-selinux-0.20-1",
+                "rke2-agent-1.33.5~rke2r1-0"
+            ])]
+        );
+    }
+
+    #[test]
+    fn versions_order_as_rpmvercmp() {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        for (a, b, want) in [
+            ("1.34.1~rke2r1", "1.33.5~rke2r1", Greater),
+            ("1.34.1~rke2r1", "1.34.1~rke2r2", Less),
+            ("1.34.1~rke2r1", "1.34.1", Less),
+            ("1.34.10~rke2r1", "1.34.9~rke2r1", Greater),
+            ("1.0", "1.0", Equal),
+            ("1.01", "1.1", Equal),
+            ("1.0a", "1.0", Greater),
+            ("1.0", "1.0a", Less),
+            ("1a", "1.1", Less),
+            ("2.0", "2_0", Equal),
+            ("1.0^", "1.0", Greater),
+            ("1.0^git1", "1.0.1", Less),
+            ("0.20", "0.20", Equal),
+        ] {
+            assert_eq!(rpm_vercmp(a, b), want, "{a} vs {b}");
+            assert_eq!(rpm_vercmp(b, a), want.reverse(), "{b} vs {a}");
+        }
+        assert_eq!(
+            compare_version_release("1.33.5~rke2r1-0", "1.34.1~rke2r1-0"),
+            Less
+        );
+        assert_eq!(compare_version_release("0.20-2", "0.20-1"), Greater);
+        assert_eq!(compare_version_release("0.20-1", "0.20-1"), Equal);
     }
 
     #[test]

@@ -6,14 +6,21 @@
 //!   put in place and the exact packages (`rke2-common-1.34.1~rke2r1`, `rke2-server-...`) are
 //!   downloaded without installing; from a folder (air-gapped), the matching `.rpm` files are
 //!   copied. Either way the operation's folder then holds the files to install.
-//! - verify: `rpm -K` checks every file's digests (and signatures when a key is configured,
-//!   which the package manager also checked at download), and each pinned package is there
-//!   at exactly the target version.
+//! - verify: `rpm -Kv` checks every file's digests and, when a key is configured
+//!   (`rpm_gpg_key`), its signature: the key is imported into the node's RPM database first
+//!   (`rpm --import`, what rpm, dnf, yum and zypper trust), and a file that is unsigned or
+//!   signed by a key not there is refused by name, from a repository or an air-gap folder
+//!   alike. dnf, yum and zypper already check what they download from a `gpgcheck=1`
+//!   repository (a failed download names the package, [`download_failure`]), but dnf and
+//!   yum install local files, such as an air-gap folder's, unchecked (`localpkg_gpgcheck` is
+//!   off by default), and one check for every tool and source says the same. Each pinned
+//!   package must be there at exactly the target version.
 //! - install: the package manager installs those files. The old package's `%postun`
 //!   restarts the unit (`systemctl try-restart`), which is the restart step; the step after
 //!   only restarts if the package did not.
 //! - rollback: the package manager installs exactly the recorded previous packages again
-//!   (from the repository, or the folder's files when they are there).
+//!   (from the repository, or the folder's files when they are there); yum downgrades the
+//!   older ones with `yum downgrade`, which EL7's yum needs.
 //!
 //! Every command runs through [`PackageExec`] (outside the agent's sandbox, see
 //! [`super::pkg`]).
@@ -29,7 +36,7 @@ use rke2ops_common::version::Rke2Version;
 
 use super::journal::{InstallRecord, OpRecord};
 use super::method::{Package, rpm_packages};
-use super::pkg::PackageExec;
+use super::pkg::{PackageExec, Restore, compare_version_release};
 use super::steps::Role;
 use crate::config::RpmConfig;
 
@@ -77,15 +84,33 @@ fn os_folder(config: &RpmConfig) -> Result<String, String> {
     })
 }
 
+/// The configured key as a URL for a repository file's `gpgkey=`: an absolute path becomes
+/// a `file://` URL (what dnf, yum and zypper read); URLs are kept.
+#[must_use]
+pub fn key_url(key: &str) -> String {
+    if key.starts_with('/') {
+        format!("file://{key}")
+    } else {
+        key.to_owned()
+    }
+}
+
 /// Where the packages would come from, for the version check's detail and dry runs.
 #[must_use]
 pub fn source_text(config: &RpmConfig, target: &Rke2Version) -> String {
     if config.repository.starts_with('/') {
-        return format!("the folder {}", config.repository);
+        return match &config.gpg_key {
+            Some(key) => format!("the folder {} (signed by {key})", config.repository),
+            None => format!("the folder {}", config.repository),
+        };
     }
     let os = os_folder(config).unwrap_or_else(|_| "<rpm_os>".to_owned());
-    RpmRepository::new(&config.repository, &os, None)
-        .minor_url(&minor_of(target), super::artifacts::arch())
+    let url = RpmRepository::new(&config.repository, &os, None)
+        .minor_url(&minor_of(target), super::artifacts::arch());
+    match &config.gpg_key {
+        Some(key) => format!("{url} (signed by {key})"),
+        None => url,
+    }
 }
 
 /// `.rpm` files in `dir` (not recursive) whose name starts with `prefix`.
@@ -151,6 +176,40 @@ fn files_from_folder(
     Ok(files)
 }
 
+/// The error of a failed download: the tool's last line, and the lines about one of the
+/// `pinned` packages that say what went wrong with it. dnf and yum check signatures when
+/// they download from a repository with `gpgcheck=1`, and their last line is only "GPG check
+/// FAILED"; the file is named on a line before ("Public key for
+/// rke2-common-1.34.2~rke2r1-0.x86_64.rpm is not installed. Failing package is: ...",
+/// "Package ... is not signed"); zypper's says "Signature verification failed".
+#[must_use]
+pub fn download_failure(tool: &str, out: &super::pkg::ExecOutput, pinned: &[String]) -> String {
+    const WHY: [&str; 5] = ["key", "sign", "gpg", "fail", "error"];
+    let mut about: Vec<&str> = Vec::new();
+    for line in out.stderr.lines().chain(out.stdout.lines()) {
+        let line = line.trim();
+        let lower = line.to_ascii_lowercase();
+        if pinned.iter().any(|p| line.contains(p.as_str()))
+            && WHY.iter().any(|w| lower.contains(w))
+            && !about.contains(&line)
+        {
+            about.push(line);
+        }
+    }
+    about.truncate(3);
+    let last = out.last_line();
+    let mut text = format!(
+        "{tool} failed (exit {}): {last}",
+        out.status
+            .map_or_else(|| "by signal".to_owned(), |s| s.to_string())
+    );
+    for line in about.into_iter().filter(|l| *l != last) {
+        text.push_str("; ");
+        text.push_str(line);
+    }
+    text
+}
+
 /// Runs a command and turns a failure into the step's error.
 async fn run_ok(
     exec: &impl PackageExec,
@@ -189,6 +248,7 @@ pub fn start(
             previous: packages.iter().map(Package::nevr).collect(),
             files: Vec::new(),
             pid_before: None,
+            gpg_key: config.gpg_key.clone(),
         },
         installed,
     ))
@@ -230,7 +290,7 @@ pub async fn fetch(
         let repo = RpmRepository::new(
             &config.repository,
             &os_folder(config)?,
-            config.gpg_key.clone(),
+            config.gpg_key.as_deref().map(key_url),
         );
         let mut minors = vec![minor_of(target)];
         if let Ok(prev) = previous.parse::<Rke2Version>() {
@@ -257,12 +317,11 @@ pub async fn fetch(
         .await
         .map_err(|e| format!("writing {}: {e}", target_file.display()))?;
         let _ = std::fs::remove_file(&staged);
-        run_ok(
-            exec,
-            &tool.download_argv(&pinned, &dir.display().to_string()),
-            TRANSACTION_TIMEOUT,
-        )
-        .await?;
+        let download = tool.download_argv(&pinned, &dir.display().to_string());
+        let out = exec.run(&download, TRANSACTION_TIMEOUT).await?;
+        if !out.success() {
+            return Err(download_failure(tool.name(), &out, &pinned));
+        }
         let mut found = Vec::new();
         all_rpms(dir, &mut found);
         found.sort();
@@ -290,34 +349,115 @@ pub async fn fetch(
     ))
 }
 
-/// Checks the fetched files: digests (`rpm -K`) and exactly the pinned packages.
+/// The files `rpm -Kv` output refuses, each as `<file name>: <why>`, in `files`' order.
+///
+/// `rpm -Kv` prints a block per file: the path and `:`, then one indented line per check
+/// ending in `: OK` or another verdict (`BAD`, `NOKEY`, `NOTTRUSTED`...): `Header V4
+/// RSA/SHA512 Signature, key ID 3a1de1ad: NOKEY`, `Payload SHA256 digest: OK` (rpm 4.11 to
+/// 4.19 alike; the short `rpm -K` line differs between them). A digest that is not OK
+/// refuses the file; with `signatures`, so does a signature that is not OK or no signature
+/// at all (an unsigned package only has digests, and rpm calls that OK). A file without a
+/// block (rpm could not read it) is refused too.
+#[must_use]
+pub fn refused_by_rpm_k(output: &str, files: &[String], signatures: bool) -> Vec<String> {
+    let mut blocks: Vec<(&str, Vec<&str>)> = Vec::new();
+    for line in output.lines() {
+        if line.starts_with(char::is_whitespace) {
+            if let Some((_, checks)) = blocks.last_mut()
+                && !line.trim().is_empty()
+            {
+                checks.push(line.trim());
+            }
+        } else if let Some(path) = line.trim_end().strip_suffix(':') {
+            blocks.push((path, Vec::new()));
+        }
+    }
+    let ok = |check: &&str| {
+        check
+            .rsplit_once(": ")
+            .is_some_and(|(_, verdict)| verdict.starts_with("OK"))
+    };
+    let mut refused = Vec::new();
+    for file in files {
+        let name = Path::new(file)
+            .file_name()
+            .map_or_else(|| file.clone(), |n| n.to_string_lossy().into_owned());
+        let Some((_, checks)) = blocks.iter().find(|(path, _)| path == file) else {
+            refused.push(format!("{name}: not checked (rpm could not read it)"));
+            continue;
+        };
+        let (sigs, digests): (Vec<&str>, Vec<&str>) =
+            checks.iter().partition(|c| c.contains("Signature"));
+        if digests.is_empty() {
+            refused.push(format!("{name}: no digest checked"));
+        } else if let Some(bad) = digests.iter().find(|c| !ok(c)) {
+            refused.push(format!("{name}: {bad}"));
+        } else if signatures && sigs.is_empty() {
+            refused.push(format!("{name}: not signed"));
+        } else if let Some(bad) = sigs.iter().find(|c| !ok(c)).filter(|_| signatures) {
+            let why = if bad.ends_with("NOKEY") {
+                " (signed by a key that is not in the RPM database)"
+            } else {
+                ""
+            };
+            refused.push(format!("{name}: {bad}{why}"));
+        }
+    }
+    refused
+}
+
+/// Imports the configured key into the node's RPM database (`rpm --import`, a path or a
+/// URL; rpm fetches URLs with curl), so that `rpm -K` and the package manager's installs
+/// check against it. Importing a key already there changes nothing.
+async fn import_key(exec: &impl PackageExec, key: &str) -> Result<(), String> {
+    run_ok(exec, &argv(&["rpm", "--import", key]), QUERY_TIMEOUT)
+        .await
+        .map(drop)
+        .map_err(|e| format!("importing the signing key {key}: {e}"))
+}
+
+/// Checks the fetched files: digests and, with a key, signatures (`rpm -Kv`), and exactly
+/// the pinned packages.
 ///
 /// # Errors
-/// A damaged file (named), or a package missing or at another version.
+/// The key not importable, a damaged, unsigned or foreign-signed file (named), or a package
+/// missing or at another version.
 pub async fn verify(
     exec: &impl PackageExec,
     record: &OpRecord,
     target: &Rke2Version,
 ) -> Result<String, String> {
-    let Some(InstallRecord::Rpm { files, .. }) = &record.install else {
+    let Some(InstallRecord::Rpm { files, gpg_key, .. }) = &record.install else {
         return Err("not an RPM install".to_owned());
     };
     if files.is_empty() {
         return Err("no package files fetched".to_owned());
     }
-    let mut check = argv(&["rpm", "-K"]);
-    check.extend(files.iter().map(|f| f.display().to_string()));
+    if let Some(key) = gpg_key {
+        import_key(exec, key).await?;
+    }
+    let paths: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let mut check = argv(&["rpm", "-Kv"]);
+    check.extend(paths.iter().cloned());
+    // Not OK exits 1; the verdicts are read from the output, file by file.
     let out = exec.run(&check, QUERY_TIMEOUT).await?;
-    if !out.success() {
-        let bad = out
-            .stdout
-            .lines()
-            .chain(out.stderr.lines())
-            .find(|l| !l.trim_end().ends_with("OK") && !l.trim().is_empty())
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
-        return Err(format!("rpm -K refused a package: {bad}"));
+    let refused = refused_by_rpm_k(&out.stdout, &paths, gpg_key.is_some());
+    if !refused.is_empty() {
+        let against = gpg_key
+            .as_deref()
+            .map_or_else(String::new, |k| format!(", signatures checked against {k}"));
+        let stderr = out.last_line();
+        return Err(format!(
+            "rpm -K refused {} of {} packages{against}: {}{}",
+            refused.len(),
+            paths.len(),
+            refused.join("; "),
+            if refused.iter().any(|r| r.contains("not checked")) && !stderr.is_empty() {
+                format!(" ({stderr})")
+            } else {
+                String::new()
+            }
+        ));
     }
     let mut query = argv(&["rpm", "-qp", "--qf", "%{NAME} %{VERSION}-%{RELEASE}\\n"]);
     query.extend(files.iter().map(|f| f.display().to_string()));
@@ -335,8 +475,12 @@ pub async fn verify(
             None => return Err(format!("{name} is not among the fetched packages")),
         }
     }
+    let checked = match gpg_key {
+        Some(key) => format!("digests and signatures OK (signed by {key})"),
+        None => "digests OK (signatures not checked: rpm_gpg_key is empty)".to_owned(),
+    };
     Ok(format!(
-        "{} packages' digests OK, {} {want}",
+        "{} packages' {checked}, {} {want}",
         files.len(),
         found
             .iter()
@@ -355,11 +499,22 @@ pub async fn install(
     record: &OpRecord,
     target: &Rke2Version,
 ) -> Result<String, String> {
-    let Some(InstallRecord::Rpm { tool, files, .. }) = &record.install else {
+    let Some(InstallRecord::Rpm {
+        tool,
+        files,
+        gpg_key,
+        ..
+    }) = &record.install
+    else {
         return Err("not an RPM install".to_owned());
     };
     let items: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-    run_ok(exec, &tool.install_argv(&items), TRANSACTION_TIMEOUT).await?;
+    run_ok(
+        exec,
+        &tool.install_argv(&items, gpg_key.is_some()),
+        TRANSACTION_TIMEOUT,
+    )
+    .await?;
     let now = installed_version(&rpm_packages(exec).await?)?;
     if now != target.to_string() {
         return Err(format!(
@@ -409,12 +564,26 @@ pub async fn restore(
     exec: &impl PackageExec,
     record: &OpRecord,
 ) -> Result<String, String> {
-    let Some(InstallRecord::Rpm { tool, previous, .. }) = &record.install else {
+    let Some(InstallRecord::Rpm {
+        tool,
+        previous,
+        gpg_key,
+        ..
+    }) = &record.install
+    else {
         return Err("not an RPM install".to_owned());
     };
-    let items: Vec<String> = previous
+    // The key is there already unless the upgrade failed before its verification. Best
+    // effort: a key server that is down must not stop a rollback (the package manager then
+    // says what it misses).
+    if let Some(key) = gpg_key {
+        let _ = import_key(exec, key).await;
+    }
+    let installed = rpm_packages(exec).await?;
+    let items: Vec<(String, Restore)> = previous
         .iter()
         .map(|nevr| {
+            let how = restore_kind(nevr, &installed);
             if config.repository.starts_with('/') {
                 let folder = Path::new(&config.repository);
                 let in_version = record.previous_version.as_deref().map(|v| folder.join(v));
@@ -423,13 +592,15 @@ pub async fn restore(
                     .chain(std::iter::once(&folder.to_path_buf()))
                     .find_map(|d| rpm_files_in(d, &format!("{nevr}.")).pop());
                 if let Some(file) = found {
-                    return file.display().to_string();
+                    return (file.display().to_string(), how);
                 }
             }
-            nevr.clone()
+            (nevr.clone(), how)
         })
         .collect();
-    run_ok(exec, &tool.install_argv(&items), TRANSACTION_TIMEOUT).await?;
+    for command in tool.restore_argvs(&items, gpg_key.is_some()) {
+        run_ok(exec, &command, TRANSACTION_TIMEOUT).await?;
+    }
     let now = installed_version(&rpm_packages(exec).await?)?;
     if let Some(previous_version) = &record.previous_version
         && &now != previous_version
@@ -447,9 +618,180 @@ pub async fn restore(
     ))
 }
 
+/// How a rollback puts back the recorded package `nevr` (`name-version-release`), given
+/// what is installed now.
+#[must_use]
+pub fn restore_kind(nevr: &str, installed: &[Package]) -> Restore {
+    // `name-version-release`: the name is everything before the last two `-`.
+    let Some((name, version_release)) = nevr
+        .rsplitn(3, '-')
+        .collect::<Vec<_>>()
+        .as_slice()
+        .split_first()
+        .and_then(|(release, rest)| match rest {
+            [version, name] => Some((*name, format!("{version}-{release}"))),
+            _ => None,
+        })
+    else {
+        return Restore::Install;
+    };
+    match installed.iter().find(|p| p.name == name) {
+        None => Restore::Install,
+        Some(now) => match compare_version_release(&version_release, &now.version_release) {
+            std::cmp::Ordering::Equal => Restore::Keep,
+            std::cmp::Ordering::Less => Restore::Downgrade,
+            std::cmp::Ordering::Greater => Restore::Install,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn rpm_k_refuses_unsigned_and_foreign_signed_files_by_name_when_a_key_is_configured() {
+        // rpm 4.18's `rpm -Kv` on a package signed by the imported key, one signed by a key
+        // that is not imported, and an unsigned one.
+        let out = "/op/a/rke2-server-1.34.2~rke2r1-0.x86_64.rpm:
+    Header V4 RSA/SHA512 Signature, key ID 3a1de1ad: OK
+    Header SHA256 digest: OK
+    Header SHA1 digest: OK
+    Payload SHA256 digest: OK
+    MD5 digest: OK
+/op/a/rke2-common-1.34.2~rke2r1-0.x86_64.rpm:
+    Header V4 RSA/SHA512 Signature, key ID 77aa01bc: NOKEY
+    Header SHA256 digest: OK
+    Header SHA1 digest: OK
+    Payload SHA256 digest: OK
+    MD5 digest: OK
+/op/a/rke2-agent-1.34.2~rke2r1-0.x86_64.rpm:
+    Header SHA256 digest: OK
+    Header SHA1 digest: OK
+    Payload SHA256 digest: OK
+    MD5 digest: OK
+";
+        let files = strings(&[
+            "/op/a/rke2-common-1.34.2~rke2r1-0.x86_64.rpm",
+            "/op/a/rke2-server-1.34.2~rke2r1-0.x86_64.rpm",
+            "/op/a/rke2-agent-1.34.2~rke2r1-0.x86_64.rpm",
+        ]);
+        assert_eq!(
+            refused_by_rpm_k(out, &files, true),
+            [
+                "rke2-common-1.34.2~rke2r1-0.x86_64.rpm: Header V4 RSA/SHA512 Signature, key ID 77aa01bc: NOKEY (signed by a key that is not in the RPM database)",
+                "rke2-agent-1.34.2~rke2r1-0.x86_64.rpm: not signed",
+            ]
+        );
+        // Without a key only digests count: a signature rpm cannot check is no refusal.
+        assert!(refused_by_rpm_k(out, &files, false).is_empty());
+    }
+
+    #[test]
+    fn rpm_k_refuses_bad_digests_and_files_it_did_not_read() {
+        // rpm 4.11's (EL7) wording: digests carry their value.
+        let out = "/op/x.rpm:
+    Header V4 RSA/SHA1 Signature, key ID f4a80eb5: OK
+    Header SHA1 digest: OK (5e3a4f)
+    V4 RSA/SHA1 Signature, key ID f4a80eb5: OK
+    MD5 digest: BAD (Expected 9a0c != 11aa)
+";
+        let files = strings(&["/op/x.rpm", "/op/missing.rpm"]);
+        assert_eq!(
+            refused_by_rpm_k(out, &files, false),
+            [
+                "x.rpm: MD5 digest: BAD (Expected 9a0c != 11aa)",
+                "missing.rpm: not checked (rpm could not read it)",
+            ]
+        );
+        let good = "/op/x.rpm:\n    Header SHA1 digest: OK (5e3a4f)\n    V4 RSA/SHA1 Signature, key ID f4a80eb5: OK\n";
+        assert!(refused_by_rpm_k(good, &strings(&["/op/x.rpm"]), true).is_empty());
+        let empty = "/op/x.rpm:\n";
+        assert_eq!(
+            refused_by_rpm_k(empty, &strings(&["/op/x.rpm"]), false),
+            ["x.rpm: no digest checked"]
+        );
+    }
+
+    #[test]
+    fn a_rollback_downgrades_what_is_newer_keeps_what_is_there_and_installs_the_rest() {
+        let installed = vec![
+            Package {
+                name: "rke2-common".into(),
+                version_release: "1.34.1~rke2r1-0".into(),
+            },
+            Package {
+                name: "rke2-selinux".into(),
+                version_release: "0.20-1".into(),
+            },
+        ];
+        assert_eq!(
+            restore_kind("rke2-common-1.33.5~rke2r1-0", &installed),
+            Restore::Downgrade
+        );
+        assert_eq!(
+            restore_kind("rke2-selinux-0.20-1", &installed),
+            Restore::Keep
+        );
+        assert_eq!(
+            restore_kind("rke2-server-1.33.5~rke2r1-0", &installed),
+            Restore::Install
+        );
+        assert_eq!(
+            restore_kind("rke2-common-1.34.2~rke2r1-0", &installed),
+            Restore::Install
+        );
+    }
+
+    #[test]
+    fn a_failed_download_names_the_package_whose_signature_failed() {
+        // dnf 4's output when the repository's key does not sign a package (the critical
+        // lines on stderr, progress on stdout).
+        let out = super::super::pkg::ExecOutput {
+            status: Some(1),
+            stdout: "(1/2): rke2-server-1.34.2~rke2r1-0.x86_64.rpm  2.1 MB/s | 1.2 MB  00:00\n\
+                     (2/2): rke2-common-1.34.2~rke2r1-0.x86_64.rpm  3.0 MB/s | 4.8 MB  00:00\n"
+                .into(),
+            stderr: "Importing GPG key 0x3A1DE1AD:\n\
+                     Public key for rke2-common-1.34.2~rke2r1-0.x86_64.rpm is not installed. Failing package is: rke2-common-1.34.2~rke2r1-0.x86_64\n \
+                     GPG Keys are configured as: http://m/rpm/public.key\n\
+                     Package rke2-agent-1.34.2~rke2r1-0.x86_64.rpm is not signed\n\
+                     Error: GPG check FAILED\n"
+                .into(),
+        };
+        let pinned = strings(&["rke2-common-1.34.2~rke2r1", "rke2-agent-1.34.2~rke2r1"]);
+        assert_eq!(
+            download_failure("yum", &out, &pinned),
+            "yum failed (exit 1): Error: GPG check FAILED; \
+             Public key for rke2-common-1.34.2~rke2r1-0.x86_64.rpm is not installed. Failing package is: rke2-common-1.34.2~rke2r1-0.x86_64; \
+             Package rke2-agent-1.34.2~rke2r1-0.x86_64.rpm is not signed"
+        );
+        let plain = super::super::pkg::ExecOutput {
+            status: Some(1),
+            stdout: String::new(),
+            stderr: "Error: Unable to find a match: rke2-server-1.34.9~rke2r1\n".into(),
+        };
+        assert_eq!(
+            download_failure("dnf", &plain, &strings(&["rke2-server-1.34.9~rke2r1"])),
+            "dnf failed (exit 1): Error: Unable to find a match: rke2-server-1.34.9~rke2r1"
+        );
+    }
+
+    #[test]
+    fn a_key_path_becomes_a_file_url_for_the_repository_file() {
+        assert_eq!(
+            key_url("/srv/rke2/public.key"),
+            "file:///srv/rke2/public.key"
+        );
+        assert_eq!(
+            key_url("https://rpm.rancher.io/public.key"),
+            "https://rpm.rancher.io/public.key"
+        );
+    }
 
     #[test]
     fn a_package_restart_is_recognised_by_the_new_main_pid() {

@@ -51,6 +51,14 @@ pub const RPM_RKE2_BIN: &str = "/usr/bin/rke2";
 pub const RPM_UNIT_DIR: &str = "/usr/lib/systemd/system";
 /// The placeholder SELinux policy file of `rke2-selinux`.
 pub const SELINUX_POLICY: &str = "/usr/share/selinux/packages/rke2/rke2.pp";
+/// The repository's public key, `<releases>/rpm/public.key`, served as `/rpm/public.key` (as
+/// `rpm.rancher.io/public.key`); [`RpmRepo::key_url`].
+pub const PUBLIC_KEY_FILE: &str = "public.key";
+/// A release whose packages a node must refuse when it checks signatures: `rke2-common` is
+/// signed by a key that is not published, `rke2-agent` is not signed, `rke2-server` is signed
+/// by the repository's key (so a refusal has to name the right file). In the repositories and
+/// its air-gap folder like the others.
+pub const UNTRUSTED_VERSION: &str = "v1.34.2+rke2r1";
 /// The rpm macro file that keeps a node's rpmdb on the node (Debian's rpm defaults to
 /// `~/.rpmdb`, the host's `/root`).
 pub const DBPATH_MACROS: &str = "/etc/rpm/macros.rke2ops-sim";
@@ -97,8 +105,29 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RpmError + '_ {
 pub enum PackageTool {
     /// `dnf` with `/etc/yum.repos.d/rke2.repo` (RHEL, CentOS, Rocky...).
     Dnf,
+    /// `yum` as RHEL/Rocky 8+ ship it: `/usr/bin/yum -> dnf-3`, and no `dnf` on the node
+    /// ([`prepare_tool`]), so whatever looks for a tool finds only yum. EL7's own yum (3.x)
+    /// is not simulated.
+    Yum,
     /// `zypper` with `zypper addrepo` (SLES, openSUSE).
     Zypper,
+}
+
+impl PackageTool {
+    /// The command's name (`dnf`, `yum`, `zypper`), as the agent's `package_manager` takes it.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dnf => "dnf",
+            Self::Yum => "yum",
+            Self::Zypper => "zypper",
+        }
+    }
+
+    /// dnf and yum share the repository file and their pinning (`name-version`).
+    fn is_dnf_like(self) -> bool {
+        matches!(self, Self::Dnf | Self::Yum)
+    }
 }
 
 /// RPM version and release of an RKE2 version: `v1.34.1+rke2r1` → (`1.34.1~rke2r1`, `0`).
@@ -406,9 +435,10 @@ pub fn dnf_repo_file(repo_url: &str, version: &str) -> Option<String> {
 pub fn pinned_package(tool: PackageTool, role: Role, version: &str) -> Option<String> {
     let (v, _) = rpm_version(version)?;
     let name = unit_name(role).trim_end_matches(".service");
-    Some(match tool {
-        PackageTool::Dnf => format!("{name}-{v}"),
-        PackageTool::Zypper => format!("{name}={v}"),
+    Some(if tool.is_dnf_like() {
+        format!("{name}-{v}")
+    } else {
+        format!("{name}={v}")
     })
 }
 
@@ -428,16 +458,18 @@ pub fn install_script(
     let pinned = sh_quote(&pinned_package(tool, role, version)?);
     // rke2-common pinned as well, so a downgrade takes it along (zypper refuses otherwise).
     let (v, _) = rpm_version(version)?;
-    let common_pkg = sh_quote(&match tool {
-        PackageTool::Dnf => format!("rke2-common-{v}"),
-        PackageTool::Zypper => format!("rke2-common={v}"),
+    let common_pkg = sh_quote(&if tool.is_dnf_like() {
+        format!("rke2-common-{v}")
+    } else {
+        format!("rke2-common={v}")
     });
     let url = repo_url.trim_end_matches('/');
     let minor = minor_of(version)?;
     Some(match tool {
         // The repo file is written beforehand ([`dnf_repo_file`]).
-        PackageTool::Dnf => format!(
-            "set -e\ndnf -y -q install {OS_PACKAGE}\ndnf -y -q install {pinned} {common_pkg}\n"
+        PackageTool::Dnf | PackageTool::Yum => format!(
+            "set -e\n{dnf} -y -q install {OS_PACKAGE}\n{dnf} -y -q install {pinned} {common_pkg}\n",
+            dnf = tool.name()
         ),
         PackageTool::Zypper => format!(
             "set -e\nrm -f /etc/zypp/repos.d/rke2-*.repo\n\
@@ -466,9 +498,10 @@ pub fn airgap_install_script(tool: PackageTool, dir: &str, files: &[String]) -> 
         .collect();
     let all = all.join(" ");
     match tool {
-        PackageTool::Dnf => format!(
-            "set -e\ndnf -y -q --disablerepo='*' install {os}\n\
-             dnf -y -q --disablerepo='*' install {all}\n"
+        PackageTool::Dnf | PackageTool::Yum => format!(
+            "set -e\n{dnf} -y -q --disablerepo='*' install {os}\n\
+             {dnf} -y -q --disablerepo='*' install {all}\n",
+            dnf = tool.name()
         ),
         PackageTool::Zypper => format!(
             "set -e\nzypper --non-interactive -q --no-gpg-checks install --allow-unsigned-rpm {os}\n\
@@ -504,6 +537,26 @@ pub fn prepare_node(node: &Node) -> Result<(), RpmError> {
     Ok(())
 }
 
+/// The node script that makes `tool` the node's only dnf-like tool: for [`PackageTool::Yum`],
+/// `/usr/bin/yum -> dnf-3` and no `/usr/bin/dnf`, as on RHEL/Rocky 8+ where yum is dnf's
+/// compatibility name (Debian has no yum). Nothing for the others.
+#[must_use]
+pub fn tool_script(tool: PackageTool) -> Option<&'static str> {
+    (tool == PackageTool::Yum).then_some("rm -f /usr/bin/dnf && ln -sfn dnf-3 /usr/bin/yum")
+}
+
+/// Lays out `tool` on `node` (booted with [`rpm_node_spec`], whose `/usr/bin` is the node's
+/// own overlay, so the host keeps its `dnf` and gets no `yum`). Idempotent.
+///
+/// # Errors
+/// When the command on the node fails.
+pub fn prepare_tool(node: &Node, tool: PackageTool) -> Result<(), RpmError> {
+    if let Some(script) = tool_script(tool) {
+        node.sh(script)?;
+    }
+    Ok(())
+}
+
 /// Installs `rke2-<role>` of `version` on `node` (booted with [`rpm_node_spec`]) from the
 /// repositories under `repo_url` (`<mirror base_url>/rpm/stable`) as install.sh does: dnf
 /// gets `/etc/yum.repos.d/rke2.repo` with `[rke2-common]` and `[rke2-<major.minor>]`, zypper
@@ -523,7 +576,8 @@ pub fn install_rke2_rpm(
 ) -> Result<(), RpmError> {
     let bad = || RpmError::Version(version.to_owned());
     prepare_node(node)?;
-    if tool == PackageTool::Dnf {
+    prepare_tool(node, tool)?;
+    if tool.is_dnf_like() {
         node.write_file(
             "/etc/yum.repos.d/rke2.repo",
             dnf_repo_file(repo_url, version).ok_or_else(bad)?,
@@ -551,6 +605,7 @@ pub fn install_rke2_rpm_airgap(
 ) -> Result<(), RpmError> {
     let v = checked_rpm_version(version)?;
     prepare_node(node)?;
+    prepare_tool(node, tool)?;
     let other = match role {
         Role::Server => "rke2-agent-",
         Role::Agent => "rke2-server-",
@@ -584,7 +639,10 @@ pub struct RpmRepo {
     pub channel_dir: PathBuf,
     /// `<releases_dir>/rpm-airgap`.
     pub airgap_root: PathBuf,
-    /// The versions built.
+    /// `<releases_dir>/rpm/public.key`: the armored key every trusted package and every
+    /// `repomd.xml` is signed with.
+    pub public_key: PathBuf,
+    /// The versions built (with the untrusted ones).
     pub versions: Vec<String>,
 }
 
@@ -595,6 +653,13 @@ impl RpmRepo {
         format!("{}/rpm/{CHANNEL}", base_url.trim_end_matches('/'))
     }
 
+    /// Where the mirror at `base_url` serves [`RpmRepo::public_key`]: `<base_url>/rpm/public.key`
+    /// (what an agent's `rpm_gpg_key` names).
+    #[must_use]
+    pub fn key_url(base_url: &str) -> String {
+        format!("{}/rpm/{PUBLIC_KEY_FILE}", base_url.trim_end_matches('/'))
+    }
+
     /// `<releases_dir>/rpm-airgap/<version>/`: every package a node of `version` needs.
     #[must_use]
     pub fn airgap_dir(&self, version: &str) -> PathBuf {
@@ -603,13 +668,18 @@ impl RpmRepo {
 }
 
 fn run_tool(command: &mut Command) -> Result<(), RpmError> {
+    output_of(command).map(drop)
+}
+
+/// Runs a host tool and returns its standard output.
+fn output_of(command: &mut Command) -> Result<String, RpmError> {
     let line = format!("{command:?}");
     let out = command.output().map_err(|e| RpmError::Tool {
         command: line.clone(),
-        detail: format!("{e} (scripts/install-test-deps.sh installs rpm and createrepo-c)"),
+        detail: format!("{e} (scripts/install-test-deps.sh installs rpm, createrepo-c and gnupg)"),
     })?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(RpmError::Tool {
             command: line,
@@ -661,6 +731,123 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<(), RpmError> {
     Ok(())
 }
 
+/// The key id in `gpg --with-colons --list-secret-keys` output (the `sec` record's fifth
+/// field), `None` without one.
+#[must_use]
+pub fn secret_key_id(colons: &str) -> Option<String> {
+    colons
+        .lines()
+        .find(|l| l.starts_with("sec:"))
+        .and_then(|l| l.split(':').nth(4))
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+}
+
+/// A throwaway OpenPGP key (RSA 2048, no passphrase) in its own GNUPGHOME inside the build's
+/// temporary folder, so no user keyring is read or written. It signs packages (`rpmsign
+/// --addsign`) and repository metadata (`repomd.xml.asc`). Dropping it stops the gpg-agent
+/// its signatures started.
+struct Signer {
+    /// The GNUPGHOME (mode 0700).
+    home: PathBuf,
+    /// The key's long id (`_gpg_name` for rpmsign, `--local-user` for gpg).
+    key_id: String,
+}
+
+impl Signer {
+    fn generate(home: &Path, uid: &str) -> Result<Self, RpmError> {
+        std::fs::create_dir_all(home).map_err(io(home))?;
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700))
+                .map_err(io(home))?;
+        }
+        let gpg = |args: &[&str]| {
+            let mut c = Command::new("gpg");
+            c.arg("--homedir").arg(home).arg("--batch").args(args);
+            c
+        };
+        run_tool(&mut gpg(&[
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            uid,
+            "rsa2048",
+            "sign",
+            "never",
+        ]))?;
+        let listed = output_of(&mut gpg(&["--with-colons", "--list-secret-keys"]))?;
+        let key_id = secret_key_id(&listed).ok_or_else(|| RpmError::Tool {
+            command: "gpg --list-secret-keys".into(),
+            detail: format!("no secret key listed:\n{listed}"),
+        })?;
+        Ok(Self {
+            home: home.to_path_buf(),
+            key_id,
+        })
+    }
+
+    fn gpg(&self) -> Command {
+        let mut c = Command::new("gpg");
+        c.arg("--homedir")
+            .arg(&self.home)
+            .arg("--batch")
+            .env("GNUPGHOME", &self.home);
+        c
+    }
+
+    /// The armored public key, as `public.key`.
+    fn export_public(&self, to: &Path) -> Result<(), RpmError> {
+        let key = output_of(self.gpg().args(["--armor", "--export", &self.key_id]))?;
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        std::fs::write(to, key).map_err(io(to))
+    }
+
+    /// Adds this key's signature to each package (in place). Debian's rpm names the signing
+    /// program `gpg2`, which Debian does not have: `%__gpg` points at `gpg`.
+    fn sign_packages(&self, files: &[PathBuf]) -> Result<(), RpmError> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        run_tool(
+            Command::new("rpmsign")
+                .arg("--addsign")
+                .args(["--define", &format!("_gpg_name {}", self.key_id)])
+                .args(["--define", &format!("_gpg_path {}", self.home.display())])
+                .args(["--define", "__gpg /usr/bin/gpg"])
+                .args(files)
+                .env("GNUPGHOME", &self.home)
+                .env("LC_ALL", "C"),
+        )
+    }
+
+    /// `repodata/repomd.xml.asc`: the detached, armored signature of the repository's
+    /// metadata that yum/dnf (`repo_gpgcheck`) and zypper check.
+    fn sign_metadata(&self, repo_dir: &Path) -> Result<(), RpmError> {
+        let repomd = repo_dir.join("repodata").join("repomd.xml");
+        run_tool(
+            self.gpg()
+                .args(["--yes", "--armor", "--detach-sign", "--local-user"])
+                .arg(&self.key_id)
+                .arg("--output")
+                .arg(repomd.with_extension("xml.asc"))
+                .arg(&repomd),
+        )
+    }
+}
+
+impl Drop for Signer {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(&self.home)
+            .args(["--kill", "gpg-agent"])
+            .output();
+    }
+}
+
 /// Writes the repositories and air-gap folders for `versions` under `releases_dir` (see the
 /// module docs) from the built simulator (`target/debug/rke2`). Takes ~1 s per version.
 ///
@@ -668,21 +855,40 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<(), RpmError> {
 /// When a version is not an RKE2 version, a file cannot be written, or `rpmbuild` /
 /// `createrepo_c` fail.
 pub fn build_rpm_repo(releases_dir: &Path, versions: &[&str]) -> Result<RpmRepo, RpmError> {
-    build_rpm_repo_from(releases_dir, versions, &built_binary("rke2"))
+    build_rpm_repo_from(releases_dir, versions, &[], &built_binary("rke2"))
 }
 
-/// [`build_rpm_repo`] from the simulator at `simulator`.
+/// [`build_rpm_repo`] from the simulator at `simulator`. Every package and every
+/// repository's `repomd.xml` is signed with a key made for this build (its public half in
+/// `rpm/public.key`), except in the `untrusted` versions (built as [`UNTRUSTED_VERSION`]
+/// describes: `rke2-common` signed by another key, `rke2-agent` unsigned).
 ///
 /// # Errors
 /// As [`build_rpm_repo`].
 pub fn build_rpm_repo_from(
     releases_dir: &Path,
     versions: &[&str],
+    untrusted: &[&str],
     simulator: &Path,
 ) -> Result<RpmRepo, RpmError> {
     let channel_dir = releases_dir.join("rpm").join(CHANNEL);
     let airgap_root = releases_dir.join("rpm-airgap");
     let work = tempfile::tempdir().map_err(io(&std::env::temp_dir()))?;
+    let signer = Signer::generate(
+        &work.path().join("gnupg"),
+        "rke2ops simulator repository <rpm@rke2ops-sim.invalid>",
+    )?;
+    let public_key = releases_dir.join("rpm").join(PUBLIC_KEY_FILE);
+    signer.export_public(&public_key)?;
+    // Signs the untrusted versions' rke2-common; its public half is published nowhere.
+    let stranger = if untrusted.is_empty() {
+        None
+    } else {
+        Some(Signer::generate(
+            &work.path().join("gnupg-stranger"),
+            "someone else <stranger@rke2ops-sim.invalid>",
+        )?)
+    };
     let built = work.path().join("rpms");
     let sources = work.path().join("sources");
     std::fs::create_dir_all(&sources).map_err(io(&sources))?;
@@ -718,12 +924,14 @@ systemctl stop rke2-server.service rke2-agent.service 2>/dev/null || true\n",
     for spec in [selinux_spec(), os_spec()] {
         rpmbuild(&spec, &sources, &built, work.path())?;
         let file = built.join(spec.file_name());
+        signer.sign_packages(std::slice::from_ref(&file))?;
         link_or_copy(&file, &common_dir.join(spec.file_name()))?;
         noarch.push(file);
     }
     let mut minors = std::collections::BTreeSet::new();
-    for version in versions {
+    for version in versions.iter().chain(untrusted) {
         let v = checked_rpm_version(version)?;
+        let trusted = !untrusted.contains(version);
         let minor_dir = channel_dir.join(minor_repo_path(version).unwrap_or_default());
         minors.insert(minor_dir.clone());
         // Each version's binary differs (its trailer): one source folder per version.
@@ -737,6 +945,12 @@ systemctl stop rke2-server.service rke2-agent.service 2>/dev/null || true\n",
         ] {
             rpmbuild(&spec, &sources, &built, work.path())?;
             let file = built.join(spec.file_name());
+            let sign = std::slice::from_ref(&file);
+            match (&stranger, spec.name.as_str()) {
+                (Some(stranger), "rke2-common") if !trusted => stranger.sign_packages(sign)?,
+                (_, "rke2-agent") if !trusted => {}
+                _ => signer.sign_packages(sign)?,
+            }
             link_or_copy(&file, &minor_dir.join(spec.file_name()))?;
             link_or_copy(&file, &airgap.join(spec.file_name()))?;
         }
@@ -750,16 +964,23 @@ systemctl stop rke2-server.service rke2-agent.service 2>/dev/null || true\n",
                 .args(["--quiet", "--update"])
                 .arg(dir),
         )?;
+        signer.sign_metadata(dir)?;
     }
     Ok(RpmRepo {
         releases_dir: releases_dir.to_path_buf(),
         channel_dir,
         airgap_root,
-        versions: versions.iter().map(|v| (*v).to_owned()).collect(),
+        public_key,
+        versions: versions
+            .iter()
+            .chain(untrusted)
+            .map(|v| (*v).to_owned())
+            .collect(),
     })
 }
 
-/// The repository of [`OLD_VERSION`] and [`NEW_VERSION`] from the built simulator, built once
+/// The repository of [`OLD_VERSION`] and [`NEW_VERSION`] (and [`UNTRUSTED_VERSION`]) from the
+/// built simulator, built once
 /// per simulator build and reused by every test (and test process): it lives in
 /// `target/rke2ops-sim-rpm/<key>/`, keyed by the simulator's size and modification time, and
 /// is built beside it and renamed into place, so concurrent processes do not see half a repo.
@@ -782,7 +1003,8 @@ pub fn shared_rpm_repo() -> Result<&'static RpmRepo, String> {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos());
         let key = hex::encode(Sha256::digest(format!(
-            "{}:{}:{mtime}:{OLD_VERSION}:{NEW_VERSION}:{}",
+            // "signed": repositories from before signing must not be reused.
+            "{}:{}:{mtime}:{OLD_VERSION}:{NEW_VERSION}:signed:{UNTRUSTED_VERSION}:{}",
             env!("CARGO_PKG_VERSION"),
             meta.len(),
             [
@@ -805,7 +1027,12 @@ pub fn shared_rpm_repo() -> Result<&'static RpmRepo, String> {
             releases_dir: dir.to_path_buf(),
             channel_dir: dir.join("rpm").join(CHANNEL),
             airgap_root: dir.join("rpm-airgap"),
-            versions: vec![OLD_VERSION.to_owned(), NEW_VERSION.to_owned()],
+            public_key: dir.join("rpm").join(PUBLIC_KEY_FILE),
+            versions: vec![
+                OLD_VERSION.to_owned(),
+                NEW_VERSION.to_owned(),
+                UNTRUSTED_VERSION.to_owned(),
+            ],
         };
         if dir.join(".complete").is_file() {
             return Ok(repo(&dir));
@@ -820,8 +1047,13 @@ pub fn shared_rpm_repo() -> Result<&'static RpmRepo, String> {
         }
         let staging = cache.join(format!(".{}-{}", &key[..16], std::process::id()));
         let _ = std::fs::remove_dir_all(&staging);
-        build_rpm_repo_from(&staging, &[OLD_VERSION, NEW_VERSION], &simulator)
-            .map_err(|e| e.to_string())?;
+        build_rpm_repo_from(
+            &staging,
+            &[OLD_VERSION, NEW_VERSION],
+            &[UNTRUSTED_VERSION],
+            &simulator,
+        )
+        .map_err(|e| e.to_string())?;
         std::fs::write(staging.join(".complete"), "").map_err(|e| e.to_string())?;
         if std::fs::rename(&staging, &dir).is_err() {
             // Another process won the race: use its copy.
@@ -936,21 +1168,27 @@ mod tests {
     }
 
     #[test]
-    fn repo_builds_with_rke2_layout_and_airgap_folders() {
-        if Command::new("rpmbuild").arg("--version").output().is_err()
-            || Command::new("createrepo_c")
-                .arg("--version")
-                .output()
-                .is_err()
+    fn repo_builds_with_rke2_layout_airgap_folders_and_signatures() {
+        if ["rpmbuild", "createrepo_c", "rpmsign", "gpg"]
+            .iter()
+            .any(|tool| Command::new(tool).arg("--version").output().is_err())
         {
-            eprintln!("skipped: rpmbuild or createrepo_c missing (scripts/install-test-deps.sh)");
+            eprintln!(
+                "skipped: rpmbuild, createrepo_c, rpmsign or gpg missing (scripts/install-test-deps.sh)"
+            );
             return;
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let sim = dir.path().join("fake-rke2");
         std::fs::write(&sim, b"\x7fELF simulated rke2").expect("write");
         let out = dir.path().join("releases");
-        let repo = build_rpm_repo_from(&out, &[OLD_VERSION, NEW_VERSION], &sim).expect("build");
+        let repo = build_rpm_repo_from(
+            &out,
+            &[OLD_VERSION, NEW_VERSION],
+            &[UNTRUSTED_VERSION],
+            &sim,
+        )
+        .expect("build");
         let stable = out.join("rpm/stable");
         assert_eq!(repo.channel_dir, stable);
         for file in [
@@ -1013,5 +1251,124 @@ mod tests {
         ] {
             assert!(l.contains(f), "{f} in {l}");
         }
+
+        // Signatures, as a node with the published key sees them.
+        assert_eq!(repo.public_key, out.join("rpm/public.key"));
+        let db = dir.path().join("rpmdb");
+        std::fs::create_dir_all(&db).expect("mkdir");
+        let rpm_db = |args: &[&str], files: &[&Path]| {
+            let out = Command::new("rpm")
+                .arg("--dbpath")
+                .arg(&db)
+                .args(args)
+                .args(files)
+                .env("LC_ALL", "C")
+                .output()
+                .expect("rpm");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        rpm_db(&["--initdb"], &[]);
+        rpm_db(&["--import"], &[&repo.public_key]);
+        let x86 = stable.join("1.34/centos/9/x86_64");
+        let checked = rpm_db(
+            &["-K"],
+            &[
+                &common,
+                &stable.join("common/centos/9/noarch/rke2-selinux-0.20-1.noarch.rpm"),
+                &x86.join("rke2-common-1.34.2~rke2r1-0.x86_64.rpm"),
+                &x86.join("rke2-agent-1.34.2~rke2r1-0.x86_64.rpm"),
+                &x86.join("rke2-server-1.34.2~rke2r1-0.x86_64.rpm"),
+            ],
+        );
+        let verdicts: Vec<&str> = checked
+            .lines()
+            .filter_map(|l| l.rsplit_once(": ").map(|(_, v)| v))
+            .collect();
+        assert_eq!(
+            verdicts,
+            [
+                "digests signatures OK",
+                "digests signatures OK",
+                "digests SIGNATURES NOT OK",
+                "digests OK",
+                "digests signatures OK"
+            ],
+            "{checked}"
+        );
+        assert!(
+            repo.airgap_dir(UNTRUSTED_VERSION)
+                .join("rke2-common-1.34.2~rke2r1-0.x86_64.rpm")
+                .is_file()
+        );
+        // Each repository's metadata carries a detached signature by the published key.
+        let home = dir.path().join("verify-gnupg");
+        std::fs::create_dir_all(&home).expect("mkdir");
+        let gpg = |args: &[&str]| {
+            Command::new("gpg")
+                .arg("--homedir")
+                .arg(&home)
+                .arg("--batch")
+                .args(args)
+                .output()
+                .expect("gpg")
+        };
+        assert!(
+            gpg(&["--import", &repo.public_key.display().to_string()])
+                .status
+                .success()
+        );
+        for repodata in [
+            "1.33/centos/9/x86_64",
+            "1.34/centos/9/x86_64",
+            "common/centos/9/noarch",
+        ] {
+            let repomd = stable.join(repodata).join("repodata/repomd.xml");
+            let verified = gpg(&[
+                "--verify",
+                &format!("{}.asc", repomd.display()),
+                &repomd.display().to_string(),
+            ]);
+            assert!(
+                verified.status.success(),
+                "{repodata}: {}",
+                String::from_utf8_lossy(&verified.stderr)
+            );
+        }
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(&home)
+            .args(["--kill", "all"])
+            .output();
+    }
+
+    #[test]
+    fn the_key_id_comes_from_the_secret_key_record() {
+        let colons = "sec:u:2048:1:3D99EBBE3A1DE1AD:1796609966:::u:::scSC:::+:::23::0:\n\
+                      fpr:::::::::0B0700EAA528ED0AF9B135C53D99EBBE3A1DE1AD:\n";
+        assert_eq!(secret_key_id(colons).as_deref(), Some("3D99EBBE3A1DE1AD"));
+        assert_eq!(secret_key_id("pub:u:2048:1:AB:\n"), None);
+    }
+
+    #[test]
+    fn yum_nodes_have_yum_as_dnf_and_no_dnf() {
+        assert_eq!(
+            tool_script(PackageTool::Yum),
+            Some("rm -f /usr/bin/dnf && ln -sfn dnf-3 /usr/bin/yum")
+        );
+        assert_eq!(tool_script(PackageTool::Dnf), None);
+        let script = install_script(
+            PackageTool::Yum,
+            "http://m/rpm/stable",
+            "v1.34.1+rke2r1",
+            Role::Agent,
+        )
+        .expect("script");
+        assert!(
+            script.contains(
+                "yum -y -q install 'rke2-agent-1.34.1~rke2r1' 'rke2-common-1.34.1~rke2r1'\n"
+            ),
+            "{script}"
+        );
+        assert_eq!(RpmRepo::key_url("http://m/"), "http://m/rpm/public.key");
     }
 }
