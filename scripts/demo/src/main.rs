@@ -292,9 +292,11 @@ fn run() -> Result<()> {
     for sim in cluster.nodes() {
         let mut config = "ready_timeout_secs = 60\nheartbeat_secs = 5\n".to_owned();
         if sim.package_tool.is_some() {
-            // The simulated repository is unsigned and laid out for centos/9.
+            // The simulated repository is laid out for centos/9 and signed with its own key,
+            // which the mirror serves as RKE2's repository serves public.key.
+            let key = rke2ops_tests::sim::rpm::RpmRepo::key_url(&rpm_mirror.base_url());
             config.push_str(&format!(
-                "rpm_repository = \"{rpm_url}\"\nrpm_os = \"centos/9\"\nrpm_gpg_key = \"\"\n"
+                "rpm_repository = \"{rpm_url}\"\nrpm_os = \"centos/9\"\nrpm_gpg_key = \"{key}\"\n"
             ));
         }
         rke2ops_tests::hub::enroll_agent(&sim.node, &hub, &config)?;
