@@ -361,6 +361,22 @@ impl Config {
                 ),
             });
         }
+        // Both show in step details, which reach the hub and its audit log.
+        for (name, value) in [
+            ("rpm_repository", Some(rpm.repository.as_str())),
+            ("rpm_gpg_key", rpm.gpg_key.as_deref()),
+        ] {
+            if let Some(url) = value.and_then(|v| reqwest::Url::parse(v).ok())
+                && (!url.username().is_empty() || url.password().is_some())
+            {
+                return Err(ConfigError::Invalid {
+                    key: name,
+                    message: "a URL with credentials is refused: it would show in step \
+                              details and the hub's audit log"
+                        .to_owned(),
+                });
+            }
+        }
         if let Some(key) = &rpm.gpg_key
             && !(key.starts_with('/')
                 || key.starts_with("http://")
@@ -479,6 +495,16 @@ mod tests {
             key("rpm_gpg_key = \"/srv/rke2/public.key\"\n").as_deref(),
             Some("/srv/rke2/public.key")
         );
+        for line in [
+            "rpm_gpg_key = \"https://user:secret@rpm.example/public.key\"\n",
+            "rpm_repository = \"https://user@rpm.example/rke2/stable\"\n",
+        ] {
+            let err = resolve(line).expect_err("credentials").to_string();
+            assert!(
+                err.contains("credentials") && !err.contains("secret"),
+                "{err}"
+            );
+        }
         let err = resolve("rpm_gpg_key = \"public.key\"\n")
             .expect_err("relative")
             .to_string();

@@ -59,6 +59,19 @@ pub fn decide_run(
     }
 }
 
+/// `; etcd-snapshot: saved <path> (<n> bytes)` when the operation took one: the step's
+/// progress may have been lost with a hub restart, and the result, which the agent keeps and
+/// sends again, names it too (a failed operation's snapshot is the one an operator needs).
+fn snapshot_suffix(record: &OpRecord) -> String {
+    record
+        .log
+        .iter()
+        .rev()
+        .find(|l| l.ok && l.step == Step::EtcdSnapshot)
+        .map(|l| format!("; etcd-snapshot: {}", l.detail))
+        .unwrap_or_default()
+}
+
 /// The result of a finished operation (pure): succeeded, skipped, failed, or rejected when it
 /// was cancelled before changing anything.
 #[must_use]
@@ -75,16 +88,7 @@ pub fn result_of(record: &OpRecord, rke2_version: String) -> OpResult {
                     .find(|l| l.ok && !l.detail.is_empty())
                     .map_or("", |l| l.detail.as_str())
             );
-            // The snapshot's step progress may have been lost with a hub restart; the
-            // result, which the agent keeps and re-sends, names it too.
-            if let Some(snapshot) = record
-                .log
-                .iter()
-                .rev()
-                .find(|l| l.ok && l.step == Step::EtcdSnapshot)
-            {
-                detail.push_str(&format!("; etcd-snapshot: {}", snapshot.detail));
-            }
+            detail.push_str(&snapshot_suffix(record));
             (Outcome::Succeeded, detail)
         }
         Step::Skipped => (Outcome::Skipped, record.skipped.clone().unwrap_or_default()),
@@ -94,7 +98,8 @@ pub fn result_of(record: &OpRecord, rke2_version: String) -> OpResult {
             record
                 .failure
                 .clone()
-                .unwrap_or_else(|| "failed".to_owned()),
+                .unwrap_or_else(|| "failed".to_owned())
+                + &snapshot_suffix(record),
         ),
     };
     OpResult {

@@ -409,8 +409,13 @@ impl Layout {
     }
 }
 
+/// RKE2's two units, nothing else: the units folder outside the prefix is shared with every
+/// other service, so a release may put only these there.
 fn is_unit(rel: &str) -> bool {
-    rel.starts_with("lib/systemd/system/rke2-") && rel.ends_with(".service")
+    matches!(
+        rel,
+        "lib/systemd/system/rke2-server.service" | "lib/systemd/system/rke2-agent.service"
+    )
 }
 
 /// The release's files the node's own copy wins over: the units' environment files
@@ -663,6 +668,13 @@ mod tests {
             PathBuf::from("/opt/rke2/lib/systemd/system/rke2-server.env")
         );
         assert_eq!(opt.target("bin/rke2"), PathBuf::from("/opt/rke2/bin/rke2"));
+        // Only RKE2's own two units leave the prefix.
+        for other in [
+            "lib/systemd/system/rke2-node-agent.service",
+            "lib/systemd/system/rke2-server.service.d/x.conf",
+        ] {
+            assert!(opt.target(other).starts_with("/opt/rke2"), "{other}");
+        }
 
         // An /opt/rke2-like install: units elsewhere, an operator's env file in the prefix.
         let dir = tempfile::tempdir().expect("tempdir");

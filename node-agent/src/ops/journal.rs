@@ -115,6 +115,12 @@ pub enum InstallRecord {
     Tarball {
         /// e.g. `/usr/local`.
         prefix: std::path::PathBuf,
+        /// Where its units go ([`super::install::Layout`]), fixed when the operation began
+        /// so that a restore after an agent update puts them back where they were installed.
+        /// Absent in records of agents before it: `<prefix>/lib/systemd/system`, where those
+        /// agents installed them.
+        #[serde(default)]
+        units: Option<std::path::PathBuf>,
     },
     /// RPM packages.
     Rpm {
@@ -368,6 +374,19 @@ fn sync_dir(dir: &Path) -> Result<(), JournalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_install_journaled_before_unit_folders_existed_still_reads() {
+        let old: InstallRecord =
+            serde_json::from_str(r#"{"method":"tarball","prefix":"/opt/rke2"}"#).expect("old");
+        assert_eq!(
+            old,
+            InstallRecord::Tarball {
+                prefix: "/opt/rke2".into(),
+                units: None
+            }
+        );
+    }
 
     #[test]
     fn a_rotation_journaled_before_snapshots_existed_still_reads() {

@@ -104,14 +104,16 @@ pub const TARBALL_PREFIXES: [&str; 2] = ["/usr/local", "/opt/rke2"];
 pub fn decide(facts: &Facts, configured_prefix: &Path) -> Result<Detected, String> {
     let common = facts.packages.iter().find(|p| p.name == COMMON_PACKAGE);
     // The running process is the strongest evidence, then the unit file.
-    let exec_prefix = [facts.running.as_deref(), facts.unit_exec.as_deref()]
+    let exec_prefixes: Vec<&Path> = [facts.running.as_deref(), facts.unit_exec.as_deref()]
         .into_iter()
         .flatten()
-        .find_map(|exec| {
+        .filter_map(|exec| {
             (exec != Path::new(RPM_BINARY) && exec.ends_with("bin/rke2"))
                 .then(|| exec.parent().and_then(Path::parent))
                 .flatten()
-        });
+        })
+        .collect();
+    let exec_prefix = exec_prefixes.first().copied();
     if let Some(common) = common {
         let tarball = facts
             .tarball_prefixes
@@ -135,9 +137,10 @@ pub fn decide(facts: &Facts, configured_prefix: &Path) -> Result<Detected, Strin
             packages: facts.packages.clone(),
         });
     }
-    let prefix = exec_prefix
-        .map(Path::to_path_buf)
-        .filter(|p| facts.tarball_prefixes.contains(p))
+    let prefix = exec_prefixes
+        .iter()
+        .map(|p| p.to_path_buf())
+        .find(|p| facts.tarball_prefixes.contains(p))
         .or_else(|| {
             facts
                 .tarball_prefixes
@@ -418,6 +421,22 @@ mod tests {
             packages: vec![],
             unit_exec: Some("/usr/local/bin/rke2".into()),
             running: Some("/opt/rke2/bin/rke2".into()),
+            tarball_prefixes: vec!["/usr/local".into(), "/opt/rke2".into()],
+        };
+        assert_eq!(
+            decide(&facts, Path::new("/usr/local")),
+            Ok(Detected::Tarball {
+                prefix: "/opt/rke2".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_running_binary_outside_every_prefix_leaves_the_unit_file_to_decide() {
+        let facts = Facts {
+            packages: vec![],
+            unit_exec: Some("/opt/rke2/bin/rke2".into()),
+            running: Some("/tmp/hand-run/bin/rke2".into()),
             tarball_prefixes: vec!["/usr/local".into(), "/opt/rke2".into()],
         };
         assert_eq!(

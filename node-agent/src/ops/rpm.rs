@@ -386,8 +386,9 @@ pub fn refused_by_rpm_k(output: &str, files: &[String], signatures: bool) -> Vec
             refused.push(format!("{name}: not checked (rpm could not read it)"));
             continue;
         };
-        let (sigs, digests): (Vec<&str>, Vec<&str>) =
-            checks.iter().partition(|c| c.contains("Signature"));
+        let (sigs, digests): (Vec<&str>, Vec<&str>) = checks
+            .iter()
+            .partition(|c| c.to_ascii_lowercase().contains("signature"));
         if digests.is_empty() {
             refused.push(format!("{name}: no digest checked"));
         } else if let Some(bad) = digests.iter().find(|c| !ok(c)) {
@@ -420,8 +421,8 @@ async fn import_key(exec: &impl PackageExec, key: &str) -> Result<(), String> {
 /// the pinned packages.
 ///
 /// # Errors
-/// The key not importable, a damaged, unsigned or foreign-signed file (named), or a package
-/// missing or at another version.
+/// A damaged, unsigned or foreign-signed file (named, with why the key could not be imported
+/// if it could not), or a package missing or at another version.
 pub async fn verify(
     exec: &impl PackageExec,
     record: &OpRecord,
@@ -433,9 +434,13 @@ pub async fn verify(
     if files.is_empty() {
         return Err("no package files fetched".to_owned());
     }
-    if let Some(key) = gpg_key {
-        import_key(exec, key).await?;
-    }
+    // Best effort: an air-gapped node cannot fetch the default key URL, but may have the
+    // key in its RPM database already (it passed the check before); `rpm -Kv` still refuses
+    // any file whose key is not there, and the refusal then says why the import failed.
+    let import_failed = match gpg_key {
+        Some(key) => import_key(exec, key).await.err(),
+        None => None,
+    };
     let paths: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let mut check = argv(&["rpm", "-Kv"]);
     check.extend(paths.iter().cloned());
@@ -443,12 +448,14 @@ pub async fn verify(
     let out = exec.run(&check, QUERY_TIMEOUT).await?;
     let refused = refused_by_rpm_k(&out.stdout, &paths, gpg_key.is_some());
     if !refused.is_empty() {
-        let against = gpg_key
-            .as_deref()
-            .map_or_else(String::new, |k| format!(", signatures checked against {k}"));
+        let against = if gpg_key.is_some() {
+            ", signatures checked against the keys in the RPM database"
+        } else {
+            ""
+        };
         let stderr = out.last_line();
         return Err(format!(
-            "rpm -K refused {} of {} packages{against}: {}{}",
+            "rpm -K refused {} of {} packages{against}: {}{}{}",
             refused.len(),
             paths.len(),
             refused.join("; "),
@@ -456,7 +463,8 @@ pub async fn verify(
                 format!(" ({stderr})")
             } else {
                 String::new()
-            }
+            },
+            import_failed.map(|e| format!("; {e}")).unwrap_or_default()
         ));
     }
     let mut query = argv(&["rpm", "-qp", "--qf", "%{NAME} %{VERSION}-%{RELEASE}\\n"]);
@@ -475,9 +483,12 @@ pub async fn verify(
             None => return Err(format!("{name} is not among the fetched packages")),
         }
     }
-    let checked = match gpg_key {
-        Some(key) => format!("digests and signatures OK (signed by {key})"),
-        None => "digests OK (signatures not checked: rpm_gpg_key is empty)".to_owned(),
+    let checked = match (gpg_key, &import_failed) {
+        (Some(key), None) => format!("digests and signatures OK (signed by {key})"),
+        (Some(_), Some(e)) => {
+            format!("digests and signatures OK (signed by a key already in the RPM database; {e})")
+        }
+        (None, _) => "digests OK (signatures not checked: rpm_gpg_key is empty)".to_owned(),
     };
     Ok(format!(
         "{} packages' {checked}, {} {want}",
@@ -841,5 +852,110 @@ mod tests {
         }];
         assert_eq!(installed_version(&pkgs).as_deref(), Ok("v1.33.5+rke2r1"));
         assert!(installed_version(&[]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod verify_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ops::journal::OpRecord;
+    use crate::ops::pkg::ExecOutput;
+    use crate::ops::steps::{OpKind, Step};
+
+    const COMMON: &str = "/op/a/rke2-common-1.34.1~rke2r1-0.x86_64.rpm";
+    const SERVER: &str = "/op/a/rke2-server-1.34.1~rke2r1-0.x86_64.rpm";
+
+    /// An offline node: `rpm --import <url>` fails; `rpm -Kv` answers `verdict` for both files.
+    struct Offline {
+        verdict: &'static str,
+    }
+
+    impl PackageExec for Offline {
+        async fn run(&self, argv: &[String], _timeout: Duration) -> Result<ExecOutput, String> {
+            let out = |status, stdout: String, stderr: &str| ExecOutput {
+                status: Some(status),
+                stdout,
+                stderr: stderr.to_owned(),
+            };
+            Ok(match argv.get(1).map(String::as_str) {
+                Some("--import") => out(
+                    1,
+                    String::new(),
+                    "curl: (6) Could not resolve host: rpm.rancher.io",
+                ),
+                Some("-Kv") => out(
+                    i32::from(self.verdict != "OK"),
+                    [COMMON, SERVER]
+                        .iter()
+                        .map(|f| {
+                            format!(
+                                "{f}:\n    Header V4 RSA/SHA512 Signature, key ID 3a1de1ad: {}\n    Header SHA256 digest: OK\n    Payload SHA256 digest: OK\n",
+                                self.verdict
+                            )
+                        })
+                        .collect(),
+                    "",
+                ),
+                _ => out(
+                    0,
+                    "rke2-common 1.34.1~rke2r1-0\nrke2-server 1.34.1~rke2r1-0\n".to_owned(),
+                    "",
+                ),
+            })
+        }
+
+        fn has(&self, _tool: &str) -> bool {
+            true
+        }
+    }
+
+    fn record() -> OpRecord {
+        let mut record = OpRecord::new(
+            "op-1".into(),
+            OpKind::Upgrade {
+                version: "v1.34.1+rke2r1".into(),
+                source: None,
+                allow_rollback: true,
+            },
+            Role::Server,
+            "rke2-server.service".into(),
+            Step::VerifyChecksum,
+            time::OffsetDateTime::UNIX_EPOCH,
+        );
+        record.install = Some(InstallRecord::Rpm {
+            tool: super::super::pkg::PackageTool::Dnf,
+            previous: vec![],
+            files: vec![COMMON.into(), SERVER.into()],
+            pid_before: None,
+            gpg_key: Some(rke2ops_common::install::DEFAULT_RPM_GPG_KEY.into()),
+        });
+        record
+    }
+
+    #[tokio::test]
+    async fn an_offline_node_with_the_key_already_trusted_still_verifies() {
+        let target: Rke2Version = "v1.34.1+rke2r1".parse().expect("version");
+        let ok = verify(&Offline { verdict: "OK" }, &record(), &target)
+            .await
+            .expect("signatures OK with the key already in the RPM database");
+        assert!(
+            ok.contains("signed by a key already in the RPM database")
+                && ok.contains("Could not resolve host"),
+            "{ok}"
+        );
+        // Without the key in the database the files are refused, and the refusal says why
+        // the import failed.
+        let err = verify(&Offline { verdict: "NOKEY" }, &record(), &target)
+            .await
+            .expect_err("NOKEY refused");
+        assert!(
+            err.contains("rke2-common-1.34.1~rke2r1-0.x86_64.rpm")
+                && err.contains("NOKEY")
+                && err.contains("importing the signing key")
+                && err.contains("Could not resolve host"),
+            "{err}"
+        );
     }
 }

@@ -646,6 +646,24 @@ async fn a_rotation_that_asks_for_it_snapshots_etcd_before_the_unit_stops() {
 }
 
 #[tokio::test]
+async fn a_rotation_that_fails_after_its_snapshot_still_names_it_in_the_result() {
+    let node = TestNode::new(Some("client-admin.crt"));
+    let record = node
+        .runner()
+        .run(rotate_with_snapshot(), |_| {})
+        .await
+        .expect("runs");
+    assert_eq!(record.step, Step::Failed);
+    let result = crate::link::ops::result_of(&record, String::new());
+    assert!(
+        result.detail.starts_with("verify-fresh:")
+            && result.detail.contains("; etcd-snapshot: saved "),
+        "{}",
+        result.detail
+    );
+}
+
+#[tokio::test]
 async fn a_failed_snapshot_ends_the_rotation_before_the_unit_stops() {
     let node = TestNode::new(None);
     let script = node.path("rke2");

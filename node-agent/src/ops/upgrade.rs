@@ -58,15 +58,34 @@ pub fn at_or_above(installed: &str, target: &str, running_replaced: bool) -> boo
 fn installed_bin(setup: &NodeSetup, record: &OpRecord) -> PathBuf {
     match &record.install {
         Some(InstallRecord::Rpm { .. }) => PathBuf::from(rke2ops_common::install::RPM_BINARY),
-        Some(InstallRecord::Tarball { prefix }) => prefix.join("bin/rke2"),
+        Some(InstallRecord::Tarball { prefix, .. }) => prefix.join("bin/rke2"),
         None => setup.install_prefix.join("bin/rke2"),
+    }
+}
+
+/// Where the release's files go: the units' folder as journaled when the operation began.
+fn layout(setup: &NodeSetup, record: &OpRecord) -> install::Layout {
+    let prefix = prefix(setup, record);
+    match &record.install {
+        Some(InstallRecord::Tarball {
+            units: Some(units), ..
+        }) => install::Layout {
+            prefix,
+            units: units.clone(),
+        },
+        // Journaled by an agent that installed every unit under the prefix.
+        Some(InstallRecord::Tarball { units: None, .. }) => install::Layout {
+            units: prefix.join("lib/systemd/system"),
+            prefix,
+        },
+        _ => install::Layout::for_prefix(&prefix, &setup.moved_unit_dir),
     }
 }
 
 /// The tarball prefix of the detected install.
 fn prefix(setup: &NodeSetup, record: &OpRecord) -> PathBuf {
     match &record.install {
-        Some(InstallRecord::Tarball { prefix }) => prefix.clone(),
+        Some(InstallRecord::Tarball { prefix, .. }) => prefix.clone(),
         _ => setup.install_prefix.clone(),
     }
 }
@@ -134,7 +153,10 @@ pub async fn check_version(
     if record.install.is_none() {
         let detected = method::detect(&exec, &record.unit, &setup.install_prefix).await?;
         record.install = Some(match detected {
-            method::Detected::Tarball { prefix } => InstallRecord::Tarball { prefix },
+            method::Detected::Tarball { prefix } => InstallRecord::Tarball {
+                units: Some(install::Layout::for_prefix(&prefix, &setup.moved_unit_dir).units),
+                prefix,
+            },
             method::Detected::Rpm { packages } => rpm::start(&setup.rpm, &exec, packages)?.0,
         });
     }
@@ -240,7 +262,7 @@ pub async fn install_files(
         return rpm::install(&HostExec, record, &target_version(record)?).await;
     }
     let prefix = prefix(setup, record);
-    let layout = install::Layout::for_prefix(&prefix, &setup.moved_unit_dir);
+    let layout = layout(setup, record);
     let dir = op_dir(journal, record)?;
     let tarball = dir
         .join("artifacts")
@@ -364,7 +386,7 @@ pub async fn restore_previous(
         return Ok(format!("{done}, systemd reloaded"));
     }
     let prefix = prefix(setup, record);
-    let layout = install::Layout::for_prefix(&prefix, &setup.moved_unit_dir);
+    let layout = layout(setup, record);
     let previous = op_dir(journal, record)?.join("previous");
     let n =
         install::restore(&previous, &layout, &record.installed_files).map_err(|e| e.to_string())?;

@@ -94,6 +94,23 @@ fn snapshot_path<'a>(step: &str, detail: &'a str) -> Option<&'a str> {
     (path.starts_with('/') && !path.contains(char::is_control)).then_some(path)
 }
 
+/// Records the snapshot a result names (`; etcd-snapshot: saved <path> (<n> bytes)`) when
+/// its step's progress was lost (a hub restart between the step and the result); returns
+/// `; restore: <command>` for the event then.
+fn snapshot_from_result(node: &mut PlanNode, detail: &str) -> Option<String> {
+    if !node.etcd_snapshot.is_empty() {
+        return None;
+    }
+    let path = detail
+        .rsplit_once("; etcd-snapshot: ")
+        .and_then(|(_, step)| snapshot_path("etcd-snapshot", step))?;
+    node.etcd_snapshot = path.to_owned();
+    Some(format!(
+        "; restore: {}",
+        rke2ops_common::layout::etcd_restore_command(path)
+    ))
+}
+
 /// Whether `node` should have reported an etcd snapshot by now and did not: servers of
 /// upgrades, and of rotations that asked for one. Pure.
 fn snapshot_owed(kind: PlanKind, policy: &PlanPolicy, node: &PlanNode) -> bool {
@@ -105,12 +122,14 @@ fn snapshot_owed(kind: PlanKind, policy: &PlanPolicy, node: &PlanNode) -> bool {
     asked && node.role == crate::plan::decide::Role::Server && node.etcd_snapshot.is_empty()
 }
 
-/// The journal line that says why the unit failed: RKE2's last fatal (then error) line, as
-/// systemd's own "Failed to start ..." comes after it and says nothing; else the last. Pure.
+/// The journal line that says why the unit failed: RKE2's last fatal line, as systemd's own
+/// "Failed to start ..." comes after it and says nothing; else the last line (RKE2 logs
+/// harmless errors while it starts, so an error line is no better than systemd's). Pure.
 fn telling_line(lines: &[String]) -> Option<&str> {
-    ["level=fatal", "level=error"]
+    lines
         .iter()
-        .find_map(|level| lines.iter().rev().find(|l| l.contains(level)))
+        .rev()
+        .find(|l| l.contains("level=fatal"))
         .or_else(|| lines.last())
         .map(String::as_str)
 }
@@ -200,18 +219,8 @@ pub(super) async fn operate(
             // Verification counts only reports from now on.
             node.phase_at = Some(OffsetDateTime::now_utc());
             let mut event = format!("operation {word}: {}", result.detail);
-            if node.etcd_snapshot.is_empty()
-                && let Some(path) = result
-                    .detail
-                    .rsplit_once("; etcd-snapshot: ")
-                    .and_then(|(_, step)| snapshot_path("etcd-snapshot", step))
-            {
-                // Its progress was lost (a hub restart between the step and the result).
-                node.etcd_snapshot = path.to_owned();
-                event.push_str(&format!(
-                    "; restore: {}",
-                    rke2ops_common::layout::etcd_restore_command(path)
-                ));
+            if let Some(restore) = snapshot_from_result(&mut node, &result.detail) {
+                event.push_str(&restore);
             }
             if outcome == Outcome::Succeeded && snapshot_owed(plan.kind, &plan.policy, &node) {
                 // An agent older than the hub ignores the request: say so, the operator
@@ -224,6 +233,10 @@ pub(super) async fn operate(
         }
         _ => {
             let mut reason = format!("operation {op} {}: {}", outcome.word(), result.detail);
+            // A failure after the snapshot is when its restore command is needed most.
+            if let Some(restore) = snapshot_from_result(&mut node, &result.detail) {
+                reason.push_str(&restore);
+            }
             if let Some(line) = telling_line(&result.unit_journal) {
                 reason.push_str(&format!(" (unit journal: {line})"));
             }
@@ -234,7 +247,7 @@ pub(super) async fn operate(
 
 #[cfg(test)]
 mod tests {
-    use super::{snapshot_owed, snapshot_path, telling_line};
+    use super::{snapshot_from_result, snapshot_owed, snapshot_path, telling_line};
     use crate::plan::decide::Role;
     use crate::plan::model::{PlanKind, PlanNode, PlanPolicy};
 
@@ -255,6 +268,29 @@ mod tests {
     }
 
     #[test]
+    fn a_results_snapshot_is_recorded_when_its_progress_was_lost() {
+        let mut node = PlanNode::pending("s1", 0, Role::Server, "");
+        let path = "/var/lib/rancher/rke2/server/db/snapshots/rke2ops-plan1-s1-1-s1-17";
+        let detail = format!(
+            "verify-served: apiserver serves an old certificate; etcd-snapshot: saved {path} (4096 bytes)"
+        );
+        let restore = snapshot_from_result(&mut node, &detail).expect("recorded");
+        assert_eq!(node.etcd_snapshot, path);
+        assert!(
+            restore.contains(&format!("--cluster-reset-restore-path={path}")),
+            "{restore}"
+        );
+        // Already known from the step's progress: nothing again.
+        assert_eq!(snapshot_from_result(&mut node, &detail), None);
+        let mut other = PlanNode::pending("s2", 1, Role::Server, "");
+        assert_eq!(
+            snapshot_from_result(&mut other, "rotate succeeded: ok"),
+            None
+        );
+        assert!(other.etcd_snapshot.is_empty());
+    }
+
+    #[test]
     fn the_failures_own_line_is_picked_over_systemds() {
         let lines: Vec<String> = [
             r#"time="t" level=error msg="retrying""#,
@@ -269,6 +305,12 @@ mod tests {
             Some(r#"time="t" level=fatal msg="failed to get runtime image x""#)
         );
         assert_eq!(telling_line(&lines[..1]), Some(lines[0].as_str()));
+        // No fatal line: the last one, not an earlier error.
+        let timeout = [
+            lines[0].clone(),
+            "rke2-server.service: start operation timed out".into(),
+        ];
+        assert_eq!(telling_line(&timeout), Some(timeout[1].as_str()));
         assert_eq!(telling_line(&lines[2..]), Some(lines[3].as_str()));
         assert_eq!(telling_line(&[]), None);
     }
