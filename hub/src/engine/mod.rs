@@ -163,6 +163,10 @@ pub struct Engine {
     probing: Mutex<HashSet<i64>>,
     /// The soak watch of each rollout between waves ([`rollouts`]).
     soaking: Mutex<std::collections::HashMap<i64, rollouts::SoakWatch>>,
+    /// Held while a rollout's wave plans are created: `CreateRollout` (an RPC) and the loop's
+    /// pass may both find a cluster of the wave without a plan; the second must see the
+    /// first's plan, not be refused by the one-active-plan rule and halt the rollout.
+    creating_wave_plans: Mutex<()>,
 }
 
 impl Engine {
@@ -210,6 +214,7 @@ impl Engine {
             held: Mutex::default(),
             probing: Mutex::default(),
             soaking: Mutex::default(),
+            creating_wave_plans: Mutex::default(),
             doctor_due: std::sync::atomic::AtomicBool::new(false),
         })
     }

@@ -147,9 +147,19 @@ impl Engine {
     /// Creates the plans of `clusters` (of `rollout`'s current wave); a plan that cannot be
     /// created halts the rollout with the reason.
     fn create_wave_plans(&self, rollout: &Rollout, clusters: &[String]) -> Result<(), EngineError> {
+        let _creating = self
+            .creating_wave_plans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Read again under the lock: the other caller may have made some since `clusters`
+        // was worked out.
+        let made = self.store.rollout_plans(rollout.id)?;
         let now = OffsetDateTime::now_utc();
         let label = wave_label(rollout.facts.wave, rollout.facts.clusters());
         for cluster in clusters {
+            if made.iter().any(|p| &p.cluster == cluster) {
+                continue;
+            }
             let request = PlanRequest {
                 kind: rollout.kind,
                 target_version: rollout.target_version.parse().ok(),
@@ -510,4 +520,66 @@ fn latest_per_cluster(plans: Vec<Plan>, clusters: &[String]) -> Vec<WavePlan> {
             finished_at: p.finished_at,
         })
         .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use time::OffsetDateTime;
+
+    use super::RolloutRequest;
+    use crate::engine::{Engine, EngineSettings};
+    use crate::plan::create::PlanRequest;
+    use crate::plan::model::{PlanKind, PlanPolicy, PlanState};
+    use crate::registry::Registry;
+    use crate::store::Store;
+
+    /// `CreateRollout` made the wave's plans while the loop's pass had already found the
+    /// cluster without one (seen in CI: the pass's create was refused by the one-active-plan
+    /// rule and halted the rollout). The late creator must find the plan and do nothing.
+    #[test]
+    fn a_late_second_look_at_a_wave_makes_no_plan_and_halts_nothing() {
+        let store = Store::open_in_memory().unwrap();
+        let now = OffsetDateTime::now_utc();
+        for (node, cluster) in [("s1", "staging"), ("s2", "prod")] {
+            store
+                .upsert_node_hello(node, "server", "v1.34.1+rke2r1", "0", now)
+                .unwrap();
+            store.set_node_cluster(node, cluster).unwrap();
+        }
+        let engine = Engine::new(
+            store.clone(),
+            Arc::new(Registry::default()),
+            None,
+            EngineSettings::default(),
+        );
+        let request = RolloutRequest {
+            plan: PlanRequest {
+                kind: PlanKind::Restart,
+                target_version: None,
+                channel: String::new(),
+                nodes: vec![],
+                policy: PlanPolicy::default(),
+                origin: "operator".into(),
+                cluster: String::new(),
+                rollout: None,
+            },
+            waves: vec![vec!["staging".into()], vec!["prod".into()]],
+            soak: Duration::ZERO,
+        };
+        let id = engine.create_rollout(&request, "test").unwrap();
+        let rollout = store.rollout(id).unwrap();
+        // The pass's stale view: staging has no plan yet.
+        engine
+            .create_wave_plans(&rollout, &["staging".to_owned()])
+            .unwrap();
+        let rollout = store.rollout(id).unwrap();
+        assert_eq!(rollout.state, PlanState::Running, "{}", rollout.reason);
+        let plans = store.rollout_plans(id).unwrap();
+        assert_eq!(plans.len(), 1, "one plan for staging");
+        assert_eq!(plans[0].cluster, "staging");
+    }
 }
