@@ -397,8 +397,11 @@ async fn a_replica_reaches_etcd_over_mutual_tls_and_nothing_gets_in_without_a_cl
     assert!(!refused.status.success());
     let said = String::from_utf8_lossy(&refused.stderr);
     // etcd closes the connection of a client without a certificate; the error names etcd.
+    // The client sees the close as "connection closed" or, when it was still writing (a
+    // loaded machine), as a broken pipe.
     assert!(
-        said.contains("etcd (https://127.0.69.1:2379)") && said.contains("connection closed"),
+        said.contains("etcd (https://127.0.69.1:2379)")
+            && (said.contains("connection closed") || said.contains("broken pipe")),
         "{said}"
     );
     let moved = migrate(true);

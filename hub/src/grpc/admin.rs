@@ -532,10 +532,36 @@ impl AdminApi {
                 })
             })
             .collect::<Result<Vec<Code>, Status>>()?;
+        let dry_run = req.dry_run;
+        if !dry_run {
+            // One active plan per cluster, said before the preflight: the active plan's own
+            // maintenance makes the doctor's blockers (a server down for its rotation), and
+            // they would hide the reason that matters.
+            let cluster = self
+                .hub
+                .engine
+                .resolve_cluster(&req.cluster)
+                .map_err(super::plans::engine_status)?;
+            if let Some(active) = self
+                .hub
+                .store
+                .plans(true)
+                .map_err(internal)?
+                .into_iter()
+                .filter(|p| p.cluster == cluster)
+                .min_by_key(|p| p.id)
+            {
+                return Err(super::plans::engine_status(
+                    crate::engine::EngineError::Store(crate::store::StoreError::PlanActive {
+                        id: active.id,
+                        state: active.state.to_string(),
+                    }),
+                ));
+            }
+        }
         let target: Option<Rke2Version> = req.version.parse().ok();
         let findings = self.fleet_findings(target.as_ref()).await?;
         let preflight = Preflight::of(findings, &req.nodes, !req.no_drain, &accept);
-        let dry_run = req.dry_run;
         if !dry_run && !preflight.refused.is_empty() {
             return Err(Status::failed_precondition(preflight.refusal()));
         }
