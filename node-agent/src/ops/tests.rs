@@ -516,6 +516,17 @@ impl TestNode {
         node.active && !node.failed
     }
 
+    /// Sets one of the fake `rke2`'s switches (`RKE2OPS_TEST_*`) in the script itself: the
+    /// environment is the test process's, shared by parallel tests.
+    fn switch_on(&self, var: &str) {
+        let script = self.path("rke2");
+        let text = std::fs::read_to_string(&script).expect("script");
+        write_script(
+            &script,
+            &text.replacen("set -e\n", &format!("set -e\n{var}=1\n"), 1),
+        );
+    }
+
     fn fail_next_starts(&self, n: u32) {
         self.systemd.node.lock().unwrap().failing_starts = n;
     }
@@ -666,12 +677,7 @@ async fn a_rotation_that_fails_after_its_snapshot_still_names_it_in_the_result()
 #[tokio::test]
 async fn a_failed_snapshot_ends_the_rotation_before_the_unit_stops() {
     let node = TestNode::new(None);
-    let script = node.path("rke2");
-    let text = std::fs::read_to_string(&script).expect("script");
-    write_script(
-        &script,
-        &text.replacen("set -e\n", "set -e\nRKE2OPS_TEST_SNAPSHOT_FAILS=1\n", 1),
-    );
+    node.switch_on("RKE2OPS_TEST_SNAPSHOT_FAILS");
     let record = node
         .runner()
         .run(rotate_with_snapshot(), |_| {})
@@ -971,14 +977,7 @@ async fn a_failed_or_empty_snapshot_fails_the_upgrade_before_anything_changes() 
         ("RKE2OPS_TEST_EMPTY_SNAPSHOT", "is empty"),
     ] {
         let node = TestNode::for_upgrade(true);
-        // The script reads its switch from a file beside it (the environment is the test
-        // process's, shared by parallel tests).
-        let script = node.path("rke2");
-        let text = std::fs::read_to_string(&script).expect("script");
-        write_script(
-            &script,
-            &text.replacen("set -e\n", &format!("set -e\n{var}=1\n"), 1),
-        );
+        node.switch_on(var);
         let record = node
             .runner()
             .run(node.upgrade(), |_| {})
